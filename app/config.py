@@ -1,0 +1,31 @@
+"""Settings: the one pydantic-settings object for the whole app (env prefix ``QSCOPE_``).
+
+Every field can be set in the environment (``QSCOPE_DEVICE=cuda``) or in a ``.env`` file; the CLI
+reuses these values as its defaults, so a flag and a variable always mean the same thing.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QSCOPE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Where built artefacts (demo model, databases) live.")
+    demo_dir: Path = Field(Path("data/demo"), description="Where `qscope build-demo` writes mini-Qwen.")
+    device: str = Field(
+        "auto", description="torch device: 'auto' (cuda if present, else cpu), 'cpu', 'cuda:0'."
+    )
+    dtype: str = Field("auto", description="torch dtype: 'auto' (bf16 on cuda, fp32 on cpu), 'float32', ...")
+    seed: int = Field(0, description="Seed for everything deterministic (demo build, sampling defaults).")
+    host: str = Field("127.0.0.1", description="Address `qscope serve` binds.")
+    port: int = Field(8000, description="Port `qscope serve` binds.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,183 @@
+"""`qscope build-demo`: build mini-Qwen stage by stage (corpus, tokenizer + model, SAEs) under one folder.
+
+Layout of ``out``::
+
+    corpus/{train,val}.jsonl, manifest.json       real text, JSON lines with a ``text`` field
+    model/                                         Qwen3ForCausalLM checkpoint + Qwen2-style tokenizer files
+    saes/SAE-Res-mini-qwen-W<w>-L0_<k>/layer{n}.sae.pt   TopK SAEs in the Qwen-Scope file format
+    build.json                                     the spec and every figure of the build
+
+Each stage is written to a temporary folder and renamed into place, with a ``stage.json`` that records the
+digest of the settings it was built from; a later run with the same settings reuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from tokenizers import Tokenizer
+
+from app.demo import corpus as corpus_mod
+from app.demo.spec import DemoSpec
+from app.demo.tokenizer import save_tokenizer, train_tokenizer
+from app.demo.train_model import pack, train_model
+from app.demo.train_sae import collect_activations, sae_metrics, train_sae
+from app.model import load_model
+from app.sae import load_sae, save_qwen_scope
+
+CORPUS_FIELDS = ("seed", "corpus_chars")
+MODEL_FIELDS = CORPUS_FIELDS + (
+    "vocab_size", "hidden_size", "n_layers", "n_heads", "n_kv_heads", "head_dim", "intermediate_size",
+    "ctx", "batch_size", "steps", "lr", "warmup_steps",
+)  # fmt: skip
+SAE_FIELDS = MODEL_FIELDS + (
+    "sae_layers", "sae_width", "sae_k", "sae_train_tokens", "sae_eval_tokens", "sae_batch", "sae_epochs",
+    "sae_lr", "sae_aux_k",
+)  # fmt: skip
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _reusable(stage_dir: Path, digest: str) -> dict | None:
+    """The stage's recorded figures when it was built from the same settings, else None."""
+    marker = stage_dir / "stage.json"
+    if marker.is_file():
+        info = json.loads(marker.read_text())
+        if info.get("digest") == digest:
+            return info
+    return None
+
+
+def _commit(tmp: Path, final: Path, info: dict) -> None:
+    """Record the stage's figures and move it into place in one rename."""
+    (tmp / "stage.json").write_text(json.dumps(info, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
+def _fresh_tmp(final: Path) -> Path:
+    tmp = final.with_name(f".{final.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def build_corpus(out: Path, spec: DemoSpec, console: Console) -> dict:
+    final, digest = out / "corpus", spec.digest(*CORPUS_FIELDS)
+    if info := _reusable(final, digest):
+        console.print(f"corpus: reusing {final}")
+        return info
+    tmp = _fresh_tmp(final)
+    manifest = corpus_mod.write_corpus(tmp, spec.corpus_chars, spec.seed)
+    info = {"digest": digest, **asdict(manifest)}
+    _commit(tmp, final, info)
+    console.print(
+        f"corpus: {manifest.train_docs} train / {manifest.val_docs} val documents, sources {manifest.sources}"
+    )
+    return info
+
+
+def build_model(out: Path, spec: DemoSpec, console: Console) -> dict:
+    final, digest = out / "model", spec.digest(*MODEL_FIELDS)
+    if info := _reusable(final, digest):
+        console.print(f"model: reusing {final}")
+        return info
+    tmp = _fresh_tmp(final)
+    train_texts = corpus_mod.read_texts(out / "corpus" / "train.jsonl")
+    val_texts = corpus_mod.read_texts(out / "corpus" / "val.jsonl")
+    tok = train_tokenizer(train_texts, spec.vocab_size)
+    save_tokenizer(tok, tmp, model_max_length(spec))
+    train_NT, val_NT = pack(tok, train_texts, spec.ctx), pack(tok, val_texts, spec.ctx)
+    console.print(
+        f"tokenizer: vocab {tok.get_vocab_size()}; {train_NT.numel()} train / {val_NT.numel()} val tokens"
+    )
+    with _progress(console) as bar:
+        task = bar.add_task("train mini-Qwen", total=spec.steps, info="")
+        model, report = train_model(
+            spec, tok, train_NT, val_NT,
+            progress=lambda step, loss: bar.update(task, completed=step + 1, info=f"loss {loss:.3f}"),
+        )  # fmt: skip
+    model.save_pretrained(tmp)
+    info = {"digest": digest, **asdict(report)}
+    _commit(tmp, final, info)
+    console.print(
+        f"model: val loss {report.val_loss:.3f} nats vs unigram entropy {report.unigram_entropy:.3f} "
+        f"({report.params / 1e6:.2f}M params, {report.seconds:.0f}s)"
+    )
+    return info
+
+
+def model_max_length(spec: DemoSpec) -> int:
+    return max(1024, spec.ctx * 8)
+
+
+def build_saes(out: Path, spec: DemoSpec, console: Console) -> dict:
+    final, digest = out / "saes" / spec.sae_release, spec.digest(*SAE_FIELDS)
+    if info := _reusable(final, digest):
+        console.print(f"saes: reusing {final}")
+        return info
+    tmp = _fresh_tmp(final)
+    loaded = load_model(out / "model", device="cpu", dtype="float32")
+    tok = Tokenizer.from_file(str(out / "model" / "tokenizer.json"))
+    windows = {
+        split: pack(tok, corpus_mod.read_texts(out / "corpus" / f"{split}.jsonl"), spec.ctx)
+        for split in ("train", "val")
+    }
+    train_acts = collect_activations(loaded.model, windows["train"], spec.sae_layers, spec.sae_train_tokens)
+    val_acts = collect_activations(loaded.model, windows["val"], spec.sae_layers, spec.sae_eval_tokens)
+    metrics: dict[str, dict] = {}
+    with _progress(console) as bar:
+        for layer in spec.sae_layers:
+            task = bar.add_task(f"train SAE layer {layer}", total=None, info="")
+            t0 = time.perf_counter()
+
+            def tick(step: int, total: int, fvu: float, task=task) -> None:
+                bar.update(task, completed=step + 1, total=total, info=f"fvu {fvu:.3f}")
+
+            w = train_sae(spec, train_acts[layer], progress=tick)
+            path = tmp / f"layer{layer}.sae.pt"
+            save_qwen_scope(path, w.W_enc, w.b_enc, w.W_dec, w.b_dec)
+            sae = load_sae(path)  # evaluate through the same reader a real release goes through
+            metrics[str(layer)] = {**sae_metrics(sae.encode, sae.decode, val_acts[layer]),
+                                   "train_seconds": time.perf_counter() - t0}  # fmt: skip
+    info = {"digest": digest, "release": spec.sae_release, "layers": metrics}
+    _commit(tmp, final, info)
+    for layer, m in metrics.items():
+        console.print(f"sae layer {layer}: FVU {m['fvu']:.3f}, dead {m['dead_fraction']:.1%}")
+    return info
+
+
+def build_demo(out: Path, spec: DemoSpec, console: Console | None = None) -> dict:
+    """Build (or reuse) every stage and write ``build.json`` with the figures; returns that report."""
+    console = console or Console(stderr=True)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    report = {
+        "spec": {k: v for k, v in asdict(spec).items() if k != "notes"},
+        "corpus": build_corpus(out, spec, console),
+        "model": build_model(out, spec, console),
+        "saes": build_saes(out, spec, console),
+    }
+    report["seconds"] = time.perf_counter() - t0
+    (out / "build.json").write_text(json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,290 @@
+"""The SAE core: one `Sae` module (encode / decode / forward) whatever the release format, and `load_sae`.
+
+`load_sae` looks at what a path holds, hands it to the matching reader in `app.sae_formats` (Qwen-Scope,
+SAELens, Llama Scope, sparsify) and builds an `Sae` from the `SaeSpec` it returns. Every Sae takes and returns
+raw model activations [..., d_in]: a release's activation-norm scaling is folded into its weights here, so
+`W_dec` rows are feature directions in model space and steering can add them as they are.
+
+Shapes: D = d_in (the model's hidden size), F = d_sae (features), K = k, B = any leading dims.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from app.sae_formats import (
+    ARCHITECTURES,
+    QWEN_SCOPE_DIMS,
+    QWEN_SCOPE_RE,
+    SaeFormatError,
+    SaeSpec,
+    check_shapes,
+    peek_layer,
+    read_llamascope,
+    read_qwen_scope,
+    read_saelens,
+    read_sparsify,
+)
+
+__all__ = ["Sae", "SaeFormatError", "SaeSpec", "find_sae_files", "load_sae", "save_qwen_scope"]
+
+CANONICAL_DIMS = {"W_enc": ("d_in", "d_sae"), "W_dec": ("d_sae", "d_in"), "b_dec": ("d_in",)} | {
+    name: ("d_sae",) for name in ("b_enc", "threshold", "b_gate", "b_mag", "r_mag", "rank_scale")
+}
+CONFIG_NAMES = ("cfg.json", "config.json", "hyperparams.json")
+LOOKED_FOR = (
+    "layer<n>.sae.pt (Qwen-Scope); cfg.json + sae_weights.safetensors (SAELens); config.json or "
+    "hyperparams.json + sae_weights.safetensors or checkpoints/final.safetensors (Llama Scope); "
+    "cfg.json + sae.safetensors (sparsify)"
+)
+
+
+class Sae(nn.Module):
+    """A sparse autoencoder over one site of a model, built from an `SaeSpec` (see `load_sae`).
+
+    Metadata: d_in, d_sae, architecture ("relu" | "topk" | "batchtopk" | "jumprelu" | "gated"), k (top-k
+    only), layer (decoder layer read), site (HF module path, "model.layers.{layer}" for the residual stream),
+    hook_name (as the file's config writes it), source (the file), format, apply_b_dec_to_input.
+    Parameters, frozen (requires_grad=False; encode/decode stay differentiable in their input):
+    W_enc [D, F], b_enc [F] (zeros for gated), W_dec [F, D], b_dec [D]; threshold [F] for jumprelu;
+    b_gate, b_mag, r_mag [F] for gated.
+    """
+
+    def __init__(
+        self, spec: SaeSpec, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> None:
+        super().__init__()
+        self.d_in, self.d_sae = _check_spec(spec)
+        self.architecture = spec.architecture
+        self.k = spec.k if spec.architecture in ("topk", "batchtopk") else None
+        self.layer, self.site, self.hook_name = spec.layer, spec.site, spec.hook_name
+        self.source, self.format = spec.source, spec.format
+        self.apply_b_dec_to_input = spec.apply_b_dec_to_input
+        # The release encodes x * input_scale and reconstructs y * output_scale. Both are folded into the
+        # weights here (as SAELens' fold_activation_norm_scaling_factor does), so encode/decode take raw
+        # activations, feature values are unchanged and W_dec rows are model-space directions. The two
+        # numbers are kept for display only: never apply them again.
+        self.input_scale = float(spec.input_scale)
+        self.output_scale = float(spec.output_scale if spec.output_scale is not None else spec.input_scale)
+        dtype = dtype or spec.W_enc_DF.dtype
+        work = torch.promote_types(dtype, torch.float32)  # fold in at least fp32, then cast
+
+        def cast(t: Tensor, scale: float = 1.0) -> Tensor:
+            t = t.to(work) if scale == 1.0 else t.to(work) * scale
+            return t.to(device=device, dtype=dtype).contiguous()
+
+        def frozen(t: Tensor | None, scale: float = 1.0) -> nn.Parameter | None:
+            return None if t is None else nn.Parameter(cast(t, scale), requires_grad=False)
+
+        self.W_enc = frozen(spec.W_enc_DF, self.input_scale)
+        self.b_enc = frozen(spec.b_enc_F)
+        self.W_dec = frozen(spec.W_dec_FD, 1 / self.output_scale)
+        self.b_dec = frozen(spec.b_dec_D, 1 / self.output_scale)
+        self.threshold = frozen(spec.threshold_F)
+        self.b_gate, self.b_mag, self.r_mag = map(frozen, (spec.b_gate_F, spec.b_mag_F, spec.r_mag_F))
+        rank_scale_F = spec.rank_scale_F
+        if rank_scale_F is not None and torch.allclose(rank_scale_F.float(), torch.ones(())):
+            rank_scale_F = None  # unit-norm decoder: ranking by pre alone is the same
+        self.register_buffer("rank_scale", None if rank_scale_F is None else cast(rank_scale_F))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Dense feature activations [..., d_sae] for activations x [..., d_in], in the SAE's dtype."""
+        if x.shape[-1] != self.d_in:
+            raise ValueError(
+                f"SAE {self.source} reads d_in={self.d_in} but got input of shape {list(x.shape)}"
+            )
+        x_BD = x.to(device=self.W_enc.device, dtype=self.W_enc.dtype)
+        if self.apply_b_dec_to_input:
+            x_BD = x_BD - self.b_dec
+        if self.architecture == "gated":
+            gate_BF = (x_BD @ self.W_enc + self.b_gate) > 0
+            mag_BF = (x_BD @ (self.W_enc * self.r_mag.exp()) + self.b_mag).relu()
+            return mag_BF * gate_BF
+        pre_BF = x_BD @ self.W_enc + self.b_enc
+        if self.architecture == "relu":
+            return pre_BF.relu()
+        if self.architecture == "jumprelu":
+            return pre_BF.relu() * (pre_BF > self.threshold)
+        return self._top_k(pre_BF)
+
+    def _top_k(self, pre_BF: Tensor) -> Tensor:
+        # batchtopk lands here too: per-token top-k at inference (see app.sae_formats.read_saelens)
+        score_BF = pre_BF if self.rank_scale is None else pre_BF * self.rank_scale
+        top_idx_BK = score_BF.topk(min(self.k, self.d_sae), dim=-1).indices
+        top_BK = pre_BF.gather(-1, top_idx_BK).relu()
+        return torch.zeros_like(pre_BF).scatter(-1, top_idx_BK, top_BK)
+
+    def decode(self, f: Tensor) -> Tensor:
+        """Reconstruction [..., d_in] from feature activations f [..., d_sae]."""
+        if f.shape[-1] != self.d_sae:
+            raise ValueError(
+                f"SAE {self.source} has d_sae={self.d_sae} but got features of shape {list(f.shape)}"
+            )
+        return f.to(device=self.W_dec.device, dtype=self.W_dec.dtype) @ self.W_dec + self.b_dec
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def check_fits(self, hidden_size: int) -> None:
+        """Raise SaeFormatError when this SAE cannot read a model with this hidden size."""
+        if hidden_size != self.d_in:
+            raise SaeFormatError(
+                f"SAE {self.source} reads d_in={self.d_in} but the model's hidden size is {hidden_size}"
+            )
+
+    @property
+    def decoder_directions(self) -> Tensor:
+        """W_dec [d_sae, d_in]: row f is feature f's direction in model space."""
+        return self.W_dec
+
+    def extra_repr(self) -> str:
+        k = f", k={self.k}" if self.k is not None else ""
+        return (
+            f"format={self.format}, architecture={self.architecture}{k}, d_in={self.d_in}, "
+            f"d_sae={self.d_sae}, "
+            f"layer={self.layer}, site={self.site}"
+        )
+
+
+def _check_spec(spec: SaeSpec) -> tuple[int, int]:
+    """(d_in, d_sae) of a spec whose pieces fit its architecture and each other, else SaeFormatError."""
+    src, arch = spec.source, spec.architecture
+    if arch not in ARCHITECTURES:
+        raise SaeFormatError(f"SAE {src}: architecture {arch!r} is not one of {ARCHITECTURES}")
+    needs = {"jumprelu": ["threshold_F"], "gated": ["b_gate_F", "b_mag_F", "r_mag_F"]}.get(arch, [])
+    if missing := [name for name in needs if getattr(spec, name) is None]:
+        raise SaeFormatError(f"SAE {src}: a {arch} SAE needs {', '.join(missing)}")
+    if arch in ("topk", "batchtopk") and (spec.k is None or spec.k < 1):
+        raise SaeFormatError(f"SAE {src}: a {arch} SAE needs k >= 1, got k={spec.k}")
+    if spec.apply_b_dec_to_input and spec.output_scale not in (None, spec.input_scale):
+        raise SaeFormatError(f"SAE {src}: b_dec is subtracted from the input but the two scales differ")
+    named = {"W_enc": spec.W_enc_DF, "b_enc": spec.b_enc_F, "W_dec": spec.W_dec_FD, "b_dec": spec.b_dec_D,
+             "threshold": spec.threshold_F, "b_gate": spec.b_gate_F, "b_mag": spec.b_mag_F,
+             "r_mag": spec.r_mag_F, "rank_scale": spec.rank_scale_F}  # fmt: skip
+    sizes = check_shapes(src, {n: t for n, t in named.items() if t is not None}, CANONICAL_DIMS)
+    return sizes["d_in"], sizes["d_sae"]
+
+
+def load_sae(
+    path: str | Path,
+    *,
+    k: int | None = None,
+    layer: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> Sae:
+    """Read the SAE at `path` (a weight file or the folder holding one), whatever its format.
+
+    k: the top-k of a Qwen-Scope file (else read from a folder named `...-L0_<k>`); for other top-k SAEs it
+    replaces the file's k; other architectures ignore it.
+    layer: picks that layer's SAE from a folder holding several; names the layer of an SAE that does not say.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SaeFormatError(f"SAE path {path} does not exist")
+    weights = _pick_weights(path, layer)
+    fmt, cfg = _identify(weights, explicit=True) or ("", None)
+    if fmt == "qwen-scope":
+        spec = read_qwen_scope(weights, k)
+    elif cfg is not None:
+        spec = {"saelens": read_saelens, "llamascope": read_llamascope, "sparsify": read_sparsify}[fmt](
+            weights, cfg
+        )
+    else:
+        raise SaeFormatError(f"SAE file {weights} is not one qscope reads; it looks for {LOOKED_FOR}")
+    if k is not None and spec.architecture in ("topk", "batchtopk"):
+        spec.k = k
+    if layer is not None and spec.layer is None:
+        spec.layer, spec.site = layer, spec.site or f"model.layers.{layer}"
+    elif layer is not None and spec.layer != layer:
+        raise SaeFormatError(
+            f"SAE {weights} reads layer {spec.layer} ({spec.hook_name}) but layer={layer} was asked"
+        )
+    return Sae(spec, device=device, dtype=dtype)
+
+
+def _identify(weights: Path, explicit: bool = False) -> tuple[str, Path | None] | None:
+    """(format, config file) for an SAE weight file, or None. `explicit`: the caller named this very file."""
+    name, here = weights.name, weights.parent
+    if QWEN_SCOPE_RE.match(name) or (explicit and weights.suffix == ".pt"):
+        return "qwen-scope", None
+    if weights.suffix != ".safetensors":
+        return None
+    if name == "sae.safetensors":
+        return ("sparsify", here / "cfg.json") if (here / "cfg.json").is_file() else None
+    in_checkpoints = name == "final.safetensors" and here.name == "checkpoints"
+    if in_checkpoints:
+        # lm-saes reads checkpoints/final.safetensors only when its folder has no sae_weights.safetensors
+        if not explicit and (here.parent / "sae_weights.safetensors").is_file():
+            return None
+        here = here.parent
+    elif name != "sae_weights.safetensors" and not explicit:
+        return None
+    if not in_checkpoints and (here / "cfg.json").is_file():
+        return "saelens", here / "cfg.json"
+    for cfg_name in ("config.json", "hyperparams.json"):
+        if (here / cfg_name).is_file():
+            return "llamascope", here / cfg_name
+    return None
+
+
+def _pick_weights(path: Path, layer: int | None) -> Path:
+    """The one weight file `path` stands for: itself, its folder's SAE, or that folder's SAE for `layer`."""
+    if path.is_file() and path.name not in CONFIG_NAMES:
+        return path
+    folder = path.parent if path.is_file() else path
+    found = find_sae_files(folder)
+    own = [
+        f
+        for f in found
+        if f.parent == folder or (f.parent.name == "checkpoints" and f.parent.parent == folder)
+    ]
+    if len(own) == 1:  # the folder is one SAE (load_sae checks `layer` against it)
+        return own[0]
+    if layer is not None:
+        found = [f for f in found if _layer_of(f) == layer]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        at = f" for layer {layer}" if layer is not None else ""
+        raise SaeFormatError(f"SAE folder {folder} holds no SAE{at}; looked in it and below for {LOOKED_FOR}")
+    names = ", ".join(str(f.relative_to(folder)) for f in found[:6]) + (", ..." if len(found) > 6 else "")
+    raise SaeFormatError(
+        f"SAE folder {folder} holds {len(found)} SAEs ({names}); pass one of them, or layer="
+    )
+
+
+def _layer_of(weights: Path) -> int | None:
+    fmt, cfg = _identify(weights) or ("", None)
+    return peek_layer(fmt, weights, cfg)
+
+
+def find_sae_files(root: str | Path) -> list[Path]:
+    """Every SAE weight file under `root` (hidden folders skipped), sorted by layer, then by path."""
+    root = Path(root)
+    if root.is_file():
+        return [root] if _identify(root) else []
+    found = [
+        f
+        for f in root.rglob("*")
+        if not any(part.startswith(".") for part in f.relative_to(root).parts)
+        and f.is_file()
+        and _identify(f)
+    ]
+    keyed = [(_layer_of(f), f) for f in found]
+    return [f for layer, f in sorted(keyed, key=lambda lf: (lf[0] is None, lf[0] or 0, str(lf[1])))]
+
+
+def save_qwen_scope(path: Path, W_enc_FD: Tensor, b_enc_F: Tensor, W_dec_DF: Tensor, b_dec_D: Tensor) -> None:
+    """Write a Qwen-Scope layer file: a dict of fp32 CPU tensors, W_enc [d_sae, d_in], W_dec [d_in, d_sae]."""
+    path = Path(path)
+    tensors = {"W_enc": W_enc_FD, "b_enc": b_enc_F, "W_dec": W_dec_DF, "b_dec": b_dec_D}
+    check_shapes(path, tensors, QWEN_SCOPE_DIMS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # clone: a view would save the whole storage it points into
+    torch.save(
+        {name: t.detach().to("cpu", torch.float32).contiguous().clone() for name, t in tensors.items()}, path
+    )

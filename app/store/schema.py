@@ -1,0 +1,55 @@
+"""The DuckDB feature store's schema: one file holds every feature of every SAE of one harvest.
+
+Written only by ``qscope harvest`` (under a temporary name, renamed into place when complete); opened read-only
+by the server. Every per-feature table is keyed by ``(sae_id, feature)`` and its rows are inserted sorted by
+that key, so DuckDB's zone maps read one feature's rows from one place.
+
+Tables
+------
+meta        key VARCHAR, value VARCHAR           format version, model id, corpus, tokens, ctx, settings (JSON)
+saes        one row per SAE                      sae_id, model_id, layer, site, d_in, d_sae, k, architecture,
+                                                 format, source (path), tokens (ranked), dead (features never
+                                                 fired), hist_edges (the log-spaced histogram bin edges)
+features    one row per feature                  density (fraction of ranked tokens with act > 0), mean_act
+                                                 (mean over the tokens where it fired), max_act, n_fired,
+                                                 label, top_tokens (token ids most often at the max),
+                                                 hist (counts per ``saes.hist_edges`` bin), interval_width
+                                                 (width of an interval bin, equal for all its bins)
+contexts    one row per example context          kind ('top' | 'interval'), bin (interval bin, NULL for top),
+                                                 rank (0 = strongest within kind/bin), act (the activation at
+                                                 the marked token), window (index of the corpus window), pos
+                                                 (position of the marked token within ``token_ids``),
+                                                 token_ids INTEGER[], acts FLOAT[] (this feature's activation on
+                                                 every token of the context)
+logits      top and bottom logit effects         sign (+1 | -1), rank, token_id, value  (W_dec[f] @ W_U)
+neighbors   nearest features by decoder cosine   other_sae_id, other_feature, cosine, rank (per other_sae_id)
+vocab       token_id INTEGER, token VARCHAR      so pages decode without the tokenizer
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+DDL = """
+CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE saes (
+    sae_id VARCHAR PRIMARY KEY, model_id VARCHAR, layer INTEGER, site VARCHAR, d_in INTEGER, d_sae INTEGER,
+    k INTEGER, architecture VARCHAR, format VARCHAR, source VARCHAR, tokens BIGINT, dead INTEGER,
+    hist_edges DOUBLE[]
+);
+CREATE TABLE features (
+    sae_id VARCHAR, feature INTEGER, density DOUBLE, mean_act DOUBLE, max_act DOUBLE, n_fired BIGINT,
+    label VARCHAR, top_tokens INTEGER[], hist BIGINT[], interval_width DOUBLE
+);
+CREATE TABLE contexts (
+    sae_id VARCHAR, feature INTEGER, kind VARCHAR, bin INTEGER, rank INTEGER, act FLOAT, "window" BIGINT,
+    pos INTEGER, token_ids INTEGER[], acts FLOAT[]
+);
+CREATE TABLE logits (sae_id VARCHAR, feature INTEGER, sign TINYINT, rank INTEGER, token_id INTEGER, value FLOAT);
+CREATE TABLE neighbors (
+    sae_id VARCHAR, feature INTEGER, other_sae_id VARCHAR, other_feature INTEGER, cosine FLOAT, rank INTEGER
+);
+CREATE TABLE vocab (token_id INTEGER PRIMARY KEY, token VARCHAR);
+"""
+
+TABLES = ("meta", "saes", "features", "contexts", "logits", "neighbors", "vocab")

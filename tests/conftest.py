@@ -1,0 +1,23 @@
+"""Shared fixtures. Every test runs offline: no model hub, no network beyond localhost."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> Path:
+    """mini-Qwen built once per test session with the ``--tiny`` preset (the real builder, about 30 s)."""
+    from rich.console import Console
+
+    from app.demo.build import build_demo
+    from app.demo.spec import TINY
+
+    out = tmp_path_factory.mktemp("demo")
+    build_demo(out, TINY, Console(quiet=True))
+    return out
