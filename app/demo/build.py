@@ -43,16 +43,30 @@ SAE_FIELDS = MODEL_FIELDS + (
 )  # fmt: skip
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
+class _Progress(Progress):
+    """A rich progress bar on a terminal; in a log (CI, docker), a plain line every tenth of a task."""
+
+    def __init__(self, console: Console):
+        super().__init__(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        )
+        self._logged: dict = {}
+
+    def update(self, task_id, *, completed=None, total=None, info: str = "", **kwargs) -> None:
+        super().update(task_id, completed=completed, total=total, info=info, **kwargs)
+        task = self._tasks[task_id]
+        if self.disable and task.total and completed is not None:
+            tenth = int(10 * completed / task.total)
+            if tenth > self._logged.get(task_id, 0):
+                self._logged[task_id] = tenth
+                self.console.print(f"{task.description}: {completed}/{task.total:.0f} {info} ({task.elapsed:.0f}s)")
 
 
 def _reusable(stage_dir: Path, digest: str) -> dict | None:
@@ -110,7 +124,7 @@ def build_model(out: Path, spec: DemoSpec, console: Console) -> dict:
     console.print(
         f"tokenizer: vocab {tok.get_vocab_size()}; {train_NT.numel()} train / {val_NT.numel()} val tokens"
     )
-    with _progress(console) as bar:
+    with _Progress(console) as bar:
         task = bar.add_task("train mini-Qwen", total=spec.steps, info="")
         model, report = train_model(
             spec, tok, train_NT, val_NT,
@@ -145,7 +159,7 @@ def build_saes(out: Path, spec: DemoSpec, console: Console) -> dict:
     train_acts = collect_activations(loaded.model, windows["train"], spec.sae_layers, spec.sae_train_tokens)
     val_acts = collect_activations(loaded.model, windows["val"], spec.sae_layers, spec.sae_eval_tokens)
     metrics: dict[str, dict] = {}
-    with _progress(console) as bar:
+    with _Progress(console) as bar:
         for layer in spec.sae_layers:
             task = bar.add_task(f"train SAE layer {layer}", total=None, info="")
             t0 = time.perf_counter()

@@ -27,13 +27,13 @@ class DemoSpec:
     lr: float = 3e-3
     warmup_steps: int = 50
     # SAEs: TopK on the residual stream (output of decoder layer n), Qwen-Scope file format
-    sae_layers: tuple[int, ...] = (0, 1, 2, 3)
+    sae_layers: tuple[int, ...] = (1, 2, 3)  # layer 0 is mostly token identity: many rare-token latents
     sae_width: int = 4096  # 16x hidden, as in Qwen-Scope
     sae_k: int = 32
-    sae_train_tokens: int = 400_000
+    sae_train_tokens: int = 300_000
     sae_eval_tokens: int = 50_000
     sae_batch: int = 1024
-    sae_epochs: int = 2
+    sae_epochs: int = 1
     sae_lr: float = 2e-3
     sae_aux_k: int = 256  # AuxK loss: dead latents reconstruct the residual error, so few stay dead
     notes: dict = field(default_factory=dict, compare=False, hash=False)

@@ -49,7 +49,12 @@ def collect_activations(
 
 
 class TopKSae(torch.nn.Module):
-    """The trainable SAE; internal orientation W_enc_DF / W_dec_FD for fast matmuls."""
+    """The trainable SAE; internal orientation W_enc_DF / W_dec_FD for fast matmuls.
+
+    Only the k selected latents of a token carry gradient, so decoding is an ``embedding_bag`` over them
+    (no dense [N, d_sae] x [d_sae, d] product forward or backward); the encoder stays one dense matmul,
+    which on a CPU beats gathering the selected encoder rows.
+    """
 
     def __init__(self, d: int, d_sae: int, k: int, data_mean_D: Tensor, gen: torch.Generator):
         super().__init__()
@@ -62,15 +67,12 @@ class TopKSae(torch.nn.Module):
         self.b_dec_D = torch.nn.Parameter(data_mean_D.clone())
         self.k = k
 
-    def encode(self, x_ND: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        pre_NF = x_ND @ self.W_enc_DF + self.b_enc_F
-        vals_NK, idx_NK = pre_NF.topk(self.k, dim=-1)
-        return pre_NF, vals_NK.relu(), idx_NK
+    def preacts(self, x_ND: Tensor) -> Tensor:
+        return x_ND @ self.W_enc_DF + self.b_enc_F
 
     def decode_sparse(self, vals_NK: Tensor, idx_NK: Tensor) -> Tensor:
-        f_NF = torch.zeros(vals_NK.shape[0], self.W_dec_FD.shape[0], dtype=vals_NK.dtype)
-        f_NF = f_NF.scatter(1, idx_NK, vals_NK)
-        return f_NF @ self.W_dec_FD
+        """sum_k vals[n, k] * W_dec[idx[n, k]], without the bias: [N, d]."""
+        return torch.nn.functional.embedding_bag(idx_NK, self.W_dec_FD, per_sample_weights=vals_NK, mode="sum")
 
     @torch.no_grad()
     def renorm_decoder(self) -> None:
@@ -90,9 +92,8 @@ def aux_loss(sae: TopKSae, pre_NF: Tensor, err_ND: Tensor, dead_F: Tensor, aux_k
     n_dead = int(dead_F.sum())
     if n_dead == 0:
         return pre_NF.new_zeros(())
-    masked_NF = pre_NF.masked_fill(~dead_F, float("-inf"))
-    vals_NK, idx_NK = masked_NF.topk(min(aux_k, n_dead), dim=-1)
-    recon_ND = sae.decode_sparse(vals_NK.relu(), idx_NK)
+    idx_NK = pre_NF.detach().masked_fill(~dead_F, float("-inf")).topk(min(aux_k, n_dead), dim=-1).indices
+    recon_ND = sae.decode_sparse(pre_NF.gather(1, idx_NK).relu(), idx_NK)
     denom = (err_ND - err_ND.mean(0)).pow(2).sum().clamp_min(1e-8)
     return (recon_ND - err_ND.detach()).pow(2).sum() / denom
 
@@ -113,12 +114,14 @@ def train_sae(
         order = torch.randperm(len(acts_ND), generator=gen)
         for b in range(steps_per_epoch):
             x_ND = acts_ND[order[b * spec.sae_batch : (b + 1) * spec.sae_batch]]
-            pre_NF, vals_NK, idx_NK = sae.encode(x_ND)
+            pre_NF = sae.preacts(x_ND)
+            idx_NK = pre_NF.detach().topk(spec.sae_k, dim=-1).indices
+            vals_NK = pre_NF.gather(1, idx_NK).relu()
             recon_ND = sae.decode_sparse(vals_NK, idx_NK) + sae.b_dec_D
             err_ND = x_ND - recon_ND
             fvu = err_ND.pow(2).sum() / (x_ND - x_ND.mean(0)).pow(2).sum()
             fired_F = torch.zeros_like(last_fired_F, dtype=torch.bool)
-            fired_F[idx_NK[vals_NK > 0]] = True
+            fired_F[idx_NK[vals_NK.detach() > 0]] = True
             last_fired_F[fired_F] = step
             dead_F = (step - last_fired_F) >= dead_after
             loss = fvu + aux_loss(sae, pre_NF, err_ND, dead_F, spec.sae_aux_k) / 32
