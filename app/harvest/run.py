@@ -1,0 +1,285 @@
+"""The harvest job: model + SAEs + corpus -> one DuckDB feature store, in one pass over the tokens.
+
+Per batch of windows: one forward through app.model.capture on every SAE site at once, stopped after the
+deepest one; each SAE encodes its site once, in chunks of whole windows small enough for a dense
+[tokens, d_sae] block, and its FeatureState takes the chunk. Position 0 and sink tokens (residual norm above
+``sink_norm_ratio`` x the batch median at that site) are left out of rankings and statistics. A checkpoint is
+saved every ``checkpoint_every`` batches beside the output; ``resume`` continues from it and gives the same
+database. At the end: logit effects, neighbours and labels (app.harvest.tables), then the atomic write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import chain
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import Tensor
+
+from app import __version__
+from app.harvest.checkpoint import checkpoint_dir, load_checkpoint, remove_checkpoint, save_checkpoint
+from app.harvest.corpus import CorpusError, iter_documents, pack_windows
+from app.harvest.ids import model_id_for, sae_id_for, unique_ids
+from app.harvest.options import HarvestError, HarvestInterrupted, HarvestOptions
+from app.harvest.state import FeatureState, StateSpec, key_generator
+from app.harvest.tables import build_tables
+from app.model import LoadedModel, ModelLoadError, capture, load_model, pick_device
+from app.sae import Sae, SaeFormatError, find_sae_files, load_sae
+from app.store.schema import SCHEMA_VERSION
+from app.store.writer import write_store
+
+CHUNK_ELEMENTS = {"cuda": 2**28, "cpu": 2**22}  # dense activations per encode chunk (tokens x d_sae); on the CPU
+# a 16 MB block is reused by the allocator, where larger ones cost page faults on every chunk
+
+
+@dataclass
+class Job:
+    """The loaded inputs of one harvest."""
+
+    loaded: LoadedModel
+    saes: list[Sae]
+    sae_ids: list[str]
+    windows_NT: Tensor  # int32 [N, ctx]
+    model_id: str
+    chunk_windows: list[int]  # windows per encode chunk, per SAE
+
+
+@dataclass
+class HarvestSummary:
+    out: Path
+    tokens: int  # tokens in the harvested windows
+    seconds: float  # wall time of the whole job (all resumed parts together)
+    tokens_per_s: float  # tokens over the seconds of the pass over the corpus (this call's part)
+    dead: dict[str, int]  # features that never fired, per sae_id
+    features: dict[str, int]  # d_sae per sae_id
+    bytes: int
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: forward, encode, bookkeeping, ...
+    resumed_from: int = 0  # batches done before this call
+
+
+def rank_mask(hidden_BTD: Tensor, skip_first: bool, sink_norm_ratio: float) -> Tensor:
+    """bool [B, T]: tokens that count in rankings and statistics (not position 0, not high-norm sinks)."""
+    norm_BT = hidden_BTD.float().norm(dim=-1)
+    valid_BT = torch.ones_like(norm_BT, dtype=torch.bool)
+    if skip_first:
+        valid_BT[:, 0] = False
+    if sink_norm_ratio > 0:
+        valid_BT &= norm_BT <= sink_norm_ratio * norm_BT.median()
+    return valid_BT
+
+
+def load_saes(paths: list[Path], device: torch.device) -> list[Sae]:
+    files: list[Path] = []
+    for path in paths:
+        if not Path(path).exists():
+            raise HarvestError(f"SAE path not found: {path}")
+        found = find_sae_files(path) if Path(path).is_dir() else [Path(path)]
+        if not found:
+            raise HarvestError(f"no SAE files under {path}")
+        files += [f for f in found if f.resolve() not in {g.resolve() for g in files}]
+    saes = [load_sae(f, device=device, dtype=torch.float32) for f in files]
+    for sae in saes:
+        if sae.site is None:
+            raise HarvestError(f"SAE {sae.source} does not say which layer it reads")
+    return saes
+
+
+def prepare(opts: HarvestOptions) -> Job:
+    """Load and check every input; any problem becomes a one-line HarvestError."""
+    try:
+        device = pick_device(opts.device)
+        saes = load_saes(opts.saes, device)  # SAE and corpus problems show before the model loads
+        docs = iter_documents(opts.corpus)
+        first = next(docs, None)
+        if first is None:
+            raise CorpusError(f"the corpus {opts.corpus} is empty: it holds no documents")
+        loaded = load_model(opts.model, device=device, dtype=opts.dtype)
+        for sae in saes:
+            sae.check_fits(loaded.hidden_size)
+            if sae.layer is not None and sae.layer >= loaded.n_layers:
+                raise HarvestError(f"SAE {sae.source} reads layer {sae.layer}; the model has {loaded.n_layers}")
+        max_windows = -(-opts.tokens // opts.ctx)
+        windows_NT = pack_windows(loaded.tokenizer, chain([first], docs), opts.ctx, max_windows)
+    except (ModelLoadError, SaeFormatError, CorpusError, ValueError, OSError) as e:
+        raise HarvestError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+    budget = CHUNK_ELEMENTS.get(loaded.device.type, CHUNK_ELEMENTS["cpu"])
+    chunk = [max(1, budget // (opts.ctx * s.d_sae)) for s in saes]
+    ids = unique_ids([sae_id_for(s.source, s.layer) for s in saes])
+    return Job(loaded, saes, ids, windows_NT, model_id_for(opts.model), chunk)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def harvest(
+    opts: HarvestOptions, console: Console | None = None, on_batch: Callable[[int], None] | None = None
+) -> HarvestSummary:
+    """Run the whole job (see the module docstring); on_batch(batches done) is called after each batch."""
+    opts.validate()
+    t_start = time.perf_counter()
+    run = _Run(opts, prepare(opts), console or Console(stderr=True), t_start)
+    if not opts.resume and (checkpoint_dir(opts.out) / "state.pt").is_file():
+        run.console.print(f"starting over: the checkpoint in {checkpoint_dir(opts.out)} is kept only with --resume")
+    start = run.restore() if opts.resume else 0
+    t_pass = time.perf_counter()
+    run.corpus_pass(start, on_batch)
+    return run.finish(start, time.perf_counter() - t_pass)
+
+
+class _Run:
+    """One call of the job: the inputs, the states, the checkpoint key and the clocks."""
+
+    def __init__(self, opts: HarvestOptions, job: Job, console: Console, t_start: float) -> None:
+        self.opts, self.job, self.console, self.t_start = opts, job, console, t_start
+        self.dev = job.loaded.device
+        self.states = [
+            FeatureState(StateSpec(s.d_sae, opts.ctx, opts.top_k, *opts.window, opts.interval_bins,
+                                   opts.interval_samples), self.dev)
+            for s in job.saes
+        ]  # fmt: skip
+        digest = hashlib.sha256(job.windows_NT.numpy().tobytes()).hexdigest()
+        self.key = {**opts.settings(), "sae_files": [str(s.source) for s in job.saes], "chunks": job.chunk_windows,
+                    "device_type": self.dev.type, "windows": digest}  # fmt: skip
+        self.spent = 0.0  # seconds of earlier calls (resume)
+        self.timings = dict.fromkeys(("forward", "encode", "bookkeeping"), 0.0)
+        self.n_batches = -(-len(job.windows_NT) // opts.batch)
+
+    def elapsed(self) -> float:
+        return self.spent + time.perf_counter() - self.t_start
+
+    def restore(self) -> int:
+        """Load the checkpoint beside the output; the batch to go on from (0 without one)."""
+        restored = load_checkpoint(self.opts.out, self.key, self.states)
+        if restored is None:
+            self.console.print(f"no checkpoint at {checkpoint_dir(self.opts.out)}: starting from the beginning")
+            return 0
+        start, self.spent = restored
+        self.console.print(f"resuming from batch {start} ({start * self.opts.batch * self.opts.ctx:,} tokens done)")
+        return start
+
+    def corpus_pass(self, start: int, on_batch: Callable[[int], None] | None) -> None:
+        """Forward, encode and update batch by batch from `start`, with checkpoints and the progress bar."""
+        opts, windows_NT = self.opts, self.job.windows_NT
+        sites = [s.site for s in self.job.saes]
+        total = windows_NT.numel()
+        with _progress(self.console) as bar:
+            task = bar.add_task("harvest", total=total, completed=min(start * opts.batch * opts.ctx, total), rate="")
+            t0, done = time.perf_counter(), 0
+            for b in range(start, self.n_batches):
+                ids_BT = windows_NT[b * opts.batch : (b + 1) * opts.batch].long()
+                t = time.perf_counter()
+                hidden = capture(self.job.loaded.model, sites, ids_BT, stop_early=True)
+                _sync(self.dev)
+                self.timings["forward"] += time.perf_counter() - t
+                for s, sae in enumerate(self.job.saes):
+                    self.feed(s, hidden[sae.site], b)
+                done += ids_BT.numel()
+                bar.update(task, advance=ids_BT.numel(), rate=f"{done / (time.perf_counter() - t0):,.0f} tok/s")
+                if on_batch:
+                    on_batch(b + 1)
+                self.maybe_checkpoint(b + 1, start)
+
+    def feed(self, s: int, hidden_BTD: Tensor, b: int) -> None:
+        """Encode SAE s's site for batch b chunk by chunk and update its state."""
+        opts, sae, state, chunk = self.opts, self.job.saes[s], self.states[s], self.job.chunk_windows[s]
+        valid_BT = rank_mask(hidden_BTD, opts.skip_first, opts.sink_norm_ratio)
+        for c, cw in enumerate(range(0, hidden_BTD.shape[0], chunk)):
+            t = time.perf_counter()
+            with torch.no_grad():
+                acts_NF = sae.encode(hidden_BTD[cw : cw + chunk].reshape(-1, hidden_BTD.shape[-1]))
+            _sync(self.dev)
+            t2 = time.perf_counter()
+            self.timings["encode"] += t2 - t
+            gen = key_generator(opts.seed, b, s, c, device=self.dev)
+            state.update(acts_NF, valid_BT[cw : cw + chunk].reshape(-1), b * opts.batch + cw, gen)
+            _sync(self.dev)
+            self.timings["bookkeeping"] += time.perf_counter() - t2
+
+    def maybe_checkpoint(self, done: int, start: int) -> None:
+        """Save a checkpoint every checkpoint_every batches; stop here when stop_after says so."""
+        opts = self.opts
+        if done == self.n_batches:
+            return
+        stop = opts.stop_after is not None and done - start >= opts.stop_after
+        if stop or (opts.checkpoint_every and done % opts.checkpoint_every == 0):
+            save_checkpoint(opts.out, self.key, done, self.elapsed(), self.states)
+        if stop:
+            raise HarvestInterrupted(
+                f"stopped after batch {done} of {self.n_batches}; checkpoint in {checkpoint_dir(opts.out)}: "
+                "rerun with --resume to finish"
+            )
+
+    def finish(self, start: int, pass_seconds: float) -> HarvestSummary:
+        """Effects, labels and tables; the atomic write; the summary. The checkpoint goes once written."""
+        job, opts = self.job, self.opts
+        t = time.perf_counter()
+        vocab = _vocab(job.loaded)
+        head = job.loaded.model.get_output_embeddings()
+        if head is None:
+            raise HarvestError(f"{job.loaded.path} has no LM head: logit effects need its weight")
+        tables = build_tables(
+            job.saes, job.sae_ids, self.states, job.windows_NT, head.weight, vocab,
+            [_info(job, i) for i in range(len(job.saes))], (opts.logit_tokens, opts.neighbours, opts.cross_neighbours),
+        )  # fmt: skip
+        self.timings["effects"] = time.perf_counter() - t
+        t = time.perf_counter()
+        size = write_store(opts.out, _meta(opts, job, self.elapsed()), tables, vocab)
+        self.timings["write"] = time.perf_counter() - t
+        remove_checkpoint(opts.out)
+        done = (len(job.windows_NT) - min(start * opts.batch, len(job.windows_NT))) * opts.ctx
+        return HarvestSummary(
+            out=opts.out, tokens=job.windows_NT.numel(), seconds=self.elapsed(),
+            tokens_per_s=done / max(pass_seconds, 1e-9),
+            dead={i: tb.info["dead"] for i, tb in zip(job.sae_ids, tables, strict=True)},
+            features={i: s.d_sae for i, s in zip(job.sae_ids, job.saes, strict=True)},
+            bytes=size, timings=self.timings, resumed_from=start,
+        )  # fmt: skip
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tokens"),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+    )  # fmt: skip
+
+
+def _vocab(loaded: LoadedModel) -> list[str]:
+    """token id -> decoded text, for every id the model can emit (ids past the tokenizer decode to '')."""
+    n = max(len(loaded.tokenizer), loaded.vocab_size)
+    return loaded.tokenizer.batch_decode([[i] for i in range(n)])
+
+
+def _info(job: Job, i: int) -> dict:
+    s = job.saes[i]
+    return {"sae_id": job.sae_ids[i], "model_id": job.model_id, "layer": s.layer, "site": s.site,
+            "d_in": s.d_in, "d_sae": s.d_sae, "k": s.k, "architecture": s.architecture, "format": s.format,
+            "source": str(s.source)}  # fmt: skip
+
+
+def _meta(opts: HarvestOptions, job: Job, seconds: float) -> dict[str, str]:
+    return {
+        "schema_version": str(SCHEMA_VERSION), "qscope_version": __version__, "model_id": job.model_id,
+        "model": job.loaded.path, "corpus": str(opts.corpus), "tokens": str(job.windows_NT.numel()),
+        "windows": str(len(job.windows_NT)), "ctx": str(opts.ctx), "settings": json.dumps(opts.settings()),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": f"{seconds:.1f}",
+        **{str(k): str(v) for k, v in opts.extra.items()},
+    }  # fmt: skip
+
+
+def format_summary(s: HarvestSummary) -> str:
+    """The end-of-job summary, a few lines for the terminal."""
+    lines = [f"harvested {s.tokens:,} tokens in {s.seconds:.1f} s ({s.tokens_per_s:,.0f} tokens/s in the pass)"]
+    for sae_id, n in s.features.items():
+        lines.append(f"  {sae_id}: {n:,} features, {s.dead[sae_id]:,} dead ({s.dead[sae_id] / max(n, 1):.1%})")
+    lines.append(f"wrote {s.out} ({s.bytes / 1e6:.1f} MB)")
+    return "\n".join(lines)

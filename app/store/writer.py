@@ -1,0 +1,126 @@
+"""Write a harvest into one DuckDB feature store (schema in app.store.schema), atomically.
+
+The file is built as ``FILE.duckdb.tmp`` (a stale one is deleted first), checkpointed, closed and renamed into
+place with ``os.replace``: a reader sees the old file or the complete new one, never half a file, and on any
+error the temporary file is removed and nothing is left at ``FILE.duckdb``.
+
+Rows go in from numpy without pandas or pyarrow: a dict of 1-D arrays is registered as a DuckDB relation and
+inserted with one ``INSERT ... SELECT``; a fixed-width 2-D array [rows, W] travels as W columns that SQL
+assembles into a list (``list_slice([c0, ..., cW-1], 1, length)`` for ragged ones). SAEs are written in
+``sae_id`` order and each table's rows sorted by feature, so every table is sorted by (sae_id, feature).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from app.store.schema import DDL
+
+ROWS_PER_INSERT = 500_000  # bounds the memory of one INSERT's spread columns
+Columns = dict[str, np.ndarray]
+
+
+@dataclass
+class SaeTables:
+    """Everything the store holds about one SAE, as numpy columns (one entry per row)."""
+
+    info: dict[str, Any]  # the `saes` row: every column of that table
+    features: Columns  # feature, density, mean_act, max_act, n_fired, label (str objects), top_tokens [F, n]
+    #                    (-1 pads), hist [F, H], interval_width
+    contexts: Columns  # feature, kind (0 top, 1 interval), bin (-1: none), rank, act, window, pos, length,
+    #                    token_ids [E, W] and acts [E, W], both left-aligned, `length` entries valid
+    logits: Columns = field(default_factory=dict)  # feature, sign, rank, token_id, value
+    neighbors: Columns = field(default_factory=dict)  # feature, other_sae_id (str objects), other_feature,
+    #                                                   cosine, rank
+
+
+def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTables], vocab: Sequence[str]) -> int:
+    """Write the store at `out` atomically; returns its size in bytes."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove(tmp)
+    try:
+        con = duckdb.connect(str(tmp))
+        try:
+            con.execute(DDL)
+            if meta:
+                con.executemany("INSERT INTO meta VALUES (?, ?)", [[k, str(v)] for k, v in meta.items()])
+            ids = np.arange(len(vocab), dtype=np.int32)
+            tokens = np.array(list(vocab), dtype=object)
+            _insert(con, "vocab", {"token_id": ids, "token": tokens}, "token_id, token::VARCHAR")
+            for tables in sorted(saes, key=lambda t: t.info["sae_id"]):
+                _write_sae(con, tables)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        _remove(out.with_name(out.name + ".wal"))  # a stale log must not be replayed into the new file
+        os.replace(tmp, out)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return out.stat().st_size
+
+
+def _remove(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".wal")):
+        p.unlink(missing_ok=True)
+
+
+def _write_sae(con: duckdb.DuckDBPyConnection, t: SaeTables) -> None:
+    info = dict(t.info)
+    cols = ["sae_id", "model_id", "layer", "site", "d_in", "d_sae", "k", "architecture", "format", "source",
+            "tokens", "dead", "hist_edges"]  # fmt: skip
+    con.execute(f"INSERT INTO saes ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                [info[c] for c in cols])  # fmt: skip
+    sae = [info["sae_id"]]
+    top, top_sql = _spread("top_tokens", t.features["top_tokens"])
+    hist, hist_sql = _spread("hist", t.features["hist"])
+    features = {k: v for k, v in t.features.items() if k not in ("top_tokens", "hist")} | top | hist
+    _insert(con, "features", features,
+            "?::VARCHAR, feature, density, mean_act, max_act, n_fired, label::VARCHAR, "
+            f"list_filter({top_sql}, lambda x: x >= 0), {hist_sql}, interval_width", sae)  # fmt: skip
+    tok, tok_sql = _spread("token_ids", t.contexts["token_ids"])
+    acts, acts_sql = _spread("acts", t.contexts["acts"])
+    contexts = {k: v for k, v in t.contexts.items() if k not in ("token_ids", "acts")} | tok | acts
+    _insert(con, "contexts", contexts,
+            "?::VARCHAR, feature, CASE kind WHEN 0 THEN 'top' ELSE 'interval' END, nullif(bin, -1), rank, act, "
+            f'"window", pos, list_slice({tok_sql}, 1, length), list_slice({acts_sql}, 1, length)', sae)  # fmt: skip
+    if t.logits:
+        _insert(con, "logits", t.logits, "?::VARCHAR, feature, sign, rank, token_id, value", sae)
+    if t.neighbors:
+        _insert(con, "neighbors", t.neighbors,
+                "?::VARCHAR, feature, other_sae_id::VARCHAR, other_feature, cosine, rank", sae)  # fmt: skip
+
+
+def _spread(name: str, rows_EW: np.ndarray) -> tuple[Columns, str]:
+    """A 2-D array as one column per position, and the SQL list expression that puts it back together."""
+    cols_WE = np.ascontiguousarray(np.asarray(rows_EW).T)
+    names = [f"{name}_{i}" for i in range(cols_WE.shape[0])]
+    return dict(zip(names, cols_WE, strict=True)), f"[{', '.join(names)}]"
+
+
+def _insert(
+    con: duckdb.DuckDBPyConnection, table: str, cols: Columns, select: str, params: Sequence[Any] = ()
+) -> None:
+    """INSERT INTO table SELECT <select> FROM cols, rows sorted by `feature` when there is one."""
+    n = len(next(iter(cols.values())))
+    if n == 0:
+        return
+    if "feature" in cols:
+        order = np.argsort(cols["feature"], kind="stable")
+        cols = {k: v[order] for k, v in cols.items()}
+    for start in range(0, n, ROWS_PER_INSERT):
+        part = {k: np.ascontiguousarray(v[start : start + ROWS_PER_INSERT]) for k, v in cols.items()}
+        con.register("_rows", part)
+        try:
+            con.execute(f"INSERT INTO {table} SELECT {select} FROM _rows", list(params))
+        finally:
+            con.unregister("_rows")

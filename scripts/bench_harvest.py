@@ -1,0 +1,152 @@
+"""Benchmark the harvest on the demo: the full job against forward + SAE encode alone, on the same tokens.
+
+    .venv/bin/python scripts/bench_harvest.py [--demo data/demo] [--tokens 200000] [--ctx 128] [--batch 32]
+
+Prints tokens/s of (a) forward + encode alone (the floor any harvest pays), (b) the harvest's pass over the
+corpus (forward + encode + bookkeeping), (c) the whole job (plus logit effects, neighbours, labels and the
+DuckDB write); the split of the pass between forward, encode and bookkeeping; peak memory; bytes per feature
+in the file. Last line: the figures as JSON. The demo is built first (tiny preset with --tiny) when missing.
+
+--synthetic DIR benchmarks a stand-in with the full demo's shapes instead (real corpus and tokenizer, randomly
+initialised Qwen3 and TopK SAEs, no training): the same cost per token as the trained default, in a minute
+rather than the hours the full build takes on a small CPU. Feature statistics differ (random SAEs fire evenly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.config import get_settings  # noqa: E402
+from app.harvest.options import HarvestOptions  # noqa: E402
+from app.harvest.run import Job, harvest, prepare  # noqa: E402
+from app.model import capture  # noqa: E402
+
+
+def forward_and_encode(job: Job, batch: int) -> float:
+    """Seconds for one forward per batch and every SAE's encode, chunked as the harvest chunks."""
+    dev = job.loaded.device
+    sites = [s.site for s in job.saes]
+    t0 = time.perf_counter()
+    for w0 in range(0, len(job.windows_NT), batch):
+        hidden = capture(job.loaded.model, sites, job.windows_NT[w0 : w0 + batch].long(), stop_early=True)
+        for sae, chunk in zip(job.saes, job.chunk_windows, strict=True):
+            h = hidden[sae.site]
+            for c in range(0, h.shape[0], chunk):
+                with torch.no_grad():
+                    sae.encode(h[c : c + chunk].reshape(-1, h.shape[-1]))
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    return time.perf_counter() - t0
+
+
+def synthetic_demo(out: Path) -> Path:
+    """A demo folder with the full spec's shapes: real corpus and tokenizer, random model and SAEs."""
+    from transformers import Qwen3ForCausalLM
+
+    from app.demo import corpus as corpus_mod
+    from app.demo.build import model_max_length
+    from app.demo.spec import FULL
+    from app.demo.tokenizer import save_tokenizer, train_tokenizer
+    from app.demo.train_model import make_config
+    from app.sae import save_qwen_scope
+
+    if (out / "saes").is_dir():
+        return out
+    corpus_mod.write_corpus(out / "corpus", FULL.corpus_chars, FULL.seed)
+    texts = corpus_mod.read_texts(out / "corpus" / "train.jsonl")
+    tok = train_tokenizer(texts[:2000], FULL.vocab_size)
+    save_tokenizer(tok, out / "model", model_max_length(FULL))
+    torch.manual_seed(FULL.seed)
+    Qwen3ForCausalLM(make_config(FULL, tok)).save_pretrained(out / "model")
+    d, f = FULL.hidden_size, FULL.sae_width
+    for layer in FULL.sae_layers:
+        W_enc = torch.randn(f, d) / d**0.5
+        save_qwen_scope(out / "saes" / FULL.sae_release / f"layer{layer}.sae.pt", W_enc, torch.zeros(f),
+                        W_enc.T.contiguous(), torch.zeros(d))  # fmt: skip
+    return out
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--demo", type=Path, default=get_settings().demo_dir)
+    p.add_argument("--tiny", action="store_true", help="build the tiny demo if the folder is missing")
+    p.add_argument("--synthetic", type=Path, help="build (or reuse) a full-shape untrained stand-in here")
+    p.add_argument("--tokens", type=int, default=200_000)
+    p.add_argument("--ctx", type=int, default=128)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.synthetic:
+        args.demo = synthetic_demo(args.synthetic)
+    if not (args.demo / "model").is_dir():
+        from dataclasses import replace
+
+        from app.demo.build import build_demo
+        from app.demo.spec import FULL, TINY
+
+        build_demo(args.demo, replace(TINY if args.tiny else FULL, seed=get_settings().seed), Console(stderr=True))
+    out = Path(tempfile.mkdtemp(prefix="bench_harvest_")) / "bench.duckdb"
+    opts = HarvestOptions(
+        model=str(args.demo / "model"), saes=[args.demo / "saes"], corpus=str(args.demo / "corpus" / "train.jsonl"),
+        out=out, tokens=args.tokens, ctx=args.ctx, batch=args.batch, device=args.device, dtype=args.dtype,
+        checkpoint_every=0,
+    )  # fmt: skip
+    job = prepare(opts)
+    tokens = job.windows_NT.numel()
+    # warm-up on one batch, then the timed pass over every window
+    forward_and_encode(Job(job.loaded, job.saes, job.sae_ids, job.windows_NT[: args.batch], job.model_id,
+                           job.chunk_windows), args.batch)  # fmt: skip
+    base_s = forward_and_encode(job, args.batch)
+    device = job.loaded.device
+    del job
+    t0 = time.perf_counter()
+    summary = harvest(opts, Console(stderr=True))
+    job_s = time.perf_counter() - t0
+    t = summary.timings
+    pass_s = tokens / summary.tokens_per_s
+    features = sum(summary.features.values())
+    figures = {
+        "device": str(device),
+        "threads": torch.get_num_threads(), "tokens": tokens, "saes": len(summary.features), "features": features,
+        "forward_encode_tok_s": round(tokens / base_s, 1), "harvest_pass_tok_s": round(summary.tokens_per_s, 1),
+        "ratio": round(summary.tokens_per_s / (tokens / base_s), 3),
+        "harvest_job_tok_s": round(tokens / job_s, 1),
+        "pass_split": {k: round(t[k] / pass_s, 3) for k in ("forward", "encode", "bookkeeping")},
+        "effects_s": round(t["effects"], 2), "write_s": round(t["write"], 2), "job_s": round(job_s, 2),
+        "peak_mem_mb": round(peak_memory_mb(device), 1),
+        "file_bytes": summary.bytes, "bytes_per_feature": round(summary.bytes / features, 1),
+    }  # fmt: skip
+    print(f"tokens: {tokens:,} on {figures['device']} ({figures['threads']} threads), {features:,} features")
+    print(f"forward + encode alone: {figures['forward_encode_tok_s']:,.0f} tokens/s")
+    print(f"harvest pass:           {figures['harvest_pass_tok_s']:,.0f} tokens/s (ratio {figures['ratio']:.2f})")
+    print(f"whole job:              {figures['harvest_job_tok_s']:,.0f} tokens/s ({job_s:.1f} s)")
+    split = figures["pass_split"]
+    print(f"pass split: forward {split['forward']:.0%}, encode {split['encode']:.0%}, "
+          f"bookkeeping {split['bookkeeping']:.0%}")  # fmt: skip
+    print(f"file: {summary.bytes / 1e6:.1f} MB, {figures['bytes_per_feature']:,.0f} bytes per feature")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
