@@ -58,13 +58,24 @@ def build_demo_cmd(
 def demo_cmd(
     out: Annotated[Path | None, typer.Option(help="Demo folder (default: Settings.demo_dir).")] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="Use the micro build.")] = False,
+    tokens: Annotated[int, typer.Option(help="Tokens to harvest from the demo corpus.")] = 300_000,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: Settings.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default: Settings.port).")] = None,
 ) -> None:
-    """Build the embedded default if missing, harvest it, and serve it."""
+    """Build the embedded default if missing, harvest it if its feature store is missing, and serve it."""
+    from app.harvest.ids import model_id_for
+
+    settings = get_settings()
+    out = out or settings.demo_dir
     build_demo_cmd(out=out, tiny=tiny)
-    console.print(
-        "[yellow]not there yet:[/] `qscope harvest` and `qscope serve` come with the harvest and web issues; "
-        "the default model and SAEs are built and ready for them."
-    )
+    db = settings.data_dir / f"{model_id_for(str(out / 'model'))}{'-tiny' if tiny else ''}.duckdb"
+    built = max(p.stat().st_mtime for p in (out / "saes").rglob("stage.json"))
+    if db.is_file() and db.stat().st_mtime > built:
+        console.print(f"harvest: reusing {db}")
+    else:
+        harvest_cmd(model=str(out / "model"), sae=[out / "saes"], corpus=str(out / "corpus" / "train.jsonl"),
+                    out=db, tokens=tokens)  # fmt: skip
+    serve_cmd(db=[db], host=host, port=port)
 
 
 @cli.command("info")
@@ -86,6 +97,142 @@ def info_cmd(
             rows.append({"path": str(path), "format": s.format, "architecture": s.architecture, "layer": s.layer,
                          "site": s.site, "d_in": s.d_in, "d_sae": s.d_sae, "k": s.k})  # fmt: skip
     typer.echo(json.dumps(rows, indent=2))
+
+
+@cli.command("harvest")
+def harvest_cmd(
+    model: Annotated[str | None, typer.Option(help="Hub id or checkpoint folder (default: the demo's model).")] = None,
+    sae: Annotated[
+        list[Path] | None,
+        typer.Option("--sae", help="SAE file or folder (every SAE below it); repeat for more (default: the demo's)."),
+    ] = None,
+    corpus: Annotated[
+        str | None,
+        typer.Option(help=".txt/.jsonl/.parquet file or folder, or a HF dataset (default: the demo's train split)."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="DuckDB file to write (default: data/<model_id>.duckdb).")] = None,
+    tokens: Annotated[int, typer.Option(help="Tokens to harvest (fewer if the corpus is shorter).")] = 1_000_000,
+    ctx: Annotated[int, typer.Option(help="Tokens per window.")] = 128,
+    batch: Annotated[int, typer.Option(help="Windows per forward pass.")] = 32,
+    top_k: Annotated[int, typer.Option("--top-k", help="Top contexts kept per feature.")] = 32,
+    before: Annotated[int, typer.Option(help="Context tokens kept before the max token.")] = 32,
+    after: Annotated[int, typer.Option(help="Context tokens kept after it.")] = 8,
+    skip_first: Annotated[bool, typer.Option("--skip-first/--keep-first", help="Leave position 0 out.")] = True,
+    sink_norm_ratio: Annotated[
+        float, typer.Option(help="Leave out tokens with residual norm > this x the batch median; 0 keeps all.")
+    ] = 10.0,
+    seed: Annotated[int | None, typer.Option(help="Seed of the interval sampling (default: Settings.seed).")] = None,
+    device: Annotated[str | None, typer.Option(help="torch device (default: Settings.device).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Model dtype (default: Settings.dtype).")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="Batches between checkpoints; 0: none.")] = 100,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint beside --out.")] = False,
+    stop_after: Annotated[int | None, typer.Option(hidden=True, help="Stop after N batches (tests).")] = None,
+) -> None:
+    """Harvest a model's SAE features over a corpus into one DuckDB feature store."""
+    from app.harvest.ids import model_id_for
+    from app.harvest.options import HarvestError, HarvestInterrupted, HarvestOptions
+    from app.harvest.run import format_summary, harvest
+
+    settings = get_settings()
+    if model is None and not (settings.demo_dir / "model").is_dir():
+        console.print(f"error: no demo model in {settings.demo_dir}: run `qscope build-demo` first, or pass --model, "
+                      "--sae and --corpus", style="red", markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+        raise typer.Exit(2)
+    model = model or str(settings.demo_dir / "model")
+    opts = HarvestOptions(
+        model=model, saes=sae or [settings.demo_dir / "saes"],
+        corpus=corpus or str(settings.demo_dir / "corpus" / "train.jsonl"),
+        out=out or settings.data_dir / f"{model_id_for(model)}.duckdb",
+        tokens=tokens, ctx=ctx, batch=batch, top_k=top_k, before=before, after=after, skip_first=skip_first,
+        sink_norm_ratio=sink_norm_ratio, seed=settings.seed if seed is None else seed,
+        device=device or settings.device, dtype=dtype or settings.dtype, checkpoint_every=checkpoint_every,
+        resume=resume, stop_after=stop_after,
+    )  # fmt: skip
+
+    def say(text: str, style: str) -> None:
+        console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+
+    try:
+        summary = harvest(opts, console)
+    except HarvestInterrupted as err:
+        say(str(err), "yellow")
+        raise typer.Exit(3) from err
+    except HarvestError as err:
+        say(f"error: {err}", "red")
+        raise typer.Exit(2) from err
+    except KeyboardInterrupt as err:
+        say(f"interrupted; rerun with --resume to continue from the last checkpoint (every {checkpoint_every} "
+            "batches)", "yellow")  # fmt: skip
+        raise typer.Exit(130) from err
+    say(format_summary(summary), "")
+
+
+@cli.command("serve")
+def serve_cmd(
+    db: Annotated[list[Path], typer.Option("--db", help="Feature store (.duckdb) to serve; repeat for more.")],
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: Settings.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default: Settings.port).")] = None,
+    workers: Annotated[int, typer.Option(help="Server processes (each opens the stores once).")] = 1,
+) -> None:
+    """Serve the explorer (feature dashboards, search, inspect) for one or more feature stores."""
+    import uvicorn
+
+    from app.store.queries import StoreError
+
+    settings = get_settings()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    missing = [str(p) for p in db if not p.is_file()]
+    if missing:
+        console.print(f"[red]error:[/] no feature store at {', '.join(missing)}; run `qscope harvest` first")
+        raise typer.Exit(2)
+    host, port = host or settings.host, port or settings.port
+    if workers > 1:
+        # each worker process builds its own app from these paths (uvicorn needs an import string)
+        os.environ["QSCOPE_SERVE_DBS"] = json.dumps([str(p.resolve()) for p in db])
+        uvicorn.run("app.web:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning")  # fmt: skip
+        return
+    from app.web import create_app
+
+    try:
+        app = create_app(db, settings)
+    except StoreError as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(2) from err
+    console.print(f"serving {len(db)} store(s) on http://{host}:{port}/")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+bench_cli = typer.Typer(no_args_is_help=True, help="Benchmarks (scripts/bench_*.py) run through the CLI.")
+cli.add_typer(bench_cli, name="bench")
+
+
+def _run_bench(name: str, args: list[str]) -> None:
+    """Run scripts/bench_<name>.py with ``args`` as its command line (benchmarks live in a source checkout)."""
+    import runpy
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / f"bench_{name}.py"
+    if not script.is_file():
+        console.print(f"[red]error:[/] {script} is missing (the benchmark runs from a source checkout)")
+        raise typer.Exit(2)
+    sys.argv = [str(script), *args]
+    runpy.run_path(str(script), run_name=f"bench_{name}")["main"]()
+
+
+_BENCH_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@bench_cli.command("serve", context_settings=_BENCH_ARGS)
+def bench_serve_cmd(ctx: typer.Context) -> None:
+    """Load-test `qscope serve` on a synthetic store at scale (options: scripts/bench_serve.py --help)."""
+    _run_bench("serve", list(ctx.args))
+
+
+@bench_cli.command("harvest", context_settings=_BENCH_ARGS)
+def bench_harvest_cmd(ctx: typer.Context) -> None:
+    """Harvest vs forward + SAE encode alone on the same tokens (options: scripts/bench_harvest.py --help)."""
+    _run_bench("harvest", list(ctx.args))
 
 
 def main() -> None:

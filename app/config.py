@@ -23,6 +23,15 @@ class Settings(BaseSettings):
     seed: int = Field(0, description="Seed for everything deterministic (demo build, sampling defaults).")
     host: str = Field("127.0.0.1", description="Address `qscope serve` binds.")
     port: int = Field(8000, description="Port `qscope serve` binds.")
+    # explorer (qscope serve): bounds on the model runs of /search and /inspect, and the read-only store
+    max_chars: int = Field(4000, description="Longest text /search and /inspect run the model on (characters).")
+    max_tokens: int = Field(256, description="Most tokens one such model run may take (per text).")
+    max_texts: int = Field(8, description="Most texts per side in /inspect's compare mode.")
+    query_timeout_s: float = Field(5.0, description="A DuckDB query of the server is interrupted after this.")
+    cache_dir: Path | None = Field(
+        None, description="Where search indexes go when the folder of a database is read-only "
+        "(default: ~/.cache/qscope).",
+    )
 
 
 @lru_cache

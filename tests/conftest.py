@@ -21,3 +21,20 @@ def tiny_demo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     build_demo(out, TINY, Console(quiet=True))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_db(tiny_demo, tmp_path_factory) -> Path:
+    """The tiny default harvested once per session by the real harvest (a few thousand validation tokens)."""
+    from rich.console import Console
+
+    from app.harvest.options import HarvestOptions
+    from app.harvest.run import harvest
+
+    out = tmp_path_factory.mktemp("store") / "tiny.duckdb"
+    opts = HarvestOptions(
+        model=str(tiny_demo / "model"), saes=[tiny_demo / "saes"], corpus=str(tiny_demo / "corpus" / "val.jsonl"),
+        out=out, tokens=4096, device="cpu", checkpoint_every=0,
+    )  # fmt: skip
+    harvest(opts, Console(quiet=True))
+    return out

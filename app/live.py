@@ -1,0 +1,148 @@
+"""Live runs: a feature store's model and SAEs run on a user's text (for /inspect and search by firing).
+
+The model and SAEs are the ones the harvest read (``meta.model`` and ``saes.source``), loaded lazily on the
+first run and kept for the process. Runs are bounded (Settings.max_chars, max_tokens) and serialised by a lock:
+one CPU forward at a time is as fast as two interleaved ones and uses half the memory. Tokens the harvest left
+out of its rankings (position 0, high-norm sinks) are flagged the same way here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app.harvest.run import rank_mask
+from app.model import LoadedModel, ModelLoadError, capture, load_model
+from app.sae import Sae, SaeFormatError, load_sae
+from app.store.queries import Store
+
+log = logging.getLogger(__name__)
+
+
+class TextTooLong(ValueError):
+    """The text passes Settings.max_chars or max_tokens; the message says by how much."""
+
+
+class LiveUnavailable(RuntimeError):
+    """The model or an SAE of the store cannot be loaded here (moved, deleted, another machine)."""
+
+
+@dataclass
+class Activations:
+    """The non-zero activations of one SAE on one text (a top-k SAE has at most k per token)."""
+
+    sae_id: str
+    pos: np.ndarray  # int32 [N] token position
+    feature: np.ndarray  # int32 [N]
+    act: np.ndarray  # float32 [N]
+
+
+@dataclass
+class TextRun:
+    model_id: str
+    text: str
+    token_ids: list[int]
+    tokens: list[str]
+    ranked: list[bool]  # False where the harvest would leave the token out (position 0, sinks)
+    acts: list[Activations]
+
+
+@dataclass
+class Limits:
+    max_chars: int = 4000
+    max_tokens: int = 256
+
+
+class LiveModel:
+    """The model and SAEs of one store, loaded on first use."""
+
+    def __init__(self, store: Store, model_id: str, device: str = "cpu", dtype: str = "auto") -> None:
+        self.store, self.model_id, self.device, self.dtype = store, model_id, device, dtype
+        settings = json.loads(store.meta.get("settings") or "{}")
+        self.skip_first = bool(settings.get("skip_first", True))
+        self.sink_norm_ratio = float(settings.get("sink_norm_ratio", 10.0))
+        self._loaded: tuple[LoadedModel, dict[str, Sae]] | None = None
+        self._error: str | None = None
+        self._lock = threading.Lock()
+
+    def problem(self) -> str | None:
+        """Why live runs cannot work here, or None (checks paths only: nothing is loaded)."""
+        if self._error:
+            return self._error
+        source = self.store.model_source
+        if not source:
+            return f"{self.store.path.name} does not record the model it was harvested from"
+        if source.startswith(("/", ".")) and not Path(source).is_dir():
+            return f"the model folder {source} recorded in {self.store.path.name} is not on this machine"
+        missing = [s.source for s in self._saes() if not Path(s.source).exists()]
+        if missing:
+            return f"the SAE file {missing[0]} recorded in {self.store.path.name} is not on this machine"
+        return None
+
+    def _saes(self):
+        return [s for s in self.store.saes.values() if s.model_id == self.model_id]
+
+    def _load(self) -> tuple[LoadedModel, dict[str, Sae]]:
+        if self._loaded is None:
+            if reason := self.problem():
+                raise LiveUnavailable(reason)
+            try:
+                lm = load_model(self.store.model_source, device=self.device, dtype=self.dtype)
+                saes = {s.sae_id: load_sae(s.source, k=s.k, layer=s.layer, device=lm.device) for s in self._saes()}
+            except (ModelLoadError, SaeFormatError, OSError) as e:
+                self._error = f"could not load the model or SAEs of {self.store.path.name}: {e}"
+                raise LiveUnavailable(self._error) from e
+            if lm.tokenizer is None:
+                raise LiveUnavailable(f"the model {self.store.model_source} has no tokenizer")
+            self._loaded = (lm, saes)
+        return self._loaded
+
+    def tokenize(self, text: str, limits: Limits) -> list[int]:
+        if len(text) > limits.max_chars:
+            raise TextTooLong(f"the text has {len(text):,} characters; at most {limits.max_chars:,} are run")
+        lm, _ = self._load()
+        ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > limits.max_tokens:
+            raise TextTooLong(f"the text is {len(ids):,} tokens long; at most {limits.max_tokens:,} are run")
+        return ids
+
+    def run(self, text: str, limits: Limits) -> TextRun:
+        """Run the model on `text` and every SAE of this model on its site."""
+        with self._lock:
+            lm, saes = self._load()
+            ids = self.tokenize(text, limits)
+            if not ids:
+                return TextRun(self.model_id, text, [], [], [], [])
+            sites = list(dict.fromkeys(s.site for s in saes.values()))
+            hidden = capture(lm.model, sites, torch.tensor([ids]))
+            first = hidden[sites[0]]
+            ranked_T = rank_mask(first, self.skip_first and len(ids) > 1, self.sink_norm_ratio)[0]
+            acts = []
+            with torch.no_grad():
+                for sae_id, sae in saes.items():
+                    f_TF = sae.encode(hidden[sae.site][0].to(sae.W_enc.dtype))
+                    pos_N, feat_N = f_TF.nonzero(as_tuple=True)
+                    acts.append(Activations(
+                        sae_id, pos_N.int().cpu().numpy(), feat_N.int().cpu().numpy(),
+                        f_TF[pos_N, feat_N].float().cpu().numpy(),
+                    ))  # fmt: skip
+        return TextRun(self.model_id, text, ids, self.store.decode(ids), ranked_T.cpu().tolist(), acts)
+
+
+class LiveModels:
+    """One LiveModel per model_id served (from the first store that holds it)."""
+
+    def __init__(self, stores: list[Store], device: str = "cpu", dtype: str = "auto") -> None:
+        self.models: dict[str, LiveModel] = {}
+        for store in stores:
+            for model_id in store.model_ids:
+                self.models.setdefault(model_id, LiveModel(store, model_id, device, dtype))
+
+    def get(self, model_id: str) -> LiveModel | None:
+        return self.models.get(model_id)

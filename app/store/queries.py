@@ -1,0 +1,414 @@
+"""Read-only queries on one feature store (schema in app.store.schema), returning dataclasses.
+
+A `Store` is opened once per process (``duckdb.connect(read_only=True)``; opening costs tens of ms) and keeps
+what every page needs in memory: the meta table, the SAEs and the vocabulary. Each request takes its own cursor
+with ``store.reader()``: a `Reader` whose queries run under a time limit (DuckDB has no statement timeout, so a
+timer interrupts the cursor). The file never changes while it is served, so per-SAE aggregates are cached.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+SORTS = {"index": "feature", "density": "density", "max_act": "max_act", "mean_act": "mean_act"}
+DENSITY_BINS = 28  # log10(density) from -7 to 0 in quarter decades
+
+
+class StoreError(RuntimeError):
+    """A file that is not a readable feature store; the message names the file and the problem."""
+
+
+class QueryTimeout(RuntimeError):
+    """A query ran past the store's time limit and was interrupted."""
+
+
+@dataclass(frozen=True)
+class SaeInfo:
+    sae_id: str
+    model_id: str
+    layer: int | None
+    site: str
+    d_in: int
+    d_sae: int
+    k: int | None
+    architecture: str
+    format: str
+    source: str  # the SAE file the harvest read
+    tokens: int  # tokens ranked by the harvest
+    dead: int  # features that never fired
+    hist_edges: list[float] = field(repr=False)  # activation histogram bin edges (log-spaced), len = bins + 1
+
+
+@dataclass
+class FeatureRow:
+    """One feature's summary line: what lists, search results and the dashboard header show."""
+
+    sae_id: str
+    feature: int
+    density: float  # fraction of ranked tokens with act > 0
+    mean_act: float  # mean over the tokens where it fired
+    max_act: float
+    n_fired: int
+    label: str
+    top_tokens: list[str]  # tokens most often at the max of the top contexts
+
+
+@dataclass
+class FeatureList:
+    rows: list[FeatureRow]
+    total: int  # rows matching the filter, over all pages
+
+
+@dataclass
+class Context:
+    kind: str  # 'top' | 'interval'
+    bin: int | None
+    rank: int
+    act: float  # activation at the marked token
+    window: int  # corpus window it was cut from
+    pos: int  # index of the marked token in `tokens`
+    tokens: list[str]
+    acts: list[float]  # the feature's activation on every token
+
+
+@dataclass
+class IntervalBin:
+    bin: int
+    low: float
+    high: float
+    contexts: list[Context]
+
+
+@dataclass
+class LogitEffect:
+    token_id: int
+    token: str
+    value: float
+
+
+@dataclass
+class Neighbor:
+    sae_id: str
+    feature: int
+    cosine: float
+    label: str
+
+
+@dataclass
+class FeatureDetail:
+    row: FeatureRow
+    hist: list[int]  # counts per bin of SaeInfo.hist_edges
+    interval_width: float
+    top: list[Context]
+    intervals: list[IntervalBin]  # strongest bin first
+    logits_pos: list[LogitEffect]
+    logits_neg: list[LogitEffect]
+    neighbors: list[Neighbor]
+
+
+@dataclass
+class DensityHistogram:
+    """Features per quarter decade of log10(density), from 1e-7 to 1; dead features counted apart."""
+
+    counts: list[int]
+    low: float  # log10 of the first edge
+    step: float  # width of a bin in log10 units
+    dead: int
+
+
+@dataclass
+class FeatureText:
+    """What the semantic index embeds for one feature."""
+
+    sae_id: str
+    feature: int
+    text: str
+
+
+class Store:
+    """One feature store file, opened read-only; `reader()` gives a request its cursor."""
+
+    def __init__(self, path: str | Path, timeout_s: float = 5.0, threads: int = 1) -> None:
+        self.path = Path(path).resolve()
+        if not self.path.is_file():
+            raise StoreError(f"no feature store at {self.path}: run `qscope harvest --out {path}` first")
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=True)
+            # one thread per query: a page's lookups are small, and requests run side by side. SET, not a
+            # connect() config: DuckDB refuses a second connection to a file with a different config
+            self.con.execute(f"SET threads = {int(threads)}")
+            self.meta = dict(self.con.execute("SELECT key, value FROM meta").fetchall())
+            self.saes = _read_saes(self.con)
+            self.vocab = _read_vocab(self.con)
+        except duckdb.Error as e:
+            raise StoreError(f"{self.path} is not a qscope feature store: {e}") from e
+        self.timeout_s = timeout_s
+        stat = self.path.stat()
+        self.signature = f"{stat.st_size}-{stat.st_mtime_ns}"  # changes whenever the file is rewritten
+        self._token_index: dict[str, list[int]] | None = None
+        self._cache: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def model_ids(self) -> list[str]:
+        return sorted({s.model_id for s in self.saes.values()})
+
+    @property
+    def model_source(self) -> str | None:
+        """The model folder or hub id the harvest ran, for live runs (/inspect, search by firing)."""
+        return self.meta.get("model") or json.loads(self.meta.get("settings") or "{}").get("model")
+
+    def decode(self, ids: Sequence[int]) -> list[str]:
+        vocab, n = self.vocab, len(self.vocab)
+        return [vocab[i] if 0 <= i < n else f"<{i}>" for i in ids]
+
+    def token_ids_matching(self, text: str) -> list[int]:
+        """Ids of the tokens that are `text` once stripped of whitespace and lower-cased."""
+        if self._token_index is None:
+            index: dict[str, list[int]] = {}
+            for i, tok in enumerate(self.vocab):
+                index.setdefault(tok.strip().lower(), []).append(i)
+            self._token_index = index
+        return self._token_index.get(text.strip().lower(), []) if text.strip() else []
+
+    @contextmanager
+    def reader(self) -> Iterator[Reader]:
+        """A cursor for one request; interrupted (QueryTimeout) when it runs past timeout_s."""
+        cur = self.con.cursor()
+        timer = threading.Timer(self.timeout_s, cur.interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield Reader(self, cur)
+        except duckdb.InterruptException as e:
+            raise QueryTimeout(f"a query on {self.path.name} ran past {self.timeout_s:g} s and was stopped") from e
+        finally:
+            timer.cancel()
+            cur.close()
+
+    def cached(self, key: tuple, compute):
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+        value = compute()
+        with self._lock:
+            self._cache[key] = value
+        return value
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _read_saes(con: duckdb.DuckDBPyConnection) -> dict[str, SaeInfo]:
+    cols = [f.name for f in SaeInfo.__dataclass_fields__.values()]
+    rows = con.execute(f"SELECT {', '.join(cols)} FROM saes ORDER BY model_id, layer, sae_id").fetchall()
+    return {row[0]: SaeInfo(**dict(zip(cols, row, strict=True))) for row in rows}
+
+
+def _read_vocab(con: duckdb.DuckDBPyConnection) -> list[str]:
+    rows = con.execute("SELECT token_id, token FROM vocab ORDER BY token_id").fetchall()
+    vocab = [""] * (rows[-1][0] + 1 if rows else 0)
+    for token_id, token in rows:
+        vocab[token_id] = token or ""
+    return vocab
+
+
+_ROW_COLS = "sae_id, feature, density, mean_act, max_act, n_fired, label, top_tokens"
+
+
+class Reader:
+    """The queries of one request, on its own cursor."""
+
+    def __init__(self, store: Store, cur: duckdb.DuckDBPyConnection) -> None:
+        self.store, self.cur = store, cur
+
+    def _row(self, r: tuple) -> FeatureRow:
+        return FeatureRow(
+            sae_id=r[0], feature=r[1], density=r[2] or 0.0, mean_act=r[3] or 0.0, max_act=r[4] or 0.0,
+            n_fired=r[5] or 0, label=r[6] or "", top_tokens=self.store.decode(r[7] or []),
+        )  # fmt: skip
+
+    def features(
+        self,
+        sae_id: str,
+        *,
+        sort: str = "index",
+        desc: bool = False,
+        q: str = "",
+        dmin: float | None = None,
+        dmax: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> FeatureList:
+        """One page of an SAE's features, filtered by label text and density range."""
+        where, params = ["sae_id = ?"], [sae_id]
+        if q:
+            where.append("label ILIKE ? ESCAPE '\\'")
+            params.append(f"%{_escape_like(q)}%")
+        if dmin is not None:
+            where.append("density >= ?")
+            params.append(dmin)
+        if dmax is not None:
+            where.append("density <= ?")
+            params.append(dmax)
+        cond = " AND ".join(where)
+        order = f"{SORTS[sort]} {'DESC' if desc else 'ASC'}, feature"
+        rows = self.cur.execute(
+            f"SELECT {_ROW_COLS} FROM features WHERE {cond} ORDER BY {order} LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
+        if offset == 0 and len(rows) < limit:
+            total = len(rows)
+        else:
+            total = self.cur.execute(f"SELECT count(*) FROM features WHERE {cond}", params).fetchone()[0]
+        return FeatureList(rows=[self._row(r) for r in rows], total=total)
+
+    def row(self, sae_id: str, feature: int) -> FeatureRow | None:
+        r = self.cur.execute(
+            f"SELECT {_ROW_COLS} FROM features WHERE sae_id = ? AND feature = ?", [sae_id, feature]
+        ).fetchone()
+        return self._row(r) if r else None
+
+    def feature(self, sae_id: str, feature: int, *, interval_per_bin: int = 5) -> FeatureDetail | None:
+        """Everything the dashboard of one feature shows; None when the SAE has no such row."""
+        r = self.cur.execute(
+            f"SELECT {_ROW_COLS}, hist, interval_width FROM features WHERE sae_id = ? AND feature = ?",
+            [sae_id, feature],
+        ).fetchone()
+        if r is None:
+            return None
+        top, intervals = self._contexts(sae_id, feature, r[9] or 0.0, interval_per_bin)
+        pos, neg = self._logits(sae_id, feature)
+        return FeatureDetail(
+            row=self._row(r), hist=list(r[8] or []), interval_width=r[9] or 0.0, top=top, intervals=intervals,
+            logits_pos=pos, logits_neg=neg, neighbors=self._neighbors(sae_id, feature),
+        )  # fmt: skip
+
+    def _contexts(self, sae_id: str, feature: int, width: float, per_bin: int):
+        # filtered and sorted here rather than in SQL: a plain lookup is the cheapest plan DuckDB has
+        rows = self.cur.execute(
+            'SELECT kind, bin, rank, act, "window", pos, token_ids, acts FROM contexts '
+            "WHERE sae_id = ? AND feature = ?",
+            [sae_id, feature],
+        ).fetchall()
+        rows = [r for r in rows if r[0] == "top" or r[2] < per_bin]
+        rows.sort(key=lambda r: (r[0] != "top", -(r[1] or 0), r[2]))
+        top: list[Context] = []
+        bins: dict[int, IntervalBin] = {}
+        for kind, b, rank, act, window, pos, ids, acts in rows:
+            ctx = Context(kind, b, rank, act, window, pos, self.store.decode(ids), acts)
+            if kind == "top":
+                top.append(ctx)
+            else:
+                bins.setdefault(b, IntervalBin(b, b * width, (b + 1) * width, [])).contexts.append(ctx)
+        return top, list(bins.values())
+
+    def _logits(self, sae_id: str, feature: int) -> tuple[list[LogitEffect], list[LogitEffect]]:
+        rows = self.cur.execute(
+            "SELECT sign, token_id, value FROM logits WHERE sae_id = ? AND feature = ? ORDER BY sign DESC, rank",
+            [sae_id, feature],
+        ).fetchall()
+        pos = [LogitEffect(t, self.store.decode([t])[0], v) for s, t, v in rows if s > 0]
+        neg = [LogitEffect(t, self.store.decode([t])[0], v) for s, t, v in rows if s < 0]
+        return pos, neg
+
+    def _neighbors(self, sae_id: str, feature: int) -> list[Neighbor]:
+        rows = self.cur.execute(
+            "SELECT other_sae_id, other_feature, cosine FROM neighbors WHERE sae_id = ? AND feature = ? "
+            "ORDER BY other_sae_id != ?, other_sae_id, rank",
+            [sae_id, feature, sae_id],
+        ).fetchall()
+        labels: dict[tuple[str, int], str] = {}
+        by_sae: dict[str, list[int]] = {}
+        for other, f, _ in rows:
+            by_sae.setdefault(other, []).append(f)
+        for other, fs in by_sae.items():
+            # one IN-list per SAE: DuckDB prunes row groups by zone map, where a join would scan the table
+            marks = ", ".join("?" * len(fs))
+            for f, label in self.cur.execute(
+                f"SELECT feature, label FROM features WHERE sae_id = ? AND feature IN ({marks})", [other, *fs]
+            ).fetchall():
+                labels[(other, f)] = label or ""
+        return [Neighbor(other, f, cos, labels.get((other, f), "")) for other, f, cos in rows]
+
+    def random_feature(self, sae_id: str, rng: random.Random | None = None) -> int | None:
+        """A random feature that fired at least once (the first live one at or after a random index)."""
+        d_sae = self.store.saes[sae_id].d_sae
+        start = (rng or random).randrange(max(d_sae, 1))
+        sql = "SELECT min(feature) FROM features WHERE sae_id = ? AND n_fired > 0 AND feature {} ?"
+        found = self.cur.execute(sql.format(">="), [sae_id, start]).fetchone()[0]
+        if found is None:
+            found = self.cur.execute(sql.format("<"), [sae_id, start]).fetchone()[0]
+        return found
+
+    def density_histogram(self, sae_id: str) -> DensityHistogram:
+        def compute() -> DensityHistogram:
+            low, step = -7.0, 0.25
+            rows = self.cur.execute(
+                "SELECT least(greatest(floor((log10(density) - ?) / ?), 0), ?)::INTEGER AS b, count(*) "
+                "FROM features WHERE sae_id = ? AND density > 0 GROUP BY b",
+                [low, step, DENSITY_BINS - 1, sae_id],
+            ).fetchall()
+            counts = [0] * DENSITY_BINS
+            for b, n in rows:
+                counts[b] = n
+            dead = self.cur.execute(
+                "SELECT count(*) FROM features WHERE sae_id = ? AND NOT density > 0", [sae_id]
+            ).fetchone()[0]
+            return DensityHistogram(counts=counts, low=low, step=step, dead=dead)
+
+        return self.store.cached(("density_hist", sae_id), compute)
+
+    def text_matches(self, q: str, limit: int = 20) -> list[tuple[FeatureRow, str]]:
+        """Features whose label holds `q`, or whose top tokens include a token equal to `q`: (row, why)."""
+        ids = self.store.token_ids_matching(q)
+        rows = self.cur.execute(
+            f"SELECT {_ROW_COLS}, label ILIKE ? ESCAPE '\\' AS by_label FROM features "
+            "WHERE label ILIKE ? ESCAPE '\\' OR list_has_any(top_tokens, ?::INTEGER[]) "
+            "ORDER BY by_label DESC, density DESC LIMIT ?",
+            [f"%{_escape_like(q)}%", f"%{_escape_like(q)}%", ids, limit],
+        ).fetchall()
+        return [(self._row(r), "label" if r[8] else "top token") for r in rows]
+
+    def rows(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], FeatureRow]:
+        """Summary rows for (sae_id, feature) keys of this store, one query per SAE."""
+        out: dict[tuple[str, int], FeatureRow] = {}
+        by_sae: dict[str, list[int]] = {}
+        for sae_id, f in keys:
+            by_sae.setdefault(sae_id, []).append(int(f))
+        for sae_id, fs in by_sae.items():
+            marks = ", ".join("?" * len(fs))
+            for r in self.cur.execute(
+                f"SELECT {_ROW_COLS} FROM features WHERE sae_id = ? AND feature IN ({marks})", [sae_id, *fs]
+            ).fetchall():
+                out[(r[0], r[1])] = self._row(r)
+        return out
+
+    def feature_texts(self, n_logits: int = 5) -> list[FeatureText]:
+        """Label, top tokens and top logit tokens of every live feature, in (sae_id, feature) order."""
+        rows = self.cur.execute(
+            "WITH lg AS (SELECT sae_id, feature, list(token_id ORDER BY rank) AS ids FROM logits "
+            "WHERE sign > 0 AND rank < ? GROUP BY sae_id, feature) "
+            "SELECT f.sae_id, f.feature, f.label, f.top_tokens, lg.ids FROM features f "
+            "LEFT JOIN lg USING (sae_id, feature) WHERE f.n_fired > 0 ORDER BY f.sae_id, f.feature",
+            [n_logits],
+        ).fetchall()
+        out = []
+        for sae_id, f, label, top, logit_ids in rows:
+            tops = " ".join(t.strip() for t in self.store.decode(top or []) if t.strip())
+            logits = " ".join(t.strip() for t in self.store.decode(logit_ids or []) if t.strip())
+            words = (label or "").replace("·", " ").replace("→", " ").split()
+            out.append(FeatureText(sae_id, f, f"{' '.join(words)}; tokens: {tops}; promotes: {logits}"))
+        return out
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

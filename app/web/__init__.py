@@ -1,0 +1,57 @@
+"""The explorer web app: `create_app(dbs)` serves one or more feature stores (FastAPI + Jinja2 + htmx).
+
+Routes live in app.web.routes, one module per resource; URLs are built in app.web.urls; responses go through
+app.web.render.render (full page, htmx partial or `.json` twin). The stores are opened read-only once here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from app.config import Settings, get_settings
+from app.live import Limits, LiveModels
+from app.search import Searcher
+from app.web import errors, urls
+from app.web.catalog import Catalog
+from app.web.render import ROOT
+from app.web.routes import features, home, inspect, saes, search
+
+
+def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, warm_search: bool = True) -> FastAPI:
+    """The app for these feature store files. warm_search: build the semantic indexes in the background
+    at startup (else on the first search)."""
+    settings = settings or get_settings()
+    catalog = Catalog(dbs, timeout_s=settings.query_timeout_s)
+    live = LiveModels(catalog.stores, device=settings.device, dtype=settings.dtype)
+    limits = Limits(max_chars=settings.max_chars, max_tokens=settings.max_tokens)
+    searcher = Searcher(catalog.stores, live, limits, cache_dir=settings.cache_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if warm_search:
+            searcher.warm()
+        yield
+        catalog.close()
+
+    app = FastAPI(title="qscope", lifespan=lifespan, docs_url="/-/docs", redoc_url=None,
+                  openapi_url="/-/openapi.json")  # fmt: skip
+    app.state.catalog, app.state.live, app.state.searcher = catalog, live, searcher
+    app.state.settings, app.state.limits = settings, limits
+    app.mount(urls.STATIC_PREFIX, StaticFiles(directory=str(ROOT / "static")), name="static")
+    errors.install(app)
+    # fixed paths first: /search and /-/... must not be taken for /{model_id}/{sae_id}
+    for module in (home, search, inspect, saes, features):
+        app.include_router(module.router)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app for the stores listed (as JSON) in QSCOPE_SERVE_DBS: for `qscope serve --workers N`."""
+    return create_app(json.loads(os.environ["QSCOPE_SERVE_DBS"]))

@@ -1,0 +1,100 @@
+"""The catalog: which models and SAEs this server serves, from which store file; lookups that 404 helpfully.
+
+Several ``--db`` files may be served at once. A (model_id, sae_id) pair names one SAE of one store; when two
+files hold the same pair the first one given wins (and the clash is logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.store.queries import SaeInfo, Store
+from app.web import urls
+
+log = logging.getLogger(__name__)
+
+
+class NotFound(Exception):
+    """A page that does not exist; `exists` lists (text, url) of what does, for the 404 page."""
+
+    def __init__(self, message: str, exists: Sequence[tuple[str, str]] = (), what: str = "") -> None:
+        super().__init__(message)
+        self.message, self.exists, self.what = message, list(exists), what
+
+
+@dataclass
+class Served:
+    sae: SaeInfo
+    store: Store
+
+
+@dataclass
+class ModelEntry:
+    model_id: str
+    saes: list[Served] = field(default_factory=list)
+
+    @property
+    def n_features(self) -> int:
+        return sum(s.sae.d_sae for s in self.saes)
+
+
+class Catalog:
+    def __init__(self, paths: Sequence[str | Path], timeout_s: float = 5.0) -> None:
+        self.stores = [Store(p, timeout_s=timeout_s) for p in paths]
+        self.models: dict[str, ModelEntry] = {}
+        self._saes: dict[tuple[str, str], Served] = {}
+        for store in self.stores:
+            for sae in store.saes.values():
+                key = (sae.model_id, sae.sae_id)
+                if key in self._saes:
+                    log.warning("%s/%s is in %s and %s; serving the first", *key, self._saes[key].store.path,
+                                store.path)  # fmt: skip
+                    continue
+                served = Served(sae, store)
+                self._saes[key] = served
+                self.models.setdefault(sae.model_id, ModelEntry(sae.model_id)).saes.append(served)
+
+    def __iter__(self):
+        return iter(self.models.values())
+
+    def model(self, model_id: str) -> ModelEntry:
+        if model_id not in self.models:
+            raise NotFound(
+                f"No model {model_id!r} is served here.",
+                [(m, urls.home() + "#" + m) for m in self.models],
+                what="models served",
+            )
+        return self.models[model_id]
+
+    def sae(self, model_id: str, sae_id: str) -> Served:
+        entry = self.model(model_id)
+        served = self._saes.get((model_id, sae_id))
+        if served is None:
+            raise NotFound(
+                f"Model {model_id!r} has no SAE {sae_id!r}.",
+                [(s.sae.sae_id, urls.sae(model_id, s.sae.sae_id)) for s in entry.saes],
+                what=f"SAEs of {model_id}",
+            )
+        return served
+
+    def find_sae(self, sae_id: str) -> Served | None:
+        """The SAE with this id in any model (the first one served), for links that carry only sae_id."""
+        return next((s for (_, sid), s in self._saes.items() if sid == sae_id), None)
+
+    def check_feature(self, served: Served, feature: int) -> None:
+        d_sae = served.sae.d_sae
+        if not 0 <= feature < d_sae:
+            last = d_sae - 1
+            raise NotFound(
+                f"Feature {feature} is out of range: {served.sae.sae_id} has features 0 to {last}.",
+                [(f"feature {f}", urls.feature(served.sae.model_id, served.sae.sae_id, f)) for f in (0, last)]
+                + [("all features", urls.sae(served.sae.model_id, served.sae.sae_id))],
+                what="features of this SAE",
+            )
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()

@@ -1,0 +1,78 @@
+"""Error pages: 404s that say what exists, 422s that say which parameter is wrong and why, never a 500 for
+bad input. Each answers in the format asked for: HTML, or JSON for a `.json` path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from app.live import LiveUnavailable, TextTooLong
+from app.store.queries import QueryTimeout
+from app.web import urls
+from app.web.catalog import NotFound
+from app.web.render import templates, wants_json
+
+TITLES = {404: "Not found", 405: "Method not allowed", 422: "Bad request", 503: "Unavailable"}
+
+
+class Unprocessable(Exception):
+    """A request whose parameters are well-formed but unusable; the message tells the user what to change."""
+
+
+def error_response(
+    request: Request, status: int, message: str, exists: Sequence[tuple[str, str]] = (), what: str = ""
+) -> Response:
+    title = TITLES.get(status, "Error")
+    if wants_json(request):
+        body = {"status": status, "error": message, "exists": [{"name": n, "url": u} for n, u in exists]}
+        response: Response = JSONResponse(body, status_code=status)
+    else:
+        context = {"status": status, "title": title, "message": message, "exists": list(exists), "what": what}
+        response = templates.TemplateResponse(request, "error.html", context, status_code=status)
+    response.headers["Vary"] = "HX-Request"
+    return response
+
+
+def _readable(exc: RequestValidationError) -> str:
+    """'page: must be at least 1; sort: ...' from pydantic's error list."""
+    parts = []
+    for err in exc.errors():
+        loc = [str(x) for x in err.get("loc", ()) if x not in ("query", "path", "body")]
+        name = ".".join(loc) or "request"
+        given = err.get("input")
+        shown = f" (got {given!r})" if isinstance(given, str | int | float) else ""
+        parts.append(f"{name}: {err.get('msg', 'invalid')}{shown}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> Response:
+        return error_response(request, 404, exc.message, exc.exists, exc.what)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(request, 422, "Bad parameter: " + _readable(exc))
+
+    @app.exception_handler(Unprocessable)
+    @app.exception_handler(TextTooLong)
+    async def unprocessable(request: Request, exc: Exception) -> Response:
+        return error_response(request, 422, str(exc))
+
+    @app.exception_handler(LiveUnavailable)
+    @app.exception_handler(QueryTimeout)
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        return error_response(request, 503, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404:
+            catalog = request.app.state.catalog
+            exists = [(f"model {m.model_id}", urls.home() + "#" + m.model_id) for m in catalog]
+            exists += [("search", urls.search()), ("inspect", urls.inspect())]
+            return error_response(request, 404, f"Nothing at {request.url.path}.", exists, "pages that exist")
+        return error_response(request, exc.status_code, str(exc.detail))

@@ -1,0 +1,164 @@
+"""Responses: one `render()` for a full page, its htmx partial or its `.json` twin, and the template helpers.
+
+Templates never query: routes hand them dataclasses. Jinja autoescapes everything; the only HTML built in
+Python is in `tokens_html` (every token string goes through `escape`) and in app.web.plots (numbers only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
+
+from app.web import plots, urls
+
+ROOT = Path(__file__).resolve().parents[2]
+templates = Jinja2Templates(directory=str(ROOT / "templates"))
+
+# whitespace and control characters as a reader can see them (the token itself stays in the hover title)
+_VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍", " ": "·"}
+_VISIBLE |= {chr(c): chr(0x2400 + c) for c in range(32) if chr(c) not in _VISIBLE}
+_VISIBLE_TABLE = str.maketrans(_VISIBLE)
+
+
+def visible(token: str) -> str:
+    """A token for tables: whitespace shown ('·the', '↵'), empty as '∅'."""
+    return token.translate(_VISIBLE_TABLE) if token else "∅"
+
+
+def wants_json(request: Request) -> bool:
+    return request.url.path.endswith(urls.JSON)
+
+
+def is_partial(request: Request) -> bool:
+    """An htmx request for a fragment (a history restore wants the whole page)."""
+    h = request.headers
+    return h.get("HX-Request") == "true" and h.get("HX-History-Restore-Request") != "true"
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses, lists and dicts as JSON values; NaN and infinities become null."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def render(
+    request: Request,
+    template: str,
+    context: dict[str, Any],
+    *,
+    data: Any,
+    partial: str | None = None,
+    status: int = 200,
+) -> Response:
+    """The `.json` twin (data), the htmx partial, or the full page; always `Vary: HX-Request`."""
+    if wants_json(request):
+        response: Response = JSONResponse(jsonable(data), status_code=status)
+    else:
+        hx = bool(partial) and is_partial(request)
+        context = {**context, "hx": hx}
+        response = templates.TemplateResponse(request, partial if hx else template, context, status_code=status)
+    response.headers["Vary"] = "HX-Request"
+    return response
+
+
+def tokens_html(
+    tokens: Sequence[str],
+    acts: Sequence[float],
+    max_act: float,
+    mark: int | None = None,
+    around: int | None = None,
+) -> Markup:
+    """A context as token spans shaded by activation (--a in 0..1), value on hover, the marked token boxed.
+
+    With `around`, tokens further than that from `mark` get class "far" (hidden until the row is expanded).
+    Built as one string (a dashboard holds thousands of tokens); every token goes through `_token_text` and
+    `_token_title`, which escape it.
+    """
+    inv = 1.0 / max_act if max_act > 0 else 0.0
+    out = []
+    for i, (tok, act) in enumerate(zip(tokens, acts, strict=False)):
+        cls = "t mx" if i == mark else "t"
+        if around is not None and mark is not None and abs(i - mark) > around:
+            cls += " far"
+        if act > 0:  # the value on hover where the feature fires; bare tokens stay small
+            a = min(act * inv, 1.0)
+            out.append(f'<span class="{cls}" style="--a:{a:.2f}" title="{_token_title(tok)} {act:.3f}">')
+        else:
+            out.append(f'<span class="{cls}">')
+        out.append(_token_text(tok))
+        out.append("</span>")
+    return Markup("".join(out))
+
+
+@lru_cache(maxsize=1 << 18)
+def _token_title(tok: str) -> str:
+    return str(escape(repr(tok)))
+
+
+@lru_cache(maxsize=1 << 18)
+def _token_text(tok: str) -> str:
+    """Escaped token text with whitespace runs wrapped as faint visible glyphs (cached: a vocabulary is
+    finite and a page holds thousands of tokens)."""
+    if not tok:
+        return '<i class="ws">∅</i>'
+    out, run = [], []
+    for ch in tok:
+        if ch in _VISIBLE:
+            run.append(_VISIBLE[ch])
+            continue
+        if run:
+            out.append(f'<i class="ws">{"".join(run)}</i>')
+            run = []
+        out.append(str(escape(ch)))
+    if run:
+        out.append(f'<i class="ws">{"".join(run)}</i>')
+    return "".join(out)
+
+
+def pct(x: float | None) -> str:
+    """A density as a percentage with 3 significant digits ('0.0123%')."""
+    if x is None or not math.isfinite(x):
+        return "–"
+    if x == 0:
+        return "0%"
+    return f"{x * 100:.3g}%"
+
+
+def num(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.{digits}g}"
+
+
+templates.env.globals.update(urls=urls, plots=plots, tokens_html=tokens_html)
+
+
+def token_markup(tok: str) -> Markup:
+    """One token as escaped HTML with its whitespace shown."""
+    return Markup(_token_text(tok))
+
+
+def short_sae(sae_id: str) -> str:
+    """The distinguishing end of an sae_id ('SAE-Res-...-L0_50__layer12' -> 'layer12') for dense tables."""
+    return sae_id.rsplit("__", 1)[-1]
+
+
+templates.env.filters.update(short_sae=short_sae, pct=pct, num=num, visible=visible, tok=token_markup, rep=repr)

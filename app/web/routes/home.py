@@ -1,0 +1,54 @@
+"""`/`: the models and SAEs served, with their sizes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request
+
+from app.store.queries import SaeInfo
+from app.web import urls
+from app.web.deps import CatalogDep
+from app.web.render import render
+
+router = APIRouter()
+
+
+@dataclass
+class SaeSummary:
+    sae: SaeInfo
+    url: str
+    live: int  # features that fired
+    db: str  # the store file
+
+
+@dataclass
+class ModelSummary:
+    model_id: str
+    n_features: int
+    saes: list[SaeSummary]
+
+
+@dataclass
+class Home:
+    models: list[ModelSummary]
+    stores: list[dict]
+
+
+@router.get("/")
+@router.get("/.json")
+def home_page(request: Request, catalog: CatalogDep):
+    models = [
+        ModelSummary(m.model_id, m.n_features, [
+            SaeSummary(s.sae, urls.sae(m.model_id, s.sae.sae_id), s.sae.d_sae - s.sae.dead, s.store.path.name)
+            for s in m.saes
+        ])
+        for m in catalog
+    ]  # fmt: skip
+    stores = [
+        {"file": st.path.name, "bytes": st.path.stat().st_size, "tokens": st.meta.get("tokens"),
+         "corpus": st.meta.get("corpus"), "created_at": st.meta.get("created_at"), "model": st.model_source}
+        for st in catalog.stores
+    ]  # fmt: skip
+    data = Home(models, stores)
+    return render(request, "index.html", {"home": data}, data=data)

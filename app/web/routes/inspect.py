@@ -1,0 +1,72 @@
+"""`/inspect`: run the model and SAEs on a text (token x feature view) or compare two sets of texts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+
+from app.analyze import Analysis, Comparison, analyze, compare, split_set
+from app.web.catalog import NotFound
+from app.web.deps import CatalogDep, LimitsDep, LiveDep, SettingsDep
+from app.web.errors import Unprocessable
+from app.web.render import render
+
+router = APIRouter()
+
+
+@dataclass
+class InspectPage:
+    mode: str  # 'analyze' | 'compare'
+    model_id: str
+    models: list[str]
+    text: str
+    a: str
+    b: str
+    analysis: Analysis | None
+    comparison: Comparison | None
+    note: str | None  # why live runs are not available here, if they are not
+
+
+def _check_len(name: str, text: str, max_chars: int) -> None:
+    if len(text) > max_chars:
+        raise Unprocessable(f"Bad parameter: {name} has {len(text):,} characters; at most {max_chars:,} are run.")
+
+
+@router.get("/inspect")
+@router.get("/inspect.json")
+def inspect_page(
+    request: Request,
+    catalog: CatalogDep,
+    live: LiveDep,
+    limits: LimitsDep,
+    settings: SettingsDep,
+    text: str = "",
+    mode: Literal["analyze", "compare"] = "analyze",
+    a: str = "",
+    b: str = "",
+    model_id: str | None = None,
+    top: Annotated[int, Query(ge=1, le=100)] = 24,
+):
+    models = [m.model_id for m in catalog]
+    model_id = model_id or models[0]
+    catalog.model(model_id)
+    runner = live.get(model_id)
+    if runner is None:
+        raise NotFound(f"No live model for {model_id!r}.", [(m, f"/inspect?model_id={m}") for m in models])
+    for name, value in (("text", text), ("a", a), ("b", b)):
+        _check_len(name, value, limits.max_chars)
+    analysis = comparison = None
+    note = runner.problem()
+    if mode == "analyze" and text.strip():
+        analysis = analyze(runner.run(text, limits), runner.store, n_features=top)
+    elif mode == "compare" and (a.strip() or b.strip()):
+        sets = split_set(a), split_set(b)
+        for name, texts in zip("ab", sets, strict=True):
+            if len(texts) > settings.max_texts:
+                raise Unprocessable(f"Bad parameter: {name} holds {len(texts)} texts; at most {settings.max_texts}.")
+        runs_a, runs_b = ([runner.run(t, limits) for t in texts] for texts in sets)
+        comparison = compare(runs_a, runs_b, runner.store, n=top)
+    data = InspectPage(mode, model_id, models, text, a, b, analysis, comparison, note)
+    return render(request, "inspect.html", {"p": data}, data=data, partial="_inspect_result.html")
