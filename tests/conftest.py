@@ -10,6 +10,18 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Models this small run many times slower on two threads when another process shares the two cores
+    (the threads spin-wait on each other), so a module that asks for this runs on one and gives it back."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> Path:
     """mini-Qwen built once per test session with the ``--tiny`` preset (the real builder, about 30 s)."""

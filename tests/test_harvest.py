@@ -20,12 +20,7 @@ CTX, BATCH, TOP_K, BEFORE, AFTER = 64, 8, 8, 8, 4
 VOLATILE_META = {"created_at", "seconds"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,7 @@ from app.harvest.ids import model_id_for, sae_id_for, unique_ids
 from app.harvest.run import rank_mask
 from app.sae import save_qwen_scope
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(tiny_demo: Path, out: Path, *extra: str):

@@ -13,7 +13,6 @@ import importlib.util  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -128,14 +127,7 @@ def input_ids(batch: int = 2, length: int = 7) -> Tensor:
     return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(1))  # [B, T]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Models this small run 100x slower on two threads when another process shares the two cores (the
-    threads spin-wait on each other), so this module runs on one and gives the setting back afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
