@@ -235,6 +235,12 @@ def bench_harvest_cmd(ctx: typer.Context) -> None:
     _run_bench("harvest", list(ctx.args))
 
 
+@bench_cli.command("steer", context_settings=_BENCH_ARGS)
+def bench_steer_cmd(ctx: typer.Context) -> None:
+    """Default + steered in one batch vs plain, hook overhead, 8 requests vs 1 (scripts/bench_steer.py --help)."""
+    _run_bench("steer", list(ctx.args))
+
+
 def main() -> None:
     cli()
 

@@ -32,6 +32,17 @@ class Settings(BaseSettings):
         None, description="Where search indexes go when the folder of a database is read-only "
         "(default: ~/.cache/qscope).",
     )
+    # steering (/steer, POST /api/steer): limits of one request, the worker's queue, the app database
+    steer_max_prompt_tokens: int = Field(512, description="Longest steering prompt, in tokens.")
+    steer_max_new_tokens: int = Field(256, description="Most tokens one steering request may generate per row.")
+    steer_max_features: int = Field(8, description="Most features one steering request may steer with.")
+    steer_max_strength: float = Field(200.0, description="Largest |strength| a steering feature may have.")
+    steer_timeout_s: float = Field(60.0, description="A steering request's rows stop after this many seconds.")
+    steer_queue_size: int = Field(16, description="Steering requests that may wait; past it: 503 + Retry-After.")
+    steer_max_batch_rows: int = Field(32, description="Most rows (2 per request) one batched generation runs.")
+    app_db_url: str = Field(
+        "sqlite:///data/qscope-app.db", description="SQLAlchemy URL of the app database (shared steering runs)."
+    )
 
 
 @lru_cache

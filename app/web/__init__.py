@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from app.config import Settings, get_settings
 from app.live import Limits, LiveModels
 from app.search import Searcher
-from app.web import errors, urls
+from app.web import errors, steer, urls
 from app.web.catalog import Catalog
 from app.web.render import ROOT
 from app.web.routes import features, home, inspect, saes, search
@@ -47,7 +47,7 @@ def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, w
     app.mount(urls.STATIC_PREFIX, StaticFiles(directory=str(ROOT / "static")), name="static")
     errors.install(app)
     # fixed paths first: /search and /-/... must not be taken for /{model_id}/{sae_id}
-    for module in (home, search, inspect, saes, features):
+    for module in (home, search, inspect, steer, saes, features):
         app.include_router(module.router)
     return app
 

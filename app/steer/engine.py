@@ -1,0 +1,172 @@
+"""Batched generation with per-row steering: our own decode loop over the real Hugging Face model.
+
+All rows (the default and steered rows of one request, and of every request coalesced with it) run as one
+batch: left padding, an attention mask, explicit position ids, the model's own KV cache (past_key_values).
+Each step hooks only the sites some row edits, through app.model.hooks. Each row samples with its own
+temperature, top-p, frequency penalty and torch.Generator (seeded per row, so a row's draws do not depend on
+its batch); temperature 0 is greedy. Every token comes back with the model's probability of it.
+
+Shapes: B rows, L prompt length after padding, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from app.model import hooks
+from app.steer.spec import Where
+from app.steer.steering import Edit, steer_hidden
+
+
+@dataclass
+class Row:
+    """One sequence to generate."""
+
+    prompt_ids: list[int]
+    edits: dict[str, list[Edit]] = field(default_factory=dict)  # site -> edits; empty for a default row
+    where: Where = "both"
+    temperature: float = 0.0
+    top_p: float = 1.0
+    frequency_penalty: float = 0.0
+    seed: int = 0
+    max_new_tokens: int = 16
+    cancel: threading.Event = field(default_factory=threading.Event)
+    deadline: float | None = None  # time.monotonic() after which the row stops
+
+
+@dataclass
+class RowOut:
+    ids: list[int] = field(default_factory=list)
+    probs: list[float] = field(default_factory=list)
+    stopped: str = "length"  # length | eos | timeout | cancelled
+
+
+StepFn = Callable[[list[tuple[int, int, float]]], None]  # [(row, token id, prob)] of one step
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """(input_ids [B, L], attention_mask [B, L]) with the prompts right-aligned."""
+    L = max(len(p) for p in prompts)
+    ids_BL = torch.full((len(prompts), L), pad_id, dtype=torch.long)
+    mask_BL = torch.zeros((len(prompts), L), dtype=torch.long)
+    for b, p in enumerate(prompts):
+        ids_BL[b, L - len(p) :] = torch.tensor(list(p), dtype=torch.long)
+        mask_BL[b, L - len(p) :] = 1
+    return ids_BL, mask_BL
+
+
+def sample_next(
+    logits_BV: Tensor, rows: Sequence[Row], gens: Sequence[torch.Generator], counts_BV: Tensor | None
+) -> Tensor:
+    """The next token [B] of every row: greedy at temperature 0, else top-p sampling with the row's generator."""
+    if counts_BV is not None:
+        penalty_B1 = torch.tensor([r.frequency_penalty for r in rows], device=logits_BV.device)[:, None]
+        logits_BV = logits_BV - penalty_B1 * counts_BV
+    next_B = logits_BV.argmax(-1)
+    for b, row in enumerate(rows):
+        if row.temperature <= 0:
+            continue
+        probs_V = torch.softmax(logits_BV[b] / row.temperature, -1)
+        if row.top_p < 1.0:
+            sorted_V, order_V = probs_V.sort(descending=True)
+            drop_V = sorted_V.cumsum(-1) - sorted_V >= row.top_p  # keep the smallest set reaching top_p
+            probs_V = probs_V.scatter(0, order_V, sorted_V.masked_fill(drop_V, 0.0))
+        next_B[b] = torch.multinomial(probs_V, 1, generator=gens[b])[0]
+    return next_B
+
+
+def _hook_fns(rows: Sequence[Row], steer_BT: Tensor) -> dict:
+    sites = {site for r in rows for site in r.edits}
+    if not sites or not bool(steer_BT.any()):  # e.g. the prompt pass of where="generated": no hook at all
+        return {}
+    fns = {}
+    for site in sites:
+        per_row = [r.edits.get(site, []) for r in rows]
+
+        def fn(h_BTD: Tensor, per_row=per_row) -> Tensor:
+            return steer_hidden(h_BTD, per_row, steer_BT.to(h_BTD.device))
+
+        fns[site] = fn
+    return fns
+
+
+def _stop_reason(row: Row, out: RowOut, token: int, eos_ids: set[int]) -> str | None:
+    if row.cancel.is_set():
+        return "cancelled"
+    if row.deadline is not None and time.monotonic() > row.deadline:
+        return "timeout"
+    if token in eos_ids:
+        return "eos"
+    if len(out.ids) >= row.max_new_tokens:
+        return "length"
+    return None
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    rows: Sequence[Row],
+    *,
+    eos_ids: Sequence[int] = (),
+    pad_id: int = 0,
+    on_step: StepFn | None = None,
+    lock: threading.Lock | None = None,
+) -> list[RowOut]:
+    """Generate every row in one batch; `lock` is held around each forward (others may use the model between
+    steps, and never see this generation's hooks)."""
+    device = next(model.parameters()).device
+    ids_BL, mask_BL = left_pad([r.prompt_ids for r in rows], pad_id)
+    ids_BL, mask_BL = ids_BL.to(device), mask_BL.to(device)
+    pos_BL = (mask_BL.cumsum(-1) - 1).clamp_min(0)
+    gens = [torch.Generator(device=device).manual_seed(r.seed) for r in rows]
+    on_prompt_B = torch.tensor([r.where != "generated" for r in rows], device=device)
+    on_gen_B1 = torch.tensor([r.where != "prompt" for r in rows], device=device)[:, None]
+    outs = [RowOut() for _ in rows]
+    live = [not r.cancel.is_set() for r in rows]
+    eos = set(eos_ids)
+    counts_BV, past, step_ids = None, None, ids_BL
+    steer_BT = mask_BL.bool() & on_prompt_B[:, None]
+    for _ in range(max(r.max_new_tokens for r in rows)):
+        step_pos = pos_BL if past is None else pos_BL[:, -1:]
+        with lock or nullcontext(), hooks(model, _hook_fns(rows, steer_BT)):
+            out = model(input_ids=step_ids, attention_mask=mask_BL, position_ids=step_pos, past_key_values=past,
+                        use_cache=True, logits_to_keep=1)  # fmt: skip
+        past, logits_BV = out.past_key_values, out.logits[:, -1].float()
+        if counts_BV is None and any(r.frequency_penalty for r in rows):
+            counts_BV = torch.zeros_like(logits_BV)
+        next_B = sample_next(logits_BV, rows, gens, counts_BV)
+        probs_B = torch.softmax(logits_BV, -1).gather(-1, next_B[:, None])[:, 0]
+        if counts_BV is not None:
+            counts_BV.scatter_add_(1, next_B[:, None], torch.ones_like(logits_BV[:, :1]))
+        _record(rows, outs, live, next_B.tolist(), probs_B.tolist(), eos, on_step)
+        if not any(live):
+            break
+        step_ids = next_B[:, None]
+        mask_BL = torch.cat([mask_BL, torch.ones_like(mask_BL[:, :1])], 1)
+        pos_BL = step_pos[:, -1:] + 1
+        steer_BT = on_gen_B1
+    return outs
+
+
+def _record(rows, outs, live, tokens, probs, eos, on_step) -> None:
+    emitted = []
+    for b, (row, out) in enumerate(zip(rows, outs, strict=True)):
+        if not live[b]:
+            continue
+        if row.cancel.is_set():
+            live[b], out.stopped = False, "cancelled"
+            continue
+        out.ids.append(tokens[b])
+        out.probs.append(probs[b])
+        emitted.append((b, tokens[b], probs[b]))
+        if reason := _stop_reason(row, out, tokens[b], eos):
+            live[b], out.stopped = False, reason
+    if on_step and emitted:
+        on_step(emitted)

@@ -1,0 +1,112 @@
+"""Steering specs: what a request asks for (pydantic, so it doubles as the API schema) and the limits it is
+checked against. Nothing here touches torch.
+
+Units: `add` strength is a multiple of the feature's max activation in the harvest (1.0 = as strong as it ever
+fired); `clamp` sets the activation to strength x max_act; `multiply` scales the activation by strength;
+`ablate` clamps it to 0 (strength ignored).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Mode = Literal["add", "clamp", "multiply", "ablate"]
+Where = Literal["prompt", "generated", "both"]
+
+
+class SpecError(ValueError):
+    """A spec that is well-formed but over a limit or naming something that does not exist (HTTP 422)."""
+
+
+class FeatureSteer(BaseModel):
+    sae_id: str = Field(description="The SAE the feature belongs to (its layer is where the hook goes).")
+    feature: int = Field(ge=0, description="Feature index in that SAE.")
+    mode: Mode = Field("add", description="add | clamp | multiply | ablate.")
+    strength: float = Field(
+        1.0, description="add/clamp: multiple of the feature's max activation; multiply: factor; ablate: unused."
+    )
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class SteerSpec(BaseModel):
+    """One steering request: a prompt, the features to steer with, sampling settings and where to steer."""
+
+    model_id: str | None = Field(None, description="Model to run; default: the first one served.")
+    prompt: str = Field("", description="Raw prompt text (ignored when `messages` is given).")
+    messages: list[ChatMessage] | None = Field(
+        None, description="Chat messages, rendered with the model's chat template (needs one)."
+    )
+    features: list[FeatureSteer] = Field(default_factory=list)
+    where: Where = Field("both", description="Steer the prompt's positions, the generated ones, or both.")
+    temperature: float = Field(0.7, ge=0, le=5, description="0 means greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Both rows sample with this seed.")
+    max_new_tokens: int = Field(32, ge=1, description="Tokens to generate per row.")
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="Subtracted per earlier occurrence.")
+
+
+class TokenOut(BaseModel):
+    id: int
+    text: str
+    prob: float = Field(description="The model's probability of this token (softmax of the raw logits).")
+
+
+class Completion(BaseModel):
+    text: str
+    tokens: list[TokenOut]
+    stopped: str = Field("length", description="length | eos | timeout | cancelled")
+
+
+class SteerResult(BaseModel):
+    default: Completion
+    steered: Completion
+    run: str | None = Field(None, description="Token for POST /api/steer/share (kept a while by this server).")
+
+
+class ShareRequest(BaseModel):
+    run: str = Field(description="The `run` token of a finished request.")
+
+
+class SavedRun(BaseModel):
+    id: str
+    url: str
+    spec: SteerSpec
+    result: SteerResult
+
+
+@dataclass(frozen=True)
+class SteerLimits:
+    """Bounds on one request (from Settings)."""
+
+    max_prompt_tokens: int = 512
+    max_new_tokens: int = 256
+    max_features: int = 8
+    max_strength: float = 200.0
+    timeout_s: float = 60.0
+
+    def check(self, spec: SteerSpec) -> None:
+        """Raise SpecError saying which limit the spec passes (the prompt's length is checked once tokenized)."""
+        if spec.max_new_tokens > self.max_new_tokens:
+            raise SpecError(f"max_new_tokens is {spec.max_new_tokens}; at most {self.max_new_tokens} per request")
+        if len(spec.features) > self.max_features:
+            raise SpecError(f"{len(spec.features)} features given; at most {self.max_features} per request")
+        for f in spec.features:
+            if abs(f.strength) > self.max_strength:
+                raise SpecError(
+                    f"strength {f.strength:g} of feature {f.feature} is outside ±{self.max_strength:g}"
+                )
+        if spec.messages is None and not spec.prompt:
+            raise SpecError("the prompt is empty: give `prompt` or `messages`")
+
+    def check_prompt(self, n_tokens: int) -> None:
+        if n_tokens > self.max_prompt_tokens:
+            raise SpecError(f"the prompt is {n_tokens} tokens long; at most {self.max_prompt_tokens} are run")
+        if n_tokens == 0:
+            raise SpecError("the prompt is empty once tokenized")

@@ -1,0 +1,192 @@
+"""The model worker: one thread per process owns the device and runs every steering generation.
+
+Requests become `Job`s (built by `make_job`, which checks the limits and tokenizes in the caller's thread, so a
+bad request fails before it queues). Jobs wait in a bounded queue; a full queue raises QueueFull (HTTP 503).
+When the worker is free it takes the first job and every job queued behind it for the same model (up to
+max_batch_rows rows) and runs them as one batched generation. Tokens and the final result go back through
+each job's `emit` callback, from the worker thread; setting `job.cancel` stops the job's rows at the next step.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from app.steer.engine import Row, RowOut, generate
+from app.steer.spec import Completion, SpecError, SteerLimits, SteerResult, SteerSpec, TokenOut
+from app.steer.steering import Edit
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[str, Any], None]  # ("token", dict) per token, then ("done", SteerResult) or ("error", str)
+ROW_NAMES = ("default", "steered")
+
+
+class QueueFull(RuntimeError):
+    """The queue holds as many jobs as it may; retry after `retry_after_s`."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class Job:
+    """One request: its default and steered rows, on one model."""
+
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    rows: list[Row]  # [default, steered]
+    emit: Emit
+    lock: threading.Lock | None = None  # held around each forward (shared with the app's other model users)
+    cancel: threading.Event = field(default_factory=threading.Event)  # shared by the rows
+
+    def emit_safely(self, kind: str, data: Any) -> None:
+        try:
+            self.emit(kind, data)
+        except Exception:  # a closed client must not stop the batch it shares
+            log.exception("steer: emit failed; cancelling the job")
+            self.cancel.set()
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, spec: SteerSpec) -> list[int]:
+    """The prompt's token ids: the chat template for `messages`, else the raw text."""
+    if spec.messages is None:
+        return tokenizer(spec.prompt, add_special_tokens=False)["input_ids"]
+    if not getattr(tokenizer, "chat_template", None):
+        raise SpecError("this model's tokenizer has no chat template: send `prompt` instead of `messages`")
+    messages = [m.model_dump() for m in spec.messages]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def make_job(
+    spec: SteerSpec,
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    edits: dict[str, list[Edit]],
+    limits: SteerLimits,
+    emit: Emit,
+    lock: threading.Lock | None = None,
+) -> Job:
+    """A job for `spec` (edits from app.steer.steering.resolve_edits); SpecError when over a limit."""
+    limits.check(spec)
+    ids = encode_prompt(tokenizer, spec)
+    limits.check_prompt(len(ids))
+    cancel = threading.Event()
+    deadline = time.monotonic() + limits.timeout_s
+    common = dict(where=spec.where, temperature=spec.temperature, top_p=spec.top_p, seed=spec.seed,
+                  frequency_penalty=spec.frequency_penalty, max_new_tokens=spec.max_new_tokens,
+                  cancel=cancel, deadline=deadline)  # fmt: skip
+    rows = [Row(ids, {}, **common), Row(ids, edits, **common)]
+    return Job(model, tokenizer, rows, emit, lock, cancel)
+
+
+class _Stream:
+    """Turns a row's token ids into text pieces whose concatenation is the decoded text."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer, self.ids, self.text = tokenizer, [], ""
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        piece = text[len(self.text) :] if text.startswith(self.text) else text
+        self.text = text
+        return piece
+
+
+def completion(tokenizer: PreTrainedTokenizerBase, out: RowOut) -> Completion:
+    stream = _Stream(tokenizer)
+    tokens = [TokenOut(id=t, text=stream.push(t), prob=p) for t, p in zip(out.ids, out.probs, strict=True)]
+    return Completion(text=stream.text, tokens=tokens, stopped=out.stopped)
+
+
+class SteerWorker:
+    """The single model worker of a process (see the module docstring)."""
+
+    def __init__(self, queue_size: int = 16, max_batch_rows: int = 32, retry_after_s: int = 2) -> None:
+        self.queue: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
+        self.max_batch_rows, self.retry_after_s = max_batch_rows, retry_after_s
+        self.batches = 0  # generations run, for tests and the benchmark
+        self._pending: list[Job] = []  # taken from the queue but for another model than the batch's
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, job: Job) -> None:
+        try:
+            self.queue.put_nowait(job)
+        except queue.Full:
+            raise QueueFull(
+                f"the steering queue is full ({self.queue.maxsize} requests waiting); try again shortly",
+                self.retry_after_s,
+            ) from None
+        self.start()
+
+    def start(self) -> None:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="steer-worker", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            first = self._pending.pop(0) if self._pending else self.queue.get()
+            self.run_batch(self._coalesce(first))
+
+    def _coalesce(self, first: Job) -> list[Job]:
+        """`first` and the jobs queued behind it for the same model, up to max_batch_rows rows."""
+        batch, n_rows = [first], len(first.rows)
+        while n_rows < self.max_batch_rows:
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if job.model is first.model and n_rows + len(job.rows) <= self.max_batch_rows:
+                batch.append(job)
+                n_rows += len(job.rows)
+            else:
+                self._pending.append(job)
+                if job.model is first.model:
+                    break
+        return batch
+
+    def run_batch(self, jobs: list[Job]) -> None:
+        """One batched generation for `jobs` (same model); results go out through each job's emit."""
+        live = [j for j in jobs if not j.cancel.is_set()]
+        if not live:
+            return
+        rows = [row for j in live for row in j.rows]
+        owner = [(j, name, _Stream(j.tokenizer)) for j in live for name in ROW_NAMES[: len(j.rows)]]
+
+        def on_step(emitted: list[tuple[int, int, float]]) -> None:
+            for b, token, prob in emitted:
+                job, name, stream = owner[b]
+                piece = stream.push(token)
+                job.emit_safely("token", {"row": name, "i": len(stream.ids) - 1, "id": token,
+                                          "text": piece, "prob": prob})  # fmt: skip
+
+        tok = live[0].tokenizer
+        eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (eos[0] if eos else 0)
+        try:
+            outs = generate(live[0].model, rows, eos_ids=eos, pad_id=pad, on_step=on_step, lock=live[0].lock)
+        except Exception as e:  # the worker outlives a failed batch; its jobs hear why
+            log.exception("steer: batch failed")
+            for j in live:
+                j.emit_safely("error", f"generation failed: {e}")
+            return
+        self.batches += 1
+        i = 0
+        for j in live:
+            done = [completion(j.tokenizer, o) for o in outs[i : i + len(j.rows)]]
+            i += len(j.rows)
+            j.emit_safely("done", SteerResult(default=done[0], steered=done[1]))

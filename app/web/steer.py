@@ -1,0 +1,241 @@
+"""Steering: the `/steer` page, saved runs at `/steer/{id}` (+ `.json`), and the JSON API under `/api/steer`.
+
+`POST /api/steer` answers with both completions once done; `POST /api/steer/stream` streams them as
+server-sent events (`token`, then `done` or `error`), which the page reads. A finished run can be shared
+(`POST /api/steer/share`): it is kept in memory for a while under its `run` token, and sharing writes it to
+the app database. API errors are JSON: 422 (bad spec, over a limit), 404, 503 (queue full: Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
+
+from app.config import Settings
+from app.live import LiveUnavailable
+from app.steer.runs import RunStore
+from app.steer.spec import SavedRun, ShareRequest, SpecError, SteerLimits, SteerResult, SteerSpec
+from app.steer.steering import resolve_edits
+from app.steer.worker import Job, QueueFull, SteerWorker, make_job
+from app.web import urls
+from app.web.catalog import Catalog, NotFound
+from app.web.deps import CatalogDep, LiveDep
+from app.web.render import render
+
+RECENT = 256  # finished runs kept in memory for sharing
+
+
+class Steering:
+    """The steering state of one app: its worker, limits, app database and recent runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.limits = SteerLimits(
+            max_prompt_tokens=settings.steer_max_prompt_tokens, max_new_tokens=settings.steer_max_new_tokens,
+            max_features=settings.steer_max_features, max_strength=settings.steer_max_strength,
+            timeout_s=settings.steer_timeout_s,
+        )  # fmt: skip
+        self.worker = SteerWorker(settings.steer_queue_size, settings.steer_max_batch_rows)
+        self.db_url = settings.app_db_url
+        self._runs: RunStore | None = None
+        self.recent: OrderedDict[str, tuple[SteerSpec, SteerResult]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def runs(self) -> RunStore:
+        with self._lock:
+            if self._runs is None:  # created on first use: a server that never shares writes no file
+                self._runs = RunStore(self.db_url)
+            return self._runs
+
+    def remember(self, spec: SteerSpec, result: SteerResult) -> SteerResult:
+        token = secrets.token_urlsafe(12)
+        with self._lock:
+            self.recent[token] = (spec, result)
+            while len(self.recent) > RECENT:
+                self.recent.popitem(last=False)
+        return result.model_copy(update={"run": token})
+
+
+_create_lock = threading.Lock()
+
+
+def get_steering(request: Request) -> Steering:
+    state = request.app.state
+    with _create_lock:
+        if getattr(state, "steering", None) is None:
+            state.steering = Steering(state.settings)
+    return state.steering
+
+
+SteeringDep = Annotated[Steering, Depends(get_steering)]
+
+
+def run_url(run_id: str, json: bool = False) -> str:
+    return f"/steer/{urls._seg(run_id)}{urls.JSON if json else ''}"
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"status": status, "error": message}, status_code=status, headers=headers)
+
+
+class JsonErrorRoute(APIRoute):
+    """API routes answer errors as JSON, whatever the app's HTML error pages do."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as e:
+                parts = [f"{'.'.join(str(x) for x in err['loc'] if x != 'body') or 'body'}: {err['msg']}"
+                         for err in e.errors()]  # fmt: skip
+                return _error(422, "Bad parameter: " + "; ".join(parts))
+            except SpecError as e:
+                return _error(422, f"Bad parameter: {e}")
+            except NotFound as e:
+                return _error(404, e.message)
+            except QueueFull as e:
+                return _error(503, str(e), {"Retry-After": str(e.retry_after_s)})
+            except LiveUnavailable as e:
+                return _error(503, str(e))
+
+        return route
+
+
+router = APIRouter()
+api = APIRouter(prefix="/api/steer", route_class=JsonErrorRoute, tags=["steer"])
+
+
+def _model_id(catalog: Catalog, spec: SteerSpec) -> str:
+    models = [m.model_id for m in catalog]
+    model_id = spec.model_id or (models[0] if models else "")
+    catalog.model(model_id)  # NotFound lists what exists
+    return model_id
+
+
+def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -> tuple[Job, SteerSpec]:
+    """Resolve the spec's model and features, build its job and queue it."""
+    model_id = _model_id(catalog, spec)
+    spec = spec.model_copy(update={"model_id": model_id})
+    runner = live.get(model_id)
+    if runner is None:
+        raise NotFound(f"No live model for {model_id!r}.")
+    lm, saes = runner._load()  # noqa: SLF001 (LiveModel has no public accessor yet)
+
+    def max_act(sae_id: str, feature: int) -> float:
+        with catalog.sae(model_id, sae_id).store.reader() as r:
+            row = r.row(sae_id, feature)
+        if row is None:
+            raise SpecError(f"feature {feature} of {sae_id} is not in the feature store")
+        return row.max_act
+
+    steering.limits.check(spec)  # before any lookup: an oversized spec costs nothing
+    edits = resolve_edits(spec.features, saes, max_act)
+    job = make_job(spec, lm.model, lm.tokenizer, edits, steering.limits, emit, runner._lock)  # noqa: SLF001
+    steering.worker.submit(job)
+    return job, spec
+
+
+def _channel() -> tuple[asyncio.Queue, Callable[[str, Any], None]]:
+    """An asyncio queue and a thread-safe emit that feeds it from the worker thread."""
+    loop, q = asyncio.get_running_loop(), asyncio.Queue()
+    return q, lambda kind, data: loop.call_soon_threadsafe(q.put_nowait, (kind, data))
+
+
+@api.post("", response_model=SteerResult, summary="Generate default and steered completions (one batch)")
+async def steer_api(spec: SteerSpec, request: Request, catalog: CatalogDep, live: LiveDep, steering: SteeringDep):
+    q, emit = _channel()
+    job, spec = _submit(spec, catalog, live, steering, emit)
+    try:
+        while True:
+            try:
+                kind, data = await asyncio.wait_for(q.get(), timeout=0.5)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    job.cancel.set()
+                    return Response(status_code=499)
+                continue
+            if kind == "done":
+                return steering.remember(spec, data)
+            if kind == "error":
+                return _error(500, data)
+    finally:
+        job.cancel.set()  # finished rows ignore it; an abandoned request stops generating
+
+
+@api.post("/stream", summary="The same, streamed as server-sent events (token, done, error)",
+          response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})  # fmt: skip
+async def steer_stream(spec: SteerSpec, catalog: CatalogDep, live: LiveDep, steering: SteeringDep):
+    q, emit = _channel()
+    job, spec = _submit(spec, catalog, live, steering, emit)
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            while True:
+                kind, data = await q.get()
+                if kind == "done":
+                    data = steering.remember(spec, data).model_dump()
+                yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+                if kind in ("done", "error"):
+                    return
+        finally:
+            job.cancel.set()  # the client went away (or all is sent): its rows stop at the next step
+
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+@api.post("/share", response_model=SavedRun, summary="Save a finished run; returns its permalink")
+def share(body: ShareRequest, steering: SteeringDep) -> SavedRun:
+    with steering._lock:  # noqa: SLF001
+        found = steering.recent.get(body.run)
+    if found is None:
+        raise NotFound(f"No recent run {body.run!r} on this server: run it again, then share.")
+    spec, result = found
+    result = result.model_copy(update={"run": None})
+    run_id = steering.runs.save(spec, result)
+    return SavedRun(id=run_id, url=run_url(run_id), spec=spec, result=result)
+
+
+def _page(request: Request, catalog: Catalog, steering: Steering, spec: SteerSpec,
+          result: SteerResult | None = None, run_id: str | None = None) -> Response:  # fmt: skip
+    saes = {m.model_id: [s.sae.sae_id for s in m.saes] for m in catalog}
+    data = SavedRun(id=run_id, url=run_url(run_id), spec=spec, result=result) if run_id and result else None
+    context = {"spec": spec, "result": result, "run_id": run_id, "saes": saes, "limits": steering.limits,
+               "init": {"spec": spec.model_dump(), "saes": saes}}  # fmt: skip
+    return render(request, "steer.html", context, data=data.model_dump() if data else spec.model_dump())
+
+
+@router.get("/steer")
+def steer_page(request: Request, catalog: CatalogDep, steering: SteeringDep, sae_id: str | None = None,
+               feature: int | None = None, model_id: str | None = None):  # fmt: skip
+    features = []
+    if sae_id is not None and feature is not None:
+        model_id = model_id or next((m.model_id for m in catalog for s in m.saes if s.sae.sae_id == sae_id), None)
+        features = [{"sae_id": sae_id, "feature": feature, "mode": "add", "strength": 4.0}]
+    spec = SteerSpec(model_id=model_id, prompt="", features=features, max_new_tokens=32)
+    return _page(request, catalog, steering, spec)
+
+
+@router.get("/steer/{run_id}")
+def saved_run_page(request: Request, run_id: str, catalog: CatalogDep, steering: SteeringDep):
+    run_id, _ = urls.split_json(run_id)
+    found = steering.runs.get(run_id)
+    if found is None:
+        raise NotFound(f"No saved steering run {run_id!r}.", [("steer", "/steer")], what="pages")
+    spec, result = found
+    return _page(request, catalog, steering, spec, result, run_id)
+
+
+router.include_router(api)
