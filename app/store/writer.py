@@ -81,15 +81,11 @@ def _write_sae(con: duckdb.DuckDBPyConnection, t: SaeTables) -> None:
     con.execute(f"INSERT INTO saes ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                 [info[c] for c in cols])  # fmt: skip
     sae = [info["sae_id"]]
-    top, top_sql = _spread("top_tokens", t.features["top_tokens"])
-    hist, hist_sql = _spread("hist", t.features["hist"])
-    features = {k: v for k, v in t.features.items() if k not in ("top_tokens", "hist")} | top | hist
+    features, (top_sql, hist_sql) = _spread_lists(t.features, ("top_tokens", "hist"))
     _insert(con, "features", features,
             "?::VARCHAR, feature, density, mean_act, max_act, n_fired, label::VARCHAR, "
             f"list_filter({top_sql}, lambda x: x >= 0), {hist_sql}, interval_width", sae)  # fmt: skip
-    tok, tok_sql = _spread("token_ids", t.contexts["token_ids"])
-    acts, acts_sql = _spread("acts", t.contexts["acts"])
-    contexts = {k: v for k, v in t.contexts.items() if k not in ("token_ids", "acts")} | tok | acts
+    contexts, (tok_sql, acts_sql) = _spread_lists(t.contexts, ("token_ids", "acts"))
     _insert(con, "contexts", contexts,
             "?::VARCHAR, feature, CASE kind WHEN 0 THEN 'top' ELSE 'interval' END, nullif(bin, -1), rank, act, "
             f'"window", pos, list_slice({tok_sql}, 1, length), list_slice({acts_sql}, 1, length)', sae)  # fmt: skip
@@ -105,6 +101,17 @@ def _spread(name: str, rows_EW: np.ndarray) -> tuple[Columns, str]:
     cols_WE = np.ascontiguousarray(np.asarray(rows_EW).T)
     names = [f"{name}_{i}" for i in range(cols_WE.shape[0])]
     return dict(zip(names, cols_WE, strict=True)), f"[{', '.join(names)}]"
+
+
+def _spread_lists(cols: Columns, names: Sequence[str]) -> tuple[Columns, list[str]]:
+    """``cols`` with each named 2-D column spread by ``_spread``, and the SQL that rebuilds each list."""
+    out = {k: v for k, v in cols.items() if k not in names}
+    sqls = []
+    for name in names:
+        spread, sql = _spread(name, cols[name])
+        out |= spread
+        sqls.append(sql)
+    return out, sqls
 
 
 def _insert(
