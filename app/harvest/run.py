@@ -27,17 +27,21 @@ from torch import Tensor
 from app import __version__
 from app.harvest.checkpoint import checkpoint_dir, load_checkpoint, remove_checkpoint, save_checkpoint
 from app.harvest.corpus import CorpusError, iter_documents, pack_windows
+from app.harvest.feed import (
+    chunk_windows,
+    feed_sae,
+    rank_mask,  # noqa: F401 (re-exported: tests and app.live import it from here)
+    state_spec,
+    sync,
+)
 from app.harvest.ids import model_id_for, sae_id_for, unique_ids
 from app.harvest.options import HarvestError, HarvestInterrupted, HarvestOptions
-from app.harvest.state import FeatureState, StateSpec, key_generator
+from app.harvest.state import FeatureState
 from app.harvest.tables import build_tables
 from app.model import LoadedModel, ModelLoadError, capture, load_model, pick_device
 from app.sae import Sae, SaeFormatError, find_sae_files, load_sae
 from app.store.schema import SCHEMA_VERSION
 from app.store.writer import write_store
-
-CHUNK_ELEMENTS = {"cuda": 2**28, "cpu": 2**22}  # dense activations per encode chunk (tokens x d_sae); on the CPU
-# a 16 MB block is reused by the allocator, where larger ones cost page faults on every chunk
 
 
 @dataclass
@@ -65,18 +69,8 @@ class HarvestSummary:
     resumed_from: int = 0  # batches done before this call
 
 
-def rank_mask(hidden_BTD: Tensor, skip_first: bool, sink_norm_ratio: float) -> Tensor:
-    """bool [B, T]: tokens that count in rankings and statistics (not position 0, not high-norm sinks)."""
-    norm_BT = hidden_BTD.float().norm(dim=-1)
-    valid_BT = torch.ones_like(norm_BT, dtype=torch.bool)
-    if skip_first:
-        valid_BT[:, 0] = False
-    if sink_norm_ratio > 0:
-        valid_BT &= norm_BT <= sink_norm_ratio * norm_BT.median()
-    return valid_BT
-
-
-def load_saes(paths: list[Path], device: torch.device) -> list[Sae]:
+def sae_files(paths: list[Path]) -> list[Path]:
+    """The SAE weight files that `paths` (files, or folders searched below) stand for: in order, no repeats."""
     files: list[Path] = []
     for path in paths:
         if not Path(path).exists():
@@ -85,7 +79,11 @@ def load_saes(paths: list[Path], device: torch.device) -> list[Sae]:
         if not found:
             raise HarvestError(f"no SAE files under {path}")
         files += [f for f in found if f.resolve() not in {g.resolve() for g in files}]
-    saes = [load_sae(f, device=device, dtype=torch.float32) for f in files]
+    return files
+
+
+def load_saes(paths: list[Path], device: torch.device) -> list[Sae]:
+    saes = [load_sae(f, device=device, dtype=torch.float32) for f in sae_files(paths)]
     for sae in saes:
         if sae.site is None:
             raise HarvestError(f"SAE {sae.source} does not say which layer it reads")
@@ -110,15 +108,9 @@ def prepare(opts: HarvestOptions) -> Job:
         windows_NT = pack_windows(loaded.tokenizer, chain([first], docs), opts.ctx, max_windows)
     except (ModelLoadError, SaeFormatError, CorpusError, ValueError, OSError) as e:
         raise HarvestError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
-    budget = CHUNK_ELEMENTS.get(loaded.device.type, CHUNK_ELEMENTS["cpu"])
-    chunk = [max(1, budget // (opts.ctx * s.d_sae)) for s in saes]
+    chunk = [chunk_windows(opts, loaded.device.type, s.d_sae) for s in saes]
     ids = unique_ids([sae_id_for(s.source, s.layer) for s in saes])
     return Job(loaded, saes, ids, windows_NT, model_id_for(opts.model), chunk)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def harvest(
@@ -142,11 +134,7 @@ class _Run:
     def __init__(self, opts: HarvestOptions, job: Job, console: Console, t_start: float) -> None:
         self.opts, self.job, self.console, self.t_start = opts, job, console, t_start
         self.dev = job.loaded.device
-        self.states = [
-            FeatureState(StateSpec(s.d_sae, opts.ctx, opts.top_k, *opts.window, opts.interval_bins,
-                                   opts.interval_samples), self.dev)
-            for s in job.saes
-        ]  # fmt: skip
+        self.states = [FeatureState(state_spec(opts, s.d_sae), self.dev) for s in job.saes]
         digest = hashlib.sha256(job.windows_NT.numpy().tobytes()).hexdigest()
         self.key = {**opts.settings(), "sae_files": [str(s.source) for s in job.saes], "chunks": job.chunk_windows,
                     "device_type": self.dev.type, "windows": digest}  # fmt: skip
@@ -179,31 +167,16 @@ class _Run:
                 ids_BT = windows_NT[b * opts.batch : (b + 1) * opts.batch].long()
                 t = time.perf_counter()
                 hidden = capture(self.job.loaded.model, sites, ids_BT, stop_early=True)
-                _sync(self.dev)
+                sync(self.dev)
                 self.timings["forward"] += time.perf_counter() - t
                 for s, sae in enumerate(self.job.saes):
-                    self.feed(s, hidden[sae.site], b)
+                    feed_sae(self.states[s], sae, hidden[sae.site], b, s, self.job.chunk_windows[s], opts,
+                             self.timings)  # fmt: skip
                 done += ids_BT.numel()
                 bar.update(task, advance=ids_BT.numel(), rate=f"{done / (time.perf_counter() - t0):,.0f} tok/s")
                 if on_batch:
                     on_batch(b + 1)
                 self.maybe_checkpoint(b + 1, start)
-
-    def feed(self, s: int, hidden_BTD: Tensor, b: int) -> None:
-        """Encode SAE s's site for batch b chunk by chunk and update its state."""
-        opts, sae, state, chunk = self.opts, self.job.saes[s], self.states[s], self.job.chunk_windows[s]
-        valid_BT = rank_mask(hidden_BTD, opts.skip_first, opts.sink_norm_ratio)
-        for c, cw in enumerate(range(0, hidden_BTD.shape[0], chunk)):
-            t = time.perf_counter()
-            with torch.no_grad():
-                acts_NF = sae.encode(hidden_BTD[cw : cw + chunk].reshape(-1, hidden_BTD.shape[-1]))
-            _sync(self.dev)
-            t2 = time.perf_counter()
-            self.timings["encode"] += t2 - t
-            gen = key_generator(opts.seed, b, s, c, device=self.dev)
-            state.update(acts_NF, valid_BT[cw : cw + chunk].reshape(-1), b * opts.batch + cw, gen)
-            _sync(self.dev)
-            self.timings["bookkeeping"] += time.perf_counter() - t2
 
     def maybe_checkpoint(self, done: int, start: int) -> None:
         """Save a checkpoint every checkpoint_every batches; stop here when stop_after says so."""
@@ -223,17 +196,19 @@ class _Run:
         """Effects, labels and tables; the atomic write; the summary. The checkpoint goes once written."""
         job, opts = self.job, self.opts
         t = time.perf_counter()
-        vocab = _vocab(job.loaded)
+        vocab = vocab_of(job.loaded)
         head = job.loaded.model.get_output_embeddings()
         if head is None:
             raise HarvestError(f"{job.loaded.path} has no LM head: logit effects need its weight")
+        infos = [sae_info(s, i, job.model_id) for s, i in zip(job.saes, job.sae_ids, strict=True)]
         tables = build_tables(
-            job.saes, job.sae_ids, self.states, job.windows_NT, head.weight, vocab,
-            [_info(job, i) for i in range(len(job.saes))], (opts.logit_tokens, opts.neighbours, opts.cross_neighbours),
+            job.saes, job.sae_ids, self.states, job.windows_NT, head.weight, vocab, infos,
+            (opts.logit_tokens, opts.neighbours, opts.cross_neighbours),
         )  # fmt: skip
         self.timings["effects"] = time.perf_counter() - t
         t = time.perf_counter()
-        size = write_store(opts.out, _meta(opts, job, self.elapsed()), tables, vocab)
+        meta = store_meta(opts, job.loaded.path, job.model_id, job.windows_NT, self.elapsed())
+        size = write_store(opts.out, meta, tables, vocab)
         self.timings["write"] = time.perf_counter() - t
         remove_checkpoint(opts.out)
         done = (len(job.windows_NT) - min(start * opts.batch, len(job.windows_NT))) * opts.ctx
@@ -253,24 +228,25 @@ def _progress(console: Console) -> Progress:
     )  # fmt: skip
 
 
-def _vocab(loaded: LoadedModel) -> list[str]:
+def vocab_of(loaded: LoadedModel) -> list[str]:
     """token id -> decoded text, for every id the model can emit (ids past the tokenizer decode to '')."""
     n = max(len(loaded.tokenizer), loaded.vocab_size)
     return loaded.tokenizer.batch_decode([[i] for i in range(n)])
 
 
-def _info(job: Job, i: int) -> dict:
-    s = job.saes[i]
-    return {"sae_id": job.sae_ids[i], "model_id": job.model_id, "layer": s.layer, "site": s.site,
-            "d_in": s.d_in, "d_sae": s.d_sae, "k": s.k, "architecture": s.architecture, "format": s.format,
+def sae_info(s: Sae, sae_id: str, model_id: str) -> dict:
+    """The `saes` row of one SAE, less what the harvest counts (tokens, dead)."""
+    return {"sae_id": sae_id, "model_id": model_id, "layer": s.layer, "site": s.site, "d_in": s.d_in,
+            "d_sae": s.d_sae, "k": s.k, "architecture": s.architecture, "format": s.format,
             "source": str(s.source)}  # fmt: skip
 
 
-def _meta(opts: HarvestOptions, job: Job, seconds: float) -> dict[str, str]:
+def store_meta(opts: HarvestOptions, model_path: str, model_id: str, windows_NT: Tensor, seconds: float) -> dict:
+    """The store's `meta` rows: what was harvested, how, and when."""
     return {
-        "schema_version": str(SCHEMA_VERSION), "qscope_version": __version__, "model_id": job.model_id,
-        "model": job.loaded.path, "corpus": str(opts.corpus), "tokens": str(job.windows_NT.numel()),
-        "windows": str(len(job.windows_NT)), "ctx": str(opts.ctx), "settings": json.dumps(opts.settings()),
+        "schema_version": str(SCHEMA_VERSION), "qscope_version": __version__, "model_id": model_id,
+        "model": model_path, "corpus": str(opts.corpus), "tokens": str(windows_NT.numel()),
+        "windows": str(len(windows_NT)), "ctx": str(opts.ctx), "settings": json.dumps(opts.settings()),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": f"{seconds:.1f}",
         **{str(k): str(v) for k, v in opts.extra.items()},
     }  # fmt: skip

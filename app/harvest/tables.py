@@ -120,34 +120,44 @@ def neighbour_saes(layers: Sequence[int | None], i: int) -> list[int]:
     return [j for j in others if layers[j] in wanted]
 
 
+def sae_tables(
+    sae: Sae, state: FeatureState, windows_NT: Tensor, W_U_VD: Tensor, vocab: Sequence[str], info: dict,
+    opts_tokens: tuple[int, int, int], others: Sequence[tuple[str, Sae]] = (),
+) -> SaeTables:  # fmt: skip
+    """One SAE's tables. `others`: (sae_id, SAE) of the SAEs whose nearest features it lists (neighbour_saes);
+    opts_tokens = (logit tokens, neighbours within, neighbours in each other SAE)."""
+    n_logit, n_within, n_cross = opts_tokens
+    contexts = context_columns(state, windows_NT)
+    is_top = contexts["kind"] == 0
+    tok_at_max = contexts["token_ids"][is_top, contexts["pos"][is_top]]
+    marked_FN = top_marked_tokens(
+        torch.from_numpy(contexts["feature"][is_top]), torch.from_numpy(tok_at_max), sae.d_sae, MARKED_TOKENS
+    )
+    eff = logit_effects(sae.decoder_directions, W_U_VD, n_logit)
+    labels = [
+        make_label([t for t in m if t >= 0], top_ids, vocab)
+        for m, top_ids in zip(marked_FN.tolist(), eff.top_ids_FL.tolist(), strict=True)
+    ]
+    found = [(info["sae_id"], nearest(sae.decoder_directions, sae.decoder_directions, n_within, same=True))]
+    found += [
+        (other_id, nearest(sae.decoder_directions, other.decoder_directions, n_cross, same=False))
+        for other_id, other in others
+    ]
+    row = dict(info, tokens=state.n_tokens, dead=int((state.n_fired_F == 0).sum()),
+               hist_edges=HIST_EDGES.double().tolist())  # fmt: skip
+    return SaeTables(row, feature_columns(state, labels, marked_FN), contexts,
+                     logit_columns(eff), neighbor_columns(found))  # fmt: skip
+
+
 def build_tables(
     saes: Sequence[Sae], sae_ids: Sequence[str], states: Sequence[FeatureState], windows_NT: Tensor,
     W_U_VD: Tensor, vocab: Sequence[str], info: Sequence[dict], opts_tokens: tuple[int, int, int],
 ) -> list[SaeTables]:  # fmt: skip
-    """Every SAE's tables. opts_tokens = (logit tokens, neighbours within, neighbours in each other SAE)."""
-    n_logit, n_within, n_cross = opts_tokens
+    """Every SAE's tables (sae_tables), neighbours taken in the SAEs of the nearest layers of the same run."""
     layers = [s.layer for s in saes]
     vocab = list(vocab)
-    out = []
-    for i, (sae, state) in enumerate(zip(saes, states, strict=True)):
-        contexts = context_columns(state, windows_NT)
-        is_top = contexts["kind"] == 0
-        tok_at_max = contexts["token_ids"][is_top, contexts["pos"][is_top]]
-        marked_FN = top_marked_tokens(
-            torch.from_numpy(contexts["feature"][is_top]), torch.from_numpy(tok_at_max), sae.d_sae, MARKED_TOKENS
-        )
-        eff = logit_effects(sae.decoder_directions, W_U_VD, n_logit)
-        labels = [
-            make_label([t for t in m if t >= 0], top_ids, vocab)
-            for m, top_ids in zip(marked_FN.tolist(), eff.top_ids_FL.tolist(), strict=True)
-        ]
-        found = [(sae_ids[i], nearest(sae.decoder_directions, sae.decoder_directions, n_within, same=True))]
-        found += [
-            (sae_ids[j], nearest(sae.decoder_directions, saes[j].decoder_directions, n_cross, same=False))
-            for j in neighbour_saes(layers, i)
-        ]
-        row = dict(info[i], tokens=state.n_tokens, dead=int((state.n_fired_F == 0).sum()),
-                   hist_edges=HIST_EDGES.double().tolist())  # fmt: skip
-        out.append(SaeTables(row, feature_columns(state, labels, marked_FN), contexts,
-                             logit_columns(eff), neighbor_columns(found)))  # fmt: skip
-    return out
+    return [
+        sae_tables(sae, state, windows_NT, W_U_VD, vocab, info[i], opts_tokens,
+                   [(sae_ids[j], saes[j]) for j in neighbour_saes(layers, i)])  # fmt: skip
+        for i, (sae, state) in enumerate(zip(saes, states, strict=True))
+    ]

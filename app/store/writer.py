@@ -2,7 +2,8 @@
 
 The file is built as ``FILE.duckdb.tmp`` (a stale one is deleted first), checkpointed, closed and renamed into
 place with ``os.replace``: a reader sees the old file or the complete new one, never half a file, and on any
-error the temporary file is removed and nothing is left at ``FILE.duckdb``.
+error the temporary file is removed and nothing is left at ``FILE.duckdb``. ``store_writer`` takes the SAEs one
+at a time (a large harvest never holds every SAE's tables at once); ``write_store`` takes them all.
 
 Rows go in from numpy without pandas or pyarrow: a dict of 1-D arrays is registered as a DuckDB relation and
 inserted with one ``INSERT ... SELECT``; a fixed-width 2-D array [rows, W] travels as W columns that SQL
@@ -13,7 +14,8 @@ assembles into a list (``list_slice([c0, ..., cW-1], 1, length)`` for ragged one
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,17 @@ class SaeTables:
 
 def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTables], vocab: Sequence[str]) -> int:
     """Write the store at `out` atomically; returns its size in bytes."""
+    with store_writer(out, meta, vocab) as add:
+        for tables in sorted(saes, key=lambda t: t.info["sae_id"]):
+            add(tables)
+    return Path(out).stat().st_size
+
+
+@contextmanager
+def store_writer(out: Path, meta: Mapping[str, str], vocab: Sequence[str]) -> Iterator[Callable[[SaeTables], None]]:
+    """Write a store one SAE at a time (bounded memory: a harvest of many SAEs builds one SAE's tables, adds it,
+    drops it). Yields `add`; call it in sae_id order. The file appears at `out`, renamed into place, only when
+    the body ends without an error."""
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -56,8 +69,7 @@ def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTables], v
             ids = np.arange(len(vocab), dtype=np.int32)
             tokens = np.array(list(vocab), dtype=object)
             _insert(con, "vocab", {"token_id": ids, "token": tokens}, "token_id, token::VARCHAR")
-            for tables in sorted(saes, key=lambda t: t.info["sae_id"]):
-                _write_sae(con, tables)
+            yield lambda tables: _write_sae(con, tables)
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -66,7 +78,6 @@ def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTables], v
     except BaseException:
         _remove(tmp)
         raise
-    return out.stat().st_size
 
 
 def _remove(path: Path) -> None:

@@ -1,0 +1,70 @@
+"""One batch into the feature states: the per-SAE step that the single-process harvest (app.harvest.run) and
+the sharded one (app.harvest.shards) share, so both feed exactly the same entries with the same random keys.
+
+Per batch b of ``opts.batch`` windows and per SAE: the rank mask (position 0 and high-norm sinks out), the
+encode in chunks of whole windows, and FeatureState.update with window ids ``b * batch + ...`` and interval keys
+from ``key_generator(seed, b, key_id, chunk)``. Everything that decides the result is global (b, key_id) or
+fixed by the options and the device type (the chunking), never local to a process or a shard.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import Tensor
+
+from app.harvest.options import HarvestOptions
+from app.harvest.state import FeatureState, StateSpec, key_generator
+from app.sae import Sae
+
+CHUNK_ELEMENTS = {"cuda": 2**28, "cpu": 2**22}  # dense activations per encode chunk (tokens x d_sae); on the CPU
+# a 16 MB block is reused by the allocator, where larger ones cost page faults on every chunk
+
+
+def rank_mask(hidden_BTD: Tensor, skip_first: bool, sink_norm_ratio: float) -> Tensor:
+    """bool [B, T]: tokens that count in rankings and statistics (not position 0, not high-norm sinks)."""
+    norm_BT = hidden_BTD.float().norm(dim=-1)
+    valid_BT = torch.ones_like(norm_BT, dtype=torch.bool)
+    if skip_first:
+        valid_BT[:, 0] = False
+    if sink_norm_ratio > 0:
+        valid_BT &= norm_BT <= sink_norm_ratio * norm_BT.median()
+    return valid_BT
+
+
+def state_spec(opts: HarvestOptions, d_sae: int) -> StateSpec:
+    """The FeatureState layout of one SAE under these options."""
+    return StateSpec(d_sae, opts.ctx, opts.top_k, *opts.window, opts.interval_bins, opts.interval_samples)
+
+
+def chunk_windows(opts: HarvestOptions, device_type: str, d_sae: int) -> int:
+    """Windows per encode chunk of an SAE on this kind of device (the chunking decides the interval keys)."""
+    budget = CHUNK_ELEMENTS.get(device_type, CHUNK_ELEMENTS["cpu"])
+    return max(1, budget // (opts.ctx * d_sae))
+
+
+def feed_sae(
+    state: FeatureState, sae: Sae, hidden_BTD: Tensor, b: int, key_id: int, chunk: int, opts: HarvestOptions,
+    timings: dict[str, float],
+) -> None:  # fmt: skip
+    """Encode one SAE's site for batch b, `chunk` windows at a time, into its state. Window ids come from b and
+    interval keys from (seed, b, key_id, chunk index): all global, so any split of the batches over processes
+    feeds the same entries with the same keys (app.harvest.shards relies on it)."""
+    valid_BT = rank_mask(hidden_BTD, opts.skip_first, opts.sink_norm_ratio)
+    for c, cw in enumerate(range(0, hidden_BTD.shape[0], chunk)):
+        t = time.perf_counter()
+        with torch.no_grad():
+            acts_NF = sae.encode(hidden_BTD[cw : cw + chunk].reshape(-1, hidden_BTD.shape[-1]))
+        sync(state.device)
+        t2 = time.perf_counter()
+        timings["encode"] = timings.get("encode", 0.0) + t2 - t
+        gen = key_generator(opts.seed, b, key_id, c, device=state.device)
+        state.update(acts_NF, valid_BT[cw : cw + chunk].reshape(-1), b * opts.batch + cw, gen)
+        sync(state.device)
+        timings["bookkeeping"] = timings.get("bookkeeping", 0.0) + time.perf_counter() - t2
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
