@@ -64,13 +64,14 @@ def demo_cmd(
 ) -> None:
     """Build the embedded default if missing, harvest it if its feature store is missing, and serve it."""
     from app.harvest.ids import model_id_for
+    from app.store.queries import is_current
 
     settings = get_settings()
     out = out or settings.demo_dir
     build_demo_cmd(out=out, tiny=tiny)
     db = settings.data_dir / f"{model_id_for(str(out / 'model'))}{'-tiny' if tiny else ''}.duckdb"
     built = max(p.stat().st_mtime for p in (out / "saes").rglob("stage.json"))
-    if db.is_file() and db.stat().st_mtime > built:
+    if db.is_file() and db.stat().st_mtime > built and is_current(db):
         console.print(f"harvest: reusing {db}")
     else:
         harvest_cmd(model=str(out / "model"), sae=[out / "saes"], corpus=str(out / "corpus" / "train.jsonl"),

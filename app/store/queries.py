@@ -18,6 +18,9 @@ from pathlib import Path
 
 import duckdb
 
+from app.store.cards import decode_card
+from app.store.schema import SCHEMA_VERSION
+
 SORTS = {"index": "feature", "density": "density", "max_act": "max_act", "mean_act": "mean_act"}
 DENSITY_BINS = 28  # log10(density) from -7 to 0 in quarter decades
 
@@ -146,6 +149,7 @@ class Store:
             # connect() config: DuckDB refuses a second connection to a file with a different config
             self.con.execute(f"SET threads = {int(threads)}")
             self.meta = dict(self.con.execute("SELECT key, value FROM meta").fetchall())
+            _check_version(self.path, self.meta.get("schema_version"))
             self.saes = _read_saes(self.con)
             self.vocab = _read_vocab(self.con)
         except duckdb.Error as e:
@@ -203,8 +207,52 @@ class Store:
             self._cache[key] = value
         return value
 
+    def labels(self, sae_id: str) -> list[str]:
+        """Every label of one SAE, indexed by feature (read once, on first use: neighbour lists name features
+        of other SAEs, and one list lookup beats a query per page)."""
+
+        def read() -> list[str]:
+            cur = self.con.cursor()
+            try:
+                rows = cur.execute("SELECT feature, label FROM features WHERE sae_id = ?", [sae_id]).fetchall()
+            finally:
+                cur.close()
+            out = [""] * (max((f for f, _ in rows), default=-1) + 1)
+            for f, label in rows:
+                out[f] = label or ""
+            return out
+
+        return self.cached(("labels", sae_id), read)
+
+    def label(self, sae_id: str, feature: int) -> str:
+        labels = self.labels(sae_id) if sae_id in self.saes else []
+        return labels[feature] if 0 <= feature < len(labels) else ""
+
     def close(self) -> None:
         self.con.close()
+
+
+def is_current(path: str | Path) -> bool:
+    """Whether `path` is a feature store this qscope reads (right schema version); False for anything else."""
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error:
+        return False
+    try:
+        found = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except duckdb.Error:
+        return False
+    finally:
+        con.close()
+    return found is not None and found[0] == str(SCHEMA_VERSION)
+
+
+def _check_version(path: Path, version: str | None) -> None:
+    if version != str(SCHEMA_VERSION):
+        raise StoreError(
+            f"{path} is a feature store of schema version {version or 'unknown'}, and this qscope reads version "
+            f"{SCHEMA_VERSION}: run `qscope harvest` again to rewrite it"
+        )
 
 
 def _read_saes(con: duckdb.DuckDBPyConnection) -> dict[str, SaeInfo]:
@@ -278,66 +326,36 @@ class Reader:
         return self._row(r) if r else None
 
     def feature(self, sae_id: str, feature: int, *, interval_per_bin: int = 5) -> FeatureDetail | None:
-        """Everything the dashboard of one feature shows; None when the SAE has no such row."""
-        r = self.cur.execute(
-            f"SELECT {_ROW_COLS}, hist, interval_width FROM features WHERE sae_id = ? AND feature = ?",
-            [sae_id, feature],
-        ).fetchone()
+        """Everything the dashboard of one feature shows, from its card; None when the SAE has no such row."""
+        r = self.cur.execute("SELECT card FROM cards WHERE sae_id = ? AND feature = ?", [sae_id, feature]).fetchone()
         if r is None:
             return None
-        top, intervals = self._contexts(sae_id, feature, r[9] or 0.0, interval_per_bin)
-        pos, neg = self._logits(sae_id, feature)
-        return FeatureDetail(
-            row=self._row(r), hist=list(r[8] or []), interval_width=r[9] or 0.0, top=top, intervals=intervals,
-            logits_pos=pos, logits_neg=neg, neighbors=self._neighbors(sae_id, feature),
-        )  # fmt: skip
+        card = decode_card(r[0])
+        density, mean_act, max_act, n_fired, label, top_tokens, hist, width = card.row
+        row = self._row((sae_id, feature, density, mean_act, max_act, n_fired, label, top_tokens))
+        top, intervals = self._contexts(card, width or 0.0, interval_per_bin)
+        decode = self.store.decode
+        logits = [LogitEffect(t, decode([t])[0], v) for _, _, t, v in card.logits]
+        signs = [s for s, *_ in card.logits]
+        pos = [e for e, s in zip(logits, signs, strict=True) if s > 0]
+        neg = [e for e, s in zip(logits, signs, strict=True) if s < 0]
+        nbrs = sorted(card.neighbors, key=lambda n: (n[0] != sae_id, n[0], n[3]))
+        neighbors = [Neighbor(o, f, cos, self.store.label(o, f)) for o, f, cos, _ in nbrs]
+        return FeatureDetail(row=row, hist=hist, interval_width=width or 0.0, top=top, intervals=intervals,
+                             logits_pos=pos, logits_neg=neg, neighbors=neighbors)  # fmt: skip
 
-    def _contexts(self, sae_id: str, feature: int, width: float, per_bin: int):
-        # filtered and sorted here rather than in SQL: a plain lookup is the cheapest plan DuckDB has
-        rows = self.cur.execute(
-            'SELECT kind, bin, rank, act, "window", pos, token_ids, acts FROM contexts '
-            "WHERE sae_id = ? AND feature = ?",
-            [sae_id, feature],
-        ).fetchall()
-        rows = [r for r in rows if r[0] == "top" or r[2] < per_bin]
-        rows.sort(key=lambda r: (r[0] != "top", -(r[1] or 0), r[2]))
+    def _contexts(self, card, width: float, per_bin: int) -> tuple[list[Context], list[IntervalBin]]:
+        """The card's contexts (top first, then bins strongest first), at most per_bin per interval bin."""
         top: list[Context] = []
         bins: dict[int, IntervalBin] = {}
-        for kind, b, rank, act, window, pos, ids, acts in rows:
-            ctx = Context(kind, b, rank, act, window, pos, self.store.decode(ids), acts)
-            if kind == "top":
-                top.append(ctx)
-            else:
+        for (kind, b, rank, act, window, pos, _), ids, acts in zip(card.contexts, card.token_ids, card.acts,
+                                                                   strict=True):  # fmt: skip
+            if kind == 0:
+                top.append(Context("top", None, rank, act, window, pos, self.store.decode(ids), acts))
+            elif rank < per_bin:
+                ctx = Context("interval", b, rank, act, window, pos, self.store.decode(ids), acts)
                 bins.setdefault(b, IntervalBin(b, b * width, (b + 1) * width, [])).contexts.append(ctx)
         return top, list(bins.values())
-
-    def _logits(self, sae_id: str, feature: int) -> tuple[list[LogitEffect], list[LogitEffect]]:
-        rows = self.cur.execute(
-            "SELECT sign, token_id, value FROM logits WHERE sae_id = ? AND feature = ? ORDER BY sign DESC, rank",
-            [sae_id, feature],
-        ).fetchall()
-        pos = [LogitEffect(t, self.store.decode([t])[0], v) for s, t, v in rows if s > 0]
-        neg = [LogitEffect(t, self.store.decode([t])[0], v) for s, t, v in rows if s < 0]
-        return pos, neg
-
-    def _neighbors(self, sae_id: str, feature: int) -> list[Neighbor]:
-        rows = self.cur.execute(
-            "SELECT other_sae_id, other_feature, cosine FROM neighbors WHERE sae_id = ? AND feature = ? "
-            "ORDER BY other_sae_id != ?, other_sae_id, rank",
-            [sae_id, feature, sae_id],
-        ).fetchall()
-        labels: dict[tuple[str, int], str] = {}
-        by_sae: dict[str, list[int]] = {}
-        for other, f, _ in rows:
-            by_sae.setdefault(other, []).append(f)
-        for other, fs in by_sae.items():
-            # one IN-list per SAE: DuckDB prunes row groups by zone map, where a join would scan the table
-            marks = ", ".join("?" * len(fs))
-            for f, label in self.cur.execute(
-                f"SELECT feature, label FROM features WHERE sae_id = ? AND feature IN ({marks})", [other, *fs]
-            ).fetchall():
-                labels[(other, f)] = label or ""
-        return [Neighbor(other, f, cos, labels.get((other, f), "")) for other, f, cos in rows]
 
     def random_feature(self, sae_id: str, rng: random.Random | None = None) -> int | None:
         """A random feature that fired at least once (the first live one at or after a random index)."""

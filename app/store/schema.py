@@ -24,11 +24,14 @@ contexts    one row per example context          kind ('top' | 'interval'), bin 
 logits      top and bottom logit effects         sign (+1 | -1), rank, token_id, value  (W_dec[f] @ W_U)
 neighbors   nearest features by decoder cosine   other_sae_id, other_feature, cosine, rank (per other_sae_id)
 vocab       token_id INTEGER, token VARCHAR      so pages decode without the tokenizer
+cards       one row per feature                  card BLOB: the dashboard's rows above, packed into one
+                                                 value (format in app.store.cards) so a page is one lookup;
+                                                 stored uncompressed so a lookup decompresses nothing else
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the cards table
 
 DDL = """
 CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -50,6 +53,7 @@ CREATE TABLE neighbors (
     sae_id VARCHAR, feature INTEGER, other_sae_id VARCHAR, other_feature INTEGER, cosine FLOAT, rank INTEGER
 );
 CREATE TABLE vocab (token_id INTEGER PRIMARY KEY, token VARCHAR);
+CREATE TABLE cards (sae_id VARCHAR, feature INTEGER, card BLOB USING COMPRESSION uncompressed);
 """
 
-TABLES = ("meta", "saes", "features", "contexts", "logits", "neighbors", "vocab")
+TABLES = ("meta", "saes", "features", "contexts", "logits", "neighbors", "vocab", "cards")

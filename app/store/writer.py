@@ -9,6 +9,7 @@ Rows go in from numpy without pandas or pyarrow: a dict of 1-D arrays is registe
 inserted with one ``INSERT ... SELECT``; a fixed-width 2-D array [rows, W] travels as W columns that SQL
 assembles into a list (``list_slice([c0, ..., cW-1], 1, length)`` for ragged ones). SAEs are written in
 ``sae_id`` order and each table's rows sorted by feature, so every table is sorted by (sae_id, feature).
+Each SAE also gets one card per feature (app.store.cards): its dashboard in one value.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from app.store.schema import DDL
+from app.store.cards import build_cards
+from app.store.schema import DDL, SCHEMA_VERSION
 
 ROWS_PER_INSERT = 500_000  # bounds the memory of one INSERT's spread columns
 Columns = dict[str, np.ndarray]
@@ -64,8 +66,8 @@ def store_writer(out: Path, meta: Mapping[str, str], vocab: Sequence[str]) -> It
         con = duckdb.connect(str(tmp))
         try:
             con.execute(DDL)
-            if meta:
-                con.executemany("INSERT INTO meta VALUES (?, ?)", [[k, str(v)] for k, v in meta.items()])
+            meta = {**meta, "schema_version": str(SCHEMA_VERSION)}  # the writer owns the layout it writes
+            con.executemany("INSERT INTO meta VALUES (?, ?)", [[k, str(v)] for k, v in meta.items()])
             ids = np.arange(len(vocab), dtype=np.int32)
             tokens = np.array(list(vocab), dtype=object)
             _insert(con, "vocab", {"token_id": ids, "token": tokens}, "token_id, token::VARCHAR")
@@ -100,11 +102,23 @@ def _write_sae(con: duckdb.DuckDBPyConnection, t: SaeTables) -> None:
     _insert(con, "contexts", contexts,
             "?::VARCHAR, feature, CASE kind WHEN 0 THEN 'top' ELSE 'interval' END, nullif(bin, -1), rank, act, "
             f'"window", pos, list_slice({tok_sql}, 1, length), list_slice({acts_sql}, 1, length)', sae)  # fmt: skip
-    if t.logits:
-        _insert(con, "logits", t.logits, "?::VARCHAR, feature, sign, rank, token_id, value", sae)
-    if t.neighbors:
-        _insert(con, "neighbors", t.neighbors,
+    logits, neighbors = _by_feature(t.logits), _by_feature(t.neighbors)
+    if logits:
+        _insert(con, "logits", logits, "?::VARCHAR, feature, sign, rank, token_id, value", sae)
+    if neighbors:
+        _insert(con, "neighbors", neighbors,
                 "?::VARCHAR, feature, other_sae_id::VARCHAR, other_feature, cosine, rank", sae)  # fmt: skip
+    features = _by_feature(t.features)
+    cards = build_cards(features, t.contexts, logits, neighbors)
+    _insert(con, "cards", {"feature": features["feature"], "card": cards}, "?::VARCHAR, feature, card::BLOB", sae)
+
+
+def _by_feature(cols: Columns) -> Columns:
+    """Rows stably sorted by feature (the order the tables and cards are written in)."""
+    if not cols or "feature" not in cols:
+        return cols
+    order = np.argsort(cols["feature"], kind="stable")
+    return {k: v[order] for k, v in cols.items()}
 
 
 def _spread(name: str, rows_EW: np.ndarray) -> tuple[Columns, str]:

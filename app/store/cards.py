@@ -1,0 +1,141 @@
+"""Feature cards: everything one feature's dashboard shows, packed into one value at harvest time.
+
+The normalised tables (features, contexts, logits, neighbors) are for people who query the store with SQL; a
+dashboard built from them takes four or five lookups of ~1-2 ms each. The ``cards`` table holds the same facts
+once more, one row per feature, so that the server reads one BLOB (stored uncompressed by DuckDB, so that one
+row is read without decompressing its neighbours) and decodes it in Python.
+
+A card is ``zlib(header_length:uint32le, header JSON, token_ids int32[T], acts float32[T])`` where the header is
+
+    {"row": [density, mean_act, max_act, n_fired, label, top_tokens, hist, interval_width],
+     "contexts": [[kind (0 top, 1 interval), bin (-1 none), rank, act, window, pos, length], ...],
+     "logits": [[sign, rank, token_id, value], ...],
+     "neighbors": [[other_sae_id, other_feature, cosine, rank], ...]}
+
+and the contexts' token ids and activations follow, concatenated in header order (``length`` of each).
+Contexts are ordered top contexts first by rank, then interval samples by bin (strongest bin first) and rank;
+logits positive first by rank; neighbours in their SAE's order by rank. Neighbours' labels are not in the
+card (an SAE is written before the SAEs after it are known): the server reads them from ``features``.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+Columns = dict[str, np.ndarray]
+CARD_VERSION = 1
+_ZLIB_LEVEL = 1  # the cards are read far more often than written; level 1 keeps the harvest's write cheap
+
+
+@dataclass
+class Card:
+    """A decoded card: the header's lists as they were written, and each context's tokens and activations."""
+
+    row: list  # density, mean_act, max_act, n_fired, label, top_tokens, hist, interval_width
+    contexts: list[list]  # kind, bin, rank, act, window, pos, length
+    logits: list[list]  # sign, rank, token_id, value
+    neighbors: list[list]  # other_sae_id, other_feature, cosine, rank
+    token_ids: list[list[int]]  # one list per context
+    acts: list[list[float]]
+
+
+def encode_card(header: dict, token_ids_T: np.ndarray, acts_T: np.ndarray) -> bytes:
+    head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    body = b"".join([len(head).to_bytes(4, "little"), head, token_ids_T.astype("<i4").tobytes(),
+                     acts_T.astype("<f4").tobytes()])  # fmt: skip
+    return zlib.compress(body, _ZLIB_LEVEL)
+
+
+def decode_card(blob: bytes) -> Card:
+    body = zlib.decompress(blob)
+    n = int.from_bytes(body[:4], "little")
+    h = json.loads(body[4 : 4 + n])
+    lengths = [c[6] for c in h["contexts"]]
+    total = sum(lengths)
+    ids = np.frombuffer(body, "<i4", total, 4 + n).tolist()
+    acts = np.frombuffer(body, "<f4", total, 4 + n + 4 * total).tolist()
+    starts = np.cumsum([0, *lengths]).tolist()
+    return Card(
+        row=h["row"], contexts=h["contexts"], logits=h["logits"], neighbors=h["neighbors"],
+        token_ids=[ids[a:b] for a, b in zip(starts, starts[1:], strict=False)],
+        acts=[acts[a:b] for a, b in zip(starts, starts[1:], strict=False)],
+    )  # fmt: skip
+
+
+def _bounds(feature_R: np.ndarray, n_features: int) -> np.ndarray:
+    """Row ranges per feature of a table sorted by feature: rows bounds[f]:bounds[f+1] belong to feature f."""
+    return np.searchsorted(feature_R, np.arange(n_features + 1), side="left")
+
+
+def _finite(x: float) -> float | None:
+    return x if np.isfinite(x) else None
+
+
+def build_cards(
+    features: Columns,
+    contexts: Columns,
+    logits: Columns,
+    neighbors: Columns,
+) -> np.ndarray:
+    """One card per row of `features`, in that order (an object array of bytes). `logits` and `neighbors`
+    sorted by feature (as app.store.writer inserts them); `contexts` in any order."""
+    F = len(features["feature"])
+    out = np.empty(F, dtype=object)
+    if F == 0:
+        return out
+    n = int(features["feature"].max()) + 1
+    order = np.lexsort((contexts["rank"], -contexts["bin"], contexts["kind"], contexts["feature"]))
+    ctx = {k: v[order] for k, v in contexts.items()}
+    cb = _bounds(ctx["feature"], n)
+    lb = _bounds(logits["feature"], n) if logits else None
+    nb = _bounds(neighbors["feature"], n) if neighbors else None
+    meta_E7 = np.stack([ctx[k].astype(np.float64) for k in ("kind", "bin", "rank", "act", "window", "pos",
+                                                             "length")], 1)  # fmt: skip
+    keep_EW = np.arange(ctx["token_ids"].shape[1])[None, :] < ctx["length"][:, None]
+    for i, f in enumerate(features["feature"].tolist()):
+        a, b = cb[f], cb[f + 1]
+        header = {
+            "row": _row(features, i),
+            "contexts": [_context_meta(r) for r in meta_E7[a:b]],
+            "logits": _logit_rows(logits, lb, f),
+            "neighbors": _neighbor_rows(neighbors, nb, f),
+        }
+        out[i] = encode_card(header, ctx["token_ids"][a:b][keep_EW[a:b]], ctx["acts"][a:b][keep_EW[a:b]])
+    return out
+
+
+def _row(features: Columns, i: int) -> list:
+    density, mean_act, max_act = (_finite(float(features[k][i])) for k in ("density", "mean_act", "max_act"))
+    return [density, mean_act, max_act, int(features["n_fired"][i]), str(features["label"][i]),
+            [int(t) for t in features["top_tokens"][i] if t >= 0], features["hist"][i].tolist(),
+            _finite(float(features["interval_width"][i]))]  # fmt: skip
+
+
+def _context_meta(r: np.ndarray) -> list:
+    kind, b, rank, act, window, pos, length = r.tolist()
+    return [int(kind), int(b), int(rank), float(np.float32(act)), int(window), int(pos), int(length)]
+
+
+def _logit_rows(logits: Columns, bounds: np.ndarray | None, f: int) -> list[list]:
+    if bounds is None:
+        return []
+    a, b = bounds[f], bounds[f + 1]
+    return [
+        [int(s), int(r), int(t), float(v)]
+        for s, r, t, v in zip(
+            logits["sign"][a:b], logits["rank"][a:b], logits["token_id"][a:b], logits["value"][a:b], strict=True
+        )
+    ]
+
+
+def _neighbor_rows(neighbors: Columns, bounds: np.ndarray | None, f: int) -> list[list]:
+    if bounds is None:
+        return []
+    a, b = bounds[f], bounds[f + 1]
+    rows = zip(neighbors["other_sae_id"][a:b], neighbors["other_feature"][a:b], neighbors["cosine"][a:b],
+               neighbors["rank"][a:b], strict=True)  # fmt: skip
+    return [[str(s), int(o), float(c), int(r)] for s, o, c, r in rows]
