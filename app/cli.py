@@ -18,6 +18,34 @@ cli = typer.Typer(
 console = Console(stderr=True)
 
 
+# Options of the sharded harvest (app.harvest.cluster), shared by `harvest --ray` and `harvest-release`.
+RayOpt = Annotated[
+    str | None,
+    typer.Option(help="Spread the harvest over Ray: auto (a running cluster or RAY_ADDRESS), local (start one on this "
+                 "machine) or host:port. Needs the cluster extra: pip install 'qscope\\[cluster]'.",
+                 rich_help_panel="Cluster"),
+]  # fmt: skip
+ShardTokensOpt = Annotated[int, typer.Option(help="Corpus tokens per task.", rich_help_panel="Cluster")]
+SaesPerTaskOpt = Annotated[
+    int, typer.Option(help="At most this many SAEs per task; 0: as many as --task-gb holds.", rich_help_panel="Cluster")
+]
+TaskGbOpt = Annotated[
+    float, typer.Option(help="Device memory (GB) for one task's SAE weights and states.", rich_help_panel="Cluster")
+]
+GpusPerTaskOpt = Annotated[
+    float | None, typer.Option(help="GPUs per task (default: 1 when the cluster has GPUs).", rich_help_panel="Cluster")
+]
+
+
+def _pool_and_plan(ray: str | None, shard_tokens: int, saes_per_task: int, task_gb: float, gpus: float | None):
+    """The pool (Ray, or this process when ray is None) and the task plan of a sharded harvest."""
+    from app.harvest.cluster import ClusterPlan
+    from app.harvest.pools import InlinePool, RayPool
+
+    pool = RayPool(ray, gpus_per_task=gpus) if ray else InlinePool()
+    return pool, ClusterPlan(shard_tokens=shard_tokens, task_gb=task_gb, saes_per_task=saes_per_task)
+
+
 def _spec(tiny: bool):
     from dataclasses import replace
 
@@ -128,8 +156,13 @@ def harvest_cmd(
     checkpoint_every: Annotated[int, typer.Option(help="Batches between checkpoints; 0: none.")] = 100,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint beside --out.")] = False,
     stop_after: Annotated[int | None, typer.Option(hidden=True, help="Stop after N batches (tests).")] = None,
+    ray: RayOpt = None,
+    shard_tokens: ShardTokensOpt = 1 << 20,
+    saes_per_task: SaesPerTaskOpt = 0,
+    task_gb: TaskGbOpt = 40.0,
+    gpus_per_task: GpusPerTaskOpt = None,
 ) -> None:
-    """Harvest a model's SAE features over a corpus into one DuckDB feature store."""
+    """Harvest a model's SAE features over a corpus into one DuckDB feature store (with --ray: on a cluster)."""
     from app.harvest.ids import model_id_for
     from app.harvest.options import HarvestError, HarvestInterrupted, HarvestOptions
     from app.harvest.run import format_summary, harvest
@@ -153,8 +186,14 @@ def harvest_cmd(
     def say(text: str, style: str) -> None:
         console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
 
+    from app.harvest.cluster import TasksFailed, harvest_cluster
+
+    pool, plan = _pool_and_plan(ray, shard_tokens, saes_per_task, task_gb, gpus_per_task) if ray else (None, None)
     try:
-        summary = harvest(opts, console)
+        summary = harvest(opts, console) if pool is None else harvest_cluster(opts, pool, console, plan)
+    except TasksFailed as err:
+        say(f"error: {err}", "red")
+        raise typer.Exit(1) from err
     except HarvestInterrupted as err:
         say(str(err), "yellow")
         raise typer.Exit(3) from err
@@ -165,7 +204,40 @@ def harvest_cmd(
         say(f"interrupted; rerun with --resume to continue from the last checkpoint (every {checkpoint_every} "
             "batches)", "yellow")  # fmt: skip
         raise typer.Exit(130) from err
+    finally:
+        if pool is not None:
+            pool.close()
     say(format_summary(summary), "")
+
+
+@cli.command("harvest-release")
+def harvest_release_cmd(
+    manifest: Annotated[Path, typer.Argument(help="Release manifest (TOML): models, SAE repos or paths, corpus.")],
+    ray: RayOpt = None,
+    shard_tokens: ShardTokensOpt = 1 << 20,
+    saes_per_task: SaesPerTaskOpt = 0,
+    task_gb: TaskGbOpt = 40.0,
+    gpus_per_task: GpusPerTaskOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list the jobs and which are done.")] = False,
+) -> None:
+    """Harvest every model of a release manifest into one store per model or per SAE, skipping the stores
+    already harvested with the same settings (docs/harvest-at-scale.md)."""
+    from app.harvest.manifest import ManifestError, load_manifest, run_release
+
+    try:
+        jobs = load_manifest(manifest)
+    except ManifestError as err:
+        console.print(f"error: {err}", style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from err
+    pool, plan = _pool_and_plan(ray, shard_tokens, saes_per_task, task_gb, gpus_per_task)
+    try:
+        failed = run_release(jobs, pool, console, plan, dry_run=dry_run)
+    finally:
+        pool.close()
+    if failed:
+        console.print(f"{len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)}; run the same command again "
+                      "to finish them", style="red", markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+        raise typer.Exit(1)
 
 
 @cli.command("serve")

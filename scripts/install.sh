@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install qscope into ./.venv, from the project's own files only.
 #   scripts/install.sh            python packages (+ Debian text corpora for the demo, where apt is usable)
-#   scripts/install.sh --test     also the test tools and Debian's headless Chromium for browser tests
+#   scripts/install.sh --test     also the test tools, Ray (the cluster extra) and Debian's headless Chromium
 # torch goes in first: on a machine without CUDA we take the CPU build torch==2.13.0, so that the later
 # `pip install -e .` finds torch already satisfied and does not pull several GB of CUDA packages.
 set -euo pipefail
@@ -41,7 +41,7 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   fi
 fi
 if [[ $WITH_TEST -eq 1 ]]; then
-  $PIP install -q -e ".[dev]"
+  $PIP install -q -e ".[dev,cluster]"   # cluster: Ray, for tests/test_harvest_cluster.py
 else
   $PIP install -q -e .
 fi

@@ -1,0 +1,269 @@
+"""The sharded harvest: the feature store of app.harvest.run, computed by many tasks and written by one writer.
+
+1. plan: the driver (this process) loads the model and tokenizer, reads the corpus into windows exactly as the
+   single-process harvest does, reads each SAE once for its shape, and splits the job into tasks of
+   (corpus shard x group of SAEs) that fit one device (app.harvest.shards);
+2. run: the tasks not yet in the spool go to a pool (app.harvest.pools: Ray, or this process); each finished
+   task's partial states are saved to the spool as they arrive (app.harvest.spool); a progress bar covers the
+   whole job; failed tasks are reported at the end, and the same command run again does only what is missing;
+3. finish: SAE by SAE in sae_id order, the driver merges that SAE's partial states from the spool (exactly:
+   see app.harvest.shards), builds its tables (logit effects and neighbours on the driver's device, as the
+   single-process run does) and adds them to the store, or to one store per SAE; then the spool goes.
+
+The result is the single-process database of the same options on the same kind of device: every row equal,
+mean activations equal to float64 rounding. Checkpoint options (--resume, --checkpoint-every) do not apply: the
+spool is the checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from contextlib import ExitStack
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import Tensor
+
+from app.harvest.corpus import CorpusError, iter_documents, pack_windows
+from app.harvest.feed import CHUNK_ELEMENTS, chunk_windows, state_spec
+from app.harvest.ids import model_id_for, sae_id_for, unique_ids
+from app.harvest.options import HarvestError, HarvestOptions
+from app.harvest.pools import InlinePool, Pool
+from app.harvest.run import HarvestSummary, sae_files, sae_info, store_meta, vocab_of
+from app.harvest.shards import ShardTask, ShardWork, adopt_model, group_saes, merge_states, plan_tasks, task_bytes
+from app.harvest.spool import Spool
+from app.harvest.state import FeatureState
+from app.harvest.tables import neighbour_saes, sae_tables
+from app.model import LoadedModel, ModelLoadError, load_model
+from app.sae import Sae, SaeFormatError, load_sae
+from app.store.writer import store_writer
+
+SAES_KEPT = 8  # SAEs the finish keeps loaded: one SAE and those of its nearest layers (two sparsities each)
+
+
+class TasksFailed(HarvestError):
+    """Some tasks failed after their retries; the finished ones are kept in the spool for a rerun."""
+
+
+@dataclass
+class ClusterPlan:
+    """How a job is split (the `--ray` options of `qscope harvest`)."""
+
+    shard_tokens: int = 1 << 20  # corpus tokens per task, rounded down to whole batches (at least one)
+    task_gb: float = 40.0  # device memory for the SAE weights, states and encode blocks of one task
+    saes_per_task: int = 0  # at most this many SAEs per task; 0: as many as task_gb allows
+    crash_once: tuple[str, int] | None = None  # fault injection for tests (see ShardWork)
+
+
+@dataclass
+class ClusterJob:
+    opts: HarvestOptions
+    loaded: LoadedModel
+    files: list[Path]  # SAE weight files in job order
+    infos: list[dict]  # the `saes` row of each (sae_info)
+    windows_NT: Tensor  # int32 [N, ctx]
+    device_type: str  # of the tasks
+    chunks: list[int]
+    tasks: list[ShardTask]
+    key: dict  # everything that decides the result: names the spool
+
+    @property
+    def sae_ids(self) -> list[str]:
+        return [info["sae_id"] for info in self.infos]
+
+
+def harvest_cluster(
+    opts: HarvestOptions, pool: Pool, console: Console | None = None, plan: ClusterPlan | None = None,
+    per_sae_dir: Path | None = None,
+) -> HarvestSummary:  # fmt: skip
+    """Plan, run and finish one job (see the module docstring). per_sae_dir: write one store per SAE there
+    (``<sae_id>.duckdb``) instead of one store at opts.out; opts.out still names the spool."""
+    t0 = time.perf_counter()
+    console, plan = console or Console(stderr=True), plan or ClusterPlan()
+    job = plan_job(opts, pool, plan)
+    if isinstance(pool, InlinePool):
+        adopt_model(opts, job.loaded)  # the tasks reuse the driver's model instead of loading a second copy
+    spool = Spool(opts.out, job.key)
+    done_before, pass_seconds, timings = run_tasks(job, pool, spool, console, plan)
+    summary = finish(job, spool, per_sae_dir, time.perf_counter() - t0)
+    spool.remove()
+    summary.seconds = time.perf_counter() - t0
+    summary.tokens_per_s = job.windows_NT.numel() * (1 - done_before) / max(pass_seconds, 1e-9)
+    summary.timings = timings | summary.timings
+    return summary
+
+
+def plan_job(opts: HarvestOptions, pool: Pool, plan: ClusterPlan) -> ClusterJob:
+    """Load and check the inputs as the single-process harvest does, and split the job into tasks."""
+    opts.validate()
+    device_type = pool.device_type(opts)
+    files = sae_files(opts.saes)
+    try:
+        docs = iter_documents(opts.corpus)
+        first = next(docs, None)
+        if first is None:
+            raise CorpusError(f"the corpus {opts.corpus} is empty: it holds no documents")
+        loaded = load_model(opts.model, device=opts.device, dtype=opts.dtype)
+        model_id = model_id_for(opts.model)
+        metas = [_sae_meta(f, loaded) for f in files]
+        windows_NT = pack_windows(loaded.tokenizer, chain([first], docs), opts.ctx, -(-opts.tokens // opts.ctx))
+    except (ModelLoadError, SaeFormatError, CorpusError, ValueError, OSError) as e:
+        raise HarvestError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+    ids = unique_ids([sae_id_for(s.source, s.layer) for s in metas])
+    infos = [sae_info(s, i, model_id) for s, i in zip(metas, ids, strict=True)]
+    chunks = [chunk_windows(opts, device_type, s.d_sae) for s in metas]
+    blocks = 3 * 4 * CHUNK_ELEMENTS.get(device_type, CHUNK_ELEMENTS["cpu"])  # pre-activations, top-k, dense acts
+    sizes = [task_bytes(s.d_in, s.d_sae, state_spec(opts, s.d_sae)) for s in metas]
+    groups = group_saes(sizes, int(plan.task_gb * 2**30) - blocks, plan.saes_per_task)
+    per_task = max(1, plan.shard_tokens // (opts.batch * opts.ctx))
+    tasks = plan_tasks(len(windows_NT), opts.batch, per_task, groups)
+    key = {**opts.settings(), "sae_files": [str(f) for f in files], "chunks": chunks, "device_type": device_type,
+           "windows": hashlib.sha256(windows_NT.numpy().tobytes()).hexdigest(), "batches_per_task": per_task,
+           "groups": [list(g) for g in groups]}  # fmt: skip
+    return ClusterJob(opts, loaded, files, infos, windows_NT, device_type, chunks, tasks, key)
+
+
+@dataclass
+class _SaeMeta:
+    """What the driver needs of an SAE before the finish (its weights are not kept)."""
+
+    source: Path
+    layer: int | None
+    site: str | None
+    d_in: int
+    d_sae: int
+    k: int | None
+    architecture: str
+    format: str
+
+
+def _sae_meta(file: Path, loaded: LoadedModel) -> _SaeMeta:
+    sae = load_sae(file, device="cpu", dtype=torch.float32)
+    sae.check_fits(loaded.hidden_size)
+    if sae.site is None:
+        raise HarvestError(f"SAE {sae.source} does not say which layer it reads")
+    if sae.layer is not None and sae.layer >= loaded.n_layers:
+        raise HarvestError(f"SAE {sae.source} reads layer {sae.layer}; the model has {loaded.n_layers}")
+    return _SaeMeta(sae.source, sae.layer, sae.site, sae.d_in, sae.d_sae, sae.k, sae.architecture, sae.format)
+
+
+def run_tasks(
+    job: ClusterJob, pool: Pool, spool: Spool, console: Console, plan: ClusterPlan
+) -> tuple[float, float, dict[str, float]]:
+    """Run every task missing from the spool, saving each as it finishes. Returns (fraction of the job done
+    before this call, seconds of this call's pass, summed task timings); raises TasksFailed if any failed."""
+    opts, n_saes = job.opts, len(job.files)
+    done = spool.finished() & {t.index for t in job.tasks}
+    todo = [t for t in job.tasks if t.index not in done]
+
+    def windows(task: ShardTask) -> np.ndarray:
+        return job.windows_NT[slice(*task.windows(opts.batch, len(job.windows_NT)))].numpy()
+
+    def share(task: ShardTask) -> float:  # the task's part of the job, in corpus tokens
+        return windows(task).size * len(task.saes) / n_saes
+
+    n_shards = len({(t.b0, t.b1) for t in job.tasks})
+    console.print(f"{len(job.tasks)} tasks ({n_shards} corpus shards x {len(job.tasks) // n_shards} groups of SAEs) "
+                  f"on {pool.name}; {len(done)} already done in {spool.dir}")  # fmt: skip
+    work = ShardWork(opts, [str(f) for f in job.files], job.chunks, job.device_type, pool.threads, plan.crash_once)
+    failed: list[tuple[ShardTask, BaseException]] = []
+    timings: dict[str, float] = {}
+    before = sum(share(t) for t in job.tasks if t.index in done)
+    t0 = time.perf_counter()
+    with _progress(console) as bar:
+        of = f"/{len(job.tasks)}"
+        row = bar.add_task("harvest", total=job.windows_NT.numel(), completed=before, tasks=f"{len(done)}{of}", rate="")
+        for task, outcome in pool.run(work, todo, windows):
+            if isinstance(outcome, BaseException):
+                failed.append((task, outcome))
+                console.print(f"task {task.index} failed: {_first_line(outcome)}", markup=False, highlight=False)
+                continue
+            spool.save(outcome)
+            done.add(task.index)
+            for k, v in outcome.timings.items():
+                timings[k] = timings.get(k, 0.0) + v
+            bar.update(row, advance=share(task), tasks=f"{len(done)}{of}",
+                       rate=f"{(bar.tasks[0].completed - before) / (time.perf_counter() - t0):,.0f} tok/s")  # fmt: skip
+    if failed:
+        raise TasksFailed(
+            f"{len(failed)} of {len(job.tasks)} tasks failed (first: task {failed[0][0].index}: "
+            f"{_first_line(failed[0][1])}); the {len(done)} finished ones are kept in {spool.dir}: "
+            "run the same command again to do the rest"
+        )
+    return before / job.windows_NT.numel(), time.perf_counter() - t0, timings
+
+
+def finish(job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: float) -> HarvestSummary:
+    """Merge, build and write SAE by SAE (bounded memory: one merged state, a few SAEs)."""
+    opts, loaded, t0 = job.opts, job.loaded, time.perf_counter()
+    head = loaded.model.get_output_embeddings()
+    if head is None:
+        raise HarvestError(f"{loaded.path} has no LM head: logit effects need its weight")
+    vocab = vocab_of(loaded)
+    meta = store_meta(opts, loaded.path, job.infos[0]["model_id"], job.windows_NT, seconds)
+    layers = [info["layer"] for info in job.infos]
+    saes = _SaeCache(job.files, loaded.device)
+    opts_tokens = (opts.logit_tokens, opts.neighbours, opts.cross_neighbours)
+    dead: dict[str, int] = {}
+    outs: list[Path] = []
+    with ExitStack() as stack:
+        add = None if per_sae_dir else stack.enter_context(store_writer(opts.out, meta, vocab))
+        for i in sorted(range(len(job.files)), key=lambda i: job.sae_ids[i]):
+            state = merged_state(job, spool, i)
+            others = [(job.sae_ids[j], saes.get(j)) for j in neighbour_saes(layers, i)]
+            tables = sae_tables(saes.get(i), state, job.windows_NT, head.weight, vocab, job.infos[i], opts_tokens,
+                                others)  # fmt: skip
+            dead[job.sae_ids[i]] = tables.info["dead"]
+            if per_sae_dir is None:
+                add(tables)
+                continue
+            outs.append(per_sae_dir / f"{job.sae_ids[i]}.duckdb")
+            with store_writer(outs[-1], meta, vocab) as add_one:
+                add_one(tables)
+    outs = outs or [opts.out]
+    return HarvestSummary(
+        out=per_sae_dir or opts.out, tokens=job.windows_NT.numel(), seconds=0.0, tokens_per_s=0.0, dead=dead,
+        features={info["sae_id"]: info["d_sae"] for info in job.infos}, bytes=sum(p.stat().st_size for p in outs),
+        timings={"finish": time.perf_counter() - t0},
+    )  # fmt: skip
+
+
+def merged_state(job: ClusterJob, spool: Spool, i: int) -> FeatureState:
+    """SAE i's state over the whole corpus: the merge of its partial states, shard by shard in plan order."""
+    parts = ((t.index, t.saes.index(i)) for t in job.tasks if i in t.saes)
+    return merge_states(state_spec(job.opts, job.infos[i]["d_sae"]), (spool.load(t)["states"][j] for t, j in parts))
+
+
+class _SaeCache:
+    """The last SAES_KEPT SAEs loaded for the finish (weights on the driver's device, fp32 as in the run)."""
+
+    def __init__(self, files: list[Path], device: torch.device) -> None:
+        self.files, self.device, self.saes = files, device, OrderedDict[int, Sae]()
+
+    def get(self, i: int) -> Sae:
+        if i not in self.saes:
+            self.saes[i] = load_sae(self.files[i], device=self.device, dtype=torch.float32)
+            if len(self.saes) > SAES_KEPT:
+                self.saes.popitem(last=False)
+        self.saes.move_to_end(i)
+        return self.saes[i]
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[tasks]} tasks"),
+        TextColumn("{task.completed:,.0f}/{task.total:,} tokens"), TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+    )  # fmt: skip
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[-1] if text else ''}"
