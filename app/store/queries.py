@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 
 from app.store.cards import decode_card
 from app.store.schema import SCHEMA_VERSION
@@ -409,6 +410,15 @@ class Reader:
             ).fetchall():
                 out[(r[0], r[1])] = self._row(r)
         return out
+
+    def text_columns(self) -> tuple[list[str], np.ndarray, list[str], list[list[int]], np.ndarray]:
+        """sae_id, feature, label, top_tokens and density of every feature, for the in-memory text index."""
+        cols = self.cur.execute(
+            "SELECT sae_id, feature, coalesce(label, '') AS label, coalesce(top_tokens, []) AS top_tokens, "
+            "coalesce(density, 0) AS density FROM features ORDER BY sae_id, feature"
+        ).fetchnumpy()
+        return (cols["sae_id"].tolist(), cols["feature"].astype(np.int64), cols["label"].tolist(),
+                [list(t) for t in cols["top_tokens"]], cols["density"].astype(np.float64))  # fmt: skip
 
     def feature_texts(self, n_logits: int = 5) -> list[FeatureText]:
         """Label, top tokens and top logit tokens of every live feature, in (sae_id, feature) order."""

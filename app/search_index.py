@@ -1,0 +1,149 @@
+"""In-memory indexes behind concept search, sized for stores of a million features.
+
+- `VectorIndex`: cosine top-N over unit vectors. Exact (one matrix-vector product) up to `EXACT_MAX` rows;
+  above that an inverted-file index: k-means centroids over a sample, rows stored grouped by their nearest
+  centroid, and a query scores only the rows of its `nprobe` nearest centroids (float16 rows, widened per
+  query). Approximate, as every index of this kind; the build is deterministic for a seed.
+- `TextIndex`: postings from label words and from top tokens to rows, so that "every query word starts a
+  word of the label" and "a top token equals the query" are dictionary lookups instead of a scan.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+EXACT_MAX = 150_000  # rows scored exactly; above this the inverted-file index answers
+NPROBE = 24  # centroid lists scored per query
+KMEANS_SAMPLE = 64  # rows sampled per centroid to fit the centroids
+KMEANS_ITERS = 8
+MIN_PREFIX = 3  # shorter query words must match a label word whole
+_WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+@dataclass
+class Ivf:
+    """An inverted file: rows of list c are order[offsets[c]:offsets[c + 1]] (vectors stored in that order)."""
+
+    centroids_CD: np.ndarray  # float32, unit rows
+    order_N: np.ndarray  # int64: row index of each stored vector
+    offsets: np.ndarray  # int64 [C + 1]
+
+
+class VectorIndex:
+    """Top-N rows by cosine with a unit query vector."""
+
+    def __init__(self, vectors_ND: np.ndarray, ivf: Ivf | None = None) -> None:
+        self.ivf = ivf
+        if ivf is None:
+            self.vectors_ND = np.ascontiguousarray(vectors_ND, dtype=np.float32)
+        else:  # stored grouped by list, as float16: half the memory, and a list is one contiguous slice
+            self.vectors_ND = np.ascontiguousarray(vectors_ND[ivf.order_N], dtype=np.float16)
+
+    @classmethod
+    def build(cls, vectors_ND: np.ndarray, seed: int = 0) -> VectorIndex:
+        if len(vectors_ND) <= EXACT_MAX:
+            return cls(vectors_ND)
+        return cls(vectors_ND, fit_ivf(vectors_ND, seed))
+
+    def __len__(self) -> int:
+        return len(self.vectors_ND)
+
+    def top(self, query_D: np.ndarray, n: int) -> list[tuple[int, float]]:
+        """(row, cosine) of the best n rows, best first."""
+        if len(self) == 0 or n <= 0:
+            return []
+        if self.ivf is None:
+            rows_M, scores_M = np.arange(len(self)), self.vectors_ND @ query_D.astype(np.float32)
+        else:
+            rows_M, scores_M = self._probe(query_D.astype(np.float32))
+        n = min(n, len(scores_M))
+        best = np.argpartition(-scores_M, n - 1)[:n]
+        best = best[np.argsort(-scores_M[best], kind="stable")]
+        return [(int(rows_M[i]), float(scores_M[i])) for i in best]
+
+    def _probe(self, query_D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ivf = self.ivf
+        near = np.argsort(-(ivf.centroids_CD @ query_D))[:NPROBE]
+        spans = [(ivf.offsets[c], ivf.offsets[c + 1]) for c in near]
+        stored_M = np.concatenate([np.arange(a, b) for a, b in spans])
+        scores_M = self.vectors_ND[stored_M].astype(np.float32) @ query_D
+        return ivf.order_N[stored_M], scores_M
+
+
+def fit_ivf(vectors_ND: np.ndarray, seed: int = 0) -> Ivf:
+    """k-means (spherical: centroids kept at unit length) on a sample, then every row to its nearest."""
+    N = len(vectors_ND)
+    C = max(16, int(np.sqrt(N)))
+    rng = np.random.default_rng(seed)
+    sample_SD = torch.from_numpy(np.asarray(vectors_ND[rng.choice(N, min(N, C * KMEANS_SAMPLE), replace=False)],
+                                            dtype=np.float32))  # fmt: skip
+    cent_CD = sample_SD[torch.from_numpy(rng.choice(len(sample_SD), C, replace=False))].clone()
+    for _ in range(KMEANS_ITERS):
+        assign_S = (sample_SD @ cent_CD.T).argmax(1)
+        sums_CD = torch.zeros_like(cent_CD).index_add_(0, assign_S, sample_SD)
+        empty = sums_CD.norm(dim=1) == 0
+        sums_CD[empty] = cent_CD[empty]  # a list that lost every row keeps its centroid
+        cent_CD = torch.nn.functional.normalize(sums_CD, dim=1)
+    assign_N = torch.empty(N, dtype=torch.long)
+    for a in range(0, N, 65536):  # chunks bound the [rows, C] score matrix
+        chunk = torch.from_numpy(np.asarray(vectors_ND[a : a + 65536], dtype=np.float32))
+        assign_N[a : a + len(chunk)] = (chunk @ cent_CD.T).argmax(1)
+    order_N = torch.argsort(assign_N, stable=True)
+    counts = torch.bincount(assign_N, minlength=C)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+    return Ivf(cent_CD.numpy(), order_N.numpy(), offsets.numpy())
+
+
+class TextIndex:
+    """Label words and top tokens -> rows; rows ranked by a score given at build time (density)."""
+
+    def __init__(self, labels: Sequence[str], top_tokens: Sequence[Sequence[int]], rank_score_N: np.ndarray):
+        by_word: dict[str, list[int]] = {}
+        by_token: dict[int, list[int]] = {}
+        for row, (label, tokens) in enumerate(zip(labels, top_tokens, strict=True)):
+            for w in set(words(label)):
+                by_word.setdefault(w, []).append(row)
+            for t in set(tokens):
+                by_token.setdefault(int(t), []).append(row)
+        self.vocab = sorted(by_word)
+        self._by_word = {w: np.asarray(rows, dtype=np.int64) for w, rows in by_word.items()}
+        self._by_token = {t: np.asarray(rows, dtype=np.int64) for t, rows in by_token.items()}
+        self.score_N = np.asarray(rank_score_N, dtype=np.float64)
+
+    def _rows_for_word(self, w: str) -> np.ndarray:
+        if len(w) < MIN_PREFIX:
+            return self._by_word.get(w, np.zeros(0, np.int64))
+        lo = bisect.bisect_left(self.vocab, w)
+        hi = bisect.bisect_left(self.vocab, w + "\uffff")
+        parts = [self._by_word[v] for v in self.vocab[lo:hi]]
+        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+    def label_rows(self, q: str) -> np.ndarray:
+        """Rows whose label has, for every word of q, a word starting with it."""
+        qs = words(q)
+        if not qs:
+            return np.zeros(0, np.int64)
+        rows = self._rows_for_word(qs[0])
+        for w in qs[1:]:
+            rows = np.intersect1d(rows, self._rows_for_word(w), assume_unique=True)
+        return rows
+
+    def token_rows(self, token_ids: Sequence[int]) -> np.ndarray:
+        parts = [self._by_token[t] for t in token_ids if t in self._by_token]
+        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+    def best(self, rows: np.ndarray, n: int) -> np.ndarray:
+        """The n rows with the highest score, highest first (ties by row)."""
+        if len(rows) > n:
+            rows = rows[np.argpartition(-self.score_N[rows], n - 1)[:n]]
+        return rows[np.lexsort((rows, -self.score_N[rows]))]
