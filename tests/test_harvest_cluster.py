@@ -83,6 +83,16 @@ def test_plan_cuts_whole_batches_and_groups_saes_by_memory():
     assert tasks[2].windows(8, 59) == (48, 59)
     assert group_saes([4, 4, 4, 9, 1], budget=8) == [(0, 1), (2,), (3,), (4,)]  # an SAE alone may exceed it
     assert group_saes([1, 1, 1, 1, 1], budget=100, max_per_group=2) == [(0, 1), (2, 3), (4,)]
+    assert [len(g) for g in group_saes([1] * 28, budget=27)] == [14, 14]  # as few as greedy, as even as fits
+
+
+@given(sizes=st.lists(st.integers(0, 10), min_size=1, max_size=16), budget=st.integers(0, 40),
+       cap=st.integers(0, 5))  # fmt: skip
+def test_groups_cover_every_sae_in_order_within_the_budget(sizes, budget, cap):
+    groups = group_saes(sizes, budget, cap)
+    assert [i for g in groups for i in g] == list(range(len(sizes)))
+    assert all(g and (len(g) == 1 or sum(sizes[i] for i in g) <= budget) for g in groups)
+    assert cap == 0 or all(len(g) <= cap for g in groups)
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +228,9 @@ def test_manifest_mistakes_are_one_line_errors(tiny_demo, tmp_path):
     bad.write_text("models = [")
     result = CliRunner().invoke(cli, ["harvest-release", str(bad)])
     assert result.exit_code == 2 and "cannot read the manifest" in result.output
+    release = load_manifest(Path(__file__).parents[1] / "docs" / "qwen-scope-release.toml")
+    assert len(release) == 7 and sum(len(j.repos) for j in release) == 14
+    assert sum(2 * len(j.layers) for j in release) == 544  # every layer, two sparsities: docs/harvest-at-scale.md
     jobs = load_manifest(write_manifest(tmp_path, tiny_demo, "model"))
     name = model_id_for(tiny_demo / "model")
     assert [j.name for j in jobs] == [name] and jobs[0].opts.out == tmp_path / "stores" / f"{name}.duckdb"

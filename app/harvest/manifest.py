@@ -61,9 +61,11 @@ class ReleaseJob:
     layers: list[int] | None
     per_sae_dir: Path | None  # per = "sae": the folder of its stores; opts.out then only names the spool
 
-    def resolve(self) -> HarvestOptions:
-        """The options with every SAE as a file: repos fetched, layers picked, sorted by layer."""
-        files = sae_files(self.opts.saes) + [f for repo in self.repos for f in fetch_repo(repo, self.layers)]
+    def resolve(self, download: bool = True) -> HarvestOptions:
+        """The options with every SAE as a file: repos fetched (or found in the local cache only, when not
+        `download`), layers picked, sorted by layer."""
+        fetched = [f for repo in self.repos for f in fetch_repo(repo, self.layers, download)]
+        files = sae_files(self.opts.saes) + fetched
         if self.layers is not None:
             files = [f for f in files if _layer(f) in self.layers]
         order = sorted(range(len(files)), key=lambda i: (_layer(files[i]) is None, _layer(files[i]) or 0, i))
@@ -130,8 +132,9 @@ def _job(path: Path, n: int, entry: dict, doc: dict, out_dir: Path) -> ReleaseJo
     return ReleaseJob(name, opts, repos, _layers(path, where, entry.get("layers")), per_sae)
 
 
-def fetch_repo(repo: str, layers: list[int] | None) -> list[Path]:
-    """The layer{n}.sae.pt files of a Qwen-Scope repo (a local folder, or fetched from the hub)."""
+def fetch_repo(repo: str, layers: list[int] | None, download: bool = True) -> list[Path]:
+    """The layer{n}.sae.pt files of a Qwen-Scope repo: a local folder, or fetched from the hub (not
+    `download`: only what the local Hugging Face cache holds)."""
     if Path(repo).expanduser().is_dir():
         folder = Path(repo).expanduser()
     else:
@@ -139,7 +142,7 @@ def fetch_repo(repo: str, layers: list[int] | None) -> list[Path]:
 
         wanted = [f"layer{n}.sae.pt" for n in layers] if layers is not None else ["layer*.sae.pt"]
         try:
-            folder = Path(snapshot_download(repo, allow_patterns=wanted))
+            folder = Path(snapshot_download(repo, allow_patterns=wanted, local_files_only=not download))
         except Exception as e:  # offline, unknown repo, network: huggingface_hub raises many types
             raise ManifestError(f"cannot fetch the SAE repo {repo}: {str(e).splitlines()[0]}") from e
     files = sorted((f for f in folder.iterdir() if QWEN_SCOPE_RE.match(f.name)), key=_layer)
@@ -210,7 +213,7 @@ def run_release(
     for n, job in enumerate(jobs, 1):
         head = f"[{n}/{len(jobs)}] {job.name}"
         try:
-            opts = job.resolve()
+            opts = job.resolve(download=not dry_run)
             outs = job.outputs()
             if job.done():
                 console.print(f"{head}: done, skipped ({len(outs)} store(s) with these settings)")

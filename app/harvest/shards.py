@@ -89,18 +89,33 @@ def task_bytes(d_in: int, d_sae: int, spec: StateSpec) -> int:
 
 
 def group_saes(sizes: Sequence[int], budget: int, max_per_group: int = 0) -> list[tuple[int, ...]]:
-    """Consecutive groups of SAE indices whose sizes sum to at most `budget` (an SAE alone may exceed it),
-    with at most `max_per_group` SAEs each when that is > 0."""
-    groups: list[list[int]] = []
+    """Consecutive groups of SAE indices whose sizes sum to at most `budget` (an SAE alone may exceed it), at
+    most `max_per_group` SAEs each when that is > 0: as few groups as a greedy fill needs, as even as fits (a
+    group forwards up to its deepest layer, so 14 + 14 layers cost less than 27 + 1)."""
+    greedy: list[list[int]] = []
     used = 0
     for i, size in enumerate(sizes):
-        full = max_per_group > 0 and groups and len(groups[-1]) >= max_per_group
-        if not groups or full or used + size > budget:
-            groups.append([])
+        full = max_per_group > 0 and greedy and len(greedy[-1]) >= max_per_group
+        if not greedy or full or used + size > budget:
+            greedy.append([])
             used = 0
-        groups[-1].append(i)
+        greedy[-1].append(i)
         used += size
-    return [tuple(g) for g in groups]
+    even = _even_split(sizes, len(greedy))
+    fits = all(g and (len(g) == 1 or sum(sizes[i] for i in g) <= budget) for g in even)
+    fits = fits and (max_per_group <= 0 or all(len(g) <= max_per_group for g in even))
+    return [tuple(g) for g in (even if fits else greedy)]
+
+
+def _even_split(sizes: Sequence[int], n: int) -> list[list[int]]:
+    """`sizes` cut into n non-empty consecutive groups, each cut where the running sum passes k/n of the total."""
+    total, cum, groups = sum(sizes), 0, [[] for _ in range(n)]
+    for i, size in enumerate(sizes):
+        k = min(n - 1, int(cum * n // total) if total else 0, i)  # never more groups than SAEs so far
+        k = max(k, n - (len(sizes) - i))  # leave one SAE for each group still to come
+        groups[k].append(i)
+        cum += size
+    return groups
 
 
 def merge_states(spec: StateSpec, parts: Iterable[Mapping[str, Tensor]], device: str = "cpu") -> FeatureState:
