@@ -114,6 +114,7 @@
       }
     }, 250);
   });
+  form.addEventListener("submit", (e) => e.preventDefault()); // Run and Share are buttons; Enter runs nothing
   document.getElementById("fadd").onclick = () => addFeature({ mode: "add", strength: 4 });
   document.getElementById("run").onclick = () => run().catch((e) => { status.textContent = String(e); });
   shareBtn.onclick = () => share();

@@ -2,6 +2,7 @@
 
 Routes live in app.web.routes, one module per resource; URLs are built in app.web.urls; responses go through
 app.web.render.render (full page, htmx partial or `.json` twin). The stores are opened read-only once here.
+app.web.security adds the headers, size and rate limits; app.web.openapi makes the schema match the responses.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from fastapi.staticfiles import StaticFiles
 from app.config import Settings, get_settings
 from app.live import Limits, LiveModels
 from app.search import Searcher
-from app.web import errors, steer, urls
+from app.web import errors, openapi, security, steer, urls
 from app.web.catalog import Catalog
 from app.web.render import ROOT
-from app.web.routes import features, home, inspect, saes, search
+from app.web.routes import features, health, home, inspect, saes, search
 
 
 def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, warm_search: bool = True) -> FastAPI:
@@ -30,7 +31,7 @@ def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, w
     settings = settings or get_settings()
     catalog = Catalog(dbs, timeout_s=settings.query_timeout_s)
     live = LiveModels(catalog.stores, device=settings.device, dtype=settings.dtype)
-    limits = Limits(max_chars=settings.max_chars, max_tokens=settings.max_tokens)
+    limits = Limits(max_chars=settings.max_chars, max_tokens=settings.max_tokens, wait_s=settings.live_wait_s)
     searcher = Searcher(catalog.stores, live, limits, cache_dir=settings.cache_dir)
 
     @asynccontextmanager
@@ -40,14 +41,16 @@ def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, w
         yield
         catalog.close()
 
-    app = FastAPI(title="qscope", lifespan=lifespan, docs_url="/-/docs", redoc_url=None,
-                  openapi_url="/-/openapi.json")  # fmt: skip
+    # the docs page is app.web.security's (it needs its own CSP)
+    app = FastAPI(title="qscope", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/-/openapi.json")
     app.state.catalog, app.state.live, app.state.searcher = catalog, live, searcher
     app.state.settings, app.state.limits = settings, limits
     app.mount(urls.STATIC_PREFIX, StaticFiles(directory=str(ROOT / "static")), name="static")
     errors.install(app)
+    security.install(app, settings, errors.refusal)
+    openapi.install(app)
     # fixed paths first: /search and /-/... must not be taken for /{model_id}/{sae_id}
-    for module in (home, search, inspect, steer, saes, features):
+    for module in (home, health, search, inspect, steer, saes, features):
         app.include_router(module.router)
     return app
 

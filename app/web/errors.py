@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.types import Scope
 
 from app.live import LiveUnavailable, TextTooLong
 from app.store.queries import QueryTimeout
@@ -16,7 +17,8 @@ from app.web import urls
 from app.web.catalog import NotFound
 from app.web.render import templates, wants_json
 
-TITLES = {404: "Not found", 405: "Method not allowed", 422: "Bad request", 503: "Unavailable"}
+TITLES = {404: "Not found", 405: "Method not allowed", 413: "Request too large", 414: "URL too long",
+          422: "Bad request", 429: "Too many requests", 503: "Unavailable"}
 
 
 class Unprocessable(Exception):
@@ -27,13 +29,20 @@ def error_response(
     request: Request, status: int, message: str, exists: Sequence[tuple[str, str]] = (), what: str = ""
 ) -> Response:
     title = TITLES.get(status, "Error")
-    if wants_json(request):
+    if wants_json(request) or request.url.path.startswith("/api/"):
         body = {"status": status, "error": message, "exists": [{"name": n, "url": u} for n, u in exists]}
         response: Response = JSONResponse(body, status_code=status)
     else:
         context = {"status": status, "title": title, "message": message, "exists": list(exists), "what": what}
         response = templates.TemplateResponse(request, "error.html", context, status_code=status)
     response.headers["Vary"] = "HX-Request"
+    return response
+
+
+def refusal(scope: Scope, status: int, message: str, headers: dict[str, str]) -> Response:
+    """The error response of a request refused before routing (app.web.security: sizes, rates)."""
+    response = error_response(Request(scope), status, message)
+    response.headers.update(headers)
     return response
 
 

@@ -1,0 +1,82 @@
+"""The app's OpenAPI schema (/-/openapi.json) made to say what the server really answers.
+
+FastAPI documents every route as `200 application/json` plus its own 422 body. Here, per operation: pages give
+`text/html`, `.json` twins and `/api/` give JSON, and the routes whose last path segment may end in `.json`
+(permalinks) give either; every error the app can return (404, 413, 414, 422, 429, 503) is listed with the
+body it really has (`Error` in JSON, the error page in HTML). Clients and schema-driven tests rely on this.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.web.security import INSPECT_PATHS, STEER_PATHS
+
+ERROR = {
+    "type": "object",
+    "required": ["status", "error"],
+    "properties": {
+        "status": {"type": "integer", "description": "The HTTP status, again."},
+        "error": {"type": "string", "description": "What went wrong and what to change."},
+        "exists": {
+            "type": "array",
+            "description": "For a 404: pages that do exist.",
+            "items": {"type": "object", "properties": {"name": {"type": "string"}, "url": {"type": "string"}}},
+        },
+    },
+}
+DESCRIPTION = "SAE features of Qwen models: HTML pages with `.json` twins, and the steering API."
+HTML = {"text/html": {"schema": {"type": "string"}}}
+ERROR_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+REASONS = {
+    404: "Not found (the body lists what exists)",
+    413: "Request body too large",
+    414: "URL too long",
+    422: "Bad parameter",
+    429: "Too many requests from this client (see Retry-After)",
+    503: "Busy or unavailable: steering queue full (see Retry-After), model not loadable, query timeout",
+}
+
+
+def _kind(path: str, op: dict[str, Any]) -> str:
+    """'json', 'html' or 'both' (a permalink whose last segment may end in .json)."""
+    typed = op["responses"].get("200", {}).get("content", {}).get("application/json", {}).get("schema")
+    if path.endswith(".json") or path.startswith("/api/") or typed:  # a response_model: a JSON-only route
+        return "json"
+    return "both" if path.rstrip("/").split("/")[-1].startswith("{") else "html"
+
+
+def _document(path: str, method: str, op: dict[str, Any]) -> None:
+    kind, responses = _kind(path, op), op["responses"]
+    ok = responses.setdefault("200", {"description": "Successful Response"})
+    if kind == "html":
+        ok["content"] = HTML
+    elif kind == "both":
+        ok["content"] = {**HTML, "application/json": {"schema": {}}}
+    errors = {404, 414, 422, 503}
+    if method == "post":
+        errors.add(413)
+    if path in STEER_PATHS or path in INSPECT_PATHS:
+        errors.add(429)
+    content = {"json": ERROR_JSON, "html": HTML, "both": {**HTML, **ERROR_JSON}}[kind]
+    for status in sorted(errors):
+        responses[str(status)] = {"description": REASONS[status], "content": content}
+
+
+def accurate_openapi(app: FastAPI) -> dict[str, Any]:
+    """The schema of `app` with the corrections above (built once, then cached on the app)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes, description=DESCRIPTION)
+        schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR
+        for path, ops in schema["paths"].items():
+            for method, op in ops.items():
+                _document(path, method, op)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def install(app: FastAPI) -> None:
+    app.openapi = lambda: accurate_openapi(app)  # type: ignore[method-assign]

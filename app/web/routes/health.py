@@ -1,0 +1,25 @@
+"""`/-/health`: a cheap liveness answer for container healthchecks, load balancers and `qscope health`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from app.web.deps import CatalogDep
+
+router = APIRouter()
+
+
+class Health(BaseModel):
+    status: str = Field(description="'ok' whenever the server answers.")
+    stores: int = Field(description="Feature stores served.")
+    models: list[str] = Field(description="model_id of every model served.")
+    steer_waiting: int = Field(description="Steering requests waiting in the worker's queue.")
+
+
+@router.get("/-/health", response_model=Health, summary="Liveness: the server answers and what it serves")
+def health(request: Request, catalog: CatalogDep) -> Health:
+    steering = getattr(request.app.state, "steering", None)  # created by the first steering request
+    waiting = steering.worker.queue.qsize() if steering is not None else 0
+    return Health(status="ok", stores=len(catalog.stores), models=[m.model_id for m in catalog],
+                  steer_waiting=waiting)  # fmt: skip

@@ -1,0 +1,194 @@
+"""Hardening of the web app, as one ASGI middleware (`Guard`) plus CORS and the API docs page.
+
+- Headers on every response: a Content-Security-Policy that allows scripts from this origin only (no inline
+  script, no eval); inline `style` attributes stay allowed (the shading of tokens is one CSS variable per span),
+  `<style>` elements do not. Pages may be framed by this origin only, except `?embed=1` cards.
+- Sizes: a path + query longer than Settings.max_url_chars gets 414, a body over Settings.max_body_bytes 413
+  (checked on Content-Length, and counted when the body comes chunked).
+- Rates: the routes that run a model (POST /api/steer*, /inspect with a text) take a token from a per-client
+  bucket (client IP); an empty bucket answers 429 with Retry-After.
+- CORS stays off (no Access-Control-* header) unless Settings.cors_origins names origins.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import re
+import threading
+import time
+from collections.abc import Callable
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.config import Settings
+
+CSP = "; ".join([
+    "default-src 'self'", "script-src 'self'", "style-src 'self'", "style-src-attr 'unsafe-inline'",
+    "img-src 'self' data:", "connect-src 'self'", "object-src 'none'", "base-uri 'none'", "form-action 'self'",
+])  # fmt: skip
+HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+STEER_PATHS = ("/api/steer", "/api/steer/stream")
+INSPECT_PATHS = ("/inspect", "/inspect.json")
+TEXT_PARAMS = ("text", "a", "b")
+
+
+class RateLimiter:
+    """Token buckets, one per client: `per_min` tokens a minute, at most `burst` saved up. Thread-safe."""
+
+    def __init__(self, per_min: float, burst: int, max_clients: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.rate, self.burst, self.max_clients, self.clock = per_min / 60.0, max(1, burst), max_clients, clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, time of that count)
+        self._lock = threading.Lock()
+
+    def take(self, client: str) -> float:
+        """0 when the client may go ahead (a token is spent), else the seconds until it may."""
+        if self.rate <= 0:
+            return 0.0
+        now = self.clock()
+        with self._lock:
+            tokens, then = self._buckets.get(client, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[client] = (tokens - 1.0, now)
+                self._prune(now)
+                return 0.0
+            self._buckets[client] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+    def _prune(self, now: float) -> None:
+        """Forget clients whose bucket has refilled (they are as if new), so memory stays bounded."""
+        if len(self._buckets) <= self.max_clients:
+            return
+        full = [c for c, (t, then) in self._buckets.items() if t + (now - then) * self.rate >= self.burst]
+        for c in full:
+            del self._buckets[c]
+        while len(self._buckets) > self.max_clients:  # all busy: drop the oldest entries
+            del self._buckets[next(iter(self._buckets))]
+
+
+def _runs_inspect(scope: Scope) -> bool:
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return any(v.strip() for name in TEXT_PARAMS for v in query.get(name, []))
+
+
+class Guard:
+    """The ASGI middleware of the module docstring; `error(scope, status, message, headers)` renders refusals."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, error: Callable[..., object]) -> None:
+        self.app, self.error = app, error
+        self.max_body, self.max_url = settings.max_body_bytes, settings.max_url_chars
+        self.steer = RateLimiter(settings.rate_steer_per_min, settings.rate_steer_burst)
+        self.inspect = RateLimiter(settings.rate_inspect_per_min, settings.rate_inspect_burst)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        send = _with_headers(scope, send)
+        refusal = self._refusal(scope)
+        if refusal is None:
+            body, refusal = await _read_body(scope, receive, self.max_body)
+            if refusal is None:
+                return await self.app(scope, _replay(body, receive), send)
+        status, message, headers = refusal
+        await self.error(scope, status, message, headers)(scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> tuple[int, str, dict[str, str]] | None:
+        """Why this request is refused before the app sees it (status, message, headers), or None."""
+        url_chars = len(scope.get("raw_path") or scope["path"]) + len(scope.get("query_string", b""))
+        if url_chars > self.max_url:
+            return 414, f"The URL has {url_chars:,} characters; at most {self.max_url:,} are accepted.", {}
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            return 413, f"The request body is over {self.max_body:,} bytes.", {}
+        bucket = None
+        if scope["method"] == "POST" and scope["path"] in STEER_PATHS:
+            bucket, what = self.steer, "steering requests"
+        elif scope["path"] in INSPECT_PATHS and _runs_inspect(scope):
+            bucket, what = self.inspect, "inspect runs"
+        if bucket is not None and (wait := bucket.take(_client(scope))):
+            retry = max(1, math.ceil(wait))
+            return 429, f"Too many {what} from your address; try again in {retry} s.", {"Retry-After": str(retry)}
+        return None
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> tuple[list[Message], tuple | None]:
+    """The request body messages, read up front (bodies are small) so that an oversized chunked one is refused."""
+    if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        return [], None
+    messages, size = [], 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages, None
+        size += len(message.get("body", b""))
+        if size > limit:
+            return messages, (413, f"The request body is over {limit:,} bytes.", {})
+        if not message.get("more_body", False):
+            return messages, None
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    async def replayed() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    return replayed
+
+
+def _with_headers(scope: Scope, send: Send) -> Send:
+    embed = b"embed=1" in scope.get("query_string", b"")
+    frame = b"frame-ancestors *" if embed else b"frame-ancestors 'self'"
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            names = {name.lower() for name, _ in headers}
+            if b"content-security-policy" not in names:
+                headers.append((b"content-security-policy", CSP.encode() + b"; " + frame))
+            headers += [(n, v) for n, v in HEADERS if n not in names]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return sending
+
+
+def install(app: FastAPI, settings: Settings, error: Callable[..., object]) -> None:
+    """Add the Guard (outermost), CORS when origins are configured, and the docs page under its own CSP."""
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type"], max_age=600)  # fmt: skip
+    app.add_middleware(Guard, settings=settings, error=error)
+    app.include_router(docs_router)
+
+
+docs_router = APIRouter(include_in_schema=False)
+
+
+@docs_router.get("/-/docs")
+def docs(request: Request) -> HTMLResponse:
+    """Swagger UI (from its CDN) with a CSP that allows exactly its CDN and its one inline script, by hash."""
+    page = get_swagger_ui_html(openapi_url=request.app.openapi_url, title="qscope API")
+    scripts = re.findall(rb"<script>(.*?)</script>", page.body, flags=re.S)
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s).digest()).decode()}'" for s in scripts)
+    cdn = "https://cdn.jsdelivr.net"
+    csp = (f"default-src 'self'; script-src {cdn} {hashes}; style-src {cdn}; img-src 'self' data: "
+           "https://fastapi.tiangolo.com; connect-src 'self'; object-src 'none'; base-uri 'none'")  # fmt: skip
+    page.headers["Content-Security-Policy"] = csp
+    return page
