@@ -89,6 +89,9 @@ def demo_cmd(
     tokens: Annotated[int, typer.Option(help="Tokens to harvest from the demo corpus.")] = 300_000,
     host: Annotated[str | None, typer.Option(help="Address to bind (default: Settings.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind (default: Settings.port).")] = None,
+    more: Annotated[
+        list[Path] | None, typer.Option("--db", help="More stores (files or folders) to serve beside the default.")
+    ] = None,
 ) -> None:
     """Build the embedded default if missing, harvest it if its feature store is missing, and serve it."""
     from app.harvest.ids import model_id_for
@@ -104,7 +107,8 @@ def demo_cmd(
     else:
         harvest_cmd(model=str(out / "model"), sae=[out / "saes"], corpus=str(out / "corpus" / "train.jsonl"),
                     out=db, tokens=tokens)  # fmt: skip
-    serve_cmd(db=[db], host=host, port=port)
+    more = [p for p in more or [] if not p.is_dir() or any(p.glob("*.duckdb"))]  # an empty folder: nothing yet
+    serve_cmd(db=[db, *more], host=host, port=port)
 
 
 @cli.command("info")
@@ -240,40 +244,86 @@ def harvest_release_cmd(
         raise typer.Exit(1)
 
 
+def say(text: str, style: str = "") -> None:
+    """One message on stderr, never wrapped or marked up (file names and errors stay on one line)."""
+    console.print(text, style=style or None, markup=False, highlight=False, soft_wrap=True)
+
+
+def _stores(db: list[Path]) -> list[Path]:
+    """The --db arguments with each folder replaced by the .duckdb files in it."""
+    paths = []
+    for p in db:
+        found = sorted(p.glob("*.duckdb")) if p.is_dir() else [p]
+        if not found:
+            say(f"error: no .duckdb file in {p}: harvest one into it with `qscope harvest --out {p}/NAME.duckdb`",
+                "red")  # fmt: skip
+            raise typer.Exit(2)
+        paths += found
+    return paths
+
+
 @cli.command("serve")
 def serve_cmd(
-    db: Annotated[list[Path], typer.Option("--db", help="Feature store (.duckdb) to serve; repeat for more.")],
+    db: Annotated[
+        list[Path], typer.Option("--db", help="Feature store (.duckdb) or a folder of them to serve; repeatable.")
+    ],
     host: Annotated[str | None, typer.Option(help="Address to bind (default: Settings.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind (default: Settings.port).")] = None,
     workers: Annotated[int, typer.Option(help="Server processes (each opens the stores once).")] = 1,
 ) -> None:
-    """Serve the explorer (feature dashboards, search, inspect) for one or more feature stores."""
+    """Serve the explorer (feature dashboards, search, inspect, steering) for one or more feature stores.
+
+    Every store, and the model and SAE files it records, is checked first: a missing or damaged one stops the
+    server with one line saying which file and why."""
     import uvicorn
 
+    from app.preflight import PreflightError, preflight
     from app.store.queries import StoreError
 
     settings = get_settings()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    missing = [str(p) for p in db if not p.is_file()]
-    if missing:
-        console.print(f"[red]error:[/] no feature store at {', '.join(missing)}; run `qscope harvest` first")
-        raise typer.Exit(2)
+    db = _stores(db)
+    try:
+        for warning in preflight(db):
+            say(f"warning: {warning}", "yellow")
+    except PreflightError as err:
+        say(f"error: {err}", "red")
+        raise typer.Exit(2) from err
     host, port = host or settings.host, port or settings.port
+    run = {"host": host, "port": port, "log_level": "warning", "server_header": False}
     if workers > 1:
         # each worker process builds its own app from these paths (uvicorn needs an import string)
         os.environ["QSCOPE_SERVE_DBS"] = json.dumps([str(p.resolve()) for p in db])
-        uvicorn.run("app.web:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning")  # fmt: skip
+        uvicorn.run("app.web:app_from_env", factory=True, workers=workers, **run)
         return
     from app.web import create_app
 
     try:
         app = create_app(db, settings)
     except StoreError as err:
-        console.print(f"[red]error:[/] {err}")
+        say(f"error: {err}", "red")
         raise typer.Exit(2) from err
-    console.print(f"serving {len(db)} store(s) on http://{host}:{port}/")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    say(f"serving {len(db)} store(s) on http://{host}:{port}/")
+    uvicorn.run(app, **run)
+
+
+@cli.command("health")
+def health_cmd(
+    url: Annotated[str | None, typer.Option(help="URL to ask (default: /-/health on Settings.port here).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 5.0,
+) -> None:
+    """Exit 0 when the server answers its health URL with 200, else 1 (for container healthchecks)."""
+    import urllib.request
+
+    url = url or f"http://127.0.0.1:{get_settings().port}/-/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            ok = r.status == 200
+    except OSError as err:
+        say(f"unhealthy: {url}: {err}", "red")
+        raise typer.Exit(1) from err
+    if not ok:
+        raise typer.Exit(1)
 
 
 bench_cli = typer.Typer(no_args_is_help=True, help="Benchmarks (scripts/bench_*.py) run through the CLI.")

@@ -57,6 +57,7 @@ class TextRun:
 class Limits:
     max_chars: int = 4000
     max_tokens: int = 256
+    wait_s: float = 30.0  # longest wait for the model (another run holds it) before LiveUnavailable
 
 
 class LiveModel:
@@ -113,25 +114,32 @@ class LiveModel:
         return ids
 
     def run(self, text: str, limits: Limits) -> TextRun:
-        """Run the model on `text` and every SAE of this model on its site."""
-        with self._lock:
-            lm, saes = self._load()
-            ids = self.tokenize(text, limits)
-            if not ids:
-                return TextRun(self.model_id, text, [], [], [], [])
-            sites = list(dict.fromkeys(s.site for s in saes.values()))
-            hidden = capture(lm.model, sites, torch.tensor([ids]))
-            first = hidden[sites[0]]
-            ranked_T = rank_mask(first, self.skip_first and len(ids) > 1, self.sink_norm_ratio)[0]
-            acts = []
-            with torch.no_grad():
-                for sae_id, sae in saes.items():
-                    f_TF = sae.encode(hidden[sae.site][0].to(sae.W_enc.dtype))
-                    pos_N, feat_N = f_TF.nonzero(as_tuple=True)
-                    acts.append(Activations(
-                        sae_id, pos_N.int().cpu().numpy(), feat_N.int().cpu().numpy(),
-                        f_TF[pos_N, feat_N].float().cpu().numpy(),
-                    ))  # fmt: skip
+        """Run the model on `text` and every SAE of this model on its site (LiveUnavailable if it stays busy)."""
+        if not self._lock.acquire(timeout=limits.wait_s):
+            raise LiveUnavailable(f"the model is busy (waited {limits.wait_s:g} s for other runs); try again shortly")
+        try:
+            return self._run(text, limits)
+        finally:
+            self._lock.release()
+
+    def _run(self, text: str, limits: Limits) -> TextRun:
+        lm, saes = self._load()
+        ids = self.tokenize(text, limits)
+        if not ids:
+            return TextRun(self.model_id, text, [], [], [], [])
+        sites = list(dict.fromkeys(s.site for s in saes.values()))
+        hidden = capture(lm.model, sites, torch.tensor([ids]))
+        first = hidden[sites[0]]
+        ranked_T = rank_mask(first, self.skip_first and len(ids) > 1, self.sink_norm_ratio)[0]
+        acts = []
+        with torch.no_grad():
+            for sae_id, sae in saes.items():
+                f_TF = sae.encode(hidden[sae.site][0].to(sae.W_enc.dtype))
+                pos_N, feat_N = f_TF.nonzero(as_tuple=True)
+                acts.append(Activations(
+                    sae_id, pos_N.int().cpu().numpy(), feat_N.int().cpu().numpy(),
+                    f_TF[pos_N, feat_N].float().cpu().numpy(),
+                ))  # fmt: skip
         return TextRun(self.model_id, text, ids, self.store.decode(ids), ranked_T.cpu().tolist(), acts)
 
 
