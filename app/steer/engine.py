@@ -73,12 +73,14 @@ def sample_next(
     for b, row in enumerate(rows):
         if row.temperature <= 0:
             continue
-        probs_V = torch.softmax(logits_BV[b] / row.temperature, -1)
+        # the max first: a temperature near 0 would make the logits infinite, and their softmax NaN
+        probs_V = torch.softmax((logits_BV[b] - logits_BV[b].max()) / row.temperature, -1)
         if row.top_p < 1.0:
             sorted_V, order_V = probs_V.sort(descending=True)
             drop_V = sorted_V.cumsum(-1) - sorted_V >= row.top_p  # keep the smallest set reaching top_p
             probs_V = probs_V.scatter(0, order_V, sorted_V.masked_fill(drop_V, 0.0))
-        next_B[b] = torch.multinomial(probs_V, 1, generator=gens[b])[0]
+        if bool(torch.isfinite(probs_V).all()) and float(probs_V.sum()) > 0:  # else (NaN logits) stay greedy
+            next_B[b] = torch.multinomial(probs_V, 1, generator=gens[b])[0]
     return next_B
 
 

@@ -102,7 +102,7 @@ class SteerLimits:
                 raise SpecError(
                     f"strength {f.strength:g} of feature {f.feature} is outside ±{self.max_strength:g}"
                 )
-        if spec.messages is None and not spec.prompt:
+        if not spec.messages and not spec.prompt:
             raise SpecError("the prompt is empty: give `prompt` or `messages`")
 
     def check_prompt(self, n_tokens: int) -> None:

@@ -59,7 +59,7 @@ class Job:
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, spec: SteerSpec) -> list[int]:
     """The prompt's token ids: the chat template for `messages`, else the raw text."""
-    if spec.messages is None:
+    if not spec.messages:  # None or []: the raw prompt
         return tokenizer(spec.prompt, add_special_tokens=False)["input_ids"]
     if not getattr(tokenizer, "chat_template", None):
         raise SpecError("this model's tokenizer has no chat template: send `prompt` instead of `messages`")

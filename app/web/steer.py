@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
@@ -219,7 +219,7 @@ def _page(request: Request, catalog: Catalog, steering: Steering, spec: SteerSpe
 
 @router.get("/steer")
 def steer_page(request: Request, catalog: CatalogDep, steering: SteeringDep, sae_id: str | None = None,
-               feature: int | None = None, model_id: str | None = None):  # fmt: skip
+               feature: Annotated[int | None, Query(ge=0)] = None, model_id: str | None = None):  # fmt: skip
     features = []
     if sae_id is not None and feature is not None:
         model_id = model_id or next((m.model_id for m in catalog for s in m.saes if s.sae.sae_id == sae_id), None)
