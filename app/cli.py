@@ -205,8 +205,12 @@ def harvest_cmd(
         say(f"error: {err}", "red")
         raise typer.Exit(2) from err
     except KeyboardInterrupt as err:
-        say(f"interrupted; rerun with --resume to continue from the last checkpoint (every {checkpoint_every} "
-            "batches)", "yellow")  # fmt: skip
+        if pool is not None:
+            say("interrupted; run the same command again: the finished tasks are kept in the spool beside --out",
+                "yellow")  # fmt: skip
+        else:
+            say(f"interrupted; rerun with --resume to continue from the last checkpoint (every {checkpoint_every} "
+                "batches)", "yellow")  # fmt: skip
         raise typer.Exit(130) from err
     finally:
         if pool is not None:

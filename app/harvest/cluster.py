@@ -169,9 +169,7 @@ def run_tasks(
     def share(task: ShardTask) -> float:  # the task's part of the job, in corpus tokens
         return windows(task).size * len(task.saes) / n_saes
 
-    n_shards = len({(t.b0, t.b1) for t in job.tasks})
-    console.print(f"{len(job.tasks)} tasks ({n_shards} corpus shards x {len(job.tasks) // n_shards} groups of SAEs) "
-                  f"on {pool.name}; {len(done)} already done in {spool.dir}")  # fmt: skip
+    console.print(_plan_line(job, pool, spool, len(done)), markup=False, highlight=False)
     work = ShardWork(opts, [str(f) for f in job.files], job.chunks, job.device_type, pool.threads, plan.crash_once)
     failed: list[tuple[ShardTask, BaseException]] = []
     timings: dict[str, float] = {}
@@ -192,12 +190,18 @@ def run_tasks(
             bar.update(row, advance=share(task), tasks=f"{len(done)}{of}",
                        rate=f"{(bar.tasks[0].completed - before) / (time.perf_counter() - t0):,.0f} tok/s")  # fmt: skip
     if failed:
+        task, error = failed[0]
         raise TasksFailed(
-            f"{len(failed)} of {len(job.tasks)} tasks failed (first: task {failed[0][0].index}: "
-            f"{_first_line(failed[0][1])}); the {len(done)} finished ones are kept in {spool.dir}: "
-            "run the same command again to do the rest"
+            f"{len(failed)} of {len(job.tasks)} tasks failed (first: task {task.index}: {_first_line(error)}); "
+            f"the {len(done)} finished ones are kept in {spool.dir}: run the same command again to do the rest"
         )
     return before / job.windows_NT.numel(), time.perf_counter() - t0, timings
+
+
+def _plan_line(job: ClusterJob, pool: Pool, spool: Spool, n_done: int) -> str:
+    n_shards = len({(t.b0, t.b1) for t in job.tasks})
+    return (f"{len(job.tasks)} tasks ({n_shards} corpus shards x {len(job.tasks) // n_shards} groups of SAEs) on "
+            f"{pool.name}; {n_done} already done in {spool.dir}")  # fmt: skip
 
 
 def finish(job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: float) -> HarvestSummary:
