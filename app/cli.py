@@ -368,6 +368,12 @@ def bench_steer_cmd(ctx: typer.Context) -> None:
     _run_bench("steer", list(ctx.args))
 
 
+@bench_cli.command("load", context_settings=_BENCH_ARGS)
+def bench_load_cmd(ctx: typer.Context) -> None:
+    """Browsing and steering mixed at several times the steering capacity (scripts/bench_load.py --help)."""
+    _run_bench("load", list(ctx.args))
+
+
 def main() -> None:
     cli()
 
