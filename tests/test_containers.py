@@ -170,3 +170,6 @@ def test_dockerfile_copies_what_the_server_reads():
     for package in ("python3-doc", "fortunes", "jargon-text"):  # the embedded default's corpora (app/demo/corpus)
         assert package in apt, package
     assert any(op == "USER" and args != "root" for op, args in steps)
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", "data", ".env", ".git"} <= set(ignored)  # no environment, data or secret in the build context
+    assert not any(c == i or c.startswith(i + "/") for c in copied for i in ignored)
