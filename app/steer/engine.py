@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from app.model import hooks
 from app.steer.spec import Where
-from app.steer.steering import Edit, steer_hidden
+from app.steer.steering import Edit, SiteSteer
 
 
 @dataclass
@@ -84,19 +84,16 @@ def sample_next(
     return next_B
 
 
-def _hook_fns(rows: Sequence[Row], steer_BT: Tensor) -> dict:
-    sites = {site for r in rows for site in r.edits}
-    if not sites or not bool(steer_BT.any()):  # e.g. the prompt pass of where="generated": no hook at all
+def _site_steers(rows: Sequence[Row]) -> dict[str, SiteSteer]:
+    """One SiteSteer per hooked site, built once per generation (directions and gains do not change)."""
+    sites = sorted({site for r in rows for site in r.edits})
+    return {site: SiteSteer([r.edits.get(site, []) for r in rows]) for site in sites}
+
+
+def _hook_fns(steers: dict[str, SiteSteer], steer_BT: Tensor) -> dict:
+    if not steers or not bool(steer_BT.any()):  # e.g. the prompt pass of where="generated": no hook at all
         return {}
-    fns = {}
-    for site in sites:
-        per_row = [r.edits.get(site, []) for r in rows]
-
-        def fn(h_BTD: Tensor, per_row=per_row) -> Tensor:
-            return steer_hidden(h_BTD, per_row, steer_BT.to(h_BTD.device))
-
-        fns[site] = fn
-    return fns
+    return {site: (lambda h_BTD, s=s: s(h_BTD, steer_BT.to(h_BTD.device))) for site, s in steers.items()}
 
 
 def _stop_reason(row: Row, out: RowOut, token: int, eos_ids: set[int]) -> str | None:
@@ -135,9 +132,10 @@ def generate(
     eos = set(eos_ids)
     counts_BV, past, step_ids = None, None, ids_BL
     steer_BT = mask_BL.bool() & on_prompt_B[:, None]
+    steers = _site_steers(rows)
     for _ in range(max(r.max_new_tokens for r in rows)):
         step_pos = pos_BL if past is None else pos_BL[:, -1:]
-        with lock or nullcontext(), hooks(model, _hook_fns(rows, steer_BT)):
+        with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT)):
             out = model(input_ids=step_ids, attention_mask=mask_BL, position_ids=step_pos, past_key_values=past,
                         use_cache=True, logits_to_keep=1)  # fmt: skip
         past, logits_BV = out.past_key_values, out.logits[:, -1].float()

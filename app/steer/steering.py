@@ -77,31 +77,53 @@ def _target(mode: Mode, value: float, act_NT: Tensor) -> Tensor:
     return torch.zeros_like(act_NT)  # ablate
 
 
-def steer_delta(h_BTD: Tensor, rows: Sequence[Sequence[Edit]]) -> Tensor:
-    """The change [B, T, D] (in the SAE's dtype) that the edits of each row make to h_BTD."""
-    rows_with_edits = [b for b, edits in enumerate(rows) if edits]
-    work = rows[rows_with_edits[0]][0].sae.W_dec if rows_with_edits else h_BTD
-    delta_BTD = torch.zeros(h_BTD.shape, dtype=work.dtype, device=h_BTD.device)
-    by_sae: dict[int, tuple[Sae, list[int]]] = {}
-    for b in rows_with_edits:
-        for e in rows[b]:
-            if e.mode == "add":
-                delta_BTD[b] += e.value * unit_direction(e.sae, e.feature)
-            elif b not in by_sae.setdefault(id(e.sae), (e.sae, []))[1]:
-                by_sae[id(e.sae)][1].append(b)
-    for sae, idx in by_sae.values():
-        f_NTF = sae.encode(h_BTD[idx])
-        for n, b in enumerate(idx):
-            for e in rows[b]:
-                if e.sae is not sae or e.mode == "add":
-                    continue
-                old_T = f_NTF[n, :, e.feature]
-                change_T = (_target(e.mode, e.value, old_T) - old_T) / encoder_gain(sae, e.feature)
-                delta_BTD[b] += change_T[:, None] * sae.decoder_directions[e.feature]
-    return delta_BTD
+class SiteSteer:
+    """Every row's edits at one site, with what stays the same from step to step computed once: the sum of a
+    row's `add` vectors [B, 1, D], and which rows need an SAE encode (clamp, multiply, ablate)."""
+
+    def __init__(self, rows: Sequence[Sequence[Edit]]) -> None:
+        self.rows = rows
+        self.add_B1D: Tensor | None = None
+        self.by_sae: dict[int, tuple[Sae, list[int]]] = {}
+        for b, edits in enumerate(rows):
+            for e in edits:
+                if e.mode == "add":
+                    if self.add_B1D is None:
+                        self.add_B1D = torch.zeros(len(rows), 1, e.sae.d_in, dtype=e.sae.W_dec.dtype,
+                                                   device=e.sae.W_dec.device)  # fmt: skip
+                    self.add_B1D[b, 0] += e.value * unit_direction(e.sae, e.feature)
+                elif b not in self.by_sae.setdefault(id(e.sae), (e.sae, []))[1]:
+                    self.by_sae[id(e.sae)][1].append(b)
+        self.gains = {(id(e.sae), e.feature): encoder_gain(e.sae, e.feature) for edits in rows for e in edits
+                      if e.mode != "add"}  # fmt: skip
+
+    def delta(self, h_BTD: Tensor) -> Tensor | None:
+        """The change each row's edits make to h_BTD ([B, T or 1, D], the SAE's dtype); None for no change."""
+        if not self.by_sae:
+            return self.add_B1D
+        sae0 = next(iter(self.by_sae.values()))[0]
+        delta = torch.zeros(h_BTD.shape, dtype=sae0.W_dec.dtype, device=h_BTD.device)  # a new tensor each step
+        if self.add_B1D is not None:
+            delta += self.add_B1D
+        for sae, idx in self.by_sae.values():
+            f_NTF = sae.encode(h_BTD[idx])
+            for n, b in enumerate(idx):
+                for e in self.rows[b]:
+                    if e.sae is not sae or e.mode == "add":
+                        continue
+                    old_T = f_NTF[n, :, e.feature]
+                    change_T = (_target(e.mode, e.value, old_T) - old_T) / self.gains[(id(sae), e.feature)]
+                    delta[b] += change_T[:, None] * sae.decoder_directions[e.feature]
+        return delta
+
+    def __call__(self, h_BTD: Tensor, mask_BT: Tensor) -> Tensor:
+        """h_BTD with each row's edits applied where mask_BT (or a [B, 1] mask) is True, the rest bit for bit."""
+        delta = self.delta(h_BTD)
+        if delta is None:
+            return h_BTD
+        return torch.where(mask_BT[..., None], h_BTD + delta.to(h_BTD.dtype), h_BTD)
 
 
 def steer_hidden(h_BTD: Tensor, rows: Sequence[Sequence[Edit]], mask_BT: Tensor) -> Tensor:
     """h_BTD with each row's edits applied where mask_BT is True (the rest unchanged, bit for bit)."""
-    delta_BTD = steer_delta(h_BTD, rows) * mask_BT[..., None]
-    return torch.where(mask_BT[..., None], h_BTD + delta_BTD.to(h_BTD.dtype), h_BTD)
+    return SiteSteer(rows)(h_BTD, mask_BT)
