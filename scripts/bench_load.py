@@ -10,7 +10,8 @@ requests/s completed by --queue closed-loop clients for --probe-s seconds; (3) f
 requests) run --browse-clients closed-loop browsing clients (feature pages, SAE lists, .json twins, text search,
 /inspect) while steering requests arrive open-loop at --steer-factor x that capacity; (4) check the server still
 answers. Past the queue the server must answer 503 + Retry-After; any other 5xx or a dropped connection is an
-error. Prints a JSON line last: requests/s, error rate, p50/p99 per kind, status counts, server memory.
+error. Prints a JSON line last: requests/s, error rate, p50/p99 per kind, status counts, and the server's
+resident memory at start, after the probe and at the end.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--db", type=Path, help="feature store to serve (default: the tiny default, built if missing)")
     p.add_argument("--demo", type=Path, default=ROOT / "data" / "bench-load", help="where the tiny default goes")
     p.add_argument("--seconds", type=float, default=20.0, help="length of the mixed phase")
-    p.add_argument("--requests", type=int, default=5000, help="most requests of the mixed phase")
+    p.add_argument("--requests", type=int, default=20000, help="most requests of the mixed phase")
     p.add_argument("--browse-clients", type=int, default=8, help="closed-loop browsing clients")
     p.add_argument("--steer-factor", type=float, default=4.0, help="steering arrivals as a multiple of capacity")
     p.add_argument("--queue", type=int, default=8, help="the server's steering queue (QSCOPE_STEER_QUEUE_SIZE)")
@@ -223,8 +224,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         proc, port = start_server(db, args, Path(tmp))
         try:
-            rss_before = rss_mb(proc.pid)
+            rss = [rss_mb(proc.pid)]
+            for _ in range(2):  # the first request loads the model: not part of the capacity
+                request(port, "POST", "/api/steer", STEER)
             cap = capacity(port, args.queue, args.probe_s)
+            rss.append(rss_mb(proc.pid))  # the model and its caches loaded
             print(f"steering capacity: {cap:.1f} requests/s; offering {args.steer_factor:g}x", file=sys.stderr)
             rec = Recorder()
             seconds = mixed(port, args, max(cap, 0.5) * args.steer_factor, rec)
@@ -233,7 +237,7 @@ def main() -> None:
                 "seconds": round(seconds, 1), "steer_capacity_rps": round(cap, 2),
                 "steer_offered_rps": round(max(cap, 0.5) * args.steer_factor, 2), "queue": args.queue,
                 "answers_after": all(s == 200 for s in after) and proc.poll() is None,
-                "server_rss_mb": [round(rss_before, 1), round(rss_mb(proc.pid), 1)],
+                "server_rss_mb": [round(m, 1) for m in (*rss, rss_mb(proc.pid))],  # start, warm, end
             }  # fmt: skip
         finally:
             proc.terminate()
