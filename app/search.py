@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from app.embedder import Embedder
+from app.feature_table import INDEX_QUERY_TIMEOUT_S, FeatureTable
 from app.live import Limits, LiveModels, LiveUnavailable, TextRun
-from app.search_index import EXACT_MAX, Ivf, TextIndex, VectorIndex
+from app.search_index import EXACT_MAX, Ivf, VectorIndex
 from app.store.queries import FeatureRow, Store
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def _load_cached(npy: Path, sidecar: Path, stamp: dict, keys: list) -> SemanticI
 
 def load_or_build_index(store: Store, embedder: Embedder, cache_dir: Path | None = None) -> SemanticIndex:
     """The cached index when it matches the file, else a new one (written where index_paths says)."""
-    with store.reader() as r:
+    with store.reader(timeout_s=INDEX_QUERY_TIMEOUT_S) as r:
         texts = r.feature_texts()
     keys = [(t.sae_id, t.feature) for t in texts]
     npy, sidecar = index_paths(store, cache_dir)
@@ -125,26 +126,6 @@ def load_or_build_index(store: Store, embedder: Embedder, cache_dir: Path | None
     except OSError as e:
         log.warning("could not cache the search index of %s at %s: %s", store.path, npy, e)
     return index
-
-
-class LabelIndex:
-    """Plain-text search of one store from memory: label words (every query word starts a word of the label)
-    and top tokens (a token equal to the query), ranked label matches first, then by density."""
-
-    def __init__(self, store: Store) -> None:
-        with store.reader() as r:
-            sae_of_N, self.feature_N, labels, tops, density_N = r.text_columns()
-        self.sae_ids = sorted(set(sae_of_N))
-        at = {sae_id: i for i, sae_id in enumerate(self.sae_ids)}
-        self.sae_idx_N = np.array([at[s] for s in sae_of_N], dtype=np.int32)
-        self.index = TextIndex(labels, tops, density_N)
-
-    def matches(self, q: str, token_ids: list[int], n: int) -> list[tuple[str, int, str]]:
-        """(sae_id, feature, why) of the best n matches."""
-        by_label = self.index.best(self.index.label_rows(q), n)
-        by_token = self.index.best(np.setdiff1d(self.index.token_rows(token_ids), by_label), n - len(by_label))
-        hits = [(i, "label") for i in by_label] + [(i, "top token") for i in by_token]
-        return [(self.sae_ids[self.sae_idx_N[i]], int(self.feature_N[i]), why) for i, why in hits[:n]]
 
 
 @dataclass
@@ -179,7 +160,7 @@ class Searcher:
         self.stores, self.live, self.limits, self.cache_dir = stores, live, limits, cache_dir
         self.embedder = Embedder()
         self._indexes: dict[Path, SemanticIndex] = {}
-        self._labels: dict[Path, LabelIndex] = {}
+        self._tables: dict[Path, FeatureTable] = {}
         self._errors: dict[Path, str] = {}
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -193,7 +174,7 @@ class Searcher:
     def _build_all(self) -> None:
         for store in self.stores:  # the text index first: it is ready in seconds, the embeddings take longer
             try:
-                self._labels[store.path] = LabelIndex(store)
+                self._tables[store.path] = FeatureTable(store)
             except Exception:  # noqa: BLE001 - text search falls back to SQL
                 log.exception("text index of %s failed", store.path)
         for store in self.stores:
@@ -244,13 +225,13 @@ class Searcher:
     def _text(self, q: str, limit: int, wait_s: float):
         out = []
         for store in self.stores:
-            labels = self._labels.get(store.path)
-            if labels is None:  # still being built: the same match as SQL, a scan of the features table
+            table = self._tables.get(store.path)
+            if table is None:  # still being built: the same match as SQL, a scan of the features table
                 with store.reader() as r:
                     matches = r.text_matches(q, limit)
                 out += [(self._model_of(store, row.sae_id), row, f"{why} match") for row, why in matches]
                 continue
-            found = labels.matches(q, store.token_ids_matching(q), limit)
+            found = table.matches(q, store.token_ids_matching(q), limit)
             out += self._resolve([(0.0, store, sae_id, f, f"{why} match") for sae_id, f, why in found])
         return out[:limit]
 
@@ -265,16 +246,24 @@ class Searcher:
         return self._resolve(scored[:limit])
 
     def _resolve(self, scored):
-        """(score, store, sae_id, feature, detail) -> (model_id, row, detail), rows read per store."""
+        """(score, store, sae_id, feature, detail) -> (model_id, row, detail): rows from the in-memory tables,
+        or read per store while those are being built."""
         out = []
         for store in {id(s[1]): s[1] for s in scored}.values():
-            with store.reader() as r:
-                got = r.rows([(sid, f) for _, st, sid, f, _ in scored if st is store])
+            got = self._rows(store, [(sid, f) for _, st, sid, f, _ in scored if st is store])
             for _, st, sid, f, detail in scored:
                 if st is store and (sid, f) in got:
                     out.append((self._model_of(store, sid), got[(sid, f)], detail))
         order = {(s[2], s[3]): i for i, s in enumerate(scored)}
         return sorted(out, key=lambda o: order[(o[1].sae_id, o[1].feature)])
+
+    def _rows(self, store: Store, keys: list[tuple[str, int]]) -> dict[tuple[str, int], FeatureRow]:
+        table = self._tables.get(store.path)
+        if table is None:
+            with store.reader() as r:
+                return r.rows(keys)
+        found = {key: table.find(*key) for key in keys}
+        return {key: table.row(i) for key, i in found.items() if i is not None}
 
 
 def strongest(run: TextRun, store: Store, n: int) -> list[tuple[str, int, float, float, int]]:
