@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 
 import duckdb
@@ -21,6 +22,7 @@ import numpy as np
 
 from app.store.cards import decode_card
 from app.store.schema import SCHEMA_VERSION
+from app.store.watchdog import WATCHDOG
 
 SORTS = {"index": "feature", "density": "density", "max_act": "max_act", "mean_act": "mean_act"}
 DENSITY_BINS = 28  # log10(density) from -7 to 0 in quarter decades
@@ -174,6 +176,8 @@ class Store:
 
     def decode(self, ids: Sequence[int]) -> list[str]:
         vocab, n = self.vocab, len(self.vocab)
+        if len(ids) > 1 and 0 <= min(ids) and max(ids) < n:
+            return list(itemgetter(*ids)(vocab))  # the common case, in C
         return [vocab[i] if 0 <= i < n else f"<{i}>" for i in ids]
 
     def token_ids_matching(self, text: str) -> list[int]:
@@ -191,15 +195,13 @@ class Store:
         store's limit for requests; background work such as index builds gives a longer one)."""
         cur = self.con.cursor()
         timeout_s = timeout_s or self.timeout_s
-        timer = threading.Timer(timeout_s, cur.interrupt)
-        timer.daemon = True
-        timer.start()
+        ticket = WATCHDOG.arm(cur.interrupt, timeout_s)
         try:
             yield Reader(self, cur)
         except duckdb.InterruptException as e:
             raise QueryTimeout(f"a query on {self.path.name} ran past {timeout_s:g} s and was stopped") from e
         finally:
-            timer.cancel()
+            WATCHDOG.disarm(ticket)
             cur.close()
 
     def cached(self, key: tuple, compute):
