@@ -74,10 +74,13 @@ class VectorIndex:
     def _probe(self, query_D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ivf = self.ivf
         near = np.argsort(-(ivf.centroids_CD @ query_D))[:NPROBE]
-        spans = [(ivf.offsets[c], ivf.offsets[c + 1]) for c in near]
-        stored_M = np.concatenate([np.arange(a, b) for a, b in spans])
-        scores_M = self.vectors_ND[stored_M].astype(np.float32) @ query_D
-        return ivf.order_N[stored_M], scores_M
+        spans = [(int(ivf.offsets[c]), int(ivf.offsets[c + 1])) for c in near]
+        # float16 products in torch, one contiguous slice per list: 24k rows in ~1.3 ms on one core, where a
+        # numpy gather and widening to float32 took ~25 ms
+        q16_D = torch.from_numpy(query_D).half()
+        rows16 = torch.from_numpy(self.vectors_ND)
+        scores_M = torch.cat([rows16[a:b] @ q16_D for a, b in spans]).float().numpy()
+        return np.concatenate([ivf.order_N[a:b] for a, b in spans]), scores_M
 
 
 def fit_ivf(vectors_ND: np.ndarray, seed: int = 0) -> Ivf:
@@ -120,23 +123,29 @@ class TextIndex:
         self._by_token = {t: np.asarray(rows, dtype=np.int64) for t, rows in by_token.items()}
         self.score_N = np.asarray(rank_score_N, dtype=np.float64)
 
-    def _rows_for_word(self, w: str) -> np.ndarray:
+    def _mask_for_word(self, w: str) -> np.ndarray:
+        """bool [N]: rows with a label word equal to w, or starting with it when w is long enough."""
+        mask_N = np.zeros(len(self.score_N), dtype=bool)
         if len(w) < MIN_PREFIX:
-            return self._by_word.get(w, np.zeros(0, np.int64))
+            found = self._by_word.get(w)
+            if found is not None:
+                mask_N[found] = True
+            return mask_N
         lo = bisect.bisect_left(self.vocab, w)
         hi = bisect.bisect_left(self.vocab, w + "\uffff")
-        parts = [self._by_word[v] for v in self.vocab[lo:hi]]
-        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        for v in self.vocab[lo:hi]:  # a scatter per word: no sort of the union, however many words match
+            mask_N[self._by_word[v]] = True
+        return mask_N
 
     def label_rows(self, q: str) -> np.ndarray:
         """Rows whose label has, for every word of q, a word starting with it."""
         qs = words(q)
         if not qs:
             return np.zeros(0, np.int64)
-        rows = self._rows_for_word(qs[0])
+        mask_N = self._mask_for_word(qs[0])
         for w in qs[1:]:
-            rows = np.intersect1d(rows, self._rows_for_word(w), assume_unique=True)
-        return rows
+            mask_N &= self._mask_for_word(w)
+        return np.flatnonzero(mask_N)
 
     def token_rows(self, token_ids: Sequence[int]) -> np.ndarray:
         parts = [self._by_token[t] for t in token_ids if t in self._by_token]
