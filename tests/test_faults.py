@@ -191,6 +191,38 @@ def test_a_failing_batch_leaves_the_worker_serving(tiny_db, tmp_path):
         assert r.status_code == 200, r.text
 
 
+class FailsOnBigBatches(nn.Module):
+    """A model that runs out of memory on batches of more than two rows, and works on smaller ones."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.failures = inner, 0
+
+    def forward(self, input_ids, **kwargs):
+        if input_ids.shape[0] > 2:
+            self.failures += 1
+            raise RuntimeError("CUDA out of memory")
+        return self.inner(input_ids=input_ids, **kwargs)
+
+
+def test_requests_of_a_failed_batch_are_run_again_alone(tiny_db, tmp_path):
+    settings = Settings(device="cpu", cache_dir=tmp_path / "cache", rate_steer_per_min=0)
+    with TestClient(create_app([tiny_db], settings, warm_search=False)) as client:
+        live = client.app.state.live
+        lm, _ = live.get(next(iter(live.models)))._load()
+        ids = lm.tokenizer("The cat", add_special_tokens=False)["input_ids"]
+        model, heard = FailsOnBigBatches(lm.model), {"a": [], "b": []}
+
+        def job(name: str) -> Job:
+            rows = [Row(ids, max_new_tokens=4), Row(ids, max_new_tokens=4)]
+            return Job(model, lm.tokenizer, rows, lambda kind, data: heard[name].append((kind, data)))
+
+        SteerWorker().run_batch([job("a"), job("b")])  # coalesced: 4 rows, which this model cannot take
+        assert model.failures == 1
+        for name in ("a", "b"):
+            assert heard[name][-1][0] == "done" and len(heard[name][-1][1].default.tokens) == 4, heard[name]
+
+
 def test_a_busy_live_model_answers_503_after_its_wait(tiny_db, tmp_path):
     settings = Settings(device="cpu", cache_dir=tmp_path / "cache", live_wait_s=0.3, rate_inspect_per_min=0)
     with TestClient(create_app([tiny_db], settings, warm_search=False)) as client:

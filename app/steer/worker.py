@@ -167,9 +167,12 @@ class SteerWorker:
         rows = [row for j in live for row in j.rows]
         owner = [(j, name, _Stream(j.tokenizer)) for j in live for name in ROW_NAMES[: len(j.rows)]]
 
+        streamed: set[int] = set()  # ids of the jobs that have sent a token
+
         def on_step(emitted: list[tuple[int, int, float]]) -> None:
             for b, token, prob in emitted:
                 job, name, stream = owner[b]
+                streamed.add(id(job))
                 piece = stream.push(token)
                 job.emit_safely("token", {"row": name, "i": len(stream.ids) - 1, "id": token,
                                           "text": piece, "prob": prob})  # fmt: skip
@@ -180,9 +183,12 @@ class SteerWorker:
         try:
             outs = generate(live[0].model, rows, eos_ids=eos, pad_id=pad, on_step=on_step, lock=live[0].lock)
         except Exception as e:  # the worker outlives a failed batch; its jobs hear why
-            log.exception("steer: batch failed")
+            log.exception("steer: batch of %d requests failed", len(live))
             for j in live:
-                j.emit_safely("error", f"generation failed: {e}")
+                if len(live) > 1 and id(j) not in streamed:
+                    self.run_batch([j])  # alone: a request that fails (or a batch too big) fails only itself
+                else:
+                    j.emit_safely("error", f"generation failed: {str(e) or type(e).__name__}")
             return
         self.batches += 1
         i = 0
