@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,24 +34,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_db, tmp_path_factory):
-    port = free_port()
+def qscope_cmd() -> list[str]:
     qscope = Path(sys.executable).parent / "qscope"
-    cmd = [str(qscope)] if qscope.exists() else [sys.executable, "-c", "from app.cli import main; main()"]
+    return [str(qscope)] if qscope.exists() else [sys.executable, "-c", "from app.cli import main; main()"]
+
+
+@contextmanager
+def serving(db: Path, tmp_path_factory, **env_extra: str) -> Iterator[str]:
+    """`qscope serve --db db` on a free loopback port, for a module's browser tests; yields its base URL."""
+    port, log = free_port(), tmp_path_factory.mktemp("serve") / "serve.log"
     env = os.environ | {"HF_HUB_OFFLINE": "1", "QSCOPE_DEVICE": "cpu",
-                        "QSCOPE_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}  # fmt: skip
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+                        "QSCOPE_CACHE_DIR": str(tmp_path_factory.mktemp("cache")), **env_extra}  # fmt: skip
     with open(log, "w") as out:
-        proc = subprocess.Popen([*cmd, "serve", "--db", str(tiny_db), "--port", str(port)], stdout=out, stderr=out,
-                                env=env)  # fmt: skip
+        proc = subprocess.Popen([*qscope_cmd(), "serve", "--db", str(db), "--port", str(port)], stdout=out,
+                                stderr=out, env=env)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
             if proc.poll() is not None:
                 pytest.fail(f"qscope serve exited with {proc.returncode}: {log.read_text()[-2000:]}")
             try:
-                urllib.request.urlopen(base + "/", timeout=1)
+                urllib.request.urlopen(base + "/-/health", timeout=1)
                 break
             except OSError:
                 time.sleep(0.2)
@@ -62,6 +67,12 @@ def server(tiny_db, tmp_path_factory):
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_db, tmp_path_factory):
+    with serving(tiny_db, tmp_path_factory) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from torch import nn
 
 from app.config import Settings
 from app.harvest.checkpoint import checkpoint_dir
+from app.model import load_model
 from app.preflight import TABLES
 from app.steer.engine import Row
 from app.steer.worker import Job, SteerWorker
@@ -205,22 +206,19 @@ class FailsOnBigBatches(nn.Module):
         return self.inner(input_ids=input_ids, **kwargs)
 
 
-def test_requests_of_a_failed_batch_are_run_again_alone(tiny_db, tmp_path):
-    settings = Settings(device="cpu", cache_dir=tmp_path / "cache", rate_steer_per_min=0)
-    with TestClient(create_app([tiny_db], settings, warm_search=False)) as client:
-        live = client.app.state.live
-        lm, _ = live.get(next(iter(live.models)))._load()
-        ids = lm.tokenizer("The cat", add_special_tokens=False)["input_ids"]
-        model, heard = FailsOnBigBatches(lm.model), {"a": [], "b": []}
+def test_requests_of_a_failed_batch_are_run_again_alone(tiny_demo):
+    lm = load_model(tiny_demo / "model", device="cpu")
+    ids = lm.tokenizer("The cat", add_special_tokens=False)["input_ids"]
+    model, heard = FailsOnBigBatches(lm.model), {"a": [], "b": []}
 
-        def job(name: str) -> Job:
-            rows = [Row(ids, max_new_tokens=4), Row(ids, max_new_tokens=4)]
-            return Job(model, lm.tokenizer, rows, lambda kind, data: heard[name].append((kind, data)))
+    def job(name: str) -> Job:
+        rows = [Row(ids, max_new_tokens=4), Row(ids, max_new_tokens=4)]
+        return Job(model, lm.tokenizer, rows, lambda kind, data: heard[name].append((kind, data)))
 
-        SteerWorker().run_batch([job("a"), job("b")])  # coalesced: 4 rows, which this model cannot take
-        assert model.failures == 1
-        for name in ("a", "b"):
-            assert heard[name][-1][0] == "done" and len(heard[name][-1][1].default.tokens) == 4, heard[name]
+    SteerWorker().run_batch([job("a"), job("b")])  # coalesced: 4 rows, which this model cannot take
+    assert model.failures == 1
+    for name in ("a", "b"):
+        assert heard[name][-1][0] == "done" and len(heard[name][-1][1].default.tokens) == 4, heard[name]
 
 
 def test_a_busy_live_model_answers_503_after_its_wait(tiny_db, tmp_path):

@@ -7,14 +7,12 @@ hostile strings must show as text."""
 import json
 import os
 import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.test_e2e_browser import ARGS, ARTIFACTS, CHROMIUM, free_port
+from tests.test_e2e_browser import ARGS, ARTIFACTS, CHROMIUM, qscope_cmd, serving
 
 pytestmark = [
     pytest.mark.slow,
@@ -29,11 +27,6 @@ HOSTILE = [SCRIPT, IMG, SVG, "javascript:alert(4)", "bell\x07 nul\x00 esc\x1b[31
 FOREIGN = "document.querySelectorAll('script:not([src]):not([type=\"application/json\"]), [onerror], [onload], img, svg:not(.plot), iframe').length"  # noqa: E501
 
 
-def qscope() -> list[str]:
-    exe = Path(sys.executable).parent / "qscope"
-    return [str(exe)] if exe.exists() else [sys.executable, "-c", "from app.cli import main; main()"]
-
-
 @pytest.fixture(scope="module")
 def hostile_db(tiny_demo, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("hostile")
@@ -44,7 +37,7 @@ def hostile_db(tiny_demo, tmp_path_factory) -> Path:
             f.write(json.dumps({"text": text}) + "\n")
     out = tmp / "hostile.duckdb"
     env = os.environ | {"HF_HUB_OFFLINE": "1", "QSCOPE_DEVICE": "cpu"}
-    r = subprocess.run([*qscope(), "harvest", "--model", str(tiny_demo / "model"), "--sae", str(tiny_demo / "saes"),
+    r = subprocess.run([*qscope_cmd(), "harvest", "--model", str(tiny_demo / "model"), "--sae", str(tiny_demo / "saes"),
                         "--corpus", str(corpus), "--out", str(out), "--tokens", "4096", "--ctx", "64",
                         "--checkpoint-every", "0"], env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
@@ -53,26 +46,8 @@ def hostile_db(tiny_demo, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(hostile_db, tmp_path_factory):
-    port, log = free_port(), tmp_path_factory.mktemp("serve") / "serve.log"
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "QSCOPE_DEVICE": "cpu", "QSCOPE_APP_DB_URL": "sqlite://",
-                        "QSCOPE_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}  # fmt: skip
-    with open(log, "w") as out:
-        proc = subprocess.Popen([*qscope(), "serve", "--db", str(hostile_db), "--port", str(port)], stdout=out,
-                                stderr=out, env=env)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                pytest.fail(f"qscope serve exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                urllib.request.urlopen(base + "/-/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
+    with serving(hostile_db, tmp_path_factory, QSCOPE_APP_DB_URL="sqlite://") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
