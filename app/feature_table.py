@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.search_index import TextIndex
+from app.search_index import TextIndex, key_columns
 from app.store.queries import FeatureRow, Store
 
 INDEX_QUERY_TIMEOUT_S = 3600.0  # the index builds read every feature of a store, in the background
@@ -20,9 +20,7 @@ class FeatureTable:
         with store.reader(timeout_s=INDEX_QUERY_TIMEOUT_S) as r:
             cols = r.summary_columns()
         self.store = store
-        self.sae_ids = sorted(set(cols["sae_id"]))
-        at = {sae_id: i for i, sae_id in enumerate(self.sae_ids)}
-        self.sae_idx_N = np.array([at[s] for s in cols["sae_id"]], dtype=np.int32)
+        self.sae_ids, self.sae_idx_N = key_columns(cols["sae_id"])
         self.starts = np.searchsorted(self.sae_idx_N, np.arange(len(self.sae_ids) + 1))
         self.feature_N = cols["feature"].astype(np.int64)
         self.labels = cols["label"]

