@@ -35,14 +35,15 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" "${TORCH}"
 
-# Editable: the server finds templates/ and static/ beside app/, and `qscope bench` finds scripts/.
+# An ordinary install: templates, static files and benchmarks ship inside the package; the sources are
+# removed once installed.
 WORKDIR /opt/qscope
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY app ./app
 COPY templates ./templates
 COPY static ./static
-COPY scripts ./scripts
-RUN pip install --no-cache-dir -e ".[postgres]"
+RUN pip install --no-cache-dir ".[postgres]" && cd / && rm -rf /opt/qscope
+WORKDIR /data
 
 # An unprivileged user owns the data and cache volumes (a new named volume takes the folder's owner).
 RUN useradd --create-home --uid 10001 qscope && mkdir -p /data/stores /cache && chown -R qscope /data /cache

@@ -1,4 +1,4 @@
-"""The `qscope` command (typer). Each issue adds its subcommand here; defaults come from Settings."""
+"""The `qscope` command (typer): one subcommand per job; defaults come from Settings."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from qscope.config import get_settings
 from rich.console import Console
-
-from app.config import get_settings
 
 cli = typer.Typer(
     add_completion=False, no_args_is_help=True, help="qscope: explore the inside of Qwen models."
@@ -18,7 +17,7 @@ cli = typer.Typer(
 console = Console(stderr=True)
 
 
-# Options of the sharded harvest (app.harvest.cluster), shared by `harvest --ray` and `harvest-release`.
+# Options of the sharded harvest (qscope.harvest.cluster), shared by `harvest --ray` and `harvest-release`.
 RayOpt = Annotated[
     str | None,
     typer.Option(help="Spread the harvest over Ray: auto (a running cluster or RAY_ADDRESS), local (start one on this "
@@ -39,8 +38,8 @@ GpusPerTaskOpt = Annotated[
 
 def _pool_and_plan(ray: str | None, shard_tokens: int, saes_per_task: int, task_gb: float, gpus: float | None):
     """The pool (Ray, or this process when ray is None) and the task plan of a sharded harvest."""
-    from app.harvest.cluster import ClusterPlan
-    from app.harvest.pools import InlinePool, RayPool
+    from qscope.harvest.cluster import ClusterPlan
+    from qscope.harvest.pools import InlinePool, RayPool
 
     pool = RayPool(ray, gpus_per_task=gpus) if ray else InlinePool()
     return pool, ClusterPlan(shard_tokens=shard_tokens, task_gb=task_gb, saes_per_task=saes_per_task)
@@ -49,7 +48,7 @@ def _pool_and_plan(ray: str | None, shard_tokens: int, saes_per_task: int, task_
 def _spec(tiny: bool):
     from dataclasses import replace
 
-    from app.demo.spec import FULL, TINY
+    from qscope.demo.spec import FULL, TINY
 
     return replace(TINY if tiny else FULL, seed=get_settings().seed)
 
@@ -73,7 +72,7 @@ def build_demo_cmd(
     ] = False,
 ) -> None:
     """Build mini-Qwen offline: corpus, tokenizer, Qwen3 model and TopK SAEs (Qwen-Scope format)."""
-    from app.demo.build import build_demo
+    from qscope.demo.build import build_demo
 
     out = out or get_settings().demo_dir
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -94,8 +93,8 @@ def demo_cmd(
     ] = None,
 ) -> None:
     """Build the embedded default if missing, harvest it if its feature store is missing, and serve it."""
-    from app.harvest.ids import model_id_for
-    from app.store.queries import is_current
+    from qscope.harvest.ids import model_id_for
+    from qscope.store.queries import is_current
 
     settings = get_settings()
     out = out or settings.demo_dir
@@ -116,7 +115,7 @@ def info_cmd(
     sae: Annotated[list[Path], typer.Argument(help="SAE files or folders to describe.")],
 ) -> None:
     """Describe SAE files: format, architecture, layer, d_in, d_sae, k."""
-    from app.sae import SaeFormatError, find_sae_files, load_sae
+    from qscope.sae import SaeFormatError, find_sae_files, load_sae
 
     rows = []
     for root in sae:
@@ -167,9 +166,9 @@ def harvest_cmd(
     gpus_per_task: GpusPerTaskOpt = None,
 ) -> None:
     """Harvest a model's SAE features over a corpus into one DuckDB feature store (with --ray: on a cluster)."""
-    from app.harvest.ids import model_id_for
-    from app.harvest.options import HarvestError, HarvestInterrupted, HarvestOptions
-    from app.harvest.run import format_summary, harvest
+    from qscope.harvest.ids import model_id_for
+    from qscope.harvest.options import HarvestError, HarvestInterrupted, HarvestOptions
+    from qscope.harvest.run import format_summary, harvest
 
     settings = get_settings()
     if model is None and not (settings.demo_dir / "model").is_dir():
@@ -190,7 +189,7 @@ def harvest_cmd(
     def say(text: str, style: str) -> None:
         console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
 
-    from app.harvest.cluster import TasksFailed, harvest_cluster
+    from qscope.harvest.cluster import TasksFailed, harvest_cluster
 
     pool, plan = _pool_and_plan(ray, shard_tokens, saes_per_task, task_gb, gpus_per_task) if ray else (None, None)
     try:
@@ -230,7 +229,7 @@ def harvest_release_cmd(
 ) -> None:
     """Harvest every model of a release manifest into one store per model or per SAE, skipping the stores
     already harvested with the same settings (docs/harvest-at-scale.md)."""
-    from app.harvest.manifest import ManifestError, load_manifest, run_release
+    from qscope.harvest.manifest import ManifestError, load_manifest, run_release
 
     try:
         jobs = load_manifest(manifest)
@@ -280,9 +279,8 @@ def serve_cmd(
     Every store, and the model and SAE files it records, is checked first: a missing or damaged one stops the
     server with one line saying which file and why."""
     import uvicorn
-
-    from app.preflight import PreflightError, preflight
-    from app.store.queries import StoreError
+    from qscope.store.preflight import PreflightError, preflight
+    from qscope.store.queries import StoreError
 
     settings = get_settings()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -298,9 +296,9 @@ def serve_cmd(
     if workers > 1:
         # each worker process builds its own app from these paths (uvicorn needs an import string)
         os.environ["QSCOPE_SERVE_DBS"] = json.dumps([str(p.resolve()) for p in db])
-        uvicorn.run("app.web:app_from_env", factory=True, workers=workers, **run)
+        uvicorn.run("qscope.web:app_from_env", factory=True, workers=workers, **run)
         return
-    from app.web import create_app
+    from qscope.web import create_app
 
     try:
         app = create_app(db, settings)
@@ -330,47 +328,40 @@ def health_cmd(
         raise typer.Exit(1)
 
 
-bench_cli = typer.Typer(no_args_is_help=True, help="Benchmarks (scripts/bench_*.py) run through the CLI.")
+bench_cli = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints its figures, a JSON line last.")
 cli.add_typer(bench_cli, name="bench")
+_BENCH_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
 def _run_bench(name: str, args: list[str]) -> None:
-    """Run scripts/bench_<name>.py with ``args`` as its command line (benchmarks live in a source checkout)."""
-    import runpy
-    import sys
+    """Run the benchmark module qscope.bench.<name> with `args` as its command line (its own argparse options;
+    `--help` lists them)."""
+    import importlib
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / f"bench_{name}.py"
-    if not script.is_file():
-        console.print(f"[red]error:[/] {script} is missing (the benchmark runs from a source checkout)")
-        raise typer.Exit(2)
-    sys.argv = [str(script), *args]
-    runpy.run_path(str(script), run_name=f"bench_{name}")["main"]()
-
-
-_BENCH_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+    importlib.import_module(f"qscope.bench.{name}").main(args)
 
 
 @bench_cli.command("serve", context_settings=_BENCH_ARGS)
 def bench_serve_cmd(ctx: typer.Context) -> None:
-    """Load-test `qscope serve` on a synthetic store at scale (options: scripts/bench_serve.py --help)."""
+    """Load-test `qscope serve` on a synthetic store at scale (`qscope bench serve --help` for the options)."""
     _run_bench("serve", list(ctx.args))
 
 
 @bench_cli.command("harvest", context_settings=_BENCH_ARGS)
 def bench_harvest_cmd(ctx: typer.Context) -> None:
-    """Harvest vs forward + SAE encode alone on the same tokens (options: scripts/bench_harvest.py --help)."""
+    """Harvest vs forward + SAE encode alone on the same tokens (`qscope bench harvest --help`)."""
     _run_bench("harvest", list(ctx.args))
 
 
 @bench_cli.command("steer", context_settings=_BENCH_ARGS)
 def bench_steer_cmd(ctx: typer.Context) -> None:
-    """Default + steered in one batch vs plain, hook overhead, 8 requests vs 1 (scripts/bench_steer.py --help)."""
+    """Default + steered in one batch vs plain, hook overhead, 8 requests vs 1 (`qscope bench steer --help`)."""
     _run_bench("steer", list(ctx.args))
 
 
 @bench_cli.command("load", context_settings=_BENCH_ARGS)
 def bench_load_cmd(ctx: typer.Context) -> None:
-    """Browsing and steering mixed at several times the steering capacity (scripts/bench_load.py --help)."""
+    """Browsing and steering mixed at several times the steering capacity (`qscope bench load --help`)."""
     _run_bench("load", list(ctx.args))
 
 

@@ -3,7 +3,9 @@
 Sites are Hugging Face module paths relative to the ``*ForCausalLM`` (``model.layers.12``). The output of
 decoder layer n (``out[0]`` when the layer returns a tuple) is resid_post, where Qwen-Scope SAEs read.
 All hook state lives in one context manager, ``hooks()``, which removes what it added in ``finally``;
-``capture()`` builds on it and can stop the forward right after the deepest site it needs.
+``capture()`` builds on it and can stop the forward right after the deepest site it needs. `rank_mask` says which
+positions count when features are ranked: not position 0 (Qwen has no BOS token) and not high-norm "sink" tokens,
+whose residual norm is often 100x the median and would swamp every feature's top activations.
 """
 
 import logging
@@ -284,3 +286,14 @@ def capture(
     if missing:
         raise RuntimeError(f"sites never ran during the forward: {sorted(missing)}")
     return {site: out[site] for site in sites}
+
+
+def rank_mask(hidden_BTD: Tensor, skip_first: bool, sink_norm_ratio: float) -> Tensor:
+    """bool [B, T]: tokens that count in rankings and statistics (not position 0, not high-norm sinks)."""
+    norm_BT = hidden_BTD.float().norm(dim=-1)
+    valid_BT = torch.ones_like(norm_BT, dtype=torch.bool)
+    if skip_first:
+        valid_BT[:, 0] = False
+    if sink_norm_ratio > 0:
+        valid_BT &= norm_BT <= sink_norm_ratio * norm_BT.median()
+    return valid_BT

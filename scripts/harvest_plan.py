@@ -5,7 +5,7 @@
 Every input is a constant below with its source: MEASURED (this repository's benchmark), PUBLISHED (model cards,
 vendor sheets) or ASSUMED (an estimate, said so). Costs per token are FLOP counts; GPU seconds divide them by an
 assumed achieved rate and multiply by the bookkeeping overhead measured by `qscope bench harvest`. Memory per
-SAE follows app.harvest.shards.task_bytes, so the SAE groups are the ones `qscope harvest --ray` would make.
+SAE follows qscope.harvest.shards.task_bytes, so the SAE groups are the ones `qscope harvest --ray` would make.
 Prints markdown tables, then the figures as JSON.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.harvest.shards import group_saes, task_bytes  # noqa: E402
-from app.harvest.state import StateSpec  # noqa: E402
+from qscope.harvest.shards import group_saes, task_bytes  # noqa: E402
+from qscope.harvest.state import StateSpec  # noqa: E402
 
 # MEASURED: `qscope bench harvest` (README): the harvest pass runs at 0.82x the speed of forward + encode alone,
 # i.e. bookkeeping costs x1.22 on top; 4,035 tokens/s on 2 CPU cores for mini-Qwen (3 SAEs x 4,096 features).
@@ -32,12 +32,12 @@ CPU_TOKENS_PER_S, CPU_MINI_FLOP = 4035, 2 * 3.15e6 + 3 * 2 * 256 * 4096  # mini 
 BF16_PEAK, FP32_PEAK = 989e12, 67e12
 H100_GIB, H200_GIB = 78, 139
 # ASSUMED: achieved rates: trunk in bf16 at 40% of peak (batches of 32 x 128 tokens); SAE encode, logit effects
-# and neighbours in fp32 (the harvest loads SAEs in fp32, torch leaves TF32 off) at 60% of the fp32 peak.
+# and neighbors in fp32 (the harvest loads SAEs in fp32, torch leaves TF32 off) at 60% of the fp32 peak.
 TRUNK_RATE, FP32_RATE = 0.40 * BF16_PEAK, 0.60 * FP32_PEAK
 # ASSUMED: the driver takes in partial states at 1 GB/s (network + spool write) and merges them at 1 GB/s.
 DRIVER_GBPS = 1.0
 VOCAB = 151_936  # PUBLISHED for Qwen3; ASSUMED the same for Qwen3.5
-CTX_BLOCK = 3 * 4 * 2**28  # the dense encode blocks of one task on CUDA (app.harvest.feed.CHUNK_ELEMENTS)
+CTX_BLOCK = 3 * 4 * 2**28  # the dense encode blocks of one task on CUDA (qscope.harvest.feed.CHUNK_ELEMENTS)
 SPEC = dict(ctx=128, top_k=32, before=32, after=8, n_bins=16, per_bin=5)  # `qscope harvest` defaults
 
 
@@ -80,15 +80,15 @@ def plan_model(m: Model, tokens: int) -> dict:
     trunk_flop = trunk_per_layer * sum(g[-1] // 2 + 1 for g in groups)
     pass_s = tokens * (trunk_flop / TRUNK_RATE + sae_flop / FP32_RATE) * BOOKKEEPING
     effects = sum(2 * w * VOCAB * m.d for w in m.widths) * m.layers
-    # neighbours: within the SAE, and in the 5 SAEs of the same and the nearest layers (two sparsities each)
+    # neighbors: within the SAE, and in the 5 SAEs of the same and the nearest layers (two sparsities each)
     w_mean = sum(m.widths) / 2
-    neighbours = 2 * m.layers * (1 + 5) * 2 * w_mean * w_mean * m.d
+    neighbors = 2 * m.layers * (1 + 5) * 2 * w_mean * w_mean * m.d
     state_gb = sum(StateSpec(d_sae=w, **SPEC).d_sae for w in m.widths) * m.layers * _state_bytes_per_feature() / 1e9
     return {
         "model": m.name, "saes": 2 * m.layers, "features": sum(m.widths) * m.layers, "gpu_gib": m.gpu_gib,
         "groups": len(groups), "saes_per_task": max(len(g) for g in groups), "flop_per_token": trunk_flop + sae_flop,
         "trunk_share": trunk_flop / (trunk_flop + sae_flop), "pass_gpu_h": pass_s / 3600,
-        "finish_gpu_h": (effects + neighbours) / FP32_RATE / 3600, "state_gb_per_shard": state_gb,
+        "finish_gpu_h": (effects + neighbors) / FP32_RATE / 3600, "state_gb_per_shard": state_gb,
     }  # fmt: skip
 
 

@@ -25,10 +25,9 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> Path:
     """mini-Qwen built once per test session with the ``--tiny`` preset (the real builder, about 30 s)."""
+    from qscope.demo.build import build_demo
+    from qscope.demo.spec import TINY
     from rich.console import Console
-
-    from app.demo.build import build_demo
-    from app.demo.spec import TINY
 
     out = tmp_path_factory.mktemp("demo")
     build_demo(out, TINY, Console(quiet=True))
@@ -38,10 +37,9 @@ def tiny_demo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_db(tiny_demo, tmp_path_factory) -> Path:
     """The tiny default harvested once per session by the real harvest (a few thousand validation tokens)."""
+    from qscope.harvest.options import HarvestOptions
+    from qscope.harvest.run import harvest
     from rich.console import Console
-
-    from app.harvest.options import HarvestOptions
-    from app.harvest.run import harvest
 
     out = tmp_path_factory.mktemp("store") / "tiny.duckdb"
     opts = HarvestOptions(

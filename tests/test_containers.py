@@ -10,9 +10,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import typer
-
-from app.cli import cli
-from app.config import Settings
+from qscope.cli import cli
+from qscope.config import Settings
 
 yaml = pytest.importorskip("yaml", reason="needs PyYAML (pip install -e .[dev])")
 
@@ -98,7 +97,7 @@ def test_compose_runs_only_real_qscope_commands(compose):
     assert check_qscope_command(services["harvest"]["command"]) == "harvest"
     test = services["web"]["healthcheck"]["test"]
     assert test[0] == "CMD" and check_qscope_command(test[1:]) == "health"
-    from app.web.routes.health import router
+    from qscope.web.routes.health import router
 
     url = test[test.index("--url") + 1]
     assert url.endswith(router.routes[0].path)  # the healthcheck asks a route that exists
@@ -161,11 +160,11 @@ def test_dockerfile_variants_commands_and_paths():
 
 def test_dockerfile_copies_what_the_server_reads():
     steps = dockerfile()
-    copied = {args.split()[0] for op, args in steps if op == "COPY"}
-    assert {"app", "templates", "static", "scripts", "pyproject.toml"} <= copied
+    copied = {src for op, args in steps if op == "COPY" for src in args.split()[:-1]}
+    assert {"app", "templates", "static", "pyproject.toml", "setup.py"} <= copied
     assert all((ROOT / c).exists() for c in copied)
-    installs = [args for op, args in steps if op == "RUN" and "pip install" in args and " -e " in args]
-    assert installs and "[postgres]" in installs[0]  # editable: app/web/render.py finds templates/ beside app/
+    installs = [args for op, args in steps if op == "RUN" and "pip install" in args and "[postgres]" in args]
+    assert installs and " -e " not in installs[0]  # an ordinary install: templates and static ship in the wheel
     apt = " ".join(args for op, args in steps if op == "RUN" and "apt-get install" in args)
     for package in ("python3-doc", "fortunes", "jargon-text"):  # the embedded default's corpora (app/demo/corpus)
         assert package in apt, package

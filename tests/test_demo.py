@@ -6,14 +6,13 @@ import sys
 from pathlib import Path
 
 import torch
+from qscope.demo import corpus
+from qscope.demo.spec import TINY
+from qscope.demo.train_model import pack
+from qscope.demo.train_sae import collect_activations, sae_metrics
+from qscope.model import load_model
+from qscope.sae import find_sae_files, load_sae
 from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from app.demo import corpus
-from app.demo.spec import TINY
-from app.demo.train_model import pack
-from app.demo.train_sae import collect_activations, sae_metrics
-from app.model import load_model
-from app.sae import find_sae_files, load_sae
 
 
 def test_model_loads_with_plain_transformers(tiny_demo: Path):
@@ -64,7 +63,7 @@ def test_corpus_is_real_text_with_a_split(tiny_demo: Path):
 def test_second_build_reuses_stages(tiny_demo: Path):
     before = {p: p.stat().st_mtime_ns for p in tiny_demo.rglob("*") if p.is_file() and p.name != "build.json"}
     out = subprocess.run(
-        [sys.executable, "-m", "app.cli", "build-demo", "--tiny", "--out", str(tiny_demo)],
+        [sys.executable, "-m", "qscope.cli", "build-demo", "--tiny", "--out", str(tiny_demo)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -75,9 +74,8 @@ def test_second_build_reuses_stages(tiny_demo: Path):
 
 def test_build_is_deterministic(tiny_demo: Path, tmp_path: Path):
     """Same spec, same seed: the same corpus and the same model weights."""
+    from qscope.demo.build import build_corpus, build_model
     from rich.console import Console
-
-    from app.demo.build import build_corpus, build_model
 
     build_corpus(tmp_path, TINY, Console(quiet=True))
     assert (tmp_path / "corpus/train.jsonl").read_bytes() == (tiny_demo / "corpus/train.jsonl").read_bytes()

@@ -36,7 +36,7 @@ def free_port() -> int:
 
 def qscope_cmd() -> list[str]:
     qscope = Path(sys.executable).parent / "qscope"
-    return [str(qscope)] if qscope.exists() else [sys.executable, "-c", "from app.cli import main; main()"]
+    return [str(qscope)] if qscope.exists() else [sys.executable, "-c", "from qscope.cli import main; main()"]
 
 
 @contextmanager

@@ -17,15 +17,14 @@ import duckdb
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from qscope.config import Settings
+from qscope.harvest.checkpoint import checkpoint_dir
+from qscope.model import load_model
+from qscope.steer.engine import Row
+from qscope.steer.worker import SteerJob, SteerWorker
+from qscope.store.schema import TABLES
+from qscope.web import create_app
 from torch import nn
-
-from app.config import Settings
-from app.harvest.checkpoint import checkpoint_dir
-from app.model import load_model
-from app.preflight import TABLES
-from app.steer.engine import Row
-from app.steer.worker import Job, SteerWorker
-from app.web import create_app
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 VOLATILE_META = {"created_at", "seconds"}  # wall-clock facts of one run
@@ -33,7 +32,7 @@ VOLATILE_META = {"created_at", "seconds"}  # wall-clock facts of one run
 
 def qscope() -> list[str]:
     exe = Path(sys.executable).parent / "qscope"
-    return [str(exe)] if exe.exists() else [sys.executable, "-c", "from app.cli import main; main()"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-c", "from qscope.cli import main; main()"]
 
 
 def cli_env() -> dict[str, str]:
@@ -168,13 +167,13 @@ def test_a_failing_batch_leaves_the_worker_serving(tiny_db, tmp_path):
     settings = Settings(device="cpu", cache_dir=tmp_path / "cache", rate_steer_per_min=0)
     with TestClient(create_app([tiny_db], settings, warm_search=False)) as client:
         live = client.app.state.live
-        lm, _ = live.get(next(iter(live.models)))._load()
+        lm, _ = live.get(next(iter(live.models))).load()
         ids = lm.tokenizer("The cat", add_special_tokens=False)["input_ids"]
         heard: dict[str, list] = {"bad": [], "good": []}
 
-        def job(name: str, model: nn.Module) -> Job:
+        def job(name: str, model: nn.Module) -> SteerJob:
             rows = [Row(ids, max_new_tokens=4), Row(ids, max_new_tokens=4)]
-            return Job(model, lm.tokenizer, rows, lambda kind, data: heard[name].append((kind, data)))
+            return SteerJob(model, lm.tokenizer, rows, lambda kind, data: heard[name].append((kind, data)))
 
         worker = SteerWorker(queue_size=4)
         worker.submit(job("bad", Broken()))
@@ -211,9 +210,9 @@ def test_requests_of_a_failed_batch_are_run_again_alone(tiny_demo):
     ids = lm.tokenizer("The cat", add_special_tokens=False)["input_ids"]
     model, heard = FailsOnBigBatches(lm.model), {"a": [], "b": []}
 
-    def job(name: str) -> Job:
+    def job(name: str) -> SteerJob:
         rows = [Row(ids, max_new_tokens=4), Row(ids, max_new_tokens=4)]
-        return Job(model, lm.tokenizer, rows, lambda kind, data: heard[name].append((kind, data)))
+        return SteerJob(model, lm.tokenizer, rows, lambda kind, data: heard[name].append((kind, data)))
 
     SteerWorker().run_batch([job("a"), job("b")])  # coalesced: 4 rows, which this model cannot take
     assert model.failures == 1
@@ -229,7 +228,7 @@ def test_a_busy_live_model_answers_503_after_its_wait(tiny_db, tmp_path):
         held = threading.Event()
 
         def hold():
-            with runner._lock:
+            with runner.lock:
                 held.set()
                 time.sleep(2)
 

@@ -7,14 +7,13 @@ import duckdb
 import numpy as np
 import pytest
 import torch
+from qscope.harvest.checkpoint import checkpoint_dir
+from qscope.harvest.options import HarvestError, HarvestOptions
+from qscope.harvest.run import harvest, prepare
+from qscope.harvest.state import HIST_EDGES, FeatureState, StateSpec, hist_bin, key_generator, next_pow2_above
+from qscope.model import capture, rank_mask
+from qscope.store.schema import DDL, TABLES
 from rich.console import Console
-
-from app.harvest.checkpoint import checkpoint_dir
-from app.harvest.options import HarvestError, HarvestOptions
-from app.harvest.run import harvest, prepare, rank_mask
-from app.harvest.state import HIST_EDGES, FeatureState, StateSpec, hist_bin, key_generator, next_pow2_above
-from app.model import capture
-from app.store.schema import DDL, TABLES
 
 CTX, BATCH, TOP_K, BEFORE, AFTER = 64, 8, 8, 8, 4
 VOLATILE_META = {"created_at", "seconds"}

@@ -8,13 +8,12 @@ from pathlib import Path
 import duckdb
 import pytest
 import torch
+from qscope.cli import cli
+from qscope.harvest.corpus import CorpusError, iter_documents, pack_windows
+from qscope.harvest.ids import model_id_for, sae_id_for, unique_ids
+from qscope.model import rank_mask
+from qscope.sae import save_qwen_scope
 from typer.testing import CliRunner
-
-from app.cli import cli
-from app.harvest.corpus import CorpusError, iter_documents, pack_windows
-from app.harvest.ids import model_id_for, sae_id_for, unique_ids
-from app.harvest.run import rank_mask
-from app.sae import save_qwen_scope
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -139,8 +138,8 @@ def test_cli_defaults_are_the_options_defaults():
     import dataclasses
     import inspect
 
-    from app.cli import harvest_cmd
-    from app.harvest.options import HarvestOptions
+    from qscope.cli import harvest_cmd
+    from qscope.harvest.options import HarvestOptions
 
     fields = {f.name: f.default for f in dataclasses.fields(HarvestOptions)}
     params = inspect.signature(harvest_cmd).parameters

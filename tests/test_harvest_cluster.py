@@ -11,20 +11,19 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from qscope.cli import cli
+from qscope.harvest.cluster import ClusterPlan, TasksFailed, harvest_cluster
+from qscope.harvest.feed import feed_sae, state_spec
+from qscope.harvest.ids import model_id_for
+from qscope.harvest.manifest import ManifestError, load_manifest
+from qscope.harvest.options import HarvestOptions
+from qscope.harvest.pools import InlinePool
+from qscope.harvest.run import harvest, prepare
+from qscope.harvest.shards import group_saes, merge_states, plan_tasks
+from qscope.harvest.state import FeatureState
+from qscope.model import capture
 from rich.console import Console
 from typer.testing import CliRunner
-
-from app.cli import cli
-from app.harvest.cluster import ClusterPlan, TasksFailed, harvest_cluster
-from app.harvest.feed import feed_sae, state_spec
-from app.harvest.ids import model_id_for
-from app.harvest.manifest import ManifestError, load_manifest
-from app.harvest.options import HarvestOptions
-from app.harvest.pools import InlinePool
-from app.harvest.run import harvest, prepare
-from app.harvest.shards import group_saes, merge_states, plan_tasks
-from app.harvest.state import FeatureState
-from app.model import capture
 
 CTX, BATCH = 64, 8
 VOLATILE_META = {"created_at", "seconds", "release"}
@@ -240,7 +239,7 @@ def test_manifest_mistakes_are_one_line_errors(tiny_demo, tmp_path):
 def test_a_local_ray_cluster_gives_the_single_process_database(tiny_demo, single_db, tmp_path):
     """Two worker processes on this machine; the first attempt of task 2 kills its worker, Ray retries it."""
     ray = pytest.importorskip("ray")
-    from app.harvest.pools import RayPool
+    from qscope.harvest.pools import RayPool
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:

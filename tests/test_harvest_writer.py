@@ -3,8 +3,7 @@
 import duckdb
 import numpy as np
 import pytest
-
-from app.store.writer import SaeTables, write_store
+from qscope.store.writer import SaeTables, write_store
 
 
 def tables(sae_id: str, n_features: int = 3) -> SaeTables:

@@ -1,4 +1,4 @@
-"""Tests for app.model: tiny checkpoints of every Qwen family this transformers has, saved and loaded back.
+"""Tests for qscope.model: tiny checkpoints of every Qwen family this transformers has, saved and loaded back.
 
 Each checkpoint is built from a config with random weights (hidden 64, 3 layers, vocab 128), so everything
 runs offline on a CPU in a few seconds.
@@ -18,12 +18,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-from torch.testing import assert_close  # noqa: E402
-from transformers import CONFIG_MAPPING, AutoModelForCausalLM, AutoModelForImageTextToText  # noqa: E402
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES  # noqa: E402
-
-from app.model import (  # noqa: E402
+from qscope.model import (  # noqa: E402
     LoadedModel,
     ModelLoadError,
     capture,
@@ -36,6 +31,10 @@ from app.model import (  # noqa: E402
     resid_site,
     site_layer,
 )
+from torch import Tensor, nn  # noqa: E402
+from torch.testing import assert_close  # noqa: E402
+from transformers import CONFIG_MAPPING, AutoModelForCausalLM, AutoModelForImageTextToText  # noqa: E402
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES  # noqa: E402
 
 N_LAYERS, D_MODEL, VOCAB = 3, 64, 128
 
@@ -354,7 +353,7 @@ def test_not_a_causal_lm_or_no_layers(tmp_path: Path) -> None:
 def test_other_decoder_lm_loads_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     llama = transformers.LlamaConfig(**_kwargs(transformers.LlamaConfig, TINY))
     AutoModelForCausalLM.from_config(llama).save_pretrained(tmp_path / "llama")
-    with caplog.at_level(logging.WARNING, logger="app.model"):
+    with caplog.at_level(logging.WARNING, logger="qscope.model"):
         lm = load_model(tmp_path / "llama", device="cpu", tokenizer=False)
     assert lm.model_type == "llama" and lm.n_layers == N_LAYERS
     assert "not a Qwen model" in caplog.text

@@ -1,4 +1,4 @@
-"""Tests for app.sae / app.sae_formats: every reader against the formula written out by hand, hand-set 2x2
+"""Tests for qscope.sae: every reader against the formula written out by hand, hand-set 2x2
 cases with exact numbers, bad inputs (each error names the file and the numbers), and find_sae_files."""
 
 import json
@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from qscope.sae import Sae, SaeFormatError, SaeSpec, find_sae_files, load_sae, save_qwen_scope
+from qscope.sae.formats.common import site_from_hook
 from safetensors.torch import save_file
 from torch.testing import assert_close
-
-from app.sae import Sae, SaeFormatError, SaeSpec, find_sae_files, load_sae, save_qwen_scope
-from app.sae_formats import site_from_hook
 
 D, F = 8, 16  # d_in, d_sae
 

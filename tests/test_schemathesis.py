@@ -13,9 +13,8 @@ import copy
 from collections import Counter
 
 import pytest
-
-from app.config import Settings
-from app.web import create_app
+from qscope.config import Settings
+from qscope.web import create_app
 
 schemathesis = pytest.importorskip("schemathesis", reason="needs schemathesis (pip install -e .[dev])")
 from hypothesis import HealthCheck, given, settings  # noqa: E402

@@ -1,9 +1,9 @@
-"""The in-memory search indexes (app.search_index) against brute force."""
+"""The in-memory search indexes (qscope.search.vectors, qscope.search.text) against brute force."""
 
 import numpy as np
-
-from app import search_index
-from app.search_index import TextIndex, VectorIndex, fit_ivf
+from qscope.search import vectors as search_index
+from qscope.search.text import TextIndex
+from qscope.search.vectors import VectorIndex, fit_ivf
 
 
 def clustered(n: int, d: int = 32, centers: int = 200, seed: int = 0) -> np.ndarray:
@@ -22,7 +22,7 @@ def test_exact_index_is_brute_force():
     assert np.isclose(got[0][1], 1.0, atol=1e-5)
 
 
-def test_inverted_file_finds_nearly_every_true_neighbour(monkeypatch):
+def test_inverted_file_finds_nearly_every_true_neighbor(monkeypatch):
     monkeypatch.setattr(search_index, "EXACT_MAX", 1000)
     x = clustered(20_000)
     index = VectorIndex.build(x)

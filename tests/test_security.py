@@ -11,10 +11,10 @@ from pathlib import Path
 import duckdb
 import pytest
 from fastapi.testclient import TestClient
+from qscope.config import Settings
+from qscope.web import create_app
+from qscope.web.security import RateLimiter
 
-from app.config import Settings
-from app.web import create_app
-from app.web.security import RateLimiter
 from tests.test_web_escaping import SAE_ID, write_small_store
 
 ROOT = Path(__file__).resolve().parents[1]

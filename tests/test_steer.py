@@ -2,12 +2,11 @@
 
 import pytest
 import torch
-
-from app.model import capture, hooks, load_model
-from app.sae import load_sae
-from app.steer.engine import Row, generate
-from app.steer.spec import FeatureSteer, SpecError
-from app.steer.steering import Edit, resolve_edits, steer_hidden, unit_direction
+from qscope.model import capture, hooks, load_model
+from qscope.sae import load_sae
+from qscope.steer.edits import Edit, resolve_edits, steer_hidden, unit_direction
+from qscope.steer.engine import Row, generate
+from qscope.steer.spec import FeatureSteer, SpecError
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,11 @@
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from qscope.config import Settings
+from qscope.steer.spec import SteerSpec
+from qscope.steer.worker import encode_prompt
+from qscope.web import create_app
 from transformers import AutoTokenizer
-
-from app.config import Settings
-from app.steer.spec import SteerSpec
-from app.steer.worker import encode_prompt
-from app.web import create_app
 
 SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a river."}]

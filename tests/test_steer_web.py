@@ -5,11 +5,10 @@ import threading
 import pytest
 import torch
 from fastapi.testclient import TestClient
-
-from app.config import Settings
-from app.steer.engine import Row
-from app.steer.worker import Job, SteerWorker
-from app.web import create_app
+from qscope.config import Settings
+from qscope.steer.engine import Row
+from qscope.steer.worker import SteerJob, SteerWorker
+from qscope.web import create_app
 
 SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
 
@@ -101,7 +100,7 @@ def test_steer_page_prefills_the_feature(client):
 
 def test_worker_coalesces_queued_jobs_and_cancels_rows(client):
     live = client.app.state.live
-    lm, _ = live.get(next(iter(live.models)))._load()
+    lm, _ = live.get(next(iter(live.models))).load()
     p = lm.tokenizer("The cat", add_special_tokens=False)["input_ids"]
     done: dict[int, object] = {}
 
@@ -115,7 +114,7 @@ def test_worker_coalesces_queued_jobs_and_cancels_rows(client):
                 done[i] = data
 
         rows = [Row(p, max_new_tokens=6, cancel=cancel), Row(p, max_new_tokens=6, cancel=cancel)]
-        return Job(lm.model, lm.tokenizer, rows, emit, cancel=cancel)
+        return SteerJob(lm.model, lm.tokenizer, rows, emit, cancel=cancel)
 
     worker = SteerWorker(queue_size=4)
     for j in (job(0), job(1, cancel_after=2), job(2)):

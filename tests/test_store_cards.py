@@ -1,13 +1,13 @@
-"""Feature cards (app.store.cards): the dashboard packed into one value must say exactly what the normalised
+"""Feature cards (qscope.store.cards): the dashboard packed into one value must say exactly what the normalised
 tables say, since the server reads only the card."""
 
 import duckdb
 import numpy as np
 import pytest
+from qscope.store.cards import decode_card, encode_card
+from qscope.store.queries import Store, StoreError
+from qscope.store.writer import write_store
 
-from app.store.cards import decode_card, encode_card
-from app.store.queries import Store, StoreError
-from app.store.writer import write_store
 from tests.test_harvest_writer import tables
 
 

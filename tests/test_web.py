@@ -6,9 +6,8 @@ from urllib.parse import urlencode
 import duckdb
 import pytest
 from fastapi.testclient import TestClient
-
-from app.config import Settings
-from app.web import create_app
+from qscope.config import Settings
+from qscope.web import create_app
 
 HX = {"HX-Request": "true"}
 
@@ -225,9 +224,8 @@ def test_static_files_are_served_pinned(client):
 
 
 def test_serve_cli_rejects_a_missing_store(tmp_path):
+    from qscope.cli import cli
     from typer.testing import CliRunner
-
-    from app.cli import cli
 
     result = CliRunner().invoke(cli, ["serve", "--db", str(tmp_path / "none.duckdb")])
     assert result.exit_code == 2 and "no feature store" in result.output

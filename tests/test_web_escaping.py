@@ -1,17 +1,16 @@
 """Escaping at the HTML level: tokens and labels holding markup, quotes and '&' render as text on every page.
 
-The store is written by the real writer (app.store.writer) with a hand-made vocabulary: a harvest cannot be
+The store is written by the real writer (qscope.store.writer) with a hand-made vocabulary: a harvest cannot be
 asked for these exact tokens.
 """
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-
-from app.config import Settings
-from app.harvest.state import HIST_EDGES
-from app.store.writer import SaeTables, write_store
-from app.web import create_app
+from qscope.config import Settings
+from qscope.harvest.state import HIST_EDGES
+from qscope.store.writer import SaeTables, write_store
+from qscope.web import create_app
 
 VOCAB = ["<|endoftext|>", "<script>alert(1)</script>", ' "quoted"', " a & b", "'single'", "\n", "  ", "plain"]
 LABEL = "<b>bold</b> & \"q\" 's'"

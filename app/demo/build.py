@@ -20,17 +20,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from qscope.demo import corpus as corpus_mod
+from qscope.demo.spec import DemoSpec
+from qscope.demo.tokenizer import save_tokenizer, train_tokenizer
+from qscope.demo.train_model import pack, train_model
+from qscope.demo.train_sae import collect_activations, sae_metrics, train_sae
+from qscope.model import load_model
+from qscope.sae import load_sae, save_qwen_scope
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from tokenizers import Tokenizer
-
-from app.demo import corpus as corpus_mod
-from app.demo.spec import DemoSpec
-from app.demo.tokenizer import save_tokenizer, train_tokenizer
-from app.demo.train_model import pack, train_model
-from app.demo.train_sae import collect_activations, sae_metrics, train_sae
-from app.model import load_model
-from app.sae import load_sae, save_qwen_scope
 
 CORPUS_FIELDS = ("seed", "corpus_chars")
 MODEL_FIELDS = CORPUS_FIELDS + (

@@ -13,10 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from qscope.demo.spec import DemoSpec
+from qscope.model import capture, resid_site
 from torch import Tensor
-
-from app.demo.spec import DemoSpec
-from app.model import capture, resid_site
 
 
 @dataclass

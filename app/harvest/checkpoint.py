@@ -13,9 +13,8 @@ import shutil
 from pathlib import Path
 
 import torch
-
-from app.harvest.options import HarvestError
-from app.harvest.state import FeatureState
+from qscope.harvest.options import HarvestError
+from qscope.harvest.state import FeatureState
 
 
 def checkpoint_dir(out: Path) -> Path:

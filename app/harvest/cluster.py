@@ -1,13 +1,13 @@
-"""The sharded harvest: the feature store of app.harvest.run, computed by many tasks and written by one writer.
+"""The sharded harvest: the feature store of qscope.harvest.run, computed by many tasks and written by one writer.
 
 1. plan: the driver (this process) loads the model and tokenizer, reads the corpus into windows exactly as the
    single-process harvest does, reads each SAE once for its shape, and splits the job into tasks of
-   (corpus shard x group of SAEs) that fit one device (app.harvest.shards);
-2. run: the tasks not yet in the spool go to a pool (app.harvest.pools: Ray, or this process); each finished
-   task's partial states are saved to the spool as they arrive (app.harvest.spool); a progress bar covers the
+   (corpus shard x group of SAEs) that fit one device (qscope.harvest.shards);
+2. run: the tasks not yet in the spool go to a pool (qscope.harvest.pools: Ray, or this process); each finished
+   task's partial states are saved to the spool as they arrive (qscope.harvest.spool); a progress bar covers the
    whole job; failed tasks are reported at the end, and the same command run again does only what is missing;
 3. finish: SAE by SAE in sae_id order, the driver merges that SAE's partial states from the spool (exactly:
-   see app.harvest.shards), builds its tables (logit effects and neighbours on the driver's device, as the
+   see qscope.harvest.shards), builds its tables (logit effects and neighbors on the driver's device, as the
    single-process run does) and adds them to the store, or to one store per SAE; then the spool goes.
 
 The result is the single-process database of the same options on the same kind of device: every row equal,
@@ -27,23 +27,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from qscope.harvest.corpus import CorpusError, iter_documents, pack_windows
+from qscope.harvest.feed import CHUNK_ELEMENTS, chunk_windows, state_spec
+from qscope.harvest.ids import model_id_for, sae_id_for, unique_ids
+from qscope.harvest.options import HarvestError, HarvestOptions
+from qscope.harvest.pools import InlinePool, Pool
+from qscope.harvest.run import HarvestSummary, sae_files, sae_info, store_meta, vocab_of
+from qscope.harvest.shards import ShardTask, ShardWork, adopt_model, group_saes, merge_states, plan_tasks, task_bytes
+from qscope.harvest.spool import Spool
+from qscope.harvest.state import FeatureState
+from qscope.harvest.tables import neighbor_saes, sae_tables
+from qscope.model import LoadedModel, ModelLoadError, load_model
+from qscope.sae import Sae, SaeFormatError, load_sae
+from qscope.store.writer import store_writer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
-
-from app.harvest.corpus import CorpusError, iter_documents, pack_windows
-from app.harvest.feed import CHUNK_ELEMENTS, chunk_windows, state_spec
-from app.harvest.ids import model_id_for, sae_id_for, unique_ids
-from app.harvest.options import HarvestError, HarvestOptions
-from app.harvest.pools import InlinePool, Pool
-from app.harvest.run import HarvestSummary, sae_files, sae_info, store_meta, vocab_of
-from app.harvest.shards import ShardTask, ShardWork, adopt_model, group_saes, merge_states, plan_tasks, task_bytes
-from app.harvest.spool import Spool
-from app.harvest.state import FeatureState
-from app.harvest.tables import neighbour_saes, sae_tables
-from app.model import LoadedModel, ModelLoadError, load_model
-from app.sae import Sae, SaeFormatError, load_sae
-from app.store.writer import store_writer
 
 SAES_KEPT = 8  # SAEs the finish keeps loaded: one SAE and those of its nearest layers (two sparsities each)
 
@@ -214,14 +213,14 @@ def finish(job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: flo
     meta = store_meta(opts, loaded.path, job.infos[0]["model_id"], job.windows_NT, seconds)
     layers = [info["layer"] for info in job.infos]
     saes = _SaeCache(job.files, loaded.device)
-    opts_tokens = (opts.logit_tokens, opts.neighbours, opts.cross_neighbours)
+    opts_tokens = (opts.logit_tokens, opts.neighbors, opts.cross_neighbors)
     dead: dict[str, int] = {}
     outs: list[Path] = []
     with ExitStack() as stack:
         add = None if per_sae_dir else stack.enter_context(store_writer(opts.out, meta, vocab))
         for i in sorted(range(len(job.files)), key=lambda i: job.sae_ids[i]):
             state = merged_state(job, spool, i)
-            others = [(job.sae_ids[j], saes.get(j)) for j in neighbour_saes(layers, i)]
+            others = [(job.sae_ids[j], saes.get(j)) for j in neighbor_saes(layers, i)]
             tables = sae_tables(saes.get(i), state, job.windows_NT, head.weight, vocab, job.infos[i], opts_tokens,
                                 others)  # fmt: skip
             dead[job.sae_ids[i]] = tables.info["dead"]

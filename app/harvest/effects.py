@@ -1,12 +1,12 @@
-"""Per-feature facts that come from weights and top contexts: logit effects, neighbours, automatic labels.
+"""Per-feature facts that come from weights and top contexts: logit effects, neighbors, automatic labels.
 
 - logit effects: the top and bottom tokens of ``W_dec[f] @ W_U`` (W_U = the LM head weight [V, D]; no final
   norm, as SAEDashboard), computed in chunks of features so [chunk, V] stays small;
-- neighbours: the nearest features by decoder cosine, within the SAE (self excluded) or in another SAE;
+- neighbors: the nearest features by decoder cosine, within the SAE (self excluded) or in another SAE;
 - labels: a short scannable line from the tokens most often at the max of the top contexts and the top
   logit tokens, with whitespace made visible ("·the ·a → ·cat ·dog").
 
-Shapes: F features, D d_model, V vocabulary, L tokens per side, N neighbours.
+Shapes: F features, D d_model, V vocabulary, L tokens per side, N neighbors.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class LogitEffects:
 
 
 @dataclass
-class Neighbours:
+class Neighbors:
     ids_FN: Tensor  # int64 feature index in the other SAE, nearest first
     cos_FN: Tensor  # float32 cosine
 
@@ -58,9 +58,9 @@ def logit_effects(W_dec_FD: Tensor, W_U_VD: Tensor, n: int = 20) -> LogitEffects
 
 
 @torch.no_grad()
-def nearest(W_a_FD: Tensor, W_b_GD: Tensor, n: int, same: bool) -> Neighbours:
+def nearest(W_a_FD: Tensor, W_b_GD: Tensor, n: int, same: bool) -> Neighbors:
     """The n features of b whose decoder directions are closest (cosine) to each feature of a.
-    same: a and b are one SAE, so a feature is not its own neighbour."""
+    same: a and b are one SAE, so a feature is not its own neighbor."""
     a_FD = nnf.normalize(W_a_FD.float(), dim=1)
     b_GD = nnf.normalize(W_b_GD.to(device=W_a_FD.device, dtype=torch.float32), dim=1)
     n = min(n, b_GD.shape[0] - (1 if same else 0))
@@ -74,7 +74,7 @@ def nearest(W_a_FD: Tensor, W_b_GD: Tensor, n: int, same: bool) -> Neighbours:
         top = sim_CG.topk(n, dim=1)
         ids.append(top.indices)
         cos.append(top.values)
-    return Neighbours(torch.cat(ids).cpu(), torch.cat(cos).cpu())
+    return Neighbors(torch.cat(ids).cpu(), torch.cat(cos).cpu())
 
 
 def top_marked_tokens(feature_E: Tensor, token_E: Tensor, n_features: int, n: int = 5) -> Tensor:

@@ -1,5 +1,5 @@
-"""One batch into the feature states: the per-SAE step that the single-process harvest (app.harvest.run) and
-the sharded one (app.harvest.shards) share, so both feed exactly the same entries with the same random keys.
+"""One batch into the feature states: the per-SAE step that the single-process harvest (qscope.harvest.run) and
+the sharded one (qscope.harvest.shards) share, so both feed exactly the same entries with the same random keys.
 
 Per batch b of ``opts.batch`` windows and per SAE: the rank mask (position 0 and high-norm sinks out), the
 encode in chunks of whole windows, and FeatureState.update with window ids ``b * batch + ...`` and interval keys
@@ -12,25 +12,14 @@ from __future__ import annotations
 import time
 
 import torch
+from qscope.harvest.options import HarvestOptions
+from qscope.harvest.state import FeatureState, StateSpec, key_generator
+from qscope.model import rank_mask
+from qscope.sae import Sae
 from torch import Tensor
-
-from app.harvest.options import HarvestOptions
-from app.harvest.state import FeatureState, StateSpec, key_generator
-from app.sae import Sae
 
 CHUNK_ELEMENTS = {"cuda": 2**28, "cpu": 2**22}  # dense activations per encode chunk (tokens x d_sae); on the CPU
 # a 16 MB block is reused by the allocator, where larger ones cost page faults on every chunk
-
-
-def rank_mask(hidden_BTD: Tensor, skip_first: bool, sink_norm_ratio: float) -> Tensor:
-    """bool [B, T]: tokens that count in rankings and statistics (not position 0, not high-norm sinks)."""
-    norm_BT = hidden_BTD.float().norm(dim=-1)
-    valid_BT = torch.ones_like(norm_BT, dtype=torch.bool)
-    if skip_first:
-        valid_BT[:, 0] = False
-    if sink_norm_ratio > 0:
-        valid_BT &= norm_BT <= sink_norm_ratio * norm_BT.median()
-    return valid_BT
 
 
 def state_spec(opts: HarvestOptions, d_sae: int) -> StateSpec:
@@ -50,7 +39,7 @@ def feed_sae(
 ) -> None:  # fmt: skip
     """Encode one SAE's site for batch b, `chunk` windows at a time, into its state. Window ids come from b and
     interval keys from (seed, b, key_id, chunk index): all global, so any split of the batches over processes
-    feeds the same entries with the same keys (app.harvest.shards relies on it)."""
+    feeds the same entries with the same keys (qscope.harvest.shards relies on it)."""
     valid_BT = rank_mask(hidden_BTD, opts.skip_first, opts.sink_norm_ratio)
     for c, cw in enumerate(range(0, hidden_BTD.shape[0], chunk)):
         t = time.perf_counter()

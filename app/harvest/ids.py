@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.sae_formats import QWEN_SCOPE_RE
+from qscope.sae.formats.qwen_scope import FILE_RE as QWEN_SCOPE_RE
 
 GENERIC_NAMES = {"model", "models", "checkpoint", "checkpoints", "final", "hf", "weights", "snapshots"}
 _HASH_RE = re.compile(r"[0-9a-f]{40}")

@@ -18,7 +18,7 @@ layers = "0-27"                    # optional: "0-27", "0,4,8-11" or a list; def
 ```
 
 A job whose stores exist with the same settings (their ``meta.settings``) is skipped, so running a manifest again
-does only what is missing; within a job the spool keeps finished tasks (app.harvest.cluster). Qwen-Scope repos
+does only what is missing; within a job the spool keeps finished tasks (qscope.harvest.cluster). Qwen-Scope repos
 are fetched with huggingface_hub (only the ``layer{n}.sae.pt`` files asked for); on a cluster the files must be
 where every worker sees them (a shared Hugging Face cache, HF_HOME on a shared disk).
 """
@@ -32,14 +32,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import duckdb
+from qscope.harvest.cluster import ClusterPlan, harvest_cluster
+from qscope.harvest.ids import model_id_for, sae_id_for, unique_ids
+from qscope.harvest.options import HarvestError, HarvestOptions
+from qscope.harvest.pools import Pool
+from qscope.harvest.run import format_summary, sae_files
+from qscope.sae.formats.qwen_scope import FILE_RE as QWEN_SCOPE_RE
 from rich.console import Console
-
-from app.harvest.cluster import ClusterPlan, harvest_cluster
-from app.harvest.ids import model_id_for, sae_id_for, unique_ids
-from app.harvest.options import HarvestError, HarvestOptions
-from app.harvest.pools import Pool
-from app.harvest.run import format_summary, sae_files
-from app.sae_formats import QWEN_SCOPE_RE
 
 TOP_KEYS = {"out_dir", "per", "corpus", "options", "models"}
 ENTRY_KEYS = {"model", "repos", "saes", "layers", "name"}

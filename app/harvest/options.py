@@ -37,15 +37,15 @@ class HarvestOptions:
     interval_bins: int = 16
     interval_samples: int = 5  # per interval bin
     logit_tokens: int = 20  # top and bottom logit-effect tokens per feature
-    neighbours: int = 10  # nearest features within the SAE
-    cross_neighbours: int = 5  # nearest features in each SAE of the neighbouring layers
+    neighbors: int = 10  # nearest features within the SAE
+    cross_neighbors: int = 5  # nearest features in each SAE of the neighboring layers
     extra: dict = field(default_factory=dict)  # free-form notes copied into meta
 
     def validate(self) -> None:
         """Raise HarvestError naming the first option out of range."""
         at_least = {"tokens": 1, "ctx": 2, "batch": 1, "top_k": 1, "before": 0, "after": 0,
                     "checkpoint_every": 0, "interval_bins": 1, "interval_samples": 1, "logit_tokens": 1,
-                    "neighbours": 0, "cross_neighbours": 0}  # fmt: skip
+                    "neighbors": 0, "cross_neighbors": 0}  # fmt: skip
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 flag = "--" + name.replace("_", "-")

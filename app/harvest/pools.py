@@ -1,6 +1,6 @@
 """Where shard tasks run: RayPool sends them to a Ray cluster, InlinePool runs them in this process.
 
-Both yield (task, result or exception) as tasks finish, in whatever order; the driver (app.harvest.cluster)
+Both yield (task, result or exception) as tasks finish, in whatever order; the driver (qscope.harvest.cluster)
 saves each result to the spool at once. Ray is an optional extra (``pip install 'qscope[cluster]'``) imported
 only when a RayPool is used.
 
@@ -17,10 +17,9 @@ from typing import Protocol
 
 import numpy as np
 import torch
-
-from app.harvest.options import HarvestError, HarvestOptions
-from app.harvest.shards import ShardResult, ShardTask, ShardWork, clear_cache, run_shard
-from app.model import pick_device
+from qscope.harvest.options import HarvestError, HarvestOptions
+from qscope.harvest.shards import ShardResult, ShardTask, ShardWork, clear_cache, run_shard
+from qscope.model import pick_device
 
 Outcome = tuple[ShardTask, ShardResult | BaseException]
 WindowsFn = Callable[[ShardTask], np.ndarray]

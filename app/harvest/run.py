@@ -1,11 +1,11 @@
 """The harvest job: model + SAEs + corpus -> one DuckDB feature store, in one pass over the tokens.
 
-Per batch of windows: one forward through app.model.capture on every SAE site at once, stopped after the
+Per batch of windows: one forward through qscope.model.capture on every SAE site at once, stopped after the
 deepest one; each SAE encodes its site once, in chunks of whole windows small enough for a dense
 [tokens, d_sae] block, and its FeatureState takes the chunk. Position 0 and sink tokens (residual norm above
 ``sink_norm_ratio`` x the batch median at that site) are left out of rankings and statistics. A checkpoint is
 saved every ``checkpoint_every`` batches beside the output; ``resume`` continues from it and gives the same
-database. At the end: logit effects, neighbours and labels (app.harvest.tables), then the atomic write.
+database. At the end: logit effects, neighbors and labels (qscope.harvest.tables), then the atomic write.
 """
 
 from __future__ import annotations
@@ -20,32 +20,25 @@ from itertools import chain
 from pathlib import Path
 
 import torch
+from qscope import __version__
+from qscope.harvest.checkpoint import checkpoint_dir, load_checkpoint, remove_checkpoint, save_checkpoint
+from qscope.harvest.corpus import CorpusError, iter_documents, pack_windows
+from qscope.harvest.feed import chunk_windows, feed_sae, state_spec, sync
+from qscope.harvest.ids import model_id_for, sae_id_for, unique_ids
+from qscope.harvest.options import HarvestError, HarvestInterrupted, HarvestOptions
+from qscope.harvest.state import FeatureState
+from qscope.harvest.tables import build_tables
+from qscope.model import LoadedModel, ModelLoadError, capture, load_model, pick_device
+from qscope.sae import Sae, SaeFormatError, find_sae_files, load_sae
+from qscope.store.schema import SCHEMA_VERSION
+from qscope.store.writer import write_store
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
-from app import __version__
-from app.harvest.checkpoint import checkpoint_dir, load_checkpoint, remove_checkpoint, save_checkpoint
-from app.harvest.corpus import CorpusError, iter_documents, pack_windows
-from app.harvest.feed import (
-    chunk_windows,
-    feed_sae,
-    rank_mask,  # noqa: F401 (re-exported: tests and app.live import it from here)
-    state_spec,
-    sync,
-)
-from app.harvest.ids import model_id_for, sae_id_for, unique_ids
-from app.harvest.options import HarvestError, HarvestInterrupted, HarvestOptions
-from app.harvest.state import FeatureState
-from app.harvest.tables import build_tables
-from app.model import LoadedModel, ModelLoadError, capture, load_model, pick_device
-from app.sae import Sae, SaeFormatError, find_sae_files, load_sae
-from app.store.schema import SCHEMA_VERSION
-from app.store.writer import write_store
-
 
 @dataclass
-class Job:
+class HarvestInputs:
     """The loaded inputs of one harvest."""
 
     loaded: LoadedModel
@@ -90,7 +83,7 @@ def load_saes(paths: list[Path], device: torch.device) -> list[Sae]:
     return saes
 
 
-def prepare(opts: HarvestOptions) -> Job:
+def prepare(opts: HarvestOptions) -> HarvestInputs:
     """Load and check every input; any problem becomes a one-line HarvestError."""
     try:
         device = pick_device(opts.device)
@@ -110,7 +103,7 @@ def prepare(opts: HarvestOptions) -> Job:
         raise HarvestError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
     chunk = [chunk_windows(opts, loaded.device.type, s.d_sae) for s in saes]
     ids = unique_ids([sae_id_for(s.source, s.layer) for s in saes])
-    return Job(loaded, saes, ids, windows_NT, model_id_for(opts.model), chunk)
+    return HarvestInputs(loaded, saes, ids, windows_NT, model_id_for(opts.model), chunk)
 
 
 def harvest(
@@ -131,7 +124,7 @@ def harvest(
 class _Run:
     """One call of the job: the inputs, the states, the checkpoint key and the clocks."""
 
-    def __init__(self, opts: HarvestOptions, job: Job, console: Console, t_start: float) -> None:
+    def __init__(self, opts: HarvestOptions, job: HarvestInputs, console: Console, t_start: float) -> None:
         self.opts, self.job, self.console, self.t_start = opts, job, console, t_start
         self.dev = job.loaded.device
         self.states = [FeatureState(state_spec(opts, s.d_sae), self.dev) for s in job.saes]
@@ -203,7 +196,7 @@ class _Run:
         infos = [sae_info(s, i, job.model_id) for s, i in zip(job.saes, job.sae_ids, strict=True)]
         tables = build_tables(
             job.saes, job.sae_ids, self.states, job.windows_NT, head.weight, vocab, infos,
-            (opts.logit_tokens, opts.neighbours, opts.cross_neighbours),
+            (opts.logit_tokens, opts.neighbors, opts.cross_neighbors),
         )  # fmt: skip
         self.timings["effects"] = time.perf_counter() - t
         t = time.perf_counter()

@@ -1,6 +1,6 @@
 """Split a harvest into tasks of (corpus shard x group of SAEs), run one task, merge the partial states.
 
-Nothing here imports Ray: a pool (app.harvest.pools) sends tasks to Ray workers or runs them in this process.
+Nothing here imports Ray: a pool (qscope.harvest.pools) sends tasks to Ray workers or runs them in this process.
 
 - A shard is a range of whole batches [b0, b1): batch b is windows b * batch .. (b + 1) * batch - 1 of the job,
   as in the single-process harvest. A batch is never cut, because the sink mask compares each token with its
@@ -8,7 +8,7 @@ Nothing here imports Ray: a pool (app.harvest.pools) sends tasks to Ray workers 
 - A group is a run of SAEs in job order (by layer) whose weights and states fit one device; a task forwards its
   shard only up to the deepest layer of its group.
 - Every SAE keeps its job index as the key id of its interval samples and every window its job-wide id
-  (app.harvest.feed), so a task feeds exactly the entries, with the same keys, that the single-process harvest
+  (qscope.harvest.feed), so a task feeds exactly the entries, with the same keys, that the single-process harvest
   feeds for those batches. FeatureState.merge is exact, so merging the tasks' states in any order gives the
   single-process state: top-k, interval reservoirs, histograms, counts and maxima bit for bit; the float64
   activation sums differ only by the order of their additions (relative 1e-16).
@@ -25,13 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from qscope.harvest.feed import feed_sae, state_spec
+from qscope.harvest.options import HarvestError, HarvestOptions
+from qscope.harvest.state import HIST_EDGES, FeatureState, StateSpec
+from qscope.model import LoadedModel, capture, load_model
+from qscope.sae import Sae, load_sae
 from torch import Tensor
-
-from app.harvest.feed import feed_sae, state_spec
-from app.harvest.options import HarvestError, HarvestOptions
-from app.harvest.state import HIST_EDGES, FeatureState, StateSpec
-from app.model import LoadedModel, capture, load_model
-from app.sae import Sae, load_sae
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,8 @@ import shutil
 from pathlib import Path
 
 import torch
-
-from app.harvest.options import HarvestError
-from app.harvest.shards import ShardResult
+from qscope.harvest.options import HarvestError
+from qscope.harvest.shards import ShardResult
 
 _TASK_RE = re.compile(r"task-(\d{5,})\.pt")
 

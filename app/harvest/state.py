@@ -27,9 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from qscope.harvest.reservoir import Reservoir
 from torch import Tensor
-
-from app.harvest.reservoir import Reservoir
 
 HIST_PER_OCTAVE, HIST_FIRST, HIST_LAST = 4, -48, 64  # edges 2^(i/4) for i in -48..64
 HIST_EDGES = (2.0 ** (torch.arange(HIST_FIRST, HIST_LAST + 1, dtype=torch.float64) / HIST_PER_OCTAVE)).float()

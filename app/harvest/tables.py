@@ -1,7 +1,7 @@
-"""Turn the harvest's final states, weights and tokens into the feature store's rows (app.store.writer).
+"""Turn the harvest's final states, weights and tokens into the feature store's rows (qscope.store.writer).
 
 One SaeTables per SAE: feature statistics and labels, top and interval contexts (token ids cut from the corpus
-windows, activations from the state), logit effects and decoder-cosine neighbours, within the SAE and in the
+windows, activations from the state), logit effects and decoder-cosine neighbors, within the SAE and in the
 SAEs of the nearest other layers of the same run (the nearest below, the nearest above, and other SAEs of the
 same layer).
 """
@@ -12,18 +12,17 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from qscope.harvest.effects import LogitEffects, Neighbors, logit_effects, make_label, nearest, top_marked_tokens
+from qscope.harvest.state import HIST_EDGES, FeatureState, top_key
+from qscope.sae import Sae
+from qscope.store.writer import Columns, SaeTables
 from torch import Tensor
-
-from app.harvest.effects import LogitEffects, Neighbours, logit_effects, make_label, nearest, top_marked_tokens
-from app.harvest.state import HIST_EDGES, FeatureState, top_key
-from app.sae import Sae
-from app.store.writer import Columns, SaeTables
 
 MARKED_TOKENS = 5  # features.top_tokens: token ids most often at the max of the top contexts
 
 
 def context_columns(state: FeatureState, windows_NT: Tensor) -> Columns:
-    """Rows of `contexts` for one SAE, sorted by (feature, kind, bin, rank); see app.store.writer."""
+    """Rows of `contexts` for one SAE, sorted by (feature, kind, bin, rank); see qscope.store.writer."""
     spec, nb = state.spec, state.spec.n_bins
     f_top, _, top = state.top.entries()  # in (feature, rank) order
     f_top, top = f_top.cpu(), {k: v.cpu() for k, v in top.items()}
@@ -92,7 +91,7 @@ def logit_columns(eff: LogitEffects) -> Columns:
     return {"feature": feature, "sign": sign, "rank": rank, "token_id": ids, "value": vals}
 
 
-def neighbor_columns(found: Sequence[tuple[str, Neighbours]]) -> Columns:
+def neighbor_columns(found: Sequence[tuple[str, Neighbors]]) -> Columns:
     parts: list[Columns] = []
     for other_sae_id, nb in found:
         F, N = nb.ids_FN.shape
@@ -110,8 +109,8 @@ def neighbor_columns(found: Sequence[tuple[str, Neighbours]]) -> Columns:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def neighbour_saes(layers: Sequence[int | None], i: int) -> list[int]:
-    """Indices of the other SAEs whose neighbours SAE i lists: same layer, nearest layer below and above."""
+def neighbor_saes(layers: Sequence[int | None], i: int) -> list[int]:
+    """Indices of the other SAEs whose neighbors SAE i lists: same layer, nearest layer below and above."""
     me = layers[i]
     others = [j for j in range(len(layers)) if j != i and layers[j] is not None and me is not None]
     below = [layers[j] for j in others if layers[j] < me]
@@ -124,8 +123,8 @@ def sae_tables(
     sae: Sae, state: FeatureState, windows_NT: Tensor, W_U_VD: Tensor, vocab: Sequence[str], info: dict,
     opts_tokens: tuple[int, int, int], others: Sequence[tuple[str, Sae]] = (),
 ) -> SaeTables:  # fmt: skip
-    """One SAE's tables. `others`: (sae_id, SAE) of the SAEs whose nearest features it lists (neighbour_saes);
-    opts_tokens = (logit tokens, neighbours within, neighbours in each other SAE)."""
+    """One SAE's tables. `others`: (sae_id, SAE) of the SAEs whose nearest features it lists (neighbor_saes);
+    opts_tokens = (logit tokens, neighbors within, neighbors in each other SAE)."""
     n_logit, n_within, n_cross = opts_tokens
     contexts = context_columns(state, windows_NT)
     is_top = contexts["kind"] == 0
@@ -153,11 +152,11 @@ def build_tables(
     saes: Sequence[Sae], sae_ids: Sequence[str], states: Sequence[FeatureState], windows_NT: Tensor,
     W_U_VD: Tensor, vocab: Sequence[str], info: Sequence[dict], opts_tokens: tuple[int, int, int],
 ) -> list[SaeTables]:  # fmt: skip
-    """Every SAE's tables (sae_tables), neighbours taken in the SAEs of the nearest layers of the same run."""
+    """Every SAE's tables (sae_tables), neighbors taken in the SAEs of the nearest layers of the same run."""
     layers = [s.layer for s in saes]
     vocab = list(vocab)
     return [
         sae_tables(sae, state, windows_NT, W_U_VD, vocab, info[i], opts_tokens,
-                   [(sae_ids[j], saes[j]) for j in neighbour_saes(layers, i)])  # fmt: skip
+                   [(sae_ids[j], saes[j]) for j in neighbor_saes(layers, i)])  # fmt: skip
         for i, (sae, state) in enumerate(zip(saes, states, strict=True))
     ]

@@ -2,7 +2,7 @@
 
 All rows (the default and steered rows of one request, and of every request coalesced with it) run as one
 batch: left padding, an attention mask, explicit position ids, the model's own KV cache (past_key_values).
-Each step hooks only the sites some row edits, through app.model.hooks. Each row samples with its own
+Each step hooks only the sites some row edits, through qscope.model.hooks. Each row samples with its own
 temperature, top-p, frequency penalty and torch.Generator (seeded per row, so a row's draws do not depend on
 its batch); temperature 0 is greedy. Every token comes back with the model's probability of it.
 
@@ -18,11 +18,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
+from qscope.model import hooks
+from qscope.steer.edits import Edit, SiteSteer
+from qscope.steer.spec import Where
 from torch import Tensor, nn
-
-from app.model import hooks
-from app.steer.spec import Where
-from app.steer.steering import Edit, SiteSteer
 
 
 @dataclass

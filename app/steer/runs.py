@@ -10,11 +10,10 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
+from qscope.steer.spec import SteerResult, SteerSpec
 from sqlalchemy import DateTime, String, Text, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
-
-from app.steer.spec import SteerResult, SteerSpec
 
 
 class Base(DeclarativeBase):

@@ -1,6 +1,6 @@
 """The model worker: one thread per process owns the device and runs every steering generation.
 
-Requests become `Job`s (built by `make_job`, which checks the limits and tokenizes in the caller's thread, so a
+Requests become `SteerJob`s (built by `make_job`, which checks the limits and tokenizes in the caller's thread, so a
 bad request fails before it queues). Jobs wait in a bounded queue; a full queue raises QueueFull (HTTP 503).
 When the worker is free it takes the first job and every job queued behind it for the same model (up to
 max_batch_rows rows) and runs them as one batched generation. Tokens and the final result go back through
@@ -17,12 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from qscope.steer.edits import Edit
+from qscope.steer.engine import Row, RowOut, generate
+from qscope.steer.spec import Completion, SpecError, SteerLimits, SteerResult, SteerSpec, TokenOut
 from torch import nn
 from transformers import PreTrainedTokenizerBase
-
-from app.steer.engine import Row, RowOut, generate
-from app.steer.spec import Completion, SpecError, SteerLimits, SteerResult, SteerSpec, TokenOut
-from app.steer.steering import Edit
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ class QueueFull(RuntimeError):
 
 
 @dataclass
-class Job:
+class SteerJob:
     """One request: its default and steered rows, on one model."""
 
     model: nn.Module
@@ -76,8 +75,8 @@ def make_job(
     limits: SteerLimits,
     emit: Emit,
     lock: threading.Lock | None = None,
-) -> Job:
-    """A job for `spec` (edits from app.steer.steering.resolve_edits); SpecError when over a limit."""
+) -> SteerJob:
+    """A job for `spec` (edits from qscope.steer.edits.resolve_edits); SpecError when over a limit."""
     limits.check(spec)
     ids = encode_prompt(tokenizer, spec)
     limits.check_prompt(len(ids))
@@ -87,7 +86,7 @@ def make_job(
                   frequency_penalty=spec.frequency_penalty, max_new_tokens=spec.max_new_tokens,
                   cancel=cancel, deadline=deadline)  # fmt: skip
     rows = [Row(ids, {}, **common), Row(ids, edits, **common)]
-    return Job(model, tokenizer, rows, emit, lock, cancel)
+    return SteerJob(model, tokenizer, rows, emit, lock, cancel)
 
 
 class _Stream:
@@ -114,14 +113,14 @@ class SteerWorker:
     """The single model worker of a process (see the module docstring)."""
 
     def __init__(self, queue_size: int = 16, max_batch_rows: int = 32, retry_after_s: int = 2) -> None:
-        self.queue: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
+        self.queue: queue.Queue[SteerJob] = queue.Queue(maxsize=queue_size)
         self.max_batch_rows, self.retry_after_s = max_batch_rows, retry_after_s
         self.batches = 0  # generations run, for tests and the benchmark
-        self._pending: list[Job] = []  # taken from the queue but for another model than the batch's
+        self._pending: list[SteerJob] = []  # taken from the queue but for another model than the batch's
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: SteerJob) -> None:
         try:
             self.queue.put_nowait(job)
         except queue.Full:
@@ -142,7 +141,7 @@ class SteerWorker:
             first = self._pending.pop(0) if self._pending else self.queue.get()
             self.run_batch(self._coalesce(first))
 
-    def _coalesce(self, first: Job) -> list[Job]:
+    def _coalesce(self, first: SteerJob) -> list[SteerJob]:
         """`first` and the jobs queued behind it for the same model, up to max_batch_rows rows."""
         batch, n_rows = [first], len(first.rows)
         while n_rows < self.max_batch_rows:
@@ -159,7 +158,7 @@ class SteerWorker:
                     break
         return batch
 
-    def run_batch(self, jobs: list[Job]) -> None:
+    def run_batch(self, jobs: list[SteerJob]) -> None:
         """One batched generation for `jobs` (same model); results go out through each job's emit."""
         live = [j for j in jobs if not j.cancel.is_set()]
         if not live:

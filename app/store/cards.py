@@ -3,7 +3,7 @@
 The normalised tables (features, contexts, logits, neighbors) are for people who query the store with SQL; a
 dashboard built from them takes four or five lookups of ~1-2 ms each. The ``cards`` table holds the same facts
 once more, one row per feature, so that the server reads one BLOB (stored uncompressed by DuckDB, so that one
-row is read without decompressing its neighbours) and decodes it in Python.
+row is read without decompressing its neighbors) and decodes it in Python.
 
 A card is ``zlib(header_length:uint32le, header JSON, token_ids int32[T], acts float32[T])`` where the header is
 
@@ -14,7 +14,7 @@ A card is ``zlib(header_length:uint32le, header JSON, token_ids int32[T], acts f
 
 and the contexts' token ids and activations follow, concatenated in header order (``length`` of each).
 Contexts are ordered top contexts first by rank, then interval samples by bin (strongest bin first) and rank;
-logits positive first by rank; neighbours in their SAE's order by rank. Neighbours' labels are not in the
+logits positive first by rank; neighbors in their SAE's order by rank. Neighbors' labels are not in the
 card (an SAE is written before the SAEs after it are known): the server reads them from ``features``.
 """
 
@@ -82,7 +82,7 @@ def build_cards(
     neighbors: Columns,
 ) -> np.ndarray:
     """One card per row of `features`, in that order (an object array of bytes). `logits` and `neighbors`
-    sorted by feature (as app.store.writer inserts them); `contexts` in any order."""
+    sorted by feature (as qscope.store.writer inserts them); `contexts` in any order."""
     F = len(features["feature"])
     out = np.empty(F, dtype=object)
     if F == 0:

@@ -1,4 +1,4 @@
-"""Read-only queries on one feature store (schema in app.store.schema), returning dataclasses.
+"""Read-only queries on one feature store (schema in qscope.store.schema), returning dataclasses.
 
 A `Store` is opened once per process (``duckdb.connect(read_only=True)``; opening costs tens of ms) and keeps
 what every page needs in memory: the meta table, the SAEs and the vocabulary. Each request takes its own cursor
@@ -19,10 +19,9 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-
-from app.store.cards import decode_card
-from app.store.schema import SCHEMA_VERSION
-from app.store.watchdog import WATCHDOG
+from qscope.store.cards import decode_card
+from qscope.store.schema import SCHEMA_VERSION
+from qscope.store.watchdog import WATCHDOG
 
 SORTS = {"index": "feature", "density": "density", "max_act": "max_act", "mean_act": "mean_act"}
 DENSITY_BINS = 28  # log10(density) from -7 to 0 in quarter decades
@@ -130,15 +129,6 @@ class DensityHistogram:
     dead: int
 
 
-@dataclass
-class FeatureText:
-    """What the semantic index embeds for one feature."""
-
-    sae_id: str
-    feature: int
-    text: str
-
-
 class Store:
     """One feature store file, opened read-only; `reader()` gives a request its cursor."""
 
@@ -214,7 +204,7 @@ class Store:
         return value
 
     def labels(self, sae_id: str) -> list[str]:
-        """Every label of one SAE, indexed by feature (read once, on first use: neighbour lists name features
+        """Every label of one SAE, indexed by feature (read once, on first use: neighbor lists name features
         of other SAEs, and one list lookup beats a query per page)."""
 
         def read() -> list[str]:
@@ -455,22 +445,16 @@ class Reader:
                 "top_tokens": [list(t) for t in cols["top_tokens"]]}  # fmt: skip
         return out
 
-    def feature_texts(self, n_logits: int = 5) -> list[FeatureText]:
-        """Label, top tokens and top logit tokens of every live feature, in (sae_id, feature) order."""
-        rows = self.cur.execute(
+    def embedding_inputs(self, n_logits: int = 5) -> list[tuple]:
+        """(sae_id, feature, label, top token ids, top promoted token ids) of every live feature, in (sae_id,
+        feature) order: what qscope.search.texts makes each feature's embedded text from."""
+        return self.cur.execute(
             "WITH lg AS (SELECT sae_id, feature, list(token_id ORDER BY rank) AS ids FROM logits "
             "WHERE sign > 0 AND rank < ? GROUP BY sae_id, feature) "
             "SELECT f.sae_id, f.feature, f.label, f.top_tokens, lg.ids FROM features f "
             "LEFT JOIN lg USING (sae_id, feature) WHERE f.n_fired > 0 ORDER BY f.sae_id, f.feature",
             [n_logits],
         ).fetchall()
-        out = []
-        for sae_id, f, label, top, logit_ids in rows:
-            tops = " ".join(t.strip() for t in self.store.decode(top or []) if t.strip())
-            logits = " ".join(t.strip() for t in self.store.decode(logit_ids or []) if t.strip())
-            words = (label or "").replace("·", " ").replace("→", " ").split()
-            out.append(FeatureText(sae_id, f, f"{' '.join(words)}; tokens: {tops}; promotes: {logits}"))
-        return out
 
 
 def _escape_like(text: str) -> str:

@@ -25,7 +25,7 @@ logits      top and bottom logit effects         sign (+1 | -1), rank, token_id,
 neighbors   nearest features by decoder cosine   other_sae_id, other_feature, cosine, rank (per other_sae_id)
 vocab       token_id INTEGER, token VARCHAR      so pages decode without the tokenizer
 cards       one row per feature                  card BLOB: the dashboard's rows above, packed into one
-                                                 value (format in app.store.cards) so a page is one lookup;
+                                                 value (format in qscope.store.cards) so a page is one lookup;
                                                  stored uncompressed so a lookup decompresses nothing else
 """
 

@@ -1,4 +1,4 @@
-"""Write a harvest into one DuckDB feature store (schema in app.store.schema), atomically.
+"""Write a harvest into one DuckDB feature store (schema in qscope.store.schema), atomically.
 
 The file is built as ``FILE.duckdb.tmp`` (a stale one is deleted first), checkpointed, closed and renamed into
 place with ``os.replace``: a reader sees the old file or the complete new one, never half a file, and on any
@@ -9,7 +9,7 @@ Rows go in from numpy without pandas or pyarrow: a dict of 1-D arrays is registe
 inserted with one ``INSERT ... SELECT``; a fixed-width 2-D array [rows, W] travels as W columns that SQL
 assembles into a list (``list_slice([c0, ..., cW-1], 1, length)`` for ragged ones). SAEs are written in
 ``sae_id`` order and each table's rows sorted by feature, so every table is sorted by (sae_id, feature).
-Each SAE also gets one card per feature (app.store.cards): its dashboard in one value.
+Each SAE also gets one card per feature (qscope.store.cards): its dashboard in one value.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from typing import Any
 
 import duckdb
 import numpy as np
-
-from app.store.cards import build_cards
-from app.store.schema import DDL, SCHEMA_VERSION
+from qscope.store.cards import build_cards
+from qscope.store.schema import DDL, SCHEMA_VERSION
 
 ROWS_PER_INSERT = 500_000  # bounds the memory of one INSERT's spread columns
 Columns = dict[str, np.ndarray]

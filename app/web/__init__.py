@@ -1,8 +1,8 @@
 """The explorer web app: `create_app(dbs)` serves one or more feature stores (FastAPI + Jinja2 + htmx).
 
-Routes live in app.web.routes, one module per resource; URLs are built in app.web.urls; responses go through
-app.web.render.render (full page, htmx partial or `.json` twin). The stores are opened read-only once here.
-app.web.security adds the headers, size and rate limits; app.web.openapi makes the schema match the responses.
+Routes live in qscope.web.routes, one module per resource; URLs are built in qscope.web.urls; responses go through
+qscope.web.render.render (full page, htmx partial or `.json` twin). The stores are opened read-only once here.
+qscope.web.security adds the headers, size and rate limits; qscope.web.openapi makes the schema match the responses.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-
-from app.config import Settings, get_settings
-from app.live import Limits, LiveModels
-from app.search import Searcher
-from app.web import errors, openapi, security, steer, urls
-from app.web.catalog import Catalog
-from app.web.render import ROOT
-from app.web.routes import features, health, home, inspect, saes, search
+from qscope.config import Settings, get_settings
+from qscope.live.runner import Limits, LiveModels
+from qscope.search.searcher import Searcher
+from qscope.steer.service import Steering
+from qscope.web import errors, openapi, security, urls
+from qscope.web.catalog import Catalog
+from qscope.web.render import STATIC_DIR
+from qscope.web.routes import features, health, home, inspect, saes, search, steer
 
 
 def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, warm_search: bool = True) -> FastAPI:
@@ -41,11 +41,12 @@ def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, w
         yield
         catalog.close()
 
-    # the docs page is app.web.security's (it needs its own CSP)
+    # the docs page is qscope.web.security's (it needs its own CSP)
     app = FastAPI(title="qscope", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/-/openapi.json")
     app.state.catalog, app.state.live, app.state.searcher = catalog, live, searcher
     app.state.settings, app.state.limits = settings, limits
-    app.mount(urls.STATIC_PREFIX, StaticFiles(directory=str(ROOT / "static")), name="static")
+    app.state.steering = Steering(settings)  # its worker thread starts with the first steering request
+    app.mount(urls.STATIC_PREFIX, StaticFiles(directory=str(STATIC_DIR)), name="static")
     errors.install(app)
     security.install(app, settings, errors.refusal)
     openapi.install(app)

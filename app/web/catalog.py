@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.store.queries import SaeInfo, Store
-from app.web import urls
+from qscope.store.queries import SaeInfo, Store
+from qscope.web import urls
 
 log = logging.getLogger(__name__)
 

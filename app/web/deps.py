@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-
-from app.config import Settings
-from app.live import Limits, LiveModels
-from app.search import Searcher
-from app.web.catalog import Catalog
+from qscope.config import Settings
+from qscope.live.runner import Limits, LiveModels
+from qscope.search.searcher import Searcher
+from qscope.web.catalog import Catalog
 
 
 def get_catalog(request: Request) -> Catalog:

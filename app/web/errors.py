@@ -8,14 +8,13 @@ from collections.abc import Sequence
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from qscope.live.runner import LiveUnavailable, TextTooLong
+from qscope.store.queries import QueryTimeout
+from qscope.web import urls
+from qscope.web.catalog import NotFound
+from qscope.web.render import templates, wants_json
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
-
-from app.live import LiveUnavailable, TextTooLong
-from app.store.queries import QueryTimeout
-from app.web import urls
-from app.web.catalog import NotFound
-from app.web.render import templates, wants_json
 
 TITLES = {404: "Not found", 405: "Method not allowed", 413: "Request too large", 414: "URL too long",
           422: "Bad request", 429: "Too many requests", 503: "Unavailable"}
@@ -40,7 +39,7 @@ def error_response(
 
 
 def refusal(scope: Scope, status: int, message: str, headers: dict[str, str]) -> Response:
-    """The error response of a request refused before routing (app.web.security: sizes, rates)."""
+    """The error response of a request refused before routing (qscope.web.security: sizes, rates)."""
     response = error_response(Request(scope), status, message)
     response.headers.update(headers)
     return response

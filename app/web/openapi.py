@@ -12,8 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-
-from app.web.security import INSPECT_PATHS, STEER_PATHS
+from qscope.web.security import INSPECT_PATHS, STEER_PATHS
 
 ERROR = {
     "type": "object",

@@ -1,7 +1,7 @@
 """Responses: one `render()` for a full page, its htmx partial or its `.json` twin, and the template helpers.
 
 Templates never query: routes hand them dataclasses. Jinja autoescapes everything; the only HTML built in
-Python is in `tokens_html` (every token string goes through `escape`) and in app.web.plots (numbers only).
+Python is in `tokens_html` (every token string goes through `escape`) and in qscope.web.plots (numbers only).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
+from qscope.web import plots, urls
 
-from app.web import plots, urls
-
-ROOT = Path(__file__).resolve().parents[2]
-templates = Jinja2Templates(directory=str(ROOT / "templates"))
+# templates and static files are package data (qscope.templates, qscope.static): found through the package,
+# so an installed wheel serves them as a source checkout does
+TEMPLATES_DIR = Path(str(files("qscope.templates")))
+STATIC_DIR = Path(str(files("qscope.static")))
+templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
 # whitespace and control characters as a reader can see them (the token itself stays in the hover title)
 _VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍", " ": "·"}

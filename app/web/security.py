@@ -25,9 +25,8 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
+from qscope.config import Settings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from app.config import Settings
 
 CSP = "; ".join([
     "default-src 'self'", "script-src 'self'", "style-src 'self'", "style-src-attr 'unsafe-inline'",

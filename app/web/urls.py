@@ -48,7 +48,7 @@ def inspect(json: bool = False, **params: object) -> str:
 
 
 def steer(sae_id: str, feature: int) -> str:
-    """The steering page (another issue); it takes the feature to steer with in its query."""
+    """The steering page, with the feature to steer with in its query."""
     return f"/steer{_query({'sae_id': sae_id, 'feature': int(feature)})}"
 
 

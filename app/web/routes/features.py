@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
-
-from app.store.queries import FeatureDetail, SaeInfo
-from app.web import urls
-from app.web.catalog import Catalog, NotFound
-from app.web.deps import CatalogDep
-from app.web.errors import Unprocessable
-from app.web.render import render, visible
+from qscope.store.queries import FeatureDetail, SaeInfo
+from qscope.web import urls
+from qscope.web.catalog import Catalog, NotFound
+from qscope.web.deps import CatalogDep
+from qscope.web.errors import Unprocessable
+from qscope.web.render import render, visible
 
 router = APIRouter()
 

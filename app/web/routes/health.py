@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
-
-from app.web.deps import CatalogDep
+from qscope.web.deps import CatalogDep
 
 router = APIRouter()
 
@@ -19,7 +18,6 @@ class Health(BaseModel):
 
 @router.get("/-/health", response_model=Health, summary="Liveness: the server answers and what it serves")
 def health(request: Request, catalog: CatalogDep) -> Health:
-    steering = getattr(request.app.state, "steering", None)  # created by the first steering request
-    waiting = steering.worker.queue.qsize() if steering is not None else 0
+    waiting = request.app.state.steering.worker.queue.qsize()
     return Health(status="ok", stores=len(catalog.stores), models=[m.model_id for m in catalog],
                   steer_waiting=waiting)  # fmt: skip

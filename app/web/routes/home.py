@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
-
-from app.store.queries import SaeInfo
-from app.web import urls
-from app.web.deps import CatalogDep
-from app.web.render import render
+from qscope.store.queries import SaeInfo
+from qscope.web import urls
+from qscope.web.deps import CatalogDep
+from qscope.web.render import render
 
 router = APIRouter()
 

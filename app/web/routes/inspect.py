@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
-
-from app.analyze import Analysis, Comparison, analyze, compare, split_set
-from app.web.catalog import NotFound
-from app.web.deps import CatalogDep, LimitsDep, LiveDep, SettingsDep
-from app.web.errors import Unprocessable
-from app.web.render import render
+from qscope.live.inspect import Analysis, Comparison, analyze, compare, split_set
+from qscope.web.catalog import NotFound
+from qscope.web.deps import CatalogDep, LimitsDep, LiveDep, SettingsDep
+from qscope.web.errors import Unprocessable
+from qscope.web.render import render
 
 router = APIRouter()
 

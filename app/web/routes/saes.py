@@ -7,13 +7,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse
-
-from app.store.queries import DensityHistogram, FeatureList, SaeInfo
-from app.web import urls
-from app.web.catalog import NotFound
-from app.web.deps import CatalogDep
-from app.web.errors import Unprocessable
-from app.web.render import render
+from qscope.store.queries import DensityHistogram, FeatureList, SaeInfo
+from qscope.web import urls
+from qscope.web.catalog import NotFound
+from qscope.web.deps import CatalogDep
+from qscope.web.errors import Unprocessable
+from qscope.web.render import render
 
 router = APIRouter()
 

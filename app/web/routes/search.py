@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
-
-from app.search import KINDS, SearchResults
-from app.web.deps import LimitsDep, SearcherDep
-from app.web.errors import Unprocessable
-from app.web.render import render
+from qscope.search.searcher import KINDS, SearchResults
+from qscope.web.deps import LimitsDep, SearcherDep
+from qscope.web.errors import Unprocessable
+from qscope.web.render import render
 
 router = APIRouter()
 

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-import threading
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -20,61 +17,19 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
-
-from app.config import Settings
-from app.live import LiveUnavailable
-from app.steer.runs import RunStore
-from app.steer.spec import SavedRun, ShareRequest, SpecError, SteerLimits, SteerResult, SteerSpec
-from app.steer.steering import resolve_edits
-from app.steer.worker import Job, QueueFull, SteerWorker, make_job
-from app.web import urls
-from app.web.catalog import Catalog, NotFound
-from app.web.deps import CatalogDep, LiveDep
-from app.web.render import render
-
-RECENT = 256  # finished runs kept in memory for sharing
-
-
-class Steering:
-    """The steering state of one app: its worker, limits, app database and recent runs."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.limits = SteerLimits(
-            max_prompt_tokens=settings.steer_max_prompt_tokens, max_new_tokens=settings.steer_max_new_tokens,
-            max_features=settings.steer_max_features, max_strength=settings.steer_max_strength,
-            timeout_s=settings.steer_timeout_s,
-        )  # fmt: skip
-        self.worker = SteerWorker(settings.steer_queue_size, settings.steer_max_batch_rows)
-        self.db_url = settings.app_db_url
-        self._runs: RunStore | None = None
-        self.recent: OrderedDict[str, tuple[SteerSpec, SteerResult]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @property
-    def runs(self) -> RunStore:
-        with self._lock:
-            if self._runs is None:  # created on first use: a server that never shares writes no file
-                self._runs = RunStore(self.db_url)
-            return self._runs
-
-    def remember(self, spec: SteerSpec, result: SteerResult) -> SteerResult:
-        token = secrets.token_urlsafe(12)
-        with self._lock:
-            self.recent[token] = (spec, result)
-            while len(self.recent) > RECENT:
-                self.recent.popitem(last=False)
-        return result.model_copy(update={"run": token})
-
-
-_create_lock = threading.Lock()
+from qscope.live.runner import LiveUnavailable
+from qscope.steer.edits import resolve_edits
+from qscope.steer.service import Steering
+from qscope.steer.spec import SavedRun, ShareRequest, SpecError, SteerResult, SteerSpec
+from qscope.steer.worker import QueueFull, SteerJob, make_job
+from qscope.web import urls
+from qscope.web.catalog import Catalog, NotFound
+from qscope.web.deps import CatalogDep, LiveDep
+from qscope.web.render import render
 
 
 def get_steering(request: Request) -> Steering:
-    state = request.app.state
-    with _create_lock:
-        if getattr(state, "steering", None) is None:
-            state.steering = Steering(state.settings)
-    return state.steering
+    return request.app.state.steering
 
 
 SteeringDep = Annotated[Steering, Depends(get_steering)]
@@ -124,14 +79,14 @@ def _model_id(catalog: Catalog, spec: SteerSpec) -> str:
     return model_id
 
 
-def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -> tuple[Job, SteerSpec]:
+def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -> tuple[SteerJob, SteerSpec]:
     """Resolve the spec's model and features, build its job and queue it."""
     model_id = _model_id(catalog, spec)
     spec = spec.model_copy(update={"model_id": model_id})
     runner = live.get(model_id)
     if runner is None:
         raise NotFound(f"No live model for {model_id!r}.")
-    lm, saes = runner._load()  # noqa: SLF001 (LiveModel has no public accessor yet)
+    lm, saes = runner.load()
 
     def max_act(sae_id: str, feature: int) -> float:
         with catalog.sae(model_id, sae_id).store.reader() as r:
@@ -142,7 +97,7 @@ def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -
 
     steering.limits.check(spec)  # before any lookup: an oversized spec costs nothing
     edits = resolve_edits(spec.features, saes, max_act)
-    job = make_job(spec, lm.model, lm.tokenizer, edits, steering.limits, emit, runner._lock)  # noqa: SLF001
+    job = make_job(spec, lm.model, lm.tokenizer, edits, steering.limits, emit, runner.lock)
     steering.worker.submit(job)
     return job, spec
 
@@ -198,8 +153,7 @@ async def steer_stream(spec: SteerSpec, catalog: CatalogDep, live: LiveDep, stee
 
 @api.post("/share", response_model=SavedRun, summary="Save a finished run; returns its permalink")
 def share(body: ShareRequest, steering: SteeringDep) -> SavedRun:
-    with steering._lock:  # noqa: SLF001
-        found = steering.recent.get(body.run)
+    found = steering.recall(body.run)
     if found is None:
         raise NotFound(f"No recent run {body.run!r} on this server: run it again, then share.")
     spec, result = found

@@ -1,11 +1,11 @@
 """Benchmark `qscope serve`: a synthetic feature store at scale, written by the real writer, load-tested over
 loopback from a second process; the raw DuckDB time of the same lookups is measured beside it.
 
-    python scripts/bench_serve.py --saes 2 --features 16384          # the small scale (default)
-    python scripts/bench_serve.py --saes 16 --features 65536         # the issue's 1M features
+    qscope bench serve --saes 2 --features 16384          # the small scale (default)
+    qscope bench serve --saes 16 --features 65536         # the issue's 1M features
     qscope bench serve --saes 2 --features 16384                     # the same, through the CLI
 
-Steps: (1) write DIR/bench.duckdb with app.store.writer.write_store (SAEs generated one at a time, so memory
+Steps: (1) write DIR/bench.duckdb with qscope.store.writer.write_store (SAEs generated one at a time, so memory
 stays at one SAE's columns); (2) build the semantic index beside it (timed; cached for later runs); (3) start
 `qscope serve` on a free loopback port; (4) a client process runs C threads with keep-alive connections for at
 most S seconds and N requests over: feature page, feature .json, SAE list pages, search (semantic + text; the
@@ -28,12 +28,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from app.harvest.state import HIST_EDGES  # noqa: E402
-from app.store.writer import write_store  # noqa: E402
+from qscope.config import get_settings
+from qscope.harvest.state import HIST_EDGES
+from qscope.store.writer import write_store
 
 WORDS = (
     "the of and to in is was for on that with as by at from it his an were are which this be or has had "
@@ -52,7 +49,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 class LazySae:
-    """Duck-types app.store.writer.SaeTables, building its columns on first use and dropping the previous
+    """Duck-types qscope.store.writer.SaeTables, building its columns on first use and dropping the previous
     SAE's, so a store of many SAEs is written in the memory of one."""
 
     _cache: tuple[object, dict] | None = None
@@ -210,7 +207,7 @@ def client_main(spec: dict) -> None:
 
 def raw_duckdb(db: Path, sae_ids: list[str], features: int, n: int) -> dict:
     """The same lookups straight on the store (one cursor, this process): ms per lookup."""
-    from app.store.queries import Store
+    from qscope.store.queries import Store
 
     store = Store(db)
     rng = random.Random(1)
@@ -234,8 +231,9 @@ def raw_duckdb(db: Path, sae_ids: list[str], features: int, n: int) -> dict:
 
 
 def build_index(db: Path) -> float:
-    from app.search import Embedder, load_or_build_index
-    from app.store.queries import Store
+    from qscope.search.embedder import Embedder
+    from qscope.search.semantic import load_or_build_index
+    from qscope.store.queries import Store
 
     store = Store(db)
     start = time.perf_counter()
@@ -259,7 +257,7 @@ def wait_for_search(port: int, limit_s: float = 1800) -> None:
 
 def serve(db: Path, port: int, log: Path, workers: int) -> subprocess.Popen:
     qscope = Path(sys.executable).parent / "qscope"
-    cmd = [str(qscope)] if qscope.exists() else [sys.executable, "-c", "from app.cli import main; main()"]
+    cmd = [str(qscope)] if qscope.exists() else [sys.executable, "-c", "from qscope.cli import main; main()"]
     env = os.environ | {"HF_HUB_OFFLINE": "1", "QSCOPE_DEVICE": "cpu"}
     with open(log, "w") as f:
         args = [*cmd, "serve", "--db", str(db), "--port", str(port), "--workers", str(workers)]
@@ -290,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="load test duration bound")
     p.add_argument("--max-requests", type=int, default=20_000, help="load test request count bound")
     p.add_argument("--raw", type=int, default=300, help="raw DuckDB lookups of each kind")
-    p.add_argument("--dir", type=Path, default=ROOT / "data" / "bench", help="where the store is written")
+    p.add_argument("--dir", type=Path, default=get_settings().data_dir / "bench", help="where the store is written")
     p.add_argument("--rebuild", action="store_true", help="rewrite the store even if one of this scale exists")
     p.add_argument("--client", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -322,8 +320,8 @@ def main(argv: list[str] | None = None) -> None:
         conn.getresponse().read()
         print(f"load test: {args.clients} clients, at most {args.seconds:g} s / {args.max_requests} requests",
               flush=True)  # fmt: skip
-        out = subprocess.run([sys.executable, __file__, "--client", json.dumps(spec)], capture_output=True,
-                             text=True, check=True)  # fmt: skip
+        client = [sys.executable, "-m", "qscope.bench.serve", "--client", json.dumps(spec)]
+        out = subprocess.run(client, capture_output=True, text=True, check=True)
         load = json.loads(out.stdout.strip().splitlines()[-1])
     finally:
         proc.terminate()

@@ -1,45 +1,21 @@
-"""The SAE core: one `Sae` module (encode / decode / forward) whatever the release format, and `load_sae`.
+"""The `Sae` module (encode / decode / forward), one class whatever the release format.
 
-`load_sae` looks at what a path holds, hands it to the matching reader in `app.sae_formats` (Qwen-Scope,
-SAELens, Llama Scope, sparsify) and builds an `Sae` from the `SaeSpec` it returns. Every Sae takes and returns
-raw model activations [..., d_in]: a release's activation-norm scaling is folded into its weights here, so
-`W_dec` rows are feature directions in model space and steering can add them as they are.
+An Sae is built from the `SaeSpec` a format reader returns (qscope.sae.formats). It takes and returns raw model
+activations [..., d_in]: a release's activation-norm scaling is folded into its weights here, so `W_dec` rows
+are feature directions in model space and steering can add them as they are.
 
 Shapes: D = d_in (the model's hidden size), F = d_sae (features), K = k, B = any leading dims.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
+from qscope.sae.formats.common import ARCHITECTURES, SaeFormatError, SaeSpec, check_shapes
 from torch import Tensor, nn
-
-from app.sae_formats import (
-    ARCHITECTURES,
-    QWEN_SCOPE_DIMS,
-    QWEN_SCOPE_RE,
-    SaeFormatError,
-    SaeSpec,
-    check_shapes,
-    peek_layer,
-    read_llamascope,
-    read_qwen_scope,
-    read_saelens,
-    read_sparsify,
-)
-
-__all__ = ["Sae", "SaeFormatError", "SaeSpec", "find_sae_files", "load_sae", "save_qwen_scope"]
 
 CANONICAL_DIMS = {"W_enc": ("d_in", "d_sae"), "W_dec": ("d_sae", "d_in"), "b_dec": ("d_in",)} | {
     name: ("d_sae",) for name in ("b_enc", "threshold", "b_gate", "b_mag", "r_mag", "rank_scale")
 }
-CONFIG_NAMES = ("cfg.json", "config.json", "hyperparams.json")
-LOOKED_FOR = (
-    "layer<n>.sae.pt (Qwen-Scope); cfg.json + sae_weights.safetensors (SAELens); config.json or "
-    "hyperparams.json + sae_weights.safetensors or checkpoints/final.safetensors (Llama Scope); "
-    "cfg.json + sae.safetensors (sparsify)"
-)
 
 
 class Sae(nn.Module):
@@ -111,7 +87,7 @@ class Sae(nn.Module):
         return self._top_k(pre_BF)
 
     def _top_k(self, pre_BF: Tensor) -> Tensor:
-        # batchtopk lands here too: per-token top-k at inference (see app.sae_formats.read_saelens)
+        # batchtopk lands here too: per-token top-k at inference (see qscope.sae.formats.saelens.read)
         score_BF = pre_BF if self.rank_scale is None else pre_BF * self.rank_scale
         top_idx_BK = score_BF.topk(min(self.k, self.d_sae), dim=-1).indices
         top_BK = pre_BF.gather(-1, top_idx_BK).relu()
@@ -166,125 +142,3 @@ def _check_spec(spec: SaeSpec) -> tuple[int, int]:
              "r_mag": spec.r_mag_F, "rank_scale": spec.rank_scale_F}  # fmt: skip
     sizes = check_shapes(src, {n: t for n, t in named.items() if t is not None}, CANONICAL_DIMS)
     return sizes["d_in"], sizes["d_sae"]
-
-
-def load_sae(
-    path: str | Path,
-    *,
-    k: int | None = None,
-    layer: int | None = None,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
-) -> Sae:
-    """Read the SAE at `path` (a weight file or the folder holding one), whatever its format.
-
-    k: the top-k of a Qwen-Scope file (else read from a folder named `...-L0_<k>`); for other top-k SAEs it
-    replaces the file's k; other architectures ignore it.
-    layer: picks that layer's SAE from a folder holding several; names the layer of an SAE that does not say.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise SaeFormatError(f"SAE path {path} does not exist")
-    weights = _pick_weights(path, layer)
-    fmt, cfg = _identify(weights, explicit=True) or ("", None)
-    if fmt == "qwen-scope":
-        spec = read_qwen_scope(weights, k)
-    elif cfg is not None:
-        spec = {"saelens": read_saelens, "llamascope": read_llamascope, "sparsify": read_sparsify}[fmt](
-            weights, cfg
-        )
-    else:
-        raise SaeFormatError(f"SAE file {weights} is not one qscope reads; it looks for {LOOKED_FOR}")
-    if k is not None and spec.architecture in ("topk", "batchtopk"):
-        spec.k = k
-    if layer is not None and spec.layer is None:
-        spec.layer, spec.site = layer, spec.site or f"model.layers.{layer}"
-    elif layer is not None and spec.layer != layer:
-        raise SaeFormatError(
-            f"SAE {weights} reads layer {spec.layer} ({spec.hook_name}) but layer={layer} was asked"
-        )
-    return Sae(spec, device=device, dtype=dtype)
-
-
-def _identify(weights: Path, explicit: bool = False) -> tuple[str, Path | None] | None:
-    """(format, config file) for an SAE weight file, or None. `explicit`: the caller named this very file."""
-    name, here = weights.name, weights.parent
-    if QWEN_SCOPE_RE.match(name) or (explicit and weights.suffix == ".pt"):
-        return "qwen-scope", None
-    if weights.suffix != ".safetensors":
-        return None
-    if name == "sae.safetensors":
-        return ("sparsify", here / "cfg.json") if (here / "cfg.json").is_file() else None
-    in_checkpoints = name == "final.safetensors" and here.name == "checkpoints"
-    if in_checkpoints:
-        # lm-saes reads checkpoints/final.safetensors only when its folder has no sae_weights.safetensors
-        if not explicit and (here.parent / "sae_weights.safetensors").is_file():
-            return None
-        here = here.parent
-    elif name != "sae_weights.safetensors" and not explicit:
-        return None
-    if not in_checkpoints and (here / "cfg.json").is_file():
-        return "saelens", here / "cfg.json"
-    for cfg_name in ("config.json", "hyperparams.json"):
-        if (here / cfg_name).is_file():
-            return "llamascope", here / cfg_name
-    return None
-
-
-def _pick_weights(path: Path, layer: int | None) -> Path:
-    """The one weight file `path` stands for: itself, its folder's SAE, or that folder's SAE for `layer`."""
-    if path.is_file() and path.name not in CONFIG_NAMES:
-        return path
-    folder = path.parent if path.is_file() else path
-    found = find_sae_files(folder)
-    own = [
-        f
-        for f in found
-        if f.parent == folder or (f.parent.name == "checkpoints" and f.parent.parent == folder)
-    ]
-    if len(own) == 1:  # the folder is one SAE (load_sae checks `layer` against it)
-        return own[0]
-    if layer is not None:
-        found = [f for f in found if _layer_of(f) == layer]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        at = f" for layer {layer}" if layer is not None else ""
-        raise SaeFormatError(f"SAE folder {folder} holds no SAE{at}; looked in it and below for {LOOKED_FOR}")
-    names = ", ".join(str(f.relative_to(folder)) for f in found[:6]) + (", ..." if len(found) > 6 else "")
-    raise SaeFormatError(
-        f"SAE folder {folder} holds {len(found)} SAEs ({names}); pass one of them, or layer="
-    )
-
-
-def _layer_of(weights: Path) -> int | None:
-    fmt, cfg = _identify(weights) or ("", None)
-    return peek_layer(fmt, weights, cfg)
-
-
-def find_sae_files(root: str | Path) -> list[Path]:
-    """Every SAE weight file under `root` (hidden folders skipped), sorted by layer, then by path."""
-    root = Path(root)
-    if root.is_file():
-        return [root] if _identify(root) else []
-    found = [
-        f
-        for f in root.rglob("*")
-        if not any(part.startswith(".") for part in f.relative_to(root).parts)
-        and f.is_file()
-        and _identify(f)
-    ]
-    keyed = [(_layer_of(f), f) for f in found]
-    return [f for layer, f in sorted(keyed, key=lambda lf: (lf[0] is None, lf[0] or 0, str(lf[1])))]
-
-
-def save_qwen_scope(path: Path, W_enc_FD: Tensor, b_enc_F: Tensor, W_dec_DF: Tensor, b_dec_D: Tensor) -> None:
-    """Write a Qwen-Scope layer file: a dict of fp32 CPU tensors, W_enc [d_sae, d_in], W_dec [d_in, d_sae]."""
-    path = Path(path)
-    tensors = {"W_enc": W_enc_FD, "b_enc": b_enc_F, "W_dec": W_dec_DF, "b_dec": b_dec_D}
-    check_shapes(path, tensors, QWEN_SCOPE_DIMS)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # clone: a view would save the whole storage it points into
-    torch.save(
-        {name: t.detach().to("cpu", torch.float32).contiguous().clone() for name, t in tensors.items()}, path
-    )

@@ -1,7 +1,7 @@
 """Benchmark steering: default + steered in one batch vs one unsteered generation, hook overhead, and
 aggregate tokens/s of 8 concurrent requests (coalesced by the worker) vs 1.
 
-    python scripts/bench_steer.py --model data/demo/model --saes data/demo/saes --tokens 32
+    qscope bench steer --model data/demo/model --saes data/demo/saes --tokens 32
     qscope bench steer --tokens 32                      # the same, through the CLI
 
 Greedy decoding with EOS ignored, so every row generates exactly --tokens tokens. Prints a JSON line last.
@@ -15,12 +15,11 @@ import threading
 import time
 
 import torch
-
-from app.model import load_model
-from app.sae import find_sae_files, load_sae
-from app.steer.engine import Row, generate
-from app.steer.steering import Edit
-from app.steer.worker import Job, SteerWorker
+from qscope.model import load_model
+from qscope.sae import find_sae_files, load_sae
+from qscope.steer.edits import Edit
+from qscope.steer.engine import Row, generate
+from qscope.steer.worker import SteerJob, SteerWorker
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 
@@ -39,7 +38,7 @@ def best(fn, reps: int) -> float:
 def concurrent(worker: SteerWorker, lm, rows_of, n: int) -> float:
     """Wall time for n requests (2 rows each) submitted together to one worker."""
     left = threading.Semaphore(0)
-    jobs = [Job(lm.model, lm.tokenizer, rows_of(), lambda kind, data: kind == "done" and left.release())
+    jobs = [SteerJob(lm.model, lm.tokenizer, rows_of(), lambda kind, data: kind == "done" and left.release())
             for _ in range(n)]  # fmt: skip
     t = time.perf_counter()
     for j in jobs:
@@ -50,7 +49,7 @@ def concurrent(worker: SteerWorker, lm, rows_of, n: int) -> float:
     return time.perf_counter() - t
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="data/demo/model")
     ap.add_argument("--saes", default="data/demo/saes")
@@ -58,7 +57,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--device", default="auto")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     lm = load_model(args.model, device=args.device)
     sae = load_sae(find_sae_files(args.saes)[-1], device=lm.device)
     ids = lm.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]

@@ -1,6 +1,6 @@
 """Steering math: resolve a spec's features into `Edit`s and apply them to one site's hidden state, per row.
 
-Modes (strength units in app.steer.spec):
+Modes (strength units in qscope.steer.spec):
   add       h += strength * max_act(f) * unit(W_dec[f])
   clamp     h += (decode(f') - decode(f)) / gain with f'[feat] = strength * max_act(f)
   multiply  the same with f'[feat] = strength * f[feat]
@@ -22,10 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from qscope.sae import Sae
+from qscope.steer.spec import FeatureSteer, Mode, SpecError
 from torch import Tensor
-
-from app.sae import Sae
-from app.steer.spec import FeatureSteer, Mode, SpecError
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Benchmark the harvest on the demo: the full job against forward + SAE encode alone, on the same tokens.
 
-    .venv/bin/python scripts/bench_harvest.py [--demo data/demo] [--tokens 200000] [--ctx 128] [--batch 32]
+    qscope bench harvest [--demo data/demo] [--tokens 200000] [--ctx 128] [--batch 32]
 
 Prints tokens/s of (a) forward + encode alone (the floor any harvest pays), (b) the harvest's pass over the
-corpus (forward + encode + bookkeeping), (c) the whole job (plus logit effects, neighbours, labels and the
+corpus (forward + encode + bookkeeping), (c) the whole job (plus logit effects, neighbors, labels and the
 DuckDB write); the split of the pass between forward, encode and bookkeeping; peak memory; bytes per feature
 in the file. Last line: the figures as JSON. The demo is built first (tiny preset with --tiny) when missing.
 
@@ -17,23 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from qscope.config import get_settings
+from qscope.harvest.options import HarvestOptions
+from qscope.harvest.run import HarvestInputs, harvest, prepare
+from qscope.model import capture
 from rich.console import Console
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.config import get_settings  # noqa: E402
-from app.harvest.options import HarvestOptions  # noqa: E402
-from app.harvest.run import Job, harvest, prepare  # noqa: E402
-from app.model import capture  # noqa: E402
-
-
-def forward_and_encode(job: Job, batch: int) -> float:
+def forward_and_encode(job: HarvestInputs, batch: int) -> float:
     """Seconds for one forward per batch and every SAE's encode, chunked as the harvest chunks."""
     dev = job.loaded.device
     sites = [s.site for s in job.saes]
@@ -52,14 +48,13 @@ def forward_and_encode(job: Job, batch: int) -> float:
 
 def synthetic_demo(out: Path) -> Path:
     """A demo folder with the full spec's shapes: real corpus and tokenizer, random model and SAEs."""
+    from qscope.demo import corpus as corpus_mod
+    from qscope.demo.build import model_max_length
+    from qscope.demo.spec import FULL
+    from qscope.demo.tokenizer import save_tokenizer, train_tokenizer
+    from qscope.demo.train_model import make_config
+    from qscope.sae import save_qwen_scope
     from transformers import Qwen3ForCausalLM
-
-    from app.demo import corpus as corpus_mod
-    from app.demo.build import model_max_length
-    from app.demo.spec import FULL
-    from app.demo.tokenizer import save_tokenizer, train_tokenizer
-    from app.demo.train_model import make_config
-    from app.sae import save_qwen_scope
 
     if (out / "saes").is_dir():
         return out
@@ -83,7 +78,7 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--demo", type=Path, default=get_settings().demo_dir)
     p.add_argument("--tiny", action="store_true", help="build the tiny demo if the folder is missing")
@@ -94,7 +89,7 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.synthetic:
@@ -102,8 +97,8 @@ def main() -> None:
     if not (args.demo / "model").is_dir():
         from dataclasses import replace
 
-        from app.demo.build import build_demo
-        from app.demo.spec import FULL, TINY
+        from qscope.demo.build import build_demo
+        from qscope.demo.spec import FULL, TINY
 
         build_demo(args.demo, replace(TINY if args.tiny else FULL, seed=get_settings().seed), Console(stderr=True))
     out = Path(tempfile.mkdtemp(prefix="bench_harvest_")) / "bench.duckdb"
@@ -115,7 +110,7 @@ def main() -> None:
     job = prepare(opts)
     tokens = job.windows_NT.numel()
     # warm-up on one batch, then the timed pass over every window
-    forward_and_encode(Job(job.loaded, job.saes, job.sae_ids, job.windows_NT[: args.batch], job.model_id,
+    forward_and_encode(HarvestInputs(job.loaded, job.saes, job.sae_ids, job.windows_NT[: args.batch], job.model_id,
                            job.chunk_windows), args.batch)  # fmt: skip
     base_s = forward_and_encode(job, args.batch)
     device = job.loaded.device

@@ -1,7 +1,7 @@
 """Load test of `qscope serve` with browsing and steering mixed, over loopback, from a second process.
 
-    python scripts/bench_load.py                        # the tiny default (built into data/bench-load if missing)
-    python scripts/bench_load.py --db data/x.duckdb --seconds 60 --browse-clients 16 --steer-factor 4
+    qscope bench load                        # the tiny default (built into data/bench-load if missing)
+    qscope bench load --db data/x.duckdb --seconds 60 --browse-clients 16 --steer-factor 4
     qscope bench load --seconds 20                      # the same, through the CLI
 
 Steps: (1) start `qscope serve` on a free loopback port (steering queue of --queue requests; the per-client rate
@@ -31,15 +31,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from qscope.config import get_settings
 
-ROOT = Path(__file__).resolve().parents[1]
 STEER = {"prompt": "The meaning of", "max_new_tokens": 16, "temperature": 0.7, "features": []}
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--db", type=Path, help="feature store to serve (default: the tiny default, built if missing)")
-    p.add_argument("--demo", type=Path, default=ROOT / "data" / "bench-load", help="where the tiny default goes")
+    p.add_argument("--demo", type=Path, default=get_settings().data_dir / "bench-load",
+                   help="where the tiny default goes")  # fmt: skip
     p.add_argument("--seconds", type=float, default=20.0, help="length of the mixed phase")
     p.add_argument("--requests", type=int, default=20000, help="most requests of the mixed phase")
     p.add_argument("--browse-clients", type=int, default=8, help="closed-loop browsing clients")
@@ -47,12 +48,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--queue", type=int, default=8, help="the server's steering queue (QSCOPE_STEER_QUEUE_SIZE)")
     p.add_argument("--probe-s", type=float, default=4.0, help="seconds of the capacity probe")
     p.add_argument("--rate-limits", action="store_true", help="keep the per-client rate limits on")
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 def qscope(*args: str) -> list[str]:
     exe = Path(sys.executable).parent / "qscope"
-    return [str(exe), *args] if exe.exists() else [sys.executable, "-c", "from app.cli import main; main()", *args]
+    return [str(exe), *args] if exe.exists() else [sys.executable, "-c", "from qscope.cli import main; main()", *args]
 
 
 def tiny_default(folder: Path) -> Path:
@@ -218,8 +219,8 @@ def summary(rec: Recorder, seconds: float) -> dict:
             "status": {str(s): c for s, c in sorted(total.items())}}  # fmt: skip
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     db = args.db or tiny_default(args.demo)
     with tempfile.TemporaryDirectory() as tmp:
         proc, port = start_server(db, args, Path(tmp))

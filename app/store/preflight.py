@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-
-from app.store.schema import DDL
+from qscope.store.schema import DDL
 
 TABLES = re.findall(r"CREATE TABLE (\w+)", DDL)
 DUCKDB_HEADERS = 3 * 4096  # the main header and two database headers precede the blocks

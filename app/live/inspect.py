@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from app.live import TextRun
-from app.store.queries import FeatureRow, Store
+from qscope.live.runner import TextRun
+from qscope.store.queries import FeatureRow, Store
 
 SET_SEPARATOR = "---"  # a line holding only this separates the texts of one set in compare mode
 

@@ -1,18 +1,13 @@
-"""In-memory indexes behind concept search, sized for stores of a million features.
+"""`VectorIndex`: cosine top-N over unit vectors, sized for stores of a million features.
 
-- `VectorIndex`: cosine top-N over unit vectors. Exact (one matrix-vector product) up to `EXACT_MAX` rows;
-  above that an inverted-file index: k-means centroids over a sample, rows stored grouped by their nearest
-  centroid, and a query scores only the rows of its `nprobe` nearest centroids (float16 rows, widened per
-  query). Approximate, as every index of this kind; the build is deterministic for a seed.
-- `TextIndex`: postings from label words and from top tokens to rows, so that "every query word starts a
-  word of the label" and "a top token equals the query" are dictionary lookups instead of a scan.
+Exact (one matrix-vector product) up to `EXACT_MAX` rows; above that an inverted-file index: k-means centroids
+over a sample, rows stored grouped by their nearest centroid, and a query scores only the rows of its `nprobe`
+nearest centroids (float16 rows, widened per query). Approximate, as every index of this kind; the build is
+deterministic for a seed.
 """
 
 from __future__ import annotations
 
-import bisect
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +17,6 @@ EXACT_MAX = 150_000  # rows scored exactly; above this the inverted-file index a
 NPROBE = 24  # centroid lists scored per query
 KMEANS_SAMPLE = 64  # rows sampled per centroid to fit the centroids
 KMEANS_ITERS = 8
-MIN_PREFIX = 3  # shorter query words must match a label word whole
-_WORD = re.compile(r"\w+")
 
 
 def key_columns(sae_of_rows: list[str]) -> tuple[list[str], np.ndarray]:
@@ -31,10 +24,6 @@ def key_columns(sae_of_rows: list[str]) -> tuple[list[str], np.ndarray]:
     sae_ids = sorted(set(sae_of_rows))
     at = {sae_id: i for i, sae_id in enumerate(sae_ids)}
     return sae_ids, np.array([at[s] for s in sae_of_rows], dtype=np.int32)
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
 
 
 @dataclass
@@ -112,54 +101,3 @@ def fit_ivf(vectors_ND: np.ndarray, seed: int = 0) -> Ivf:
     counts = torch.bincount(assign_N, minlength=C)
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
     return Ivf(cent_CD.numpy(), order_N.numpy(), offsets.numpy())
-
-
-class TextIndex:
-    """Label words and top tokens -> rows; rows ranked by a score given at build time (density)."""
-
-    def __init__(self, labels: Sequence[str], top_tokens: Sequence[Sequence[int]], rank_score_N: np.ndarray):
-        by_word: dict[str, list[int]] = {}
-        by_token: dict[int, list[int]] = {}
-        for row, (label, tokens) in enumerate(zip(labels, top_tokens, strict=True)):
-            for w in set(words(label)):
-                by_word.setdefault(w, []).append(row)
-            for t in set(tokens):
-                by_token.setdefault(int(t), []).append(row)
-        self.vocab = sorted(by_word)
-        self._by_word = {w: np.asarray(rows, dtype=np.int64) for w, rows in by_word.items()}
-        self._by_token = {t: np.asarray(rows, dtype=np.int64) for t, rows in by_token.items()}
-        self.score_N = np.asarray(rank_score_N, dtype=np.float64)
-
-    def _mask_for_word(self, w: str) -> np.ndarray:
-        """bool [N]: rows with a label word equal to w, or starting with it when w is long enough."""
-        mask_N = np.zeros(len(self.score_N), dtype=bool)
-        if len(w) < MIN_PREFIX:
-            found = self._by_word.get(w)
-            if found is not None:
-                mask_N[found] = True
-            return mask_N
-        lo = bisect.bisect_left(self.vocab, w)
-        hi = bisect.bisect_left(self.vocab, w + "\uffff")
-        for v in self.vocab[lo:hi]:  # a scatter per word: no sort of the union, however many words match
-            mask_N[self._by_word[v]] = True
-        return mask_N
-
-    def label_rows(self, q: str) -> np.ndarray:
-        """Rows whose label has, for every word of q, a word starting with it."""
-        qs = words(q)
-        if not qs:
-            return np.zeros(0, np.int64)
-        mask_N = self._mask_for_word(qs[0])
-        for w in qs[1:]:
-            mask_N &= self._mask_for_word(w)
-        return np.flatnonzero(mask_N)
-
-    def token_rows(self, token_ids: Sequence[int]) -> np.ndarray:
-        parts = [self._by_token[t] for t in token_ids if t in self._by_token]
-        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
-
-    def best(self, rows: np.ndarray, n: int) -> np.ndarray:
-        """The n rows with the highest score, highest first (ties by row)."""
-        if len(rows) > n:
-            rows = rows[np.argpartition(-self.score_N[rows], n - 1)[:n]]
-        return rows[np.lexsort((rows, -self.score_N[rows]))]

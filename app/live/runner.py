@@ -1,4 +1,5 @@
-"""Live runs: a feature store's model and SAEs run on a user's text (for /inspect and search by firing).
+"""Live runs: a feature store's model and SAEs, loaded once and run on a user's text (inspect, search by
+firing, steering).
 
 The model and SAEs are the ones the harvest read (``meta.model`` and ``saes.source``), loaded lazily on the
 first run and kept for the process. Runs are bounded (Settings.max_chars, max_tokens) and serialised by a lock:
@@ -16,11 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from app.harvest.run import rank_mask
-from app.model import LoadedModel, ModelLoadError, capture, load_model
-from app.sae import Sae, SaeFormatError, load_sae
-from app.store.queries import Store
+from qscope.model import LoadedModel, ModelLoadError, capture, load_model, rank_mask
+from qscope.sae import Sae, SaeFormatError, load_sae
+from qscope.store.queries import Store
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class LiveModel:
         self.sink_norm_ratio = float(settings.get("sink_norm_ratio", 10.0))
         self._loaded: tuple[LoadedModel, dict[str, Sae]] | None = None
         self._error: str | None = None
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()  # held by every run of this model: inspect, search, steering batches
 
     def problem(self) -> str | None:
         """Why live runs cannot work here, or None (checks paths only: nothing is loaded)."""
@@ -89,7 +88,8 @@ class LiveModel:
     def _saes(self):
         return [s for s in self.store.saes.values() if s.model_id == self.model_id]
 
-    def _load(self) -> tuple[LoadedModel, dict[str, Sae]]:
+    def load(self) -> tuple[LoadedModel, dict[str, Sae]]:
+        """The model and its SAEs {sae_id: Sae}, loaded on first use (LiveUnavailable when they cannot be)."""
         if self._loaded is None:
             if reason := self.problem():
                 raise LiveUnavailable(reason)
@@ -107,7 +107,7 @@ class LiveModel:
     def tokenize(self, text: str, limits: Limits) -> list[int]:
         if len(text) > limits.max_chars:
             raise TextTooLong(f"the text has {len(text):,} characters; at most {limits.max_chars:,} are run")
-        lm, _ = self._load()
+        lm, _ = self.load()
         ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) > limits.max_tokens:
             raise TextTooLong(f"the text is {len(ids):,} tokens long; at most {limits.max_tokens:,} are run")
@@ -115,15 +115,15 @@ class LiveModel:
 
     def run(self, text: str, limits: Limits) -> TextRun:
         """Run the model on `text` and every SAE of this model on its site (LiveUnavailable if it stays busy)."""
-        if not self._lock.acquire(timeout=limits.wait_s):
+        if not self.lock.acquire(timeout=limits.wait_s):
             raise LiveUnavailable(f"the model is busy (waited {limits.wait_s:g} s for other runs); try again shortly")
         try:
             return self._run(text, limits)
         finally:
-            self._lock.release()
+            self.lock.release()
 
     def _run(self, text: str, limits: Limits) -> TextRun:
-        lm, saes = self._load()
+        lm, saes = self.load()
         ids = self.tokenize(text, limits)
         if not ids:
             return TextRun(self.model_id, text, [], [], [], [])

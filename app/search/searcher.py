@@ -1,0 +1,169 @@
+"""Concept search over the features of the served stores: semantic, plain text, and "fires on this text".
+
+- semantic: each live feature's text (qscope.search.texts) embedded once with all-MiniLM-L6-v2
+  (qscope.search.embedder); cosine top-N against the query, exact or through an inverted-file index
+  (qscope.search.semantic, qscope.search.vectors).
+- text: labels with a word starting with every query word, and features whose top tokens include a token
+  equal to the query; from in-memory postings (qscope.search.text; SQL until they are built).
+- fires: the model and SAEs run on the query itself (qscope.live.fires); features ranked by activation
+  relative to their harvested max.
+
+Results of all kinds are merged by reciprocal-rank fusion and each hit says which kinds found it and why.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qscope.live.fires import strongest
+from qscope.live.runner import Limits, LiveModels, LiveUnavailable
+from qscope.search.embedder import Embedder
+from qscope.search.semantic import SemanticIndex, load_or_build_index
+from qscope.search.text import TextSearch
+from qscope.store.queries import FeatureRow, Store
+
+log = logging.getLogger(__name__)
+
+KINDS = ("semantic", "text", "fires")
+RRF_K = 10  # reciprocal-rank fusion constant: a hit at rank r adds 1 / (RRF_K + r)
+
+
+@dataclass
+class Found:
+    """Why one kind of search found a feature."""
+
+    kind: str  # 'semantic' | 'text' | 'fires'
+    rank: int
+    detail: str
+
+
+@dataclass
+class SearchHit:
+    model_id: str
+    row: FeatureRow
+    score: float  # reciprocal-rank fusion over the kinds that found it
+    found: list[Found] = field(default_factory=list)
+
+
+@dataclass
+class SearchResults:
+    q: str
+    kinds: list[str]
+    hits: list[SearchHit]
+    notes: list[str]  # kinds that could not run, and why
+
+
+class Searcher:
+    """Search across the served stores; semantic indexes are built in the background at startup."""
+
+    def __init__(self, stores: list[Store], live: LiveModels, limits: Limits, cache_dir: Path | None = None):
+        self.stores, self.live, self.limits, self.cache_dir = stores, live, limits, cache_dir
+        self.embedder = Embedder()
+        self._indexes: dict[Path, SemanticIndex] = {}
+        self._tables: dict[Path, TextSearch] = {}
+        self._errors: dict[Path, str] = {}
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def warm(self) -> None:
+        """Start building (or loading) every store's semantic index in a background thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._build_all, name="search-index", daemon=True)
+            self._thread.start()
+
+    def _build_all(self) -> None:
+        for store in self.stores:  # the text index first: it is ready in seconds, the embeddings take longer
+            try:
+                self._tables[store.path] = TextSearch(store)
+            except Exception:  # noqa: BLE001 - text search falls back to SQL
+                log.exception("text index of %s failed", store.path)
+        for store in self.stores:
+            try:
+                self._indexes[store.path] = load_or_build_index(store, self.embedder, self.cache_dir)
+            except Exception as e:  # noqa: BLE001 - reported on the page instead of killing the thread
+                log.exception("search index of %s failed", store.path)
+                self._errors[store.path] = str(e)
+        self._ready.set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        self.warm()
+        return self._ready.wait(timeout)
+
+    def search(self, q: str, kinds: list[str], limit: int = 30, wait_s: float = 60.0) -> SearchResults:
+        notes: list[str] = []
+        found: dict[tuple[str, str, int], list[Found]] = {}
+        rows: dict[tuple[str, str, int], FeatureRow] = {}
+        for kind in kinds:
+            try:
+                hits = getattr(self, f"_{kind}")(q, limit, wait_s)
+            except (LiveUnavailable, RuntimeError) as e:
+                notes.append(f"{kind}: {e}")
+                continue
+            for rank, (model_id, row, detail) in enumerate(hits):
+                key = (model_id, row.sae_id, row.feature)
+                rows[key] = row
+                found.setdefault(key, []).append(Found(kind, rank, detail))
+        merged = [SearchHit(key[0], rows[key], sum(1 / (RRF_K + f.rank) for f in fs), fs) for key, fs in found.items()]
+        merged.sort(key=lambda h: (-h.score, h.row.sae_id, h.row.feature))
+        return SearchResults(q, kinds, merged[:limit], notes)
+
+    def _model_of(self, store: Store, sae_id: str) -> str:
+        return store.saes[sae_id].model_id
+
+    def _semantic(self, q: str, limit: int, wait_s: float):
+        if not self.wait_ready(wait_s):
+            raise RuntimeError("the semantic index is still being built; try again shortly")
+        query_D = self.embedder.embed([q])[0]
+        scored = []
+        for store in self.stores:
+            if store.path in self._errors:
+                raise RuntimeError(f"no semantic index for {store.path.name}: {self._errors[store.path]}")
+            scored += [(score, store, sae_id, f) for sae_id, f, score in self._indexes[store.path].top(query_D, limit)]
+        scored.sort(key=lambda s: -s[0])
+        return self._resolve([(s, st, sid, f, f"cosine {s:.2f}") for s, st, sid, f in scored[:limit]])
+
+    def _text(self, q: str, limit: int, wait_s: float):
+        out = []
+        for store in self.stores:
+            table = self._tables.get(store.path)
+            if table is None:  # still being built: the same match as SQL, a scan of the features table
+                with store.reader() as r:
+                    matches = r.text_matches(q, limit)
+                out += [(self._model_of(store, row.sae_id), row, f"{why} match") for row, why in matches]
+                continue
+            found = table.matches(q, store.token_ids_matching(q), limit)
+            out += self._resolve([(0.0, store, sae_id, f, f"{why} match") for sae_id, f, why in found])
+        return out[:limit]
+
+    def _fires(self, q: str, limit: int, wait_s: float):
+        scored = []
+        for live in self.live.models.values():
+            run = live.run(q, self.limits)
+            for sae_id, f, act, rel, pos in strongest(run, live.store, limit):
+                detail = f"{act:.2f} on {run.tokens[pos]!r} ({rel:.0%} of its max)"
+                scored.append((rel, live.store, sae_id, f, detail))
+        scored.sort(key=lambda s: -s[0])
+        return self._resolve(scored[:limit])
+
+    def _resolve(self, scored):
+        """(score, store, sae_id, feature, detail) -> (model_id, row, detail): rows from the in-memory tables,
+        or read per store while those are being built."""
+        out = []
+        for store in {id(s[1]): s[1] for s in scored}.values():
+            got = self._rows(store, [(sid, f) for _, st, sid, f, _ in scored if st is store])
+            for _, st, sid, f, detail in scored:
+                if st is store and (sid, f) in got:
+                    out.append((self._model_of(store, sid), got[(sid, f)], detail))
+        order = {(s[2], s[3]): i for i, s in enumerate(scored)}
+        return sorted(out, key=lambda o: order[(o[1].sae_id, o[1].feature)])
+
+    def _rows(self, store: Store, keys: list[tuple[str, int]]) -> dict[tuple[str, int], FeatureRow]:
+        table = self._tables.get(store.path)
+        if table is None:
+            with store.reader() as r:
+                return r.rows(keys)
+        found = {key: table.find(*key) for key in keys}
+        return {key: table.row(i) for key, i in found.items() if i is not None}

@@ -1,0 +1,54 @@
+"""The steering service of one server: its worker, limits, app database of shared runs, and recent runs.
+
+Built once by create_app; the steering routes (qscope.web.routes.steer) submit jobs to its worker and save
+shared runs through it. The worker thread starts on the first job, the app database on the first share.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import OrderedDict
+
+from qscope.config import Settings
+from qscope.steer.runs import RunStore
+from qscope.steer.spec import SteerLimits, SteerResult, SteerSpec
+from qscope.steer.worker import SteerWorker
+
+RECENT = 256  # finished runs kept in memory for sharing
+
+
+class Steering:
+    """The steering state of one app: its worker, limits, app database and recent runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.limits = SteerLimits(
+            max_prompt_tokens=settings.steer_max_prompt_tokens, max_new_tokens=settings.steer_max_new_tokens,
+            max_features=settings.steer_max_features, max_strength=settings.steer_max_strength,
+            timeout_s=settings.steer_timeout_s,
+        )  # fmt: skip
+        self.worker = SteerWorker(settings.steer_queue_size, settings.steer_max_batch_rows)
+        self.db_url = settings.app_db_url
+        self._runs: RunStore | None = None
+        self.recent: OrderedDict[str, tuple[SteerSpec, SteerResult]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def runs(self) -> RunStore:
+        with self._lock:
+            if self._runs is None:  # created on first use: a server that never shares writes no file
+                self._runs = RunStore(self.db_url)
+            return self._runs
+
+    def remember(self, spec: SteerSpec, result: SteerResult) -> SteerResult:
+        token = secrets.token_urlsafe(12)
+        with self._lock:
+            self.recent[token] = (spec, result)
+            while len(self.recent) > RECENT:
+                self.recent.popitem(last=False)
+        return result.model_copy(update={"run": token})
+
+    def recall(self, token: str) -> tuple[SteerSpec, SteerResult] | None:
+        """The spec and result of a recent run, by its `run` token, or None once forgotten."""
+        with self._lock:
+            return self.recent.get(token)
