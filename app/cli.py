@@ -8,22 +8,23 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from qscope.config import get_settings
 from rich.console import Console
 
-cli = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="qscope: explore the inside of Qwen models."
-)
+from qscope.config import get_settings
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help="qscope: explore the inside of Qwen models.")
 console = Console(stderr=True)
 
 
 # Options of the sharded harvest (qscope.harvest.cluster), shared by `harvest --ray` and `harvest-release`.
 RayOpt = Annotated[
     str | None,
-    typer.Option(help="Spread the harvest over Ray: auto (a running cluster or RAY_ADDRESS), local (start one on this "
-                 "machine) or host:port. Needs the cluster extra: pip install 'qscope\\[cluster]'.",
-                 rich_help_panel="Cluster"),
-]  # fmt: skip
+    typer.Option(
+        help="Spread the harvest over Ray: auto (a running cluster or RAY_ADDRESS), local (start one on this "
+        "machine) or host:port. Needs the cluster extra: pip install 'qscope\\[cluster]'.",
+        rich_help_panel="Cluster",
+    ),
+]
 ShardTokensOpt = Annotated[int, typer.Option(help="Corpus tokens per task.", rich_help_panel="Cluster")]
 SaesPerTaskOpt = Annotated[
     int, typer.Option(help="At most this many SAEs per task; 0: as many as --task-gb holds.", rich_help_panel="Cluster")
@@ -67,9 +68,7 @@ def _figures(report: dict) -> str:
 @cli.command("build-demo")
 def build_demo_cmd(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: Settings.demo_dir).")] = None,
-    tiny: Annotated[
-        bool, typer.Option("--tiny", help="A micro version in under a minute, for tests.")
-    ] = False,
+    tiny: Annotated[bool, typer.Option("--tiny", help="A micro version in under a minute, for tests.")] = False,
 ) -> None:
     """Build mini-Qwen offline: corpus, tokenizer, Qwen3 model and TopK SAEs (Qwen-Scope format)."""
     from qscope.demo.build import build_demo
@@ -94,7 +93,7 @@ def demo_cmd(
 ) -> None:
     """Build the embedded default if missing, harvest it if its feature store is missing, and serve it."""
     from qscope.harvest.ids import model_id_for
-    from qscope.store.queries import is_current
+    from qscope.store.meta import is_current
 
     settings = get_settings()
     out = out or settings.demo_dir
@@ -104,8 +103,13 @@ def demo_cmd(
     if db.is_file() and db.stat().st_mtime > built and is_current(db):
         console.print(f"harvest: reusing {db}")
     else:
-        harvest_cmd(model=str(out / "model"), sae=[out / "saes"], corpus=str(out / "corpus" / "train.jsonl"),
-                    out=db, tokens=tokens)  # fmt: skip
+        harvest_cmd(
+            model=str(out / "model"),
+            sae=[out / "saes"],
+            corpus=str(out / "corpus" / "train.jsonl"),
+            out=db,
+            tokens=tokens,
+        )
     more = [p for p in more or [] if not p.is_dir() or any(p.glob("*.duckdb"))]  # an empty folder: nothing yet
     serve_cmd(db=[db, *more], host=host, port=port)
 
@@ -126,8 +130,18 @@ def info_cmd(
             except SaeFormatError as err:
                 console.print(f"[red]error:[/] {err}")
                 raise typer.Exit(2) from err
-            rows.append({"path": str(path), "format": s.format, "architecture": s.architecture, "layer": s.layer,
-                         "site": s.site, "d_in": s.d_in, "d_sae": s.d_sae, "k": s.k})  # fmt: skip
+            rows.append(
+                {
+                    "path": str(path),
+                    "format": s.format,
+                    "architecture": s.architecture,
+                    "layer": s.layer,
+                    "site": s.site,
+                    "d_in": s.d_in,
+                    "d_sae": s.d_sae,
+                    "k": s.k,
+                }
+            )
     typer.echo(json.dumps(rows, indent=2))
 
 
@@ -172,19 +186,36 @@ def harvest_cmd(
 
     settings = get_settings()
     if model is None and not (settings.demo_dir / "model").is_dir():
-        console.print(f"error: no demo model in {settings.demo_dir}: run `qscope build-demo` first, or pass --model, "
-                      "--sae and --corpus", style="red", markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+        console.print(
+            f"error: no demo model in {settings.demo_dir}: run `qscope build-demo` first, or pass --model, "
+            "--sae and --corpus",
+            style="red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(2)
     model = model or str(settings.demo_dir / "model")
     opts = HarvestOptions(
-        model=model, saes=sae or [settings.demo_dir / "saes"],
+        model=model,
+        saes=sae or [settings.demo_dir / "saes"],
         corpus=corpus or str(settings.demo_dir / "corpus" / "train.jsonl"),
         out=out or settings.data_dir / f"{model_id_for(model)}.duckdb",
-        tokens=tokens, ctx=ctx, batch=batch, top_k=top_k, before=before, after=after, skip_first=skip_first,
-        sink_norm_ratio=sink_norm_ratio, seed=settings.seed if seed is None else seed,
-        device=device or settings.device, dtype=dtype or settings.dtype, checkpoint_every=checkpoint_every,
-        resume=resume, stop_after=stop_after,
-    )  # fmt: skip
+        tokens=tokens,
+        ctx=ctx,
+        batch=batch,
+        top_k=top_k,
+        before=before,
+        after=after,
+        skip_first=skip_first,
+        sink_norm_ratio=sink_norm_ratio,
+        seed=settings.seed if seed is None else seed,
+        device=device or settings.device,
+        dtype=dtype or settings.dtype,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        stop_after=stop_after,
+    )
 
     def say(text: str, style: str) -> None:
         console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
@@ -205,11 +236,16 @@ def harvest_cmd(
         raise typer.Exit(2) from err
     except KeyboardInterrupt as err:
         if pool is not None:
-            say("interrupted; run the same command again: the finished tasks are kept in the spool beside --out",
-                "yellow")  # fmt: skip
+            say(
+                "interrupted; run the same command again: the finished tasks are kept in the spool beside --out",
+                "yellow",
+            )
         else:
-            say(f"interrupted; rerun with --resume to continue from the last checkpoint (every {checkpoint_every} "
-                "batches)", "yellow")  # fmt: skip
+            say(
+                f"interrupted; rerun with --resume to continue from the last checkpoint (every {checkpoint_every} "
+                "batches)",
+                "yellow",
+            )
         raise typer.Exit(130) from err
     finally:
         if pool is not None:
@@ -242,8 +278,13 @@ def harvest_release_cmd(
     finally:
         pool.close()
     if failed:
-        console.print(f"{len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)}; run the same command again "
-                      "to finish them", style="red", markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+        console.print(
+            f"{len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)}; run the same command again to finish them",
+            style="red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
 
 
@@ -258,8 +299,9 @@ def _stores(db: list[Path]) -> list[Path]:
     for p in db:
         found = sorted(p.glob("*.duckdb")) if p.is_dir() else [p]
         if not found:
-            say(f"error: no .duckdb file in {p}: harvest one into it with `qscope harvest --out {p}/NAME.duckdb`",
-                "red")  # fmt: skip
+            say(
+                f"error: no .duckdb file in {p}: harvest one into it with `qscope harvest --out {p}/NAME.duckdb`", "red"
+            )
             raise typer.Exit(2)
         paths += found
     return paths
@@ -279,6 +321,7 @@ def serve_cmd(
     Every store, and the model and SAE files it records, is checked first: a missing or damaged one stops the
     server with one line saying which file and why."""
     import uvicorn
+
     from qscope.store.preflight import PreflightError, preflight
     from qscope.store.queries import StoreError
 

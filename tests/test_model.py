@@ -18,6 +18,11 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from torch.testing import assert_close  # noqa: E402
+from transformers import CONFIG_MAPPING, AutoModelForCausalLM, AutoModelForImageTextToText  # noqa: E402
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES  # noqa: E402
+
 from qscope.model import (  # noqa: E402
     LoadedModel,
     ModelLoadError,
@@ -31,10 +36,6 @@ from qscope.model import (  # noqa: E402
     resid_site,
     site_layer,
 )
-from torch import Tensor, nn  # noqa: E402
-from torch.testing import assert_close  # noqa: E402
-from transformers import CONFIG_MAPPING, AutoModelForCausalLM, AutoModelForImageTextToText  # noqa: E402
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES  # noqa: E402
 
 N_LAYERS, D_MODEL, VOCAB = 3, 64, 128
 
@@ -342,9 +343,7 @@ def test_not_a_causal_lm_or_no_layers(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="not a causal LM"):
         load_model(tmp_path / "t5", tokenizer=False)
     # GPT-2 keeps its blocks in transformer.h, not in a list called "layers"
-    gpt2 = transformers.GPT2LMHeadModel(
-        transformers.GPT2Config(vocab_size=32, n_embd=16, n_layer=1, n_head=2)
-    )
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=32, n_embd=16, n_layer=1, n_head=2))
     gpt2.save_pretrained(tmp_path / "gpt2")
     with pytest.raises(ModelLoadError, match="no decoder layers"):
         load_model(tmp_path / "gpt2", tokenizer=False)

@@ -19,24 +19,27 @@ import json
 import resource
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from qscope.config import get_settings
-from qscope.harvest.options import HarvestOptions
-from qscope.harvest.run import HarvestInputs, harvest, prepare
-from qscope.model import capture
 from rich.console import Console
 
+from qscope.config import get_settings
+from qscope.harvest.inputs import HarvestInputs
+from qscope.harvest.options import HarvestOptions
+from qscope.harvest.run import chunks_of, harvest, prepare
+from qscope.model import capture
 
-def forward_and_encode(job: HarvestInputs, batch: int) -> float:
+
+def forward_and_encode(job: HarvestInputs, batch: int, chunks: list[int]) -> float:
     """Seconds for one forward per batch and every SAE's encode, chunked as the harvest chunks."""
     dev = job.loaded.device
     sites = [s.site for s in job.saes]
     t0 = time.perf_counter()
     for w0 in range(0, len(job.windows_NT), batch):
         hidden = capture(job.loaded.model, sites, job.windows_NT[w0 : w0 + batch].long(), stop_early=True)
-        for sae, chunk in zip(job.saes, job.chunk_windows, strict=True):
+        for sae, chunk in zip(job.saes, chunks, strict=True):
             h = hidden[sae.site]
             for c in range(0, h.shape[0], chunk):
                 with torch.no_grad():
@@ -48,13 +51,14 @@ def forward_and_encode(job: HarvestInputs, batch: int) -> float:
 
 def synthetic_demo(out: Path) -> Path:
     """A demo folder with the full spec's shapes: real corpus and tokenizer, random model and SAEs."""
+    from transformers import Qwen3ForCausalLM
+
     from qscope.demo import corpus as corpus_mod
     from qscope.demo.build import model_max_length
     from qscope.demo.spec import FULL
     from qscope.demo.tokenizer import save_tokenizer, train_tokenizer
     from qscope.demo.train_model import make_config
     from qscope.sae import save_qwen_scope
-    from transformers import Qwen3ForCausalLM
 
     if (out / "saes").is_dir():
         return out
@@ -67,8 +71,13 @@ def synthetic_demo(out: Path) -> Path:
     d, f = FULL.hidden_size, FULL.sae_width
     for layer in FULL.sae_layers:
         W_enc = torch.randn(f, d) / d**0.5
-        save_qwen_scope(out / "saes" / FULL.sae_release / f"layer{layer}.sae.pt", W_enc, torch.zeros(f),
-                        W_enc.T.contiguous(), torch.zeros(d))  # fmt: skip
+        save_qwen_scope(
+            out / "saes" / FULL.sae_release / f"layer{layer}.sae.pt",
+            W_enc,
+            torch.zeros(f),
+            W_enc.T.contiguous(),
+            torch.zeros(d),
+        )
     return out
 
 
@@ -95,24 +104,29 @@ def main(argv: list[str] | None = None) -> None:
     if args.synthetic:
         args.demo = synthetic_demo(args.synthetic)
     if not (args.demo / "model").is_dir():
-        from dataclasses import replace
-
         from qscope.demo.build import build_demo
         from qscope.demo.spec import FULL, TINY
 
         build_demo(args.demo, replace(TINY if args.tiny else FULL, seed=get_settings().seed), Console(stderr=True))
     out = Path(tempfile.mkdtemp(prefix="bench_harvest_")) / "bench.duckdb"
     opts = HarvestOptions(
-        model=str(args.demo / "model"), saes=[args.demo / "saes"], corpus=str(args.demo / "corpus" / "train.jsonl"),
-        out=out, tokens=args.tokens, ctx=args.ctx, batch=args.batch, device=args.device, dtype=args.dtype,
+        model=str(args.demo / "model"),
+        saes=[args.demo / "saes"],
+        corpus=str(args.demo / "corpus" / "train.jsonl"),
+        out=out,
+        tokens=args.tokens,
+        ctx=args.ctx,
+        batch=args.batch,
+        device=args.device,
+        dtype=args.dtype,
         checkpoint_every=0,
-    )  # fmt: skip
+    )
     job = prepare(opts)
     tokens = job.windows_NT.numel()
     # warm-up on one batch, then the timed pass over every window
-    forward_and_encode(HarvestInputs(job.loaded, job.saes, job.sae_ids, job.windows_NT[: args.batch], job.model_id,
-                           job.chunk_windows), args.batch)  # fmt: skip
-    base_s = forward_and_encode(job, args.batch)
+    chunks = chunks_of(opts, job)
+    forward_and_encode(replace(job, windows_NT=job.windows_NT[: args.batch]), args.batch, chunks)
+    base_s = forward_and_encode(job, args.batch, chunks)
     device = job.loaded.device
     del job
     t0 = time.perf_counter()
@@ -123,22 +137,31 @@ def main(argv: list[str] | None = None) -> None:
     features = sum(summary.features.values())
     figures = {
         "device": str(device),
-        "threads": torch.get_num_threads(), "tokens": tokens, "saes": len(summary.features), "features": features,
-        "forward_encode_tok_s": round(tokens / base_s, 1), "harvest_pass_tok_s": round(summary.tokens_per_s, 1),
+        "threads": torch.get_num_threads(),
+        "tokens": tokens,
+        "saes": len(summary.features),
+        "features": features,
+        "forward_encode_tok_s": round(tokens / base_s, 1),
+        "harvest_pass_tok_s": round(summary.tokens_per_s, 1),
         "ratio": round(summary.tokens_per_s / (tokens / base_s), 3),
         "harvest_job_tok_s": round(tokens / job_s, 1),
         "pass_split": {k: round(t[k] / pass_s, 3) for k in ("forward", "encode", "bookkeeping")},
-        "effects_s": round(t["effects"], 2), "write_s": round(t["write"], 2), "job_s": round(job_s, 2),
+        "effects_s": round(t["effects"], 2),
+        "write_s": round(t["write"], 2),
+        "job_s": round(job_s, 2),
         "peak_mem_mb": round(peak_memory_mb(device), 1),
-        "file_bytes": summary.bytes, "bytes_per_feature": round(summary.bytes / features, 1),
-    }  # fmt: skip
+        "file_bytes": summary.bytes,
+        "bytes_per_feature": round(summary.bytes / features, 1),
+    }
     print(f"tokens: {tokens:,} on {figures['device']} ({figures['threads']} threads), {features:,} features")
     print(f"forward + encode alone: {figures['forward_encode_tok_s']:,.0f} tokens/s")
     print(f"harvest pass:           {figures['harvest_pass_tok_s']:,.0f} tokens/s (ratio {figures['ratio']:.2f})")
     print(f"whole job:              {figures['harvest_job_tok_s']:,.0f} tokens/s ({job_s:.1f} s)")
     split = figures["pass_split"]
-    print(f"pass split: forward {split['forward']:.0%}, encode {split['encode']:.0%}, "
-          f"bookkeeping {split['bookkeeping']:.0%}")  # fmt: skip
+    print(
+        f"pass split: forward {split['forward']:.0%}, encode {split['encode']:.0%}, "
+        f"bookkeeping {split['bookkeeping']:.0%}"
+    )
     print(f"file: {summary.bytes / 1e6:.1f} MB, {figures['bytes_per_feature']:,.0f} bytes per feature")
     print(json.dumps(figures))
 

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from qscope.config import get_settings
 from qscope.harvest.state import HIST_EDGES
 from qscope.store.writer import write_store
@@ -57,10 +58,21 @@ class LazySae:
     def __init__(self, i: int, sae_id: str, args: argparse.Namespace, vocab_size: int) -> None:
         self.i, self.args, self.vocab_size = i, args, vocab_size
         F = args.features
-        self.info = {"sae_id": sae_id, "model_id": "bench-model", "layer": i, "site": f"model.layers.{i}",
-                     "d_in": 1024, "d_sae": F, "k": 50, "architecture": "topk", "format": "qwen-scope",
-                     "source": f"/nonexistent/layer{i}.sae.pt", "tokens": 10_000_000, "dead": F // 50,
-                     "hist_edges": HIST_EDGES.double().tolist()}  # fmt: skip
+        self.info = {
+            "sae_id": sae_id,
+            "model_id": "bench-model",
+            "layer": i,
+            "site": f"model.layers.{i}",
+            "d_in": 1024,
+            "d_sae": F,
+            "k": 50,
+            "architecture": "topk",
+            "format": "qwen-scope",
+            "source": f"/nonexistent/layer{i}.sae.pt",
+            "tokens": 10_000_000,
+            "dead": F // 50,
+            "hist_edges": HIST_EDGES.double().tolist(),
+        }
 
     def _cols(self) -> dict:
         if LazySae._cache is None or LazySae._cache[0] is not self:
@@ -92,15 +104,30 @@ def make_columns(i: int, args: argparse.Namespace, vocab_size: int, sae_id: str)
     concept_F = rng.integers(0, args.concepts, F)
     tokens_FT = concept_tokens(args)[concept_F]
     top = tokens_FT[:, :5]
-    labels = np.array([" ".join(WORDS[j % len(WORDS)] for j in top[f, :3]) + " → " +
-                       " ".join(WORDS[(j * 7) % len(WORDS)] for j in top[f, 2:5]) if alive[f] else "dead"
-                       for f in range(F)], dtype=object)  # fmt: skip
+    labels = np.array(
+        [
+            " ".join(WORDS[j % len(WORDS)] for j in top[f, :3])
+            + " → "
+            + " ".join(WORDS[(j * 7) % len(WORDS)] for j in top[f, 2:5])
+            if alive[f]
+            else "dead"
+            for f in range(F)
+        ],
+        dtype=object,
+    )
     hist = np.zeros((F, H), np.int64)
     hist[:, 40:60] = rng.integers(0, 50, (F, 20))
-    features = {"feature": np.arange(F, dtype=np.int32), "density": density, "mean_act": max_act / 3,
-                "max_act": max_act, "n_fired": (density * 1e7).astype(np.int64), "label": labels,
-                "top_tokens": np.where(alive[:, None], top, -1), "hist": hist,
-                "interval_width": max_act / 16}  # fmt: skip
+    features = {
+        "feature": np.arange(F, dtype=np.int32),
+        "density": density,
+        "mean_act": max_act / 3,
+        "max_act": max_act,
+        "n_fired": (density * 1e7).astype(np.int64),
+        "label": labels,
+        "top_tokens": np.where(alive[:, None], top, -1),
+        "hist": hist,
+        "interval_width": max_act / 16,
+    }
     E = F * C
     f_E = np.repeat(np.arange(F, dtype=np.int32), C)
     rank_E = np.tile(np.arange(C, dtype=np.int32), F)
@@ -108,32 +135,45 @@ def make_columns(i: int, args: argparse.Namespace, vocab_size: int, sae_id: str)
     acts = rng.random((E, WIDTH), dtype=np.float32) * (rng.random((E, WIDTH)) < 0.2)
     act_E = (max_act[f_E] * (1 - rank_E / (2 * C))).astype(np.float32)
     acts[:, 32] = act_E
-    contexts = {"feature": f_E, "kind": np.where(is_top, 0, 1).astype(np.int8),
-                "bin": np.where(is_top, -1, (rank_E - C // 2) // 5).astype(np.int32),
-                "rank": np.where(is_top, rank_E, (rank_E - C // 2) % 5).astype(np.int32), "act": act_E,
-                "window": rng.integers(0, 100_000, E), "pos": np.full(E, 32, np.int32),
-                "length": np.full(E, WIDTH, np.int32),
-                "token_ids": rng.integers(0, vocab_size, (E, WIDTH)).astype(np.int32), "acts": acts}  # fmt: skip
+    contexts = {
+        "feature": f_E,
+        "kind": np.where(is_top, 0, 1).astype(np.int8),
+        "bin": np.where(is_top, -1, (rank_E - C // 2) // 5).astype(np.int32),
+        "rank": np.where(is_top, rank_E, (rank_E - C // 2) % 5).astype(np.int32),
+        "act": act_E,
+        "window": rng.integers(0, 100_000, E),
+        "pos": np.full(E, 32, np.int32),
+        "length": np.full(E, WIDTH, np.int32),
+        "token_ids": rng.integers(0, vocab_size, (E, WIDTH)).astype(np.int32),
+        "acts": acts,
+    }
     L = F * 2 * N_LOGITS
-    logits = {"feature": np.repeat(np.arange(F, dtype=np.int32), 2 * N_LOGITS),
-              "sign": np.tile(np.repeat(np.array([1, -1], np.int8), N_LOGITS), F),
-              "rank": np.tile(np.arange(N_LOGITS, dtype=np.int32), 2 * F),
-              "token_id": np.concatenate([tokens_FT[:, 5:], rng.integers(0, vocab_size, (F, N_LOGITS))], 1)
-              .reshape(-1).astype(np.int32),
-              "value": rng.normal(0, 0.3, L).astype(np.float32)}  # fmt: skip
+    logits = {
+        "feature": np.repeat(np.arange(F, dtype=np.int32), 2 * N_LOGITS),
+        "sign": np.tile(np.repeat(np.array([1, -1], np.int8), N_LOGITS), F),
+        "rank": np.tile(np.arange(N_LOGITS, dtype=np.int32), 2 * F),
+        "token_id": np.concatenate([tokens_FT[:, 5:], rng.integers(0, vocab_size, (F, N_LOGITS))], 1)
+        .reshape(-1)
+        .astype(np.int32),
+        "value": rng.normal(0, 0.3, L).astype(np.float32),
+    }
     N = F * N_NEIGHBOURS
-    neighbors = {"feature": np.repeat(np.arange(F, dtype=np.int32), N_NEIGHBOURS),
-                 "other_sae_id": np.array([sae_id] * N, dtype=object),
-                 "other_feature": rng.integers(0, F, N).astype(np.int32),
-                 "cosine": rng.uniform(0.1, 0.9, N).astype(np.float32),
-                 "rank": np.tile(np.arange(N_NEIGHBOURS, dtype=np.int32), F)}  # fmt: skip
+    neighbors = {
+        "feature": np.repeat(np.arange(F, dtype=np.int32), N_NEIGHBOURS),
+        "other_sae_id": np.array([sae_id] * N, dtype=object),
+        "other_feature": rng.integers(0, F, N).astype(np.int32),
+        "cosine": rng.uniform(0.1, 0.9, N).astype(np.float32),
+        "rank": np.tile(np.arange(N_NEIGHBOURS, dtype=np.int32), F),
+    }
     return {"features": features, "contexts": contexts, "logits": logits, "neighbors": neighbors}
 
 
 def build_store(args: argparse.Namespace, out: Path) -> float:
     vocab = [f" {WORDS[i % len(WORDS)]}{i // len(WORDS) or ''}" for i in range(args.vocab)]
-    saes = [LazySae(i, f"SAE-Res-bench-W{args.features // 1024}K-L0_50__layer{i}", args, args.vocab)
-            for i in range(args.saes)]  # fmt: skip
+    saes = [
+        LazySae(i, f"SAE-Res-bench-W{args.features // 1024}K-L0_50__layer{i}", args, args.vocab)
+        for i in range(args.saes)
+    ]
     meta = {"schema_version": "1", "model_id": "bench-model", "model": "/nonexistent", "tokens": "10000000"}
     start = time.perf_counter()
     write_store(out, meta, saes, vocab)
@@ -218,8 +258,7 @@ def raw_duckdb(db: Path, sae_ids: list[str], features: int, n: int) -> dict:
             t0 = time.perf_counter()
             r.feature(sae, rng.randrange(features))
             t1 = time.perf_counter()
-            r.features(sae, sort=rng.choice(["index", "density", "max_act"]), desc=True,
-                       offset=50 * rng.randrange(50))  # fmt: skip
+            r.features(sae, sort=rng.choice(["index", "density", "max_act"]), desc=True, offset=50 * rng.randrange(50))
             t2 = time.perf_counter()
             r.text_matches(f"{rng.choice(WORDS)} {rng.choice(WORDS)}", 20)
             t3 = time.perf_counter()
@@ -297,8 +336,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     args.dir.mkdir(parents=True, exist_ok=True)
     db = args.dir / f"bench-{args.saes}x{args.features}x{args.contexts}-v2.duckdb"
-    result: dict = {"scale": {"saes": args.saes, "features_per_sae": args.features, "contexts": args.contexts,
-                              "total_features": args.saes * args.features, "cores": os.cpu_count()}}  # fmt: skip
+    result: dict = {
+        "scale": {
+            "saes": args.saes,
+            "features_per_sae": args.features,
+            "contexts": args.contexts,
+            "total_features": args.saes * args.features,
+            "cores": os.cpu_count(),
+        }
+    }
     if args.rebuild or not db.exists():
         print(f"writing {db} ...", flush=True)
         result["write_s"] = round(build_store(args, db), 1)
@@ -310,16 +356,23 @@ def main(argv: list[str] | None = None) -> None:
     port = free_port()
     proc = serve(db, port, args.dir / "serve.log", args.workers)
     try:
-        spec = {"port": port, "saes": sae_ids, "features": args.features, "clients": args.clients,
-                "seconds": args.seconds, "max_requests": args.max_requests}  # fmt: skip
+        spec = {
+            "port": port,
+            "saes": sae_ids,
+            "features": args.features,
+            "clients": args.clients,
+            "seconds": args.seconds,
+            "max_requests": args.max_requests,
+        }
         t0 = time.perf_counter()
         wait_for_search(port)
         result["search_ready_s"] = round(time.perf_counter() - t0, 1)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
         conn.request("GET", f"/bench-model/{sae_ids[0]}/0")  # the first render compiles the templates
         conn.getresponse().read()
-        print(f"load test: {args.clients} clients, at most {args.seconds:g} s / {args.max_requests} requests",
-              flush=True)  # fmt: skip
+        print(
+            f"load test: {args.clients} clients, at most {args.seconds:g} s / {args.max_requests} requests", flush=True
+        )
         client = [sys.executable, "-m", "qscope.bench.serve", "--client", json.dumps(spec)]
         out = subprocess.run(client, capture_output=True, text=True, check=True)
         load = json.loads(out.stdout.strip().splitlines()[-1])
@@ -327,14 +380,21 @@ def main(argv: list[str] | None = None) -> None:
         proc.terminate()
         proc.wait(timeout=10)
     total = sum(len(v) for v in load["lat"].values())
-    result["http"] = {k: {"n": len(v), "p50_ms": round(pct(v, 50), 2), "p99_ms": round(pct(v, 99), 2)}
-                      for k, v in load["lat"].items()}  # fmt: skip
-    result["http_total"] = {"requests": total, "errors": load["errors"], "seconds": round(load["seconds"], 1),
-                            "rps": round(total / load["seconds"], 1), "clients": args.clients,
-                            "workers": args.workers}  # fmt: skip
+    result["http"] = {
+        k: {"n": len(v), "p50_ms": round(pct(v, 50), 2), "p99_ms": round(pct(v, 99), 2)} for k, v in load["lat"].items()
+    }
+    result["http_total"] = {
+        "requests": total,
+        "errors": load["errors"],
+        "seconds": round(load["seconds"], 1),
+        "rps": round(total / load["seconds"], 1),
+        "clients": args.clients,
+        "workers": args.workers,
+    }
     raw = raw_duckdb(db, sae_ids, args.features, args.raw)
-    result["duckdb"] = {k: {kk: round(vv, 2) if isinstance(vv, float) else vv for kk, vv in v.items()}
-                        for k, v in raw.items()}  # fmt: skip
+    result["duckdb"] = {
+        k: {kk: round(vv, 2) if isinstance(vv, float) else vv for kk, vv in v.items()} for k, v in raw.items()
+    }
     h = result["http"]
     result["goals"] = {
         "feature_p50<=10ms": h["feature"]["p50_ms"] <= 10,

@@ -22,27 +22,26 @@ import time
 from collections import OrderedDict
 from contextlib import ExitStack
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
 import torch
-from qscope.harvest.corpus import CorpusError, iter_documents, pack_windows
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import Tensor
+
 from qscope.harvest.feed import CHUNK_ELEMENTS, chunk_windows, state_spec
-from qscope.harvest.ids import model_id_for, sae_id_for, unique_ids
+from qscope.harvest.inputs import load_inputs, sae_files
 from qscope.harvest.options import HarvestError, HarvestOptions
 from qscope.harvest.pools import InlinePool, Pool
-from qscope.harvest.run import HarvestSummary, sae_files, sae_info, store_meta, vocab_of
+from qscope.harvest.run import HarvestSummary, store_meta, vocab_of
 from qscope.harvest.shards import ShardTask, ShardWork, adopt_model, group_saes, merge_states, plan_tasks, task_bytes
 from qscope.harvest.spool import Spool
 from qscope.harvest.state import FeatureState
 from qscope.harvest.tables import neighbor_saes, sae_tables
-from qscope.model import LoadedModel, ModelLoadError, load_model
-from qscope.sae import Sae, SaeFormatError, load_sae
+from qscope.model import LoadedModel
+from qscope.sae import Sae, load_sae
 from qscope.store.writer import store_writer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from torch import Tensor
 
 SAES_KEPT = 8  # SAEs the finish keeps loaded: one SAE and those of its nearest layers (two sparsities each)
 
@@ -79,9 +78,12 @@ class ClusterJob:
 
 
 def harvest_cluster(
-    opts: HarvestOptions, pool: Pool, console: Console | None = None, plan: ClusterPlan | None = None,
+    opts: HarvestOptions,
+    pool: Pool,
+    console: Console | None = None,
+    plan: ClusterPlan | None = None,
     per_sae_dir: Path | None = None,
-) -> HarvestSummary:  # fmt: skip
+) -> HarvestSummary:
     """Plan, run and finish one job (see the module docstring). per_sae_dir: write one store per SAE there
     (``<sae_id>.duckdb``) instead of one store at opts.out; opts.out still names the spool."""
     t0 = time.perf_counter()
@@ -104,53 +106,24 @@ def plan_job(opts: HarvestOptions, pool: Pool, plan: ClusterPlan) -> ClusterJob:
     opts.validate()
     device_type = pool.device_type(opts)
     files = sae_files(opts.saes)
-    try:
-        docs = iter_documents(opts.corpus)
-        first = next(docs, None)
-        if first is None:
-            raise CorpusError(f"the corpus {opts.corpus} is empty: it holds no documents")
-        loaded = load_model(opts.model, device=opts.device, dtype=opts.dtype)
-        model_id = model_id_for(opts.model)
-        metas = [_sae_meta(f, loaded) for f in files]
-        windows_NT = pack_windows(loaded.tokenizer, chain([first], docs), opts.ctx, -(-opts.tokens // opts.ctx))
-    except (ModelLoadError, SaeFormatError, CorpusError, ValueError, OSError) as e:
-        raise HarvestError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
-    ids = unique_ids([sae_id_for(s.source, s.layer) for s in metas])
-    infos = [sae_info(s, i, model_id) for s, i in zip(metas, ids, strict=True)]
-    chunks = [chunk_windows(opts, device_type, s.d_sae) for s in metas]
+    inputs = load_inputs(opts, opts.device, keep_saes=False)
+    infos, windows_NT = inputs.infos, inputs.windows_NT
+    chunks = [chunk_windows(opts, device_type, i["d_sae"]) for i in infos]
     blocks = 3 * 4 * CHUNK_ELEMENTS.get(device_type, CHUNK_ELEMENTS["cpu"])  # pre-activations, top-k, dense acts
-    sizes = [task_bytes(s.d_in, s.d_sae, state_spec(opts, s.d_sae)) for s in metas]
+    sizes = [task_bytes(i["d_in"], i["d_sae"], state_spec(opts, i["d_sae"])) for i in infos]
     groups = group_saes(sizes, int(plan.task_gb * 2**30) - blocks, plan.saes_per_task)
     per_task = max(1, plan.shard_tokens // (opts.batch * opts.ctx))
     tasks = plan_tasks(len(windows_NT), opts.batch, per_task, groups)
-    key = {**opts.settings(), "sae_files": [str(f) for f in files], "chunks": chunks, "device_type": device_type,
-           "windows": hashlib.sha256(windows_NT.numpy().tobytes()).hexdigest(), "batches_per_task": per_task,
-           "groups": [list(g) for g in groups]}  # fmt: skip
-    return ClusterJob(opts, loaded, files, infos, windows_NT, device_type, chunks, tasks, key)
-
-
-@dataclass
-class _SaeMeta:
-    """What the driver needs of an SAE before the finish (its weights are not kept)."""
-
-    source: Path
-    layer: int | None
-    site: str | None
-    d_in: int
-    d_sae: int
-    k: int | None
-    architecture: str
-    format: str
-
-
-def _sae_meta(file: Path, loaded: LoadedModel) -> _SaeMeta:
-    sae = load_sae(file, device="cpu", dtype=torch.float32)
-    sae.check_fits(loaded.hidden_size)
-    if sae.site is None:
-        raise HarvestError(f"SAE {sae.source} does not say which layer it reads")
-    if sae.layer is not None and sae.layer >= loaded.n_layers:
-        raise HarvestError(f"SAE {sae.source} reads layer {sae.layer}; the model has {loaded.n_layers}")
-    return _SaeMeta(sae.source, sae.layer, sae.site, sae.d_in, sae.d_sae, sae.k, sae.architecture, sae.format)
+    key = {
+        **opts.settings(),
+        "sae_files": [str(f) for f in files],
+        "chunks": chunks,
+        "device_type": device_type,
+        "windows": hashlib.sha256(windows_NT.numpy().tobytes()).hexdigest(),
+        "batches_per_task": per_task,
+        "groups": [list(g) for g in groups],
+    }
+    return ClusterJob(opts, inputs.loaded, files, infos, windows_NT, device_type, chunks, tasks, key)
 
 
 def run_tasks(
@@ -180,18 +153,22 @@ def run_tasks(
         for task, outcome in pool.run(work, todo, windows):
             if isinstance(outcome, BaseException):
                 failed.append((task, outcome))
-                console.print(f"task {task.index} failed: {_first_line(outcome)}", markup=False, highlight=False)
+                console.print(f"task {task.index} failed: {_error_line(outcome)}", markup=False, highlight=False)
                 continue
             spool.save(outcome)
             done.add(task.index)
             for k, v in outcome.timings.items():
                 timings[k] = timings.get(k, 0.0) + v
-            bar.update(row, advance=share(task), tasks=f"{len(done)}{of}",
-                       rate=f"{(bar.tasks[0].completed - before) / (time.perf_counter() - t0):,.0f} tok/s")  # fmt: skip
+            bar.update(
+                row,
+                advance=share(task),
+                tasks=f"{len(done)}{of}",
+                rate=f"{(bar.tasks[0].completed - before) / (time.perf_counter() - t0):,.0f} tok/s",
+            )
     if failed:
         task, error = failed[0]
         raise TasksFailed(
-            f"{len(failed)} of {len(job.tasks)} tasks failed (first: task {task.index}: {_first_line(error)}); "
+            f"{len(failed)} of {len(job.tasks)} tasks failed (first: task {task.index}: {_error_line(error)}); "
             f"the {len(done)} finished ones are kept in {spool.dir}: run the same command again to do the rest"
         )
     return before / job.windows_NT.numel(), time.perf_counter() - t0, timings
@@ -199,8 +176,10 @@ def run_tasks(
 
 def _plan_line(job: ClusterJob, pool: Pool, spool: Spool, n_done: int) -> str:
     n_shards = len({(t.b0, t.b1) for t in job.tasks})
-    return (f"{len(job.tasks)} tasks ({n_shards} corpus shards x {len(job.tasks) // n_shards} groups of SAEs) on "
-            f"{pool.name}; {n_done} already done in {spool.dir}")  # fmt: skip
+    return (
+        f"{len(job.tasks)} tasks ({n_shards} corpus shards x {len(job.tasks) // n_shards} groups of SAEs) on "
+        f"{pool.name}; {n_done} already done in {spool.dir}"
+    )
 
 
 def finish(job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: float) -> HarvestSummary:
@@ -221,8 +200,9 @@ def finish(job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: flo
         for i in sorted(range(len(job.files)), key=lambda i: job.sae_ids[i]):
             state = merged_state(job, spool, i)
             others = [(job.sae_ids[j], saes.get(j)) for j in neighbor_saes(layers, i)]
-            tables = sae_tables(saes.get(i), state, job.windows_NT, head.weight, vocab, job.infos[i], opts_tokens,
-                                others)  # fmt: skip
+            tables = sae_tables(
+                saes.get(i), state, job.windows_NT, head.weight, vocab, job.infos[i], opts_tokens, others
+            )
             dead[job.sae_ids[i]] = tables.info["dead"]
             if per_sae_dir is None:
                 add(tables)
@@ -232,10 +212,15 @@ def finish(job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: flo
                 add_one(tables)
     outs = outs or [opts.out]
     return HarvestSummary(
-        out=per_sae_dir or opts.out, tokens=job.windows_NT.numel(), seconds=0.0, tokens_per_s=0.0, dead=dead,
-        features={info["sae_id"]: info["d_sae"] for info in job.infos}, bytes=sum(p.stat().st_size for p in outs),
+        out=per_sae_dir or opts.out,
+        tokens=job.windows_NT.numel(),
+        seconds=0.0,
+        tokens_per_s=0.0,
+        dead=dead,
+        features={info["sae_id"]: info["d_sae"] for info in job.infos},
+        bytes=sum(p.stat().st_size for p in outs),
         timings={"finish": time.perf_counter() - t0},
-    )  # fmt: skip
+    )
 
 
 def merged_state(job: ClusterJob, spool: Spool, i: int) -> FeatureState:
@@ -261,12 +246,18 @@ class _SaeCache:
 
 def _progress(console: Console) -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[tasks]} tasks"),
-        TextColumn("{task.completed:,.0f}/{task.total:,} tokens"), TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-    )  # fmt: skip
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[tasks]} tasks"),
+        TextColumn("{task.completed:,.0f}/{task.total:,} tokens"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
 
 
-def _first_line(e: BaseException) -> str:
+def _error_line(e: BaseException) -> str:
+    """The error's type and the last line of its message (where a task's remote traceback ends)."""
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[-1] if text else ''}"

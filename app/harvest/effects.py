@@ -17,11 +17,9 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
+from qscope.tokens import visible
+
 CHUNK_ELEMENTS = 2**25  # entries of one [chunk, V] or [chunk, F] block (128 MB in fp32)
-# whitespace as a reader sees it; other control characters as their Unicode control pictures
-_VISIBLE = str.maketrans(
-    {chr(c): chr(0x2400 + c) for c in range(32)} | {"\x7f": "␡", "\xa0": "⍽", " ": "·", "\n": "↵", "\t": "⇥"}
-)
 
 
 @dataclass
@@ -86,9 +84,7 @@ def top_marked_tokens(feature_E: Tensor, token_E: Tensor, n_features: int, n: in
     width = int(token_E.max()) + 1
     pair_E = feature_E.long() * width + token_E.long()
     pair_P, inv_E, count_P = torch.unique(pair_E, return_inverse=True, return_counts=True)
-    first_P = torch.full_like(pair_P, len(pair_E)).scatter_reduce_(
-        0, inv_E, torch.arange(len(pair_E)), "amin"
-    )
+    first_P = torch.full_like(pair_P, len(pair_E)).scatter_reduce_(0, inv_E, torch.arange(len(pair_E)), "amin")
     order = first_P.argsort(stable=True)
     order = order[(-count_P[order]).argsort(stable=True)]
     order = order[(pair_P[order] // width).argsort(stable=True)]
@@ -100,10 +96,12 @@ def top_marked_tokens(feature_E: Tensor, token_E: Tensor, n_features: int, n: in
     return out_FN
 
 
-def visible(token: str, limit: int = 12) -> str:
+LABEL_TOKEN_CHARS = 12  # a label cuts longer tokens
+
+
+def label_token(token: str) -> str:
     """A token as a label shows it: whitespace made visible, long tokens cut, empty as '∅'."""
-    text = token.translate(_VISIBLE)
-    return "∅" if not text else text if len(text) <= limit else text[: limit - 1] + "…"
+    return visible(token, LABEL_TOKEN_CHARS)
 
 
 def make_label(marked: list[int], logit_ids: list[int], vocab: list[str], n: int = 3) -> str:
@@ -112,6 +110,6 @@ def make_label(marked: list[int], logit_ids: list[int], vocab: list[str], n: int
         return "dead"
 
     def show(ids: list[int]) -> str:
-        return " ".join(visible(vocab[i] if 0 <= i < len(vocab) else "") for i in ids[:n])
+        return " ".join(label_token(vocab[i] if 0 <= i < len(vocab) else "") for i in ids[:n])
 
     return f"{show(marked)} → {show(logit_ids)}" if logit_ids else show(marked)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import time
 
 import torch
+from torch import Tensor
+
 from qscope.harvest.options import HarvestOptions
 from qscope.harvest.state import FeatureState, StateSpec, key_generator
 from qscope.model import rank_mask
 from qscope.sae import Sae
-from torch import Tensor
 
 CHUNK_ELEMENTS = {"cuda": 2**28, "cpu": 2**22}  # dense activations per encode chunk (tokens x d_sae); on the CPU
 # a 16 MB block is reused by the allocator, where larger ones cost page faults on every chunk
@@ -34,9 +35,15 @@ def chunk_windows(opts: HarvestOptions, device_type: str, d_sae: int) -> int:
 
 
 def feed_sae(
-    state: FeatureState, sae: Sae, hidden_BTD: Tensor, b: int, key_id: int, chunk: int, opts: HarvestOptions,
+    state: FeatureState,
+    sae: Sae,
+    hidden_BTD: Tensor,
+    b: int,
+    key_id: int,
+    chunk: int,
+    opts: HarvestOptions,
     timings: dict[str, float],
-) -> None:  # fmt: skip
+) -> None:
     """Encode one SAE's site for batch b, `chunk` windows at a time, into its state. Window ids come from b and
     interval keys from (seed, b, key_id, chunk index): all global, so any split of the batches over processes
     feeds the same entries with the same keys (qscope.harvest.shards relies on it)."""

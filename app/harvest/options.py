@@ -43,9 +43,20 @@ class HarvestOptions:
 
     def validate(self) -> None:
         """Raise HarvestError naming the first option out of range."""
-        at_least = {"tokens": 1, "ctx": 2, "batch": 1, "top_k": 1, "before": 0, "after": 0,
-                    "checkpoint_every": 0, "interval_bins": 1, "interval_samples": 1, "logit_tokens": 1,
-                    "neighbors": 0, "cross_neighbors": 0}  # fmt: skip
+        at_least = {
+            "tokens": 1,
+            "ctx": 2,
+            "batch": 1,
+            "top_k": 1,
+            "before": 0,
+            "after": 0,
+            "checkpoint_every": 0,
+            "interval_bins": 1,
+            "interval_samples": 1,
+            "logit_tokens": 1,
+            "neighbors": 0,
+            "cross_neighbors": 0,
+        }
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 flag = "--" + name.replace("_", "-")

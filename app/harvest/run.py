@@ -16,37 +16,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import chain
 from pathlib import Path
 
-import torch
-from qscope import __version__
-from qscope.harvest.checkpoint import checkpoint_dir, load_checkpoint, remove_checkpoint, save_checkpoint
-from qscope.harvest.corpus import CorpusError, iter_documents, pack_windows
-from qscope.harvest.feed import chunk_windows, feed_sae, state_spec, sync
-from qscope.harvest.ids import model_id_for, sae_id_for, unique_ids
-from qscope.harvest.options import HarvestError, HarvestInterrupted, HarvestOptions
-from qscope.harvest.state import FeatureState
-from qscope.harvest.tables import build_tables
-from qscope.model import LoadedModel, ModelLoadError, capture, load_model, pick_device
-from qscope.sae import Sae, SaeFormatError, find_sae_files, load_sae
-from qscope.store.schema import SCHEMA_VERSION
-from qscope.store.writer import write_store
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
-
-@dataclass
-class HarvestInputs:
-    """The loaded inputs of one harvest."""
-
-    loaded: LoadedModel
-    saes: list[Sae]
-    sae_ids: list[str]
-    windows_NT: Tensor  # int32 [N, ctx]
-    model_id: str
-    chunk_windows: list[int]  # windows per encode chunk, per SAE
+from qscope import __version__
+from qscope.harvest.checkpoint import checkpoint_dir, load_checkpoint, remove_checkpoint, save_checkpoint
+from qscope.harvest.feed import chunk_windows, feed_sae, state_spec, sync
+from qscope.harvest.inputs import HarvestInputs, load_inputs
+from qscope.harvest.options import HarvestError, HarvestInterrupted, HarvestOptions
+from qscope.harvest.state import FeatureState
+from qscope.harvest.tables import build_tables
+from qscope.model import LoadedModel, capture, pick_device
+from qscope.store.schema import SCHEMA_VERSION
+from qscope.store.writer import write_store
 
 
 @dataclass
@@ -62,48 +47,18 @@ class HarvestSummary:
     resumed_from: int = 0  # batches done before this call
 
 
-def sae_files(paths: list[Path]) -> list[Path]:
-    """The SAE weight files that `paths` (files, or folders searched below) stand for: in order, no repeats."""
-    files: list[Path] = []
-    for path in paths:
-        if not Path(path).exists():
-            raise HarvestError(f"SAE path not found: {path}")
-        found = find_sae_files(path) if Path(path).is_dir() else [Path(path)]
-        if not found:
-            raise HarvestError(f"no SAE files under {path}")
-        files += [f for f in found if f.resolve() not in {g.resolve() for g in files}]
-    return files
-
-
-def load_saes(paths: list[Path], device: torch.device) -> list[Sae]:
-    saes = [load_sae(f, device=device, dtype=torch.float32) for f in sae_files(paths)]
-    for sae in saes:
-        if sae.site is None:
-            raise HarvestError(f"SAE {sae.source} does not say which layer it reads")
-    return saes
-
-
 def prepare(opts: HarvestOptions) -> HarvestInputs:
-    """Load and check every input; any problem becomes a one-line HarvestError."""
+    """Load and check every input on the harvest's device; any problem becomes a one-line HarvestError."""
     try:
         device = pick_device(opts.device)
-        saes = load_saes(opts.saes, device)  # SAE and corpus problems show before the model loads
-        docs = iter_documents(opts.corpus)
-        first = next(docs, None)
-        if first is None:
-            raise CorpusError(f"the corpus {opts.corpus} is empty: it holds no documents")
-        loaded = load_model(opts.model, device=device, dtype=opts.dtype)
-        for sae in saes:
-            sae.check_fits(loaded.hidden_size)
-            if sae.layer is not None and sae.layer >= loaded.n_layers:
-                raise HarvestError(f"SAE {sae.source} reads layer {sae.layer}; the model has {loaded.n_layers}")
-        max_windows = -(-opts.tokens // opts.ctx)
-        windows_NT = pack_windows(loaded.tokenizer, chain([first], docs), opts.ctx, max_windows)
-    except (ModelLoadError, SaeFormatError, CorpusError, ValueError, OSError) as e:
-        raise HarvestError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
-    chunk = [chunk_windows(opts, loaded.device.type, s.d_sae) for s in saes]
-    ids = unique_ids([sae_id_for(s.source, s.layer) for s in saes])
-    return HarvestInputs(loaded, saes, ids, windows_NT, model_id_for(opts.model), chunk)
+    except ValueError as e:
+        raise HarvestError(str(e)) from e
+    return load_inputs(opts, device)
+
+
+def chunks_of(opts: HarvestOptions, job: HarvestInputs) -> list[int]:
+    """Windows per encode chunk, per SAE (qscope.harvest.feed.chunk_windows on the job's device)."""
+    return [chunk_windows(opts, job.loaded.device.type, s.d_sae) for s in job.saes]
 
 
 def harvest(
@@ -128,9 +83,15 @@ class _Run:
         self.opts, self.job, self.console, self.t_start = opts, job, console, t_start
         self.dev = job.loaded.device
         self.states = [FeatureState(state_spec(opts, s.d_sae), self.dev) for s in job.saes]
+        self.chunks = chunks_of(opts, job)
         digest = hashlib.sha256(job.windows_NT.numpy().tobytes()).hexdigest()
-        self.key = {**opts.settings(), "sae_files": [str(s.source) for s in job.saes], "chunks": job.chunk_windows,
-                    "device_type": self.dev.type, "windows": digest}  # fmt: skip
+        self.key = {
+            **opts.settings(),
+            "sae_files": [str(s.source) for s in job.saes],
+            "chunks": self.chunks,
+            "device_type": self.dev.type,
+            "windows": digest,
+        }
         self.spent = 0.0  # seconds of earlier calls (resume)
         self.timings = dict.fromkeys(("forward", "encode", "bookkeeping"), 0.0)
         self.n_batches = -(-len(job.windows_NT) // opts.batch)
@@ -163,8 +124,7 @@ class _Run:
                 sync(self.dev)
                 self.timings["forward"] += time.perf_counter() - t
                 for s, sae in enumerate(self.job.saes):
-                    feed_sae(self.states[s], sae, hidden[sae.site], b, s, self.job.chunk_windows[s], opts,
-                             self.timings)  # fmt: skip
+                    feed_sae(self.states[s], sae, hidden[sae.site], b, s, self.chunks[s], opts, self.timings)
                 done += ids_BT.numel()
                 bar.update(task, advance=ids_BT.numel(), rate=f"{done / (time.perf_counter() - t0):,.0f} tok/s")
                 if on_batch:
@@ -193,11 +153,16 @@ class _Run:
         head = job.loaded.model.get_output_embeddings()
         if head is None:
             raise HarvestError(f"{job.loaded.path} has no LM head: logit effects need its weight")
-        infos = [sae_info(s, i, job.model_id) for s, i in zip(job.saes, job.sae_ids, strict=True)]
         tables = build_tables(
-            job.saes, job.sae_ids, self.states, job.windows_NT, head.weight, vocab, infos,
+            job.saes,
+            job.sae_ids,
+            self.states,
+            job.windows_NT,
+            head.weight,
+            vocab,
+            job.infos,
             (opts.logit_tokens, opts.neighbors, opts.cross_neighbors),
-        )  # fmt: skip
+        )
         self.timings["effects"] = time.perf_counter() - t
         t = time.perf_counter()
         meta = store_meta(opts, job.loaded.path, job.model_id, job.windows_NT, self.elapsed())
@@ -206,19 +171,28 @@ class _Run:
         remove_checkpoint(opts.out)
         done = (len(job.windows_NT) - min(start * opts.batch, len(job.windows_NT))) * opts.ctx
         return HarvestSummary(
-            out=opts.out, tokens=job.windows_NT.numel(), seconds=self.elapsed(),
+            out=opts.out,
+            tokens=job.windows_NT.numel(),
+            seconds=self.elapsed(),
             tokens_per_s=done / max(pass_seconds, 1e-9),
             dead={i: tb.info["dead"] for i, tb in zip(job.sae_ids, tables, strict=True)},
             features={i: s.d_sae for i, s in zip(job.sae_ids, job.saes, strict=True)},
-            bytes=size, timings=self.timings, resumed_from=start,
-        )  # fmt: skip
+            bytes=size,
+            timings=self.timings,
+            resumed_from=start,
+        )
 
 
 def _progress(console: Console) -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tokens"),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-    )  # fmt: skip
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} tokens"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
 
 
 def vocab_of(loaded: LoadedModel) -> list[str]:
@@ -227,22 +201,22 @@ def vocab_of(loaded: LoadedModel) -> list[str]:
     return loaded.tokenizer.batch_decode([[i] for i in range(n)])
 
 
-def sae_info(s: Sae, sae_id: str, model_id: str) -> dict:
-    """The `saes` row of one SAE, less what the harvest counts (tokens, dead)."""
-    return {"sae_id": sae_id, "model_id": model_id, "layer": s.layer, "site": s.site, "d_in": s.d_in,
-            "d_sae": s.d_sae, "k": s.k, "architecture": s.architecture, "format": s.format,
-            "source": str(s.source)}  # fmt: skip
-
-
 def store_meta(opts: HarvestOptions, model_path: str, model_id: str, windows_NT: Tensor, seconds: float) -> dict:
     """The store's `meta` rows: what was harvested, how, and when."""
     return {
-        "schema_version": str(SCHEMA_VERSION), "qscope_version": __version__, "model_id": model_id,
-        "model": model_path, "corpus": str(opts.corpus), "tokens": str(windows_NT.numel()),
-        "windows": str(len(windows_NT)), "ctx": str(opts.ctx), "settings": json.dumps(opts.settings()),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": f"{seconds:.1f}",
+        "schema_version": str(SCHEMA_VERSION),
+        "qscope_version": __version__,
+        "model_id": model_id,
+        "model": model_path,
+        "corpus": str(opts.corpus),
+        "tokens": str(windows_NT.numel()),
+        "windows": str(len(windows_NT)),
+        "ctx": str(opts.ctx),
+        "settings": json.dumps(opts.settings()),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": f"{seconds:.1f}",
         **{str(k): str(v) for k, v in opts.extra.items()},
-    }  # fmt: skip
+    }
 
 
 def format_summary(s: HarvestSummary) -> str:

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
+
 from qscope.harvest.effects import LogitEffects, Neighbors, logit_effects, make_label, nearest, top_marked_tokens
 from qscope.harvest.state import HIST_EDGES, FeatureState, top_key
 from qscope.sae import Sae
 from qscope.store.writer import Columns, SaeTables
-from torch import Tensor
 
 MARKED_TOKENS = 5  # features.top_tokens: token ids most often at the max of the top contexts
 
@@ -39,10 +40,12 @@ def context_columns(state: FeatureState, windows_NT: Tensor) -> Columns:
     feature = cat(f_top, seg_int // nb)
     by_f = feature.argsort(stable=True)  # top rows stay before interval rows of a feature
     cols = {
-        "feature": feature, "kind": cat(torch.zeros_like(f_top), torch.ones_like(seg_int)),
-        "bin": cat(torch.full_like(f_top, -1), seg_int % nb), "rank": cat(rank_top, rank_int),
+        "feature": feature,
+        "kind": cat(torch.zeros_like(f_top), torch.ones_like(seg_int)),
+        "bin": cat(torch.full_like(f_top, -1), seg_int % nb),
+        "rank": cat(rank_top, rank_int),
         **{k: cat(top[k], inter[k]) for k in top},
-    }  # fmt: skip
+    }
     cols = {k: v[by_f] for k, v in cols.items()}
     pos, window, acts_EW = cols.pop("pos").long(), cols.pop("window"), cols.pop("acts")
     T, W = spec.ctx, spec.width
@@ -53,9 +56,18 @@ def context_columns(state: FeatureState, windows_NT: Tensor) -> Columns:
     shift = lo - (pos - spec.before)  # padding in front of the payload window
     cols["acts"] = acts_EW.gather(1, (shift[:, None] + torch.arange(W)).clamp(max=W - 1))
     cols["token_ids"] = windows_NT[window].gather(1, (lo[:, None] + torch.arange(W)).clamp(max=T - 1))
-    dtypes = {"feature": np.int32, "kind": np.int8, "bin": np.int32, "rank": np.int32, "act": np.float32,
-              "window": np.int64, "pos": np.int32, "length": np.int32, "acts": np.float32,
-              "token_ids": np.int32}  # fmt: skip
+    dtypes = {
+        "feature": np.int32,
+        "kind": np.int8,
+        "bin": np.int32,
+        "rank": np.int32,
+        "act": np.float32,
+        "window": np.int64,
+        "pos": np.int32,
+        "length": np.int32,
+        "acts": np.float32,
+        "token_ids": np.int32,
+    }
     return {k: v.numpy().astype(dtypes[k]) for k, v in cols.items()}
 
 
@@ -97,13 +109,15 @@ def neighbor_columns(found: Sequence[tuple[str, Neighbors]]) -> Columns:
         F, N = nb.ids_FN.shape
         if N == 0:
             continue
-        parts.append({
-            "feature": np.repeat(np.arange(F, dtype=np.int32), N),
-            "other_sae_id": np.full(F * N, other_sae_id, dtype=object),
-            "other_feature": nb.ids_FN.reshape(-1).numpy().astype(np.int32),
-            "cosine": nb.cos_FN.reshape(-1).numpy().astype(np.float32),
-            "rank": np.tile(np.arange(N, dtype=np.int32), F),
-        })  # fmt: skip
+        parts.append(
+            {
+                "feature": np.repeat(np.arange(F, dtype=np.int32), N),
+                "other_sae_id": np.full(F * N, other_sae_id, dtype=object),
+                "other_feature": nb.ids_FN.reshape(-1).numpy().astype(np.int32),
+                "cosine": nb.cos_FN.reshape(-1).numpy().astype(np.float32),
+                "rank": np.tile(np.arange(N, dtype=np.int32), F),
+            }
+        )
     if not parts:
         return {}
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -120,9 +134,15 @@ def neighbor_saes(layers: Sequence[int | None], i: int) -> list[int]:
 
 
 def sae_tables(
-    sae: Sae, state: FeatureState, windows_NT: Tensor, W_U_VD: Tensor, vocab: Sequence[str], info: dict,
-    opts_tokens: tuple[int, int, int], others: Sequence[tuple[str, Sae]] = (),
-) -> SaeTables:  # fmt: skip
+    sae: Sae,
+    state: FeatureState,
+    windows_NT: Tensor,
+    W_U_VD: Tensor,
+    vocab: Sequence[str],
+    info: dict,
+    opts_tokens: tuple[int, int, int],
+    others: Sequence[tuple[str, Sae]] = (),
+) -> SaeTables:
     """One SAE's tables. `others`: (sae_id, SAE) of the SAEs whose nearest features it lists (neighbor_saes);
     opts_tokens = (logit tokens, neighbors within, neighbors in each other SAE)."""
     n_logit, n_within, n_cross = opts_tokens
@@ -142,21 +162,37 @@ def sae_tables(
         (other_id, nearest(sae.decoder_directions, other.decoder_directions, n_cross, same=False))
         for other_id, other in others
     ]
-    row = dict(info, tokens=state.n_tokens, dead=int((state.n_fired_F == 0).sum()),
-               hist_edges=HIST_EDGES.double().tolist())  # fmt: skip
-    return SaeTables(row, feature_columns(state, labels, marked_FN), contexts,
-                     logit_columns(eff), neighbor_columns(found))  # fmt: skip
+    row = dict(
+        info, tokens=state.n_tokens, dead=int((state.n_fired_F == 0).sum()), hist_edges=HIST_EDGES.double().tolist()
+    )
+    return SaeTables(
+        row, feature_columns(state, labels, marked_FN), contexts, logit_columns(eff), neighbor_columns(found)
+    )
 
 
 def build_tables(
-    saes: Sequence[Sae], sae_ids: Sequence[str], states: Sequence[FeatureState], windows_NT: Tensor,
-    W_U_VD: Tensor, vocab: Sequence[str], info: Sequence[dict], opts_tokens: tuple[int, int, int],
-) -> list[SaeTables]:  # fmt: skip
+    saes: Sequence[Sae],
+    sae_ids: Sequence[str],
+    states: Sequence[FeatureState],
+    windows_NT: Tensor,
+    W_U_VD: Tensor,
+    vocab: Sequence[str],
+    info: Sequence[dict],
+    opts_tokens: tuple[int, int, int],
+) -> list[SaeTables]:
     """Every SAE's tables (sae_tables), neighbors taken in the SAEs of the nearest layers of the same run."""
     layers = [s.layer for s in saes]
     vocab = list(vocab)
     return [
-        sae_tables(sae, state, windows_NT, W_U_VD, vocab, info[i], opts_tokens,
-                   [(sae_ids[j], saes[j]) for j in neighbor_saes(layers, i)])  # fmt: skip
+        sae_tables(
+            sae,
+            state,
+            windows_NT,
+            W_U_VD,
+            vocab,
+            info[i],
+            opts_tokens,
+            [(sae_ids[j], saes[j]) for j in neighbor_saes(layers, i)],
+        )
         for i, (sae, state) in enumerate(zip(saes, states, strict=True))
     ]

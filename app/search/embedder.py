@@ -62,8 +62,9 @@ class Embedder:
     def _embed(self, texts: list[str], order: list[int], batch: int, out_ND: np.ndarray) -> None:
         for start in range(0, len(order), batch):
             idx = order[start : start + batch]
-            enc = self._tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=64,
-                                  return_tensors="pt")  # fmt: skip
+            enc = self._tokenizer(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=64, return_tensors="pt"
+            )
             with torch.inference_mode():
                 hidden_BTD = self._model(**enc).last_hidden_state
             mask_BT1 = enc["attention_mask"].unsqueeze(-1).to(hidden_BTD.dtype)

@@ -17,6 +17,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from qscope.live.fires import strongest
 from qscope.live.runner import Limits, LiveModels, LiveUnavailable
@@ -27,7 +28,8 @@ from qscope.store.queries import FeatureRow, Store
 
 log = logging.getLogger(__name__)
 
-KINDS = ("semantic", "text", "fires")
+Kind = Literal["semantic", "text", "fires"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
 RRF_K = 10  # reciprocal-rank fusion constant: a hit at rank r adds 1 / (RRF_K + r)
 
 

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from qscope.search.embedder import Embedder
 from qscope.search.text import INDEX_QUERY_TIMEOUT_S
 from qscope.search.texts import feature_texts
@@ -29,8 +30,14 @@ INDEX_VERSION = 3  # 3: keys cached beside the vectors
 class SemanticIndex:
     """Embeddings of one store's live features: row i is feature feature_N[i] of sae_ids[sae_idx_N[i]]."""
 
-    def __init__(self, sae_ids: list[str], sae_idx_N: np.ndarray, feature_N: np.ndarray, vectors_ND: np.ndarray,
-                 ivf: Ivf | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sae_ids: list[str],
+        sae_idx_N: np.ndarray,
+        feature_N: np.ndarray,
+        vectors_ND: np.ndarray,
+        ivf: Ivf | None = None,
+    ) -> None:
         self.sae_ids, self.sae_idx_N, self.feature_N = sae_ids, sae_idx_N, feature_N
         self.index = VectorIndex(vectors_ND, ivf) if ivf is not None else VectorIndex.build(vectors_ND)
 
@@ -49,8 +56,9 @@ class SemanticIndex:
         return out
 
     def top(self, query_D: np.ndarray, n: int) -> list[tuple[str, int, float]]:
-        return [(self.sae_ids[self.sae_idx_N[i]], int(self.feature_N[i]), score)
-                for i, score in self.index.top(query_D, n)]  # fmt: skip
+        return [
+            (self.sae_ids[self.sae_idx_N[i]], int(self.feature_N[i]), score) for i, score in self.index.top(query_D, n)
+        ]
 
 
 def index_paths(store: Store, cache_dir: Path | None) -> tuple[Path, Path]:

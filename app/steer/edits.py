@@ -22,9 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
+
 from qscope.sae import Sae
 from qscope.steer.spec import FeatureSteer, Mode, SpecError
-from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -88,13 +89,15 @@ class SiteSteer:
             for e in edits:
                 if e.mode == "add":
                     if self.add_B1D is None:
-                        self.add_B1D = torch.zeros(len(rows), 1, e.sae.d_in, dtype=e.sae.W_dec.dtype,
-                                                   device=e.sae.W_dec.device)  # fmt: skip
+                        self.add_B1D = torch.zeros(
+                            len(rows), 1, e.sae.d_in, dtype=e.sae.W_dec.dtype, device=e.sae.W_dec.device
+                        )
                     self.add_B1D[b, 0] += e.value * unit_direction(e.sae, e.feature)
                 elif b not in self.by_sae.setdefault(id(e.sae), (e.sae, []))[1]:
                     self.by_sae[id(e.sae)][1].append(b)
-        self.gains = {(id(e.sae), e.feature): encoder_gain(e.sae, e.feature) for edits in rows for e in edits
-                      if e.mode != "add"}  # fmt: skip
+        self.gains = {
+            (id(e.sae), e.feature): encoder_gain(e.sae, e.feature) for edits in rows for e in edits if e.mode != "add"
+        }
 
     def delta(self, h_BTD: Tensor) -> Tensor | None:
         """The change each row's edits make to h_BTD ([B, T or 1, D], the SAE's dtype); None for no change."""

@@ -18,10 +18,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
+from torch import Tensor, nn
+
 from qscope.model import hooks
 from qscope.steer.edits import Edit, SiteSteer
 from qscope.steer.spec import Where
-from torch import Tensor, nn
 
 
 @dataclass
@@ -135,8 +136,14 @@ def generate(
     for _ in range(max(r.max_new_tokens for r in rows)):
         step_pos = pos_BL if past is None else pos_BL[:, -1:]
         with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT)):
-            out = model(input_ids=step_ids, attention_mask=mask_BL, position_ids=step_pos, past_key_values=past,
-                        use_cache=True, logits_to_keep=1)  # fmt: skip
+            out = model(
+                input_ids=step_ids,
+                attention_mask=mask_BL,
+                position_ids=step_pos,
+                past_key_values=past,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         past, logits_BV = out.past_key_values, out.logits[:, -1].float()
         if counts_BV is None and any(r.frequency_penalty for r in rows):
             counts_BV = torch.zeros_like(logits_BV)

@@ -23,8 +23,9 @@ from typing import Any
 
 import duckdb
 import numpy as np
+
 from qscope.store.cards import build_cards
-from qscope.store.schema import DDL, SCHEMA_VERSION
+from qscope.store.schema import DDL, SAE_COLUMNS, SCHEMA_VERSION
 
 ROWS_PER_INSERT = 500_000  # bounds the memory of one INSERT's spread columns
 Columns = dict[str, np.ndarray]
@@ -34,7 +35,7 @@ Columns = dict[str, np.ndarray]
 class SaeTables:
     """Everything the store holds about one SAE, as numpy columns (one entry per row)."""
 
-    info: dict[str, Any]  # the `saes` row: every column of that table
+    info: dict[str, Any]  # the `saes` row: a value for every column of SaeInfo
     features: Columns  # feature, density, mean_act, max_act, n_fired, label (str objects), top_tokens [F, n]
     #                    (-1 pads), hist [F, H], interval_width
     contexts: Columns  # feature, kind (0 top, 1 interval), bin (-1: none), rank, act, window, pos, length,
@@ -88,25 +89,34 @@ def _remove(path: Path) -> None:
 
 def _write_sae(con: duckdb.DuckDBPyConnection, t: SaeTables) -> None:
     info = dict(t.info)
-    cols = ["sae_id", "model_id", "layer", "site", "d_in", "d_sae", "k", "architecture", "format", "source",
-            "tokens", "dead", "hist_edges"]  # fmt: skip
-    con.execute(f"INSERT INTO saes ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                [info[c] for c in cols])  # fmt: skip
+    marks = ", ".join("?" * len(SAE_COLUMNS))
+    con.execute(f"INSERT INTO saes ({', '.join(SAE_COLUMNS)}) VALUES ({marks})", [info[c] for c in SAE_COLUMNS])
     sae = [info["sae_id"]]
     features, (top_sql, hist_sql) = _spread_lists(t.features, ("top_tokens", "hist"))
-    _insert(con, "features", features,
-            "?::VARCHAR, feature, density, mean_act, max_act, n_fired, label::VARCHAR, "
-            f"list_filter({top_sql}, lambda x: x >= 0), {hist_sql}, interval_width", sae)  # fmt: skip
+    _insert(
+        con,
+        "features",
+        features,
+        "?::VARCHAR, feature, density, mean_act, max_act, n_fired, label::VARCHAR, "
+        f"list_filter({top_sql}, lambda x: x >= 0), {hist_sql}, interval_width",
+        sae,
+    )
     contexts, (tok_sql, acts_sql) = _spread_lists(t.contexts, ("token_ids", "acts"))
-    _insert(con, "contexts", contexts,
-            "?::VARCHAR, feature, CASE kind WHEN 0 THEN 'top' ELSE 'interval' END, nullif(bin, -1), rank, act, "
-            f'"window", pos, list_slice({tok_sql}, 1, length), list_slice({acts_sql}, 1, length)', sae)  # fmt: skip
+    _insert(
+        con,
+        "contexts",
+        contexts,
+        "?::VARCHAR, feature, CASE kind WHEN 0 THEN 'top' ELSE 'interval' END, nullif(bin, -1), rank, act, "
+        f'"window", pos, list_slice({tok_sql}, 1, length), list_slice({acts_sql}, 1, length)',
+        sae,
+    )
     logits, neighbors = _by_feature(t.logits), _by_feature(t.neighbors)
     if logits:
         _insert(con, "logits", logits, "?::VARCHAR, feature, sign, rank, token_id, value", sae)
     if neighbors:
-        _insert(con, "neighbors", neighbors,
-                "?::VARCHAR, feature, other_sae_id::VARCHAR, other_feature, cosine, rank", sae)  # fmt: skip
+        _insert(
+            con, "neighbors", neighbors, "?::VARCHAR, feature, other_sae_id::VARCHAR, other_feature, cosine, rank", sae
+        )
     features = _by_feature(t.features)
     cards = build_cards(features, t.contexts, logits, neighbors)
     _insert(con, "cards", {"feature": features["feature"], "card": cards}, "?::VARCHAR, feature, card::BLOB", sae)
@@ -138,9 +148,7 @@ def _spread_lists(cols: Columns, names: Sequence[str]) -> tuple[Columns, list[st
     return out, sqls
 
 
-def _insert(
-    con: duckdb.DuckDBPyConnection, table: str, cols: Columns, select: str, params: Sequence[Any] = ()
-) -> None:
+def _insert(con: duckdb.DuckDBPyConnection, table: str, cols: Columns, select: str, params: Sequence[Any] = ()) -> None:
     """INSERT INTO table SELECT <select> FROM cols, rows sorted by `feature` when there is one."""
     n = len(next(iter(cols.values())))
     if n == 0:

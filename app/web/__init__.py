@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+
 from qscope.config import Settings, get_settings
 from qscope.live.runner import Limits, LiveModels
 from qscope.search.searcher import Searcher

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qscope.store.queries import SaeInfo, Store
+from qscope.store.queries import Store
+from qscope.store.schema import SaeInfo
 from qscope.web import urls
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,9 @@ class Catalog:
             for sae in store.saes.values():
                 key = (sae.model_id, sae.sae_id)
                 if key in self._saes:
-                    log.warning("%s/%s is in %s and %s; serving the first", *key, self._saes[key].store.path,
-                                store.path)  # fmt: skip
+                    log.warning(
+                        "%s/%s is in %s and %s; serving the first", *key, self._saes[key].store.path, store.path
+                    )
                     continue
                 served = Served(sae, store)
                 self._saes[key] = served

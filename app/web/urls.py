@@ -52,12 +52,10 @@ def steer(sae_id: str, feature: int) -> str:
     return f"/steer{_query({'sae_id': sae_id, 'feature': int(feature)})}"
 
 
+def steer_run(run_id: str, json: bool = False) -> str:
+    """A shared steering run's permalink."""
+    return f"/steer/{_seg(run_id)}{JSON if json else ''}"
+
+
 def static(path: str) -> str:
     return f"{STATIC_PREFIX}/{path}"
-
-
-def split_json(segment: str) -> tuple[str, bool]:
-    """('name', True) for 'name.json', (segment, False) otherwise."""
-    if segment.endswith(JSON) and len(segment) > len(JSON):
-        return segment[: -len(JSON)], True
-    return segment, False

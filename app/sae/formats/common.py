@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qscope.model import resid_site
 from safetensors.torch import load_file
 from torch import Tensor
+
+from qscope.model import resid_site
 
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu", "gated")
 
@@ -53,9 +54,7 @@ class SaeSpec:
     format: str = "qwen-scope"
 
 
-def check_shapes(
-    source: Path, tensors: Mapping[str, Tensor], dims: Mapping[str, tuple[str, ...]]
-) -> dict[str, int]:
+def check_shapes(source: Path, tensors: Mapping[str, Tensor], dims: Mapping[str, tuple[str, ...]]) -> dict[str, int]:
     """Check each named tensor against symbolic dims ("d_in", "d_sae"); return the sizes bound to them.
 
     The first tensor that mentions a dim fixes it, so a mismatch reads like
@@ -71,8 +70,7 @@ def check_shapes(
             want = ", ".join(f"{dim}={bound[dim][0]}" if dim in bound else dim for dim in names)
             origin = "; ".join(f"{dim}={bound[dim][0]} from {bound[dim][1]}" for dim in names if dim in bound)
             raise SaeFormatError(
-                f"SAE file {source}: {name} has shape {shape}, expected [{want}]"
-                + (f" ({origin})" if origin else "")
+                f"SAE file {source}: {name} has shape {shape}, expected [{want}]" + (f" ({origin})" if origin else "")
             )
         for size, dim in pairs:
             bound.setdefault(dim, (size, f"{name} {shape}"))
