@@ -5,8 +5,11 @@
   `<style>` elements do not. Pages may be framed by this origin only, except `?embed=1` cards.
 - Sizes: a path + query longer than Settings.max_url_chars gets 414, a body over Settings.max_body_bytes 413
   (checked on Content-Length, and counted when the body comes chunked).
-- Rates: the routes that run a model (POST /api/steer*, /inspect with a text) take a token from a per-client
-  bucket (client IP); an empty bucket answers 429 with Retry-After.
+- JSON bodies: not UTF-8, not JSON, non-finite numbers, lone surrogates get a 422 naming the place
+  (qscope.web.bodies), whatever route they were sent to.
+- Rates: the routes that run a model (POST /api/steer*, /inspect with a text) and the one that writes the app
+  database (POST /api/steer/share) take a token from a per-client bucket (client IP); an empty bucket answers
+  429 with Retry-After.
 - CORS stays off (no Access-Control-* header) unless Settings.cors_origins names origins.
 """
 
@@ -28,6 +31,7 @@ from fastapi.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qscope.config import Settings
+from qscope.web.bodies import body_problem, is_json
 
 CSP = "; ".join(
     [
@@ -48,6 +52,7 @@ HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
 STEER_PATHS = ("/api/steer", "/api/steer/stream")
+SHARE_PATHS = ("/api/steer/share",)
 INSPECT_PATHS = ("/inspect", "/inspect.json")
 TEXT_PARAMS = ("text", "a", "b")
 
@@ -101,6 +106,7 @@ class Guard:
         self.max_body, self.max_url = settings.max_body_bytes, settings.max_url_chars
         self.steer = RateLimiter(settings.rate_steer_per_min, settings.rate_steer_burst)
         self.inspect = RateLimiter(settings.rate_inspect_per_min, settings.rate_inspect_burst)
+        self.share = RateLimiter(settings.rate_share_per_min, settings.rate_share_burst)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,6 +115,9 @@ class Guard:
         refusal = self._refusal(scope)
         if refusal is None:
             body, refusal = await _read_body(scope, receive, self.max_body)
+            if refusal is None and body and is_json(_header(scope, b"content-type")):
+                if problem := body_problem(b"".join(m.get("body", b"") for m in body)):
+                    refusal = 422, problem, {}
             if refusal is None:
                 return await self.app(scope, _replay(body, receive), send)
         status, message, headers = refusal
@@ -125,12 +134,18 @@ class Guard:
         bucket = None
         if scope["method"] == "POST" and scope["path"] in STEER_PATHS:
             bucket, what = self.steer, "steering requests"
+        elif scope["method"] == "POST" and scope["path"] in SHARE_PATHS:
+            bucket, what = self.share, "shares"
         elif scope["path"] in INSPECT_PATHS and _runs_inspect(scope):
             bucket, what = self.inspect, "inspect runs"
         if bucket is not None and (wait := bucket.take(_client(scope))):
             retry = max(1, math.ceil(wait))
             return 429, f"Too many {what} from your address; try again in {retry} s.", {"Retry-After": str(retry)}
         return None
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    return dict(scope["headers"]).get(name, b"").decode("latin-1")
 
 
 def _client(scope: Scope) -> str:
