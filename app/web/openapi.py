@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from qscope.web.security import INSPECT_PATHS, STEER_PATHS
+from qscope.web.security import INSPECT_PATHS, SHARE_PATHS, STEER_PATHS
 from qscope.web.twins import SUFFIX, TwinRoute
 
 ERROR = {
@@ -71,7 +71,7 @@ def _document(path: str, method: str, op: dict[str, Any]) -> None:
     errors = {404, 414, 422, 503}
     if method == "post":
         errors.add(413)
-    if path in STEER_PATHS or path in INSPECT_PATHS:
+    if path in STEER_PATHS or path in INSPECT_PATHS or path in SHARE_PATHS:
         errors.add(429)
     content = ERROR_JSON if kind == "json" else HTML
     for status in sorted(errors):
