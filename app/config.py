@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     rate_inspect_burst: int = Field(10, description="/inspect model runs a client may make at once.")
     rate_share_per_min: float = Field(10.0, description="Shares (POST /api/steer/share) per client IP per minute.")
     rate_share_burst: int = Field(5, description="Shares a client may make at once before the rate applies.")
+    show_paths: bool = Field(
+        False,
+        description="Show the absolute paths of the model, corpus and SAE files on pages, .json twins and error "
+        "bodies (a server only its operator uses); off: names relative to the store's folder.",
+    )
     cors_origins: list[str] = Field(
         [], description="Origins allowed to call the API from a browser (JSON list); empty: CORS off."
     )

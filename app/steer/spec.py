@@ -52,7 +52,16 @@ class ChatMessage(BaseModel):
 class SteerSpec(BaseModel):
     """One steering request: a prompt, the features to steer with, sampling settings and where to steer."""
 
-    model_config = FINITE
+    # the schema says what check() refuses: an empty prompt without messages
+    model_config = ConfigDict(
+        allow_inf_nan=False,
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["prompt"], "properties": {"prompt": {"minLength": 1}}},
+                {"required": ["messages"], "properties": {"messages": {"type": "array", "minItems": 1}}},
+            ]
+        },
+    )
 
     model_id: str | None = Field(None, description="Model to run; default: the first one served.")
     prompt: Text = Field("", description="Raw prompt text (ignored when `messages` is given).")

@@ -30,8 +30,8 @@ def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, w
     """The app for these feature store files. warm_search: build the semantic indexes in the background
     at startup (else on the first search)."""
     settings = settings or get_settings()
-    catalog = Catalog(dbs, timeout_s=settings.query_timeout_s)
-    live = LiveModels(catalog.stores, device=settings.device, dtype=settings.dtype)
+    catalog = Catalog(dbs, timeout_s=settings.query_timeout_s, show_paths=settings.show_paths)
+    live = LiveModels(catalog.stores, device=settings.device, dtype=settings.dtype, show_paths=settings.show_paths)
     limits = Limits(max_chars=settings.max_chars, max_tokens=settings.max_tokens, wait_s=settings.live_wait_s)
     searcher = Searcher(catalog.stores, live, limits, cache_dir=settings.cache_dir)
 

@@ -3,7 +3,8 @@
 FastAPI documents every route as `200 application/json` plus its own 422 body. Here, per operation: pages give
 `text/html`, and each page's `.json` twin (qscope.web.twins) is listed as a path of its own that gives JSON, as
 `/api/` does; every error the app can return (404, 413, 414, 422, 429, 503) is listed with the body it really has
-(`Error` in JSON, the error page in HTML). Clients and schema-driven tests rely on this.
+(`Error` in JSON, the error page in HTML). The steering request's bounds are this server's limits (Settings).
+Clients and schema-driven tests rely on this.
 """
 
 from __future__ import annotations
@@ -78,11 +79,23 @@ def _document(path: str, method: str, op: dict[str, Any]) -> None:
         responses[str(status)] = {"description": REASONS[status], "content": content}
 
 
+def _limits(schemas: dict[str, Any], limits: Any) -> None:
+    """The steering limits of this server (qscope.steer.spec.SteerLimits) as bounds in the request schemas."""
+    if "SteerSpec" not in schemas or "FeatureSteer" not in schemas:
+        return
+    spec = schemas["SteerSpec"]["properties"]
+    spec["max_new_tokens"]["maximum"] = limits.max_new_tokens
+    spec["features"]["maxItems"] = limits.max_features
+    strength = schemas["FeatureSteer"]["properties"]["strength"]
+    strength.update(minimum=-limits.max_strength, maximum=limits.max_strength)
+
+
 def accurate_openapi(app: FastAPI) -> dict[str, Any]:
     """The schema of `app` with the corrections above (built once, then cached on the app)."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes, description=DESCRIPTION)
         schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR
+        _limits(schema["components"]["schemas"], app.state.steering.limits)
         _add_twins(app, schema["paths"])
         for path, ops in schema["paths"].items():
             for method, op in ops.items():

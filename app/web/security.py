@@ -2,7 +2,9 @@
 
 - Headers on every response: a Content-Security-Policy that allows scripts from this origin only (no inline
   script, no eval); inline `style` attributes stay allowed (the shading of tokens is one CSS variable per span),
-  `<style>` elements do not. Pages may be framed by this origin only, except `?embed=1` cards.
+  `<style>` elements do not. Pages may be framed by this origin only; a feature card asked for with a real
+  `embed=1` parameter sets its own policy (`csp(frame="*")`), which the Guard leaves as it is.
+- HEAD: answered as GET with the body left out (same status and headers), on every GET route.
 - Sizes: a path + query longer than Settings.max_url_chars gets 414, a body over Settings.max_body_bytes 413
   (checked on Content-Length, and counted when the body comes chunked).
 - JSON bodies: not UTF-8, not JSON, non-finite numbers, lone surrogates get a 422 naming the place
@@ -55,6 +57,11 @@ STEER_PATHS = ("/api/steer", "/api/steer/stream")
 SHARE_PATHS = ("/api/steer/share",)
 INSPECT_PATHS = ("/inspect", "/inspect.json")
 TEXT_PARAMS = ("text", "a", "b")
+
+
+def csp(frame: str = "'self'") -> str:
+    """The Content-Security-Policy of a page that may be framed by `frame` (an origin, or '*')."""
+    return f"{CSP}; frame-ancestors {frame}"
 
 
 class RateLimiter:
@@ -111,7 +118,9 @@ class Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        send = _with_headers(scope, send)
+        send = _with_headers(send)
+        if scope["method"] == "HEAD":
+            scope, send = {**scope, "method": "GET"}, _without_body(send)
         refusal = self._refusal(scope)
         if refusal is None:
             body, refusal = await _read_body(scope, receive, self.max_body)
@@ -177,18 +186,26 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
-def _with_headers(scope: Scope, send: Send) -> Send:
-    embed = b"embed=1" in scope.get("query_string", b"")
-    frame = b"frame-ancestors *" if embed else b"frame-ancestors 'self'"
-
+def _with_headers(send: Send) -> Send:
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = list(message.get("headers", []))
             names = {name.lower() for name, _ in headers}
             if b"content-security-policy" not in names:
-                headers.append((b"content-security-policy", CSP.encode() + b"; " + frame))
+                headers.append((b"content-security-policy", csp().encode()))
             headers += [(n, v) for n, v in HEADERS if n not in names]
             message = {**message, "headers": headers}
+        await send(message)
+
+    return sending
+
+
+def _without_body(send: Send) -> Send:
+    """The response of a HEAD request: GET's status and headers (Content-Length included), no body."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
         await send(message)
 
     return sending

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from qscope.store.queries import DensityHistogram, FeatureList, SortKey
 from qscope.store.schema import SaeInfo
@@ -32,17 +33,16 @@ class SaePage:
     urls: dict  # prev, next, json, random
 
 
-def _density(name: str, text: str) -> float | None:
-    """A density bound from the query ('' means none: plain HTML forms send empty fields)."""
-    if not text.strip():
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise Unprocessable(f"Bad parameter: {name} must be a number between 0 and 1, got {text!r}.") from None
-    if not 0 <= value <= 1:
-        raise Unprocessable(f"Bad parameter: {name} is a density, a fraction between 0 and 1; got {value:g}.")
-    return value
+def _blank(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+# A density bound: a fraction between 0 and 1, or '' for none (plain HTML forms send empty fields)
+Density = Annotated[
+    Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None,
+    BeforeValidator(_blank),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"type": "string", "maxLength": 0}]}),
+]
 
 
 @router.get("/-/random/{model_id}/{sae_id}")
@@ -64,13 +64,12 @@ def sae_page(
     sort: SortKey = "index",
     order: Literal["asc", "desc", ""] = "",
     q: Annotated[str, Query(max_length=200)] = "",
-    dmin: Annotated[str, Query(max_length=40)] = "",
-    dmax: Annotated[str, Query(max_length=40)] = "",
+    dmin: Annotated[Density, Query(description="Lowest density shown (a fraction)")] = None,
+    dmax: Annotated[Density, Query(description="Highest density shown (a fraction)")] = None,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=500)] = 50,
 ):
     served = catalog.sae(model_id, sae_id)
-    dmin, dmax = _density("dmin", dmin), _density("dmax", dmax)  # type: ignore[assignment]
     if dmin is not None and dmax is not None and dmin > dmax:
         raise Unprocessable(f"Bad parameter: dmin ({dmin}) is above dmax ({dmax}); the density range is empty.")
     order_given, order = order, order or ("asc" if sort == "index" else "desc")
