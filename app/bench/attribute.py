@@ -1,0 +1,96 @@
+"""Benchmark attribution: one attribution of the last token of a --tokens-token prompt (every SAE, one forward and
+one backward pass) vs one plain forward pass of the same prompt, side by side in one run.
+
+    qscope bench attribute --model data/demo/model --saes data/demo/saes --tokens 128
+
+The prompt is real text (the demo's validation corpus when it is there, else this module's docstrings), cut to
+exactly --tokens tokens. Times are the best of --reps after a warm-up. Prints a JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from qscope.live.attribute import Target, attribute
+from qscope.model import load_model
+from qscope.sae import find_sae_files, load_sae
+
+GOAL = 3.0  # an attribution should cost at most this many plain forward passes
+
+
+def best(fn, reps: int) -> float:
+    """The fastest of `reps` runs, in seconds (after one warm-up run)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def prompt_ids(tokenizer, n_tokens: int, corpus: Path) -> list[int]:
+    """n_tokens ids of real text."""
+    text = ""
+    if corpus.is_file():
+        with corpus.open() as f:
+            for line in f:
+                text += json.loads(line).get("text", "") + "\n"
+                if len(text) > 20 * n_tokens:
+                    break
+    text = text or (__doc__ or "") * 50
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    while len(ids) < n_tokens:
+        ids = ids + ids
+    return ids[:n_tokens]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--model", default="data/demo/model")
+    ap.add_argument("--saes", default="data/demo/saes")
+    ap.add_argument("--corpus", default=None, help="JSON lines with a 'text' field (default: next to --model)")
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    args = ap.parse_args(argv)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    saes = {}
+    for path in find_sae_files(args.saes):
+        sae = load_sae(path, device=lm.device)
+        saes[f"layer{sae.layer}"] = sae
+    corpus = Path(args.corpus) if args.corpus else Path(args.model).parent / "corpus" / "val.jsonl"
+    ids = prompt_ids(lm.tokenizer, args.tokens, corpus)
+    input_ids = torch.tensor([ids], device=lm.device)
+
+    @torch.no_grad()
+    def forward(keep: int = 0):
+        return lm.model(input_ids=input_ids, use_cache=False, logits_to_keep=keep)
+
+    plain = best(forward, args.reps)
+    last_only = best(lambda: forward(1), args.reps)
+    att = best(lambda: attribute(lm.model, saes, ids, Target(None)), args.reps)
+    result = attribute(lm.model, saes, ids, Target(None))
+    active = sum(len(s.pos) for s in result.saes)
+    report = {
+        "model": lm.model_id, "device": str(lm.device), "dtype": str(lm.dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(), "tokens": len(ids), "saes": len(saes),
+        "features": sum(s.d_sae for s in saes.values()), "active_pairs": active,
+        "forward_ms": round(plain * 1e3, 2), "forward_last_logits_ms": round(last_only * 1e3, 2),
+        "attribution_ms": round(att * 1e3, 2), "attribution_over_forward": round(att / plain, 2),
+        "attribution_over_forward_last_logits": round(att / last_only, 2), "goal": GOAL,
+    }  # fmt: skip
+    print(f"forward {plain * 1e3:.1f} ms (last logits only {last_only * 1e3:.1f} ms), attribution "
+          f"{att * 1e3:.1f} ms over {len(saes)} SAEs and {active} active (position, feature) pairs")  # fmt: skip
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
