@@ -4,7 +4,8 @@ one backward pass) vs one plain forward pass of the same prompt, side by side in
     qscope bench attribute --model data/demo/model --saes data/demo/saes --tokens 128
 
 The prompt is real text (the demo's validation corpus when it is there, else this module's docstrings), cut to
-exactly --tokens tokens. Times are the best of --reps after a warm-up. Prints a JSON line last.
+exactly --tokens tokens. The two are timed in turn, --reps times after a warm-up, and the best of each kept (a
+busy machine slows both alike). Prints a JSON line last.
 """
 
 from __future__ import annotations
@@ -22,17 +23,20 @@ from qscope.sae import find_sae_files, load_sae
 GOAL = 3.0  # an attribution should cost at most this many plain forward passes
 
 
-def best(fn, reps: int) -> float:
-    """The fastest of `reps` runs, in seconds (after one warm-up run)."""
+def timed(fn) -> float:
+    t = time.perf_counter()
     fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def best_in_turn(fns: list, reps: int) -> list[float]:
+    """The fastest of `reps` runs of each fn, in seconds, the fns run in turn (after one warm-up each)."""
+    for fn in fns:
         fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    times = [[timed(fn) for fn in fns] for _ in range(reps)]
+    return [min(col) for col in zip(*times, strict=True)]
 
 
 def prompt_ids(tokenizer, n_tokens: int, corpus: Path) -> list[int]:
@@ -42,7 +46,7 @@ def prompt_ids(tokenizer, n_tokens: int, corpus: Path) -> list[int]:
         with corpus.open() as f:
             for line in f:
                 text += json.loads(line).get("text", "") + "\n"
-                if len(text) > 20 * n_tokens:
+                if len(text) > 6 * n_tokens:
                     break
     text = text or (__doc__ or "") * 50
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -60,7 +64,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's own choice)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
     saes = {}
     for path in find_sae_files(args.saes):
@@ -74,9 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     def forward(keep: int = 0):
         return lm.model(input_ids=input_ids, use_cache=False, logits_to_keep=keep)
 
-    plain = best(forward, args.reps)
-    last_only = best(lambda: forward(1), args.reps)
-    att = best(lambda: attribute(lm.model, saes, ids, Target(None)), args.reps)
+    attribution = lambda: attribute(lm.model, saes, ids, Target(None))  # noqa: E731
+    plain, last_only, att = best_in_turn([forward, lambda: forward(1), attribution], args.reps)
     result = attribute(lm.model, saes, ids, Target(None))
     active = sum(len(s.pos) for s in result.saes)
     report = {
