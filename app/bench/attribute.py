@@ -1,11 +1,14 @@
 """Benchmark attribution: one attribution of the last token of a --tokens-token prompt (every SAE, one forward and
-one backward pass) vs one plain forward pass of the same prompt, side by side in one run.
+one backward pass) vs one plain forward pass of the same prompt, side by side in one run; and the attribution over
+the earliest SAE alone (the same forward and backward with one SAE encode: the difference is what the other SAEs
+cost, an encode each).
 
     qscope bench attribute --model data/demo/model --saes data/demo/saes --tokens 128
 
 The prompt is real text (the demo's validation corpus when it is there, else this module's docstrings), cut to
-exactly --tokens tokens. The two are timed in turn, --reps times after a warm-up, and the best of each kept (a
-busy machine slows both alike). Prints a JSON line last.
+exactly --tokens tokens. They are timed in turn, --reps times after a warm-up, and the best of each kept; CPU
+time (this process's) is reported beside wall time, as on a busy machine it counts the work without the waits
+(with --threads 1). Prints a JSON line last.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from qscope.live.attribute import Target, attribute
@@ -23,20 +27,25 @@ from qscope.sae import find_sae_files, load_sae
 GOAL = 3.0  # an attribution should cost at most this many plain forward passes
 
 
-def timed(fn) -> float:
-    t = time.perf_counter()
+class Times(NamedTuple):
+    wall_s: float
+    cpu_s: float  # this process's CPU time: on a busy machine with one torch thread, the work without the waits
+
+
+def timed(fn) -> Times:
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return time.perf_counter() - t
+    return Times(time.perf_counter() - wall, time.process_time() - cpu)
 
 
-def best_in_turn(fns: list, reps: int) -> list[float]:
-    """The fastest of `reps` runs of each fn, in seconds, the fns run in turn (after one warm-up each)."""
+def best_in_turn(fns: list, reps: int) -> list[Times]:
+    """The fastest of `reps` runs of each fn (wall and CPU time apart), the fns run in turn after a warm-up."""
     for fn in fns:
         fn()
-    times = [[timed(fn) for fn in fns] for _ in range(reps)]
-    return [min(col) for col in zip(*times, strict=True)]
+    runs = [[timed(fn) for fn in fns] for _ in range(reps)]
+    return [Times(min(t.wall_s for t in col), min(t.cpu_s for t in col)) for col in zip(*runs, strict=True)]
 
 
 def prompt_ids(tokenizer, n_tokens: int, corpus: Path) -> list[int]:
@@ -82,19 +91,27 @@ def main(argv: list[str] | None = None) -> None:
         return lm.model(input_ids=input_ids, use_cache=False, logits_to_keep=keep)
 
     attribution = lambda: attribute(lm.model, saes, ids, Target(None))  # noqa: E731
-    plain, last_only, att = best_in_turn([forward, lambda: forward(1), attribution], args.reps)
-    result = attribute(lm.model, saes, ids, Target(None))
-    active = sum(len(s.pos) for s in result.saes)
+    first = dict([next(iter(saes.items()))])  # the earliest SAE alone: the whole backward, one encode
+    one_sae = lambda: attribute(lm.model, first, ids, Target(None))  # noqa: E731
+    plain, last_only, att, one = best_in_turn([forward, lambda: forward(1), attribution, one_sae], args.reps)
+    active = sum(len(s.pos) for s in attribution().saes)
     report = {
-        "model": lm.model_id, "device": str(lm.device), "dtype": str(lm.dtype).removeprefix("torch."),
+        "model": args.model, "device": str(lm.device), "dtype": str(lm.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(), "tokens": len(ids), "saes": len(saes),
-        "features": sum(s.d_sae for s in saes.values()), "active_pairs": active,
-        "forward_ms": round(plain * 1e3, 2), "forward_last_logits_ms": round(last_only * 1e3, 2),
-        "attribution_ms": round(att * 1e3, 2), "attribution_over_forward": round(att / plain, 2),
-        "attribution_over_forward_last_logits": round(att / last_only, 2), "goal": GOAL,
+        "features": sum(s.d_sae for s in saes.values()), "active_pairs": active, "reps": args.reps,
+        "forward_ms": round(plain.wall_s * 1e3, 2), "forward_last_logits_ms": round(last_only.wall_s * 1e3, 2),
+        "attribution_ms": round(att.wall_s * 1e3, 2), "attribution_over_forward": round(att.wall_s / plain.wall_s, 2),
+        "attribution_over_forward_last_logits": round(att.wall_s / last_only.wall_s, 2),
+        "cpu_attribution_over_forward": round(att.cpu_s / plain.cpu_s, 2),
+        "cpu_attribution_over_forward_last_logits": round(att.cpu_s / last_only.cpu_s, 2), "goal": GOAL,
+        "one_sae": next(iter(first)), "one_sae_ms": round(one.wall_s * 1e3, 2),
+        "one_sae_over_forward": round(one.wall_s / plain.wall_s, 2),
+        "cpu_one_sae_over_forward": round(one.cpu_s / plain.cpu_s, 2),
     }  # fmt: skip
-    print(f"forward {plain * 1e3:.1f} ms (last logits only {last_only * 1e3:.1f} ms), attribution "
-          f"{att * 1e3:.1f} ms over {len(saes)} SAEs and {active} active (position, feature) pairs")  # fmt: skip
+    print(f"forward {plain.wall_s * 1e3:.1f} ms (last logits only {last_only.wall_s * 1e3:.1f} ms), attribution "
+          f"{att.wall_s * 1e3:.1f} ms over {len(saes)} SAEs and {active} active (position, feature) pairs; CPU "
+          f"time {plain.cpu_s * 1e3:.1f} / {last_only.cpu_s * 1e3:.1f} / {att.cpu_s * 1e3:.1f} ms; one SAE "
+          f"({next(iter(first))}) {one.wall_s * 1e3:.1f} ms, CPU {one.cpu_s * 1e3:.1f} ms")  # fmt: skip
     print(json.dumps(report))
 
 

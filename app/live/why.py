@@ -161,9 +161,11 @@ def _why(runner: LiveModel, ids: list[int], pos: int, att: Attribution, n: int) 
     saes = [_summary(s, at + 1) for s in att.saes]
     best, worst = _extremes(att.saes, n)
     rows = _rows(runner, [(att.saes[i].sae_id, f) for i, f, _ in best + worst])
-    cause = lambda i, f, total: _cause(att.saes[i], f, total, at, tokens, rows.get((att.saes[i].sae_id, f)))  # noqa: E731
-    return Why(runner.model_id, tokens, pos, at, target, contrast, att.value, top, saes,
-               [cause(*x) for x in best], [cause(*x) for x in worst])  # fmt: skip
+
+    def causes(found: list[tuple[int, int, float]]) -> list[FeatureCause]:
+        return [_cause(att.saes[i], f, total, at, tokens, rows.get((att.saes[i].sae_id, f))) for i, f, total in found]
+
+    return Why(runner.model_id, tokens, pos, at, target, contrast, att.value, top, saes, causes(best), causes(worst))
 
 
 def _summary(s: SaeAttribution, T: int) -> SaeSummary:

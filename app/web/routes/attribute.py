@@ -10,7 +10,7 @@ sends it (with the features the user ticks) to POST /api/steer/stream, beside th
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from fastapi import APIRouter, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -89,7 +89,18 @@ def _runner(live, model_id: str) -> LiveModel:
     return runner
 
 
-def _run_source(q: AttributeRequest, catalog: Catalog, live, steering: Steering, limits: Limits):
+class Source(NamedTuple):
+    """What a request explains, resolved: the model, the token ids, the absolute position of the token."""
+
+    runner: LiveModel
+    ids: list[int]
+    pos: int
+    steer: dict | None  # a steered run's edits, replayed
+    spec: SteerSpec | None  # a run's spec (None for a text)
+    original: Completion | None  # a run's completion
+
+
+def _run_source(q: AttributeRequest, catalog: Catalog, live, steering: Steering, limits: Limits) -> Source:
     found = steering.recall(q.run) or steering.runs.get(q.run)
     if found is None:
         raise NotFound(f"No steering run {q.run!r} on this server (recent runs are kept for a while; share one "
@@ -109,7 +120,7 @@ def _run_source(q: AttributeRequest, catalog: Catalog, live, steering: Steering,
     steer = None
     if q.side == "steered" and spec.features:
         steer = replay_hooks(resolve_edits(spec.features, saes, _max_act(catalog, model_id)), spec.where, len(prompt))
-    return runner, ids, len(prompt) + q.pos, steer, spec, completion
+    return Source(runner, ids, len(prompt) + q.pos, steer, spec, completion)
 
 
 def _max_act(catalog: Catalog, model_id: str):
@@ -127,17 +138,17 @@ def attributed(q: AttributeRequest, catalog: Catalog, live, steering: Steering, 
     """The attribution `q` asks for, with its suppression spec; Unprocessable / NotFound for bad input."""
     try:
         if q.run:
-            runner, ids, pos, steer, spec, original = _run_source(q, catalog, live, steering, limits)
+            src = _run_source(q, catalog, live, steering, limits)
         elif q.text:
             runner = _runner(live, _model_id(catalog, q.model_id))
-            ids, pos, steer, spec, original = runner.tokenize(q.text, limits), q.pos, None, None, None
+            src = Source(runner, runner.tokenize(q.text, limits), q.pos, None, None, None)
         else:
             raise WhyError("give `text` (and the position of a token in it) or `run` (a steering run)")
-        why = explain(runner, ids, pos, limits, target=q.target, contrast=q.contrast, sae_ids=q.sae_id,
-                      steer=steer, n=q.top)  # fmt: skip
+        why = explain(src.runner, src.ids, src.pos, limits, target=q.target, contrast=q.contrast, sae_ids=q.sae_id,
+                      steer=src.steer, n=q.top)  # fmt: skip
     except (WhyError, SpecError) as e:
         raise Unprocessable(f"Bad parameter: {e}") from e
-    return _with_suppression(q, why, runner, spec, original, steering)
+    return _with_suppression(q, why, src.runner, src.spec, src.original, steering)
 
 
 def _with_suppression(q, why: Why, runner: LiveModel, spec: SteerSpec | None, original, steering) -> Attributed:
