@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         "forward_ms": round(plain.wall_s * 1e3, 2), "forward_last_logits_ms": round(last_only.wall_s * 1e3, 2),
         "attribution_ms": round(att.wall_s * 1e3, 2), "attribution_over_forward": round(att.wall_s / plain.wall_s, 2),
         "attribution_over_forward_last_logits": round(att.wall_s / last_only.wall_s, 2),
+        "cpu_forward_ms": round(plain.cpu_s * 1e3, 2), "cpu_attribution_ms": round(att.cpu_s * 1e3, 2),
         "cpu_attribution_over_forward": round(att.cpu_s / plain.cpu_s, 2),
         "cpu_attribution_over_forward_last_logits": round(att.cpu_s / last_only.cpu_s, 2), "goal": GOAL,
         "one_sae": next(iter(first)), "one_sae_ms": round(one.wall_s * 1e3, 2),
