@@ -29,7 +29,9 @@ class FeatureSteer(BaseModel):
         1.0, description="add/clamp: multiple of the feature's max activation; multiply: factor; ablate: unused."
     )
     from_position: int = Field(
-        0, ge=0, le=1_000_000,
+        0,
+        ge=0,
+        le=1_000_000,
         description="Steer only at token positions >= this (0: the first prompt token); `where` also holds.",
     )
 
@@ -103,9 +105,7 @@ class SteerLimits:
             raise SpecError(f"{len(spec.features)} features given; at most {self.max_features} per request")
         for f in spec.features:
             if abs(f.strength) > self.max_strength:
-                raise SpecError(
-                    f"strength {f.strength:g} of feature {f.feature} is outside ±{self.max_strength:g}"
-                )
+                raise SpecError(f"strength {f.strength:g} of feature {f.feature} is outside ±{self.max_strength:g}")
         if not spec.messages and not spec.prompt:
             raise SpecError("the prompt is empty: give `prompt` or `messages`")
 
