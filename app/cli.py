@@ -402,6 +402,12 @@ def bench_steer_cmd(ctx: typer.Context) -> None:
     _run_bench("steer", list(ctx.args))
 
 
+@bench_cli.command("attribute", context_settings=_BENCH_ARGS)
+def bench_attribute_cmd(ctx: typer.Context) -> None:
+    """One attribution of a 128-token prompt vs one forward pass of it (`qscope bench attribute --help`)."""
+    _run_bench("attribute", list(ctx.args))
+
+
 @bench_cli.command("load", context_settings=_BENCH_ARGS)
 def bench_load_cmd(ctx: typer.Context) -> None:
     """Browsing and steering mixed at several times the steering capacity (`qscope bench load --help`)."""

@@ -5,8 +5,9 @@
   `<style>` elements do not. Pages may be framed by this origin only, except `?embed=1` cards.
 - Sizes: a path + query longer than Settings.max_url_chars gets 414, a body over Settings.max_body_bytes 413
   (checked on Content-Length, and counted when the body comes chunked).
-- Rates: the routes that run a model (POST /api/steer*, /inspect with a text) take a token from a per-client
-  bucket (client IP); an empty bucket answers 429 with Retry-After.
+- Rates: the routes that run a model (POST /api/steer*, /inspect with a text, /attribute with a text or run,
+  POST /api/attribute) take a token from a per-client bucket (client IP); an empty bucket answers 429 with
+  Retry-After.
 - CORS stays off (no Access-Control-* header) unless Settings.cors_origins names origins.
 """
 
@@ -48,8 +49,8 @@ HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
 STEER_PATHS = ("/api/steer", "/api/steer/stream")
-INSPECT_PATHS = ("/inspect", "/inspect.json")
-TEXT_PARAMS = ("text", "a", "b")
+INSPECT_PATHS = ("/inspect", "/inspect.json", "/attribute", "/attribute.json", "/api/attribute")
+TEXT_PARAMS = ("text", "a", "b", "run")
 
 
 class RateLimiter:
@@ -125,7 +126,7 @@ class Guard:
         bucket = None
         if scope["method"] == "POST" and scope["path"] in STEER_PATHS:
             bucket, what = self.steer, "steering requests"
-        elif scope["path"] in INSPECT_PATHS and _runs_inspect(scope):
+        elif scope["path"] in INSPECT_PATHS and (scope["method"] == "POST" or _runs_inspect(scope)):
             bucket, what = self.inspect, "inspect runs"
         if bucket is not None and (wait := bucket.take(_client(scope))):
             retry = max(1, math.ceil(wait))
