@@ -18,6 +18,7 @@ from qscope.sae.formats.common import (
     SaeSpec,
     check_config_sizes,
     check_shapes,
+    peek_config,
     positive,
     read_json,
     read_safetensors,
@@ -137,9 +138,5 @@ def read(weights: Path, cfg_path: Path | None, k: int | None = None) -> SaeSpec:
 
 def peek_layer(weights: Path, cfg_path: Path | None) -> int | None:
     """The layer its config's hook names, or None (no weights read)."""
-    try:
-        cfg = read_json(cfg_path) if cfg_path is not None else {}
-    except SaeFormatError:
-        return None
-    hook, hf_hook = _hooks(cfg)
+    hook, hf_hook = _hooks(peek_config(cfg_path))
     return site_from_hook(hf_hook or hook)[0]

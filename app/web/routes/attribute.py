@@ -125,19 +125,8 @@ def _run_source(q: AttributeRequest, catalog: Catalog, live, steering: Steering,
         raise WhyError(f"the run is {len(ids):,} tokens long; at most {limits.max_tokens:,} are attributed")
     steer = None
     if q.side == "steered" and spec.features:
-        steer = replay_hooks(resolve_edits(spec.features, saes, _max_act(catalog, model_id)), spec.where, len(prompt))
+        steer = replay_hooks(resolve_edits(spec.features, saes, catalog.max_act_of(model_id)), spec.where, len(prompt))
     return Source(runner, ids, len(prompt) + q.pos, steer, spec, completion)
-
-
-def _max_act(catalog: Catalog, model_id: str):
-    def max_act(sae_id: str, feature: int) -> float:
-        with catalog.sae(model_id, sae_id).store.reader() as r:
-            row = r.row(sae_id, feature)
-        if row is None:
-            raise SpecError(f"feature {feature} of {sae_id} is not in the feature store")
-        return row.max_act
-
-    return max_act
 
 
 def attributed(q: AttributeRequest, catalog: Catalog, live, steering: Steering, limits: Limits) -> Attributed:

@@ -18,7 +18,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from qscope.steer.edits import resolve_edits
 from qscope.steer.service import Steering
-from qscope.steer.spec import SavedRun, ShareRequest, SpecError, SteerResult, SteerSpec
+from qscope.steer.spec import SavedRun, ShareRequest, SteerResult, SteerSpec
 from qscope.steer.worker import SteerJob, make_job
 from qscope.web import urls
 from qscope.web.catalog import Catalog, NotFound
@@ -47,15 +47,8 @@ def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -
         raise NotFound(f"No live model for {model_id!r}.")
     lm, saes = runner.load()
 
-    def max_act(sae_id: str, feature: int) -> float:
-        with catalog.sae(model_id, sae_id).store.reader() as r:
-            row = r.row(sae_id, feature)
-        if row is None:
-            raise SpecError(f"feature {feature} of {sae_id} is not in the feature store")
-        return row.max_act
-
     steering.limits.check(spec)  # before any lookup: an oversized spec costs nothing
-    edits = resolve_edits(spec.features, saes, max_act)
+    edits = resolve_edits(spec.features, saes, catalog.max_act_of(model_id))
     job = make_job(spec, lm.model, lm.tokenizer, edits, steering.limits, emit, runner.lock)
     steering.worker.submit(job)
     return job, spec
