@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,8 @@ class Embedder:
         self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self._model = AutoModel.from_pretrained(str(folder)).eval()
 
-    def embed(self, texts: list[str], batch: int = 128) -> np.ndarray:
-        """float32 [N, 384], rows of unit length."""
+    def embed(self, texts: list[str], batch: int = 128, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """float32 [N, 384], rows of unit length; progress(texts done) after each batch."""
         out_ND = np.zeros((len(texts), 384), np.float32)
         # batches of similar length: padding would otherwise cost as much compute as the text itself
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -54,12 +55,19 @@ class Embedder:
             if len(texts) <= 8:
                 torch.set_num_threads(1)
             try:
-                self._embed(texts, order, batch, out_ND)
+                self._embed(texts, order, batch, out_ND, progress)
             finally:
                 torch.set_num_threads(threads)
         return out_ND
 
-    def _embed(self, texts: list[str], order: list[int], batch: int, out_ND: np.ndarray) -> None:
+    def _embed(
+        self,
+        texts: list[str],
+        order: list[int],
+        batch: int,
+        out_ND: np.ndarray,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         for start in range(0, len(order), batch):
             idx = order[start : start + batch]
             enc = self._tokenizer(
@@ -70,3 +78,5 @@ class Embedder:
             mask_BT1 = enc["attention_mask"].unsqueeze(-1).to(hidden_BTD.dtype)
             mean_BD = (hidden_BTD * mask_BT1).sum(1) / mask_BT1.sum(1).clamp(min=1e-9)
             out_ND[idx] = torch.nn.functional.normalize(mean_BD, dim=-1).numpy()
+            if progress is not None:
+                progress(start + len(idx))
