@@ -423,6 +423,12 @@ def bench_harvest_cmd(ctx: typer.Context) -> None:
     _run_bench("harvest", list(ctx.args))
 
 
+@bench_cli.command("real-shape", context_settings=_BENCH_ARGS)
+def bench_real_shape_cmd(ctx: typer.Context) -> None:
+    """The harvest at Qwen3-1.7B's shapes, every phase timed and projected (`qscope bench real-shape --help`)."""
+    _run_bench("real_shape", list(ctx.args))
+
+
 @bench_cli.command("steer", context_settings=_BENCH_ARGS)
 def bench_steer_cmd(ctx: typer.Context) -> None:
     """Default + steered in one batch vs plain, hook overhead, 8 requests vs 1 (`qscope bench steer --help`)."""
