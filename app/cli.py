@@ -46,11 +46,18 @@ def _pool_and_plan(ray: str | None, shard_tokens: int, saes_per_task: int, task_
     return pool, ClusterPlan(shard_tokens=shard_tokens, task_gb=task_gb, saes_per_task=saes_per_task)
 
 
-def _indexer():
-    """The semantic index builder the harvest calls once a store is written (qscope.search.semantic)."""
+def _indexer(device: str = "cpu"):
+    """The semantic index builder the harvest calls once a store is written (qscope.search.semantic), embedding
+    on the harvest's device."""
+    from functools import partial
+
+    from qscope.model import pick_device
     from qscope.search.semantic import index_store
 
-    return index_store
+    try:
+        return partial(index_store, device=str(pick_device(device)))
+    except ValueError:  # a bad --device: the harvest itself reports it
+        return index_store
 
 
 def _spec(tiny: bool):
@@ -161,7 +168,10 @@ def harvest_cmd(
     ] = None,
     corpus: Annotated[
         str | None,
-        typer.Option(help=".txt/.jsonl/.parquet file or folder, or a HF dataset (default: the demo's train split)."),
+        typer.Option(
+            help=".txt/.jsonl/.parquet file or folder, or a HF dataset (default: the demo's train split); or token "
+            "windows taken as they are: .npy/.pt [windows, tokens], parquet with an input_ids or tokens column."
+        ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="DuckDB file to write (default: data/<model_id>.duckdb).")] = None,
     tokens: Annotated[int, typer.Option(help="Tokens to harvest (fewer if the corpus is shorter).")] = 1_000_000,
@@ -232,7 +242,7 @@ def harvest_cmd(
         stop_after=stop_after,
         card_workers=card_workers,
     )
-    indexer = _indexer() if index else None
+    indexer = _indexer(opts.device) if index else None
 
     def say(text: str, style: str) -> None:
         console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)

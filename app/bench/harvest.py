@@ -26,6 +26,7 @@ import resource
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         floor[0] += forward_and_encode(job, args.batch, chunks, done - 1, done)
 
     device = job.loaded.device
-    indexer = None if args.no_index else index_store
+    indexer = None if args.no_index else partial(index_store, device=str(device))
     t0 = time.perf_counter()
     summary = harvest(opts, Console(stderr=True), on_batch=floor_of, indexer=indexer)
     job_s = time.perf_counter() - t0 - floor[0]

@@ -27,6 +27,7 @@ import json
 import shutil
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -36,6 +37,7 @@ from qscope.bench.harvest import peak_memory_mb
 from qscope.config import get_settings
 from qscope.harvest.options import HarvestOptions
 from qscope.harvest.run import harvest
+from qscope.model import pick_device
 from qscope.search.semantic import index_store
 
 QWEN3_1_7B = {  # Qwen3-1.7B's config, less its depth (28 layers)
@@ -221,10 +223,8 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint_every=0,
         card_workers=a.card_workers,
     )
-    summary = harvest(opts, console, indexer=index_store)
-    device = torch.device(
-        "cuda" if a.device == "auto" and torch.cuda.is_available() else a.device.replace("auto", "cpu")
-    )
+    device = pick_device(a.device)
+    summary = harvest(opts, console, indexer=partial(index_store, device=str(device)))
     figures = report(a, summary, device, out)
     shutil.rmtree(out.parent, ignore_errors=True)
     print(json.dumps(figures))
@@ -264,8 +264,8 @@ def report(a: argparse.Namespace, summary, device: torch.device, db: Path) -> di
     )
     for k, v in measured.items():
         unit = tokens if k == "pass" else (texts if k == "index" else features)
-        per = f"{1000 * v / max(unit, 1):8.3f} s/1k{'t' if k == 'pass' else 'f'}"
-        print(f"{k:14s} {v:9.1f} {per:>12s} {v / whole:6.1%}   {proj[k]:10.1f} s  {proj[k] / sum(proj.values()):6.1%}")
+        per = f"{1000 * v / max(unit, 1):7.2f} s/1k {'tokens' if k == 'pass' else 'texts' if k == 'index' else 'features'}"
+        print(f"{k:14s} {v:9.1f} {per:>20s} {v / whole:6.1%}   {proj[k]:10.1f} s  {proj[k] / sum(proj.values()):6.1%}")
     ratio = after / proj["pass"]
     print(f"after the pass / pass, projected: {ratio:.1%} (goal: at most 10%)")
     print(

@@ -175,11 +175,14 @@ def load_or_build_index(
     return index
 
 
-def index_store(path: Path, progress: Progress | None = None, cache_dir: Path | None = None) -> int:
+def index_store(
+    path: Path, progress: Progress | None = None, cache_dir: Path | None = None, device: str = "cpu"
+) -> int:
     """Build (or find) the semantic index of the store file at `path` and cache it beside it, as `qscope serve`
-    would at start: the harvest calls this once the store is written. Returns the features indexed."""
+    would at start: the harvest calls this once the store is written (embedding on its device: a GPU's
+    minutes are the CPU's hours). Returns the features indexed."""
     store = Store(path, timeout_s=INDEX_QUERY_TIMEOUT_S)
     try:
-        return len(load_or_build_index(store, Embedder(), cache_dir, progress).feature_N)
+        return len(load_or_build_index(store, Embedder(device), cache_dir, progress).feature_N)
     finally:
         store.close()
