@@ -263,8 +263,8 @@ def report(a: argparse.Namespace, summary, device: torch.device, db: Path) -> di
         f"{a.project_tokens:,} tokens, {a.full_layers} layers"
     )
     for k, v in measured.items():
-        unit = tokens if k == "pass" else (texts if k == "index" else features)
-        per = f"{1000 * v / max(unit, 1):7.2f} s/1k {'tokens' if k == 'pass' else 'texts' if k == 'index' else 'features'}"
+        unit, name = (tokens, "tokens") if k == "pass" else (texts, "texts") if k == "index" else (features, "features")
+        per = f"{1000 * v / max(unit, 1):7.2f} s/1k {name}"
         print(f"{k:14s} {v:9.1f} {per:>20s} {v / whole:6.1%}   {proj[k]:10.1f} s  {proj[k] / sum(proj.values()):6.1%}")
     ratio = after / proj["pass"]
     print(f"after the pass / pass, projected: {ratio:.1%} (goal: at most 10%)")
