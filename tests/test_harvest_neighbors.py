@@ -86,3 +86,14 @@ def test_cards_from_worker_processes_are_the_cards_built_here():
     card = decode_card(pooled[1234])
     assert card.row.label == cols["features"]["label"][1234] and len(card.contexts) == 4
     assert np.array_equal(build_cards_parallel(cols["features"], cols["contexts"], logits, neighbors, 1), here)
+
+
+def test_bookkeeping_runs_on_one_cpu_thread_and_gives_the_threads_back():
+    from qscope.harvest.feed import few_threads
+
+    before = torch.get_num_threads()
+    with few_threads(torch.device("cpu"), 1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with few_threads(torch.device("meta"), 1):  # not a CPU: left alone
+        assert torch.get_num_threads() == before

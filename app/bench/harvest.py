@@ -110,21 +110,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     p.add_argument("--no-index", action="store_true", help="leave out the search index phase")
+    p.add_argument("--model", help="a checkpoint folder instead of the demo's (with --sae and --corpus)")
+    p.add_argument("--sae", type=Path, help="SAE file or folder instead of the demo's")
+    p.add_argument("--corpus", help="corpus instead of the demo's train split")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.synthetic:
         args.demo = synthetic_demo(args.synthetic)
-    if not (args.demo / "model").is_dir():
+    if not (args.demo / "model").is_dir() and not args.model:
         from qscope.demo.build import build_demo
         from qscope.demo.spec import FULL, TINY
 
         build_demo(args.demo, replace(TINY if args.tiny else FULL, seed=get_settings().seed), Console(stderr=True))
     out = Path(tempfile.mkdtemp(prefix="bench_harvest_")) / "bench.duckdb"
     opts = HarvestOptions(
-        model=str(args.demo / "model"),
-        saes=[args.demo / "saes"],
-        corpus=str(args.demo / "corpus" / "train.jsonl"),
+        model=args.model or str(args.demo / "model"),
+        saes=[args.sae or args.demo / "saes"],
+        corpus=args.corpus or str(args.demo / "corpus" / "train.jsonl"),
         out=out,
         tokens=args.tokens,
         ctx=args.ctx,
