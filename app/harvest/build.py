@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from qscope.harvest.effects import LogitEffects, logit_effects, make_label, top_marked_tokens
+from qscope.harvest.feed import few_threads
 from qscope.harvest.neighbors import Neighbors, PairCache
 from qscope.harvest.progress import Phases
 from qscope.harvest.state import HIST_EDGES, FeatureState
@@ -86,7 +87,8 @@ class _SaeBuild:
     def labels(self, windows_NT: Tensor, vocab: Sequence[str]) -> None:
         state, eff = self.inp.state, self.eff
         assert eff is not None
-        with self.work.phases.run("labels") as advance:
+        # small CPU steps (gathers and sorts of the contexts): one thread, as the pass's bookkeeping (feed.py)
+        with self.work.phases.run("labels") as advance, few_threads(torch.device("cpu")):
             contexts = context_columns(state, windows_NT)
             is_top = contexts["kind"] == 0
             tok_at_max = torch.from_numpy(contexts["token_ids"][is_top, contexts["pos"][is_top]])

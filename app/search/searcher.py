@@ -147,14 +147,15 @@ class Searcher:
         self.warm()
         if not self._cached.wait(wait_s):
             raise RuntimeError("the semantic indexes are still being loaded; try again shortly")
+        for store in self.stores:
+            if store.path in self._errors:
+                raise RuntimeError(f"no semantic index for {store.path.name}: {self._errors[store.path]}")
         ready = [(store, self._indexes.get(store.path)) for store in self.stores]
         if not any(index is not None for _, index in ready):
             return []  # every store's index is being built: pending_notes says so
         query_D = self.embedder.embed([q])[0]
         scored = []
         for store, index in ready:
-            if store.path in self._errors:
-                raise RuntimeError(f"no semantic index for {store.path.name}: {self._errors[store.path]}")
             if index is not None:
                 scored += [(score, store, sae_id, f) for sae_id, f, score in index.top(query_D, limit)]
         scored.sort(key=lambda s: -s[0])
