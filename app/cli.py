@@ -304,7 +304,7 @@ def harvest_release_cmd(
         raise typer.Exit(2) from err
     pool, plan = _pool_and_plan(ray, shard_tokens, saes_per_task, task_gb, gpus_per_task)
     try:
-        failed = run_release(jobs, pool, console, plan, dry_run=dry_run, indexer=_indexer())
+        failed = run_release(jobs, pool, console, plan, dry_run=dry_run, indexer=_indexer(get_settings().device))
     finally:
         pool.close()
     if failed:

@@ -56,6 +56,7 @@ class LazySae:
     SAE's, so a store of many SAEs is written in the memory of one."""
 
     _cache: tuple[object, dict] | None = None
+    cards = None  # the writer builds them
 
     def __init__(self, i: int, sae_id: str, args: argparse.Namespace, vocab_size: int) -> None:
         self.i, self.args, self.vocab_size = i, args, vocab_size
