@@ -38,7 +38,7 @@ from qscope.harvest.ids import model_id_for, sae_id_for, unique_ids
 from qscope.harvest.inputs import sae_files
 from qscope.harvest.options import HarvestError, HarvestOptions
 from qscope.harvest.pools import Pool
-from qscope.harvest.run import format_summary
+from qscope.harvest.run import Indexer, format_summary
 from qscope.sae.formats.qwen_scope import FILE_RE as QWEN_SCOPE_RE
 from qscope.store.meta import read_meta
 
@@ -204,7 +204,12 @@ def _settings_of(store: Path) -> str | None:
 
 
 def run_release(
-    jobs: list[ReleaseJob], pool: Pool, console: Console, plan: ClusterPlan | None = None, dry_run: bool = False
+    jobs: list[ReleaseJob],
+    pool: Pool,
+    console: Console,
+    plan: ClusterPlan | None = None,
+    dry_run: bool = False,
+    indexer: Indexer | None = None,
 ) -> list[str]:
     """Harvest every job not done yet, one after another (each spread over the pool). A job that fails is
     reported and the next one goes on; returns the names of the failed jobs."""
@@ -219,7 +224,7 @@ def run_release(
                 continue
             console.print(f"{head}: {len(opts.saes)} SAEs -> {job.per_sae_dir or opts.out}")
             if not dry_run:
-                summary = harvest_cluster(opts, pool, console, plan, job.per_sae_dir)
+                summary = harvest_cluster(opts, pool, console, plan, job.per_sae_dir, indexer)
                 console.print(format_summary(summary), markup=False, highlight=False)
         except HarvestError as e:
             console.print(f"{head}: failed: {e}", style="red", markup=False, highlight=False)

@@ -135,8 +135,7 @@ class Store:
         except duckdb.Error as e:
             raise StoreError(f"{self.path} is not a qscope feature store: {e}") from e
         self.timeout_s = timeout_s
-        stat = self.path.stat()
-        self.signature = f"{stat.st_size}-{stat.st_mtime_ns}"  # changes whenever the file is rewritten
+        self.signature = file_signature(self.path)
         self._token_index: dict[str, list[int]] | None = None
         self._cache: dict[tuple, object] = {}
         self._lock = threading.Lock()
@@ -444,6 +443,13 @@ class Reader:
             "LEFT JOIN lg USING (sae_id, feature) WHERE f.n_fired > 0 ORDER BY f.sae_id, f.feature",
             [n_logits],
         ).fetchall()
+
+
+def file_signature(path: Path) -> str:
+    """Size and modification time of a store file: changes whenever the file is rewritten (the search index
+    cached beside it is stamped with it)."""
+    stat = Path(path).stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
 def _escape_like(text: str) -> str:
