@@ -95,6 +95,12 @@ class LoadedModel:
     def n_layers(self) -> int:
         return len(decoder_layers(self.model))
 
+    def require_tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer; ModelLoadError when the model was loaded without one (load_model(tokenizer=False))."""
+        if self.tokenizer is None:
+            raise ModelLoadError(f"{self.model_id} was loaded without its tokenizer")
+        return self.tokenizer
+
 
 def load_model(
     name_or_path: str | Path,

@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -35,12 +36,12 @@ from qscope.model import capture
 def forward_and_encode(job: HarvestInputs, batch: int, chunks: list[int]) -> float:
     """Seconds for one forward per batch and every SAE's encode, chunked as the harvest chunks."""
     dev = job.loaded.device
-    sites = [s.site for s in job.saes]
+    sites = [s.require_site() for s in job.saes]
     t0 = time.perf_counter()
     for w0 in range(0, len(job.windows_NT), batch):
         hidden = capture(job.loaded.model, sites, job.windows_NT[w0 : w0 + batch].long(), stop_early=True)
         for sae, chunk in zip(job.saes, chunks, strict=True):
-            h = hidden[sae.site]
+            h = hidden[sae.require_site()]
             for c in range(0, h.shape[0], chunk):
                 with torch.no_grad():
                     sae.encode(h[c : c + chunk].reshape(-1, h.shape[-1]))
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     t = summary.timings
     pass_s = tokens / summary.tokens_per_s
     features = sum(summary.features.values())
-    figures = {
+    figures: dict[str, Any] = {  # the JSON line: numbers, and the pass split as a dict
         "device": str(device),
         "threads": torch.get_num_threads(),
         "tokens": tokens,

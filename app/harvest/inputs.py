@@ -79,7 +79,7 @@ def load_inputs(opts: HarvestOptions, device: torch.device | str, keep_saes: boo
         for sae in checked:
             check_sae(sae, loaded)
             infos.append(sae_info(sae, "", model_id))
-        windows_NT = pack_windows(loaded.tokenizer, docs, opts.ctx, -(-opts.tokens // opts.ctx))
+        windows_NT = pack_windows(loaded.require_tokenizer(), docs, opts.ctx, -(-opts.tokens // opts.ctx))
     except (ModelLoadError, SaeFormatError, CorpusError, ValueError, OSError) as e:
         raise HarvestError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
     ids = unique_ids([sae_id_for(Path(i["source"]), i["layer"]) for i in infos])

@@ -112,7 +112,7 @@ class _Run:
     def corpus_pass(self, start: int, on_batch: Callable[[int], None] | None) -> None:
         """Forward, encode and update batch by batch from `start`, with checkpoints and the progress bar."""
         opts, windows_NT = self.opts, self.job.windows_NT
-        sites = [s.site for s in self.job.saes]
+        sites = [s.require_site() for s in self.job.saes]
         total = windows_NT.numel()
         with _progress(self.console) as bar:
             task = bar.add_task("harvest", total=total, completed=min(start * opts.batch * opts.ctx, total), rate="")
@@ -124,7 +124,7 @@ class _Run:
                 sync(self.dev)
                 self.timings["forward"] += time.perf_counter() - t
                 for s, sae in enumerate(self.job.saes):
-                    feed_sae(self.states[s], sae, hidden[sae.site], b, s, self.chunks[s], opts, self.timings)
+                    feed_sae(self.states[s], sae, hidden[sae.require_site()], b, s, self.chunks[s], opts, self.timings)
                 done += ids_BT.numel()
                 bar.update(task, advance=ids_BT.numel(), rate=f"{done / (time.perf_counter() - t0):,.0f} tok/s")
                 if on_batch:
@@ -197,8 +197,9 @@ def _progress(console: Console) -> Progress:
 
 def vocab_of(loaded: LoadedModel) -> list[str]:
     """token id -> decoded text, for every id the model can emit (ids past the tokenizer decode to '')."""
-    n = max(len(loaded.tokenizer), loaded.vocab_size)
-    return loaded.tokenizer.batch_decode([[i] for i in range(n)])
+    tokenizer = loaded.require_tokenizer()
+    n = max(len(tokenizer), loaded.vocab_size)
+    return tokenizer.batch_decode([[i] for i in range(n)])
 
 
 def store_meta(opts: HarvestOptions, model_path: str, model_id: str, windows_NT: Tensor, seconds: float) -> dict:

@@ -117,6 +117,12 @@ class Sae(nn.Module):
                 f"SAE {self.source} reads d_in={self.d_in} but the model's hidden size is {hidden_size}"
             )
 
+    def require_site(self) -> str:
+        """The site this SAE reads; SaeFormatError when its file does not say (load it with layer=)."""
+        if self.site is None:
+            raise SaeFormatError(f"SAE {self.source} does not say which site it reads; load it with layer=")
+        return self.site
+
     @property
     def decoder_directions(self) -> Tensor:
         """W_dec [d_sae, d_in]: row f is feature f's direction in model space."""
