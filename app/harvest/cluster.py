@@ -149,7 +149,14 @@ def run_tasks(
     t0 = time.perf_counter()
     with _progress(console) as bar:
         of = f"/{len(job.tasks)}"
-        row = bar.add_task("harvest", total=job.windows_NT.numel(), completed=before, tasks=f"{len(done)}{of}", rate="")
+        row = bar.add_task(
+            "harvest",
+            total=job.windows_NT.numel(),
+            # rich annotates add_task's `completed` as int, but a task's progress is a float (update() takes one)
+            completed=before,  # type: ignore[arg-type]
+            tasks=f"{len(done)}{of}",
+            rate="",
+        )
         for task, outcome in pool.run(work, todo, windows):
             if isinstance(outcome, BaseException):
                 failed.append((task, outcome))
@@ -205,6 +212,7 @@ def finish(job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: flo
             )
             dead[job.sae_ids[i]] = tables.info["dead"]
             if per_sae_dir is None:
+                assert add is not None, "the one store is opened above when there is no per_sae_dir"
                 add(tables)
                 continue
             outs.append(per_sae_dir / f"{job.sae_ids[i]}.duckdb")
