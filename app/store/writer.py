@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import numpy as np
@@ -45,7 +45,23 @@ class SaeTables:
     #                                                   cosine, rank
 
 
-def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTables], vocab: Sequence[str]) -> int:
+class SaeTablesLike(Protocol):
+    """What the writer reads of one SAE: a SaeTables, or any object with the same attributes (the serve
+    benchmark's builds its columns when first read)."""
+
+    @property
+    def info(self) -> Mapping[str, Any]: ...
+    @property
+    def features(self) -> Columns: ...
+    @property
+    def contexts(self) -> Columns: ...
+    @property
+    def logits(self) -> Columns: ...
+    @property
+    def neighbors(self) -> Columns: ...
+
+
+def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTablesLike], vocab: Sequence[str]) -> int:
     """Write the store at `out` atomically; returns its size in bytes."""
     with store_writer(out, meta, vocab) as add:
         for tables in sorted(saes, key=lambda t: t.info["sae_id"]):
@@ -54,7 +70,7 @@ def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTables], v
 
 
 @contextmanager
-def store_writer(out: Path, meta: Mapping[str, str], vocab: Sequence[str]) -> Iterator[Callable[[SaeTables], None]]:
+def store_writer(out: Path, meta: Mapping[str, str], vocab: Sequence[str]) -> Iterator[Callable[[SaeTablesLike], None]]:
     """Write a store one SAE at a time (bounded memory: a harvest of many SAEs builds one SAE's tables, adds it,
     drops it). Yields `add`; call it in sae_id order. The file appears at `out`, renamed into place, only when
     the body ends without an error."""
@@ -87,7 +103,7 @@ def _remove(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _write_sae(con: duckdb.DuckDBPyConnection, t: SaeTables) -> None:
+def _write_sae(con: duckdb.DuckDBPyConnection, t: SaeTablesLike) -> None:
     info = dict(t.info)
     marks = ", ".join("?" * len(SAE_COLUMNS))
     con.execute(f"INSERT INTO saes ({', '.join(SAE_COLUMNS)}) VALUES ({marks})", [info[c] for c in SAE_COLUMNS])
