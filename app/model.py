@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -96,6 +97,12 @@ class LoadedModel:
     def n_layers(self) -> int:
         return len(decoder_layers(self.model))
 
+    def require_tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer; ModelLoadError when the model was loaded without one (load_model(tokenizer=False))."""
+        if self.tokenizer is None:
+            raise ModelLoadError(f"{self.model_id} was loaded without its tokenizer")
+        return self.tokenizer
+
 
 def load_model(
     name_or_path: str | Path,
@@ -111,7 +118,9 @@ def load_model(
     config = _load_config(source)
     if not config.model_type.startswith("qwen"):
         log.warning("%s has model_type %r, not a Qwen model; loading it anyway", source, config.model_type)
-    model = _load_weights(source, torch_dtype).to(dev).eval()
+    # transformers decorates PreTrainedModel.to with functools.wraps, which typeshed types as a plain function
+    # (its `self` unbound), so a bound call reads as a missing argument
+    model = _load_weights(source, torch_dtype).to(dev).eval()  # type: ignore[arg-type]
     try:
         decoder_layers(model)
     except ValueError as e:
@@ -135,9 +144,12 @@ def _load_weights(source: str, torch_dtype: torch.dtype) -> PreTrainedModel:
     loading whole: a refused pickle, sizes or tensors that do not match the config, a damaged file."""
     try:
         with _without_load_report():
-            model, info = AutoModelForCausalLM.from_pretrained(
+            # with output_loading_info the call returns (model, info), which transformers' annotations do not say
+            loaded: Any = AutoModelForCausalLM.from_pretrained(
                 source, dtype=torch_dtype, output_loading_info=True, ignore_mismatched_sizes=True
             )
+        model: PreTrainedModel = loaded[0]
+        info: dict[str, Any] = loaded[1]
     except pickle.UnpicklingError as e:
         raise ModelLoadError(f"the weights of {source!r} are {refused_pickle(e)}; save them as safetensors") from None
     except Exception as e:  # noqa: BLE001 - damaged files fail anywhere from OSError to RuntimeError
@@ -174,9 +186,12 @@ def _without_load_report() -> Iterator[None]:
 def refused_pickle(error: BaseException) -> str:
     """What a file that torch's weights-only loader refused holds, for a message (never torch's advice to load
     it anyway: unpickling runs whatever code the pickle names)."""
-    found = re.search(r"GLOBAL ([\w.]+)", str(error))
-    named = f" ({found.group(1)})" if found else ""
-    return f"a pickle of more than plain tensors{named}, which qscope will not unpickle"
+    text = str(error)
+    if found := re.search(r"GLOBAL ([\w.]+)", text):
+        return f"a pickle of more than plain tensors ({found.group(1)}), which qscope will not unpickle"
+    # no class named: the bytes are no pickle the loader can read at all (garbage, another format)
+    why = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    return f"not a torch file ({why.group(1).strip() if why else 'its unpickler refused it'})"
 
 
 def first_line(error: BaseException) -> str:
@@ -236,8 +251,9 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     if isinstance(layers, nn.ModuleList):
         return layers
     decoder = model.get_decoder() if isinstance(model, PreTrainedModel) else None
-    if isinstance(getattr(decoder, "layers", None), nn.ModuleList):
-        return decoder.layers
+    layers = getattr(decoder, "layers", None)
+    if isinstance(layers, nn.ModuleList):
+        return layers
     for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] == "layers":
             return module
@@ -286,15 +302,14 @@ def hooks(model: nn.Module, fns: Mapping[str, HookFn]) -> Iterator[None]:
             handle.remove()
 
 
-def _wrap(fn: HookFn) -> Callable[[nn.Module, tuple, object], object]:
+def _wrap(fn: HookFn) -> Callable[[nn.Module, tuple, Tensor | tuple], object]:
     """A torch forward hook that unwraps a tuple output for fn and re-wraps what fn returns."""
 
-    def hook(module: nn.Module, args: tuple, output: object) -> object:
-        is_tuple = isinstance(output, tuple)
-        new = fn(output[0] if is_tuple else output)
-        if new is None:
-            return None
-        return (new, *output[1:]) if is_tuple else new
+    def hook(module: nn.Module, args: tuple, output: Tensor | tuple) -> object:
+        if not isinstance(output, tuple):
+            return fn(output)
+        new = fn(output[0])
+        return None if new is None else (new, *output[1:])
 
     return hook
 

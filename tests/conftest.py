@@ -40,11 +40,15 @@ def tiny_demo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_db(tiny_demo, tmp_path_factory) -> Path:
-    """The tiny default harvested once per session by the real harvest (a few thousand validation tokens), or the
-    store QSCOPE_TEST_TINY_DB names (harvested the same way from QSCOPE_TEST_TINY_DEMO)."""
+    """The tiny default harvested once per session by the real harvest (a few thousand validation tokens), with
+    its semantic search index built beside it as `qscope harvest` builds it; or the store QSCOPE_TEST_TINY_DB names
+    (harvested the same way from QSCOPE_TEST_TINY_DEMO, its index beside it)."""
     from rich.console import Console
 
+    from qscope.search.semantic import index_store
+
     if (given := os.environ.get("QSCOPE_TEST_TINY_DB")) and Path(given).is_file():
+        index_store(Path(given))  # found when it is there already (the harvest builds it)
         return Path(given).resolve()
     from qscope.harvest.options import HarvestOptions
     from qscope.harvest.run import harvest
@@ -59,5 +63,5 @@ def tiny_db(tiny_demo, tmp_path_factory) -> Path:
         device="cpu",
         checkpoint_every=0,
     )
-    harvest(opts, Console(quiet=True))
+    harvest(opts, Console(quiet=True), indexer=index_store)
     return out

@@ -151,7 +151,9 @@ def pack_windows(
     tail = [eos] if eos is not None else []
     need = ctx * max_windows
     parts: list[np.ndarray] = []
-    have, n_docs, chars, batch, ends = 0, 0, 0, [], []
+    have, n_docs, chars = 0, 0, 0
+    batch: list[str] = []
+    ends: list[bool] = []
 
     def flush() -> int:
         ids = tokenizer(batch, add_special_tokens=False, return_attention_mask=False, verbose=False)

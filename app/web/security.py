@@ -9,9 +9,9 @@
   (checked on Content-Length, and counted when the body comes chunked).
 - JSON bodies: not UTF-8, not JSON, non-finite numbers, lone surrogates get a 422 naming the place
   (qscope.web.bodies), whatever route they were sent to.
-- Rates: the routes that run a model (POST /api/steer*, /inspect with a text) and the one that writes the app
-  database (POST /api/steer/share) take a token from a per-client bucket (client IP); an empty bucket answers
-  429 with Retry-After.
+- Rates: the routes that run a model (POST /api/steer*, /inspect with a text, /attribute with a text or run,
+  POST /api/attribute) and the one that writes the app database (POST /api/steer/share) take a token from a
+  per-client bucket (client IP); an empty bucket answers 429 with Retry-After.
 - CORS stays off (no Access-Control-* header) unless Settings.cors_origins names origins.
 """
 
@@ -35,6 +35,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from qscope.config import Settings
 from qscope.web.bodies import body_problem, is_json
 
+# renders a refusal (scope, status, message, headers) as the ASGI app that answers it: qscope.web.errors.refusal
+Refuse = Callable[[Scope, int, str, dict[str, str]], ASGIApp]
+
 CSP = "; ".join(
     [
         "default-src 'self'",
@@ -55,8 +58,8 @@ HEADERS = [
 ]
 STEER_PATHS = ("/api/steer", "/api/steer/stream")
 SHARE_PATHS = ("/api/steer/share",)
-INSPECT_PATHS = ("/inspect", "/inspect.json")
-TEXT_PARAMS = ("text", "a", "b")
+INSPECT_PATHS = ("/inspect", "/inspect.json", "/attribute", "/attribute.json", "/api/attribute")
+TEXT_PARAMS = ("text", "a", "b", "run")
 
 
 def csp(frame: str = "'self'") -> str:
@@ -108,7 +111,7 @@ def _runs_inspect(scope: Scope) -> bool:
 class Guard:
     """The ASGI middleware of the module docstring; `error(scope, status, message, headers)` renders refusals."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, error: Callable[..., object]) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, error: Refuse) -> None:
         self.app, self.error = app, error
         self.max_body, self.max_url = settings.max_body_bytes, settings.max_url_chars
         self.steer = RateLimiter(settings.rate_steer_per_min, settings.rate_steer_burst)
@@ -145,7 +148,7 @@ class Guard:
             bucket, what = self.steer, "steering requests"
         elif scope["method"] == "POST" and scope["path"] in SHARE_PATHS:
             bucket, what = self.share, "shares"
-        elif scope["path"] in INSPECT_PATHS and _runs_inspect(scope):
+        elif scope["path"] in INSPECT_PATHS and (scope["method"] == "POST" or _runs_inspect(scope)):
             bucket, what = self.inspect, "inspect runs"
         if bucket is not None and (wait := bucket.take(_client(scope))):
             retry = max(1, math.ceil(wait))
@@ -211,7 +214,7 @@ def _without_body(send: Send) -> Send:
     return sending
 
 
-def install(app: FastAPI, settings: Settings, error: Callable[..., object]) -> None:
+def install(app: FastAPI, settings: Settings, error: Refuse) -> None:
     """Add the Guard (outermost), CORS when origins are configured, and the docs page under its own CSP."""
     if settings.cors_origins:
         app.add_middleware(

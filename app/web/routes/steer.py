@@ -20,7 +20,7 @@ from fastapi.responses import Response, StreamingResponse
 from qscope.steer.edits import resolve_edits
 from qscope.steer.runs import DamagedRun
 from qscope.steer.service import Steering
-from qscope.steer.spec import SavedRun, ShareRequest, SpecError, SteerResult, SteerSpec
+from qscope.steer.spec import SavedRun, ShareRequest, SteerResult, SteerSpec
 from qscope.steer.worker import SteerJob, WaitedTooLong, make_job
 from qscope.web import urls
 from qscope.web.catalog import Catalog, NotFound
@@ -49,15 +49,8 @@ def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -
         raise NotFound(f"No live model for {model_id!r}.")
     lm, saes = runner.load()
 
-    def max_act(sae_id: str, feature: int) -> float:
-        with catalog.sae(model_id, sae_id).store.reader() as r:
-            row = r.row(sae_id, feature)
-        if row is None:
-            raise SpecError(f"feature {feature} of {sae_id} is not in the feature store")
-        return row.max_act
-
     steering.limits.check(spec)  # before any lookup: an oversized spec costs nothing
-    edits = resolve_edits(spec.features, saes, max_act)
+    edits = resolve_edits(spec.features, saes, catalog.max_act_of(model_id))
     job = make_job(spec, lm.model, lm.tokenizer, edits, steering.limits, emit, runner.lock)
     steering.worker.submit(job)
     return job, spec
@@ -65,8 +58,13 @@ def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -
 
 def _channel() -> tuple[asyncio.Queue, Callable[[str, Any], None]]:
     """An asyncio queue and a thread-safe emit that feeds it from the worker thread."""
-    loop, q = asyncio.get_running_loop(), asyncio.Queue()
-    return q, lambda kind, data: loop.call_soon_threadsafe(q.put_nowait, (kind, data))
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def emit(kind: str, data: Any) -> None:
+        loop.call_soon_threadsafe(q.put_nowait, (kind, data))
+
+    return q, emit
 
 
 @api.post("", response_model=SteerResult, summary="Generate default and steered completions (one batch)")
