@@ -96,10 +96,19 @@ def test_only_embed_cards_may_be_framed_elsewhere(client):
     assert "frame-ancestors *" in client.get(f"/evil/{SAE_ID}/0?embed=1").headers["content-security-policy"]
 
 
-def test_docs_page_allows_only_its_own_script(client):
+def test_docs_page_loads_nothing_from_elsewhere(client):
+    """The API docs are a page of our own under the common CSP: no CDN, no script of another origin, and they
+    list what the schema holds (Swagger UI, loaded from a CDN, failed offline)."""
     r = client.get("/-/docs")
     csp = r.headers["content-security-policy"]
-    assert r.status_code == 200 and "'sha256-" in csp and "unsafe-inline" not in csp
+    assert r.status_code == 200 and "script-src 'self';" in csp and "http" not in csp, csp
+    loaded = re.findall(r"""(?:src|href)=["']([^"']+)""", r.text)
+    assert loaded and all(u.startswith(("/", "#")) for u in loaded), [u for u in loaded if not u.startswith("/")]
+    assert "POST /api/steer" in r.text and "SteerSpec" in r.text and "strength" in r.text
+    assert inline_code(r.text) == []
+    twin = client.get("/-/docs.json").json()
+    assert any(op["path"] == "/api/steer" and op["method"] == "POST" for op in twin["operations"])
+    assert "/-/docs" not in client.get("/-/openapi.json").json()["paths"]
 
 
 def test_oversized_bodies_and_urls_are_refused(client):

@@ -17,19 +17,14 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import math
-import re
 import threading
 import time
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qscope.config import Settings
@@ -215,7 +210,7 @@ def _without_body(send: Send) -> Send:
 
 
 def install(app: FastAPI, settings: Settings, error: Refuse) -> None:
-    """Add the Guard (outermost), CORS when origins are configured, and the docs page under its own CSP."""
+    """Add the Guard (outermost) and CORS when origins are configured."""
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -225,22 +220,3 @@ def install(app: FastAPI, settings: Settings, error: Refuse) -> None:
             max_age=600,
         )
     app.add_middleware(Guard, settings=settings, error=error)
-    app.include_router(docs_router)
-
-
-docs_router = APIRouter(include_in_schema=False)
-
-
-@docs_router.get("/-/docs")
-def docs(request: Request) -> HTMLResponse:
-    """Swagger UI (from its CDN) with a CSP that allows exactly its CDN and its one inline script, by hash."""
-    page = get_swagger_ui_html(openapi_url=request.app.openapi_url, title="qscope API")
-    scripts = re.findall(rb"<script>(.*?)</script>", page.body, flags=re.S)
-    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s).digest()).decode()}'" for s in scripts)
-    cdn = "https://cdn.jsdelivr.net"
-    csp = (
-        f"default-src 'self'; script-src {cdn} {hashes}; style-src {cdn}; img-src 'self' data: "
-        "https://fastapi.tiangolo.com; connect-src 'self'; object-src 'none'; base-uri 'none'"
-    )
-    page.headers["Content-Security-Policy"] = csp
-    return page
