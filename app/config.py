@@ -55,8 +55,10 @@ class Settings(BaseSettings):
     max_url_chars: int = Field(8_000, description="Longest path + query string; past it: 414.")
     rate_steer_per_min: float = Field(30.0, description="Steering requests per client IP per minute; 0: no limit.")
     rate_steer_burst: int = Field(6, description="Steering requests a client may make at once before the rate.")
-    rate_inspect_per_min: float = Field(60.0, description="/inspect model runs per client IP per minute; 0: none.")
-    rate_inspect_burst: int = Field(10, description="/inspect model runs a client may make at once.")
+    rate_inspect_per_min: float = Field(
+        60.0, description="Model runs (/inspect, /attribute, /search with 'fires') per client IP per minute; 0: none."
+    )
+    rate_inspect_burst: int = Field(10, description="Model runs (as rate_inspect_per_min) a client may make at once.")
     rate_share_per_min: float = Field(10.0, description="Shares (POST /api/steer/share) per client IP per minute.")
     rate_share_burst: int = Field(5, description="Shares a client may make at once before the rate applies.")
     show_paths: bool = Field(

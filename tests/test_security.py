@@ -139,6 +139,21 @@ def test_rate_limits_per_client_on_model_routes(store, tmp_path_factory):
         assert other.get("/inspect", params={"text": "hi"}).status_code == 503
 
 
+def test_searches_that_run_the_model_are_limited_like_inspect(store, tmp_path_factory):
+    """/search runs the model for its "fires" kind (asked for, or all kinds by default): it takes from the same
+    per-client bucket as /inspect; a search of text only, or an empty one, runs no model and is not counted."""
+    with make_client(store, tmp_path_factory, rate_inspect_per_min=6, rate_inspect_burst=2) as c:
+        for _ in range(5):
+            assert c.get("/search", params={"q": "hi", "kind": "text"}).status_code == 200
+            assert c.get("/search").status_code == 200
+        codes = [c.get("/search", params={"q": f"long query {i}", "kind": "fires"}).status_code for i in range(3)]
+        assert codes == [200, 200, 429], codes
+        r = c.get("/search.json", params={"q": "hi"})  # no kind: all of them, fires included
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1 and "run the model" in r.json()["error"]
+        assert c.get("/inspect", params={"text": "hi"}).status_code == 429  # one bucket for every model run
+        assert c.get("/search", params={"q": "hi", "kind": ["text", "semantic"]}).status_code == 200
+
+
 def test_rate_limiter_refills_and_forgets_idle_clients():
     now = [0.0]
     limiter = RateLimiter(per_min=60, burst=2, max_clients=3, clock=lambda: now[0])

@@ -10,8 +10,9 @@
 - JSON bodies: not UTF-8, not JSON, non-finite numbers, lone surrogates get a 422 naming the place
   (qscope.web.bodies), whatever route they were sent to.
 - Rates: the routes that run a model (POST /api/steer*, /inspect with a text, /attribute with a text or run,
-  POST /api/attribute) and the one that writes the app database (POST /api/steer/share) take a token from a
-  per-client bucket (client IP); an empty bucket answers 429 with Retry-After.
+  POST /api/attribute, /search with a query and the "fires" kind) and the one that writes the app database
+  (POST /api/steer/share) take a token from a per-client bucket (client IP); an empty bucket answers 429 with
+  Retry-After.
 - CORS stays off (no Access-Control-* header) unless Settings.cors_origins names origins.
 """
 
@@ -55,6 +56,7 @@ STEER_PATHS = ("/api/steer", "/api/steer/stream")
 SHARE_PATHS = ("/api/steer/share",)
 INSPECT_PATHS = ("/inspect", "/inspect.json", "/attribute", "/attribute.json", "/api/attribute")
 TEXT_PARAMS = ("text", "a", "b", "run")
+SEARCH_PATHS = ("/search", "/search.json")  # the "fires" kind (asked for, or by default: no kind) runs the model
 
 
 def csp(frame: str = "'self'") -> str:
@@ -103,6 +105,13 @@ def _runs_inspect(scope: Scope) -> bool:
     return any(v.strip() for name in TEXT_PARAMS for v in query.get(name, []))
 
 
+def _runs_fires(scope: Scope) -> bool:
+    """A search that runs the model: a query, and the "fires" kind among its kinds (all kinds when none is given)."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    kinds = query.get("kind", [])
+    return any(q.strip() for q in query.get("q", [])) and (not kinds or "fires" in kinds)
+
+
 class Guard:
     """The ASGI middleware of the module docstring; `error(scope, status, message, headers)` renders refusals."""
 
@@ -145,6 +154,8 @@ class Guard:
             bucket, what = self.share, "shares"
         elif scope["path"] in INSPECT_PATHS and (scope["method"] == "POST" or _runs_inspect(scope)):
             bucket, what = self.inspect, "inspect runs"
+        elif scope["path"] in SEARCH_PATHS and _runs_fires(scope):
+            bucket, what = self.inspect, "searches that run the model"
         if bucket is not None and (wait := bucket.take(_client(scope))):
             retry = max(1, math.ceil(wait))
             return 429, f"Too many {what} from your address; try again in {retry} s.", {"Retry-After": str(retry)}
