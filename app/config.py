@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         1024, description="Longest sequence /attribute explains a token of (a text, or a run's prompt + completion)."
     )
     query_timeout_s: float = Field(5.0, description="A DuckDB query of the server is interrupted after this.")
+    search_threads: int = Field(
+        4,
+        ge=1,
+        description="Searches answered at once; more wait their turn without taking the threads pages are served by.",
+    )
     cache_dir: Path | None = Field(
         None,
         description="Where search indexes go when the folder of a database is read-only (default: ~/.cache/qscope).",
