@@ -105,6 +105,19 @@ def test_the_schema_types_what_the_server_parses(client):
     assert by_messages["properties"]["messages"]["minItems"] == 1
 
 
+def test_the_schema_lists_each_pages_json_twin(client):
+    """Every page answers at its path + `.json`; the schema lists each twin as a path of its own that gives JSON
+    (routers included into the app are walked too), the home page's at `/.json`."""
+    paths = client.get("/-/openapi.json").json()["paths"]
+    pages = ["/", "/search", "/inspect", "/steer", "/{model_id}/{sae_id}", "/{model_id}/{sae_id}/{feature}"]
+    for page in pages:
+        twin = paths.get(page + ".json")
+        assert twin is not None, (page, sorted(paths))
+        assert "application/json" in twin["get"]["responses"]["200"]["content"], page
+    assert ".json" not in paths and "/api/steer.json" not in paths
+    assert client.get("/.json").status_code == 200
+
+
 def test_blank_and_numeric_density_bounds(client):
     assert client.get(f"{SAE_URL}?dmin=&dmax=").status_code == 200  # what an HTML form sends
     assert client.get(f"{SAE_URL}.json?dmin=0.02").json()["features"]["total"] == 1

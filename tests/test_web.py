@@ -186,6 +186,9 @@ def test_random_feature_redirects_to_a_live_feature(client, sae_url, store_facts
     feature = client.get(r.headers["location"] + ".json").json()["detail"]["row"]
     assert feature["n_fired"] > 0
     assert client.get(f"/-/random/{store_facts['model_id']}/nosuch", follow_redirects=False).status_code == 404
+    # its .json twin leads to the feature's .json twin (the schema says it answers JSON)
+    r = client.get(f"/-/random/{store_facts['model_id']}/{store_facts['sae_id']}.json")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json"), r.headers
 
 
 def test_inspect_analyze_full_partial_and_json(client, store_facts):
