@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         1024, description="Longest sequence /attribute explains a token of (a text, or a run's prompt + completion)."
     )
     query_timeout_s: float = Field(5.0, description="A DuckDB query of the server is interrupted after this.")
+    search_threads: int = Field(
+        4,
+        ge=1,
+        description="Searches answered at once; more wait their turn without taking the threads pages are served by.",
+    )
     cache_dir: Path | None = Field(
         None,
         description="Where search indexes go when the folder of a database is read-only (default: ~/.cache/qscope).",
@@ -38,8 +43,13 @@ class Settings(BaseSettings):
     steer_max_new_tokens: int = Field(256, description="Most tokens one steering request may generate per row.")
     steer_max_features: int = Field(8, description="Most features one steering request may steer with.")
     steer_max_strength: float = Field(200.0, description="Largest |strength| a steering feature may have.")
-    steer_timeout_s: float = Field(60.0, description="A steering request's rows stop after this many seconds.")
+    steer_timeout_s: float = Field(
+        60.0, description="A steering request's rows stop after generating for this many seconds (queue wait apart)."
+    )
     steer_queue_size: int = Field(16, description="Steering requests that may wait; past it: 503 + Retry-After.")
+    steer_queue_wait_s: float = Field(
+        30.0, description="A steering request still queued after this many seconds gets 503 + Retry-After."
+    )
     steer_max_batch_rows: int = Field(32, description="Most rows (2 per request) one batched generation runs.")
     app_db_url: str = Field(
         "sqlite:///data/qscope-app.db", description="SQLAlchemy URL of the app database (shared steering runs)."
@@ -50,8 +60,17 @@ class Settings(BaseSettings):
     max_url_chars: int = Field(8_000, description="Longest path + query string; past it: 414.")
     rate_steer_per_min: float = Field(30.0, description="Steering requests per client IP per minute; 0: no limit.")
     rate_steer_burst: int = Field(6, description="Steering requests a client may make at once before the rate.")
-    rate_inspect_per_min: float = Field(60.0, description="/inspect model runs per client IP per minute; 0: none.")
-    rate_inspect_burst: int = Field(10, description="/inspect model runs a client may make at once.")
+    rate_inspect_per_min: float = Field(
+        60.0, description="Model runs (/inspect, /attribute, /search with 'fires') per client IP per minute; 0: none."
+    )
+    rate_inspect_burst: int = Field(10, description="Model runs (as rate_inspect_per_min) a client may make at once.")
+    rate_share_per_min: float = Field(10.0, description="Shares (POST /api/steer/share) per client IP per minute.")
+    rate_share_burst: int = Field(5, description="Shares a client may make at once before the rate applies.")
+    show_paths: bool = Field(
+        False,
+        description="Show the absolute paths of the model, corpus and SAE files on pages, .json twins and error "
+        "bodies (a server only its operator uses); off: names relative to the store's folder.",
+    )
     cors_origins: list[str] = Field(
         [], description="Origins allowed to call the API from a browser (JSON list); empty: CORS off."
     )

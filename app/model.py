@@ -10,11 +10,13 @@ whose residual norm is often 100x the median and would swamp every feature's top
 
 import logging
 import os
+import pickle
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -116,13 +118,9 @@ def load_model(
     config = _load_config(source)
     if not config.model_type.startswith("qwen"):
         log.warning("%s has model_type %r, not a Qwen model; loading it anyway", source, config.model_type)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"could not load the weights of {source!r}: {e}") from e
     # transformers decorates PreTrainedModel.to with functools.wraps, which typeshed types as a plain function
     # (its `self` unbound), so a bound call reads as a missing argument
-    model = model.to(dev).eval()  # type: ignore[arg-type]
+    model = _load_weights(source, torch_dtype).to(dev).eval()  # type: ignore[arg-type]
     try:
         decoder_layers(model)
     except ValueError as e:
@@ -139,6 +137,65 @@ def load_model(
         vocab_size=text_config.vocab_size,
         model_type=config.model_type,
     )
+
+
+def _load_weights(source: str, torch_dtype: torch.dtype) -> PreTrainedModel:
+    """The checkpoint's weights in its model class; ModelLoadError (one line) for anything that stops them
+    loading whole: a refused pickle, sizes or tensors that do not match the config, a damaged file."""
+    try:
+        with _without_load_report():
+            # with output_loading_info the call returns (model, info), which transformers' annotations do not say
+            loaded: Any = AutoModelForCausalLM.from_pretrained(
+                source, dtype=torch_dtype, output_loading_info=True, ignore_mismatched_sizes=True
+            )
+        model: PreTrainedModel = loaded[0]
+        info: dict[str, Any] = loaded[1]
+    except pickle.UnpicklingError as e:
+        raise ModelLoadError(f"the weights of {source!r} are {refused_pickle(e)}; save them as safetensors") from None
+    except Exception as e:  # noqa: BLE001 - damaged files fail anywhere from OSError to RuntimeError
+        raise ModelLoadError(f"could not load the weights of {source!r}: {first_line(e)}") from e
+    # transformers initialises what does not fit at random and loads on: a model that would answer noise
+    if mismatched := info.get("mismatched_keys"):
+        key, in_file, in_config = next(iter(mismatched))
+        raise ModelLoadError(
+            f"the weights of {source!r} do not match its config.json: {key} is {list(in_file)} in the file but "
+            f"{list(in_config)} by the config ({len(mismatched)} tensors differ)"
+        )
+    if missing := sorted(info.get("missing_keys") or ()):
+        raise ModelLoadError(
+            f"the weights of {source!r} lack {len(missing)} tensors its config.json asks for (first: {missing[0]})"
+        )
+    return model
+
+
+@contextmanager
+def _without_load_report() -> Iterator[None]:
+    """transformers logs a table of mismatched and missing tensors; the ModelLoadError says it in one line."""
+    report = logging.getLogger("transformers.modeling_utils")
+
+    def no_report(record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+    report.addFilter(no_report)
+    try:
+        yield
+    finally:
+        report.removeFilter(no_report)
+
+
+def refused_pickle(error: BaseException) -> str:
+    """What a file that torch's weights-only loader refused holds, for a message (never torch's advice to load
+    it anyway: unpickling runs whatever code the pickle names)."""
+    text = str(error)
+    if found := re.search(r"GLOBAL ([\w.]+)", text):
+        return f"a pickle of more than plain tensors ({found.group(1)}), which qscope will not unpickle"
+    # no class named: the bytes are no pickle the loader can read at all (garbage, another format)
+    why = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    return f"not a torch file ({why.group(1).strip() if why else 'its unpickler refused it'})"
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _resolve_source(name_or_path: str | Path) -> tuple[str, str]:

@@ -24,9 +24,12 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> Path:
-    """mini-Qwen built once per test session with the ``--tiny`` preset (the real builder, about 30 s)."""
+    """mini-Qwen built once per test session with the ``--tiny`` preset (the real builder, about 30 s), or the one
+    QSCOPE_TEST_TINY_DEMO names (built by `qscope build-demo --tiny`: the build is deterministic) on a busy machine."""
     from rich.console import Console
 
+    if (given := os.environ.get("QSCOPE_TEST_TINY_DEMO")) and (Path(given) / "build.json").is_file():
+        return Path(given).resolve()
     from qscope.demo.build import build_demo
     from qscope.demo.spec import TINY
 
@@ -38,12 +41,17 @@ def tiny_demo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_db(tiny_demo, tmp_path_factory) -> Path:
     """The tiny default harvested once per session by the real harvest (a few thousand validation tokens), with
-    its semantic search index built beside it as `qscope harvest` builds it."""
+    its semantic search index built beside it as `qscope harvest` builds it; or the store QSCOPE_TEST_TINY_DB names
+    (harvested the same way from QSCOPE_TEST_TINY_DEMO, its index beside it)."""
     from rich.console import Console
 
+    from qscope.search.semantic import index_store
+
+    if (given := os.environ.get("QSCOPE_TEST_TINY_DB")) and Path(given).is_file():
+        index_store(Path(given))  # found when it is there already (the harvest builds it)
+        return Path(given).resolve()
     from qscope.harvest.options import HarvestOptions
     from qscope.harvest.run import harvest
-    from qscope.search.semantic import index_store
 
     out = tmp_path_factory.mktemp("store") / "tiny.duckdb"
     opts = HarvestOptions(

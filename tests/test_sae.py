@@ -102,9 +102,10 @@ def test_qwen_scope_k_from_folder_name(tmp_path: Path, gen: torch.Generator) -> 
 
 def test_qwen_scope_k_from_argument_and_hf_cache_layout(tmp_path: Path, gen: torch.Generator) -> None:
     w = qwen_scope_weights(gen)
-    snapshot = tmp_path / "models--Qwen--SAE-Res-Qwen3-8B-Base-W64K-L0_100" / "snapshots" / "abc123"
+    # a k the small test SAE can hold (a k above its width is refused: test_sae_values.py)
+    snapshot = tmp_path / "models--Qwen--SAE-Res-Qwen3-8B-Base-W64K-L0_10" / "snapshots" / "abc123"
     save_qwen_scope(snapshot / "layer3.sae.pt", w["W_enc"], w["b_enc"], w["W_dec"], w["b_dec"])
-    assert load_sae(snapshot / "layer3.sae.pt").k == 100  # the repo name sits two folders up
+    assert load_sae(snapshot / "layer3.sae.pt").k == 10  # the repo name sits two folders up
     sae = load_sae(snapshot / "layer3.sae.pt", k=2)  # the argument wins
     assert sae.k == 2
     x = randn(gen, 5, D)

@@ -2,17 +2,23 @@
 generated requests must get no 5xx and a response whose status, content type, headers and JSON body match what
 the schema documents.
 
-Two passes: the schema as served (random ids: mostly 404s and 422s), and the same schema with the model, SAE and
-feature parameters narrowed to what the tiny store holds, so that pages render and steering really generates
-while the other parameters stay fuzzed. Schema-valid requests the app rejects on its own grounds (an empty
-prompt, an unknown feature) are allowed: the check is that answers are honest, not that every input is
-accepted.
+Two passes: the schema as served (random ids: mostly 404s and 422s), and the same schema with only the model,
+SAE and feature ids narrowed to what the tiny store holds, so that pages render and steering really generates
+while every other parameter is generated from the full schema (any strength, empty prompts, chat messages).
+Schema-valid requests the app rejects on its own grounds (an empty prompt, an unknown feature) are allowed: the
+check is that answers are honest, not that every input is accepted.
+
+Hypothesis generates finite numbers and text without lone surrogates, which JSON can still carry (`NaN`,
+`1e999`, `"\ud800"`); a third pass walks the schema and sends exactly those to every number and string a
+request can carry, in a body or a query, with odd but valid Unicode besides: each gets a 422 or is handled.
 """
 
 import copy
+import json
 from collections import Counter
 
 import pytest
+from fastapi.testclient import TestClient
 
 from qscope.config import Settings
 from qscope.web import create_app
@@ -67,16 +73,7 @@ def pinned(app) -> dict:
                 param["schema"] = narrow.get(param["name"], param["schema"])
     schemas = raw["components"]["schemas"]
     schemas["FeatureSteer"]["properties"].update(sae_id=narrow["sae_id"], feature=narrow["feature"])
-    schemas["FeatureSteer"]["properties"]["strength"] = {"type": "number", "minimum": -200, "maximum": 200}
-    spec = schemas["SteerSpec"]["properties"]
-    spec.update(
-        model_id=narrow["model_id"],
-        prompt={"type": "string", "minLength": 1, "maxLength": 200},
-        messages={"type": "null"},
-        max_new_tokens={"type": "integer", "minimum": 1, "maximum": 32},
-    )
-    spec["features"]["maxItems"] = 8
-    schemas["SteerSpec"]["required"] = ["prompt"]
+    schemas["SteerSpec"]["properties"]["model_id"] = narrow["model_id"]
     return raw
 
 
@@ -121,11 +118,104 @@ def test_schema_pinned_to_the_store(app):
     failures, seen = run_all(schemathesis.openapi.from_dict(pinned(app)), app)
     assert not failures, "\n\n".join(failures)
     for name in (
-        "GET /{model_id}/{sae_id}/{feature_seg}",
+        "GET /{model_id}/{sae_id}/{feature}",
         "GET /{model_id}/{sae_id}",
         "POST /api/steer",
         "POST /api/steer/stream",
         "GET /inspect.json",
     ):
-        assert seen[name, 200] > 0, (name, sorted(seen.items()))  # the pages rendered, steering generated
+        assert seen[name, 200] > 0, (name, sorted(seen.items(), key=str))  # the pages rendered, steering generated
     assert seen["POST /api/steer/stream", "error event"] == 0, sorted(seen.items())
+
+
+ODD_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e999"]  # JSON text python's parser takes as non-finite floats
+ODD_STRINGS = ['"\\ud800"', '"ok \\udfff"']  # JSON text of strings with a lone UTF-16 surrogate
+ODD_QUERY_NUMBERS = ["NaN", "inf", "-Infinity", "1e999"]
+# in a URL: a UTF-8-encoded surrogate (not UTF-8), NUL, bidi override + emoji + combining mark, BOM, the last code
+# point, a non-breaking space and a digit of another script
+ODD_QUERY_STRINGS = ["%ED%A0%80", "%00", "%E2%80%AE%F0%9F%98%80%CC%81", "%EF%BB%BF", "%F4%8F%BF%BF", "%C2%A0", "%D9%A5"]
+
+
+def _resolve(schema: dict, components: dict) -> dict:
+    while "$ref" in schema:
+        schema = components[schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+def leaves(schema: dict, components: dict, path: tuple = ()) -> set[tuple[tuple, str]]:
+    """(path, 'number' | 'string') of every number and string a value of `schema` can hold; a path is keys and
+    list indexes (0) from the top."""
+    schema = _resolve(schema, components)
+    found: set[tuple[tuple, str]] = set()
+    for option in schema.get("anyOf", []) + schema.get("oneOf", []):
+        found |= leaves(option, components, path)
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        for name, sub in schema.get("properties", {}).items():
+            found |= leaves(sub, components, (*path, name))
+    elif kind == "array" and isinstance(schema.get("items"), dict):
+        found |= leaves(schema["items"], components, (*path, 0))
+    elif kind in ("number", "integer"):
+        found.add((path, "number"))
+    elif kind == "string":
+        found.add((path, "string"))
+    return found
+
+
+def body_with(path: tuple, raw: str) -> bytes:
+    """A JSON body holding the JSON text `raw` at `path` (objects and one-item lists around it)."""
+    text = raw
+    for step in reversed(path):
+        text = f"[{text}]" if isinstance(step, int) else f"{{{json.dumps(step)}: {text}}}"
+    return text.encode()
+
+
+def place(path: tuple) -> str:
+    """A path as the 422 names it: `features[0].strength`."""
+    out = ""
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else step)
+    return out
+
+
+def odd_requests(schema: dict, pins: dict) -> list[tuple[str, str, bytes | None, str | None]]:
+    """(method, url, body, place) for every number and string of every operation: non-finite numbers and lone
+    surrogates in JSON bodies (place: where the 422 must say the problem is), odd values in queries and paths
+    (place None: any answer but a 5xx)."""
+    components = schema["components"]["schemas"]
+    out: list[tuple[str, str, bytes | None, str | None]] = []
+    for template, ops in schema["paths"].items():
+        for method, op in ops.items():
+            params = op.get("parameters", [])
+            path = template.format(**{p["name"]: pins.get(p["name"], "x") for p in params if p["in"] == "path"})
+            for p in params:
+                kinds = {kind for _, kind in leaves(p.get("schema", {}), components)}
+                odd = (ODD_QUERY_NUMBERS if "number" in kinds else []) + (
+                    ODD_QUERY_STRINGS if "string" in kinds else []
+                )
+                for value in odd:
+                    if p["in"] == "query":
+                        out.append((method.upper(), f"{path}?{p['name']}={value}", None, None))
+                    elif p["in"] == "path":
+                        out.append((method.upper(), template.format(**{**pins, p["name"]: value}), None, None))
+            content = op.get("requestBody", {}).get("content", {}).get("application/json")
+            for where, kind in sorted(leaves(content["schema"], components) if content else (), key=str):
+                for raw in ODD_NUMBERS if kind == "number" else ODD_STRINGS:
+                    out.append((method.upper(), path, body_with(where, raw), place(where)))
+    return out
+
+
+def test_non_finite_numbers_and_odd_text_everywhere(app):
+    """Every number and string of every operation, from the schema: no 5xx anywhere; in a JSON body, a 422 that
+    names the place."""
+    served = next(iter(app.state.catalog))
+    pins = {"model_id": served.model_id, "sae_id": served.saes[0].sae.sae_id, "feature": "0", "run_id": "x"}
+    requests = odd_requests(app.openapi(), pins)
+    assert sum(1 for r in requests if r[3] is not None) > 40, requests  # the body fields were found
+    failures = []
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for method, url, body, where in requests:
+            r = client.request(method, url, content=body, headers={"content-type": "application/json"})
+            if r.status_code >= 500 or (where and (r.status_code != 422 or where not in r.json()["error"])):
+                failures.append(f"{method} {url} {body!r}: {r.status_code} {r.text[:300]}")
+    assert not failures, "\n".join(failures[:20])

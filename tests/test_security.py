@@ -96,10 +96,19 @@ def test_only_embed_cards_may_be_framed_elsewhere(client):
     assert "frame-ancestors *" in client.get(f"/evil/{SAE_ID}/0?embed=1").headers["content-security-policy"]
 
 
-def test_docs_page_allows_only_its_own_script(client):
+def test_docs_page_loads_nothing_from_elsewhere(client):
+    """The API docs are a page of our own under the common CSP: no CDN, no script of another origin, and they
+    list what the schema holds (Swagger UI, loaded from a CDN, failed offline)."""
     r = client.get("/-/docs")
     csp = r.headers["content-security-policy"]
-    assert r.status_code == 200 and "'sha256-" in csp and "unsafe-inline" not in csp
+    assert r.status_code == 200 and "script-src 'self';" in csp and "http" not in csp, csp
+    loaded = re.findall(r"""(?:src|href)=["']([^"']+)""", r.text)
+    assert loaded and all(u.startswith(("/", "#")) for u in loaded), [u for u in loaded if not u.startswith("/")]
+    assert "POST /api/steer" in r.text and "SteerSpec" in r.text and "strength" in r.text
+    assert inline_code(r.text) == []
+    twin = client.get("/-/docs.json").json()
+    assert any(op["path"] == "/api/steer" and op["method"] == "POST" for op in twin["operations"])
+    assert "/-/docs" not in client.get("/-/openapi.json").json()["paths"]
 
 
 def test_oversized_bodies_and_urls_are_refused(client):
@@ -128,6 +137,21 @@ def test_rate_limits_per_client_on_model_routes(store, tmp_path_factory):
         assert r.status_code == 429 and r.headers["retry-after"]
         other = TestClient(c.app, client=("203.0.113.9", 5000))  # another address has its own bucket
         assert other.get("/inspect", params={"text": "hi"}).status_code == 503
+
+
+def test_searches_that_run_the_model_are_limited_like_inspect(store, tmp_path_factory):
+    """/search runs the model for its "fires" kind (asked for, or all kinds by default): it takes from the same
+    per-client bucket as /inspect; a search of text only, or an empty one, runs no model and is not counted."""
+    with make_client(store, tmp_path_factory, rate_inspect_per_min=6, rate_inspect_burst=2) as c:
+        for _ in range(5):
+            assert c.get("/search", params={"q": "hi", "kind": "text"}).status_code == 200
+            assert c.get("/search").status_code == 200
+        codes = [c.get("/search", params={"q": f"long query {i}", "kind": "fires"}).status_code for i in range(3)]
+        assert codes == [200, 200, 429], codes
+        r = c.get("/search.json", params={"q": "hi"})  # no kind: all of them, fires included
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1 and "run the model" in r.json()["error"]
+        assert c.get("/inspect", params={"text": "hi"}).status_code == 429  # one bucket for every model run
+        assert c.get("/search", params={"q": "hi", "kind": ["text", "semantic"]}).status_code == 200
 
 
 def test_rate_limiter_refills_and_forgets_idle_clients():

@@ -176,7 +176,7 @@ def test_feature_404_and_422(client, sae_url, store_facts):
     js = client.get(f"{sae_url}/{d_sae}.json")
     assert js.status_code == 404 and js.json()["error"].startswith(f"Feature {d_sae} is out of range")
     r = client.get(f"{sae_url}/abc")
-    assert r.status_code == 422 and "whole number" in r.text
+    assert r.status_code == 404 and f"0 to {d_sae - 1}" in r.text
     assert client.get(f"{sae_url}/3?embed=maybe").status_code == 422
 
 
@@ -186,6 +186,9 @@ def test_random_feature_redirects_to_a_live_feature(client, sae_url, store_facts
     feature = client.get(r.headers["location"] + ".json").json()["detail"]["row"]
     assert feature["n_fired"] > 0
     assert client.get(f"/-/random/{store_facts['model_id']}/nosuch", follow_redirects=False).status_code == 404
+    # its .json twin leads to the feature's .json twin (the schema says it answers JSON)
+    r = client.get(f"/-/random/{store_facts['model_id']}/{store_facts['sae_id']}.json")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json"), r.headers
 
 
 def test_inspect_analyze_full_partial_and_json(client, store_facts):

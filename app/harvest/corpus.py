@@ -5,12 +5,12 @@ A source is a file or a folder (searched recursively, hidden entries skipped, fi
 read with pyarrow when installed, else with DuckDB), or the name of a Hugging Face dataset, streamed when the
 machine is online and the optional ``datasets`` package is installed. Documents are joined by the tokenizer's
 end-of-text token (Qwen has no BOS) and cut into windows of ``ctx`` tokens; only as many documents are read and
-tokenized as the windows need.
+tokenized as the windows need. A document is tokenized in bounded pieces (qscope.harvest.pieces) and a large
+`.txt` file is read block by block, so memory does not grow with the length of one document.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -21,13 +21,14 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from qscope.harvest.jsonl import read_jsonl
+from qscope.harvest.pieces import CorpusError, Document, TextFile, content_pieces
+
 SUFFIXES = (".txt", ".jsonl", ".parquet")
+STREAM_BYTES = 1 << 20  # a .txt file larger than this is read block by block
+BATCH_CHARS = 1 << 18  # characters per tokenizer call
 _DATASET_RE = re.compile(r"[\w-][\w.-]*(/[\w.-]+)?")
 _OFFLINE = {"1", "ON", "YES", "TRUE"}
-
-
-class CorpusError(ValueError):
-    """A corpus that cannot be read, or holds too little text; the message says which and why."""
 
 
 def corpus_files(path: Path) -> list[Path]:
@@ -46,7 +47,7 @@ def corpus_files(path: Path) -> list[Path]:
     return found
 
 
-def iter_documents(source: str | Path) -> Iterator[str]:
+def iter_documents(source: str | Path) -> Iterator[Document]:
     """Every document of a corpus source, in a fixed order."""
     path = Path(source).expanduser()
     if path.exists():
@@ -61,27 +62,14 @@ def iter_documents(source: str | Path) -> Iterator[str]:
     yield from _stream_dataset(name)
 
 
-def _read_file(file: Path) -> Iterator[str]:
+def _read_file(file: Path) -> Iterator[Document]:
     if file.suffix == ".txt":
-        yield file.read_text(encoding="utf-8", errors="replace")
+        big = file.stat().st_size > STREAM_BYTES
+        yield TextFile(file) if big else file.read_text(encoding="utf-8", errors="replace")
     elif file.suffix == ".jsonl":
-        yield from _read_jsonl(file)
+        yield from read_jsonl(file)
     else:
         yield from _read_parquet(file)
-
-
-def _read_jsonl(file: Path) -> Iterator[str]:
-    with file.open(encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CorpusError(f"{file}:{lineno}: not a JSON line ({e.msg})") from e
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise CorpusError(f"{file}:{lineno}: a JSON object with a string 'text' field was expected")
-            yield row["text"]
 
 
 def _read_parquet(file: Path) -> Iterator[str]:
@@ -137,30 +125,52 @@ def _stream_dataset(name: str) -> Iterator[str]:
         raise CorpusError(f"cannot stream dataset {name!r} from the Hugging Face hub: {e}") from e
 
 
+def _pieces(docs: Iterable[Document]) -> Iterator[tuple[str, bool, bool]]:
+    """(piece, first of its document, last of its document) for every piece of every non-blank document."""
+    for doc in docs:
+        prev, first = None, True
+        for piece in content_pieces(doc):
+            if prev is not None:
+                yield prev, first, False
+                first = False
+            prev = piece
+        if prev is not None:
+            yield prev, first, True
+
+
 def pack_windows(
-    tokenizer: PreTrainedTokenizerBase, docs: Iterable[str], ctx: int, max_windows: int, docs_per_call: int = 256
+    tokenizer: PreTrainedTokenizerBase,
+    docs: Iterable[Document],
+    ctx: int,
+    max_windows: int,
+    docs_per_call: int = 256,
 ) -> Tensor:
-    """Token windows int32 [N, ctx], N <= max_windows: documents joined by end-of-text, the tail dropped."""
+    """Token windows int32 [N, ctx], N <= max_windows: documents joined by end-of-text, the tail dropped. Each
+    tokenizer call takes at most docs_per_call pieces and about BATCH_CHARS characters."""
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
+    tail = [eos] if eos is not None else []
     need = ctx * max_windows
     parts: list[np.ndarray] = []
-    have, n_docs = 0, 0
+    have, n_docs, chars = 0, 0, 0
     batch: list[str] = []
+    ends: list[bool] = []
 
     def flush() -> int:
         ids = tokenizer(batch, add_special_tokens=False, return_attention_mask=False, verbose=False)
-        tail = [eos] if eos is not None else []
-        arrays = [np.asarray(seq + tail, dtype=np.int32) for seq in ids["input_ids"]]
+        seqs = zip(ids["input_ids"], ends, strict=True)
+        arrays = [np.asarray(seq + tail if end else seq, dtype=np.int32) for seq, end in seqs]
         parts.extend(arrays)
         batch.clear()
+        ends.clear()
         return sum(len(a) for a in arrays)
 
-    for doc in docs:
-        if doc.strip():
-            batch.append(doc)
-            n_docs += 1
-        if len(batch) >= docs_per_call:
-            have += flush()
+    for piece, first, last in _pieces(docs):
+        batch.append(piece)
+        ends.append(last)
+        n_docs += first
+        chars += len(piece)
+        if len(batch) >= docs_per_call or chars >= BATCH_CHARS:
+            have, chars = have + flush(), 0
             if have >= need:
                 break
     if batch:

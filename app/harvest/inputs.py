@@ -18,6 +18,7 @@ from torch import Tensor
 from qscope.harvest.corpus import CorpusError, iter_documents, pack_windows
 from qscope.harvest.ids import model_id_for, sae_id_for, unique_ids
 from qscope.harvest.options import HarvestError, HarvestOptions
+from qscope.harvest.pieces import Document
 from qscope.harvest.tokenized import check_vocab, is_tokenized, load_windows
 from qscope.model import LoadedModel, ModelLoadError, load_model
 from qscope.sae import Sae, SaeFormatError, find_sae_files, load_sae
@@ -96,7 +97,7 @@ def load_inputs(opts: HarvestOptions, device: torch.device | str, keep_saes: boo
     return HarvestInputs(loaded, kept, infos, windows_NT, model_id)
 
 
-def _documents(opts: HarvestOptions) -> Iterator[str]:
+def _documents(opts: HarvestOptions) -> Iterator[Document]:
     """The corpus's documents, the first one read already (an empty corpus fails before the model loads)."""
     docs = iter_documents(opts.corpus)
     first = next(docs, None)

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qscope.model import LoadedModel, ModelLoadError, capture, load_model, rank_mask
-from qscope.sae import Sae, SaeFormatError, load_sae
+from qscope.model import LoadedModel, capture, first_line, load_model, rank_mask
+from qscope.sae import Sae, load_sae
 from qscope.store.meta import settings_of
+from qscope.store.paths import shown_message
 from qscope.store.queries import Store
 
 log = logging.getLogger(__name__)
@@ -61,21 +62,31 @@ class Limits:
 
 
 class LiveModel:
-    """The model and SAEs of one store, loaded on first use."""
+    """The model and SAEs of one store, loaded on first use. A load that fails is remembered: later runs get the
+    same LiveUnavailable at once, without loading again. Messages name files as qscope.store.paths shows them to
+    strangers, unless show_paths (the full error goes to the log)."""
 
-    def __init__(self, store: Store, model_id: str, device: str = "cpu", dtype: str = "auto") -> None:
+    def __init__(
+        self, store: Store, model_id: str, device: str = "cpu", dtype: str = "auto", show_paths: bool = False
+    ) -> None:
         self.store, self.model_id, self.device, self.dtype = store, model_id, device, dtype
+        self.show_paths = show_paths
         settings = settings_of(store.meta)
         self.skip_first = bool(settings.get("skip_first", True))
         self.sink_norm_ratio = float(settings.get("sink_norm_ratio", 10.0))
         self._loaded: tuple[LoadedModel, dict[str, Sae]] | None = None
         self._error: str | None = None
+        self._loading = threading.Lock()  # one load at a time: requests that come meanwhile wait for its outcome
         self.lock = threading.Lock()  # held by every run of this model: inspect, search, steering batches
 
     def problem(self) -> str | None:
         """Why live runs cannot work here, or None (checks paths only: nothing is loaded)."""
         if self._error:
             return self._error
+        reason = self._missing()
+        return reason if reason is None or self.show_paths else shown_message(reason, self.store.path)
+
+    def _missing(self) -> str | None:
         source = self.store.model_source
         if not source:
             return f"{self.store.path.name} does not record the model it was harvested from"
@@ -91,7 +102,11 @@ class LiveModel:
 
     def load(self) -> tuple[LoadedModel, dict[str, Sae]]:
         """The model and its SAEs {sae_id: Sae}, loaded on first use (LiveUnavailable when they cannot be)."""
-        if self._loaded is None:
+        if self._loaded is not None:
+            return self._loaded
+        with self._loading:
+            if self._loaded is not None:
+                return self._loaded
             if reason := self.problem():
                 raise LiveUnavailable(reason)
             source = self.store.model_source
@@ -99,13 +114,15 @@ class LiveModel:
             try:
                 lm = load_model(source, device=self.device, dtype=self.dtype)
                 saes = {s.sae_id: load_sae(s.source, k=s.k, layer=s.layer, device=lm.device) for s in self._saes()}
-            except (ModelLoadError, SaeFormatError, OSError) as e:
-                self._error = f"could not load the model or SAEs of {self.store.path.name}: {e}"
+            except Exception as e:  # noqa: BLE001 - whatever it was, say it once and do not load again
+                message = f"could not load the model or SAEs of {self.store.path.name}: {first_line(e)}"
+                log.error("%s", message, exc_info=e)
+                self._error = message if self.show_paths else shown_message(message, self.store.path)
                 raise LiveUnavailable(self._error) from e
             if lm.tokenizer is None:
-                raise LiveUnavailable(f"the model {self.store.model_source} has no tokenizer")
+                raise LiveUnavailable(f"the model of {self.store.path.name} has no tokenizer")
             self._loaded = (lm, saes)
-        return self._loaded
+            return self._loaded
 
     def tokenize(self, text: str, limits: Limits) -> list[int]:
         if len(text) > limits.max_chars:
@@ -153,11 +170,11 @@ class LiveModel:
 class LiveModels:
     """One LiveModel per model_id served (from the first store that holds it)."""
 
-    def __init__(self, stores: list[Store], device: str = "cpu", dtype: str = "auto") -> None:
+    def __init__(self, stores: list[Store], device: str = "cpu", dtype: str = "auto", show_paths: bool = False) -> None:
         self.models: dict[str, LiveModel] = {}
         for store in stores:
             for model_id in store.model_ids:
-                self.models.setdefault(model_id, LiveModel(store, model_id, device, dtype))
+                self.models.setdefault(model_id, LiveModel(store, model_id, device, dtype, show_paths))
 
     def get(self, model_id: str) -> LiveModel | None:
         return self.models.get(model_id)

@@ -160,5 +160,23 @@ def _check_spec(spec: SaeSpec) -> tuple[int, int]:
         "r_mag": spec.r_mag_F,
         "rank_scale": spec.rank_scale_F,
     }
-    sizes = check_shapes(src, {n: t for n, t in named.items() if t is not None}, CANONICAL_DIMS)
+    given = {n: t for n, t in named.items() if t is not None}
+    sizes = check_shapes(src, given, CANONICAL_DIMS)
+    for name, t in given.items():
+        _check_values(src, name, t)
+    if spec.k is not None and arch in ("topk", "batchtopk") and spec.k > sizes["d_sae"]:
+        raise SaeFormatError(f"SAE {src}: k={spec.k} is more than its {sizes['d_sae']} features")
     return sizes["d_in"], sizes["d_sae"]
+
+
+def _check_values(src: object, name: str, t: Tensor) -> None:
+    """Floating-point and finite, else SaeFormatError: a NaN or an integer weight makes every feature dead."""
+    if not t.is_floating_point():
+        raise SaeFormatError(
+            f"SAE {src}: {name} holds {str(t.dtype).removeprefix('torch.')} values; SAE weights are floats"
+        )
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        nan, inf = int(t.isnan().sum()), int((~finite).sum() - t.isnan().sum())
+        what = " and ".join(f"{n:,} {kind}" for n, kind in ((nan, "NaN"), (inf, "infinite")) if n)
+        raise SaeFormatError(f"SAE {src}: {name} holds {what} values (of {t.numel():,})")

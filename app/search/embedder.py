@@ -47,43 +47,38 @@ class Embedder:
         self._model = AutoModel.from_pretrained(str(folder)).eval().to(self.device)
 
     def embed(self, texts: list[str], batch: int = 128, progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """float32 [N, 384], rows of unit length; progress(texts done) after each batch."""
+        """float32 [N, 384], rows of unit length; progress(texts done) after each batch. The model is held one
+        batch at a time: a query waits for one batch of an index build, not for the whole build."""
         out_ND = np.zeros((len(texts), 384), np.float32)
         # batches of similar length: padding would otherwise cost as much compute as the text itself
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        with self._lock:
-            if self._model is None:
-                self._load()
-            # a query is a few tokens: one thread answers it in ~10 ms, where two can wait on each other for
-            # hundreds of ms on a busy CPU; batches (the index build) keep torch's default
-            threads = torch.get_num_threads()
-            if len(texts) <= 8:
-                torch.set_num_threads(1)
-            try:
-                self._embed(texts, order, batch, out_ND, progress)
-            finally:
-                torch.set_num_threads(threads)
-        return out_ND
-
-    def _embed(
-        self,
-        texts: list[str],
-        order: list[int],
-        batch: int,
-        out_ND: np.ndarray,
-        progress: Callable[[int], None] | None = None,
-    ) -> None:
-        tokenizer, model = self._tokenizer, self._model
-        assert tokenizer is not None and model is not None, "embed() loads the model before _embed"
         for start in range(0, len(order), batch):
             idx = order[start : start + batch]
-            enc = tokenizer(
-                [texts[i] for i in idx], padding=True, truncation=True, max_length=64, return_tensors="pt"
-            ).to(self.device)
-            with torch.inference_mode():
-                hidden_BTD = model(**enc).last_hidden_state
-            mask_BT1 = enc["attention_mask"].unsqueeze(-1).to(hidden_BTD.dtype)
-            mean_BD = (hidden_BTD * mask_BT1).sum(1) / mask_BT1.sum(1).clamp(min=1e-9)
-            out_ND[idx] = torch.nn.functional.normalize(mean_BD, dim=-1).float().cpu().numpy()
+            with self._lock:
+                if self._model is None:
+                    self._load()
+                # a query is a few tokens: one thread answers it in ~10 ms, where two can wait on each other for
+                # hundreds of ms on a busy CPU; batches (the index build) keep torch's default
+                threads = torch.get_num_threads()
+                if len(texts) <= 8:
+                    torch.set_num_threads(1)
+                try:
+                    self._embed(texts, idx, out_ND)
+                finally:
+                    torch.set_num_threads(threads)
             if progress is not None:
                 progress(start + len(idx))
+        return out_ND
+
+    def _embed(self, texts: list[str], idx: list[int], out_ND: np.ndarray) -> None:
+        """Embed texts[idx] into out_ND[idx] (one batch)."""
+        tokenizer, model = self._tokenizer, self._model
+        assert tokenizer is not None and model is not None, "embed() loads the model before _embed"
+        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=64, return_tensors="pt").to(
+            self.device
+        )
+        with torch.inference_mode():
+            hidden_BTD = model(**enc).last_hidden_state
+        mask_BT1 = enc["attention_mask"].unsqueeze(-1).to(hidden_BTD.dtype)
+        mean_BD = (hidden_BTD * mask_BT1).sum(1) / mask_BT1.sum(1).clamp(min=1e-9)
+        out_ND[idx] = torch.nn.functional.normalize(mean_BD, dim=-1).float().cpu().numpy()

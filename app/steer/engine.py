@@ -39,6 +39,7 @@ class Row:
     max_new_tokens: int = 16
     cancel: threading.Event = field(default_factory=threading.Event)
     deadline: float | None = None  # time.monotonic() after which the row stops
+    timeout_s: float | None = None  # or: seconds the row may generate, counted from the start of its generation
 
 
 @dataclass
@@ -49,6 +50,7 @@ class RowOut:
 
 
 StepFn = Callable[[list[tuple[int, int, float]]], None]  # [(row, token id, prob)] of one step
+DoneFn = Callable[[int, RowOut], None]  # (row, its output) once the row has stopped
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -99,10 +101,16 @@ def _hook_fns(steers: dict[str, PositionedSteer], steer_BT: Tensor, pos_BT: Tens
     }
 
 
-def _stop_reason(row: Row, out: RowOut, token: int, eos_ids: set[int]) -> str | None:
+def _deadline(row: Row, start: float) -> float | None:
+    if row.timeout_s is None:
+        return row.deadline
+    return start + row.timeout_s if row.deadline is None else min(row.deadline, start + row.timeout_s)
+
+
+def _stop_reason(row: Row, out: RowOut, token: int, eos_ids: set[int], deadline: float | None) -> str | None:
     if row.cancel.is_set():
         return "cancelled"
-    if row.deadline is not None and time.monotonic() > row.deadline:
+    if deadline is not None and time.monotonic() > deadline:
         return "timeout"
     if token in eos_ids:
         return "eos"
@@ -120,9 +128,11 @@ def generate(
     pad_id: int = 0,
     on_step: StepFn | None = None,
     lock: threading.Lock | None = None,
+    on_done: DoneFn | None = None,
 ) -> list[RowOut]:
     """Generate every row in one batch; `lock` is held around each forward (others may use the model between
-    steps, and never see this generation's hooks)."""
+    steps, and never see this generation's hooks). `on_done` hears of each row as soon as it stops, after its
+    last token went to `on_step` (the batch runs on while other rows have tokens to make)."""
     device = next(model.parameters()).device
     ids_BL, mask_BL = left_pad([r.prompt_ids for r in rows], pad_id)
     ids_BL, mask_BL = ids_BL.to(device), mask_BL.to(device)
@@ -132,6 +142,8 @@ def generate(
     on_gen_B1 = torch.tensor([r.where != "prompt" for r in rows], device=device)[:, None]
     outs = [RowOut() for _ in rows]
     live = [not r.cancel.is_set() for r in rows]
+    start = time.monotonic()
+    deadlines = [_deadline(r, start) for r in rows]
     eos = set(eos_ids)
     counts_BV, past, step_ids = None, None, ids_BL
     steer_BT = mask_BL.bool() & on_prompt_B[:, None]
@@ -154,7 +166,7 @@ def generate(
         probs_B = torch.softmax(logits_BV, -1).gather(-1, next_B[:, None])[:, 0]
         if counts_BV is not None:
             counts_BV.scatter_add_(1, next_B[:, None], torch.ones_like(logits_BV[:, :1]))
-        _record(rows, outs, live, next_B.tolist(), probs_B.tolist(), eos, on_step)
+        _record(rows, outs, live, next_B.tolist(), probs_B.tolist(), eos, on_step, on_done, deadlines)
         if not any(live):
             break
         step_ids = next_B[:, None]
@@ -164,18 +176,23 @@ def generate(
     return outs
 
 
-def _record(rows, outs, live, tokens, probs, eos, on_step) -> None:
-    emitted = []
+def _record(rows, outs, live, tokens, probs, eos, on_step, on_done, deadlines) -> None:
+    emitted, stopped = [], []
     for b, (row, out) in enumerate(zip(rows, outs, strict=True)):
         if not live[b]:
             continue
         if row.cancel.is_set():
             live[b], out.stopped = False, "cancelled"
+            stopped.append(b)
             continue
         out.ids.append(tokens[b])
         out.probs.append(probs[b])
         emitted.append((b, tokens[b], probs[b]))
-        if reason := _stop_reason(row, out, tokens[b], eos):
+        if reason := _stop_reason(row, out, tokens[b], eos, deadlines[b]):
             live[b], out.stopped = False, reason
+            stopped.append(b)
     if on_step and emitted:
         on_step(emitted)
+    if on_done:
+        for b in stopped:
+            on_done(b, outs[b])

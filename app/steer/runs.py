@@ -1,20 +1,28 @@
 """The app database of shared steering runs (SQLAlchemy): a SQLite file by default, Postgres by URL.
 
 Separate from the read-only DuckDB feature store: this one is written by the server. A run is stored whole
-(spec and both outputs as JSON) under a short random id that the permalink /steer/{id} uses.
+(spec and both outputs as JSON) under a short id that the permalink /steer/{id} uses: a digest of that JSON,
+so sharing the same run again gives the same link and writes nothing.
 """
 
 from __future__ import annotations
 
-import secrets
+import base64
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import ValidationError
 from sqlalchemy import DateTime, String, Text, create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from qscope.steer.spec import SteerResult, SteerSpec
+
+
+class DamagedRun(ValueError):
+    """A saved run that no longer reads as a spec and result (saved before a check that now refuses it)."""
 
 
 class Base(DeclarativeBase):
@@ -42,17 +50,19 @@ class RunStore:
         Base.metadata.create_all(self.engine)
 
     def save(self, spec: SteerSpec, result: SteerResult) -> str:
-        run_id = secrets.token_urlsafe(8)
-        with Session(self.engine) as session, session.begin():
-            session.add(
-                SteerRun(
-                    id=run_id,
-                    created_at=datetime.now(UTC),
-                    model_id=spec.model_id or "",
-                    spec=spec.model_dump_json(),
-                    result=result.model_dump_json(),
-                )
-            )
+        """The run's id; the row is written only the first time this spec and result are saved."""
+        spec_json, result_json = spec.model_dump_json(), result.model_dump_json()
+        digest = hashlib.sha256(f"{spec_json}\n{result_json}".encode()).digest()
+        run_id = base64.urlsafe_b64encode(digest).decode()[:11]  # 66 bits, as long as the random ids were
+        row = SteerRun(
+            id=run_id, created_at=datetime.now(UTC), model_id=spec.model_id or "", spec=spec_json, result=result_json
+        )
+        try:
+            with Session(self.engine) as session, session.begin():
+                if session.get(SteerRun, run_id) is None:
+                    session.add(row)
+        except IntegrityError:  # saved at the same moment by another request
+            pass
         return run_id
 
     def get(self, run_id: str) -> tuple[SteerSpec, SteerResult] | None:
@@ -60,7 +70,12 @@ class RunStore:
             run = session.get(SteerRun, run_id)
             if run is None:
                 return None
-            return SteerSpec.model_validate_json(run.spec), SteerResult.model_validate_json(run.result)
+            try:
+                return SteerSpec.model_validate_json(run.spec), SteerResult.model_validate_json(run.result)
+            except ValidationError as e:  # e.g. a NaN strength, which was stored as null
+                err = e.errors()[0]
+                where = ".".join(str(x) for x in err["loc"])
+                raise DamagedRun(f"{where}: {err['msg']}") from e
 
     def close(self) -> None:
         self.engine.dispose()

@@ -29,7 +29,9 @@ class Steering:
             max_strength=settings.steer_max_strength,
             timeout_s=settings.steer_timeout_s,
         )
-        self.worker = SteerWorker(settings.steer_queue_size, settings.steer_max_batch_rows)
+        self.worker = SteerWorker(
+            settings.steer_queue_size, settings.steer_max_batch_rows, max_wait_s=settings.steer_queue_wait_s
+        )
         self.db_url = settings.app_db_url
         self._runs: RunStore | None = None
         self.recent: OrderedDict[str, tuple[SteerSpec, SteerResult]] = OrderedDict()

@@ -9,12 +9,24 @@ fired); `clamp` sets the activation to strength x max_act; `multiply` scales the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from qscope.tokens import has_surrogate
 
 Mode = Literal["add", "clamp", "multiply", "ablate"]
 Where = Literal["prompt", "generated", "both"]
+FINITE = ConfigDict(allow_inf_nan=False)  # every float of a request is finite: NaN would reach the logits
+
+
+def _text(value: str) -> str:
+    if has_surrogate(value):  # JSON's "\ud800" decodes to one; no tokenizer or UTF-8 encoder takes it
+        raise ValueError("holds a lone UTF-16 surrogate, which is not text")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
 
 
 class SpecError(ValueError):
@@ -22,6 +34,8 @@ class SpecError(ValueError):
 
 
 class FeatureSteer(BaseModel):
+    model_config = FINITE
+
     sae_id: str = Field(description="The SAE the feature belongs to (its layer is where the hook goes).")
     feature: int = Field(ge=0, description="Feature index in that SAE.")
     mode: Mode = Field("add", description="add | clamp | multiply | ablate.")
@@ -38,14 +52,25 @@ class FeatureSteer(BaseModel):
 
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: Text
 
 
 class SteerSpec(BaseModel):
     """One steering request: a prompt, the features to steer with, sampling settings and where to steer."""
 
+    # the schema says what check() refuses: an empty prompt without messages
+    model_config = ConfigDict(
+        allow_inf_nan=False,
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["prompt"], "properties": {"prompt": {"minLength": 1}}},
+                {"required": ["messages"], "properties": {"messages": {"type": "array", "minItems": 1}}},
+            ]
+        },
+    )
+
     model_id: str | None = Field(None, description="Model to run; default: the first one served.")
-    prompt: str = Field("", description="Raw prompt text (ignored when `messages` is given).")
+    prompt: Text = Field("", description="Raw prompt text (ignored when `messages` is given).")
     messages: list[ChatMessage] | None = Field(
         None, description="Chat messages, rendered with the model's chat template (needs one)."
     )

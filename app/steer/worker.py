@@ -1,15 +1,19 @@
 """The model worker: one thread per process owns the device and runs every steering generation.
 
 Requests become `SteerJob`s (built by `make_job`, which checks the limits and tokenizes in the caller's thread, so a
-bad request fails before it queues). Jobs wait in a bounded queue; a full queue raises QueueFull (HTTP 503).
+bad request fails before it queues). Jobs wait in a bounded queue; a full queue raises QueueFull (HTTP 503), and a
+job that waited longer than `max_wait_s` is answered with a `WaitedTooLong` error (HTTP 503) instead of running.
 When the worker is free it takes the first job and every job queued behind it for the same model (up to
 max_batch_rows rows) and runs them as one batched generation. Tokens and the final result go back through
-each job's `emit` callback, from the worker thread; setting `job.cancel` stops the job's rows at the next step.
+each job's `emit` callback, from the worker thread; a job's result goes out as soon as its own rows stop, while
+longer rows of its batch run on. Setting `job.cancel` stops the job's rows at the next step. A row's time limit
+counts from the start of its generation, not from when it was queued.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -31,6 +35,10 @@ Emit = Callable[[str, Any], None]  # ("token", dict) per token, then ("done", St
 ROW_NAMES = ("default", "steered")
 
 
+class WaitedTooLong(str):
+    """The `error` a job gets when it waited in the queue past the worker's max_wait_s (a str: it is sent as is)."""
+
+
 class QueueFull(RuntimeError):
     """The queue holds as many jobs as it may; retry after `retry_after_s`."""
 
@@ -49,6 +57,7 @@ class SteerJob:
     emit: Emit
     lock: threading.Lock | None = None  # held around each forward (shared with the app's other model users)
     cancel: threading.Event = field(default_factory=threading.Event)  # shared by the rows
+    queued_at: float | None = None  # time.monotonic() when submitted
 
     def emit_safely(self, kind: str, data: Any) -> None:
         try:
@@ -83,7 +92,6 @@ def make_job(
     ids = encode_prompt(tokenizer, spec)
     limits.check_prompt(len(ids))
     cancel = threading.Event()
-    deadline = time.monotonic() + limits.timeout_s
     row = partial(
         Row,
         where=spec.where,
@@ -93,7 +101,7 @@ def make_job(
         frequency_penalty=spec.frequency_penalty,
         max_new_tokens=spec.max_new_tokens,
         cancel=cancel,
-        deadline=deadline,
+        timeout_s=limits.timeout_s,
     )
     rows = [row(ids, {}), row(ids, edits)]
     return SteerJob(model, tokenizer, rows, emit, lock, cancel)
@@ -115,24 +123,32 @@ class _Stream:
         return piece
 
 
+def _finite(prob: float) -> float:
+    """A probability fit for JSON: NaN logits (a hidden state pushed past float range) give 0, not NaN."""
+    return prob if math.isfinite(prob) else 0.0
+
+
 def completion(tokenizer: PreTrainedTokenizerBase, out: RowOut) -> Completion:
     stream = _Stream(tokenizer)
-    tokens = [TokenOut(id=t, text=stream.push(t), prob=p) for t, p in zip(out.ids, out.probs, strict=True)]
+    tokens = [TokenOut(id=t, text=stream.push(t), prob=_finite(p)) for t, p in zip(out.ids, out.probs, strict=True)]
     return Completion(text=stream.text, tokens=tokens, stopped=out.stopped)
 
 
 class SteerWorker:
     """The single model worker of a process (see the module docstring)."""
 
-    def __init__(self, queue_size: int = 16, max_batch_rows: int = 32, retry_after_s: int = 2) -> None:
+    def __init__(
+        self, queue_size: int = 16, max_batch_rows: int = 32, retry_after_s: int = 2, max_wait_s: float | None = None
+    ) -> None:
         self.queue: queue.Queue[SteerJob] = queue.Queue(maxsize=queue_size)
-        self.max_batch_rows, self.retry_after_s = max_batch_rows, retry_after_s
+        self.max_batch_rows, self.retry_after_s, self.max_wait_s = max_batch_rows, retry_after_s, max_wait_s
         self.batches = 0  # generations run, for tests and the benchmark
         self._pending: list[SteerJob] = []  # taken from the queue but for another model than the batch's
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
     def submit(self, job: SteerJob) -> None:
+        job.queued_at = time.monotonic()
         try:
             self.queue.put_nowait(job)
         except queue.Full:
@@ -151,7 +167,17 @@ class SteerWorker:
     def _loop(self) -> None:
         while True:
             first = self._pending.pop(0) if self._pending else self.queue.get()
-            self.run_batch(self._coalesce(first))
+            if not self._expired(first):
+                self.run_batch(self._coalesce(first))
+
+    def _expired(self, job: SteerJob) -> bool:
+        """Whether the job waited past max_wait_s; if so it is told, and will not run."""
+        waited = time.monotonic() - job.queued_at if job.queued_at is not None else 0.0
+        if self.max_wait_s is None or waited <= self.max_wait_s:
+            return False
+        message = f"the request waited {waited:.0f} s in the steering queue (at most {self.max_wait_s:g}); try again"
+        job.emit_safely("error", WaitedTooLong(message))
+        return True
 
     def _coalesce(self, first: SteerJob) -> list[SteerJob]:
         """`first` and the jobs queued behind it for the same model, up to max_batch_rows rows."""
@@ -161,6 +187,8 @@ class SteerWorker:
                 job = self.queue.get_nowait()
             except queue.Empty:
                 break
+            if self._expired(job):
+                continue
             if job.model is first.model and n_rows + len(job.rows) <= self.max_batch_rows:
                 batch.append(job)
                 n_rows += len(job.rows)
@@ -179,6 +207,7 @@ class SteerWorker:
         owner = [(j, name, _Stream(j.tokenizer)) for j in live for name in ROW_NAMES[: len(j.rows)]]
 
         streamed: set[int] = set()  # ids of the jobs that have sent a token
+        finished: dict[int, dict[int, RowOut]] = {}  # job id -> {its row: output} of the rows that have stopped
 
         def on_step(emitted: list[tuple[int, int, float]]) -> None:
             for b, token, prob in emitted:
@@ -186,25 +215,41 @@ class SteerWorker:
                 streamed.add(id(job))
                 piece = stream.push(token)
                 job.emit_safely(
-                    "token", {"row": name, "i": len(stream.ids) - 1, "id": token, "text": piece, "prob": prob}
+                    "token", {"row": name, "i": len(stream.ids) - 1, "id": token, "text": piece, "prob": _finite(prob)}
                 )
+
+        first_row = {id(j): sum(len(k.rows) for k in live[:i]) for i, j in enumerate(live)}
+
+        def on_done(b: int, out: RowOut) -> None:  # a job whose rows have all stopped is answered now
+            job = owner[b][0]
+            done = finished.setdefault(id(job), {})
+            done[b - first_row[id(job)]] = out
+            if len(done) == len(job.rows):
+                job.emit_safely("done", _result(job, [done[i] for i in range(len(job.rows))]))
 
         tok = live[0].tokenizer
         eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
         pad = tok.pad_token_id if tok.pad_token_id is not None else (eos[0] if eos else 0)
         try:
-            outs = generate(live[0].model, rows, eos_ids=eos, pad_id=pad, on_step=on_step, lock=live[0].lock)
+            outs = generate(
+                live[0].model, rows, eos_ids=eos, pad_id=pad, on_step=on_step, lock=live[0].lock, on_done=on_done
+            )
         except Exception as e:  # the worker outlives a failed batch; its jobs hear why
             log.exception("steer: batch of %d requests failed", len(live))
             for j in live:
+                if len(finished.get(id(j), ())) == len(j.rows):
+                    continue  # answered already
                 if len(live) > 1 and id(j) not in streamed:
                     self.run_batch([j])  # alone: a request that fails (or a batch too big) fails only itself
                 else:
                     j.emit_safely("error", f"generation failed: {str(e) or type(e).__name__}")
             return
         self.batches += 1
-        i = 0
-        for j in live:
-            done = [completion(j.tokenizer, o) for o in outs[i : i + len(j.rows)]]
-            i += len(j.rows)
-            j.emit_safely("done", SteerResult(default=done[0], steered=done[1]))
+        for j in live:  # rows that never stopped on their own (cancelled before the first step)
+            if len(finished.get(id(j), ())) < len(j.rows):
+                j.emit_safely("done", _result(j, outs[first_row[id(j)] : first_row[id(j)] + len(j.rows)]))
+
+
+def _result(job: SteerJob, outs: list[RowOut]) -> SteerResult:
+    done = [completion(job.tokenizer, o) for o in outs]
+    return SteerResult(default=done[0], steered=done[1])

@@ -23,15 +23,15 @@ from qscope.steer.service import Steering
 from qscope.web import errors, openapi, security, urls
 from qscope.web.catalog import Catalog
 from qscope.web.render import STATIC_DIR
-from qscope.web.routes import attribute, features, health, home, inspect, saes, search, steer
+from qscope.web.routes import attribute, docs, features, health, home, inspect, saes, search, steer
 
 
 def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, warm_search: bool = True) -> FastAPI:
     """The app for these feature store files. warm_search: build the semantic indexes in the background
     at startup (else on the first search)."""
     settings = settings or get_settings()
-    catalog = Catalog(dbs, timeout_s=settings.query_timeout_s)
-    live = LiveModels(catalog.stores, device=settings.device, dtype=settings.dtype)
+    catalog = Catalog(dbs, timeout_s=settings.query_timeout_s, show_paths=settings.show_paths)
+    live = LiveModels(catalog.stores, device=settings.device, dtype=settings.dtype, show_paths=settings.show_paths)
     limits = Limits(max_chars=settings.max_chars, max_tokens=settings.max_tokens, wait_s=settings.live_wait_s)
     searcher = Searcher(catalog.stores, live, limits, cache_dir=settings.cache_dir)
 
@@ -42,7 +42,7 @@ def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, w
         yield
         catalog.close()
 
-    # the docs page is qscope.web.security's (it needs its own CSP)
+    # the docs page is our own (qscope.web.routes.docs): Swagger UI would load from a CDN
     app = FastAPI(title="qscope", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/-/openapi.json")
     app.state.catalog, app.state.live, app.state.searcher = catalog, live, searcher
     app.state.settings, app.state.limits = settings, limits
@@ -52,7 +52,7 @@ def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, w
     security.install(app, settings, errors.refusal)
     openapi.install(app)
     # fixed paths first: /search and /-/... must not be taken for /{model_id}/{sae_id}
-    for module in (home, health, search, inspect, attribute, steer, saes, features):
+    for module in (home, health, docs, search, inspect, attribute, steer, saes, features):
         app.include_router(module.router)
     return app
 

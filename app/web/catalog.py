@@ -1,17 +1,19 @@
 """The catalog: which models and SAEs this server serves, from which store file; lookups that 404 helpfully.
 
 Several ``--db`` files may be served at once. A (model_id, sae_id) pair names one SAE of one store; when two
-files hold the same pair the first one given wins (and the clash is logged).
+files hold the same pair the first one given wins (and the clash is logged). The SAEs it hands out name their
+file as qscope.store.paths shows it to strangers (unless show_paths).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from qscope.steer.spec import SpecError
+from qscope.store.paths import shown_path
 from qscope.store.queries import Store
 from qscope.store.schema import SaeInfo
 from qscope.web import urls
@@ -44,7 +46,7 @@ class ModelEntry:
 
 
 class Catalog:
-    def __init__(self, paths: Sequence[str | Path], timeout_s: float = 5.0) -> None:
+    def __init__(self, paths: Sequence[str | Path], timeout_s: float = 5.0, show_paths: bool = False) -> None:
         self.stores = [Store(p, timeout_s=timeout_s) for p in paths]
         self.models: dict[str, ModelEntry] = {}
         self._saes: dict[tuple[str, str], Served] = {}
@@ -56,7 +58,8 @@ class Catalog:
                         "%s/%s is in %s and %s; serving the first", *key, self._saes[key].store.path, store.path
                     )
                     continue
-                served = Served(sae, store)
+                shown = sae if show_paths else replace(sae, source=shown_path(sae.source, store.path) or "")
+                served = Served(shown, store)
                 self._saes[key] = served
                 self.models.setdefault(sae.model_id, ModelEntry(sae.model_id)).saes.append(served)
 

@@ -105,4 +105,11 @@ def install(app: FastAPI) -> None:
             exists = [(f"model {m.model_id}", urls.home() + "#" + m.model_id) for m in catalog]
             exists += [("search", urls.search()), ("inspect", urls.inspect())]
             return error_response(request, 404, f"Nothing at {request.url.path}.", exists, "pages that exist")
-        return error_response(request, exc.status_code, str(exc.detail))
+        response = error_response(request, exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # every GET route answers HEAD too (qscope.web.security)
+            allowed = [m.strip() for m in response.headers.get("Allow", "").split(",") if m.strip()]
+            if "GET" in allowed and "HEAD" not in allowed:
+                allowed.append("HEAD")
+            response.headers["Allow"] = ", ".join(allowed)
+        return response

@@ -3,18 +3,21 @@
 FastAPI documents every route as `200 application/json` plus its own 422 body. Here, per operation: pages give
 `text/html`, and each page's `.json` twin (qscope.web.twins) is listed as a path of its own that gives JSON, as
 `/api/` does; every error the app can return (404, 413, 414, 422, 429, 503) is listed with the body it really has
-(`Error` in JSON, the error page in HTML). Clients and schema-driven tests rely on this.
+(`Error` in JSON, the error page in HTML). The steering request's bounds are this server's limits (Settings).
+Clients and schema-driven tests rely on this.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import BaseRoute
 
-from qscope.web.security import INSPECT_PATHS, STEER_PATHS
+from qscope.web.security import INSPECT_PATHS, SHARE_PATHS, STEER_PATHS
 from qscope.web.twins import SUFFIX, TwinRoute
 
 ERROR = {
@@ -51,14 +54,25 @@ def _kind(path: str, op: dict[str, Any]) -> str:
     return "html"
 
 
+def _all_routes(routes: Sequence[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every route, those of included routers too: FastAPI (0.16x) keeps an included router as one entry of
+    app.routes that holds the router (`original_router`), not as copies of its routes."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _all_routes(included.routes)
+        else:
+            yield route
+
+
 def _add_twins(app: FastAPI, paths: dict[str, Any]) -> None:
     """A `.json` path beside every page path (TwinRoute), with its own operation ids."""
-    for route in app.routes:
+    for route in _all_routes(app.routes):
         if isinstance(route, TwinRoute) and route.path_format in paths:
             ops = copy.deepcopy(paths[route.path_format])
             for op in ops.values():
                 op["operationId"] = op.get("operationId", "") + "_json"
-            paths[(route.path_format if route.path_format != "/" else "") + SUFFIX] = ops
+            paths[route.path_format + SUFFIX] = ops  # "/" + ".json": the home page answers at /.json
 
 
 def _document(path: str, method: str, op: dict[str, Any]) -> None:
@@ -69,11 +83,22 @@ def _document(path: str, method: str, op: dict[str, Any]) -> None:
     errors = {404, 414, 422, 503}
     if method == "post":
         errors.add(413)
-    if path in STEER_PATHS or path in INSPECT_PATHS:
+    if path in STEER_PATHS or path in INSPECT_PATHS or path in SHARE_PATHS:
         errors.add(429)
     content = ERROR_JSON if kind == "json" else HTML
     for status in sorted(errors):
         responses[str(status)] = {"description": REASONS[status], "content": content}
+
+
+def _limits(schemas: dict[str, Any], limits: Any) -> None:
+    """The steering limits of this server (qscope.steer.spec.SteerLimits) as bounds in the request schemas."""
+    if "SteerSpec" not in schemas or "FeatureSteer" not in schemas:
+        return
+    spec = schemas["SteerSpec"]["properties"]
+    spec["max_new_tokens"]["maximum"] = limits.max_new_tokens
+    spec["features"]["maxItems"] = limits.max_features
+    strength = schemas["FeatureSteer"]["properties"]["strength"]
+    strength.update(minimum=-limits.max_strength, maximum=limits.max_strength)
 
 
 def accurate_openapi(app: FastAPI) -> dict[str, Any]:
@@ -81,6 +106,7 @@ def accurate_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes, description=DESCRIPTION)
         schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR
+        _limits(schema["components"]["schemas"], app.state.steering.limits)
         _add_twins(app, schema["paths"])
         for path, ops in schema["paths"].items():
             for method, op in ops.items():

@@ -2,33 +2,34 @@
 
 - Headers on every response: a Content-Security-Policy that allows scripts from this origin only (no inline
   script, no eval); inline `style` attributes stay allowed (the shading of tokens is one CSS variable per span),
-  `<style>` elements do not. Pages may be framed by this origin only, except `?embed=1` cards.
+  `<style>` elements do not. Pages may be framed by this origin only; a feature card asked for with a real
+  `embed=1` parameter sets its own policy (`csp(frame="*")`), which the Guard leaves as it is.
+- HEAD: answered as GET with the body left out (same status and headers), on every GET route.
 - Sizes: a path + query longer than Settings.max_url_chars gets 414, a body over Settings.max_body_bytes 413
   (checked on Content-Length, and counted when the body comes chunked).
+- JSON bodies: not UTF-8, not JSON, non-finite numbers, lone surrogates get a 422 naming the place
+  (qscope.web.bodies), whatever route they were sent to.
 - Rates: the routes that run a model (POST /api/steer*, /inspect with a text, /attribute with a text or run,
-  POST /api/attribute) take a token from a per-client bucket (client IP); an empty bucket answers 429 with
+  POST /api/attribute, /search with a query and the "fires" kind) and the one that writes the app database
+  (POST /api/steer/share) take a token from a per-client bucket (client IP); an empty bucket answers 429 with
   Retry-After.
 - CORS stays off (no Access-Control-* header) unless Settings.cors_origins names origins.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import math
-import re
 import threading
 import time
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qscope.config import Settings
+from qscope.web.bodies import body_problem, is_json
 
 # renders a refusal (scope, status, message, headers) as the ASGI app that answers it: qscope.web.errors.refusal
 Refuse = Callable[[Scope, int, str, dict[str, str]], ASGIApp]
@@ -52,8 +53,15 @@ HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
 STEER_PATHS = ("/api/steer", "/api/steer/stream")
+SHARE_PATHS = ("/api/steer/share",)
 INSPECT_PATHS = ("/inspect", "/inspect.json", "/attribute", "/attribute.json", "/api/attribute")
 TEXT_PARAMS = ("text", "a", "b", "run")
+SEARCH_PATHS = ("/search", "/search.json")  # the "fires" kind (asked for, or by default: no kind) runs the model
+
+
+def csp(frame: str = "'self'") -> str:
+    """The Content-Security-Policy of a page that may be framed by `frame` (an origin, or '*')."""
+    return f"{CSP}; frame-ancestors {frame}"
 
 
 class RateLimiter:
@@ -97,6 +105,13 @@ def _runs_inspect(scope: Scope) -> bool:
     return any(v.strip() for name in TEXT_PARAMS for v in query.get(name, []))
 
 
+def _runs_fires(scope: Scope) -> bool:
+    """A search that runs the model: a query, and the "fires" kind among its kinds (all kinds when none is given)."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    kinds = query.get("kind", [])
+    return any(q.strip() for q in query.get("q", [])) and (not kinds or "fires" in kinds)
+
+
 class Guard:
     """The ASGI middleware of the module docstring; `error(scope, status, message, headers)` renders refusals."""
 
@@ -105,14 +120,20 @@ class Guard:
         self.max_body, self.max_url = settings.max_body_bytes, settings.max_url_chars
         self.steer = RateLimiter(settings.rate_steer_per_min, settings.rate_steer_burst)
         self.inspect = RateLimiter(settings.rate_inspect_per_min, settings.rate_inspect_burst)
+        self.share = RateLimiter(settings.rate_share_per_min, settings.rate_share_burst)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        send = _with_headers(scope, send)
+        send = _with_headers(send)
+        if scope["method"] == "HEAD":
+            scope, send = {**scope, "method": "GET"}, _without_body(send)
         refusal = self._refusal(scope)
         if refusal is None:
             body, refusal = await _read_body(scope, receive, self.max_body)
+            if refusal is None and body and is_json(_header(scope, b"content-type")):
+                if problem := body_problem(b"".join(m.get("body", b"") for m in body)):
+                    refusal = 422, problem, {}
             if refusal is None:
                 return await self.app(scope, _replay(body, receive), send)
         status, message, headers = refusal
@@ -129,12 +150,20 @@ class Guard:
         bucket = None
         if scope["method"] == "POST" and scope["path"] in STEER_PATHS:
             bucket, what = self.steer, "steering requests"
+        elif scope["method"] == "POST" and scope["path"] in SHARE_PATHS:
+            bucket, what = self.share, "shares"
         elif scope["path"] in INSPECT_PATHS and (scope["method"] == "POST" or _runs_inspect(scope)):
             bucket, what = self.inspect, "inspect runs"
+        elif scope["path"] in SEARCH_PATHS and _runs_fires(scope):
+            bucket, what = self.inspect, "searches that run the model"
         if bucket is not None and (wait := bucket.take(_client(scope))):
             retry = max(1, math.ceil(wait))
             return 429, f"Too many {what} from your address; try again in {retry} s.", {"Retry-After": str(retry)}
         return None
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    return dict(scope["headers"]).get(name, b"").decode("latin-1")
 
 
 def _client(scope: Scope) -> str:
@@ -166,16 +195,13 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
-def _with_headers(scope: Scope, send: Send) -> Send:
-    embed = b"embed=1" in scope.get("query_string", b"")
-    frame = b"frame-ancestors *" if embed else b"frame-ancestors 'self'"
-
+def _with_headers(send: Send) -> Send:
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = list(message.get("headers", []))
             names = {name.lower() for name, _ in headers}
             if b"content-security-policy" not in names:
-                headers.append((b"content-security-policy", CSP.encode() + b"; " + frame))
+                headers.append((b"content-security-policy", csp().encode()))
             headers += [(n, v) for n, v in HEADERS if n not in names]
             message = {**message, "headers": headers}
         await send(message)
@@ -183,8 +209,19 @@ def _with_headers(scope: Scope, send: Send) -> Send:
     return sending
 
 
+def _without_body(send: Send) -> Send:
+    """The response of a HEAD request: GET's status and headers (Content-Length included), no body."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return sending
+
+
 def install(app: FastAPI, settings: Settings, error: Refuse) -> None:
-    """Add the Guard (outermost), CORS when origins are configured, and the docs page under its own CSP."""
+    """Add the Guard (outermost) and CORS when origins are configured."""
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -194,22 +231,3 @@ def install(app: FastAPI, settings: Settings, error: Refuse) -> None:
             max_age=600,
         )
     app.add_middleware(Guard, settings=settings, error=error)
-    app.include_router(docs_router)
-
-
-docs_router = APIRouter(include_in_schema=False)
-
-
-@docs_router.get("/-/docs")
-def docs(request: Request) -> HTMLResponse:
-    """Swagger UI (from its CDN) with a CSP that allows exactly its CDN and its one inline script, by hash."""
-    page = get_swagger_ui_html(openapi_url=request.app.openapi_url, title="qscope API")
-    scripts = re.findall(rb"<script>(.*?)</script>", page.body, flags=re.S)
-    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s).digest()).decode()}'" for s in scripts)
-    cdn = "https://cdn.jsdelivr.net"
-    csp = (
-        f"default-src 'self'; script-src {cdn} {hashes}; style-src {cdn}; img-src 'self' data: "
-        "https://fastapi.tiangolo.com; connect-src 'self'; object-src 'none'; base-uri 'none'"
-    )
-    page.headers["Content-Security-Policy"] = csp
-    return page

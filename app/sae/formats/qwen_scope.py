@@ -6,13 +6,14 @@ is given. Encoding is top-k of `x @ W_enc.T + b_enc`, then ReLU; the site is the
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from qscope.model import resid_site
+from qscope.model import first_line, refused_pickle, resid_site
 from qscope.sae.formats.common import (
     SaeFormatError,
     SaeSpec,
@@ -44,8 +45,10 @@ def read(path: Path, cfg_path: Path | None, k: int | None) -> SaeSpec:
     """`layer{n}.sae.pt`: W_enc [d_sae, d_in], b_enc, W_dec [d_in, d_sae], b_dec; top-k, then ReLU."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise SaeFormatError(f"SAE file {path} is {refused_pickle(err)}") from None
     except Exception as err:  # a non-torch file fails anywhere from UnpicklingError to RuntimeError
-        raise SaeFormatError(f"SAE file {path} is not a torch file of Qwen-Scope weights: {err}") from err
+        raise SaeFormatError(f"SAE file {path} is not a torch file of Qwen-Scope weights: {first_line(err)}") from err
     if not isinstance(state, dict):
         raise SaeFormatError(f"SAE file {path} holds a {type(state).__name__}, expected a dict of tensors")
     require_keys(path, state, list(DIMS), "a Qwen-Scope SAE")

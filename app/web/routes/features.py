@@ -1,22 +1,36 @@
-"""`/{model_id}/{sae_id}/{feature}`: a feature's dashboard (and `?embed=1`, a bare card for other pages)."""
+"""`/{model_id}/{sae_id}/{feature}`: a feature's dashboard (and `?embed=1`, a bare card that other sites may frame).
+
+A feature has one URL: its index in ASCII digits without leading zeros. Leading zeros redirect there; any other
+spelling Python's int() would take (`+5`, ` 5`, `1_0`, other scripts' digits) is not a page (404).
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import RedirectResponse
+from pydantic import WithJsonSchema
 
 from qscope.store.queries import FeatureDetail
 from qscope.store.schema import SaeInfo
 from qscope.tokens import visible
 from qscope.web import urls
-from qscope.web.catalog import Catalog, NotFound
+from qscope.web.catalog import Catalog, NotFound, Served
 from qscope.web.deps import CatalogDep
-from qscope.web.errors import Unprocessable
 from qscope.web.render import render
-from qscope.web.twins import TwinRoute
+from qscope.web.security import csp
+from qscope.web.twins import TwinRoute, wants_json
 
 router = APIRouter(route_class=TwinRoute)
+DIGITS = re.compile(r"[0-9]+")
+FeatureSegment = Annotated[
+    str,
+    Path(description="Feature index (0 to the SAE's width - 1), in digits."),
+    WithJsonSchema({"type": "integer", "minimum": 0}),
+]
 
 
 @dataclass
@@ -29,12 +43,13 @@ class FeaturePage:
     summary: str  # one line for link previews: label, density, top tokens
 
 
-def _parse_feature(segment: str) -> int:
-    text = segment
-    try:
-        return int(text)
-    except ValueError:
-        raise Unprocessable(f"Bad parameter: feature must be a whole number (a feature index), got {text!r}.") from None
+def _parse_feature(segment: str, model_id: str, sae: SaeInfo) -> int:
+    if not DIGITS.fullmatch(segment):
+        raise NotFound(
+            f"No feature {segment!r} in {sae.sae_id}: its features are 0 to {sae.d_sae - 1}, written in digits 0-9.",
+            [("all features", urls.sae(model_id, sae.sae_id))],
+        )
+    return int(segment)
 
 
 def _neighbor_url(catalog: Catalog, model_id: str, sae_id: str, feature: int) -> str:
@@ -42,12 +57,20 @@ def _neighbor_url(catalog: Catalog, model_id: str, sae_id: str, feature: int) ->
     return urls.feature(served.sae.model_id if served else model_id, sae_id, feature)
 
 
-@router.get("/{model_id}/{sae_id}/{feature_seg}")
+@router.get("/{model_id}/{sae_id}/{feature}")
 def feature_page(
-    request: Request, model_id: str, sae_id: str, feature_seg: str, catalog: CatalogDep, embed: bool = False
+    request: Request, model_id: str, sae_id: str, feature: FeatureSegment, catalog: CatalogDep, embed: bool = False
 ):
-    feature = _parse_feature(feature_seg)
     served = catalog.sae(model_id, sae_id)
+    index = _parse_feature(feature, model_id, served.sae)
+    if feature != str(index):  # leading zeros: the one URL of this feature
+        query = f"?{request.url.query}" if request.url.query else ""
+        return RedirectResponse(urls.feature(model_id, sae_id, index, json=wants_json(request)) + query, 301)
+    return _feature_page(request, model_id, served, index, catalog, embed)
+
+
+def _feature_page(request: Request, model_id: str, served: Served, feature: int, catalog: Catalog, embed: bool):
+    sae_id = served.sae.sae_id
     catalog.check_feature(served, feature)
     with served.store.reader() as r:
         detail = r.feature(sae_id, feature)
@@ -73,4 +96,7 @@ def feature_page(
     neighbor_urls = [_neighbor_url(catalog, model_id, n.sae_id, n.feature) for n in detail.neighbors]
     data = FeaturePage(model_id, served.sae, detail, links, neighbor_urls, summary)
     template = "feature_embed.html" if embed else "feature.html"
-    return render(request, template, {"p": data}, data=data, partial=None if embed else "_dashboard.html")
+    response = render(request, template, {"p": data}, data=data, partial=None if embed else "_dashboard.html")
+    if embed and not wants_json(request):
+        response.headers["Content-Security-Policy"] = csp(frame="*")  # the card is made to be framed anywhere
+    return response

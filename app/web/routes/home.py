@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import APIRouter, Request
 
+from qscope.store.paths import shown_path
 from qscope.store.schema import SaeInfo
 from qscope.web import urls
-from qscope.web.deps import CatalogDep
+from qscope.web.deps import CatalogDep, SettingsDep
 from qscope.web.render import render
 from qscope.web.twins import TwinRoute
 
@@ -37,7 +39,10 @@ class Home:
 
 
 @router.get("/")
-def home_page(request: Request, catalog: CatalogDep):
+def home_page(request: Request, catalog: CatalogDep, settings: SettingsDep):
+    def shown(path: str | None, store: Path) -> str | None:
+        return path if settings.show_paths else shown_path(path, store)
+
     models = [
         ModelSummary(
             m.model_id,
@@ -54,9 +59,9 @@ def home_page(request: Request, catalog: CatalogDep):
             "file": st.path.name,
             "bytes": st.path.stat().st_size,
             "tokens": st.meta.get("tokens"),
-            "corpus": st.meta.get("corpus"),
+            "corpus": shown(st.meta.get("corpus"), st.path),
             "created_at": st.meta.get("created_at"),
-            "model": st.model_source,
+            "model": shown(st.model_source, st.path),
         }
         for st in catalog.stores
     ]

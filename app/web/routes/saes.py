@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from qscope.store.queries import DensityHistogram, FeatureList, SortKey
 from qscope.store.schema import SaeInfo
@@ -15,7 +16,7 @@ from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep
 from qscope.web.errors import Unprocessable
 from qscope.web.render import render
-from qscope.web.twins import TwinRoute
+from qscope.web.twins import TwinRoute, wants_json
 
 router = APIRouter(route_class=TwinRoute)
 
@@ -32,27 +33,27 @@ class SaePage:
     urls: dict  # prev, next, json, random
 
 
-def _density(name: str, text: str) -> float | None:
-    """A density bound from the query ('' means none: plain HTML forms send empty fields)."""
-    if not text.strip():
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise Unprocessable(f"Bad parameter: {name} must be a number between 0 and 1, got {text!r}.") from None
-    if not 0 <= value <= 1:
-        raise Unprocessable(f"Bad parameter: {name} is a density, a fraction between 0 and 1; got {value:g}.")
-    return value
+def _blank(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+# A density bound: a fraction between 0 and 1, or '' for none (plain HTML forms send empty fields)
+Density = Annotated[
+    Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None,
+    BeforeValidator(_blank),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"type": "string", "maxLength": 0}]}),
+]
 
 
 @router.get("/-/random/{model_id}/{sae_id}")
-def random_feature(model_id: str, sae_id: str, catalog: CatalogDep):
+def random_feature(request: Request, model_id: str, sae_id: str, catalog: CatalogDep):
     served = catalog.sae(model_id, sae_id)
     with served.store.reader() as r:
         feature = r.random_feature(sae_id)
     if feature is None:
         raise NotFound(f"{sae_id} has no feature that fired.", [(sae_id, urls.sae(model_id, sae_id))])
-    return RedirectResponse(urls.feature(model_id, sae_id, feature), status_code=302)
+    # asked for as its .json twin: to the feature's .json twin, so the answer is JSON as the schema says
+    return RedirectResponse(urls.feature(model_id, sae_id, feature, json=wants_json(request)), status_code=302)
 
 
 @router.get("/{model_id}/{sae_id}")
@@ -64,13 +65,13 @@ def sae_page(
     sort: SortKey = "index",
     order: Literal["asc", "desc", ""] = "",
     q: Annotated[str, Query(max_length=200)] = "",
-    dmin: Annotated[str, Query(max_length=40)] = "",
-    dmax: Annotated[str, Query(max_length=40)] = "",
+    dmin: Annotated[Density, Query(description="Lowest density shown (a fraction)")] = None,
+    dmax: Annotated[Density, Query(description="Highest density shown (a fraction)")] = None,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=500)] = 50,
 ):
     served = catalog.sae(model_id, sae_id)
-    low, high = _density("dmin", dmin), _density("dmax", dmax)
+    low, high = dmin, dmax
     if low is not None and high is not None and low > high:
         raise Unprocessable(f"Bad parameter: dmin ({low}) is above dmax ({high}); the density range is empty.")
     order_given, order = order, order or ("asc" if sort == "index" else "desc")

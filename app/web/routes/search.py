@@ -1,12 +1,19 @@
-"""`/search?q=`: concept search (semantic, text match, features that fire on the query), merged."""
+"""`/search?q=`: concept search (semantic, text match, features that fire on the query), merged.
+
+A search can take long (it may run the model, or wait its turn for the embedder while an index is built). It is
+answered on threads of its own, at most Settings.search_threads at once: searches waiting their turn wait in the
+event loop, so the worker threads that serve every other page are never all taken by searches.
+"""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, Query, Request
 
-from qscope.search.searcher import KINDS, Kind, SearchResults
+from qscope.search.searcher import KINDS, Kind, Searcher, SearchResults
 from qscope.web.deps import LimitsDep, SearcherDep
 from qscope.web.errors import Unprocessable
 from qscope.web.render import render
@@ -15,8 +22,16 @@ from qscope.web.twins import TwinRoute
 router = APIRouter(route_class=TwinRoute)
 
 
+def _limiter(request: Request) -> CapacityLimiter:
+    """The app's search threads (made on first use: a limiter belongs to the running event loop)."""
+    state = request.app.state
+    if getattr(state, "search_limiter", None) is None:
+        state.search_limiter = CapacityLimiter(state.settings.search_threads)
+    return state.search_limiter
+
+
 @router.get("/search")
-def search_page(
+async def search_page(
     request: Request,
     searcher: SearcherDep,
     limits: LimitsDep,
@@ -28,6 +43,11 @@ def search_page(
     if len(q) > limits.max_chars:
         raise Unprocessable(f"Bad parameter: q has {len(q):,} characters; at most {limits.max_chars:,} are searched.")
     kinds = list(dict.fromkeys(kind)) if kind else list(KINDS)
+    answer = partial(_answer, request, searcher, q, kinds, limit)
+    return await to_thread.run_sync(answer, limiter=_limiter(request))
+
+
+def _answer(request: Request, searcher: Searcher, q: str, kinds: list[Kind], limit: int):
     results = searcher.search(q, kinds, limit=limit) if q else SearchResults(q, kinds, [], [])
     context = {"r": results, "all_kinds": KINDS}
     return render(request, "search.html", context, data=results, partial="_search_results.html")

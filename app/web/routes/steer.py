@@ -3,7 +3,8 @@
 `POST /api/steer` answers with both completions once done; `POST /api/steer/stream` streams them as
 server-sent events (`token`, then `done` or `error`), which the page reads. A finished run can be shared
 (`POST /api/steer/share`): it is kept in memory for a while under its `run` token, and sharing writes it to
-the app database. API errors are JSON: 422 (bad spec, over a limit), 404, 503 (queue full: Retry-After).
+the app database (once: the same run shared again gives the same link). API errors are JSON: 422 (bad spec,
+over a limit), 404, 503 (queue full, or queued too long: Retry-After).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from qscope.steer.edits import resolve_edits
+from qscope.steer.runs import DamagedRun
 from qscope.steer.service import Steering
 from qscope.steer.spec import SavedRun, ShareRequest, SteerResult, SteerSpec
-from qscope.steer.worker import SteerJob, make_job
+from qscope.steer.worker import SteerJob, WaitedTooLong, make_job
 from qscope.web import urls
 from qscope.web.catalog import Catalog, NotFound
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
@@ -80,6 +82,10 @@ async def steer_api(spec: SteerSpec, request: Request, catalog: CatalogDep, live
                 continue
             if kind == "done":
                 return steering.remember(spec, data)
+            if kind == "error" and isinstance(data, WaitedTooLong):
+                response = error_response(request, 503, data)
+                response.headers["Retry-After"] = str(steering.worker.retry_after_s)
+                return response
             if kind == "error":
                 return error_response(request, 500, data)
     finally:
@@ -163,7 +169,10 @@ def steer_page(
 
 @router.get("/steer/{run_id}")
 def saved_run_page(request: Request, run_id: str, catalog: CatalogDep, steering: SteeringDep):
-    found = steering.runs.get(run_id)
+    try:
+        found = steering.runs.get(run_id)
+    except DamagedRun as e:
+        raise NotFound(f"Saved run {run_id!r} cannot be shown: it holds a value this server refuses ({e}).") from e
     if found is None:
         raise NotFound(f"No saved steering run {run_id!r}.", [("steer", "/steer")], what="pages")
     spec, result = found
