@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     app_db_url: str = Field(
         "sqlite:///data/qscope-app.db", description="SQLAlchemy URL of the app database (shared steering runs)."
     )
+    # explanations (`qscope explain`): the key of the explainer's endpoint (else OPENAI_API_KEY is used)
+    explain_api_key: str | None = Field(None, description="API key sent to `qscope explain --endpoint` (a bearer).")
     # hardening of the server (app/web/security.py): sizes, per-client rates, cross-origin access
     live_wait_s: float = Field(30.0, description="An /inspect run waits this long for the model, then 503.")
     max_body_bytes: int = Field(64_000, description="Largest request body; past it: 413.")
@@ -51,6 +53,10 @@ class Settings(BaseSettings):
     rate_steer_burst: int = Field(6, description="Steering requests a client may make at once before the rate.")
     rate_inspect_per_min: float = Field(60.0, description="/inspect model runs per client IP per minute; 0: none.")
     rate_inspect_burst: int = Field(10, description="/inspect model runs a client may make at once.")
+    rate_openai_per_min: float = Field(
+        600.0, description="OpenAI-compatible completions (POST /v1/*) per client IP per minute; 0: no limit."
+    )
+    rate_openai_burst: int = Field(64, description="/v1 completions a client may make at once (an explainer's batch).")
     cors_origins: list[str] = Field(
         [], description="Origins allowed to call the API from a browser (JSON list); empty: CORS off."
     )

@@ -5,6 +5,8 @@ bad request fails before it queues). Jobs wait in a bounded queue; a full queue 
 When the worker is free it takes the first job and every job queued behind it for the same model (up to
 max_batch_rows rows) and runs them as one batched generation. Tokens and the final result go back through
 each job's `emit` callback, from the worker thread; setting `job.cancel` stops the job's rows at the next step.
+A job is a default + steered pair (`make_job`, /api/steer) or, of kind "rows", only the rows a request needs
+(qscope.steer.rows, the OpenAI-compatible /v1 endpoints).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from qscope.steer.edits import Edit
 from qscope.steer.engine import Row, RowOut, generate
@@ -25,8 +27,9 @@ from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[str, Any], None]  # ("token", dict) per token, then ("done", SteerResult) or ("error", str)
+Emit = Callable[[str, Any], None]  # ("token", dict) per token, then ("done", result) or ("error", str)
 ROW_NAMES = ("default", "steered")
+JobKind = Literal["pair", "rows"]  # pair: [default, steered] -> SteerResult; rows: any rows -> list[Completion]
 
 
 class QueueFull(RuntimeError):
@@ -47,6 +50,13 @@ class SteerJob:
     emit: Emit
     lock: threading.Lock | None = None  # held around each forward (shared with the app's other model users)
     cancel: threading.Event = field(default_factory=threading.Event)  # shared by the rows
+    kind: JobKind = "pair"  # "rows": only the rows asked for (qscope.steer.rows), named 0..n-1
+
+    def row_names(self) -> tuple:
+        return ROW_NAMES[: len(self.rows)] if self.kind == "pair" else tuple(range(len(self.rows)))
+
+    def result(self, done: list[Completion]) -> SteerResult | list[Completion]:
+        return SteerResult(default=done[0], steered=done[1]) if self.kind == "pair" else done
 
     def emit_safely(self, kind: str, data: Any) -> None:
         try:
@@ -164,7 +174,7 @@ class SteerWorker:
         if not live:
             return
         rows = [row for j in live for row in j.rows]
-        owner = [(j, name, _Stream(j.tokenizer)) for j in live for name in ROW_NAMES[: len(j.rows)]]
+        owner = [(j, name, _Stream(j.tokenizer)) for j in live for name in j.row_names()]
 
         streamed: set[int] = set()  # ids of the jobs that have sent a token
 
@@ -194,4 +204,4 @@ class SteerWorker:
         for j in live:
             done = [completion(j.tokenizer, o) for o in outs[i : i + len(j.rows)]]
             i += len(j.rows)
-            j.emit_safely("done", SteerResult(default=done[0], steered=done[1]))
+            j.emit_safely("done", j.result(done))

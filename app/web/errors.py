@@ -12,6 +12,7 @@ from qscope.live.runner import LiveUnavailable, TextTooLong
 from qscope.store.queries import QueryTimeout
 from qscope.web import urls
 from qscope.web.catalog import NotFound
+from qscope.web.openai_schema import openai_error
 from qscope.web.render import templates, wants_json
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
@@ -28,9 +29,11 @@ def error_response(
     request: Request, status: int, message: str, exists: Sequence[tuple[str, str]] = (), what: str = ""
 ) -> Response:
     title = TITLES.get(status, "Error")
-    if wants_json(request) or request.url.path.startswith("/api/"):
+    if request.url.path.startswith("/v1/"):  # the OpenAI-compatible API: errors its clients can parse
+        response: Response = openai_error(status, message)
+    elif wants_json(request) or request.url.path.startswith("/api/"):
         body = {"status": status, "error": message, "exists": [{"name": n, "url": u} for n, u in exists]}
-        response: Response = JSONResponse(body, status_code=status)
+        response = JSONResponse(body, status_code=status)
     else:
         context = {"status": status, "title": title, "message": message, "exists": list(exists), "what": what}
         response = templates.TemplateResponse(request, "error.html", context, status_code=status)

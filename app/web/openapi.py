@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from qscope.web.security import INSPECT_PATHS, STEER_PATHS
+from qscope.web.security import INSPECT_PATHS, OPENAI_PATHS, STEER_PATHS
 
 ERROR = {
     "type": "object",
@@ -30,7 +30,16 @@ ERROR = {
 DESCRIPTION = "SAE features of Qwen models: HTML pages with `.json` twins, and the steering API."
 HTML = {"text/html": {"schema": {"type": "string"}}}
 ERROR_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+OPENAI_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["message", "type"], "properties": {
+        "message": {"type": "string"}, "type": {"type": "string"}, "param": {"type": ["string", "null"]},
+        "code": {"type": ["string", "null"]}}}},
+    "description": "OpenAI's error body (the /v1 routes).",
+}  # fmt: skip
 REASONS = {
+    400: "Bad or over-limit field (OpenAI's invalid_request_error; `param` names the field)",
     404: "Not found (the body lists what exists)",
     413: "Request body too large",
     414: "URL too long",
@@ -58,9 +67,12 @@ def _document(path: str, method: str, op: dict[str, Any]) -> None:
     errors = {404, 414, 422, 503}
     if method == "post":
         errors.add(413)
-    if path in STEER_PATHS or path in INSPECT_PATHS:
+    if path in STEER_PATHS or path in INSPECT_PATHS or path in OPENAI_PATHS:
         errors.add(429)
     content = {"json": ERROR_JSON, "html": HTML, "both": {**HTML, **ERROR_JSON}}[kind]
+    if path.startswith("/v1/"):  # OpenAI's statuses and error body
+        errors = (errors - {422}) | {400}
+        content = {"application/json": {"schema": {"$ref": "#/components/schemas/OpenAIError"}}}
     for status in sorted(errors):
         responses[str(status)] = {"description": REASONS[status], "content": content}
 
@@ -70,6 +82,7 @@ def accurate_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes, description=DESCRIPTION)
         schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR
+        schema["components"]["schemas"]["OpenAIError"] = OPENAI_ERROR
         for path, ops in schema["paths"].items():
             for method, op in ops.items():
                 _document(path, method, op)

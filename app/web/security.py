@@ -5,8 +5,8 @@
   `<style>` elements do not. Pages may be framed by this origin only, except `?embed=1` cards.
 - Sizes: a path + query longer than Settings.max_url_chars gets 414, a body over Settings.max_body_bytes 413
   (checked on Content-Length, and counted when the body comes chunked).
-- Rates: the routes that run a model (POST /api/steer*, /inspect with a text) take a token from a per-client
-  bucket (client IP); an empty bucket answers 429 with Retry-After.
+- Rates: the routes that run a model (POST /api/steer*, POST /v1/*completions, /inspect with a text) take a token
+  from a per-client bucket (client IP); an empty bucket answers 429 with Retry-After.
 - CORS stays off (no Access-Control-* header) unless Settings.cors_origins names origins.
 """
 
@@ -38,6 +38,7 @@ HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
 STEER_PATHS = ("/api/steer", "/api/steer/stream")
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions")
 INSPECT_PATHS = ("/inspect", "/inspect.json")
 TEXT_PARAMS = ("text", "a", "b")
 
@@ -90,6 +91,7 @@ class Guard:
         self.max_body, self.max_url = settings.max_body_bytes, settings.max_url_chars
         self.steer = RateLimiter(settings.rate_steer_per_min, settings.rate_steer_burst)
         self.inspect = RateLimiter(settings.rate_inspect_per_min, settings.rate_inspect_burst)
+        self.openai = RateLimiter(settings.rate_openai_per_min, settings.rate_openai_burst)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,6 +116,8 @@ class Guard:
         bucket = None
         if scope["method"] == "POST" and scope["path"] in STEER_PATHS:
             bucket, what = self.steer, "steering requests"
+        elif scope["method"] == "POST" and scope["path"] in OPENAI_PATHS:
+            bucket, what = self.openai, "completion requests"
         elif scope["path"] in INSPECT_PATHS and _runs_inspect(scope):
             bucket, what = self.inspect, "inspect runs"
         if bucket is not None and (wait := bucket.take(_client(scope))):
