@@ -328,6 +328,68 @@ def health_cmd(
         raise typer.Exit(1)
 
 
+@cli.command("explain")
+def explain_cmd(
+    db: Annotated[Path, typer.Option("--db", help="Feature store (.duckdb) whose features to explain.")],
+    sae: Annotated[list[str] | None, typer.Option("--sae", help="SAE id; repeatable (default: every SAE).")] = None,
+    features: Annotated[str | None, typer.Option(help="Feature indices in each chosen SAE, e.g. 1,2,5-9.")] = None,
+    top: Annotated[int | None, typer.Option(help="The N densest live features of each chosen SAE.")] = None,
+    list_id: Annotated[str | None, typer.Option("--list", help="The features of a list made on /lists.")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL: http://HOST:PORT/v1.")] = None,
+    explainer_model: Annotated[str | None, typer.Option(help="Model name at --endpoint (see its /v1/models).")] = None,
+    scorer_model: Annotated[str | None, typer.Option(help="Model that scores (default: the explainer).")] = None,
+    hf: Annotated[str | None, typer.Option(help="A Hugging Face model (hub id or folder) to run here.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=512, help="Features in flight at once.")] = 16,
+    score: Annotated[bool, typer.Option("--score/--no-score", help="Detection and fuzzing scores.")] = True,
+    redo: Annotated[bool, typer.Option("--redo", help="Explain again features that have an explanation.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Explanations file (default: beside --db).")] = None,
+    pool: Annotated[int, typer.Option(min=8, help="Contexts run to find where features are silent.")] = 256,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for one answer.")] = 120.0,
+    retries: Annotated[int, typer.Option(min=0, help="Retries of a failed request (with backoff).")] = 4,
+    device: Annotated[str | None, typer.Option(help="torch device for --hf and the negatives.")] = None,
+) -> None:
+    """Explain features in one line each with a language model, and score the explanations (detection, fuzzing);
+    written beside the store as each is done. Run the same command again to resume."""
+    from qscope.explain.command import Choice, Explainer, ExplainUsage, run_explain
+    from qscope.explain.runner import ExplainOptions
+    from qscope.store.queries import StoreError
+
+    settings = get_settings()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    keys = _list_keys(list_id, settings.app_db_url) if list_id else None
+    choice = Choice(sae or [], features, top, keys)
+    ex = Explainer(endpoint, explainer_model, hf, scorer_model, settings.explain_api_key, timeout, retries,
+                   device or settings.device)  # fmt: skip
+    opts = ExplainOptions(concurrency=concurrency, score=score, redo=redo, seed=settings.seed)
+    try:
+        summary = run_explain(db, out, choice, ex, opts, pool, console)
+    except (ExplainUsage, StoreError) as err:
+        say(f"error: {err}", "red")
+        raise typer.Exit(2) from err
+    except KeyboardInterrupt as err:
+        say("interrupted: what was finished is written; run the same command again to carry on", "yellow")
+        raise typer.Exit(130) from err
+    say(f"explained {summary.explained}, scored {summary.scored}, failed {len(summary.failed)}, skipped "
+        f"{summary.skipped} (done before) in {summary.seconds:.1f} s")  # fmt: skip
+    if summary.stopped:
+        say(f"stopped early: {summary.stopped}; run the same command again to carry on", "red")
+        raise typer.Exit(3)
+    if summary.failed:
+        say(f"{len(summary.failed)} features failed (each said why above); run the same command again to retry them",
+            "yellow")  # fmt: skip
+        raise typer.Exit(1)
+
+
+def _list_keys(list_id: str, app_db_url: str) -> list[tuple[str, int]]:
+    from qscope.explain.notes import NoteStore
+
+    found = NoteStore(app_db_url).get_list(list_id)
+    if found is None:
+        say(f"error: no list {list_id!r} in the app database {app_db_url}", "red")
+        raise typer.Exit(2)
+    return [(i.sae_id, i.feature) for i in found.items]
+
+
 bench_cli = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints its figures, a JSON line last.")
 cli.add_typer(bench_cli, name="bench")
 _BENCH_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}

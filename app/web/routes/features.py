@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
+from qscope.explain.service import FeatureWords
 from qscope.store.queries import FeatureDetail, SaeInfo
 from qscope.web import urls
 from qscope.web.catalog import Catalog, NotFound
@@ -23,6 +24,7 @@ class FeaturePage:
     urls: dict  # self, json, embed, sae, steer, random, prev, next
     neighbor_urls: list[str]  # one per detail.neighbors
     summary: str  # one line for link previews: label, density, top tokens
+    words: FeatureWords | None = None  # its automatic explanation and scores, people's notes and lists
 
 
 def _parse_feature(segment: str) -> int:
@@ -61,6 +63,7 @@ def feature_page(request: Request, model_id: str, sae_id: str, feature_seg: str,
     tops = " ".join(visible(t) for t in row.top_tokens[:5])
     summary = f"{row.label} · density {row.density:.3%} · max {row.max_act:.3g} · top tokens: {tops}"
     neighbor_urls = [_neighbor_url(catalog, model_id, n.sae_id, n.feature) for n in detail.neighbors]
-    data = FeaturePage(model_id, served.sae, detail, links, neighbor_urls, summary)
+    words = request.app.state.explained.words(served.store, model_id, sae_id, feature)
+    data = FeaturePage(model_id, served.sae, detail, links, neighbor_urls, summary, words)
     template = "feature_embed.html" if embed else "feature.html"
     return render(request, template, {"p": data}, data=data, partial=None if embed else "_dashboard.html")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse
+from qscope.explain.service import ExplanationLine
 from qscope.store.queries import DensityHistogram, FeatureList, SaeInfo
 from qscope.web import urls
 from qscope.web.catalog import NotFound
@@ -27,6 +28,7 @@ class SaePage:
     page: int
     pages: int
     urls: dict  # prev, next, json, random
+    explanations: dict[int, ExplanationLine] = field(default_factory=dict)  # feature -> its explanation, if any
 
 
 def _density(name: str, text: str) -> float | None:
@@ -91,5 +93,6 @@ def sae_page(
     links = {"prev": at(page - 1) if page > 1 else None, "next": at(page + 1) if page < pages else None,
              "json": at(page, json=True), "self": at(page),
              "random": urls.random_feature(model_id, sae_id)}  # fmt: skip
-    data = SaePage(model_id, served.sae, found, density, params, page, pages, links)
+    lines = request.app.state.explained.lines(served.store, model_id, sae_id, [r.feature for r in found.rows])
+    data = SaePage(model_id, served.sae, found, density, params, page, pages, links, lines)
     return render(request, "sae.html", {"p": data}, data=data, partial="_feature_table.html")

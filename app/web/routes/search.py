@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
+from qscope.explain.notes import Note, UserList
 from qscope.search.searcher import KINDS, SearchResults
 from qscope.web.deps import LimitsDep, SearcherDep
 from qscope.web.errors import Unprocessable
-from qscope.web.render import render
+from qscope.web.render import jsonable, render
 
 router = APIRouter()
 
-Kind = Literal["semantic", "text", "fires"]
+Kind = Literal["explanation", "semantic", "text", "fires"]
 
 
 @router.get("/search")
@@ -30,5 +32,25 @@ def search_page(
         raise Unprocessable(f"Bad parameter: q has {len(q):,} characters; at most {limits.max_chars:,} are searched.")
     kinds = list(dict.fromkeys(kind)) if kind else list(KINDS)
     results = searcher.search(q, kinds, limit=limit) if q else SearchResults(q, kinds, [], [])
-    context = {"r": results, "all_kinds": KINDS}
-    return render(request, "search.html", context, data=results, partial="_search_results.html")
+    words = people_words(request, results, q)
+    context = {"r": results, "all_kinds": KINDS, "words": words}
+    data = {**jsonable(results), "user_notes": jsonable(words.notes), "user_lists": jsonable(words.lists)}
+    return render(request, "search.html", context, data=data, partial="_search_results.html")
+
+
+@dataclass
+class PeopleWords:
+    notes: list[Note]
+    lists: list[UserList]
+
+
+def people_words(request: Request, results: SearchResults, q: str) -> PeopleWords:
+    """Fill each hit's explanation line, and find the notes and lists whose words match the query."""
+    catalog, explained = request.app.state.catalog, request.app.state.explained
+    for h in results.hits:
+        store = catalog.sae(h.model_id, h.row.sae_id).store
+        line = explained.lines(store, h.model_id, h.row.sae_id, [h.row.feature]).get(h.row.feature)
+        h.explanation = line.text if line else None
+    notes = explained.notes_if_any()
+    found = notes.search(q) if notes is not None and q else ([], [])
+    return PeopleWords(*found)
