@@ -380,6 +380,41 @@ def explain_cmd(
         raise typer.Exit(1)
 
 
+@cli.command("explain-export")
+def explain_export_cmd(
+    db: Annotated[Path, typer.Option("--db", help="Feature store whose explanations to export.")],
+    out: Annotated[Path, typer.Option(help="File to write: .jsonl, .parquet or .csv.")],
+    notes: Annotated[bool, typer.Option("--notes/--no-notes", help="Include people's notes (app database).")] = True,
+) -> None:
+    """Export a store's explanations, scores and people's notes in bulk, one row per explained feature."""
+    from qscope.explain.export import SUFFIXES, export_rows, write_export
+    from qscope.explain.notes import NoteStore
+    from qscope.explain.store import ExplanationReader, explanations_path
+    from qscope.store.queries import Store, StoreError
+
+    if out.suffix not in SUFFIXES:
+        say(f"error: --out must end in {', '.join(SUFFIXES)}; got {out.name}", "red")
+        raise typer.Exit(2)
+    try:
+        store = Store(db, timeout_s=300)
+    except StoreError as err:
+        say(f"error: {err}", "red")
+        raise typer.Exit(2) from err
+    url = get_settings().app_db_url
+    app_db = NoteStore(url) if notes and _db_exists(url) else None
+    rows = export_rows(store, ExplanationReader(explanations_path(db)), app_db)
+    write_export(rows, out)
+    store.close()
+    say(f"wrote {len(rows)} explained features to {out}")
+
+
+def _db_exists(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return parsed.get_backend_name() != "sqlite" or Path(parsed.database or "").is_file()
+
+
 def _list_keys(list_id: str, app_db_url: str) -> list[tuple[str, int]]:
     from qscope.explain.notes import NoteStore
 
@@ -425,6 +460,12 @@ def bench_steer_cmd(ctx: typer.Context) -> None:
 def bench_load_cmd(ctx: typer.Context) -> None:
     """Browsing and steering mixed at several times the steering capacity (`qscope bench load --help`)."""
     _run_bench("load", list(ctx.args))
+
+
+@bench_cli.command("explain", context_settings=_BENCH_ARGS)
+def bench_explain_cmd(ctx: typer.Context) -> None:
+    """Features explained per minute via qscope serve's /v1, many in flight vs one (`qscope bench explain --help`)."""
+    _run_bench("explain", list(ctx.args))
 
 
 def main() -> None:
