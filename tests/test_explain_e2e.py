@@ -25,6 +25,7 @@ SERVER_ENV = {
     "QSCOPE_STEER_MAX_NEW_TOKENS": "64",
     "QSCOPE_STEER_QUEUE_SIZE": "64",
     "QSCOPE_STEER_TIMEOUT_S": "120",
+    "OMP_NUM_THREADS": "1",  # a small model on a shared CPU: one thread, not two that spin-wait
 }
 
 
@@ -67,7 +68,7 @@ def rows(path) -> list[tuple]:
 
 def test_explain_through_qscope_serve_killed_resumed_and_shown(server, store):
     model = json.loads(get(server + "/v1/models"))["data"][0]["id"]
-    env = os.environ | {"QSCOPE_DEVICE": "cpu"}
+    env = os.environ | {"QSCOPE_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
     args = explain_cmd(
         store,
         "--top",
@@ -121,7 +122,8 @@ def test_in_process_explainer(store, tiny_demo, tmp_path):
     args = explain_cmd(
         store, "--features", "1,2", "--hf", str(tiny_demo / "model"), "--no-score", "--out", str(out), "--device", "cpu"
     )
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     assert "explained 2, scored 0, failed 0" in done.stderr
     assert [r[0] for r in rows(out)] == [1, 2] and all(r[1] for r in rows(out))

@@ -3,10 +3,13 @@ feature, lists of features; created by form and by JSON, shown (escaped) beside 
 searchable, and reopened by their permalinks and .json twins."""
 
 import re
+import shutil
 
 import pytest
 from fastapi.testclient import TestClient
 from qscope.config import Settings
+from qscope.explain.scoring import Score
+from qscope.explain.store import ExplanationWriter, explanations_path
 from qscope.web import create_app
 
 SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
@@ -16,9 +19,11 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 @pytest.fixture(scope="module")
 def client(tiny_db, tmp_path_factory):
+    """The app on a copy of the tiny store (an explanations file goes beside it) with its own app database."""
     tmp = tmp_path_factory.mktemp("notes")
+    shutil.copy(tiny_db, tmp / "tiny.duckdb")
     settings = Settings(device="cpu", cache_dir=tmp / "cache", app_db_url=f"sqlite:///{tmp}/app.db")
-    with TestClient(create_app([tiny_db], settings, warm_search=False), follow_redirects=False) as c:
+    with TestClient(create_app([tmp / "tiny.duckdb"], settings, warm_search=False), follow_redirects=False) as c:
         yield c
 
 
@@ -129,3 +134,22 @@ def test_people_words_are_searched_and_ranked_first(client, model_id):
     assert [x["name"] for x in lists] == ["Brackets <i>"]  # a list's description is searched too
     html = client.get("/search", params={"q": "quotation"}).text
     assert 'class="badge explanation"' in html and "quotation marks around strings" in html
+
+
+def test_automatic_explanations_with_markup_are_shown_as_text(client, model_id):
+    """An explainer's answer is text whatever it holds: escaped on the feature page, the SAE list and search."""
+    store = client.app.state.catalog.stores[0]
+    w = ExplanationWriter(explanations_path(store.path))
+    w.put_explanation(SAE, 20, '<img src=x onerror="alert(1)"> tags in HTML', "mini <explainer>")
+    w.put_scores(SAE, 20, Score(0.85, 20, 0), Score(0.6, 10, 3), "mini")
+    w.close()
+    page = client.get(f"/{model_id}/{SAE}/20").text
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt; tags in HTML" in page and "<img src=x" not in page
+    assert "mini &lt;explainer&gt;" in page and "detection 0.85" in page and "fuzzing 0.60" in page
+    assert "3 unreadable" in page
+    table = client.get(f"/{model_id}/{SAE}", params={"sort": "index", "page": 1, "per_page": 30}).text
+    assert "&lt;img src=x" in table and "<img src=x" not in table and "det 0.85" in table
+    data = client.get("/search.json", params={"q": "tags in HTML"}).json()
+    assert data["hits"][0]["row"]["feature"] == 20 and data["hits"][0]["found"][0]["kind"] == "explanation"
+    html = client.get("/search", params={"q": "tags in HTML"}).text
+    assert "&lt;img src=x" in html and "<img src=x" not in html

@@ -21,6 +21,7 @@ SERVER_ENV = {
     "QSCOPE_STEER_MAX_FEATURES": "2",
     "QSCOPE_STEER_MAX_STRENGTH": "50",
     "QSCOPE_STEER_TIMEOUT_S": "60",
+    "OMP_NUM_THREADS": "1",  # a small model on a shared CPU: one thread, not two that spin-wait
 }
 
 

@@ -47,7 +47,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(db: Path, port: int, concurrency: int, tmp: Path) -> subprocess.Popen:
+def start_server(db: Path, port: int, concurrency: int, tmp: Path, threads: int | None) -> subprocess.Popen:
     qscope = Path(sys.executable).parent / "qscope"
     cmd = [str(qscope)] if qscope.exists() else [sys.executable, "-m", "qscope.cli"]
     env = os.environ | {
@@ -60,6 +60,8 @@ def start_server(db: Path, port: int, concurrency: int, tmp: Path) -> subprocess
         "QSCOPE_STEER_TIMEOUT_S": "600",
         "QSCOPE_RATE_OPENAI_PER_MIN": "0",
     }
+    if threads:  # torch's threads in the server (on a busy machine one thread beats two that spin-wait)
+        env["OMP_NUM_THREADS"] = str(threads)
     log = open(tmp / "serve.log", "w")  # noqa: SIM115 - the server writes to it until it is stopped
     return subprocess.Popen([*cmd, "serve", "--db", str(db), "--port", str(port)], stdout=log, stderr=log, env=env)
 
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sae", default=None, help="SAE whose features to explain (default: the store's first).")
     ap.add_argument("--features", type=int, default=32, help="Densest live features to explain in each run.")
     ap.add_argument("--concurrency", type=int, default=16, help="Requests in flight in the batched run.")
-    ap.add_argument("--score", action="store_true", help="Also score each explanation (detection needs no pool).")
+    ap.add_argument("--score", action="store_true", help="Also score each explanation (fuzzing only: no pool).")
+    ap.add_argument("--server-threads", type=int, default=None, help="torch threads of the server (default: torch's).")
     args = ap.parse_args(argv)
     db = Path(args.db)
     store = Store(db, timeout_s=60)
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        proc = start_server(db, port, args.concurrency, tmp)
+        proc = start_server(db, port, args.concurrency, tmp, args.server_threads)
         try:
             wait_ready(base, proc, tmp)
             model = json.loads(urllib.request.urlopen(base + "/v1/models").read())["data"][0]["id"]
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         "sae_id": sae_id,
         "features": len(keys),
         "score": args.score,
-        "threads": torch.get_num_threads(),
+        "server_threads": args.server_threads or torch.get_num_threads(),
         "features_per_min_1": round(60 * len(keys) / one, 1),
         f"features_per_min_{args.concurrency}": round(60 * len(keys) / many, 1),
         "requests_1": runs[1][1],

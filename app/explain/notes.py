@@ -210,10 +210,10 @@ class NoteStore:
             items = [ListItem(i.model_id, i.sae_id, i.feature, i.note) for i in session.scalars(q)]
             return UserList(row.id, row.created_at.isoformat(timespec="seconds"), row.name, row.description, items)
 
-    def lists(self) -> list[UserList]:
-        """Every list, newest first, without its items."""
+    def lists(self, limit: int | None = None) -> list[UserList]:
+        """The lists (all, or the `limit` newest), newest first, without their items."""
         with Session(self.engine) as session:
-            rows = session.scalars(select(ListRow).order_by(ListRow.created_at.desc()))
+            rows = session.scalars(select(ListRow).order_by(ListRow.created_at.desc()).limit(limit))
             return [UserList(r.id, r.created_at.isoformat(timespec="seconds"), r.name, r.description) for r in rows]
 
     def lists_with(self, model_id: str, sae_id: str, feature: int) -> list[UserList]:
@@ -233,6 +233,8 @@ class NoteStore:
 
     def search(self, q: str, limit: int = 30) -> tuple[list[Note], list[UserList]]:
         """Notes and lists whose text (a list: name, description or a feature's note) holds every word of q."""
+        if not _words(q):
+            return [], []
         query = select(NoteRow).order_by(NoteRow.created_at)
         for w in _words(q):  # a first cut in SQL; `matches` then keeps word starts only
             query = query.where(func.lower(NoteRow.text).contains(w, autoescape=True))

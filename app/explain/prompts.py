@@ -5,10 +5,10 @@ the strongest top contexts and one sample of each of the strongest bins are *sho
 *held out* for scoring, taken in turn from the remaining top contexts and the bins so that they span the whole
 activation range. Every context is cut to a window around its marked token.
 
-The explainer sees each shown context with the tokens where the feature fires marked <<like this>> and their
-activations on a 0-10 scale (10 = the feature's max activation), and the tokens the feature promotes and
-suppresses (its logit effects). It answers one short phrase; `clean_explanation` takes the first line that says
-something and drops the wrappers models add ("Explanation:", quotes).
+The explainer sees each shown context with the tokens where the feature fires marked <<like this>> and the
+activations of its strongest marked tokens on a 0-10 scale (10 = the feature's max activation), and the tokens the
+feature promotes and suppresses (its logit effects). It answers one short phrase; `clean_explanation` takes the
+first line that says something and drops the wrappers models add ("Explanation:", quotes).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from qscope.store.queries import Context, FeatureDetail
 
 MARK_MIN = 0.05  # a token is marked where the feature fires at >= 5% of its max activation
 MAX_EXPLANATION_CHARS = 200
+LISTED_ACTS = 5  # activations listed under an example: those of its strongest marked tokens
 
 EXPLAINER_SYSTEM = (
     "You are a careful interpretability researcher. You study one feature of a language model: a direction inside "
@@ -63,7 +64,7 @@ def split_examples(
     n_top: int = 10,
     n_bins: int = 5,
     n_held: int = 10,
-    before: int = 16,
+    before: int = 12,
     after: int = 4,
     n_logits: int = 10,
 ) -> FeatureExamples:
@@ -127,10 +128,10 @@ def explainer_messages(fx: FeatureExamples) -> list[dict]:
     lines = []
     for i, ex in enumerate(fx.shown, 1):
         marks = firing_marks(ex, fx.max_act)
+        strongest = sorted((i for i, m in enumerate(marks) if m), key=lambda i: -ex.acts[i])[:LISTED_ACTS]
         acts = ", ".join(
-            f"{token_text(t).strip() or repr(t)} {scaled(a, fx.max_act)}"
-            for t, a, m in zip(ex.tokens, ex.acts, marks, strict=True)
-            if m
+            f"{token_text(ex.tokens[i]).strip() or repr(ex.tokens[i])} {scaled(ex.acts[i], fx.max_act)}"
+            for i in sorted(strongest)
         )
         lines.append(f"{i}. {marked(ex, marks)}\n   activations: {acts}")
     effects = ""
@@ -141,7 +142,7 @@ def explainer_messages(fx: FeatureExamples) -> list[dict]:
         )
     user = (
         "Texts where the feature is active, strongest first. The tokens where it is active are marked <<like this>>;"
-        " under each text, the activation of each marked token on a 0-10 scale (10 is its strongest).\n\n"
+        " under each text, the activations of its strongest marked tokens on a 0-10 scale (10 is the strongest).\n\n"
         + "\n".join(lines)
         + effects
         + "\n\nIn one short phrase (at most 15 words), what does this feature respond to? Answer with the phrase only."

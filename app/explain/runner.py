@@ -43,7 +43,7 @@ class ExplainOptions:
     n_top: int = 10  # top contexts shown to the explainer
     n_bins: int = 5  # interval bins shown (one sample each)
     n_held: int = 10  # firing contexts held out for scoring (and as many non-firing ones for detection)
-    before: int = 16  # tokens shown before the marked token of a context
+    before: int = 12  # tokens shown before the marked token of a context
     after: int = 4
     max_tokens: int = 48  # of an explanation
     attempts: int = 3  # answers asked for before a feature's explanation counts as failed

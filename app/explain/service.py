@@ -17,6 +17,8 @@ from qscope.search.explained import ExplainedText
 from qscope.store.queries import Store
 from sqlalchemy.engine import make_url
 
+ADD_TO_LISTS = 200  # the newest lists a feature page offers to add it to
+
 
 @dataclass
 class FeatureWords:
@@ -75,7 +77,7 @@ class Explained:
         if (notes := self.notes_if_any()) is not None:
             out.notes = notes.notes(model_id, sae_id, [feature])
             out.lists = notes.lists_with(model_id, sae_id, feature)
-            out.all_lists = notes.lists()
+            out.all_lists = notes.lists(limit=ADD_TO_LISTS)
         return out
 
     def lines(self, store: Store, model_id: str, sae_id: str, features: list[int]) -> dict[int, ExplanationLine]:

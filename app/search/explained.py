@@ -52,6 +52,10 @@ class ExplanationSearch:
         self._cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
+    def warm(self) -> None:
+        """Embed every text now, in a background thread (a server's start), so the first search does not wait."""
+        threading.Thread(target=self._refresh, name="explanation-index", daemon=True).start()
+
     def _refresh(self) -> None:
         sig = self.signature()
         with self._lock:

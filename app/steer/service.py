@@ -27,7 +27,8 @@ class Steering:
             max_features=settings.steer_max_features, max_strength=settings.steer_max_strength,
             timeout_s=settings.steer_timeout_s,
         )  # fmt: skip
-        self.worker = SteerWorker(settings.steer_queue_size, settings.steer_max_batch_rows)
+        gather_s = settings.steer_batch_wait_ms / 1000
+        self.worker = SteerWorker(settings.steer_queue_size, settings.steer_max_batch_rows, gather_s=gather_s)
         self.db_url = settings.app_db_url
         self._runs: RunStore | None = None
         self.recent: OrderedDict[str, tuple[SteerSpec, SteerResult]] = OrderedDict()

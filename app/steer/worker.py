@@ -122,9 +122,14 @@ def completion(tokenizer: PreTrainedTokenizerBase, out: RowOut) -> Completion:
 class SteerWorker:
     """The single model worker of a process (see the module docstring)."""
 
-    def __init__(self, queue_size: int = 16, max_batch_rows: int = 32, retry_after_s: int = 2) -> None:
+    def __init__(
+        self, queue_size: int = 16, max_batch_rows: int = 32, retry_after_s: int = 2, gather_s: float = 0.0
+    ) -> None:
         self.queue: queue.Queue[SteerJob] = queue.Queue(maxsize=queue_size)
         self.max_batch_rows, self.retry_after_s = max_batch_rows, retry_after_s
+        # how long a batch that is not full waits for more jobs: clients with many requests in flight send the
+        # next ones a moment after a batch ends, and without a wait the first of them would run alone
+        self.gather_s = gather_s
         self.batches = 0  # generations run, for tests and the benchmark
         self._pending: list[SteerJob] = []  # taken from the queue but for another model than the batch's
         self._thread: threading.Thread | None = None
@@ -152,11 +157,14 @@ class SteerWorker:
             self.run_batch(self._coalesce(first))
 
     def _coalesce(self, first: SteerJob) -> list[SteerJob]:
-        """`first` and the jobs queued behind it for the same model, up to max_batch_rows rows."""
+        """`first` and the jobs queued behind it (or arriving within gather_s) for the same model, up to
+        max_batch_rows rows."""
         batch, n_rows = [first], len(first.rows)
+        deadline = time.monotonic() + self.gather_s
         while n_rows < self.max_batch_rows:
             try:
-                job = self.queue.get_nowait()
+                wait = deadline - time.monotonic()
+                job = self.queue.get(timeout=wait) if wait > 0 else self.queue.get_nowait()
             except queue.Empty:
                 break
             if job.model is first.model and n_rows + len(job.rows) <= self.max_batch_rows:

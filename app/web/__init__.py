@@ -40,6 +40,7 @@ def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, w
     async def lifespan(app: FastAPI):
         if warm_search:
             searcher.warm()
+            searcher.explained.warm()
         yield
         catalog.close()
         explained.close()

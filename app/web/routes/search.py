@@ -47,10 +47,13 @@ class PeopleWords:
 def people_words(request: Request, results: SearchResults, q: str) -> PeopleWords:
     """Fill each hit's explanation line, and find the notes and lists whose words match the query."""
     catalog, explained = request.app.state.catalog, request.app.state.explained
+    by_sae: dict[tuple[str, str], list] = {}
     for h in results.hits:
-        store = catalog.sae(h.model_id, h.row.sae_id).store
-        line = explained.lines(store, h.model_id, h.row.sae_id, [h.row.feature]).get(h.row.feature)
-        h.explanation = line.text if line else None
+        by_sae.setdefault((h.model_id, h.row.sae_id), []).append(h)
+    for (model_id, sae_id), hits in by_sae.items():  # one lookup per SAE
+        lines = explained.lines(catalog.sae(model_id, sae_id).store, model_id, sae_id, [h.row.feature for h in hits])
+        for h in hits:
+            h.explanation = lines[h.row.feature].text if h.row.feature in lines else None
     notes = explained.notes_if_any()
     found = notes.search(q) if notes is not None and q else ([], [])
     return PeopleWords(*found)
