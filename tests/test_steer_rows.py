@@ -82,3 +82,22 @@ def test_a_gather_window_lets_requests_sent_apart_share_a_batch(lm):
         worker.submit(b)
         assert ev_a.wait(120) and ev_b.wait(120)
         assert worker.batches == batches, gather_s
+
+
+def test_right_padded_prompts_run_unmasked_and_agree_with_left_padding(lm, monkeypatch):
+    """Prompts of different lengths: the unmasked right-padded batch (attention-only models) gives the tokens
+    of the left-padded masked one (what linear-attention models keep) and of each prompt alone."""
+    from qscope.steer import engine
+    from qscope.steer.engine import Row, generate
+
+    assert engine.attention_only(lm.model)
+    prompts = [
+        lm.tokenizer(t, add_special_tokens=False)["input_ids"]
+        for t in ("The cat", "def f(x):\n    return x + 1", "Once upon a time, in a land far away, there")
+    ]
+    rows = [Row(p, max_new_tokens=8) for p in prompts]
+    right = [o.ids for o in generate(lm.model, rows)]
+    monkeypatch.setattr(engine, "attention_only", lambda model: False)
+    left = [o.ids for o in generate(lm.model, rows)]
+    alone = [generate(lm.model, [r])[0].ids for r in rows]
+    assert right == left == alone and len({tuple(x) for x in right}) == 3
