@@ -159,3 +159,29 @@ def test_endpoint_down_stops_with_a_message_and_loses_nothing(store, tmp_path):
     assert failures and all(s == "explain" and "did not answer" in m for _, s, m in failures)
     missing = subprocess.run(explain_cmd(store, "--features", "1"), capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "give --endpoint URL and --explainer-model NAME" in missing.stderr
+
+
+def test_bench_explain_bounded_run(store):
+    """`qscope bench explain` in a small run: both modes explain every feature; the JSON line comes last."""
+    args = [
+        *qscope_cmd(),
+        "bench",
+        "explain",
+        "--db",
+        str(store),
+        "--sae",
+        SAE,
+        "--features",
+        "3",
+        "--concurrency",
+        "3",
+        "--reps",
+        "1",
+        "--server-threads",
+        "1",
+    ]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["features"] == 3 and report["features_per_min_1"] > 0 and report["features_per_min_3"] > 0
+    assert report["requests_1"] >= 3 and report["speedup"] > 0 and report["speedup_goal"] == 3.0
