@@ -350,13 +350,13 @@ def explain_cmd(
 ) -> None:
     """Explain features in one line each with a language model, and score the explanations (detection, fuzzing);
     written beside the store as each is done. Run the same command again to resume."""
+    settings = get_settings()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    keys = _list_keys(list_id, settings.app_db_url) if list_id else None  # before the model code loads: fails fast
     from qscope.explain.command import Choice, Explainer, ExplainUsage, run_explain
     from qscope.explain.runner import ExplainOptions
     from qscope.store.queries import StoreError
 
-    settings = get_settings()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    keys = _list_keys(list_id, settings.app_db_url) if list_id else None
     choice = Choice(sae or [], features, top, keys)
     ex = Explainer(endpoint, explainer_model, hf, scorer_model, settings.explain_api_key, timeout, retries,
                    device or settings.device)  # fmt: skip
@@ -418,7 +418,7 @@ def _db_exists(url: str) -> bool:
 def _list_keys(list_id: str, app_db_url: str) -> list[tuple[str, int]]:
     from qscope.explain.notes import NoteStore
 
-    found = NoteStore(app_db_url).get_list(list_id)
+    found = NoteStore(app_db_url).get_list(list_id) if _db_exists(app_db_url) else None
     if found is None:
         say(f"error: no list {list_id!r} in the app database {app_db_url}", "red")
         raise typer.Exit(2)

@@ -12,6 +12,7 @@ import subprocess
 import time
 import urllib.request
 
+import duckdb
 import pytest
 
 from tests.test_e2e_browser import free_port, qscope_cmd, serving
@@ -117,16 +118,26 @@ def test_explain_through_qscope_serve_killed_resumed_and_shown(server, store):
     assert {int(f) for f in listing["explanations"]} == {r[0] for r in after}
 
 
-def test_in_process_explainer(store, tiny_demo, tmp_path):
+def test_in_process_explainer_on_a_users_list(store, tiny_demo, tmp_path):
+    """The features of a list made on /lists, explained by the Hugging Face model loaded in the process."""
+    from qscope.explain.notes import ListItem, NoteStore
+
+    url = f"sqlite:///{tmp_path}/app.db"
+    model_id = duckdb.connect(str(store), read_only=True).execute("SELECT model_id FROM saes LIMIT 1").fetchone()[0]
+    chosen = NoteStore(url).create_list("to explain", "", [ListItem(model_id, SAE, f, "") for f in (2, 1)])
     out = tmp_path / "local.sqlite"
     args = explain_cmd(
-        store, "--features", "1,2", "--hf", str(tiny_demo / "model"), "--no-score", "--out", str(out), "--device", "cpu"
+        store, "--list", chosen.id, "--hf", str(tiny_demo / "model"), "--no-score", "--out", str(out), "--device", "cpu"
     )
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    env = os.environ | {"OMP_NUM_THREADS": "1", "QSCOPE_APP_DB_URL": url}
     done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
-    assert "explained 2, scored 0, failed 0" in done.stderr
+    assert "2 features chosen" in done.stderr and "explained 2, scored 0, failed 0" in done.stderr
     assert [r[0] for r in rows(out)] == [1, 2] and all(r[1] for r in rows(out))
+    missing = subprocess.run(
+        explain_cmd(store, "--list", "nope", "--hf", "x"), capture_output=True, text=True, timeout=300, env=env
+    )
+    assert missing.returncode == 2 and "no list 'nope'" in missing.stderr
 
 
 def test_endpoint_down_stops_with_a_message_and_loses_nothing(store, tmp_path):
@@ -157,7 +168,7 @@ def test_endpoint_down_stops_with_a_message_and_loses_nothing(store, tmp_path):
     failures = con.execute("SELECT feature, stage, message FROM failures").fetchall()
     con.close()
     assert failures and all(s == "explain" and "did not answer" in m for _, s, m in failures)
-    missing = subprocess.run(explain_cmd(store, "--features", "1"), capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(explain_cmd(store, "--features", "1"), capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "give --endpoint URL and --explainer-model NAME" in missing.stderr
 
 

@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 import torch
-from qscope.explain.client import OpenAIChat
+from qscope.explain.client import ExplainerError, OpenAIChat
 from qscope.explain.command import Choice, choose
 from qscope.explain.runner import ExplainOptions, Runner
 from qscope.explain.store import ExplanationWriter
@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
                         f"{len(keys)} features, {n} in flight: {got[0]:.1f} s, {got[1]} requests, "
                         f"{60 * len(keys) / got[0]:.1f} features/min"
                     )
+        except ExplainerError as e:  # one line, and what the server said
+            raise SystemExit(f"bench explain: {e}\nserver log: {(tmp / 'serve.log').read_text()[-2000:]}") from e
         finally:
             proc.terminate()
             proc.wait(timeout=30)
