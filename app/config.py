@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     steer_timeout_s: float = Field(60.0, description="A steering request's rows stop after this many seconds.")
     steer_queue_size: int = Field(16, description="Steering requests that may wait; past it: 503 + Retry-After.")
     steer_max_batch_rows: int = Field(32, description="Most rows (2 per request) one batched generation runs.")
+    openai_max_prompt_tokens: int = Field(
+        4096, description="Longest prompt of an OpenAI-compatible /v1 completion, in tokens (explainers send ~1,000)."
+    )
     steer_batch_wait_ms: float = Field(
         10.0, description="A batch that is not full waits this long for more requests (0: takes what is queued)."
     )

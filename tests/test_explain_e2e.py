@@ -22,7 +22,6 @@ pytestmark = pytest.mark.slow
 SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
 N = 6
 SERVER_ENV = {
-    "QSCOPE_STEER_MAX_PROMPT_TOKENS": "4096",
     "QSCOPE_STEER_MAX_NEW_TOKENS": "64",
     "QSCOPE_STEER_QUEUE_SIZE": "64",
     "QSCOPE_STEER_TIMEOUT_S": "120",

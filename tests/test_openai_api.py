@@ -21,6 +21,7 @@ SERVER_ENV = {
     "QSCOPE_STEER_MAX_FEATURES": "2",
     "QSCOPE_STEER_MAX_STRENGTH": "50",
     "QSCOPE_STEER_TIMEOUT_S": "60",
+    "QSCOPE_OPENAI_MAX_PROMPT_TOKENS": "2000",
     "OMP_NUM_THREADS": "1",  # a small model on a shared CPU: one thread, not two that spin-wait
 }
 
@@ -111,6 +112,7 @@ def test_steering_at_strength_zero_changes_nothing(client, model):
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role", "Input should be"),
         ({"presence_penalty": 0.5}, "presence_penalty", "not supported"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
+        ({"messages": [{"role": "user", "content": "the cat " * 1500}]}, None, "at most 2000 are run"),
     ],
 )
 def test_bad_fields_raise_bad_request(client, model, change, param, says):

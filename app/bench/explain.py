@@ -55,7 +55,7 @@ def start_server(db: Path, port: int, concurrency: int, tmp: Path, threads: int 
         "HF_HUB_OFFLINE": "1",
         "QSCOPE_CACHE_DIR": str(tmp / "cache"),
         "QSCOPE_APP_DB_URL": f"sqlite:///{tmp}/app.db",
-        "QSCOPE_STEER_MAX_PROMPT_TOKENS": "8192",
+        "QSCOPE_OPENAI_MAX_PROMPT_TOKENS": "8192",
         "QSCOPE_STEER_QUEUE_SIZE": str(max(64, 4 * concurrency)),
         "QSCOPE_STEER_MAX_BATCH_ROWS": str(max(32, concurrency)),
         "QSCOPE_STEER_TIMEOUT_S": "600",

@@ -15,7 +15,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -148,7 +148,7 @@ class Head:
         return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
 
 
-def _job(spec: SteerSpec, n: int, catalog: Catalog, live, steering: Steering, emit) -> SteerJob:
+def _job(spec: SteerSpec, n: int, catalog: Catalog, live, steering: Steering, emit, max_prompt_tokens: int) -> SteerJob:
     """The rows job of a request: its model loaded, its steering features resolved, its limits checked."""
     _entry(catalog, spec.model_id or "")
     steering.limits.check(spec)  # before anything loads: an oversized request costs nothing
@@ -165,7 +165,8 @@ def _job(spec: SteerSpec, n: int, catalog: Catalog, live, steering: Steering, em
         return row.max_act
 
     edits = resolve_edits(spec.features, saes, max_act)
-    return make_rows_job(spec, lm.model, lm.tokenizer, edits, steering.limits, n, emit, runner.lock)
+    limits = replace(steering.limits, max_prompt_tokens=max_prompt_tokens)  # API clients send longer prompts
+    return make_rows_job(spec, lm.model, lm.tokenizer, edits, limits, n, emit, runner.lock)
 
 
 def _channel() -> tuple[asyncio.Queue, Callable[[str, Any], None]]:
@@ -187,7 +188,7 @@ async def _complete(
     n = body.n or 1
     q, out = _channel()
     collector = RowsCollector(n, body.stops(), out)
-    job = _job(spec, n, catalog, live, steering, collector.feed)
+    job = _job(spec, n, catalog, live, steering, collector.feed, request.app.state.settings.openai_max_prompt_tokens)
     collector.job = job  # before it queues: a stop string met at the first token must already stop the row
     steering.worker.submit(job)
     head = Head(
