@@ -127,8 +127,9 @@ class Searcher:
             return []
         stores = {s.path: s for s in self.stores}
         found = self.explained.search(q, limit)
-        return self._resolve([(score, stores[e.store], e.sae_id, e.feature, why) for score, e, why in found
-                              if e.store in stores])
+        return self._resolve(
+            [(score, stores[e.store], e.sae_id, e.feature, why) for score, e, why in found if e.store in stores]
+        )
 
     def _model_of(self, store: Store, sae_id: str) -> str:
         return store.saes[sae_id].model_id
