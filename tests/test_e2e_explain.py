@@ -5,9 +5,9 @@ the feature page and reopened by its link, and search finding the feature by its
 import shutil
 
 import pytest
+
 from qscope.explain.scoring import Score
 from qscope.explain.store import ExplanationWriter, explanations_path
-
 from tests.test_e2e_browser import page, serving, shot, sync_api  # noqa: F401 - fixtures used by name
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from qscope.explain.client import ExplainerError, OpenAIChat
 
+from qscope.explain.client import ExplainerError, OpenAIChat
 from tests.test_e2e_browser import free_port
 
 OK = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "cats"}}]}).encode()

@@ -5,6 +5,7 @@ import random
 import re
 
 import pytest
+
 from qscope.explain.prompts import (
     Example,
     clean_explanation,

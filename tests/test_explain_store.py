@@ -36,6 +36,7 @@ def test_export_with_the_store(tiny_db, tmp_path):
     import shutil
 
     import duckdb
+
     from qscope.explain.export import export_rows, write_export
     from qscope.explain.notes import NoteStore
     from qscope.store.queries import Store

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 from fastapi.testclient import TestClient
+
 from qscope.config import Settings
 from qscope.explain.scoring import Score
 from qscope.explain.store import ExplanationWriter, explanations_path

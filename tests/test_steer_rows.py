@@ -5,6 +5,7 @@ import threading
 import time
 
 import pytest
+
 from qscope.steer.rows import RowsCollector, StopScanner, make_rows_job
 from qscope.steer.spec import SteerLimits, SteerSpec
 from qscope.steer.worker import SteerWorker

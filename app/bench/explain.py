@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 import torch
+
 from qscope.explain.client import ExplainerError, OpenAIChat
 from qscope.explain.command import Choice, choose
 from qscope.explain.runner import ExplainOptions, Runner

@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
+
 from qscope.explain.client import OpenAIChat
 from qscope.explain.negatives import NegativePool, build_pool
 from qscope.explain.progress import RunProgress
 from qscope.explain.runner import ExplainOptions, Key, Runner, Summary
 from qscope.explain.store import ExplanationWriter, explanations_path
 from qscope.store.queries import Store
-from rich.console import Console
 
 
 class ExplainUsage(ValueError):

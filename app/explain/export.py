@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import duckdb
+
 from qscope.explain.notes import NoteStore
 from qscope.explain.store import ExplanationReader
 from qscope.store.queries import Store

@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
+
 from qscope.explain.client import ExplainerError
 from qscope.model import load_model
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
 from qscope.explain.prompts import Example
 from qscope.model import capture, load_model
 from qscope.sae import load_sae

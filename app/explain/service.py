@@ -11,11 +11,12 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 from qscope.explain.notes import Note, NoteStore, UserList
 from qscope.explain.store import Explanation, ExplanationReader, explanations_path
 from qscope.search.explained import ExplainedText
 from qscope.store.queries import Store
-from sqlalchemy.engine import make_url
 
 ADD_TO_LISTS = 200  # the newest lists a feature page offers to add it to
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from qscope.search.embedder import Embedder
 
 MIN_COSINE = 0.35  # all-MiniLM-L6-v2: unrelated short texts score about 0-0.25, related ones above 0.4

@@ -15,12 +15,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
 from qscope.steer.edits import Edit
 from qscope.steer.engine import Row
 from qscope.steer.spec import Completion, SteerLimits, SteerSpec
 from qscope.steer.worker import Emit, SteerJob, encode_prompt
-from torch import nn
-from transformers import PreTrainedTokenizerBase
 
 
 class RowCancel(threading.Event):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from fastapi import Request
+
 from qscope.web.errors import Unprocessable
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+
 from qscope.steer.spec import ChatMessage, FeatureSteer, SpecError, SteerSpec, Where
 
 MAX_N = 8  # completions per request (each is a row of the worker's batch)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
+
 from qscope.explain.notes import ListItem, UserList
 from qscope.explain.service import Explained, ExplanationLine
 from qscope.web import urls
@@ -19,6 +20,7 @@ from qscope.web.errors import Unprocessable
 from qscope.web.forms import form_fields
 from qscope.web.render import render
 from qscope.web.routes.notes import TEXT_MAX, ExplainedDep, feature_of, validated
+from qscope.web.twins import TwinRoute
 
 MAX_ITEMS = 1000
 
@@ -96,7 +98,7 @@ def _saved(lst: UserList) -> SavedList:
     return SavedList(id=lst.id, url=urls.user_list(lst.id), name=lst.name, description=lst.description, features=items)
 
 
-router = APIRouter()
+router = APIRouter(route_class=TwinRoute)
 api = APIRouter(prefix="/api/lists", tags=["lists"])
 
 
@@ -136,7 +138,6 @@ def add_item_api(list_id: str, body: ItemIn, catalog: CatalogDep, explained: Exp
 
 
 @router.get("/lists")
-@router.get("/lists.json")
 def lists_page(request: Request, explained: ExplainedDep):
     store = explained.notes_if_any()
     data = ListsPage(store.lists() if store else [], {"self": urls.lists(), "json": urls.lists(json=True)})
@@ -160,7 +161,6 @@ def _rows(catalog: Catalog, explained: Explained, items: list[ListItem]) -> list
 
 @router.get("/lists/{list_id}")
 def list_page(request: Request, list_id: str, catalog: CatalogDep, explained: ExplainedDep):
-    list_id, _ = urls.split_json(list_id)
     store = explained.notes_if_any()
     lst = store.get_list(list_id) if store is not None else None
     if lst is None:

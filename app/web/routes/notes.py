@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field, ValidationError
+
 from qscope.explain.notes import Note
 from qscope.explain.service import Explained, ExplanationLine
 from qscope.web import urls
@@ -19,6 +20,7 @@ from qscope.web.deps import CatalogDep
 from qscope.web.errors import Unprocessable
 from qscope.web.forms import form_fields
 from qscope.web.render import render
+from qscope.web.twins import TwinRoute
 
 TEXT_MAX = 2000
 AUTHOR_MAX = 80
@@ -82,7 +84,7 @@ def save_note(body: NoteIn, catalog: Catalog, explained: Explained) -> Note:
     return explained.notes.add_note(model_id, body.sae_id, body.feature, text, body.kind, author)
 
 
-router = APIRouter()
+router = APIRouter(route_class=TwinRoute)
 api = APIRouter(prefix="/api/notes", tags=["notes"])
 
 
@@ -102,7 +104,6 @@ def note_api(body: NoteIn, catalog: CatalogDep, explained: ExplainedDep) -> Save
 
 @router.get("/notes/{note_id}")
 def note_page(request: Request, note_id: str, catalog: CatalogDep, explained: ExplainedDep):
-    note_id, _ = urls.split_json(note_id)
     store = explained.notes_if_any()
     note = store.note(note_id) if store is not None else None
     if note is None:

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from fastapi.routing import APIRoute
+
 from qscope.live.runner import LiveUnavailable
 from qscope.steer.edits import resolve_edits
 from qscope.steer.rows import Choice, RowsCollector, make_rows_job
@@ -29,9 +30,8 @@ from qscope.steer.service import Steering
 from qscope.steer.spec import SpecError, SteerSpec
 from qscope.steer.worker import QueueFull, SteerJob
 from qscope.web.catalog import Catalog, ModelEntry, NotFound
-from qscope.web.deps import CatalogDep, LiveDep
+from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
 from qscope.web.openai_schema import ChatRequest, CompletionRequest, ParamError, Sampling, openai_error
-from qscope.web.routes.steer import SteeringDep
 
 
 class OpenAIErrorRoute(APIRoute):
@@ -157,14 +157,7 @@ def _job(spec: SteerSpec, n: int, catalog: Catalog, live, steering: Steering, em
         raise NotFound(f"No live model for {spec.model_id!r}.")
     lm, saes = runner.load()
 
-    def max_act(sae_id: str, feature: int) -> float:
-        with catalog.sae(spec.model_id, sae_id).store.reader() as r:
-            row = r.row(sae_id, feature)
-        if row is None:
-            raise SpecError(f"feature {feature} of {sae_id} is not in the feature store")
-        return row.max_act
-
-    edits = resolve_edits(spec.features, saes, max_act)
+    edits = resolve_edits(spec.features, saes, catalog.max_act_of(spec.model_id or ""))
     limits = replace(steering.limits, max_prompt_tokens=max_prompt_tokens)  # API clients send longer prompts
     return make_rows_job(spec, lm.model, lm.tokenizer, edits, limits, n, emit, runner.lock)
 
