@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
+from transformers import GenerationMixin
 
 from qscope.explain.client import ExplainerError
 from qscope.model import load_model
@@ -82,6 +83,8 @@ class LocalChat:
             {"do_sample": True, "temperature": first.temperature} if first.temperature > 0 else {"do_sample": False}
         )
         torch.manual_seed(first.seed)
-        out_BT = self.lm.model.generate(**enc, max_new_tokens=first.max_tokens, pad_token_id=self.pad_id, **sampling)
+        model = self.lm.model
+        assert isinstance(model, GenerationMixin), "a causal LM loaded by load_model generates"
+        out_BT = model.generate(**enc, max_new_tokens=first.max_tokens, pad_token_id=self.pad_id, **sampling)
         new_BT = out_BT[:, enc["input_ids"].shape[1] :]
         return self.tokenizer.batch_decode(new_BT, skip_special_tokens=True)

@@ -67,7 +67,7 @@ def build_pool(
     contexts = pool_contexts(store, n, length, seed)
     starts = [rng.randrange(1, len(ids) - length + 1) for ids in contexts]
     fires = {s: torch.zeros((len(contexts), saes[s].d_sae), dtype=torch.bool) for s in sae_ids}
-    sites = list(dict.fromkeys(s.site for s in saes.values()))
+    sites = list(dict.fromkeys(s.require_site() for s in saes.values()))
     by_length: dict[int, list[int]] = {}
     for p, ids in enumerate(contexts):  # batches of equal length: no padding, which would change what runs
         by_length.setdefault(len(ids), []).append(p)
@@ -76,7 +76,8 @@ def build_pool(
             rows = same[b : b + batch]
             hidden = capture(lm.model, sites, torch.tensor([contexts[p] for p in rows]))
             for sae_id, sae in saes.items():
-                h_BTD = torch.stack([hidden[sae.site][i, starts[p] : starts[p] + length] for i, p in enumerate(rows)])
+                h_NTD = hidden[sae.require_site()]
+                h_BTD = torch.stack([h_NTD[i, starts[p] : starts[p] + length] for i, p in enumerate(rows)])
                 f_BTF = sae.encode(h_BTD.to(sae.W_enc.dtype))
                 fires[sae_id][rows] = (f_BTF > 0).any(1).cpu()
     tokens = [store.decode(ids[s : s + length]) for ids, s in zip(contexts, starts, strict=True)]

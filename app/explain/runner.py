@@ -136,8 +136,9 @@ class Runner:
                 detail, self.opts.n_top, self.opts.n_bins, self.opts.n_held, self.opts.before, self.opts.after
             )
             stage = "explain"
-            if has_explanation:
-                text = self.writer.get(*key).text
+            done = self.writer.get(*key) if has_explanation else None
+            if done is not None:
+                text = done.text
             else:
                 text = self.explain(fx)
                 self.writer.put_explanation(*key, text, self.explainer.name)

@@ -41,7 +41,7 @@ def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, w
     async def lifespan(app: FastAPI):
         if warm_search:
             searcher.warm()
-            searcher.explained.warm()
+            explanation_search.warm()
         yield
         catalog.close()
         explained.close()
@@ -53,7 +53,8 @@ def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, w
     app.state.steering = Steering(settings)  # its worker thread starts with the first steering request
     # explanations beside each store, notes and lists in the app database; searched as the `explanation` kind
     app.state.explained = explained = Explained(catalog.stores, settings.app_db_url)
-    searcher.explained = ExplanationSearch(searcher.embedder, (explained.text_signature, explained.texts))
+    explanation_search = ExplanationSearch(searcher.embedder, (explained.text_signature, explained.texts))
+    searcher.explained = explanation_search
     app.mount(urls.STATIC_PREFIX, StaticFiles(directory=str(STATIC_DIR)), name="static")
     errors.install(app)
     security.install(app, settings, errors.refusal)

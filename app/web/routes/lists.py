@@ -5,6 +5,7 @@ POST /-/lists/items, also from a feature page) or the JSON API (POST /api/lists,
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
@@ -71,9 +72,9 @@ class ListRow:
 
 @dataclass
 class ListPage:
-    list: UserList
-    rows: list[ListRow]
-    saes: list[tuple[str, str]]  # (model_id, sae_id) served here, for the add form
+    list: UserList  # named as the JSON twin shows it; the annotations below name the builtin through builtins
+    rows: builtins.list[ListRow]
+    saes: builtins.list[tuple[str, str]]  # (model_id, sae_id) served here, for the add form
     urls: dict  # self, json, lists
 
 

@@ -88,7 +88,7 @@ def get_model(model_id: str, catalog: CatalogDep) -> dict:
     return _card(_entry(catalog, model_id))
 
 
-STREAMED = {200: {"content": {"application/json": {}, "text/event-stream": {}}}}
+STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {"application/json": {}, "text/event-stream": {}}}}
 
 
 @router.post(
@@ -163,8 +163,12 @@ def _job(spec: SteerSpec, n: int, catalog: Catalog, live, steering: Steering, em
 
 
 def _channel() -> tuple[asyncio.Queue, Callable[[str, Any], None]]:
-    loop, q = asyncio.get_running_loop(), asyncio.Queue()
-    return q, lambda kind, data: loop.call_soon_threadsafe(q.put_nowait, (kind, data))
+    loop, q = asyncio.get_running_loop(), asyncio.Queue[tuple[str, Any]]()
+
+    def put(kind: str, data: Any) -> None:  # called on the worker's thread
+        loop.call_soon_threadsafe(q.put_nowait, (kind, data))
+
+    return q, put
 
 
 async def _complete(
