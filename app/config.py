@@ -51,9 +51,17 @@ class Settings(BaseSettings):
         30.0, description="A steering request still queued after this many seconds gets 503 + Retry-After."
     )
     steer_max_batch_rows: int = Field(32, description="Most rows (2 per request) one batched generation runs.")
+    openai_max_prompt_tokens: int = Field(
+        4096, description="Longest prompt of an OpenAI-compatible /v1 completion, in tokens (explainers send ~1,000)."
+    )
+    steer_batch_wait_ms: float = Field(
+        10.0, description="A batch that is not full waits this long for more requests (0: takes what is queued)."
+    )
     app_db_url: str = Field(
         "sqlite:///data/qscope-app.db", description="SQLAlchemy URL of the app database (shared steering runs)."
     )
+    # explanations (`qscope explain`): the key of the explainer's endpoint (else OPENAI_API_KEY is used)
+    explain_api_key: str | None = Field(None, description="API key sent to `qscope explain --endpoint` (a bearer).")
     # hardening of the server (app/web/security.py): sizes, per-client rates, cross-origin access
     live_wait_s: float = Field(30.0, description="An /inspect run waits this long for the model, then 503.")
     max_body_bytes: int = Field(64_000, description="Largest request body; past it: 413.")
@@ -71,6 +79,10 @@ class Settings(BaseSettings):
         description="Show the absolute paths of the model, corpus and SAE files on pages, .json twins and error "
         "bodies (a server only its operator uses); off: names relative to the store's folder.",
     )
+    rate_openai_per_min: float = Field(
+        600.0, description="OpenAI-compatible completions (POST /v1/*) per client IP per minute; 0: no limit."
+    )
+    rate_openai_burst: int = Field(64, description="/v1 completions a client may make at once (an explainer's batch).")
     cors_origins: list[str] = Field(
         [], description="Origins allowed to call the API from a browser (JSON list); empty: CORS off."
     )

@@ -78,7 +78,7 @@ def test_search_merges_three_kinds_full_partial_and_json(client):
     part = client.get("/search", params={"q": q}, headers=HX)
     assert part.status_code == 200 and "<header" not in part.text and 'class="grid results"' in part.text
     data = client.get("/search.json", params={"q": q}).json()
-    assert data["q"] == q and data["kinds"] == ["semantic", "text", "fires"] and data["notes"] == []
+    assert data["q"] == q and data["kinds"] == ["explanation", "semantic", "text", "fires"] and data["notes"] == []
     kinds = {f["kind"] for h in data["hits"] for f in h["found"]}
     assert kinds == {"semantic", "text", "fires"}
     scores = [h["score"] for h in data["hits"]]

@@ -16,6 +16,7 @@ BENCHMARKS = {  # command name -> (module in qscope.bench, one line for `qscope 
     "steer": ("steer", "Default + steered in one batch vs plain, hook overhead, 8 requests vs 1"),
     "attribute": ("attribute", "One attribution of a 128-token prompt vs one forward pass of it"),
     "load": ("load", "Browsing and steering mixed at several times the steering capacity"),
+    "explain": ("explain", "Features explained per minute via qscope serve's /v1, many in flight vs one"),
 }
 
 bench_cli = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints its figures, a JSON line last.")

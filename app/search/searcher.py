@@ -7,8 +7,11 @@
   equal to the query; from in-memory postings (qscope.search.text; SQL until they are built).
 - fires: the model and SAEs run on the query itself (qscope.live.fires); features ranked by activation
   relative to their harvested max.
+- explanation: the features' explanations, automatic and people's (qscope.search.explained), by words and by
+  meaning; when the app gives it a source of explanations.
 
-Results of all kinds are merged by reciprocal-rank fusion and each hit says which kinds found it and why.
+Results of all kinds are merged by reciprocal-rank fusion and each hit says which kinds found it and why; hits
+found by their explanation come first (a sentence that says the concept beats a label of tokens).
 """
 
 from __future__ import annotations
@@ -22,22 +25,24 @@ from typing import Literal, get_args
 from qscope.live.fires import strongest
 from qscope.live.runner import Limits, LiveModels, LiveUnavailable
 from qscope.search.embedder import Embedder
+from qscope.search.explained import ExplanationSearch
 from qscope.search.semantic import SemanticIndex, load_cached_index, load_or_build_index
 from qscope.search.text import TextSearch
 from qscope.store.queries import FeatureRow, Store
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["semantic", "text", "fires"]
+Kind = Literal["explanation", "semantic", "text", "fires"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 RRF_K = 10  # reciprocal-rank fusion constant: a hit at rank r adds 1 / (RRF_K + r)
+EXPLAINED_FIRST = 1.0  # added to the fused score of a hit found by its explanation: more than all kinds give
 
 
 @dataclass
 class Found:
     """Why one kind of search found a feature."""
 
-    kind: str  # 'semantic' | 'text' | 'fires'
+    kind: str  # 'explanation' | 'semantic' | 'text' | 'fires'
     rank: int
     detail: str
 
@@ -48,6 +53,7 @@ class SearchHit:
     row: FeatureRow
     score: float  # reciprocal-rank fusion over the kinds that found it
     found: list[Found] = field(default_factory=list)
+    explanation: str | None = None  # filled by the search page
 
 
 @dataclass
@@ -56,6 +62,11 @@ class SearchResults:
     kinds: list[Kind]
     hits: list[SearchHit]
     notes: list[str]  # kinds that could not run, and why
+
+
+def _fused(found: list[Found]) -> float:
+    explained = any(f.kind == "explanation" for f in found)
+    return sum(1 / (RRF_K + f.rank) for f in found) + (EXPLAINED_FIRST if explained else 0.0)
 
 
 class Searcher:
@@ -73,6 +84,7 @@ class Searcher:
         self._cached = threading.Event()  # set once the indexes the harvest built are loaded
         self._pending: set[Path] = set()  # stores whose semantic index is being built
         self._thread: threading.Thread | None = None
+        self.explained: ExplanationSearch | None = None  # set by create_app: the `explanation` kind
 
     def warm(self) -> None:
         """Start building (or loading) every store's semantic index in a background thread."""
@@ -126,11 +138,20 @@ class Searcher:
                 key = (model_id, row.sae_id, row.feature)
                 rows[key] = row
                 found.setdefault(key, []).append(Found(kind, rank, detail))
-        merged = [SearchHit(key[0], rows[key], sum(1 / (RRF_K + f.rank) for f in fs), fs) for key, fs in found.items()]
+        merged = [SearchHit(key[0], rows[key], _fused(fs), fs) for key, fs in found.items()]
         merged.sort(key=lambda h: (-h.score, h.row.sae_id, h.row.feature))
         if "semantic" in kinds:
             notes += self.pending_notes()
         return SearchResults(q, kinds, merged[:limit], notes)
+
+    def _explanation(self, q: str, limit: int, wait_s: float):
+        if self.explained is None:
+            return []
+        stores = {s.path: s for s in self.stores}
+        found = self.explained.search(q, limit)
+        return self._resolve(
+            [(score, stores[e.store], e.sae_id, e.feature, why) for score, e, why in found if e.store in stores]
+        )
 
     def pending_notes(self) -> list[str]:
         """One note per store whose semantic index is still being built (semantic search leaves it out)."""

@@ -1,7 +1,8 @@
 """Batched generation with per-row steering: our own decode loop over the real Hugging Face model.
 
 All rows (the default and steered rows of one request, and of every request coalesced with it) run as one
-batch: left padding, an attention mask, explicit position ids, the model's own KV cache (past_key_values).
+batch: prompts padded to one length (after the prompt and unmasked where every layer is causal attention, else
+before it with an attention mask: `attention_only`), explicit position ids, the model's own KV cache.
 Each step hooks only the sites some row edits, through qscope.model.hooks. Each row samples with its own
 temperature, top-p, frequency penalty and torch.Generator (seeded per row, so a row's draws do not depend on
 its batch); temperature 0 is greedy. Every token comes back with the model's probability of it.
@@ -62,6 +63,30 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Ten
         ids_BL[b, L - len(p) :] = torch.tensor(list(p), dtype=torch.long)
         mask_BL[b, L - len(p) :] = 1
     return ids_BL, mask_BL
+
+
+def right_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """(input_ids [B, L], attention_mask [B, L]) with the prompts left-aligned, pads after them."""
+    L = max(len(p) for p in prompts)
+    ids_BL = torch.full((len(prompts), L), pad_id, dtype=torch.long)
+    mask_BL = torch.zeros((len(prompts), L), dtype=torch.long)
+    for b, p in enumerate(prompts):
+        ids_BL[b, : len(p)] = torch.tensor(list(p), dtype=torch.long)
+        mask_BL[b, : len(p)] = 1
+    return ids_BL, mask_BL
+
+
+def attention_only(model: nn.Module) -> bool:
+    """Whether every layer mixes tokens by (full or sliding-window) causal attention only. Then pads placed after
+    a prompt change nothing before them, and prompts of different lengths run in one batch without a mask, on
+    the fast causal path (a padding mask makes CPU attention take a slower path: about twice the time of the
+    prefill of long prompts). Linear-attention layers (Qwen3-Next, Qwen3.5) would carry the pads in their state,
+    so they keep left padding and the mask."""
+    config = getattr(model, "config", None)
+    if config is None:  # not a transformers model: nothing known, so the general way
+        return False
+    types = getattr(config.get_text_config(), "layer_types", None)
+    return types is None or all(t in ("full_attention", "sliding_attention") for t in types)
 
 
 def sample_next(
@@ -134,9 +159,14 @@ def generate(
     steps, and never see this generation's hooks). `on_done` hears of each row as soon as it stops, after its
     last token went to `on_step` (the batch runs on while other rows have tokens to make)."""
     device = next(model.parameters()).device
-    ids_BL, mask_BL = left_pad([r.prompt_ids for r in rows], pad_id)
+    unmasked = attention_only(model)  # the prompts run right-padded, without a mask (see attention_only)
+    ids_BL, mask_BL = (right_pad if unmasked else left_pad)([r.prompt_ids for r in rows], pad_id)
     ids_BL, mask_BL = ids_BL.to(device), mask_BL.to(device)
     pos_BL = (mask_BL.cumsum(-1) - 1).clamp_min(0)
+    len_B1 = mask_BL.sum(-1, keepdim=True)  # prompt lengths
+    last_K, row_B = torch.unique(len_B1[:, 0] - 1, return_inverse=True)  # where each prompt ends
+    if unmasked:  # positions that only go up: a repeated one would read as the start of a packed sequence
+        pos_BL = torch.arange(ids_BL.shape[1], device=device).expand_as(ids_BL)
     gens = [torch.Generator(device=device).manual_seed(r.seed) for r in rows]
     on_prompt_B = torch.tensor([r.where != "generated" for r in rows], device=device)
     on_gen_B1 = torch.tensor([r.where != "prompt" for r in rows], device=device)[:, None]
@@ -150,16 +180,18 @@ def generate(
     steers = _site_steers(rows)
     for _ in range(max(r.max_new_tokens for r in rows)):
         step_pos = pos_BL if past is None else pos_BL[:, -1:]
+        right = unmasked and past is None  # the right-padded prompts: no mask, logits where each one ends
         with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT, step_pos)):
             out = model(
                 input_ids=step_ids,
-                attention_mask=mask_BL,
+                attention_mask=None if right else mask_BL,
                 position_ids=step_pos,
                 past_key_values=past,
                 use_cache=True,
-                logits_to_keep=1,
+                logits_to_keep=last_K if right else 1,
             )
-        past, logits_BV = out.past_key_values, out.logits[:, -1].float()
+        past = out.past_key_values
+        logits_BV = (out.logits[torch.arange(len(rows), device=device), row_B] if right else out.logits[:, -1]).float()
         if counts_BV is None and any(r.frequency_penalty for r in rows):
             counts_BV = torch.zeros_like(logits_BV)
         next_B = sample_next(logits_BV, rows, gens, counts_BV)
@@ -171,7 +203,7 @@ def generate(
             break
         step_ids = next_B[:, None]
         mask_BL = torch.cat([mask_BL, torch.ones_like(mask_BL[:, :1])], 1)
-        pos_BL = step_pos[:, -1:] + 1
+        pos_BL = len_B1 if right else step_pos[:, -1:] + 1  # the position of the token just sampled
         steer_BT = on_gen_B1
     return outs
 

@@ -30,7 +30,10 @@ class Steering:
             timeout_s=settings.steer_timeout_s,
         )
         self.worker = SteerWorker(
-            settings.steer_queue_size, settings.steer_max_batch_rows, max_wait_s=settings.steer_queue_wait_s
+            settings.steer_queue_size,
+            settings.steer_max_batch_rows,
+            max_wait_s=settings.steer_queue_wait_s,
+            gather_s=settings.steer_batch_wait_ms / 1000,
         )
         self.db_url = settings.app_db_url
         self._runs: RunStore | None = None

@@ -8,6 +8,8 @@ max_batch_rows rows) and runs them as one batched generation. Tokens and the fin
 each job's `emit` callback, from the worker thread; a job's result goes out as soon as its own rows stop, while
 longer rows of its batch run on. Setting `job.cancel` stops the job's rows at the next step. A row's time limit
 counts from the start of its generation, not from when it was queued.
+A job is a default + steered pair (`make_job`, /api/steer) or, of kind "rows", only the rows a request needs
+(qscope.steer.rows, the OpenAI-compatible /v1 endpoints).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -31,8 +33,9 @@ from qscope.steer.spec import Completion, SpecError, SteerLimits, SteerResult, S
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[str, Any], None]  # ("token", dict) per token, then ("done", SteerResult) or ("error", str)
+Emit = Callable[[str, Any], None]  # ("token", dict) per token, then ("done", result) or ("error", str)
 ROW_NAMES = ("default", "steered")
+JobKind = Literal["pair", "rows"]  # pair: [default, steered] -> SteerResult; rows: any rows -> list[Completion]
 
 
 class WaitedTooLong(str):
@@ -58,6 +61,13 @@ class SteerJob:
     lock: threading.Lock | None = None  # held around each forward (shared with the app's other model users)
     cancel: threading.Event = field(default_factory=threading.Event)  # shared by the rows
     queued_at: float | None = None  # time.monotonic() when submitted
+    kind: JobKind = "pair"  # "rows": only the rows asked for (qscope.steer.rows), named 0..n-1
+
+    def row_names(self) -> tuple:
+        return ROW_NAMES[: len(self.rows)] if self.kind == "pair" else tuple(range(len(self.rows)))
+
+    def result(self, done: list[Completion]) -> SteerResult | list[Completion]:
+        return SteerResult(default=done[0], steered=done[1]) if self.kind == "pair" else done
 
     def emit_safely(self, kind: str, data: Any) -> None:
         try:
@@ -138,10 +148,18 @@ class SteerWorker:
     """The single model worker of a process (see the module docstring)."""
 
     def __init__(
-        self, queue_size: int = 16, max_batch_rows: int = 32, retry_after_s: int = 2, max_wait_s: float | None = None
+        self,
+        queue_size: int = 16,
+        max_batch_rows: int = 32,
+        retry_after_s: int = 2,
+        max_wait_s: float | None = None,
+        gather_s: float = 0.0,
     ) -> None:
         self.queue: queue.Queue[SteerJob] = queue.Queue(maxsize=queue_size)
         self.max_batch_rows, self.retry_after_s, self.max_wait_s = max_batch_rows, retry_after_s, max_wait_s
+        # how long a batch that is not full waits for more jobs: clients with many requests in flight send the
+        # next ones a moment after a batch ends, and without a wait the first of them would run alone
+        self.gather_s = gather_s
         self.batches = 0  # generations run, for tests and the benchmark
         self._pending: list[SteerJob] = []  # taken from the queue but for another model than the batch's
         self._thread: threading.Thread | None = None
@@ -180,11 +198,14 @@ class SteerWorker:
         return True
 
     def _coalesce(self, first: SteerJob) -> list[SteerJob]:
-        """`first` and the jobs queued behind it for the same model, up to max_batch_rows rows."""
+        """`first` and the jobs queued behind it (or arriving within gather_s) for the same model, up to
+        max_batch_rows rows."""
         batch, n_rows = [first], len(first.rows)
+        deadline = time.monotonic() + self.gather_s
         while n_rows < self.max_batch_rows:
             try:
-                job = self.queue.get_nowait()
+                wait = deadline - time.monotonic()
+                job = self.queue.get(timeout=wait) if wait > 0 else self.queue.get_nowait()
             except queue.Empty:
                 break
             if self._expired(job):
@@ -204,7 +225,7 @@ class SteerWorker:
         if not live:
             return
         rows = [row for j in live for row in j.rows]
-        owner = [(j, name, _Stream(j.tokenizer)) for j in live for name in ROW_NAMES[: len(j.rows)]]
+        owner = [(j, name, _Stream(j.tokenizer)) for j in live for name in j.row_names()]
 
         streamed: set[int] = set()  # ids of the jobs that have sent a token
         finished: dict[int, dict[int, RowOut]] = {}  # job id -> {its row: output} of the rows that have stopped
@@ -250,6 +271,5 @@ class SteerWorker:
                 j.emit_safely("done", _result(j, outs[first_row[id(j)] : first_row[id(j)] + len(j.rows)]))
 
 
-def _result(job: SteerJob, outs: list[RowOut]) -> SteerResult:
-    done = [completion(job.tokenizer, o) for o in outs]
-    return SteerResult(default=done[0], steered=done[1])
+def _result(job: SteerJob, outs: list[RowOut]) -> SteerResult | list[Completion]:
+    return job.result([completion(job.tokenizer, o) for o in outs])

@@ -17,13 +17,28 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from qscope.config import Settings, get_settings
+from qscope.explain.service import Explained
 from qscope.live.runner import Limits, LiveModels
+from qscope.search.explained import ExplanationSearch
 from qscope.search.searcher import Searcher
 from qscope.steer.service import Steering
 from qscope.web import errors, openapi, security, urls
 from qscope.web.catalog import Catalog
 from qscope.web.render import STATIC_DIR
-from qscope.web.routes import attribute, docs, features, health, home, inspect, saes, search, steer
+from qscope.web.routes import (
+    attribute,
+    docs,
+    features,
+    health,
+    home,
+    inspect,
+    lists,
+    notes,
+    openai_api,
+    saes,
+    search,
+    steer,
+)
 
 
 def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, warm_search: bool = True) -> FastAPI:
@@ -39,20 +54,26 @@ def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, w
     async def lifespan(app: FastAPI):
         if warm_search:
             searcher.warm()
+            explanation_search.warm()
         yield
         catalog.close()
+        explained.close()
 
     # the docs page is our own (qscope.web.routes.docs): Swagger UI would load from a CDN
     app = FastAPI(title="qscope", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/-/openapi.json")
     app.state.catalog, app.state.live, app.state.searcher = catalog, live, searcher
     app.state.settings, app.state.limits = settings, limits
     app.state.steering = Steering(settings)  # its worker thread starts with the first steering request
+    # explanations beside each store, notes and lists in the app database; searched as the `explanation` kind
+    app.state.explained = explained = Explained(catalog.stores, settings.app_db_url)
+    explanation_search = ExplanationSearch(searcher.embedder, (explained.text_signature, explained.texts))
+    searcher.explained = explanation_search
     app.mount(urls.STATIC_PREFIX, StaticFiles(directory=str(STATIC_DIR)), name="static")
     errors.install(app)
     security.install(app, settings, errors.refusal)
     openapi.install(app)
     # fixed paths first: /search and /-/... must not be taken for /{model_id}/{sae_id}
-    for module in (home, health, docs, search, inspect, attribute, steer, saes, features):
+    for module in (home, health, docs, search, inspect, attribute, steer, openai_api, notes, lists, saes, features):
         app.include_router(module.router)
     return app
 

@@ -17,6 +17,7 @@ from qscope.steer.worker import QueueFull
 from qscope.store.queries import QueryTimeout
 from qscope.web import urls
 from qscope.web.catalog import NotFound
+from qscope.web.openai_schema import openai_error
 from qscope.web.render import templates
 from qscope.web.twins import wants_json
 
@@ -40,9 +41,11 @@ def error_response(
     request: Request, status: int, message: str, exists: Sequence[tuple[str, str]] = (), what: str = ""
 ) -> Response:
     title = TITLES.get(status, "Error")
-    if wants_json(request) or request.url.path.startswith("/api/"):
+    if request.url.path.startswith("/v1/"):  # the OpenAI-compatible API: errors its clients can parse
+        response: Response = openai_error(status, message)
+    elif wants_json(request) or request.url.path.startswith("/api/"):
         body = {"status": status, "error": message, "exists": [{"name": n, "url": u} for n, u in exists]}
-        response: Response = JSONResponse(body, status_code=status)
+        response = JSONResponse(body, status_code=status)
     else:
         context = {"status": status, "title": title, "message": message, "exists": list(exists), "what": what}
         response = templates.TemplateResponse(request, "error.html", context, status_code=status)

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.routing import BaseRoute
 
-from qscope.web.security import INSPECT_PATHS, SHARE_PATHS, STEER_PATHS
+from qscope.web.security import INSPECT_PATHS, OPENAI_PATHS, SHARE_PATHS, STEER_PATHS
 from qscope.web.twins import SUFFIX, TwinRoute
 
 ERROR = {
@@ -36,7 +36,25 @@ ERROR = {
 DESCRIPTION = "SAE features of Qwen models: HTML pages with `.json` twins, and the steering API."
 HTML = {"text/html": {"schema": {"type": "string"}}}
 ERROR_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+OPENAI_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+    "description": "OpenAI's error body (the /v1 routes).",
+}
 REASONS = {
+    400: "Bad or over-limit field (OpenAI's invalid_request_error; `param` names the field)",
     404: "Not found (the body lists what exists)",
     413: "Request body too large",
     414: "URL too long",
@@ -83,9 +101,13 @@ def _document(path: str, method: str, op: dict[str, Any]) -> None:
     errors = {404, 414, 422, 503}
     if method == "post":
         errors.add(413)
-    if path in STEER_PATHS or path in INSPECT_PATHS or path in SHARE_PATHS:
+    if path in STEER_PATHS or path in INSPECT_PATHS or path in SHARE_PATHS or path in OPENAI_PATHS:
         errors.add(429)
     content = ERROR_JSON if kind == "json" else HTML
+    if path.startswith("/v1/"):  # OpenAI's statuses and error body
+        errors = (errors - {422}) | {400}
+        responses.pop("422", None)  # FastAPI's own validation body: /v1 answers it as a 400
+        content = {"application/json": {"schema": {"$ref": "#/components/schemas/OpenAIError"}}}
     for status in sorted(errors):
         responses[str(status)] = {"description": REASONS[status], "content": content}
 
@@ -107,6 +129,7 @@ def accurate_openapi(app: FastAPI) -> dict[str, Any]:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes, description=DESCRIPTION)
         schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR
         _limits(schema["components"]["schemas"], app.state.steering.limits)
+        schema["components"]["schemas"]["OpenAIError"] = OPENAI_ERROR
         _add_twins(app, schema["paths"])
         for path, ops in schema["paths"].items():
             for method, op in ops.items():

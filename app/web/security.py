@@ -9,10 +9,10 @@
   (checked on Content-Length, and counted when the body comes chunked).
 - JSON bodies: not UTF-8, not JSON, non-finite numbers, lone surrogates get a 422 naming the place
   (qscope.web.bodies), whatever route they were sent to.
-- Rates: the routes that run a model (POST /api/steer*, /inspect with a text, /attribute with a text or run,
-  POST /api/attribute, /search with a query and the "fires" kind) and the one that writes the app database
-  (POST /api/steer/share) take a token from a per-client bucket (client IP); an empty bucket answers 429 with
-  Retry-After.
+- Rates: the routes that run a model (POST /api/steer*, POST /v1/*completions, /inspect with a text,
+  /attribute with a text or run, POST /api/attribute, /search with a query and the "fires" kind) and the one
+  that writes the app database (POST /api/steer/share) take a token from a per-client bucket (client IP); an
+  empty bucket answers 429 with Retry-After.
 - CORS stays off (no Access-Control-* header) unless Settings.cors_origins names origins.
 """
 
@@ -54,6 +54,7 @@ HEADERS = [
 ]
 STEER_PATHS = ("/api/steer", "/api/steer/stream")
 SHARE_PATHS = ("/api/steer/share",)
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions")
 INSPECT_PATHS = ("/inspect", "/inspect.json", "/attribute", "/attribute.json", "/api/attribute")
 TEXT_PARAMS = ("text", "a", "b", "run")
 SEARCH_PATHS = ("/search", "/search.json")  # the "fires" kind (asked for, or by default: no kind) runs the model
@@ -121,6 +122,7 @@ class Guard:
         self.steer = RateLimiter(settings.rate_steer_per_min, settings.rate_steer_burst)
         self.inspect = RateLimiter(settings.rate_inspect_per_min, settings.rate_inspect_burst)
         self.share = RateLimiter(settings.rate_share_per_min, settings.rate_share_burst)
+        self.openai = RateLimiter(settings.rate_openai_per_min, settings.rate_openai_burst)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -152,6 +154,8 @@ class Guard:
             bucket, what = self.steer, "steering requests"
         elif scope["method"] == "POST" and scope["path"] in SHARE_PATHS:
             bucket, what = self.share, "shares"
+        elif scope["method"] == "POST" and scope["path"] in OPENAI_PATHS:
+            bucket, what = self.openai, "completion requests"
         elif scope["path"] in INSPECT_PATHS and (scope["method"] == "POST" or _runs_inspect(scope)):
             bucket, what = self.inspect, "inspect runs"
         elif scope["path"] in SEARCH_PATHS and _runs_fires(scope):

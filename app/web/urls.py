@@ -57,6 +57,35 @@ def steer(sae_id: str, feature: int) -> str:
     return f"/steer{_query({'sae_id': sae_id, 'feature': int(feature)})}"
 
 
+def note(note_id: str, json: bool = False) -> str:
+    """A note or explanation a person wrote on a feature."""
+    return f"/notes/{_seg(note_id)}{JSON if json else ''}"
+
+
+def notes_action() -> str:
+    """POST (a form): write a note on a feature."""
+    return "/-/notes"
+
+
+def lists(json: bool = False) -> str:
+    """Every list of features people made (and the form for a new one)."""
+    return f"/lists{JSON if json else ''}"
+
+
+def user_list(list_id: str, json: bool = False) -> str:
+    return f"/lists/{_seg(list_id)}{JSON if json else ''}"
+
+
+def lists_action() -> str:
+    """POST (a form): make a list, with a first feature when the form names one."""
+    return "/-/lists"
+
+
+def list_items_action() -> str:
+    """POST (a form): add a feature to a list."""
+    return "/-/lists/items"
+
+
 def steer_run(run_id: str, json: bool = False) -> str:
     """A shared steering run's permalink."""
     return f"/steer/{_seg(run_id)}{JSON if json else ''}"

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import RedirectResponse
 from pydantic import WithJsonSchema
 
+from qscope.explain.service import FeatureWords
 from qscope.store.queries import FeatureDetail
 from qscope.store.schema import SaeInfo
 from qscope.tokens import visible
@@ -41,6 +42,7 @@ class FeaturePage:
     urls: dict  # self, json, embed, sae, steer, random, prev, next
     neighbor_urls: list[str]  # one per detail.neighbors
     summary: str  # one line for link previews: label, density, top tokens
+    words: FeatureWords | None = None  # its automatic explanation and scores, people's notes and lists
 
 
 def _parse_feature(segment: str, model_id: str, sae: SaeInfo) -> int:
@@ -94,7 +96,8 @@ def _feature_page(request: Request, model_id: str, served: Served, feature: int,
     tops = " ".join(visible(t) for t in row.top_tokens[:5])
     summary = f"{row.label} · density {row.density:.3%} · max {row.max_act:.3g} · top tokens: {tops}"
     neighbor_urls = [_neighbor_url(catalog, model_id, n.sae_id, n.feature) for n in detail.neighbors]
-    data = FeaturePage(model_id, served.sae, detail, links, neighbor_urls, summary)
+    words = request.app.state.explained.words(served.store, model_id, sae_id, feature)
+    data = FeaturePage(model_id, served.sae, detail, links, neighbor_urls, summary, words)
     template = "feature_embed.html" if embed else "feature.html"
     response = render(request, template, {"p": data}, data=data, partial=None if embed else "_dashboard.html")
     if embed and not wants_json(request):

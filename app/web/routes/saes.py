@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
+from qscope.explain.service import ExplanationLine
 from qscope.store.queries import DensityHistogram, FeatureList, SortKey
 from qscope.store.schema import SaeInfo
 from qscope.web import urls
@@ -31,6 +32,7 @@ class SaePage:
     page: int
     pages: int
     urls: dict  # prev, next, json, random
+    explanations: dict[int, ExplanationLine] = field(default_factory=dict)  # feature -> its explanation, if any
 
 
 def _blank(value: object) -> object:
@@ -106,5 +108,6 @@ def sae_page(
         "self": at(page),
         "random": urls.random_feature(model_id, sae_id),
     }
-    data = SaePage(model_id, served.sae, found, density, params, page, pages, links)
+    lines = request.app.state.explained.lines(served.store, model_id, sae_id, [r.feature for r in found.rows])
+    data = SaePage(model_id, served.sae, found, density, params, page, pages, links, lines)
     return render(request, "sae.html", {"p": data}, data=data, partial="_feature_table.html")

@@ -7,16 +7,18 @@ event loop, so the worker threads that serve every other page are never all take
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Annotated
 
 from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, Query, Request
 
+from qscope.explain.notes import Note, UserList
 from qscope.search.searcher import KINDS, Kind, Searcher, SearchResults
 from qscope.web.deps import LimitsDep, SearcherDep
 from qscope.web.errors import Unprocessable
-from qscope.web.render import render
+from qscope.web.render import jsonable, render
 from qscope.web.twins import TwinRoute
 
 router = APIRouter(route_class=TwinRoute)
@@ -49,5 +51,28 @@ async def search_page(
 
 def _answer(request: Request, searcher: Searcher, q: str, kinds: list[Kind], limit: int):
     results = searcher.search(q, kinds, limit=limit) if q else SearchResults(q, kinds, [], [])
-    context = {"r": results, "all_kinds": KINDS}
-    return render(request, "search.html", context, data=results, partial="_search_results.html")
+    words = people_words(request, results, q)
+    context = {"r": results, "all_kinds": KINDS, "words": words}
+    data = {**jsonable(results), "user_notes": jsonable(words.notes), "user_lists": jsonable(words.lists)}
+    return render(request, "search.html", context, data=data, partial="_search_results.html")
+
+
+@dataclass
+class PeopleWords:
+    notes: list[Note]
+    lists: list[UserList]
+
+
+def people_words(request: Request, results: SearchResults, q: str) -> PeopleWords:
+    """Fill each hit's explanation line, and find the notes and lists whose words match the query."""
+    catalog, explained = request.app.state.catalog, request.app.state.explained
+    by_sae: dict[tuple[str, str], list] = {}
+    for h in results.hits:
+        by_sae.setdefault((h.model_id, h.row.sae_id), []).append(h)
+    for (model_id, sae_id), hits in by_sae.items():  # one lookup per SAE
+        lines = explained.lines(catalog.sae(model_id, sae_id).store, model_id, sae_id, [h.row.feature for h in hits])
+        for h in hits:
+            h.explanation = lines[h.row.feature].text if h.row.feature in lines else None
+    notes = explained.notes_if_any()
+    found = notes.search(q) if notes is not None and q else ([], [])
+    return PeopleWords(*found)

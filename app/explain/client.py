@@ -1,0 +1,123 @@
+"""The explainer's client: chat completions from any OpenAI-compatible endpoint (qscope serve's own /v1, vLLM,
+llama.cpp, Ollama, OpenAI), with retries.
+
+`endpoint` is the API's base URL, as OpenAI clients take it (``http://127.0.0.1:8000/v1``); requests go to
+``{endpoint}/chat/completions`` with the API key, when there is one, as a bearer token. Safe to call from many
+threads at once (each call is its own HTTP request), which is how many requests are kept in flight.
+
+What is retried, with exponential backoff and jitter (or the server's Retry-After): a connection that fails or
+times out (the endpoint down or slow), 408, 409, 429 and 5xx answers, and answers that are not a chat completion
+(garbage). Other 4xx answers mean the request itself is wrong and are raised at once with the server's message.
+Every failure ends as an ExplainerError whose message says what happened, to be reported per feature.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class ExplainerError(RuntimeError):
+    """A request that failed for good; `retryable` says whether trying later may help (endpoint down, busy)."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class _Again(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.retry_after = reason, retry_after
+
+
+class OpenAIChat:
+    """Chat completions from an OpenAI-compatible endpoint (see the module docstring)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        model: str,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 120.0,
+        retries: int = 4,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.url = endpoint.rstrip("/") + "/chat/completions"
+        self.model, self.api_key, self.timeout_s = model, api_key, timeout_s
+        self.retries, self.backoff_s, self.max_backoff_s, self.sleep = retries, backoff_s, max_backoff_s, sleep
+        self.name = model
+
+    def chat(self, messages: list[dict], *, max_tokens: int = 64, temperature: float = 0.0, seed: int = 0) -> str:
+        """The text of the first choice; ExplainerError once the retries are spent or for a request refused."""
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "seed": seed,
+        }
+        last = ""
+        for attempt in range(self.retries + 1):
+            try:
+                return self._once(body)
+            except _Again as e:
+                last = e.reason
+                if attempt == self.retries:
+                    break
+                wait = e.retry_after if e.retry_after is not None else self.backoff_s * 2**attempt
+                self.sleep(min(self.max_backoff_s, wait) * (1 + 0.25 * random.random()))
+        raise ExplainerError(f"{last} (tried {self.retries + 1} times)", retryable=True)
+
+    def _once(self, body: dict) -> str:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as r:
+                raw = r.read()
+        except urllib.error.HTTPError as e:
+            message = _error_message(e.read())
+            if e.code in RETRY_STATUS:
+                raise _Again(
+                    f"{self.url} answered {e.code}: {message}", _retry_after(e.headers.get("Retry-After"))
+                ) from e
+            hint = " (is --endpoint the API's base URL, ending in /v1?)" if e.code in (404, 405) else ""
+            raise ExplainerError(f"{self.url} refused the request ({e.code}): {message}{hint}") from e
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise _Again(f"{self.url} did not answer: {reason}") from e
+        return _content(raw, self.url)
+
+
+def _content(raw: bytes, url: str) -> str:
+    try:
+        return json.loads(raw)["choices"][0]["message"]["content"] or ""
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        shown = raw[:120].decode("utf-8", "replace")
+        raise _Again(f"{url} answered something that is not a chat completion: {shown!r}") from e
+
+
+def _error_message(raw: bytes) -> str:
+    try:
+        error = json.loads(raw).get("error")
+        return str(error.get("message") if isinstance(error, dict) else error)
+    except (ValueError, AttributeError):
+        return raw[:200].decode("utf-8", "replace").strip() or "no message"
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,206 @@
+"""The prompts of `qscope explain`, built from a feature's harvested contexts, and the parsing of the answers.
+
+A feature's contexts (qscope.store: top activations, then interval samples per activation bin) are split in two:
+the strongest top contexts and one sample of each of the strongest bins are *shown* to the explainer; the rest are
+*held out* for scoring, taken in turn from the remaining top contexts and the bins so that they span the whole
+activation range. Every context is cut to a window around its marked token.
+
+The explainer sees each shown context with the tokens where the feature fires marked <<like this>> and the
+activations of its strongest marked tokens on a 0-10 scale (10 = the feature's max activation), and the tokens the
+feature promotes and suppresses (its logit effects). It answers one short phrase; `clean_explanation` takes the
+first line that says something and drops the wrappers models add ("Explanation:", quotes).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from qscope.store.queries import Context, FeatureDetail
+
+MARK_MIN = 0.05  # a token is marked where the feature fires at >= 5% of its max activation
+MAX_EXPLANATION_CHARS = 200
+LISTED_ACTS = 5  # activations listed under an example: those of its strongest marked tokens
+
+EXPLAINER_SYSTEM = (
+    "You are a careful interpretability researcher. You study one feature of a language model: a direction inside "
+    "the model that is active on some tokens and not on others. From texts where it is active you write a short "
+    "explanation of what it responds to."
+)
+SCORER_SYSTEM = (
+    "You check an explanation of a language-model feature against texts. A feature is active on some tokens and "
+    "inactive on others; the explanation says what it responds to. You answer only with a list of 0s and 1s."
+)
+
+
+@dataclass
+class Example:
+    """One context window: its tokens and the feature's activation on each (0 where it does not fire)."""
+
+    tokens: list[str]
+    acts: list[float]
+
+
+@dataclass
+class FeatureExamples:
+    """What the prompts of one feature are made from."""
+
+    sae_id: str
+    feature: int
+    max_act: float
+    shown: list[Example]  # to the explainer
+    held_out: list[Example]  # firing contexts kept for scoring
+    promotes: list[str] = field(default_factory=list)
+    suppresses: list[str] = field(default_factory=list)
+
+
+def window(ctx: Context, before: int, after: int) -> Example:
+    lo, hi = max(0, ctx.pos - before), min(len(ctx.tokens), ctx.pos + after + 1)
+    return Example(list(ctx.tokens[lo:hi]), [float(a) for a in ctx.acts[lo:hi]])
+
+
+def split_examples(
+    detail: FeatureDetail,
+    n_top: int = 10,
+    n_bins: int = 5,
+    n_held: int = 10,
+    before: int = 12,
+    after: int = 4,
+    n_logits: int = 10,
+) -> FeatureExamples:
+    """The shown and held-out examples of a feature (see the module docstring)."""
+    top = [c for c in detail.top if c.act > 0]
+    bins = [[c for c in b.contexts if c.act > 0] for b in detail.intervals]
+    bins = [b for b in bins if b]
+    shown = top[:n_top] + [b[0] for b in bins[:n_bins]]
+    rest_top = top[n_top:]
+    rest_bins = [b[1:] if i < n_bins else b for i, b in enumerate(bins)]
+    held: list[Context] = []
+    while len(held) < n_held and (rest_top or any(rest_bins)):  # in turn: top, then one of each bin
+        if rest_top:
+            held.append(rest_top.pop(0))
+        for b in rest_bins:
+            if b and len(held) < n_held:
+                held.append(b.pop(0))
+    return FeatureExamples(
+        detail.row.sae_id,
+        detail.row.feature,
+        detail.row.max_act,
+        [window(c, before, after) for c in shown],
+        [window(c, before, after) for c in held],
+        [e.token for e in detail.logits_pos[:n_logits]],
+        [e.token for e in detail.logits_neg[:n_logits]],
+    )
+
+
+def token_text(tok: str) -> str:
+    """A token as prompt text: newlines and tabs written as escapes so that each example stays on one line."""
+    return tok.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+
+
+def plain(ex: Example) -> str:
+    return "".join(token_text(t) for t in ex.tokens)
+
+
+def marked(ex: Example, marks: list[bool]) -> str:
+    """The text with the tokens where `marks` is true wrapped <<like this>> (runs of marked tokens together)."""
+    out, open_ = [], False
+    for tok, m in zip(ex.tokens, marks, strict=True):
+        if m and not open_:
+            out.append("<<")
+        elif not m and open_:
+            out.append(">>")
+        open_ = m
+        out.append(token_text(tok))
+    return "".join(out) + (">>" if open_ else "")
+
+
+def firing_marks(ex: Example, max_act: float) -> list[bool]:
+    return [a > 0 and a >= MARK_MIN * max_act for a in ex.acts]
+
+
+def scaled(act: float, max_act: float) -> int:
+    return max(0, min(10, round(10 * act / max_act))) if max_act > 0 else 0
+
+
+def explainer_messages(fx: FeatureExamples) -> list[dict]:
+    """The chat messages asking for one feature's explanation."""
+    lines = []
+    for i, ex in enumerate(fx.shown, 1):
+        marks = firing_marks(ex, fx.max_act)
+        strongest = sorted((i for i, m in enumerate(marks) if m), key=lambda i: -ex.acts[i])[:LISTED_ACTS]
+        acts = ", ".join(
+            f"{token_text(ex.tokens[i]).strip() or repr(ex.tokens[i])} {scaled(ex.acts[i], fx.max_act)}"
+            for i in sorted(strongest)
+        )
+        lines.append(f"{i}. {marked(ex, marks)}\n   activations: {acts}")
+    effects = ""
+    if fx.promotes or fx.suppresses:
+        effects = (
+            f"\n\nTokens the feature makes more likely next: {_token_list(fx.promotes)}"
+            f"\nTokens it makes less likely: {_token_list(fx.suppresses)}"
+        )
+    user = (
+        "Texts where the feature is active, strongest first. The tokens where it is active are marked <<like this>>;"
+        " under each text, the activations of its strongest marked tokens on a 0-10 scale (10 is the strongest).\n\n"
+        + "\n".join(lines)
+        + effects
+        + "\n\nIn one short phrase (at most 15 words), what does this feature respond to? Answer with the phrase only."
+    )
+    return [{"role": "system", "content": EXPLAINER_SYSTEM}, {"role": "user", "content": user}]
+
+
+def _token_list(tokens: list[str]) -> str:
+    return ", ".join(repr(t) for t in tokens) or "none"
+
+
+_PREFIX = re.compile(r"^(?:explanation|answer|phrase|the feature (?:responds to|fires on))\s*[:\-]\s*", re.I)
+
+
+def clean_explanation(answer: str) -> str:
+    """The explanation in a model's answer: its first line with words in it, without the wrappers models add
+    ('Explanation:', quotes, list marks), whitespace collapsed, at most MAX_EXPLANATION_CHARS. '' when there is
+    none (the runner asks again)."""
+    for line in answer.splitlines():
+        text = " ".join(line.split())
+        text = _unquote(_PREFIX.sub("", text.lstrip("-*#>•0123456789.) ")).strip())
+        if re.search(r"\w{2,}", text):
+            return text[:MAX_EXPLANATION_CHARS].rstrip()
+    return ""
+
+
+_QUOTES = {'"': '"', "'": "'", "`": "`", "“": "”", "‘": "’"}
+
+
+def _unquote(text: str) -> str:
+    """The text without quotes that wrap all of it (quotes inside it stay)."""
+    while len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
+        text = text[1:-1].strip()
+    return text
+
+
+def scorer_messages(explanation: str, texts: list[str], kind: str) -> list[dict]:
+    """Chat messages asking a scorer about numbered texts: kind 'detection' (is the feature active anywhere in
+    the text?) or 'fuzzing' (are the marked tokens ones the explanation describes?)."""
+    numbered = "\n".join(f"{i}. {t}" for i, t in enumerate(texts, 1))
+    if kind == "detection":
+        task = "For each text below, answer 1 if the feature is active on some token of it, else 0."
+    else:
+        task = (
+            "In each text below some tokens are marked <<like this>>. Answer 1 if the marked tokens are ones "
+            "the explanation describes, else 0."
+        )
+    user = (
+        f"Explanation of the feature: {explanation}\n\n{task}\n\n{numbered}\n\nAnswer with a list of "
+        f"{len(texts)} numbers (0 or 1), one per text in order, like [1, 0, 1]. Nothing else."
+    )
+    return [{"role": "system", "content": SCORER_SYSTEM}, {"role": "user", "content": user}]
+
+
+def parse_answers(answer: str, n: int) -> list[bool | None]:
+    """The scorer's n verdicts: the 0s and 1s of its first bracketed list (or, without one, of the whole answer),
+    in order; None for each verdict that is missing."""
+    found = re.search(r"\[([^\]]*)\]", answer)
+    digits = re.findall(r"(?<![\d.])[01](?![\d.])", found.group(1) if found else answer)
+    verdicts: list[bool | None] = [d == "1" for d in digits[:n]]
+    return verdicts + [None] * (n - len(verdicts))

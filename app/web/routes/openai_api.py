@@ -1,0 +1,267 @@
+"""The OpenAI-compatible API of `qscope serve`: GET /v1/models, POST /v1/chat/completions, POST /v1/completions,
+answered whole or streamed (server-sent events in OpenAI's chunk format, ending with `data: [DONE]`).
+
+Every completion goes through the steering worker as a job of only the rows asked for (qscope.steer.rows): it is
+batched with the other requests of the moment, obeys the steering limits, and a full queue answers 503 with
+Retry-After. Steering is the body's extra `steering` field (qscope.web.openai_schema). Errors carry OpenAI's
+body so OpenAI clients raise their usual exceptions: 400 for a bad or over-limit field, 404 for an unknown model,
+429 over the rate (qscope.web.security), 503 busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response, StreamingResponse
+from fastapi.routing import APIRoute
+
+from qscope.live.runner import LiveUnavailable
+from qscope.steer.edits import resolve_edits
+from qscope.steer.rows import Choice, RowsCollector, make_rows_job
+from qscope.steer.service import Steering
+from qscope.steer.spec import SpecError, SteerSpec
+from qscope.steer.worker import QueueFull, SteerJob
+from qscope.web.catalog import Catalog, ModelEntry, NotFound
+from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
+from qscope.web.openai_schema import ChatRequest, CompletionRequest, ParamError, Sampling, openai_error
+
+
+class OpenAIErrorRoute(APIRoute):
+    """/v1 routes answer every error in OpenAI's error body."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as e:
+                errs = e.errors()
+                params = [".".join(str(x) for x in err["loc"] if x != "body") or "body" for err in errs]
+                text = "; ".join(f"{p}: {err['msg']}" for p, err in zip(params, errs, strict=True))
+                return openai_error(400, f"Bad parameter: {text}", param=params[0] if params else None)
+            except ParamError as e:
+                return openai_error(400, str(e), param=e.param)
+            except SpecError as e:
+                return openai_error(400, str(e))
+            except NotFound as e:
+                return openai_error(404, e.message, param="model", code="model_not_found")
+            except QueueFull as e:
+                return openai_error(503, str(e), headers={"Retry-After": str(e.retry_after_s)})
+            except LiveUnavailable as e:
+                return openai_error(503, str(e))
+
+        return route
+
+
+router = APIRouter(prefix="/v1", route_class=OpenAIErrorRoute, tags=["openai"])
+
+
+def _entry(catalog: Catalog, model_id: str) -> ModelEntry:
+    try:
+        return catalog.model(model_id)
+    except NotFound as e:
+        served = ", ".join(m.model_id for m in catalog) or "none"
+        raise NotFound(f"The model {model_id!r} does not exist on this server; it serves: {served}.") from e
+
+
+def _card(entry: ModelEntry) -> dict:
+    created = min(int(s.store.path.stat().st_mtime) for s in entry.saes) if entry.saes else 0
+    return {"id": entry.model_id, "object": "model", "created": created, "owned_by": "qscope"}
+
+
+@router.get("/models", summary="The models served (OpenAI's model list)")
+def list_models(catalog: CatalogDep) -> dict:
+    return {"object": "list", "data": [_card(m) for m in catalog]}
+
+
+@router.get("/models/{model_id:path}", summary="One served model")
+def get_model(model_id: str, catalog: CatalogDep) -> dict:
+    return _card(_entry(catalog, model_id))
+
+
+STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {"application/json": {}, "text/event-stream": {}}}}
+
+
+@router.post(
+    "/chat/completions",
+    summary="Chat completions (OpenAI), optionally steered and streamed",
+    response_class=Response,
+    responses=STREAMED,
+)
+async def chat_completions(
+    body: ChatRequest, request: Request, catalog: CatalogDep, live: LiveDep, steering: SteeringDep
+) -> Response:
+    spec = body.to_spec(steering.limits.max_new_tokens)
+    return await _complete(request, body, spec, catalog, live, steering, chat=True)
+
+
+@router.post(
+    "/completions",
+    summary="Text completions (OpenAI), optionally steered and streamed",
+    response_class=Response,
+    responses=STREAMED,
+)
+async def completions(
+    body: CompletionRequest, request: Request, catalog: CatalogDep, live: LiveDep, steering: SteeringDep
+) -> Response:
+    # OpenAI's default for text completions is 16 tokens
+    spec = body.to_spec(min(16, steering.limits.max_new_tokens))
+    echo = spec.prompt if body.echo else ""
+    return await _complete(request, body, spec, catalog, live, steering, chat=False, echo=echo)
+
+
+@dataclass
+class Head:
+    """What every chunk and the final answer of one request repeat."""
+
+    id: str
+    created: int
+    model: str
+    chat: bool
+    prompt_tokens: int
+
+    def body(self, choices: list[dict], chunk: bool = False, **extra: Any) -> dict:
+        obj = "text_completion"
+        if self.chat:
+            obj = "chat.completion.chunk" if chunk else "chat.completion"
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": choices,
+            **extra,
+        }
+
+    def usage(self, choices: list[Choice]) -> dict:
+        done, prompt = sum(c.tokens for c in choices), self.prompt_tokens
+        return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+
+
+def _job(spec: SteerSpec, n: int, catalog: Catalog, live, steering: Steering, emit, max_prompt_tokens: int) -> SteerJob:
+    """The rows job of a request: its model loaded, its steering features resolved, its limits checked."""
+    _entry(catalog, spec.model_id or "")
+    steering.limits.check(spec)  # before anything loads: an oversized request costs nothing
+    runner = live.get(spec.model_id)
+    if runner is None:
+        raise NotFound(f"No live model for {spec.model_id!r}.")
+    lm, saes = runner.load()
+
+    edits = resolve_edits(spec.features, saes, catalog.max_act_of(spec.model_id or ""))
+    limits = replace(steering.limits, max_prompt_tokens=max_prompt_tokens)  # API clients send longer prompts
+    return make_rows_job(spec, lm.model, lm.tokenizer, edits, limits, n, emit, runner.lock)
+
+
+def _channel() -> tuple[asyncio.Queue, Callable[[str, Any], None]]:
+    loop, q = asyncio.get_running_loop(), asyncio.Queue[tuple[str, Any]]()
+
+    def put(kind: str, data: Any) -> None:  # called on the worker's thread
+        loop.call_soon_threadsafe(q.put_nowait, (kind, data))
+
+    return q, put
+
+
+async def _complete(
+    request: Request,
+    body: Sampling,
+    spec: SteerSpec,
+    catalog: Catalog,
+    live,
+    steering: Steering,
+    *,
+    chat: bool,
+    echo: str = "",
+) -> Response:
+    n = body.n or 1
+    q, out = _channel()
+    collector = RowsCollector(n, body.stops(), out)
+    job = _job(spec, n, catalog, live, steering, collector.feed, request.app.state.settings.openai_max_prompt_tokens)
+    collector.job = job  # before it queues: a stop string met at the first token must already stop the row
+    steering.worker.submit(job)
+    head = Head(
+        f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}",
+        int(time.time()),
+        spec.model_id or "",
+        chat,
+        len(job.rows[0].prompt_ids),
+    )
+    if body.stream:
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return StreamingResponse(_stream(q, job, head, n, usage, echo), media_type="text/event-stream", headers=headers)
+    return await _whole(request, q, job, head, echo)
+
+
+def _choice(head: Head, c: Choice, echo: str) -> dict:
+    if head.chat:
+        message = {"role": "assistant", "content": c.text, "refusal": None}
+        return {"index": c.index, "message": message, "logprobs": None, "finish_reason": c.finish_reason}
+    return {"index": c.index, "text": echo + c.text, "logprobs": None, "finish_reason": c.finish_reason}
+
+
+async def _whole(request: Request, q: asyncio.Queue, job: SteerJob, head: Head, echo: str) -> Response:
+    try:
+        while True:
+            try:
+                kind, data = await asyncio.wait_for(q.get(), timeout=0.5)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    return Response(status_code=499)
+                continue
+            if kind == "done":
+                choices = [_choice(head, c, echo) for c in data]
+                return _json(head.body(choices, usage=head.usage(data)))
+            if kind == "error":
+                return openai_error(500, data)
+    finally:
+        job.cancel.set()  # finished rows ignore it; an abandoned request stops generating
+
+
+def _json(body: dict) -> Response:
+    return Response(json.dumps(body), media_type="application/json")
+
+
+def _delta(head: Head, index: int, text: str | None = None, finish: str | None = None, first: bool = False) -> dict:
+    if head.chat:
+        delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text is not None else {})
+        return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+    return {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
+
+
+def _sse(obj: dict | str) -> str:
+    return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n"
+
+
+async def _stream(q: asyncio.Queue, job: SteerJob, head: Head, n: int, usage: bool, echo: str) -> AsyncIterator[str]:
+    """OpenAI's chunks: the role (chat) or the echoed prompt first, text deltas, a finish chunk per choice,
+    the usage chunk when asked for, then [DONE]."""
+    try:
+        for i in range(n):
+            if head.chat or echo:
+                yield _sse(head.body([_delta(head, i, echo, first=head.chat)], chunk=True))
+        while True:
+            kind, data = await q.get()
+            if kind == "delta":
+                yield _sse(head.body([_delta(head, data[0], data[1])], chunk=True))
+            elif kind == "done":
+                for c in data:
+                    yield _sse(head.body([_delta(head, c.index, finish=c.finish_reason)], chunk=True))
+                if usage:
+                    yield _sse(head.body([], chunk=True, usage=head.usage(data)))
+                break
+            elif kind == "error":
+                yield _sse({"error": {"message": data, "type": "server_error", "param": None, "code": None}})
+                break
+        yield _sse("[DONE]")
+    finally:
+        job.cancel.set()  # the client went away (or all is sent): its rows stop at the next step
