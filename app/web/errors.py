@@ -42,7 +42,8 @@ def error_response(
 ) -> Response:
     title = TITLES.get(status, "Error")
     if request.url.path.startswith("/v1/"):  # the OpenAI-compatible API: errors its clients can parse
-        response: Response = openai_error(status, message)
+        # OpenAI answers a request it cannot take with 400, never 422 (the schema documents /v1 that way)
+        response: Response = openai_error(400 if status == 422 else status, message)
     elif wants_json(request) or request.url.path.startswith("/api/"):
         body = {"status": status, "error": message, "exists": [{"name": n, "url": u} for n, u in exists]}
         response = JSONResponse(body, status_code=status)
