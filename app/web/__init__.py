@@ -16,13 +16,26 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from qscope.config import Settings, get_settings
+from qscope.discover.service import Discovering
 from qscope.live.runner import Limits, LiveModels
 from qscope.search.searcher import Searcher
 from qscope.steer.service import Steering
 from qscope.web import errors, openapi, security, urls
 from qscope.web.catalog import Catalog
 from qscope.web.render import STATIC_DIR
-from qscope.web.routes import features, health, home, inspect, saes, search, steer
+from qscope.web.routes import (
+    detectors,
+    discover,
+    features,
+    footprints,
+    health,
+    home,
+    inspect,
+    jobs,
+    saes,
+    search,
+    steer,
+)
 
 
 def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, warm_search: bool = True) -> FastAPI:
@@ -46,12 +59,13 @@ def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, w
     app.state.catalog, app.state.live, app.state.searcher = catalog, live, searcher
     app.state.settings, app.state.limits = settings, limits
     app.state.steering = Steering(settings)  # its worker thread starts with the first steering request
+    app.state.discovering = Discovering(settings)  # its job thread starts with the first discovery
     app.mount(urls.STATIC_PREFIX, StaticFiles(directory=str(STATIC_DIR)), name="static")
     errors.install(app)
     security.install(app, settings, errors.refusal)
     openapi.install(app)
     # fixed paths first: /search and /-/... must not be taken for /{model_id}/{sae_id}
-    for module in (home, health, search, inspect, steer, saes, features):
+    for module in (home, health, search, inspect, steer, discover, detectors, footprints, jobs, saes, features):
         app.include_router(module.router)
     return app
 

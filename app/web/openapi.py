@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from qscope.web.security import INSPECT_PATHS, STEER_PATHS
+from qscope.web.security import DISCOVER_PATHS, INSPECT_PATHS, STEER_PATHS
 
 ERROR = {
     "type": "object",
@@ -27,7 +27,10 @@ ERROR = {
         },
     },
 }
-DESCRIPTION = "SAE features of Qwen models: HTML pages with `.json` twins, and the steering API."
+DESCRIPTION = (
+    "SAE features of Qwen models: HTML pages with `.json` twins, the steering API, and discovery "
+    "(ranked features from examples, detectors, dataset footprints)."
+)
 HTML = {"text/html": {"schema": {"type": "string"}}}
 ERROR_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 REASONS = {
@@ -58,7 +61,7 @@ def _document(path: str, method: str, op: dict[str, Any]) -> None:
     errors = {404, 414, 422, 503}
     if method == "post":
         errors.add(413)
-    if path in STEER_PATHS or path in INSPECT_PATHS:
+    if path in STEER_PATHS or path in INSPECT_PATHS or (path in DISCOVER_PATHS and method == "post"):
         errors.add(429)
     content = {"json": ERROR_JSON, "html": HTML, "both": {**HTML, **ERROR_JSON}}[kind]
     for status in sorted(errors):

@@ -39,6 +39,8 @@ HEADERS = [
 ]
 STEER_PATHS = ("/api/steer", "/api/steer/stream")
 INSPECT_PATHS = ("/inspect", "/inspect.json")
+# the discover API runs the model (rated like /inspect) and carries example files in its body (its own size limit)
+DISCOVER_PATHS = ("/api/discover", "/api/footprints", "/api/footprints/upload", "/api/detectors", "/api/detect")
 TEXT_PARAMS = ("text", "a", "b")
 
 
@@ -88,6 +90,7 @@ class Guard:
     def __init__(self, app: ASGIApp, settings: Settings, error: Callable[..., object]) -> None:
         self.app, self.error = app, error
         self.max_body, self.max_url = settings.max_body_bytes, settings.max_url_chars
+        self.max_discover_body = max(settings.discover_max_body_bytes, settings.max_body_bytes)
         self.steer = RateLimiter(settings.rate_steer_per_min, settings.rate_steer_burst)
         self.inspect = RateLimiter(settings.rate_inspect_per_min, settings.rate_inspect_burst)
 
@@ -97,11 +100,14 @@ class Guard:
         send = _with_headers(scope, send)
         refusal = self._refusal(scope)
         if refusal is None:
-            body, refusal = await _read_body(scope, receive, self.max_body)
+            body, refusal = await _read_body(scope, receive, self._body_limit(scope))
             if refusal is None:
                 return await self.app(scope, _replay(body, receive), send)
         status, message, headers = refusal
         await self.error(scope, status, message, headers)(scope, receive, send)
+
+    def _body_limit(self, scope: Scope) -> int:
+        return self.max_discover_body if scope["path"] in DISCOVER_PATHS else self.max_body
 
     def _refusal(self, scope: Scope) -> tuple[int, str, dict[str, str]] | None:
         """Why this request is refused before the app sees it (status, message, headers), or None."""
@@ -109,13 +115,15 @@ class Guard:
         if url_chars > self.max_url:
             return 414, f"The URL has {url_chars:,} characters; at most {self.max_url:,} are accepted.", {}
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return 413, f"The request body is over {self.max_body:,} bytes.", {}
+        if length is not None and (not length.isdigit() or int(length) > self._body_limit(scope)):
+            return 413, f"The request body is over {self._body_limit(scope):,} bytes.", {}
         bucket = None
         if scope["method"] == "POST" and scope["path"] in STEER_PATHS:
             bucket, what = self.steer, "steering requests"
         elif scope["path"] in INSPECT_PATHS and _runs_inspect(scope):
             bucket, what = self.inspect, "inspect runs"
+        elif scope["method"] == "POST" and scope["path"] in DISCOVER_PATHS:
+            bucket, what = self.inspect, "model runs"
         if bucket is not None and (wait := bucket.take(_client(scope))):
             retry = max(1, math.ceil(wait))
             return 429, f"Too many {what} from your address; try again in {retry} s.", {"Retry-After": str(retry)}
