@@ -328,6 +328,18 @@ def health_cmd(
         raise typer.Exit(1)
 
 
+def _register_discover() -> None:
+    """`qscope discover` and `qscope footprint` live with the discover package (their imports are lazy)."""
+    from qscope.discover.cli_discover import discover_cmd
+    from qscope.discover.cli_footprint import footprint_cmd
+
+    cli.command("discover")(discover_cmd)
+    cli.command("footprint")(footprint_cmd)
+
+
+_register_discover()
+
+
 bench_cli = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints its figures, a JSON line last.")
 cli.add_typer(bench_cli, name="bench")
 _BENCH_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
@@ -363,6 +375,12 @@ def bench_steer_cmd(ctx: typer.Context) -> None:
 def bench_load_cmd(ctx: typer.Context) -> None:
     """Browsing and steering mixed at several times the steering capacity (`qscope bench load --help`)."""
     _run_bench("load", list(ctx.args))
+
+
+@bench_cli.command("discover", context_settings=_BENCH_ARGS)
+def bench_discover_cmd(ctx: typer.Context) -> None:
+    """Discover's examples/s vs forward + SAE encode alone on the same tokens (`qscope bench discover --help`)."""
+    _run_bench("discover", list(ctx.args))
 
 
 def main() -> None:
