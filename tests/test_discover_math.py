@@ -85,9 +85,9 @@ def test_rule_detector_by_hand():
     anyof, allof = Detector(kind="rule", combine="any", terms=terms), Detector(kind="rule", combine="all", terms=terms)
     assert anyof.fires(X).tolist() == [True, True, False, True]
     assert allof.fires(X).tolist() == [False, False, False, True]
-    trips = anyof.trips(np.array([[0.5, 0.0], [1.5, 2.0]]), np.array([True, True]))
+    trips = anyof.trips(np.array([[0.5, 0.0], [1.5, 2.0]]), np.ones((2, 2), bool))
     assert trips.tolist() == [[False, False], [True, True]]
-    assert not anyof.trips(np.array([[5.0, 5.0]]), np.array([False])).any()  # an uncounted token never trips
+    assert not anyof.trips(np.array([[5.0, 5.0]]), np.zeros((1, 2), bool)).any()  # an uncounted token never trips
 
 
 def test_fitted_rule_scores_equal_a_hand_count():

@@ -3,9 +3,10 @@ that count (max and mean), per-feature totals for footprints, and token-level ac
 
 Examples are tokenized without special tokens (as /inspect does), cut to a token limit (and counted), sorted by
 length and packed into right-padded batches of at most `batch_tokens` tokens, so one forward serves many short
-examples. The tokens that count are those /inspect and the harvest rank: not position 0 (unless it is the only
-token) and not high-norm sinks, whose norm is judged against the median of the example's own tokens, so an
-example gets the same values whatever else shares its batch. Each batch is run under the live model's lock
+examples. The tokens that count are those the harvest ranks: not position 0 (unless it is the only
+token) and not high-norm sinks, judged at each SAE's own site (as the harvest does) against the median norm of
+the example's own tokens, so an example gets the same values whatever else shares its batch and whichever other
+SAEs run beside. Each batch is run under the live model's lock
 (other requests interleave between batches); a set `cancel` event stops the run before the next batch.
 """
 
@@ -70,7 +71,7 @@ class Runner:
 class Batch:
     index: np.ndarray  # int [B] example indices
     lengths: list[int]
-    counted_BT: Tensor  # bool [B, T]
+    counted: dict[str, Tensor]  # sae_id -> bool [B, T]: the tokens that count at that SAE's site
     feats: dict[str, Tensor] = field(default_factory=dict)  # sae_id -> f [B, T, F]
 
 
@@ -130,12 +131,15 @@ def iter_batches(
             attn_BT[row, : lengths[row]] = 1
         with runner.lock or nullcontext(), torch.no_grad():
             hidden = capture(runner.model, sites, input_BT.to(device), attn_BT.to(device))
-            counted_BT = counted_mask(hidden[sites[0]], lengths, runner.skip_first, runner.sink_norm_ratio)
+            masks = {
+                site: counted_mask(hidden[site], lengths, runner.skip_first, runner.sink_norm_ratio) for site in sites
+            }
+            counted = {sid: masks[sae.site] for sid, sae in zip(sae_ids, saes, strict=True)}
             feats = {sid: sae.encode(hidden[sae.site]) for sid, sae in zip(sae_ids, saes, strict=True)}
         done += sum(lengths)
         if progress is not None:
             progress("forward + encode", done, total)
-        yield Batch(np.asarray(group), lengths, counted_BT, feats)
+        yield Batch(np.asarray(group), lengths, counted, feats)
 
 
 @dataclass
@@ -144,7 +148,7 @@ class Pooled:
 
     max: dict[str, np.ndarray]
     mean: dict[str, np.ndarray]
-    n_counted: np.ndarray  # int32 [E] tokens that counted per example
+    n_counted: dict[str, np.ndarray]  # sae_id -> int32 [E] tokens that counted per example
     seconds: float = 0.0
 
     def matrix(self, kind: str = "max") -> tuple[np.ndarray, list[tuple[str, int]]]:
@@ -165,13 +169,13 @@ def pool(
     E = len(ids)
     out_max = {s: np.zeros((E, sae.d_sae), np.float32) for s, sae in runner.saes.items()}
     out_mean = {s: np.zeros((E, sae.d_sae), np.float32) for s, sae in runner.saes.items()}
-    n_counted = np.zeros(E, np.int32)
+    n_counted = {s: np.zeros(E, np.int32) for s in runner.saes}
     for batch in iter_batches(runner, ids, progress=progress, cancel=cancel):
-        m_BT1 = batch.counted_BT[..., None]
-        n_B = batch.counted_BT.sum(1)
-        n_counted[batch.index] = n_B.cpu().numpy()
         for sae_id, f_BTF in batch.feats.items():
-            f_BTF = f_BTF.float().masked_fill(~m_BT1, 0.0)  # activations are >= 0: zero is neutral for max
+            m_BT = batch.counted[sae_id]
+            n_B = m_BT.sum(1)
+            n_counted[sae_id][batch.index] = n_B.cpu().numpy()
+            f_BTF = f_BTF.float().masked_fill(~m_BT[..., None], 0.0)  # activations are >= 0: zero is neutral for max
             out_max[sae_id][batch.index] = f_BTF.amax(1).cpu().numpy()
             out_mean[sae_id][batch.index] = (f_BTF.sum(1) / n_B.clamp(min=1)[:, None]).cpu().numpy()
     return Pooled(out_max, out_mean, n_counted, time.perf_counter() - start)
@@ -179,10 +183,10 @@ def pool(
 
 @dataclass
 class TokenActs:
-    """One example's token-level activations of chosen features: float32 [T, N], and which tokens counted."""
+    """One example's token-level activations of chosen features: float32 [T, N], and where they count."""
 
     acts: np.ndarray
-    counted: np.ndarray  # bool [T]
+    counted: np.ndarray  # bool [T, N]: the token counts at that feature's SAE site
 
 
 def token_acts(
@@ -193,14 +197,16 @@ def token_acts(
 ) -> list[TokenActs]:
     """Every example's activations of `features` [(sae_id, feature)] on each of its tokens."""
     sae_ids = list(dict.fromkeys(s for s, _ in features))
-    out = [TokenActs(np.zeros((len(x), len(features)), np.float32), np.zeros(len(x), bool)) for x in ids]
+    out = [
+        TokenActs(np.zeros((len(x), len(features)), np.float32), np.zeros((len(x), len(features)), bool)) for x in ids
+    ]
     for batch in iter_batches(runner, ids, sae_ids, cancel=cancel):
         cols = [batch.feats[s][:, :, f].float().cpu().numpy() for s, f in features]  # each [B, T]
-        counted_BT = batch.counted_BT.cpu().numpy()
+        masks = [batch.counted[s].cpu().numpy() for s, _ in features]
         for row, (i, n) in enumerate(zip(batch.index, batch.lengths, strict=True)):
             if cols:
                 out[i].acts[:] = np.stack([c[row, :n] for c in cols], axis=1)
-            out[i].counted[:] = counted_BT[row, :n]
+                out[i].counted[:] = np.stack([m[row, :n] for m in masks], axis=1)
     return out
 
 
@@ -211,7 +217,7 @@ class Totals:
     fired: dict[str, np.ndarray]  # int64 [F] examples where the feature fires on a counted token
     mass: dict[str, np.ndarray]  # float64 [F] activation summed over every counted token
     n_examples: int
-    n_tokens: int  # counted tokens
+    n_tokens: int  # tokens run
 
 
 def totals(
@@ -225,10 +231,9 @@ def totals(
     mass = {s: np.zeros(sae.d_sae, np.float64) for s, sae in runner.saes.items()}
     n_tokens = 0
     for batch in iter_batches(runner, ids, progress=progress, cancel=cancel):
-        m_BT1 = batch.counted_BT[..., None]
-        n_tokens += int(batch.counted_BT.sum())
+        n_tokens += sum(batch.lengths)
         for sae_id, f_BTF in batch.feats.items():
-            f_BTF = f_BTF.float().masked_fill(~m_BT1, 0.0)
+            f_BTF = f_BTF.float().masked_fill(~batch.counted[sae_id][..., None], 0.0)
             fired[sae_id] += (f_BTF.amax(1) > 0).sum(0).cpu().numpy()
             mass[sae_id] += f_BTF.sum((0, 1)).double().cpu().numpy()
     return Totals(fired, mass, len(ids), n_tokens)

@@ -4,8 +4,10 @@ The corpus (``corpus/{val,train}.jsonl`` of a `qscope build-demo` folder) mixes 
 sources with prose: the Python docs (reStructuredText), fortunes and the Jargon File, where installed. Its lines
 do not say where they came from, so each document is recognised by its shape (reST directives and roles, Jargon
 entries ``:term:`` and ``{cross refs}``, Python statements) and examples are cut from it one line or sentence
-each: code lines (outside strings and comments), docstring sentences, prose sentences. Every set is drawn with a
-fixed seed; a set whose sources this corpus lacks is not offered.
+each: code lines (outside strings and comments), docstring sentences, prose sentences. "English prose" is the
+sentences of fortunes and the Jargon File made of plain letters and punctuation only (the Python docs talk about
+code; a corpus of the standard library alone lends its docstrings). Every set is drawn with a fixed seed; a set
+whose sources this corpus lacks is not offered.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ _CODE = re.compile(
     r"except\b|with .*:$|raise |yield\b|@\w|self\.)"
 )
 _WORDY = re.compile(r"[A-Za-z ,;'’\-]")
+_PLAIN = re.compile(r"[A-Za-z ,;:.!?'’\"“”\-]+")  # no digits, brackets, operators or underscores
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“(])")
 
 
@@ -140,8 +143,11 @@ def pools(corpus_dir: Path) -> dict[str, list[str]]:
                     out["docstring"] += docs
                 else:
                     sentences = prose_pieces(text, kind)
-                    out["prose"] += sentences
+                    if kind != "rst":  # the Python docs' prose talks about code: not plain English prose
+                        out["prose"] += [x for x in sentences if _PLAIN.fullmatch(x)]
                     out.setdefault(kind, []).extend(sentences)
+    if not out["prose"]:  # a corpus of the standard library alone: its docstrings are the English prose it has
+        out["prose"] = [x for x in out["docstring"] if _PLAIN.fullmatch(x)]
     return {k: list(dict.fromkeys(v)) for k, v in out.items()}
 
 

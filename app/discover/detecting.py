@@ -57,7 +57,7 @@ def pooled_columns(d: Discovery, keys: list[tuple[str, int]], runner_of) -> np.n
         enc = tokenize(tokenizer, [e.text for e in d.examples], d.max_tokens)
         acts = token_acts(runner, enc.ids, [keys[n] for n in missing])
         for j, n in enumerate(missing):
-            X[:, n] = [a.acts[a.counted, j].max(initial=0.0) for a in acts]
+            X[:, n] = [a.acts[a.counted[:, j], j].max(initial=0.0) for a in acts]
     return X
 
 
@@ -142,15 +142,13 @@ def detect(saved: SavedDetector, texts: list[str], inp: DetectInputs) -> DetectR
     acts = token_acts(inp.runner, enc.ids, detector.keys)
     results = []
     for text, ids, cut, a in zip(texts, enc.ids, enc.cut, acts, strict=True):
-        pooled_N = (
-            np.where(a.counted[:, None], a.acts, 0.0).max(0, initial=0.0) if len(ids) else np.zeros(len(detector.terms))
-        )
+        pooled_N = np.where(a.counted, a.acts, 0.0).max(0, initial=0.0) if len(ids) else np.zeros(len(detector.terms))
         score = float(detector.score(pooled_N[None, :])[0])
         trips_TN = detector.trips(a.acts, a.counted) if len(ids) and score > 0 else np.zeros(a.acts.shape, bool)
         tokens = [
             DetectedToken(
                 text=tok,
-                counted=bool(a.counted[t]),
+                counted=bool(a.counted[t].any()),
                 acts=[round(float(v), 4) for v in a.acts[t]],
                 tripped=[int(n) for n in np.flatnonzero(trips_TN[t])],
             )

@@ -76,10 +76,10 @@ class Detector(BaseModel):
     def fires(self, X_EN: np.ndarray) -> np.ndarray:
         return self.score(X_EN) > 0
 
-    def trips(self, acts_TN: np.ndarray, counted_T: np.ndarray) -> np.ndarray:
+    def trips(self, acts_TN: np.ndarray, counted_TN: np.ndarray) -> np.ndarray:
         """bool [T, N]: the tokens (and terms) that carry the evidence. Rule: a counted token whose activation is
         above the term's threshold. Logreg: the token where a positively weighted feature peaks, if it fired."""
-        acts_TN = np.where(counted_T[:, None], acts_TN, 0.0)
+        acts_TN = np.where(counted_TN, acts_TN, 0.0)
         if self.kind == "rule":
             return acts_TN > np.array([t.threshold for t in self.terms])[None, :]
         out = np.zeros(acts_TN.shape, dtype=bool)

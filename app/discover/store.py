@@ -39,7 +39,7 @@ class Record(Base):
 class Listed:
     id: str
     kind: str
-    created_at: datetime
+    created_at: str  # ISO 8601, to the second
     model_id: str
     name: str
     figure: float | None
@@ -88,7 +88,8 @@ class DiscoverStore:
         stmt = select(Record.id, Record.kind, Record.created_at, Record.model_id, Record.name, Record.figure)
         stmt = stmt.where(Record.kind == kind).order_by(Record.created_at.desc()).limit(limit)
         with Session(self.engine) as session:
-            return [Listed(*row) for row in session.execute(stmt).all()]
+            rows = session.execute(stmt).all()
+        return [Listed(i, k, when.isoformat(timespec="seconds"), m, n, f) for i, k, when, m, n, f in rows]
 
     def close(self) -> None:
         self.engine.dispose()

@@ -43,7 +43,7 @@ class DiscoverPage:
     b: str
     name_a: str
     name_b: str
-    options: DiscoverOptions
+    options: dict
     limits: dict
     recent: list[Listed]
     note: str | None
@@ -100,7 +100,7 @@ def discover_page(
         b,
         name_a,
         name_b,
-        DiscoverOptions(seed=seed),
+        DiscoverOptions(seed=seed).model_dump(),
         limits,
         discovering.recent("discovery", 20),
         runner.problem() if runner else "no live model",
