@@ -26,7 +26,7 @@ from qscope.discover.cli_common import (
     write_json,
 )
 
-DETECTOR_RE = re.compile(r"top(\d)?(?:-(any|all))?|logreg")
+DETECTOR_RE = re.compile(r"top([1-5])?(?:-(any|all))?|logreg")
 
 
 def discover_cmd(
@@ -127,7 +127,12 @@ def discover_cmd(
     _print_discovery(d)
     summary = _summary(d)
     if save or detector:
-        summary |= _save(d, detector, served, settings)
+        from qscope.discover.detectors import DetectorError
+
+        try:
+            summary |= _save(d, detector, served, settings)
+        except DetectorError as e:
+            raise fail(str(e)) from e
     if out is not None:
         write_json(out, d.model_dump_json(indent=1))
         summary["out"] = str(out)
