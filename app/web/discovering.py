@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from qscope.discover.demo import corpus_dir_of
 from qscope.discover.detectors import DetectorError
 from qscope.discover.examples import ExamplesError
@@ -73,6 +74,28 @@ def bad_input() -> Iterator[None]:
         yield
     except (ExamplesError, DetectorError) as e:
         raise Unprocessable(f"Bad parameter: {e}") from e
+
+
+class JobOut(BaseModel):
+    """A background job as its status URL reports it."""
+
+    id: str
+    kind: str = Field(description="discover | footprint")
+    name: str
+    state: str = Field(description="queued | running | done | failed | cancelled")
+    phase: str = Field(description="What it is doing now, e.g. 'forward + encode'.")
+    done: int
+    total: int = Field(description="Units of the phase (tokens for forward + encode).")
+    rate: float | None = Field(description="Units per second in this phase.")
+    eta_s: float | None
+    result: str | None = Field(description="The id of what it saved, once done.")
+    result_url: str | None = Field(description="Its permalink, once done.")
+    error: str | None
+    status_url: str
+    cancel_url: str
+
+
+WAITED = {200: {"description": "With `wait`: the finished result, and its permalink in `url`."}}
 
 
 def _result_url(job: Job) -> str | None:

@@ -17,7 +17,17 @@ from qscope.discover.store import Listed
 from qscope.web import discover_plots, urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LiveDep
-from qscope.web.discovering import DiscoveringDep, bad_input, busy, corpus_dir, job_json, model_id_of, served
+from qscope.web.discovering import (
+    WAITED,
+    DiscoveringDep,
+    JobOut,
+    bad_input,
+    busy,
+    corpus_dir,
+    job_json,
+    model_id_of,
+    served,
+)
 from qscope.web.render import jsonable, render, templates
 
 router = APIRouter()
@@ -122,6 +132,8 @@ async def wait_for(job: Job, request: Request) -> bool:
     "/api/discover",
     tags=["discover"],
     status_code=202,
+    response_model=JobOut,
+    responses=WAITED,
     summary="Rank the features that tell set A from set B (a job, or the result with wait=true)",
 )
 async def discover_api(

@@ -18,7 +18,7 @@ from qscope.web import urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LiveDep
 from qscope.web.discover_plots import overlap_bar
-from qscope.web.discovering import DiscoveringDep, bad_input, busy, job_json, model_id_of, served
+from qscope.web.discovering import WAITED, DiscoveringDep, JobOut, bad_input, busy, job_json, model_id_of, served
 from qscope.web.render import jsonable, render
 from qscope.web.routes.discover import DemoInfo, demo_infos, prefill, wait_for
 
@@ -72,6 +72,8 @@ def footprints_page(
     "/api/footprints",
     tags=["footprints"],
     status_code=202,
+    response_model=JobOut,
+    responses=WAITED,
     summary="Footprints of one or two datasets and their comparison (a job, or the result with wait)",
 )
 async def footprints_api(

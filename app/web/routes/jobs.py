@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from qscope.web.catalog import NotFound
-from qscope.web.discovering import DiscoveringDep, job_json
+from qscope.web.discovering import DiscoveringDep, JobOut, job_json
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -17,11 +17,11 @@ def _job(discovering, job_id: str):
     return job
 
 
-@router.get("/{job_id}", summary="A job's state and progress; `result_url` once done")
+@router.get("/{job_id}", response_model=JobOut, summary="A job's state and progress; `result_url` once done")
 def job_status(job_id: str, discovering: DiscoveringDep) -> dict:
     return job_json(_job(discovering, job_id))
 
 
-@router.post("/{job_id}/cancel", summary="Cancel a job (it stops before its next batch)")
+@router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a job (it stops before its next batch)")
 def job_cancel(job_id: str, discovering: DiscoveringDep) -> dict:
     return job_json(discovering.jobs.cancel(job_id) or _job(discovering, job_id))
