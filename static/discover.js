@@ -127,7 +127,29 @@
     });
   }
 
+  function startDemo(box) {
+    const status = document.getElementById("demo-status");
+    box.addEventListener("click", async (e) => {
+      const btn = e.target.closest("[data-demo]");
+      if (!btn) return;
+      box.querySelectorAll("button").forEach((b) => { b.disabled = true; });
+      try {
+        status.textContent = "discovering features (the model runs every example)…";
+        const d = await post("/api/discover", { model_id: box.dataset.model, demo: btn.dataset.demo, wait: true });
+        const top = d.ranking.a_side[0];
+        status.textContent = "fitting a rule on the top feature…";
+        const out = await post("/api/detectors", { discovery: d.id, spec: { kind: "rule", terms: [{ sae_id: top.sae_id, feature: top.feature }] } });
+        window.location.href = out.url;
+      } catch (err) {
+        status.textContent = err.message;
+        box.querySelectorAll("button").forEach((b) => { b.disabled = false; });
+      }
+    });
+  }
+
   document.querySelectorAll("form.discoverform").forEach(startForm);
+  const demo = document.getElementById("demo-detector");
+  if (demo) startDemo(demo);
   const upload = document.getElementById("uploadform");
   if (upload) startUpload(upload);
   const saveBox = document.getElementById("save-detector");

@@ -95,3 +95,15 @@ def test_footprint_comparison_of_a_demo_set(page, server):  # noqa: F811
     assert 0 <= overlap < 1
     shot(page, "14_footprint")
     assert page.problems == []
+
+
+def test_one_click_demo_detector(page, server):  # noqa: F811
+    """From the default, without bringing anything: a detector built from a demo set, with its measured F1."""
+    expect = sync_api.expect
+    page.goto(server + "/detectors")
+    page.locator("#demo-detector button", has_text="Python code vs English prose").click()
+    page.wait_for_url("**/detectors/*")
+    expect(page.locator("h1")).to_contain_text("Python code vs English prose")
+    assert float(page.locator("#test-f1").inner_text()) > 0.8
+    shot(page, "15_demo_detector")
+    assert page.problems == []

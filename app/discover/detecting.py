@@ -100,7 +100,9 @@ def fit_on_discovery(d: Discovery, spec: DetectorSpec, name: str, runner_of) -> 
 
 
 def _default_name(detector: Detector, d: Discovery) -> str:
-    what = f"{len(detector.terms)}-feature {detector.combine} rule" if detector.kind == "rule" else "L1 logreg"
+    n = len(detector.terms)
+    what = "L1 logistic regression" if detector.kind == "logreg" else f"{n}-feature {detector.combine} rule"
+    what = "1-feature rule" if detector.kind == "rule" and n == 1 else what
     return f"{d.names[0]} vs {d.names[1]} ({what})"
 
 

@@ -13,8 +13,9 @@ from qscope.discover.store import Listed
 from qscope.web import urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LiveDep
-from qscope.web.discovering import DiscoveringDep, bad_input, served
+from qscope.web.discovering import DiscoveringDep, bad_input, model_id_of, served
 from qscope.web.render import render
+from qscope.web.routes.discover import DemoInfo, demo_infos
 
 router = APIRouter()
 
@@ -91,10 +92,13 @@ def detector_page(request: Request, detector_id: str, discovering: DiscoveringDe
 @dataclass
 class DetectorsPage:
     detectors: list[Listed]
+    model_id: str
+    demos: list[DemoInfo]  # demo sets a detector can be built from in one click
 
 
 @router.get("/detectors")
 @router.get("/detectors.json")
-def detectors_page(request: Request, discovering: DiscoveringDep):
-    page = DetectorsPage(discovering.recent("detector", 200))
+def detectors_page(request: Request, catalog: CatalogDep, live: LiveDep, discovering: DiscoveringDep):
+    model_id = model_id_of(catalog, None)
+    page = DetectorsPage(discovering.recent("detector", 200), model_id, demo_infos(live, model_id))
     return render(request, "detectors.html", {"p": page}, data=page)
