@@ -138,7 +138,7 @@ def iter_batches(
             feats = {sid: sae.encode(hidden[sae.site]) for sid, sae in zip(sae_ids, saes, strict=True)}
         done += sum(lengths)
         if progress is not None:
-            progress("forward + encode", done, total)
+            progress("forward + encode (tokens)", done, total)
         yield Batch(np.asarray(group), lengths, counted, feats)
 
 

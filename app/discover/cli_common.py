@@ -32,7 +32,6 @@ def bars() -> Progress:
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("tokens"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,

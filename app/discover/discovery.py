@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from qscope.discover.activations import Progress, Runner, pool, tokenize
+from qscope.discover.activations import Encoded, Progress, Runner, pool, tokenize
 from qscope.discover.detectors import Detector, SplitScores, evaluate, fit_logreg
 from qscope.discover.examples import ExampleSet, split_indices
 from qscope.discover.ranking import FeatureScore, Ranking, RankInputs, rank
@@ -84,6 +85,21 @@ class Discovery(BaseModel):
         return np.array([e.label for e in self.examples], dtype=np.int8)
 
 
+class _Phases:
+    """Times the phases of a discovery and reports each one's start to `progress`."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress, self.seconds = progress, {}
+
+    @contextmanager
+    def __call__(self, name: str, total: int = 1) -> Iterator[None]:
+        if self.progress:
+            self.progress(name, 0, total)
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+
+
 def discover(
     examples: ExampleSet,
     runner: Runner,
@@ -96,54 +112,48 @@ def discover(
     cancel: threading.Event | None = None,
 ) -> Discovery:
     """Rank every feature of every SAE of `runner` on `examples` (Cancelled when `cancel` is set)."""
-    seconds: dict[str, float] = {}
-    t = time.perf_counter()
-    if progress:
-        progress("tokenize", 0, len(examples.texts))
-    enc = tokenize(tokenizer, examples.texts, max_tokens)
+    phases = _Phases(progress)
+    with phases("tokenize (examples)", len(examples.texts)):
+        enc = tokenize(tokenizer, examples.texts, max_tokens)
+    pooled = pool(runner, enc.ids, progress, cancel)
+    phases.seconds["forward + encode"] = pooled.seconds
+    with phases("rank"):
+        train, test = split_indices(examples.labels, options.test_share, options.seed)
+        X_max, keys = pooled.matrix("max")
+        inputs = RankInputs(X_max, pooled.matrix("mean")[0], keys, examples.labels, train, test)
+        ranking = rank(inputs, options.top, options.n_random, options.n_shuffles, options.seed)
+    logreg = None
+    if options.logreg:
+        with phases("logistic regression"):
+            logreg = _logreg(inputs, options.seed, label_of)
+    listed = [(s.sae_id, s.feature) for s in [*ranking.a_side, *ranking.b_side]]
+    listed += logreg.detector.keys if logreg else []
     notes = list(examples.notes)
     if enc.truncated:
         notes.append(f"{enc.truncated} example(s) longer than {max_tokens} tokens cut to their first {max_tokens}")
-    seconds["tokenize"] = time.perf_counter() - t
-    pooled = pool(runner, enc.ids, progress, cancel)
-    seconds["forward + encode"] = pooled.seconds
-    t = time.perf_counter()
-    if progress:
-        progress("rank", 0, 1)
-    train, test = split_indices(examples.labels, options.test_share, options.seed)
-    X_max, keys = pooled.matrix("max")
-    X_mean, _ = pooled.matrix("mean")
-    inputs = RankInputs(X_max, X_mean, keys, examples.labels, train, test)
-    ranking = rank(inputs, options.top, options.n_random, options.n_shuffles, options.seed)
-    seconds["rank"] = time.perf_counter() - t
-    logreg = None
-    if options.logreg:
-        t = time.perf_counter()
-        if progress:
-            progress("logistic regression", 0, 1)
-        logreg = _logreg(inputs, options.seed, label_of)
-        seconds["logistic regression"] = time.perf_counter() - t
-    split = np.full(len(examples.texts), "train", dtype=object)
-    split[test] = "test"
-    listed = [(s.sae_id, s.feature) for s in [*ranking.a_side, *ranking.b_side]]
-    listed += logreg.detector.keys if logreg else []
     return Discovery(
         model_id=model_id,
         names=examples.names,
         options=options,
         saes=list(runner.saes),
-        examples=[
-            ExampleOut(text, int(lab), str(sp), len(ids), cut)
-            for text, lab, sp, ids, cut in zip(examples.texts, examples.labels, split, enc.ids, enc.cut, strict=True)
-        ],
+        examples=_examples_out(examples, enc, test),
         notes=notes,
         ranking=ranking,
         labels={f"{s}/{f}": label_of(s, f) for s, f in listed} if label_of else {},
         logreg=logreg,
         n_tokens=enc.n_tokens,
         max_tokens=max_tokens,
-        seconds=seconds,
+        seconds=phases.seconds,
     )
+
+
+def _examples_out(examples: ExampleSet, enc: Encoded, test: np.ndarray) -> list[ExampleOut]:
+    in_test = np.zeros(len(examples.texts), dtype=bool)
+    in_test[test] = True
+    return [
+        ExampleOut(text, int(label), "test" if t else "train", len(ids), cut)
+        for text, label, t, ids, cut in zip(examples.texts, examples.labels, in_test, enc.ids, enc.cut, strict=True)
+    ]
 
 
 def _logreg(inputs: RankInputs, seed: int, label_of: LabelOf | None) -> LogRegResult | None:
