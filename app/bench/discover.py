@@ -1,6 +1,6 @@
 """Benchmark discover: examples/s of a whole discovery (tokenize, forward + encode every SAE, pool, rank with
 controls, with and without the L1 logistic regression) beside the floor: the same tokens' forward + SAE encode
-alone, in the same batches. One run, best of --reps each.
+alone, in the same batches. One run: the three are interleaved --reps times and each keeps its best.
 
     qscope bench discover --demo-dir data/demo --n 200        # 200 examples a side of code vs prose
     qscope bench discover --tokens-per-batch 8192 --device cuda
@@ -20,20 +20,9 @@ from qscope.discover.activations import Runner, plan, tokenize
 from qscope.discover.demo import demo_examples
 from qscope.discover.discovery import DiscoverOptions, discover
 from qscope.discover.examples import ExampleLimits, build_set
-from qscope.harvest.ids import sae_id_for
+from qscope.harvest.ids import model_id_for, sae_id_for
 from qscope.model import capture, load_model
 from qscope.sae import find_sae_files, load_sae
-
-
-def best(fn, reps: int) -> float:
-    """The fastest of `reps` runs in seconds, after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def floor(runner: Runner, ids: list[list[int]]) -> None:
@@ -79,12 +68,19 @@ def main(argv: list[str] | None = None) -> None:
         options = DiscoverOptions(logreg=logreg)
         return lambda: discover(examples, runner, lm.tokenizer, lm.model_id, options, args.max_tokens)
 
-    t_floor = best(lambda: floor(runner, ids), args.reps)
-    t_plain = best(run(False), args.reps)
-    t_full = best(run(True), args.reps)
+    times: dict[str, list[float]] = {"floor": [], "discover": [], "discover + logreg": []}
+    jobs = {"floor": lambda: floor(runner, ids), "discover": run(False), "discover + logreg": run(True)}
+    for job in jobs.values():  # warm-up
+        job()
+    for _ in range(args.reps):  # interleaved, so a busy spell on a shared machine hits all three alike
+        for name, job in jobs.items():
+            t = time.perf_counter()
+            job()
+            times[name].append(time.perf_counter() - t)
+    t_floor, t_plain, t_full = (min(times[k]) for k in jobs)
     d = run(True)()
     report = {
-        "model": lm.model_id,
+        "model": model_id_for(root / "model"),
         "device": str(lm.device),
         "threads": torch.get_num_threads(),
         "examples": n_ex,
