@@ -255,3 +255,13 @@ def test_openapi_lists_the_discover_api(client):
         assert path in schema["paths"], path
     assert "429" in schema["paths"]["/api/detect"]["post"]["responses"]
     assert schema["paths"]["/api/detect"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+
+
+def test_strip_draws_each_example_and_bins_many():
+    from qscope.web.discover_plots import MAX_BARS, strip
+
+    svg = strip([1.0, 0.0, 2.0, 0.5], [1, 1, 0, 0], [False, True, False, True], threshold=0.7)
+    assert svg.count("<rect") == 3 and 'class="sb te"' in svg and 'x1="120.00"' in svg  # A | B halfway
+    assert 'class="thr"' in svg
+    many = strip([1.0] * 5000, [1] * 2500 + [0] * 2500, [False] * 5000)
+    assert many.count("<rect") <= MAX_BARS + 2

@@ -7,6 +7,22 @@ from collections.abc import Sequence
 
 from markupsafe import Markup, escape
 
+MAX_BARS = 480  # past this many examples, neighbors share a bar (their max), so a page stays light
+
+
+def _bars(values: Sequence[float], labels: Sequence[int], test: Sequence[bool]) -> tuple[list, int]:
+    """[(value, is_a, is_test)] in drawing order (set A, then set B), binned to at most MAX_BARS; and how many
+    bars set A takes."""
+    out, n_a = [], 0
+    for side in (1, 0):
+        idx = [i for i in range(len(values)) if (labels[i] == 1) == (side == 1)]
+        per = max(1, -(-len(values) // MAX_BARS))
+        for start in range(0, len(idx), per):
+            group = idx[start : start + per]
+            out.append((max(values[i] for i in group), side == 1, any(test[i] for i in group)))
+        n_a = len(out) if side == 1 else n_a
+    return out, n_a
+
 
 def strip(
     values: Sequence[float],
@@ -18,21 +34,18 @@ def strip(
 ) -> Markup:
     """One thin bar per example (set A first, then set B; test examples darker), height by activation, the
     threshold as a line."""
-    order = [i for i in range(len(values)) if labels[i] == 1] + [i for i in range(len(values)) if labels[i] != 1]
+    bars, n_a = _bars(values, labels, test)
     top = max(max(values, default=0.0), threshold or 0.0) or 1.0
-    n = max(len(order), 1)
-    bw = width / n
-    n_a = sum(1 for v in labels if v == 1)
+    bw = width / max(len(bars), 1)
     parts = [
         f'<svg class="strip" viewBox="0 0 {width} {height}" preserveAspectRatio="none" role="img" '
         f'aria-label="activation on each example">'
     ]
-    for j, i in enumerate(order):
-        v = values[i]
+    for j, (v, is_a, is_test) in enumerate(bars):
         if v <= 0:
             continue
         h = (height - 2) * v / top
-        cls = ("sa" if labels[i] == 1 else "sb") + (" te" if test[i] else "")
+        cls = ("sa" if is_a else "sb") + (" te" if is_test else "")
         parts.append(
             f'<rect class="{cls}" x="{j * bw:.2f}" y="{height - h:.2f}" width="{max(bw, 0.6):.2f}" height="{h:.2f}"/>'
         )
