@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -69,10 +69,20 @@ class Runner:
 
 @dataclass
 class Batch:
+    """One forward's worth of examples; `feats(sae_id)` encodes one SAE at a time, so a release of many wide
+    SAEs never holds all their dense activations at once."""
+
     index: np.ndarray  # int [B] example indices
     lengths: list[int]
+    hidden: dict[str, Tensor]  # site -> [B, T, D]
     counted: dict[str, Tensor]  # sae_id -> bool [B, T]: the tokens that count at that SAE's site
-    feats: dict[str, Tensor] = field(default_factory=dict)  # sae_id -> f [B, T, F]
+    saes: Mapping[str, Sae]
+
+    def feats(self, sae_id: str) -> Tensor:
+        """Dense activations [B, T, F] of one SAE."""
+        sae = self.saes[sae_id]
+        with torch.no_grad():
+            return sae.encode(self.hidden[sae.site])
 
 
 def plan(ids: Sequence[Sequence[int]], batch_tokens: int, max_batch: int) -> list[list[int]]:
@@ -113,10 +123,10 @@ def iter_batches(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
 ) -> Iterator[Batch]:
-    """One Batch per planned group, with the dense features of each SAE asked for (default: all)."""
-    sae_ids = list(sae_ids if sae_ids is not None else runner.saes)
-    saes = [runner.saes[s] for s in sae_ids]
-    sites = list(dict.fromkeys(s.site for s in saes))
+    """One Batch per planned group, for the SAEs asked for (default: all). The forward runs under the model's
+    lock; the encodes happen as the consumer asks, outside it."""
+    saes = {s: runner.saes[s] for s in (sae_ids if sae_ids is not None else runner.saes)}
+    sites = list(dict.fromkeys(s.site for s in saes.values()))
     groups = plan(ids, runner.batch_tokens, runner.max_batch)
     total, done = sum(len(ids[i]) for g in groups for i in g), 0
     device = next(runner.model.parameters()).device
@@ -134,12 +144,11 @@ def iter_batches(
             masks = {
                 site: counted_mask(hidden[site], lengths, runner.skip_first, runner.sink_norm_ratio) for site in sites
             }
-            counted = {sid: masks[sae.site] for sid, sae in zip(sae_ids, saes, strict=True)}
-            feats = {sid: sae.encode(hidden[sae.site]) for sid, sae in zip(sae_ids, saes, strict=True)}
+        counted = {sid: masks[sae.site] for sid, sae in saes.items()}
+        yield Batch(np.asarray(group), lengths, hidden, counted, saes)
         done += sum(lengths)
         if progress is not None:
             progress("forward + encode (tokens)", done, total)
-        yield Batch(np.asarray(group), lengths, counted, feats)
 
 
 @dataclass
@@ -171,8 +180,8 @@ def pool(
     out_mean = {s: np.zeros((E, sae.d_sae), np.float32) for s, sae in runner.saes.items()}
     n_counted = {s: np.zeros(E, np.int32) for s in runner.saes}
     for batch in iter_batches(runner, ids, progress=progress, cancel=cancel):
-        for sae_id, f_BTF in batch.feats.items():
-            m_BT = batch.counted[sae_id]
+        for sae_id in runner.saes:
+            f_BTF, m_BT = batch.feats(sae_id), batch.counted[sae_id]
             n_B = m_BT.sum(1)
             n_counted[sae_id][batch.index] = n_B.cpu().numpy()
             f_BTF = f_BTF.float().masked_fill(~m_BT[..., None], 0.0)  # activations are >= 0: zero is neutral for max
@@ -201,7 +210,8 @@ def token_acts(
         TokenActs(np.zeros((len(x), len(features)), np.float32), np.zeros((len(x), len(features)), bool)) for x in ids
     ]
     for batch in iter_batches(runner, ids, sae_ids, cancel=cancel):
-        cols = [batch.feats[s][:, :, f].float().cpu().numpy() for s, f in features]  # each [B, T]
+        encoded = {s: batch.feats(s) for s in sae_ids}
+        cols = [encoded[s][:, :, f].float().cpu().numpy() for s, f in features]  # each [B, T]
         masks = [batch.counted[s].cpu().numpy() for s, _ in features]
         for row, (i, n) in enumerate(zip(batch.index, batch.lengths, strict=True)):
             if cols:
@@ -232,8 +242,8 @@ def totals(
     n_tokens = 0
     for batch in iter_batches(runner, ids, progress=progress, cancel=cancel):
         n_tokens += sum(batch.lengths)
-        for sae_id, f_BTF in batch.feats.items():
-            f_BTF = f_BTF.float().masked_fill(~batch.counted[sae_id][..., None], 0.0)
+        for sae_id in runner.saes:
+            f_BTF = batch.feats(sae_id).float().masked_fill(~batch.counted[sae_id][..., None], 0.0)
             fired[sae_id] += (f_BTF.amax(1) > 0).sum(0).cpu().numpy()
             mass[sae_id] += f_BTF.sum((0, 1)).double().cpu().numpy()
     return Totals(fired, mass, len(ids), n_tokens)
