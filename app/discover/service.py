@@ -27,6 +27,7 @@ from qscope.discover.footprinting import FootprintRecord, record, run_footprints
 from qscope.discover.jobs import Job, Jobs
 from qscope.discover.store import DiscoverStore, Listed, new_id
 from qscope.sae import Sae
+from sqlalchemy.engine import make_url
 from torch import nn
 
 
@@ -103,7 +104,7 @@ class Discovering:
         return self.db.save("discovery", d.id, d.model_id, f"{d.names[0]} vs {d.names[1]}", d.model_dump_json(), top)
 
     def discovery(self, discovery_id: str) -> Discovery | None:
-        body = self.db.get("discovery", discovery_id)
+        body = self._body("discovery", discovery_id)
         return Discovery.model_validate_json(body) if body else None
 
     def fit_detector(self, served: Served, d: Discovery, spec: DetectorSpec, name: str) -> SavedDetector:
@@ -116,7 +117,7 @@ class Discovering:
         return saved
 
     def detector(self, detector_id: str) -> SavedDetector | None:
-        body = self.db.get("detector", detector_id)
+        body = self._body("detector", detector_id)
         return SavedDetector.model_validate_json(body) if body else None
 
     def detect(self, served: Served, saved: SavedDetector, texts: str | list[str]) -> DetectResult:
@@ -131,7 +132,11 @@ class Discovering:
                 f"texts: text {too_long[0] + 1} has {len(texts[too_long[0]]):,} characters; at most "
                 f"{self.limits.max_chars:,}"
             )
-        runner = self.runner(served, list(dict.fromkeys(k[0] for k in saved.detector.keys)))
+        sae_ids = list(dict.fromkeys(k[0] for k in saved.detector.keys))
+        missing = [s for s in sae_ids if s not in served.saes]
+        if missing:
+            raise ExamplesError(f"detector: it reads {missing[0]}, which {served.model_id} here does not have")
+        runner = self.runner(served, sae_ids)
         return detect(saved, texts, DetectInputs(runner, served.tokenizer, served.decode))
 
     def start_footprint(
@@ -173,7 +178,7 @@ class Discovering:
         return self.db.save("footprint", rec.id, rec.model_id, name, rec.model_dump_json(), figure)
 
     def footprint(self, footprint_id: str) -> FootprintRecord | None:
-        body = self.db.get("footprint", footprint_id)
+        body = self._body("footprint", footprint_id)
         return FootprintRecord.model_validate_json(body) if body else None
 
     def footprint_from_file(self, name: str, data_b64: str, top: int = 50) -> FootprintRecord:
@@ -211,5 +216,14 @@ class Discovering:
         self.save_footprint(rec)
         return rec
 
+    def _saved_nothing(self) -> bool:
+        """True while the app database is a SQLite file not yet made: reading it must not create it."""
+        url = make_url(self.db_url)
+        return self._db is None and url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file()
+
+    def _body(self, kind: str, record_id: str) -> str | None:
+        return None if self._saved_nothing() else self.db.get(kind, record_id)
+
     def recent(self, kind: str, limit: int = 50) -> list[Listed]:
-        return self.db.list(kind, limit)
+        """The newest saved records of a kind (none while nothing was ever saved)."""
+        return [] if self._saved_nothing() else self.db.list(kind, limit)
