@@ -53,7 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tokens-per-batch", type=int, default=4096)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     root = Path(args.demo_dir)
     lm = load_model(root / "model", device=args.device)
     files = find_sae_files(root / "saes")

@@ -17,7 +17,8 @@ from pydantic import BaseModel, Field
 from qscope.discover.metrics import auroc, auroc_from_ranks, best_thresholds, column_ranks, confusion
 
 MAX_TERMS = 5
-C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
+CV_FOLDS = 3
 
 
 class DetectorError(ValueError):
@@ -119,7 +120,7 @@ def fit_logreg(
     keys: list[tuple[str, int]],
     C: float | None = None,
     seed: int = 0,
-    screen: int | None = 1024,
+    screen: int | None = 512,
 ) -> Detector:
     """An L1 logistic regression on train activations of the features [E, F] (each scaled by its train max);
     C by stratified cross-validation (AUROC) when not given. The nonzero weights are the detector's terms.
@@ -153,7 +154,7 @@ def _choose_C(Z: np.ndarray, y: np.ndarray, seed: int) -> float:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
-    folds = min(5, int(np.bincount(y.astype(int), minlength=2).min()))
+    folds = min(CV_FOLDS, int(np.bincount(y.astype(int), minlength=2).min()))
     if folds < 2:
         return 1.0
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
