@@ -212,6 +212,7 @@ def test_files_and_labels():
     with pytest.raises(ExamplesError, match="positive_label"):
         label_of("spam", None)
     assert label_of("spam", "spam") == 1 and label_of("ham", "spam") == 0
+    assert label_of(1.0, None) == 1 and label_of(False, None) == 0
     with pytest.raises(ExamplesError, match="at most 10 bytes"):
         check_size("big.txt", 11, ExampleLimits(max_file_bytes=10))
 

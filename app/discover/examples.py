@@ -96,7 +96,10 @@ def read_file(name: str, content: str, *, text_field: str = "text", label_field:
 
 def _read_csv(name: str, content: str, text_field: str, label_field: str | None) -> list:
     reader = csv.DictReader(io.StringIO(content))
-    columns = reader.fieldnames or []
+    try:
+        columns = reader.fieldnames or []
+    except csv.Error as e:
+        raise ExamplesError(f"{name}: not a readable CSV file: {e}") from e
     for needed, what in ((text_field, "text"), (label_field, "label")):
         if needed and needed not in columns:
             shown = ", ".join(repr(c) for c in columns) or "none"
@@ -136,6 +139,8 @@ def label_of(raw: object, positive: str | None) -> int:
         return 1
     if value in NEGATIVE_WORDS:
         return 0
+    if value in ("1.0", "0.0"):  # numbers written by a dataframe export
+        return int(value == "1.0")
     raise ExamplesError(
         f"label {raw!r} is neither positive (1, true, yes, pos) nor negative (0, false, no, neg); "
         "name the positive value with positive_label"
