@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def served(tiny_db):
-    return load_served(tiny_db, None, None, "cpu", "float32")
+    return load_served(tiny_db, "cpu", "float32")
 
 
 @pytest.fixture(scope="module")

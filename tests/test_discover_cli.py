@@ -64,7 +64,7 @@ def test_discover_demo_saves_a_detector(tiny_db, tmp_path, app_db):
     assert "random features" in text and "label-shuffle control" in text and "L1 logistic regression" in text
 
 
-def test_discover_files_with_model_and_sae_paths(tiny_demo, tmp_path, app_db):
+def test_discover_from_files(tiny_db, tmp_path, app_db):
     pos, neg = tmp_path / "code.txt", tmp_path / "prose.csv"
     pos.write_text("\n".join(f"value_{i} = table.get(key_{i}, None)" for i in range(12)) + "\n")
     neg.write_text(
@@ -80,10 +80,8 @@ def test_discover_files_with_model_and_sae_paths(tiny_demo, tmp_path, app_db):
         str(pos),
         "--neg",
         str(neg),
-        "--model",
-        str(tiny_demo / "model"),
-        "--sae",
-        str(tiny_demo / "saes"),
+        "--db",
+        str(tiny_db),
         "--no-logreg",
         "--device",
         "cpu",
@@ -91,6 +89,16 @@ def test_discover_files_with_model_and_sae_paths(tiny_demo, tmp_path, app_db):
     assert result.exit_code == 0, text
     summary = last_json(text)
     assert summary["examples"] == 20 and "logreg_test_f1" not in summary and "discovery" not in summary
+
+
+def test_no_store_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("QSCOPE_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        result, text = run("discover", "--demo", "code-vs-prose")
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2 and "no feature store of the demo model" in text and "qscope demo" in text
 
 
 @pytest.mark.parametrize(

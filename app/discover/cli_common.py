@@ -1,12 +1,11 @@
 """What `qscope discover` and `qscope footprint` share: messages and progress bars on stderr, the model and SAEs
-to run (from a feature store, which also gives labels and the demo corpus, or from model and SAE paths), and the
-example files given on the command line."""
+to run (those of a feature store, which also gives their ids, labels and the demo corpus), and the example files
+given on the command line."""
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,9 +49,9 @@ def progress_fn(bars: Progress) -> Callable[[str, int, int], None]:
     return progress
 
 
-def load_served(db: Path | None, model: str | None, sae: list[Path] | None, device: str | None, dtype: str | None):
-    """A `Served` for the CLI: from a feature store (labels, corpus) or from model and SAE paths."""
-    import torch
+def load_served(db: Path | None, device: str | None, dtype: str | None):
+    """A `Served` for the CLI from a feature store: its model and SAEs (the files the harvest read), their ids
+    and labels as the server shows them, and the demo corpus when it has one."""
     from qscope.discover.demo import corpus_dir_of
     from qscope.discover.service import Served
     from qscope.live.runner import LiveModel, LiveUnavailable
@@ -60,80 +59,49 @@ def load_served(db: Path | None, model: str | None, sae: list[Path] | None, devi
 
     settings = get_settings()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    device, dtype = device or settings.device, dtype or settings.dtype
-    if db is None and model is None:
-        db = _default_store(settings)
-    if db is not None:
-        try:
-            store = Store(db)
-        except StoreError as e:
-            raise fail(str(e)) from e
-        model_id = store.model_ids[0]
-        live = LiveModel(store, model_id, device if device != "auto" else "auto", dtype)
-        try:
-            lm, saes = live.load()
-        except LiveUnavailable as e:
-            raise fail(str(e)) from e
-        settings_json = json.loads(store.meta.get("settings") or "{}")
-        corpus = corpus_dir_of(store.model_source, settings_json.get("corpus"))
-        return Served(
-            model_id,
-            lm.model,
-            lm.tokenizer,
-            saes,
-            threading.Lock(),
-            live.skip_first,
-            live.sink_norm_ratio,
-            store.label,
-            store.decode,
-            corpus,
-        )
-    return _served_from_paths(model, sae, device, dtype, settings, Served, torch)
-
-
-def _default_store(settings) -> Path | None:
-    from qscope.harvest.ids import model_id_for
-
-    model = settings.demo_dir / "model"
-    if not model.is_dir():
-        return None
-    db = settings.data_dir / f"{model_id_for(str(model))}.duckdb"
-    return db if db.is_file() else None
-
-
-def _served_from_paths(model, sae, device, dtype, settings, Served, torch):
-    from qscope.harvest.ids import model_id_for, sae_id_for, unique_ids
-    from qscope.model import ModelLoadError, load_model
-    from qscope.sae import SaeFormatError, find_sae_files, load_sae
-
-    model = model or str(settings.demo_dir / "model")
-    if not Path(model).is_dir() and model.startswith((".", "/")):
-        raise fail(f"no model at {model}: run `qscope build-demo` first, or pass --db or --model")
+    db = db or _default_store(settings)
     try:
-        lm = load_model(model, device=device, dtype=dtype)
-        files = [f for p in (sae or [settings.demo_dir / "saes"]) for f in (find_sae_files(p) if p.is_dir() else [p])]
-        loaded = [load_sae(f, device=lm.device) for f in files]
-        saes = dict(
-            zip(unique_ids([sae_id_for(f, s.layer) for f, s in zip(files, loaded, strict=True)]), loaded, strict=True)
-        )
-    except (ModelLoadError, SaeFormatError, OSError) as e:
+        store = Store(db)
+    except StoreError as e:
         raise fail(str(e)) from e
-    if not saes:
-        raise fail("no SAE files found: pass --sae")
-    corpus = Path(model).parent / "corpus"
-    vocab = lm.tokenizer.convert_ids_to_tokens
-
+    model_id = store.model_ids[0]
+    live = LiveModel(store, model_id, device or settings.device, dtype or settings.dtype)
+    try:
+        lm, saes = live.load()
+    except LiveUnavailable as e:
+        raise fail(str(e)) from e
+    harvested = json.loads(store.meta.get("settings") or "{}")
     return Served(
-        model_id_for(model),
+        model_id,
         lm.model,
         lm.tokenizer,
         saes,
-        threading.Lock(),
-        True,
-        10.0,
-        lambda s, f: "",
-        lambda ids: [lm.tokenizer.convert_tokens_to_string([t]) for t in vocab(ids)],
-        corpus if (corpus / "train.jsonl").is_file() else None,
+        live.lock,
+        live.skip_first,
+        live.sink_norm_ratio,
+        store.label,
+        store.decode,
+        corpus_dir_of(store.model_source, harvested.get("corpus")),
+    )
+
+
+def _default_store(settings) -> Path:
+    """The store harvested from the demo's model in Settings.data_dir (as `qscope demo` makes it)."""
+    from qscope.store.queries import Store, StoreError
+
+    demo_model = (settings.demo_dir / "model").resolve()
+    for path in sorted(settings.data_dir.glob("*.duckdb")):
+        try:
+            store = Store(path)
+        except StoreError:
+            continue
+        source = store.model_source
+        store.close()
+        if source and Path(source).resolve() == demo_model:
+            return path
+    raise fail(
+        f"no feature store of the demo model in {settings.data_dir}: run `qscope demo` (or harvest one) "
+        "first, or pass --db"
     )
 
 

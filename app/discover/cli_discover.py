@@ -54,8 +54,6 @@ def discover_cmd(
         Path | None,
         typer.Option(help="Feature store whose model, SAEs and labels to use (default: the demo's, when harvested)."),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Model folder or hub id instead of --db.")] = None,
-    sae: Annotated[list[Path] | None, typer.Option("--sae", help="SAE file or folder (with --model).")] = None,
     test_share: Annotated[float, typer.Option(help="Share of each set held out for testing.")] = 0.3,
     seed: Annotated[int | None, typer.Option(help="Seed (default: Settings.seed).")] = None,
     top: Annotated[int, typer.Option(help="Features listed per side.")] = 20,
@@ -86,7 +84,7 @@ def discover_cmd(
         raise fail(f"--detector {detector!r}: give top, top3-any, top2-all (N up to 5) or logreg")
     if not (pos or neg or data or demo):
         raise fail("give the examples: --pos FILE --neg FILE, --data FILE (with a label column) or --demo NAME")
-    served = load_served(db, model, sae, device, dtype)
+    served = load_served(db, device, dtype)
     seed = settings.seed if seed is None else seed
     example_limits = limits(max_examples)
     try:

@@ -32,8 +32,6 @@ def footprint_cmd(
     top: Annotated[int, typer.Option(help="Features listed per group.")] = 20,
     text_column: Annotated[str, typer.Option(help="The text column (.csv) or field (.jsonl).")] = "text",
     db: Annotated[Path | None, typer.Option(help="Feature store whose model, SAEs and labels to use.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model folder or hub id instead of --db.")] = None,
-    sae: Annotated[list[Path] | None, typer.Option("--sae", help="SAE file or folder (with --model).")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Cut examples to this many tokens.")] = None,
     max_examples: Annotated[int | None, typer.Option(help="Most examples per dataset.")] = None,
     save: Annotated[bool, typer.Option("--save", help="Keep the comparison in the app database.")] = False,
@@ -57,7 +55,7 @@ def footprint_cmd(
         raise fail(f"--out {out}: give a .parquet or .duckdb file name")
     if not (a or demo):
         raise fail("give dataset A's file(s) (and --b FILE to compare), or --demo NAME")
-    served = load_served(db, model, sae, device, dtype)
+    served = load_served(db, device, dtype)
     try:
         req = ExamplesIn(
             a=read_side(a, text_column),
