@@ -136,7 +136,7 @@ def test_footprint_writes_a_file_the_same_as_its_figures(tiny_db, tmp_path, suff
     f = footprint_io.read(out)
     again = compare(f.a, f.b, f.by, f.share)
     assert again.overlap == pytest.approx(summary["overlap"]) and again.shared == summary["shared"]
-    assert 0 < summary["overlap"] < 1 and f.meta["model_id"] == "tiny"
+    assert 0 < summary["overlap"] < 1 and f.meta["model_id"] == summary["model_id"]
     assert any(label for label in f.labels.values())
     assert summary["footprint_url"].startswith("/footprints/")
 
