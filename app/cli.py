@@ -11,9 +11,7 @@ import typer
 from qscope.config import get_settings
 from rich.console import Console
 
-cli = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="qscope: explore the inside of Qwen models."
-)
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help="qscope: explore the inside of Qwen models.")
 console = Console(stderr=True)
 
 
@@ -67,9 +65,7 @@ def _figures(report: dict) -> str:
 @cli.command("build-demo")
 def build_demo_cmd(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: Settings.demo_dir).")] = None,
-    tiny: Annotated[
-        bool, typer.Option("--tiny", help="A micro version in under a minute, for tests.")
-    ] = False,
+    tiny: Annotated[bool, typer.Option("--tiny", help="A micro version in under a minute, for tests.")] = False,
 ) -> None:
     """Build mini-Qwen offline: corpus, tokenizer, Qwen3 model and TopK SAEs (Qwen-Scope format)."""
     from qscope.demo.build import build_demo
