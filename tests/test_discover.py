@@ -4,6 +4,7 @@ own corpus against chance, pooled activations that do not depend on batching, de
 import numpy as np
 import pytest
 import torch
+
 from qscope.discover.activations import Runner, pool, tokenize
 from qscope.discover.cli_common import load_served
 from qscope.discover.demo import available, demo_examples

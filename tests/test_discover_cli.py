@@ -4,6 +4,8 @@ last), files written whole, detectors saved to the app database, and bad input a
 import json
 
 import pytest
+from typer.testing import CliRunner
+
 from qscope.cli import cli
 from qscope.config import get_settings
 from qscope.discover import footprint_io
@@ -11,7 +13,6 @@ from qscope.discover.detecting import SavedDetector
 from qscope.discover.discovery import Discovery
 from qscope.discover.footprints import compare
 from qscope.discover.store import DiscoverStore
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -3,6 +3,8 @@ files, example parsing and cleaning. No model here (tests/test_discover.py runs 
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
+
 from qscope.discover import footprint_io
 from qscope.discover.detectors import Detector, DetectorSpec, FittedTerm, Term, evaluate, fit_logreg, fit_rule
 from qscope.discover.examples import (
@@ -18,7 +20,6 @@ from qscope.discover.examples import (
 from qscope.discover.footprints import Stats, compare, members, stats, summarize
 from qscope.discover.metrics import auroc, auroc_from_ranks, best_thresholds, column_ranks, confusion, f1_at
 from qscope.discover.ranking import RankInputs, rank
-from sklearn.metrics import roc_auc_score
 
 
 def test_auroc_matches_sklearn_with_ties():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+
 from qscope.config import Settings
 from qscope.discover import footprint_io
 from qscope.discover.footprints import Stats

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from qscope.discover.activations import Runner, plan, tokenize
 from qscope.discover.demo import demo_examples
 from qscope.discover.discovery import DiscoverOptions, discover

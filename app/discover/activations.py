@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import Tensor, nn
+
 from qscope.model import capture
 from qscope.sae import Sae
-from torch import Tensor, nn
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 

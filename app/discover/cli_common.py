@@ -4,15 +4,15 @@ given on the command line."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import typer
-from qscope.config import get_settings
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from qscope.config import get_settings
 
 console = Console(stderr=True)
 
@@ -55,6 +55,7 @@ def load_served(db: Path | None, device: str | None, dtype: str | None):
     from qscope.discover.demo import corpus_dir_of
     from qscope.discover.service import Served
     from qscope.live.runner import LiveModel, LiveUnavailable
+    from qscope.store.meta import settings_of
     from qscope.store.queries import Store, StoreError
 
     settings = get_settings()
@@ -70,7 +71,7 @@ def load_served(db: Path | None, device: str | None, dtype: str | None):
         lm, saes = live.load()
     except LiveUnavailable as e:
         raise fail(str(e)) from e
-    harvested = json.loads(store.meta.get("settings") or "{}")
+    harvested = settings_of(store.meta)
     return Served(
         model_id,
         lm.model,
@@ -87,16 +88,12 @@ def load_served(db: Path | None, device: str | None, dtype: str | None):
 
 def _default_store(settings) -> Path:
     """The store harvested from the demo's model in Settings.data_dir (as `qscope demo` makes it)."""
-    from qscope.store.queries import Store, StoreError
+    from qscope.store.meta import is_current, model_source, read_meta
 
     demo_model = (settings.demo_dir / "model").resolve()
     for path in sorted(settings.data_dir.glob("*.duckdb")):
-        try:
-            store = Store(path)
-        except StoreError:
-            continue
-        source = store.model_source
-        store.close()
+        meta = read_meta(path) if is_current(path) else None
+        source = model_source(meta) if meta else None
         if source and Path(source).resolve() == demo_model:
             return path
     raise fail(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from qscope.config import get_settings
 from qscope.discover.cli_common import (
     bars,

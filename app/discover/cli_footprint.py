@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from qscope.config import get_settings
 from qscope.discover.cli_common import bars, cli_runner, fail, fmt, limits, load_served, progress_fn, read_side, say
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, Field
+
 from qscope.discover.activations import Runner, pool, token_acts, tokenize
 from qscope.discover.detectors import Detector, DetectorSpec, SplitScores, evaluate, fit_logreg, fit_rule
 from qscope.discover.discovery import Discovery

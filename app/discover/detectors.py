@@ -14,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
+
 from qscope.discover.metrics import auroc, auroc_from_ranks, best_thresholds, column_ranks, confusion
 
 MAX_TERMS = 5

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
 from qscope.discover.activations import Encoded, Progress, Runner, pool, tokenize
 from qscope.discover.detectors import Detector, SplitScores, evaluate, fit_logreg
 from qscope.discover.examples import ExampleSet, split_indices

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+
 from qscope.discover.footprints import By, Stats, members
 
 SUFFIXES = (".parquet", ".duckdb")

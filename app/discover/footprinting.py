@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from qscope.discover.activations import Progress, Runner, tokenize, totals
 from qscope.discover.footprints import By, Comparison, Stats, Summary, compare, stats, summarize
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from qscope.discover.metrics import auroc_from_ranks, best_thresholds, column_ranks, f1_at, null_auroc_sd
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
+
 from qscope.discover.demo import demo_examples
 from qscope.discover.detectors import DetectorSpec
 from qscope.discover.discovery import DiscoverOptions

@@ -16,6 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from torch import nn
+
 from qscope.config import Settings
 from qscope.discover import footprint_io
 from qscope.discover.activations import Runner
@@ -27,8 +30,6 @@ from qscope.discover.footprinting import FootprintRecord, record, run_footprints
 from qscope.discover.jobs import Job, Jobs
 from qscope.discover.store import DiscoverStore, Listed, new_id
 from qscope.sae import Sae
-from sqlalchemy.engine import make_url
-from torch import nn
 
 
 @dataclass

@@ -18,10 +18,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
-from qscope.model import hooks
-from qscope.steer.edits import Edit, SiteSteer
-from qscope.steer.spec import Where
 from torch import Tensor, nn
+
+from qscope.model import hooks
+from qscope.steer.edits import Edit, PositionedSteer
+from qscope.steer.spec import Where
 
 
 @dataclass
@@ -83,16 +84,19 @@ def sample_next(
     return next_B
 
 
-def _site_steers(rows: Sequence[Row]) -> dict[str, SiteSteer]:
-    """One SiteSteer per hooked site, built once per generation (directions and gains do not change)."""
+def _site_steers(rows: Sequence[Row]) -> dict[str, PositionedSteer]:
+    """One steer per hooked site, built once per generation (directions and gains do not change)."""
     sites = sorted({site for r in rows for site in r.edits})
-    return {site: SiteSteer([r.edits.get(site, []) for r in rows]) for site in sites}
+    return {site: PositionedSteer([r.edits.get(site, []) for r in rows]) for site in sites}
 
 
-def _hook_fns(steers: dict[str, SiteSteer], steer_BT: Tensor) -> dict:
+def _hook_fns(steers: dict[str, PositionedSteer], steer_BT: Tensor, pos_BT: Tensor) -> dict:
     if not steers or not bool(steer_BT.any()):  # e.g. the prompt pass of where="generated": no hook at all
         return {}
-    return {site: (lambda h_BTD, s=s: s(h_BTD, steer_BT.to(h_BTD.device))) for site, s in steers.items()}
+    return {
+        site: (lambda h_BTD, s=s: s(h_BTD, steer_BT.to(h_BTD.device), pos_BT.to(h_BTD.device)))
+        for site, s in steers.items()
+    }
 
 
 def _stop_reason(row: Row, out: RowOut, token: int, eos_ids: set[int]) -> str | None:
@@ -134,9 +138,15 @@ def generate(
     steers = _site_steers(rows)
     for _ in range(max(r.max_new_tokens for r in rows)):
         step_pos = pos_BL if past is None else pos_BL[:, -1:]
-        with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT)):
-            out = model(input_ids=step_ids, attention_mask=mask_BL, position_ids=step_pos, past_key_values=past,
-                        use_cache=True, logits_to_keep=1)  # fmt: skip
+        with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT, step_pos)):
+            out = model(
+                input_ids=step_ids,
+                attention_mask=mask_BL,
+                position_ids=step_pos,
+                past_key_values=past,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         past, logits_BV = out.past_key_values, out.logits[:, -1].float()
         if counts_BV is None and any(r.frequency_penalty for r in rows):
             counts_BV = torch.zeros_like(logits_BV)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+
 from qscope.config import Settings, get_settings
 from qscope.discover.service import Discovering
 from qscope.live.runner import Limits, LiveModels
@@ -24,6 +25,7 @@ from qscope.web import errors, openapi, security, urls
 from qscope.web.catalog import Catalog
 from qscope.web.render import STATIC_DIR
 from qscope.web.routes import (
+    attribute,
     detectors,
     discover,
     features,
@@ -65,7 +67,20 @@ def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, w
     security.install(app, settings, errors.refusal)
     openapi.install(app)
     # fixed paths first: /search and /-/... must not be taken for /{model_id}/{sae_id}
-    for module in (home, health, search, inspect, steer, discover, detectors, footprints, jobs, saes, features):
+    for module in (
+        home,
+        health,
+        search,
+        inspect,
+        attribute,
+        steer,
+        discover,
+        detectors,
+        footprints,
+        jobs,
+        saes,
+        features,
+    ):
         app.include_router(module.router)
     return app
 

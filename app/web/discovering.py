@@ -3,7 +3,6 @@ discovery sees it, and the translation of bad input into 422s."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,12 +11,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+
 from qscope.discover.demo import corpus_dir_of
 from qscope.discover.detectors import DetectorError
 from qscope.discover.examples import ExamplesError
 from qscope.discover.jobs import Job, JobsFull
 from qscope.discover.service import Discovering, Served
 from qscope.live.runner import LiveModels
+from qscope.store.meta import settings_of
 from qscope.web import urls
 from qscope.web.catalog import Catalog, NotFound
 from qscope.web.errors import Unprocessable
@@ -42,8 +43,7 @@ def corpus_dir(live: LiveModels, model_id: str) -> Path | None:
     runner = live.get(model_id)
     if runner is None:
         return None
-    settings = json.loads(runner.store.meta.get("settings") or "{}")
-    return corpus_dir_of(runner.store.model_source, settings.get("corpus"))
+    return corpus_dir_of(runner.store.model_source, settings_of(runner.store.meta).get("corpus"))
 
 
 def served(catalog: Catalog, live: LiveModels, model_id: str | None) -> Served:

@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
+
 from qscope.discover.detecting import DetectResult, SavedDetector
 from qscope.discover.requests import DetectorRequest, DetectRequest
 from qscope.discover.store import Listed
@@ -16,8 +17,10 @@ from qscope.web.deps import CatalogDep, LiveDep
 from qscope.web.discovering import DiscoveringDep, bad_input, model_id_of, served
 from qscope.web.render import render
 from qscope.web.routes.discover import DemoInfo, demo_infos
+from qscope.web.twins import TwinRoute
 
-router = APIRouter()
+router = APIRouter(route_class=TwinRoute)  # pages: each answers at its path + .json too
+api = APIRouter()  # the JSON API (no twins)
 
 
 class SavedOut(SavedDetector):
@@ -31,7 +34,7 @@ def _saved(discovering, detector_id: str) -> SavedDetector:
     return saved
 
 
-@router.post(
+@api.post(
     "/api/detectors",
     tags=["detectors"],
     response_model=SavedOut,
@@ -48,7 +51,7 @@ async def create_detector(body: DetectorRequest, catalog: CatalogDep, live: Live
     return SavedOut(url=urls.detector(saved.id), **saved.model_dump())
 
 
-@router.post(
+@api.post(
     "/api/detect",
     tags=["detectors"],
     response_model=DetectResult,
@@ -78,7 +81,6 @@ class DetectorPage:
 
 @router.get("/detectors/{detector_id}")
 def detector_page(request: Request, detector_id: str, discovering: DiscoveringDep):
-    detector_id, _ = urls.split_json(detector_id)
     saved = _saved(discovering, detector_id)
     terms = [
         TermRow(n, t, urls.feature(saved.model_id, t.sae_id, t.feature)) for n, t in enumerate(saved.detector.terms)
@@ -97,8 +99,10 @@ class DetectorsPage:
 
 
 @router.get("/detectors")
-@router.get("/detectors.json")
 def detectors_page(request: Request, catalog: CatalogDep, live: LiveDep, discovering: DiscoveringDep):
     model_id = model_id_of(catalog, None)
     page = DetectorsPage(discovering.recent("detector", 200), model_id, demo_infos(live, model_id))
     return render(request, "detectors.html", {"p": page}, data=page)
+
+
+router.include_router(api)

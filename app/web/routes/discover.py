@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
+
 from qscope.discover.demo import DEMOS, available, demo_examples
 from qscope.discover.discovery import DiscoverOptions, Discovery
 from qscope.discover.jobs import Job, JobsFull
@@ -29,8 +30,10 @@ from qscope.web.discovering import (
     served,
 )
 from qscope.web.render import jsonable, render, templates
+from qscope.web.twins import TwinRoute
 
-router = APIRouter()
+router = APIRouter(route_class=TwinRoute)  # pages: each answers at its path + .json too
+api = APIRouter()  # the JSON API (no twins)
 templates.env.globals.update(discover_plots=discover_plots)
 
 
@@ -82,7 +85,6 @@ def prefill(live, model_id: str, demo: str | None, n: int, seed: int) -> tuple[s
 
 
 @router.get("/discover")
-@router.get("/discover.json")
 def discover_page(
     request: Request,
     catalog: CatalogDep,
@@ -128,7 +130,7 @@ async def wait_for(job: Job, request: Request) -> bool:
     return True
 
 
-@router.post(
+@api.post(
     "/api/discover",
     tags=["discover"],
     status_code=202,
@@ -196,7 +198,6 @@ def _rows(d: Discovery, side: list) -> list[Row]:
 
 @router.get("/discover/{discovery_id}")
 def discovery_page(request: Request, discovery_id: str, discovering: DiscoveringDep):
-    discovery_id, _ = urls.split_json(discovery_id)
     d = discovering.discovery(discovery_id)
     if d is None:
         raise NotFound(f"No saved discovery {discovery_id!r}.", [("discover", urls.discover())], what="pages")
@@ -211,3 +212,6 @@ def discovery_page(request: Request, discovery_id: str, discovering: Discovering
         urls.discovery(d.id, json=True),
     )
     return render(request, "discovery.html", {"p": page}, data=d.model_dump())
+
+
+router.include_router(api)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
+
 from qscope.discover.footprinting import FootprintRecord
 from qscope.discover.jobs import JobsFull
 from qscope.discover.requests import FootprintRequest, FootprintUpload, datasets
@@ -21,8 +22,10 @@ from qscope.web.discover_plots import overlap_bar
 from qscope.web.discovering import WAITED, DiscoveringDep, JobOut, bad_input, busy, job_json, model_id_of, served
 from qscope.web.render import jsonable, render
 from qscope.web.routes.discover import DemoInfo, demo_infos, prefill, wait_for
+from qscope.web.twins import TwinRoute
 
-router = APIRouter()
+router = APIRouter(route_class=TwinRoute)  # pages: each answers at its path + .json too
+api = APIRouter()  # the JSON API (no twins)
 
 
 @dataclass
@@ -40,7 +43,6 @@ class FootprintsPage:
 
 
 @router.get("/footprints")
-@router.get("/footprints.json")
 def footprints_page(
     request: Request,
     catalog: CatalogDep,
@@ -68,7 +70,7 @@ def footprints_page(
     return render(request, "footprints.html", {"p": page}, data=page)
 
 
-@router.post(
+@api.post(
     "/api/footprints",
     tags=["footprints"],
     status_code=202,
@@ -96,7 +98,7 @@ async def footprints_api(
     return JSONResponse(jsonable({"url": urls.footprint(rec.id), **rec.model_dump()}))
 
 
-@router.post(
+@api.post(
     "/api/footprints/upload",
     tags=["footprints"],
     summary="Draw a footprint file written by `qscope footprint` (.parquet or .duckdb, base64)",
@@ -116,7 +118,6 @@ class FootprintPage:
 
 @router.get("/footprints/{footprint_id}")
 def footprint_page(request: Request, footprint_id: str, discovering: DiscoveringDep):
-    footprint_id, _ = urls.split_json(footprint_id)
     rec = discovering.footprint(footprint_id)
     if rec is None:
         raise NotFound(f"No saved footprint {footprint_id!r}.", [("footprints", urls.footprints())], what="pages")
@@ -124,3 +125,6 @@ def footprint_page(request: Request, footprint_id: str, discovering: Discovering
     drawing = overlap_bar(c.name_a, c.name_b, c.n_only_a, c.shared, c.n_only_b) if c else None
     page = FootprintPage(rec, drawing, urls.footprint(rec.id, json=True))
     return render(request, "footprint.html", {"p": page, "model_id": rec.model_id}, data=rec.model_dump())
+
+
+router.include_router(api)

@@ -4,6 +4,7 @@ is once done) and `POST /api/jobs/{id}/cancel`. The discover and footprint pages
 from __future__ import annotations
 
 from fastapi import APIRouter
+
 from qscope.web.catalog import NotFound
 from qscope.web.discovering import DiscoveringDep, JobOut, job_json
 
