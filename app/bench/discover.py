@@ -28,7 +28,7 @@ from qscope.sae import find_sae_files, load_sae
 
 def floor(runner: Runner, ids: list[list[int]]) -> None:
     """Forward (to the deepest SAE site) + encode of every SAE, nothing kept: the least any discovery must do."""
-    sites = list(dict.fromkeys(s.site for s in runner.saes.values()))
+    sites = list(dict.fromkeys(s.require_site() for s in runner.saes.values()))
     device = next(runner.model.parameters()).device
     for group in plan(ids, runner.batch_tokens, runner.max_batch):
         lengths = [len(ids[i]) for i in group]
@@ -40,7 +40,7 @@ def floor(runner: Runner, ids: list[list[int]]) -> None:
         with torch.no_grad():
             hidden = capture(runner.model, sites, input_BT.to(device), attn_BT.to(device))
             for sae in runner.saes.values():
-                sae.encode(hidden[sae.site])
+                sae.encode(hidden[sae.require_site()])
         if device.type == "cuda":
             torch.cuda.synchronize()
 
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     saes = {sae_id_for(f): load_sae(f, device=lm.device) for f in files}
     _, a, b = demo_examples(root / "corpus", args.demo, args.n)
     examples = build_set(a, b, ExampleLimits())
-    runner = Runner(lm.model, saes, batch_tokens=args.tokens_per_batch, pad_id=lm.tokenizer.pad_token_id or 0)
-    ids = tokenize(lm.tokenizer, examples.texts, args.max_tokens).ids
+    runner = Runner(lm.model, saes, batch_tokens=args.tokens_per_batch, pad_id=lm.require_tokenizer().pad_token_id or 0)
+    ids = tokenize(lm.require_tokenizer(), examples.texts, args.max_tokens).ids
     n_ex, n_tok = len(ids), sum(map(len, ids))
 
     def run(logreg: bool):

@@ -83,7 +83,7 @@ class Batch:
         """Dense activations [B, T, F] of one SAE."""
         sae = self.saes[sae_id]
         with torch.no_grad():
-            return sae.encode(self.hidden[sae.site])
+            return sae.encode(self.hidden[sae.require_site()])
 
 
 def plan(ids: Sequence[Sequence[int]], batch_tokens: int, max_batch: int) -> list[list[int]]:
@@ -127,7 +127,7 @@ def iter_batches(
     """One Batch per planned group, for the SAEs asked for (default: all). The forward runs under the model's
     lock; the encodes happen as the consumer asks, outside it."""
     saes = {s: runner.saes[s] for s in (sae_ids if sae_ids is not None else runner.saes)}
-    sites = list(dict.fromkeys(s.site for s in saes.values()))
+    sites = list(dict.fromkeys(s.require_site() for s in saes.values()))
     groups = plan(ids, runner.batch_tokens, runner.max_batch)
     total, done = sum(len(ids[i]) for g in groups for i in g), 0
     device = next(runner.model.parameters()).device
@@ -145,7 +145,7 @@ def iter_batches(
             masks = {
                 site: counted_mask(hidden[site], lengths, runner.skip_first, runner.sink_norm_ratio) for site in sites
             }
-        counted = {sid: masks[sae.site] for sid, sae in saes.items()}
+        counted = {sid: masks[sae.require_site()] for sid, sae in saes.items()}
         yield Batch(np.asarray(group), lengths, hidden, counted, saes)
         done += sum(lengths)
         if progress is not None:

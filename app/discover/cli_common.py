@@ -10,7 +10,15 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from qscope.config import get_settings
 
@@ -39,7 +47,7 @@ def bars() -> Progress:
 
 
 def progress_fn(bars: Progress) -> Callable[[str, int, int], None]:
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def progress(phase: str, done: int, total: int) -> None:
         if phase not in tasks:
@@ -75,7 +83,7 @@ def load_served(db: Path | None, device: str | None, dtype: str | None):
     return Served(
         model_id,
         lm.model,
-        lm.tokenizer,
+        lm.require_tokenizer(),
         saes,
         live.lock,
         live.skip_first,

@@ -211,6 +211,8 @@ def _save(d, detector: str | None, served, settings) -> dict:
     say(f"saved the discovery: /discover/{d.id} (app database {settings.app_db_url})")
     if detector:
         m = DETECTOR_RE.fullmatch(detector)
+        if m is None:  # checked before the run; again here so that `m` is a match below
+            raise fail(f"--detector {detector!r}: give top, top3-any, top2-all (N up to 5) or logreg")
         if detector == "logreg":
             spec = DetectorSpec(kind="logreg")
         else:

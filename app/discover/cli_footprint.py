@@ -45,11 +45,13 @@ def footprint_cmd(
     from qscope.discover.activations import Cancelled
     from qscope.discover.examples import ExamplesError
     from qscope.discover.footprinting import run_footprints
+    from qscope.discover.footprints import By
     from qscope.discover.requests import ExamplesIn, datasets
 
     settings = get_settings()
     if by not in ("examples", "mass"):
         raise fail(f"--by {by!r}: give examples or mass")
+    mode: By = "mass" if by == "mass" else "examples"
     if not 0 < share <= 1:
         raise fail(f"--share {share}: give a share in (0, 1]")
     if out is not None and out.suffix not in footprint_io.SUFFIXES:
@@ -81,7 +83,7 @@ def footprint_cmd(
                 cli_runner(served, settings),
                 served.tokenizer,
                 max_tokens or settings.discover_max_tokens,
-                by,
+                mode,
                 share,
                 top,
                 served.label_of,
@@ -94,7 +96,7 @@ def footprint_cmd(
     if out is not None:
         labels = {(f.sae_id, f.feature): f.label for g in _label_groups(rec) for f in g}
         labels |= _all_labels(served, stats_a, stats_b)
-        footprint_io.write(out, stats_a, stats_b, by, share, labels, {"model_id": served.model_id, "notes": notes})
+        footprint_io.write(out, stats_a, stats_b, mode, share, labels, {"model_id": served.model_id, "notes": notes})
         say(f"wrote {out}")
         summary["out"] = str(out)
     if save:

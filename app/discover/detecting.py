@@ -9,10 +9,12 @@ tripped it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, Field
+from transformers import PreTrainedTokenizerBase
 
 from qscope.discover.activations import Runner, pool, token_acts, tokenize
 from qscope.discover.detectors import Detector, DetectorSpec, SplitScores, evaluate, fit_logreg, fit_rule
@@ -29,7 +31,7 @@ class Scored(BaseModel):
 
 
 class SavedDetector(BaseModel):
-    id: str | None = None
+    id: str = ""  # set when saved in the app database
     name: str
     model_id: str
     names: tuple[str, str] = Field(description="Set A (what it detects) and set B.")
@@ -134,8 +136,8 @@ class DetectResult(BaseModel):
 @dataclass
 class DetectInputs:
     runner: Runner
-    tokenizer: object
-    decode: object  # token ids -> token strings
+    tokenizer: PreTrainedTokenizerBase
+    decode: Callable[[list[int]], list[str]]  # token ids -> token strings
 
 
 def detect(saved: SavedDetector, texts: list[str], inp: DetectInputs) -> DetectResult:
@@ -168,6 +170,4 @@ def detect(saved: SavedDetector, texts: list[str], inp: DetectInputs) -> DetectR
             )
         )
     terms = [t.model_dump() for t in detector.terms]
-    return DetectResult(
-        detector=saved.id or "", name=saved.name, terms=terms, max_tokens=saved.max_tokens, results=results
-    )
+    return DetectResult(detector=saved.id, name=saved.name, terms=terms, max_tokens=saved.max_tokens, results=results)

@@ -50,7 +50,7 @@ class LogRegResult:
 class Discovery(BaseModel):
     model_config = ConfigDict(ser_json_inf_nan="constants")
 
-    id: str | None = None
+    id: str = ""  # set when saved in the app database
     model_id: str
     names: tuple[str, str]
     options: DiscoverOptions
@@ -90,7 +90,8 @@ class _Phases:
     """Times the phases of a discovery and reports each one's start to `progress`."""
 
     def __init__(self, progress: Progress | None) -> None:
-        self.progress, self.seconds = progress, {}
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, name: str, total: int = 1) -> Iterator[None]:

@@ -58,7 +58,8 @@ def split_lines(text: str) -> tuple[list[str], int]:
     """(examples, empty ones dropped) of pasted text: one per line, or blocks between '---' lines."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if any(line.strip() == SEPARATOR for line in lines):
-        parts, cur = [], []
+        parts: list[str] = []
+        cur: list[str] = []
         for line in lines:
             if line.strip() == SEPARATOR:
                 parts.append("\n".join(cur).strip("\n"))
@@ -149,7 +150,8 @@ def label_of(raw: object, positive: str | None) -> int:
 
 def split_labelled(rows: Sequence[tuple[str, object]], positive: str | None) -> tuple[list[str], list[str]]:
     """(positives, negatives) of labelled rows."""
-    pos, neg = [], []
+    pos: list[str] = []
+    neg: list[str] = []
     for text, raw in rows:
         (pos if label_of(raw, positive) else neg).append(text)
     return pos, neg

@@ -114,7 +114,10 @@ def read(path: Path) -> FootprintFile:
         if path.suffix == ".duckdb":
             con = duckdb.connect(str(path), read_only=True)
             try:
-                meta = json.loads(con.execute("SELECT value FROM meta WHERE key = 'qscope'").fetchone()[0])
+                row = con.execute("SELECT value FROM meta WHERE key = 'qscope'").fetchone()
+                if row is None:
+                    raise FootprintFileError(f"{path.name}: a DuckDB file, but not a footprint written by qscope")
+                meta = json.loads(row[0])
                 cols = con.execute("SELECT * FROM footprint").fetchnumpy()
             finally:
                 con.close()

@@ -18,7 +18,7 @@ LabelOf = Callable[[str, int], str]
 class FootprintRecord(BaseModel):
     model_config = ConfigDict(ser_json_inf_nan="constants")
 
-    id: str | None = None
+    id: str = ""  # set when saved in the app database
     model_id: str
     names: tuple[str, str | None]
     by: str

@@ -148,8 +148,8 @@ def datasets(
 ) -> tuple[list[str], list[str] | None, tuple[str, str], list[str]]:
     """The one or two datasets of a footprint request, each cleaned on its own (no class rules apply)."""
     a, b, names, notes = raw_sets(req, limits, corpus_dir)
-    a = clean_set(a, limits, names[0], notes)
-    b = clean_set(b, limits, names[1], notes) if b else None
-    if not a:
+    kept_a = clean_set(a, limits, names[0], notes)
+    kept_b = clean_set(b, limits, names[1], notes) if b else None
+    if not kept_a:
         raise ExamplesError("dataset A is empty: give its examples (text, a file or a demo set)")
-    return a, b, names, notes
+    return kept_a, kept_b, names, notes

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from qscope.config import Settings
 from qscope.discover import footprint_io
@@ -27,6 +28,7 @@ from qscope.discover.detectors import DetectorSpec
 from qscope.discover.discovery import DiscoverOptions, Discovery, discover
 from qscope.discover.examples import ExampleLimits, ExamplesError, ExampleSet, split_lines
 from qscope.discover.footprinting import FootprintRecord, record, run_footprints
+from qscope.discover.footprints import By
 from qscope.discover.jobs import Job, Jobs
 from qscope.discover.store import DiscoverStore, Listed, new_id
 from qscope.sae import Sae
@@ -36,7 +38,7 @@ from qscope.sae import Sae
 class Served:
     model_id: str
     model: nn.Module
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     saes: dict[str, Sae]
     lock: threading.Lock
     skip_first: bool
@@ -147,7 +149,7 @@ class Discovering:
         b: list[str] | None,
         names: tuple[str, str],
         notes: list[str],
-        by: str,
+        by: By,
         share: float,
         top: int,
     ) -> Job:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
@@ -56,7 +56,7 @@ def served(catalog: Catalog, live: LiveModels, model_id: str | None) -> Served:
     return Served(
         model_id,
         lm.model,
-        lm.tokenizer,
+        lm.require_tokenizer(),
         saes,
         runner.lock,
         runner.skip_first,
@@ -95,7 +95,9 @@ class JobOut(BaseModel):
     cancel_url: str
 
 
-WAITED = {200: {"description": "With `wait`: the finished result, and its permalink in `url`."}}
+WAITED: dict[int | str, dict[str, Any]] = {
+    200: {"description": "With `wait`: the finished result, and its permalink in `url`."}
+}
 
 
 def _result_url(job: Job) -> str | None:

@@ -154,7 +154,9 @@ async def discover_api(
         return Response(status_code=499)
     if job.state != "done":
         return JSONResponse({"status": 500, "error": job.error or job.state, "job": job_json(job)}, status_code=500)
-    found = discovering.discovery(job.result)
+    found = discovering.discovery(job.result or "")
+    if found is None:  # saved by the job a moment ago: only a database removed under the server loses it
+        return JSONResponse({"status": 500, "error": "the result was not saved", "job": job_json(job)}, status_code=500)
     return JSONResponse(jsonable({"url": urls.discovery(found.id), **found.model_dump()}))
 
 

@@ -94,7 +94,9 @@ async def footprints_api(
         return Response(status_code=499)
     if job.state != "done":
         return JSONResponse({"status": 500, "error": job.error or job.state, "job": job_json(job)}, status_code=500)
-    rec = discovering.footprint(job.result)
+    rec = discovering.footprint(job.result or "")
+    if rec is None:  # saved by the job a moment ago: only a database removed under the server loses it
+        return JSONResponse({"status": 500, "error": "the result was not saved", "job": job_json(job)}, status_code=500)
     return JSONResponse(jsonable({"url": urls.footprint(rec.id), **rec.model_dump()}))
 
 
