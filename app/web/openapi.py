@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import iter_route_contexts
 
 from qscope.web.security import DISCOVER_PATHS, INSPECT_PATHS, STEER_PATHS
 from qscope.web.twins import SUFFIX, TwinRoute
@@ -55,13 +56,15 @@ def _kind(path: str, op: dict[str, Any]) -> str:
 
 
 def _add_twins(app: FastAPI, paths: dict[str, Any]) -> None:
-    """A `.json` path beside every page path (TwinRoute), with its own operation ids."""
-    for route in app.routes:
-        if isinstance(route, TwinRoute) and route.path_format in paths:
-            ops = copy.deepcopy(paths[route.path_format])
+    """A `.json` path beside every page path (TwinRoute), with its own operation ids. FastAPI keeps each included
+    router as one entry of `app.routes`; `iter_route_contexts` reaches the routes inside, with their full paths."""
+    for ctx in iter_route_contexts(app.routes):
+        path = ctx.path_format
+        if isinstance(ctx.original_route, TwinRoute) and path in paths:
+            ops = copy.deepcopy(paths[path])
             for op in ops.values():
                 op["operationId"] = op.get("operationId", "") + "_json"
-            paths[(route.path_format if route.path_format != "/" else "") + SUFFIX] = ops
+            paths["/" + SUFFIX if path == "/" else path + SUFFIX] = ops  # the home page's twin is /.json
 
 
 def _document(path: str, method: str, op: dict[str, Any]) -> None:
