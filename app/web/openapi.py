@@ -59,7 +59,9 @@ def _add_twins(app: FastAPI, paths: dict[str, Any]) -> None:
     """A `.json` path beside every page path (TwinRoute), with its own operation ids. FastAPI keeps each included
     router as one entry of `app.routes`; `iter_route_contexts` reaches the routes inside, with their full paths."""
     for ctx in iter_route_contexts(app.routes):
-        path = ctx.path_format
+        path = ctx.path_format or ""
+        if path.startswith("/-/"):  # actions (the random feature is a redirect), not pages: no twin to list
+            continue
         if isinstance(ctx.original_route, TwinRoute) and path in paths:
             ops = copy.deepcopy(paths[path])
             for op in ops.values():
