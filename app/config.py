@@ -62,6 +62,16 @@ class Settings(BaseSettings):
     )
     # explanations (`qscope explain`): the key of the explainer's endpoint (else OPENAI_API_KEY is used)
     explain_api_key: str | None = Field(None, description="API key sent to `qscope explain --endpoint` (a bearer).")
+    # discover (/discover, /detectors, /footprints, `qscope discover`, `qscope footprint`): bounds and batching
+    discover_max_examples: int = Field(2000, description="Most examples per set (a discovery or a footprint).")
+    discover_max_tokens: int = Field(128, description="Examples longer than this many tokens are cut to it.")
+    discover_max_file_bytes: int = Field(2_000_000, description="Largest example or footprint file read (bytes).")
+    discover_max_body_bytes: int = Field(
+        6_000_000, description="Largest request body of the discover API (files travel inside it); past it: 413."
+    )
+    discover_max_detect_texts: int = Field(64, description="Most texts one POST /api/detect may score.")
+    discover_batch_tokens: int = Field(4096, description="Padded tokens per forward pass of a discovery.")
+    discover_queue_size: int = Field(8, description="Discover and footprint jobs that may wait; past it: 503.")
     # hardening of the server (app/web/security.py): sizes, per-client rates, cross-origin access
     live_wait_s: float = Field(30.0, description="An /inspect run waits this long for the model, then 503.")
     max_body_bytes: int = Field(64_000, description="Largest request body; past it: 413.")

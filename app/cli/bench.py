@@ -17,6 +17,7 @@ BENCHMARKS = {  # command name -> (module in qscope.bench, one line for `qscope 
     "attribute": ("attribute", "One attribution of a 128-token prompt vs one forward pass of it"),
     "load": ("load", "Browsing and steering mixed at several times the steering capacity"),
     "explain": ("explain", "Features explained per minute via qscope serve's /v1, many in flight vs one"),
+    "discover": ("discover", "Discover's examples/s vs forward + SAE encode alone on the same tokens"),
 }
 
 bench_cli = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints its figures, a JSON line last.")

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from qscope.config import Settings, get_settings
+from qscope.discover.service import Discovering
 from qscope.explain.service import Explained
 from qscope.live.runner import Limits, LiveModels
 from qscope.search.explained import ExplanationSearch
@@ -27,11 +28,15 @@ from qscope.web.catalog import Catalog
 from qscope.web.render import STATIC_DIR
 from qscope.web.routes import (
     attribute,
+    detectors,
+    discover,
     docs,
     features,
+    footprints,
     health,
     home,
     inspect,
+    jobs,
     lists,
     notes,
     openai_api,
@@ -68,12 +73,30 @@ def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, w
     app.state.explained = explained = Explained(catalog.stores, settings.app_db_url)
     explanation_search = ExplanationSearch(searcher.embedder, (explained.text_signature, explained.texts))
     searcher.explained = explanation_search
+    app.state.discovering = Discovering(settings)  # its job thread starts with the first discovery
     app.mount(urls.STATIC_PREFIX, StaticFiles(directory=str(STATIC_DIR)), name="static")
     errors.install(app)
     security.install(app, settings, errors.refusal)
     openapi.install(app)
     # fixed paths first: /search and /-/... must not be taken for /{model_id}/{sae_id}
-    for module in (home, health, docs, search, inspect, attribute, steer, openai_api, notes, lists, saes, features):
+    for module in (
+        home,
+        health,
+        docs,
+        search,
+        inspect,
+        attribute,
+        steer,
+        openai_api,
+        notes,
+        lists,
+        discover,
+        detectors,
+        footprints,
+        jobs,
+        saes,
+        features,
+    ):
         app.include_router(module.router)
     return app
 

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.routing import BaseRoute
 
-from qscope.web.security import INSPECT_PATHS, OPENAI_PATHS, SHARE_PATHS, STEER_PATHS
+from qscope.web.security import DISCOVER_PATHS, INSPECT_PATHS, OPENAI_PATHS, SHARE_PATHS, STEER_PATHS
 from qscope.web.twins import SUFFIX, TwinRoute
 
 ERROR = {
@@ -33,7 +33,10 @@ ERROR = {
         },
     },
 }
-DESCRIPTION = "SAE features of Qwen models: HTML pages with `.json` twins, and the steering API."
+DESCRIPTION = (
+    "SAE features of Qwen models: HTML pages with `.json` twins, the steering API, and discovery "
+    "(ranked features from examples, detectors, dataset footprints)."
+)
 HTML = {"text/html": {"schema": {"type": "string"}}}
 ERROR_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 OPENAI_ERROR = {
@@ -101,7 +104,8 @@ def _document(path: str, method: str, op: dict[str, Any]) -> None:
     errors = {404, 414, 422, 503}
     if method == "post":
         errors.add(413)
-    if path in STEER_PATHS or path in INSPECT_PATHS or path in SHARE_PATHS or path in OPENAI_PATHS:
+    rated = (*STEER_PATHS, *INSPECT_PATHS, *SHARE_PATHS, *OPENAI_PATHS)
+    if path in rated or (path in DISCOVER_PATHS and method == "post"):
         errors.add(429)
     content = ERROR_JSON if kind == "json" else HTML
     if path.startswith("/v1/"):  # OpenAI's statuses and error body

@@ -56,6 +56,8 @@ STEER_PATHS = ("/api/steer", "/api/steer/stream")
 SHARE_PATHS = ("/api/steer/share",)
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions")
 INSPECT_PATHS = ("/inspect", "/inspect.json", "/attribute", "/attribute.json", "/api/attribute")
+# the discover API runs the model (rated like /inspect) and carries example files in its body (its own size limit)
+DISCOVER_PATHS = ("/api/discover", "/api/footprints", "/api/footprints/upload", "/api/detectors", "/api/detect")
 TEXT_PARAMS = ("text", "a", "b", "run")
 SEARCH_PATHS = ("/search", "/search.json")  # the "fires" kind (asked for, or by default: no kind) runs the model
 
@@ -119,6 +121,7 @@ class Guard:
     def __init__(self, app: ASGIApp, settings: Settings, error: Refuse) -> None:
         self.app, self.error = app, error
         self.max_body, self.max_url = settings.max_body_bytes, settings.max_url_chars
+        self.max_discover_body = max(settings.discover_max_body_bytes, settings.max_body_bytes)
         self.steer = RateLimiter(settings.rate_steer_per_min, settings.rate_steer_burst)
         self.inspect = RateLimiter(settings.rate_inspect_per_min, settings.rate_inspect_burst)
         self.share = RateLimiter(settings.rate_share_per_min, settings.rate_share_burst)
@@ -132,7 +135,7 @@ class Guard:
             scope, send = {**scope, "method": "GET"}, _without_body(send)
         refusal = self._refusal(scope)
         if refusal is None:
-            body, refusal = await _read_body(scope, receive, self.max_body)
+            body, refusal = await _read_body(scope, receive, self._body_limit(scope))
             if refusal is None and body and is_json(_header(scope, b"content-type")):
                 if problem := body_problem(b"".join(m.get("body", b"") for m in body)):
                     refusal = 422, problem, {}
@@ -141,14 +144,17 @@ class Guard:
         status, message, headers = refusal
         await self.error(scope, status, message, headers)(scope, receive, send)
 
+    def _body_limit(self, scope: Scope) -> int:
+        return self.max_discover_body if scope["path"] in DISCOVER_PATHS else self.max_body
+
     def _refusal(self, scope: Scope) -> tuple[int, str, dict[str, str]] | None:
         """Why this request is refused before the app sees it (status, message, headers), or None."""
         url_chars = len(scope.get("raw_path") or scope["path"]) + len(scope.get("query_string", b""))
         if url_chars > self.max_url:
             return 414, f"The URL has {url_chars:,} characters; at most {self.max_url:,} are accepted.", {}
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return 413, f"The request body is over {self.max_body:,} bytes.", {}
+        if length is not None and (not length.isdigit() or int(length) > self._body_limit(scope)):
+            return 413, f"The request body is over {self._body_limit(scope):,} bytes.", {}
         bucket = None
         if scope["method"] == "POST" and scope["path"] in STEER_PATHS:
             bucket, what = self.steer, "steering requests"
@@ -160,6 +166,8 @@ class Guard:
             bucket, what = self.inspect, "inspect runs"
         elif scope["path"] in SEARCH_PATHS and _runs_fires(scope):
             bucket, what = self.inspect, "searches that run the model"
+        elif scope["method"] == "POST" and scope["path"] in DISCOVER_PATHS:
+            bucket, what = self.inspect, "model runs"
         if bucket is not None and (wait := bucket.take(_client(scope))):
             retry = max(1, math.ceil(wait))
             return 429, f"Too many {what} from your address; try again in {retry} s.", {"Retry-After": str(retry)}

@@ -91,5 +91,39 @@ def steer_run(run_id: str, json: bool = False) -> str:
     return f"/steer/{_seg(run_id)}{JSON if json else ''}"
 
 
+def steer_eval(sae_id: str, feature: int, **params: object) -> str:
+    """The measured-steering page (/steer-eval), with the feature to evaluate in its query."""
+    return f"/steer-eval{_query({'sae_id': sae_id, 'feature': int(feature), **params})}"
+
+
+def discover(json: bool = False, **params: object) -> str:
+    return f"/discover{JSON if json else ''}{_query(params)}"
+
+
+def discovery(discovery_id: str, json: bool = False) -> str:
+    return f"/discover/{_seg(discovery_id)}{JSON if json else ''}"
+
+
+def detectors(json: bool = False) -> str:
+    return f"/detectors{JSON if json else ''}"
+
+
+def detector(detector_id: str, json: bool = False) -> str:
+    return f"/detectors/{_seg(detector_id)}{JSON if json else ''}"
+
+
+def footprints(json: bool = False, **params: object) -> str:
+    return f"/footprints{JSON if json else ''}{_query(params)}"
+
+
+def footprint(footprint_id: str, json: bool = False) -> str:
+    return f"/footprints/{_seg(footprint_id)}{JSON if json else ''}"
+
+
+def job(job_id: str) -> str:
+    """A background job's status (JSON), polled by the discover and footprint pages."""
+    return f"/api/jobs/{_seg(job_id)}"
+
+
 def static(path: str) -> str:
     return f"{STATIC_PREFIX}/{path}"

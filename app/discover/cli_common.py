@@ -1,0 +1,160 @@
+"""What `qscope discover` and `qscope footprint` share: messages and progress bars on stderr, the model and SAEs
+to run (those of a feature store, which also gives their ids, labels and the demo corpus), and the example files
+given on the command line."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from qscope.config import get_settings
+
+console = Console(stderr=True)
+
+
+def say(text: str, style: str = "") -> None:
+    console.print(text, style=style or None, markup=False, highlight=False, soft_wrap=True)
+
+
+def fail(text: str, code: int = 2) -> typer.Exit:
+    say(f"error: {text}", "red")
+    return typer.Exit(code)
+
+
+def bars() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def progress_fn(bars: Progress) -> Callable[[str, int, int], None]:
+    tasks: dict[str, TaskID] = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bars.add_task(phase, total=total or None)
+        bars.update(tasks[phase], completed=done, total=total or None)
+
+    return progress
+
+
+def load_served(db: Path | None, device: str | None, dtype: str | None):
+    """A `Served` for the CLI from a feature store: its model and SAEs (the files the harvest read), their ids
+    and labels as the server shows them, and the demo corpus when it has one."""
+    from qscope.discover.demo import corpus_dir_of
+    from qscope.discover.service import Served
+    from qscope.live.runner import LiveModel, LiveUnavailable
+    from qscope.store.meta import settings_of
+    from qscope.store.queries import Store, StoreError
+
+    settings = get_settings()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    db = db or _default_store(settings)
+    try:
+        store = Store(db)
+    except StoreError as e:
+        raise fail(str(e)) from e
+    model_id = store.model_ids[0]
+    live = LiveModel(store, model_id, device or settings.device, dtype or settings.dtype)
+    try:
+        lm, saes = live.load()
+    except LiveUnavailable as e:
+        raise fail(str(e)) from e
+    harvested = settings_of(store.meta)
+    return Served(
+        model_id,
+        lm.model,
+        lm.require_tokenizer(),
+        saes,
+        live.lock,
+        live.skip_first,
+        live.sink_norm_ratio,
+        store.label,
+        store.decode,
+        corpus_dir_of(store.model_source, harvested.get("corpus")),
+    )
+
+
+def _default_store(settings) -> Path:
+    """The store harvested from the demo's model in Settings.data_dir (as `qscope demo` makes it)."""
+    from qscope.store.meta import is_current, model_source, read_meta
+
+    demo_model = (settings.demo_dir / "model").resolve()
+    for path in sorted(settings.data_dir.glob("*.duckdb")):
+        meta = read_meta(path) if is_current(path) else None
+        source = model_source(meta) if meta else None
+        if source and Path(source).resolve() == demo_model:
+            return path
+    raise fail(
+        f"no feature store of the demo model in {settings.data_dir}: run `qscope demo` (or harvest one) "
+        "first, or pass --db"
+    )
+
+
+def read_side(paths: list[Path] | None, text_column: str) -> list[str]:
+    from qscope.discover.examples import read_file
+
+    out: list[str] = []
+    for p in paths or []:
+        if not p.is_file():
+            raise fail(f"no such file: {p}")
+        out += [
+            t for t, _ in read_file(p.name, p.read_text(encoding="utf-8", errors="replace"), text_field=text_column)
+        ]
+    return out
+
+
+def limits(max_examples: int | None):
+    from qscope.discover.examples import ExampleLimits
+
+    settings = get_settings()
+    return ExampleLimits(
+        max_examples=max_examples or 20 * settings.discover_max_examples,
+        max_chars=settings.max_chars,
+        max_file_bytes=1 << 62,
+    )
+
+
+def cli_runner(served, settings, sae_ids=None):
+    from qscope.discover.activations import Runner
+
+    saes = served.saes if sae_ids is None else {s: served.saes[s] for s in sae_ids}
+    pad = served.tokenizer.pad_token_id
+    return Runner(
+        served.model,
+        saes,
+        served.skip_first,
+        served.sink_norm_ratio,
+        settings.discover_batch_tokens,
+        pad_id=pad if pad is not None else 0,
+    )
+
+
+def write_json(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def fmt(x: float | None) -> str:
+    return "-" if x is None or x != x else f"{x:.3f}"

@@ -1,0 +1,232 @@
+"""The discover service of one server: limits, the job queue, the app database, and the operations the routes
+call (start a discovery or a footprint, fit and save a detector, detect). Built once by create_app.
+
+The routes hand it a `Served`: the live model of a store as discovery sees it (model, tokenizer, SAEs, the
+model's lock, how tokens are counted, labels, the demo corpus), so this layer never imports the web or the
+live-run machinery.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from qscope.config import Settings
+from qscope.discover import footprint_io
+from qscope.discover.activations import Runner
+from qscope.discover.detecting import DetectInputs, DetectResult, SavedDetector, detect, fit_on_discovery
+from qscope.discover.detectors import DetectorSpec
+from qscope.discover.discovery import DiscoverOptions, Discovery, discover
+from qscope.discover.examples import ExampleLimits, ExamplesError, ExampleSet, split_lines
+from qscope.discover.footprinting import FootprintRecord, record, run_footprints
+from qscope.discover.footprints import By
+from qscope.discover.jobs import Job, Jobs
+from qscope.discover.store import DiscoverStore, Listed, new_id
+from qscope.sae import Sae
+
+
+@dataclass
+class Served:
+    model_id: str
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    saes: dict[str, Sae]
+    lock: threading.Lock
+    skip_first: bool
+    sink_norm_ratio: float
+    label_of: Callable[[str, int], str]
+    decode: Callable[[list[int]], list[str]]
+    corpus_dir: Path | None
+
+
+class Discovering:
+    def __init__(self, settings: Settings) -> None:
+        self.limits = ExampleLimits(
+            max_examples=settings.discover_max_examples,
+            max_chars=settings.max_chars,
+            max_file_bytes=settings.discover_max_file_bytes,
+        )
+        self.max_tokens = settings.discover_max_tokens
+        self.batch_tokens = settings.discover_batch_tokens
+        self.max_detect_texts = settings.discover_max_detect_texts
+        self.jobs = Jobs(max_waiting=settings.discover_queue_size)
+        self.db_url = settings.app_db_url
+        self._db: DiscoverStore | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def db(self) -> DiscoverStore:
+        with self._lock:
+            if self._db is None:  # created on first use: a server that never saves writes no file
+                self._db = DiscoverStore(self.db_url)
+            return self._db
+
+    def runner(self, served: Served, sae_ids: list[str] | None = None) -> Runner:
+        saes = served.saes if sae_ids is None else {s: served.saes[s] for s in sae_ids if s in served.saes}
+        pad = served.tokenizer.pad_token_id
+        return Runner(
+            served.model,
+            saes,
+            served.skip_first,
+            served.sink_norm_ratio,
+            self.batch_tokens,
+            lock=served.lock,
+            pad_id=pad if pad is not None else 0,
+        )
+
+    def start_discovery(self, served: Served, examples: ExampleSet, options: DiscoverOptions) -> Job:
+        def run(job: Job) -> str:
+            d = discover(
+                examples,
+                self.runner(served),
+                served.tokenizer,
+                served.model_id,
+                options,
+                self.max_tokens,
+                served.label_of,
+                job.progress,
+                job.cancel,
+            )
+            job.progress("save", 0, 1)
+            return self.save_discovery(d)
+
+        return self.jobs.submit("discover", f"{examples.names[0]} vs {examples.names[1]}", run)
+
+    def save_discovery(self, d: Discovery) -> str:
+        top = d.ranking.a_side[0].test_auroc if d.ranking.a_side else None
+        d.id = new_id()
+        return self.db.save("discovery", d.id, d.model_id, f"{d.names[0]} vs {d.names[1]}", d.model_dump_json(), top)
+
+    def discovery(self, discovery_id: str) -> Discovery | None:
+        body = self._body("discovery", discovery_id)
+        return Discovery.model_validate_json(body) if body else None
+
+    def fit_detector(self, served: Served, d: Discovery, spec: DetectorSpec, name: str) -> SavedDetector:
+        def runner_of(sae_ids):
+            return self.runner(served, sae_ids), served.tokenizer
+
+        saved = fit_on_discovery(d, spec, name, runner_of)
+        saved.id = new_id()
+        self.db.save("detector", saved.id, saved.model_id, saved.name, saved.model_dump_json(), saved.test.f1)
+        return saved
+
+    def detector(self, detector_id: str) -> SavedDetector | None:
+        body = self._body("detector", detector_id)
+        return SavedDetector.model_validate_json(body) if body else None
+
+    def detect(self, served: Served, saved: SavedDetector, texts: str | list[str]) -> DetectResult:
+        texts = split_lines(texts)[0] if isinstance(texts, str) else [t for t in texts if t.strip()]
+        if not texts:
+            raise ExamplesError("texts: nothing to score (every line is empty)")
+        if len(texts) > self.max_detect_texts:
+            raise ExamplesError(f"texts: {len(texts)} given; at most {self.max_detect_texts} per request")
+        too_long = [i for i, t in enumerate(texts) if len(t) > self.limits.max_chars]
+        if too_long:
+            raise ExamplesError(
+                f"texts: text {too_long[0] + 1} has {len(texts[too_long[0]]):,} characters; at most "
+                f"{self.limits.max_chars:,}"
+            )
+        sae_ids = list(dict.fromkeys(k[0] for k in saved.detector.keys))
+        missing = [s for s in sae_ids if s not in served.saes]
+        if missing:
+            raise ExamplesError(f"detector: it reads {missing[0]}, which {served.model_id} here does not have")
+        runner = self.runner(served, sae_ids)
+        return detect(saved, texts, DetectInputs(runner, served.tokenizer, served.decode))
+
+    def start_footprint(
+        self,
+        served: Served,
+        a: list[str],
+        b: list[str] | None,
+        names: tuple[str, str],
+        notes: list[str],
+        by: By,
+        share: float,
+        top: int,
+    ) -> Job:
+        def run(job: Job) -> str:
+            rec, _, _ = run_footprints(
+                served.model_id,
+                a,
+                b,
+                names,
+                self.runner(served),
+                served.tokenizer,
+                self.max_tokens,
+                by,
+                share,
+                top,
+                served.label_of,
+                notes,
+                job.progress,
+                job.cancel,
+            )
+            return self.save_footprint(rec)
+
+        return self.jobs.submit("footprint", names[0] if b is None else f"{names[0]} vs {names[1]}", run)
+
+    def save_footprint(self, rec: FootprintRecord) -> str:
+        figure = rec.comparison.overlap if rec.comparison else None
+        name = rec.names[0] if rec.names[1] is None else f"{rec.names[0]} vs {rec.names[1]}"
+        rec.id = new_id()
+        return self.db.save("footprint", rec.id, rec.model_id, name, rec.model_dump_json(), figure)
+
+    def footprint(self, footprint_id: str) -> FootprintRecord | None:
+        body = self._body("footprint", footprint_id)
+        return FootprintRecord.model_validate_json(body) if body else None
+
+    def footprint_from_file(self, name: str, data_b64: str, top: int = 50) -> FootprintRecord:
+        """Read a footprint file (as `qscope footprint` writes it), sent as base64, and save its record."""
+        try:
+            data = base64.b64decode(data_b64, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise ExamplesError(f"data_b64: not base64 ({e})") from e
+        if len(data) > self.limits.max_file_bytes:
+            raise ExamplesError(
+                f"{name} is {len(data):,} bytes; files of at most {self.limits.max_file_bytes:,} bytes are read"
+            )
+        suffix = Path(name).suffix.lower()
+        if suffix not in footprint_io.SUFFIXES:
+            raise ExamplesError(f"{name}: give a .parquet or .duckdb file written by `qscope footprint`")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"upload{suffix}"
+            path.write_bytes(data)
+            try:
+                f = footprint_io.read(path)
+            except footprint_io.FootprintFileError as e:
+                raise ExamplesError(str(e).replace(path.name, name)) from e
+        labels = f.labels
+        rec = record(
+            f.meta.get("model_id", ""),
+            f.a,
+            f.b,
+            f.by,
+            f.share,
+            top,
+            lambda s, n: labels.get((s, n), ""),
+            source=name,
+            notes=list(f.meta.get("notes", [])),
+        )
+        self.save_footprint(rec)
+        return rec
+
+    def _saved_nothing(self) -> bool:
+        """True while the app database is a SQLite file not yet made: reading it must not create it."""
+        url = make_url(self.db_url)
+        return self._db is None and url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file()
+
+    def _body(self, kind: str, record_id: str) -> str | None:
+        return None if self._saved_nothing() else self.db.get(kind, record_id)
+
+    def recent(self, kind: str, limit: int = 50) -> list[Listed]:
+        """The newest saved records of a kind (none while nothing was ever saved)."""
+        return [] if self._saved_nothing() else self.db.list(kind, limit)

@@ -1,0 +1,95 @@
+"""Saved discoveries, detectors and footprint comparisons in the app database (SQLAlchemy; SQLite by default).
+
+The same database as shared steering runs (Settings.app_db_url), its own tables. Each record is stored whole as
+JSON under a short random id, which its permalink uses (/discover/{id}, /detectors/{id}, /footprints/{id}); a
+few columns beside it (kind, model, name, headline figure) serve the lists without parsing every record.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import DateTime, Float, String, Text, create_engine, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+KINDS = ("discovery", "detector", "footprint")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Record(Base):
+    __tablename__ = "discover_records"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)  # discovery | detector | footprint
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    model_id: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(300))
+    figure: Mapped[float | None] = mapped_column(Float, nullable=True)  # test F1, top test AUROC or overlap
+    body: Mapped[str] = mapped_column(Text)  # the record as JSON
+
+
+@dataclass
+class Listed:
+    id: str
+    kind: str
+    created_at: str  # ISO 8601, to the second
+    model_id: str
+    name: str
+    figure: float | None
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(8)
+
+
+class DiscoverStore:
+    """Save and load records; tables are created on first use."""
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(url)
+        Base.metadata.create_all(self.engine)
+
+    def save(self, kind: str, record_id: str, model_id: str, name: str, body: str, figure: float | None = None) -> str:
+        """Store a record under `record_id` (from new_id(), so the body can carry its own id)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown record kind {kind!r}")
+        with Session(self.engine) as session, session.begin():
+            session.add(
+                Record(
+                    id=record_id,
+                    kind=kind,
+                    created_at=datetime.now(UTC),
+                    model_id=model_id,
+                    name=name[:300],
+                    figure=figure,
+                    body=body,
+                )
+            )
+        return record_id
+
+    def get(self, kind: str, record_id: str) -> str | None:
+        """The JSON body of a record of this kind, or None."""
+        with Session(self.engine) as session:
+            record = session.get(Record, record_id)
+            return record.body if record is not None and record.kind == kind else None
+
+    def list(self, kind: str, limit: int = 100) -> list[Listed]:
+        """The newest records of a kind first."""
+        stmt = select(Record.id, Record.kind, Record.created_at, Record.model_id, Record.name, Record.figure)
+        stmt = stmt.where(Record.kind == kind).order_by(Record.created_at.desc()).limit(limit)
+        with Session(self.engine) as session:
+            rows = session.execute(stmt).all()
+        return [Listed(i, k, when.isoformat(timespec="seconds"), m, n, f) for i, k, when, m, n, f in rows]
+
+    def close(self) -> None:
+        self.engine.dispose()

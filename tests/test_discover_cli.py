@@ -1,0 +1,154 @@
+"""`qscope discover` and `qscope footprint` without a server, on the tiny default: results on stdout (JSON line
+last), files written whole, detectors saved to the app database, and bad input as one line with exit code 2."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from qscope.cli import cli
+from qscope.config import get_settings
+from qscope.discover import footprint_io
+from qscope.discover.detecting import SavedDetector
+from qscope.discover.discovery import Discovery
+from qscope.discover.footprints import compare
+from qscope.discover.store import DiscoverStore
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture
+def app_db(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    monkeypatch.setenv("QSCOPE_APP_DB_URL", url)
+    get_settings.cache_clear()
+    yield url
+    get_settings.cache_clear()
+
+
+def run(*args: str):
+    result = CliRunner().invoke(cli, list(args))
+    return result, result.output
+
+
+def last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_discover_demo_saves_a_detector(tiny_db, tmp_path, app_db):
+    out = tmp_path / "result.json"
+    result, text = run(
+        "discover",
+        "--db",
+        str(tiny_db),
+        "--demo",
+        "code-vs-prose",
+        "--detector",
+        "top2-any",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+    )
+    assert result.exit_code == 0, text
+    summary = last_json(text)
+    assert summary["top_test_auroc"] >= 0.95 and summary["top_test_auroc"] > summary["baseline_p95"]
+    assert summary["examples"] == 200 and summary["test"] == 60
+    found = Discovery.model_validate_json(out.read_text())
+    assert found.id == summary["discovery"] and found.ranking.a_side[0].test_auroc == summary["top_test_auroc"]
+    store = DiscoverStore(app_db)
+    saved = SavedDetector.model_validate_json(store.get("detector", summary["detector"]))
+    store.close()
+    assert len(saved.detector.terms) == 2 and saved.test.f1 == summary["detector_test_f1"]
+    assert "random features" in text and "label-shuffle control" in text and "L1 logistic regression" in text
+
+
+def test_discover_from_files(tiny_db, tmp_path, app_db):
+    pos, neg = tmp_path / "code.txt", tmp_path / "prose.csv"
+    pos.write_text("\n".join(f"value_{i} = table.get(key_{i}, None)" for i in range(12)) + "\n")
+    neg.write_text(
+        "text,source\n"
+        + "".join(
+            f"The river ran past the old mill number {w}.,x\n"
+            for w in "one two three four five six seven eight".split()
+        )
+    )
+    result, text = run(
+        "discover",
+        "--pos",
+        str(pos),
+        "--neg",
+        str(neg),
+        "--db",
+        str(tiny_db),
+        "--no-logreg",
+        "--device",
+        "cpu",
+    )
+    assert result.exit_code == 0, text
+    summary = last_json(text)
+    assert summary["examples"] == 20 and "logreg_test_f1" not in summary and "discovery" not in summary
+
+
+def test_no_store_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("QSCOPE_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        result, text = run("discover", "--demo", "code-vs-prose")
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2 and "no feature store of the demo model" in text and "qscope demo" in text
+
+
+@pytest.mark.parametrize(
+    ("files", "extra", "says"),
+    [
+        ({"d.csv": "text,kind\nhello,1\n"}, ["--data", "@d.csv"], "no label column 'label'"),
+        ({}, ["--pos", "@missing.txt", "--neg", "@missing.txt"], "no such file"),
+        (
+            {"a.txt": "x = 1\ny = 2\nz = 3\nw = 4\n", "b.txt": "\n\n"},
+            ["--pos", "@a.txt", "--neg", "@b.txt"],
+            "only one class",
+        ),
+        ({}, [], "give the examples"),
+        ({}, ["--demo", "code-vs-prose", "--detector", "top9"], "--detector 'top9'"),
+    ],
+)
+def test_discover_bad_input_is_one_line(tiny_db, tmp_path, files, extra, says, app_db):
+    for name, content in files.items():
+        (tmp_path / name).write_text(content)
+    args = [str(tmp_path / a[1:]) if a.startswith("@") else a for a in extra]
+    result, text = run("discover", "--db", str(tiny_db), *args)
+    assert result.exit_code == 2, text
+    assert says in text and "Traceback" not in text
+    assert [line for line in text.splitlines() if line.startswith("error:")] == [text.strip().splitlines()[-1]]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".duckdb"])
+def test_footprint_writes_a_file_the_same_as_its_figures(tiny_db, tmp_path, suffix, app_db):
+    out = tmp_path / f"fp{suffix}"
+    result, text = run(
+        "footprint", "--demo", "code-vs-prose", "--demo-n", "60", "--db", str(tiny_db), "--out", str(out), "--save"
+    )
+    assert result.exit_code == 0, text
+    summary = last_json(text)
+    f = footprint_io.read(out)
+    again = compare(f.a, f.b, f.by, f.share)
+    assert again.overlap == pytest.approx(summary["overlap"]) and again.shared == summary["shared"]
+    assert 0 < summary["overlap"] < 1 and f.meta["model_id"] == summary["model_id"]
+    assert any(label for label in f.labels.values())
+    assert summary["footprint_url"].startswith("/footprints/")
+
+
+def test_footprint_of_a_file_with_itself_and_refusals(tiny_db, tmp_path, app_db):
+    data = tmp_path / "lines.txt"
+    data.write_text("\n".join(f"for item_{i} in range({i}):" for i in range(15)))
+    result, text = run("footprint", str(data), "--b", str(data), "--db", str(tiny_db), "--by", "mass", "--share", "0.5")
+    assert result.exit_code == 0, text
+    assert last_json(text)["overlap"] == 1.0
+    result, text = run("footprint", str(data), "--db", str(tiny_db), "--out", str(tmp_path / "x.csv"))
+    assert result.exit_code == 2 and "give a .parquet or .duckdb" in text
+    result, text = run("footprint", str(data), "--db", str(tiny_db), "--by", "tokens")
+    assert result.exit_code == 2 and "--by 'tokens'" in text
