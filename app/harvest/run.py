@@ -32,6 +32,7 @@ from qscope.harvest.tables import build_tables
 from qscope.model import LoadedModel, capture, pick_device
 from qscope.store.schema import SCHEMA_VERSION
 from qscope.store.writer import write_store
+from qscope.tokens import vocab_bytes
 
 
 @dataclass
@@ -162,6 +163,8 @@ class _Run:
             vocab,
             job.infos,
             (opts.logit_tokens, opts.neighbors, opts.cross_neighbors),
+            opts.top_k,
+            opts.dedup,
         )
         self.timings["effects"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -195,10 +198,10 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def vocab_of(loaded: LoadedModel) -> list[str]:
-    """token id -> decoded text, for every id the model can emit (ids past the tokenizer decode to '')."""
-    n = max(len(loaded.tokenizer), loaded.vocab_size)
-    return loaded.tokenizer.batch_decode([[i] for i in range(n)])
+def vocab_of(loaded: LoadedModel) -> list[bytes]:
+    """token id -> the token's raw bytes, for every id the model can emit (ids past the tokenizer: b''). Bytes,
+    not decoded text: a byte-level token holding part of a UTF-8 character decodes alone to U+FFFD."""
+    return vocab_bytes(loaded.tokenizer, max(len(loaded.tokenizer), loaded.vocab_size))
 
 
 def store_meta(opts: HarvestOptions, model_path: str, model_id: str, windows_NT: Tensor, seconds: float) -> dict:

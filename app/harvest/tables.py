@@ -14,7 +14,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from qscope.harvest.effects import LogitEffects, Neighbors, logit_effects, make_label, nearest, top_marked_tokens
+from qscope.harvest.dedup import aligned_windows, distinct
+from qscope.harvest.effects import (
+    LogitEffects,
+    Neighbors,
+    logit_effects,
+    make_label,
+    marked_texts,
+    nearest,
+    top_marked_tokens,
+)
 from qscope.harvest.state import HIST_EDGES, FeatureState, top_key
 from qscope.sae import Sae
 from qscope.store.writer import Columns, SaeTables
@@ -22,11 +31,16 @@ from qscope.store.writer import Columns, SaeTables
 MARKED_TOKENS = 5  # features.top_tokens: token ids most often at the max of the top contexts
 
 
-def context_columns(state: FeatureState, windows_NT: Tensor) -> Columns:
-    """Rows of `contexts` for one SAE, sorted by (feature, kind, bin, rank); see qscope.store.writer."""
+def context_columns(state: FeatureState, windows_NT: Tensor, top_k: int | None = None, dedup: float = 0.0) -> Columns:
+    """Rows of `contexts` for one SAE, sorted by (feature, kind, bin, rank); see qscope.store.writer. With
+    dedup > 0, near-identical top contexts count once and top_k distinct ones remain (qscope.harvest.dedup)."""
     spec, nb = state.spec, state.spec.n_bins
     f_top, _, top = state.top.entries()  # in (feature, rank) order
     f_top, top = f_top.cpu(), {k: v.cpu() for k, v in top.items()}
+    if dedup > 0:
+        ids_EW = aligned_windows(windows_NT, top["window"], top["pos"], spec.before, spec.after)
+        kept = distinct(f_top, ids_EW, dedup, top_k or spec.top_k)
+        f_top, top = f_top[kept], {k: v[kept] for k, v in top.items()}
     seg_int, _, inter = state.interval.entries()
     seg_int, inter = seg_int.cpu(), {k: v.cpu() for k, v in inter.items()}
     order = top_key(inter["act"], inter["window"]).argsort(stable=True)  # strongest first within a bin
@@ -138,24 +152,37 @@ def sae_tables(
     state: FeatureState,
     windows_NT: Tensor,
     W_U_VD: Tensor,
-    vocab: Sequence[str],
+    vocab: Sequence[str | bytes],
     info: dict,
     opts_tokens: tuple[int, int, int],
     others: Sequence[tuple[str, Sae]] = (),
+    top_k: int | None = None,
+    dedup: float = 0.0,
 ) -> SaeTables:
     """One SAE's tables. `others`: (sae_id, SAE) of the SAEs whose nearest features it lists (neighbor_saes);
-    opts_tokens = (logit tokens, neighbors within, neighbors in each other SAE)."""
+    opts_tokens = (logit tokens, neighbors within, neighbors in each other SAE); top_k and dedup: the top
+    contexts kept (context_columns)."""
     n_logit, n_within, n_cross = opts_tokens
-    contexts = context_columns(state, windows_NT)
+    contexts = context_columns(state, windows_NT, top_k, dedup)
     is_top = contexts["kind"] == 0
     tok_at_max = contexts["token_ids"][is_top, contexts["pos"][is_top]]
     marked_FN = top_marked_tokens(
         torch.from_numpy(contexts["feature"][is_top]), torch.from_numpy(tok_at_max), sae.d_sae, MARKED_TOKENS
     )
     eff = logit_effects(sae.decoder_directions, W_U_VD, n_logit)
+    texts = marked_texts(
+        contexts["feature"][is_top],
+        contexts["token_ids"][is_top],
+        contexts["pos"][is_top],
+        contexts["length"][is_top],
+        vocab,
+    )
+    by_feature: dict[int, dict[int, str]] = {}
+    for (f, token), text in texts.items():
+        by_feature.setdefault(f, {})[token] = text
     labels = [
-        make_label([t for t in m if t >= 0], top_ids, vocab)
-        for m, top_ids in zip(marked_FN.tolist(), eff.top_ids_FL.tolist(), strict=True)
+        make_label([t for t in m if t >= 0], top_ids, vocab, at_max=by_feature.get(f))
+        for f, (m, top_ids) in enumerate(zip(marked_FN.tolist(), eff.top_ids_FL.tolist(), strict=True))
     ]
     found = [(info["sae_id"], nearest(sae.decoder_directions, sae.decoder_directions, n_within, same=True))]
     found += [
@@ -176,9 +203,11 @@ def build_tables(
     states: Sequence[FeatureState],
     windows_NT: Tensor,
     W_U_VD: Tensor,
-    vocab: Sequence[str],
+    vocab: Sequence[str | bytes],
     info: Sequence[dict],
     opts_tokens: tuple[int, int, int],
+    top_k: int | None = None,
+    dedup: float = 0.0,
 ) -> list[SaeTables]:
     """Every SAE's tables (sae_tables), neighbors taken in the SAEs of the nearest layers of the same run."""
     layers = [s.layer for s in saes]
@@ -193,6 +222,8 @@ def build_tables(
             info[i],
             opts_tokens,
             [(sae_ids[j], saes[j]) for j in neighbor_saes(layers, i)],
+            top_k,
+            dedup,
         )
         for i, (sae, state) in enumerate(zip(saes, states, strict=True))
     ]

@@ -26,6 +26,7 @@ import numpy as np
 
 from qscope.store.cards import build_cards
 from qscope.store.schema import DDL, SAE_COLUMNS, SCHEMA_VERSION
+from qscope.tokens import show_bytes
 
 ROWS_PER_INSERT = 500_000  # bounds the memory of one INSERT's spread columns
 Columns = dict[str, np.ndarray]
@@ -45,7 +46,10 @@ class SaeTables:
     #                                                   cosine, rank
 
 
-def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTables], vocab: Sequence[str]) -> int:
+Vocab = Sequence[str | bytes]  # per token id: its raw bytes, or a text whose UTF-8 bytes are the token
+
+
+def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTables], vocab: Vocab) -> int:
     """Write the store at `out` atomically; returns its size in bytes."""
     with store_writer(out, meta, vocab) as add:
         for tables in sorted(saes, key=lambda t: t.info["sae_id"]):
@@ -54,7 +58,7 @@ def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTables], v
 
 
 @contextmanager
-def store_writer(out: Path, meta: Mapping[str, str], vocab: Sequence[str]) -> Iterator[Callable[[SaeTables], None]]:
+def store_writer(out: Path, meta: Mapping[str, str], vocab: Vocab) -> Iterator[Callable[[SaeTables], None]]:
     """Write a store one SAE at a time (bounded memory: a harvest of many SAEs builds one SAE's tables, adds it,
     drops it). Yields `add`; call it in sae_id order. The file appears at `out`, renamed into place, only when
     the body ends without an error."""
@@ -68,9 +72,7 @@ def store_writer(out: Path, meta: Mapping[str, str], vocab: Sequence[str]) -> It
             con.execute(DDL)
             meta = {**meta, "schema_version": str(SCHEMA_VERSION)}  # the writer owns the layout it writes
             con.executemany("INSERT INTO meta VALUES (?, ?)", [[k, str(v)] for k, v in meta.items()])
-            ids = np.arange(len(vocab), dtype=np.int32)
-            tokens = np.array(list(vocab), dtype=object)
-            _insert(con, "vocab", {"token_id": ids, "token": tokens}, "token_id, token::VARCHAR")
+            _write_vocab(con, vocab)
             yield lambda tables: _write_sae(con, tables)
             con.execute("CHECKPOINT")
         finally:
@@ -80,6 +82,17 @@ def store_writer(out: Path, meta: Mapping[str, str], vocab: Sequence[str]) -> It
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _write_vocab(con: duckdb.DuckDBPyConnection, vocab: Vocab) -> None:
+    """The vocab table: each token's bytes, and its text on its own as pages show it (never U+FFFD)."""
+    raw = [v if isinstance(v, bytes) else v.encode() for v in vocab]
+    cols = {
+        "token_id": np.arange(len(raw), dtype=np.int32),
+        "token": np.array([show_bytes(b) for b in raw], dtype=object),
+        "bytes": np.array(raw, dtype=object),
+    }
+    _insert(con, "vocab", cols, "token_id, token::VARCHAR, bytes::BLOB")
 
 
 def _remove(path: Path) -> None:
