@@ -201,7 +201,16 @@ def finish(job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: flo
             state = merged_state(job, spool, i)
             others = [(job.sae_ids[j], saes.get(j)) for j in neighbor_saes(layers, i)]
             tables = sae_tables(
-                saes.get(i), state, job.windows_NT, head.weight, vocab, job.infos[i], opts_tokens, others
+                saes.get(i),
+                state,
+                job.windows_NT,
+                head.weight,
+                vocab,
+                job.infos[i],
+                opts_tokens,
+                others,
+                opts.top_k,
+                opts.dedup,
             )
             dead[job.sae_ids[i]] = tables.info["dead"]
             if per_sae_dir is None:
