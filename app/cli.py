@@ -12,8 +12,32 @@ from rich.console import Console
 
 from qscope.config import get_settings
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help="qscope: explore the inside of Qwen models.")
+
+class _Command(typer.core.TyperCommand):
+    """Typer's rich help labels every flag '<bool>', as if `--tiny` took a value: flags show no type here."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for p in params:
+            if getattr(p, "is_flag", False) and p.metavar is None:
+                p.metavar = ""
+        return params
+
+
+class _Group(typer.core.TyperGroup, _Command):
+    pass
+
+
+class _Typer(typer.Typer):
+    """typer.Typer whose commands use _Command (flags without a type label in --help)."""
+
+    def command(self, *args, cls=None, **kwargs):
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+cli = _Typer(cls=_Group, add_completion=False, no_args_is_help=True, help="qscope: explore the inside of Qwen models.")
 console = Console(stderr=True)
+DEMO_MODEL_ID = "mini-Qwen"  # the embedded default's name in URLs and pages (its folder is data/demo/model)
 
 
 # Options of the sharded harvest (qscope.harvest.cluster), shared by `harvest --ray` and `harvest-release`.
@@ -71,11 +95,23 @@ def build_demo_cmd(
     tiny: Annotated[bool, typer.Option("--tiny", help="A micro version in under a minute, for tests.")] = False,
 ) -> None:
     """Build mini-Qwen offline: corpus, tokenizer, Qwen3 model and TopK SAEs (Qwen-Scope format)."""
-    from qscope.demo.build import build_demo
+    from qscope.demo.build import build_demo, is_built
 
     out = out or get_settings().demo_dir
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    report = build_demo(out, _spec(tiny), console)
+    spec = _spec(tiny)
+    if not is_built(out, spec):
+        say(
+            f"building mini-Qwen{' (tiny)' if tiny else ''} in {out}: "
+            + (
+                "under a minute"
+                if tiny
+                else "about 8 minutes on a quiet laptop CPU, longer on a busy one (`--tiny` builds a micro "
+                "version in under a minute)"
+            )
+            + "; finished stages are kept and reused"
+        )
+    report = build_demo(out, spec, console)
     console.print(_figures(report))
     console.print(f"built {out} (figures in {out / 'build.json'})")
 
@@ -109,6 +145,7 @@ def demo_cmd(
             corpus=str(out / "corpus" / "train.jsonl"),
             out=db,
             tokens=tokens,
+            model_id=f"{DEMO_MODEL_ID}{'-tiny' if tiny else ''}",
         )
     more = [p for p in more or [] if not p.is_dir() or any(p.glob("*.duckdb"))]  # an empty folder: nothing yet
     serve_cmd(db=[db, *more], host=host, port=port)
@@ -157,10 +194,25 @@ def harvest_cmd(
         typer.Option(help=".txt/.jsonl/.parquet file or folder, or a HF dataset (default: the demo's train split)."),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="DuckDB file to write (default: data/<model_id>.duckdb).")] = None,
+    model_id: Annotated[
+        str | None,
+        typer.Option(
+            "--model-id",
+            help="The model's name in URLs and pages (default: the hub id's or checkpoint folder's name; "
+            f"{DEMO_MODEL_ID} for the demo's model).",
+        ),
+    ] = None,
     tokens: Annotated[int, typer.Option(help="Tokens to harvest (fewer if the corpus is shorter).")] = 1_000_000,
     ctx: Annotated[int, typer.Option(help="Tokens per window.")] = 128,
     batch: Annotated[int, typer.Option(help="Windows per forward pass.")] = 32,
     top_k: Annotated[int, typer.Option("--top-k", help="Top contexts kept per feature.")] = 32,
+    dedup: Annotated[
+        float,
+        typer.Option(
+            help="Top contexts sharing at least this fraction of their tokens with a stronger one count once "
+            "(near-duplicate passages); 0 keeps them all."
+        ),
+    ] = 0.8,
     before: Annotated[int, typer.Option(help="Context tokens kept before the max token.")] = 32,
     after: Annotated[int, typer.Option(help="Context tokens kept after it.")] = 8,
     skip_first: Annotated[bool, typer.Option("--skip-first/--keep-first", help="Leave position 0 out.")] = True,
@@ -195,16 +247,19 @@ def harvest_cmd(
             soft_wrap=True,
         )
         raise typer.Exit(2)
-    model = model or str(settings.demo_dir / "model")
+    if model is None:
+        model, model_id = str(settings.demo_dir / "model"), model_id or DEMO_MODEL_ID
     opts = HarvestOptions(
         model=model,
         saes=sae or [settings.demo_dir / "saes"],
         corpus=corpus or str(settings.demo_dir / "corpus" / "train.jsonl"),
         out=out or settings.data_dir / f"{model_id_for(model)}.duckdb",
+        model_id=model_id,
         tokens=tokens,
         ctx=ctx,
         batch=batch,
         top_k=top_k,
+        dedup=dedup,
         before=before,
         after=after,
         skip_first=skip_first,
@@ -344,11 +399,11 @@ def serve_cmd(
     from qscope.web import create_app
 
     try:
-        app = create_app(db, settings)
+        app = create_app(db, settings, say=say)
     except StoreError as err:
         say(f"error: {err}", "red")
         raise typer.Exit(2) from err
-    say(f"serving {len(db)} store(s) on http://{host}:{port}/")
+    say(f"serving {len(db)} store(s) on http://{host}:{port}/ (search builds its index in the background)")
     uvicorn.run(app, **run)
 
 
@@ -371,7 +426,7 @@ def health_cmd(
         raise typer.Exit(1)
 
 
-bench_cli = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints its figures, a JSON line last.")
+bench_cli = _Typer(cls=_Group, no_args_is_help=True, help="Benchmarks: each prints its figures, a JSON line last.")
 cli.add_typer(bench_cli, name="bench")
 _BENCH_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
@@ -380,7 +435,9 @@ def _run_bench(name: str, args: list[str]) -> None:
     """Run the benchmark module qscope.bench.<name> with `args` as its command line (its own argparse options;
     `--help` lists them)."""
     import importlib
+    import sys
 
+    sys.argv[0] = f"qscope bench {name}"  # argparse names the program (its usage line) after argv[0]
     importlib.import_module(f"qscope.bench.{name}").main(args)
 
 

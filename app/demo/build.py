@@ -121,9 +121,8 @@ def build_corpus(out: Path, spec: DemoSpec, console: Console) -> dict:
     manifest = corpus_mod.write_corpus(tmp, spec.corpus_chars, spec.seed)
     info = {"digest": digest, **asdict(manifest)}
     _commit(tmp, final, info)
-    console.print(
-        f"corpus: {manifest.train_docs} train / {manifest.val_docs} val documents, sources {manifest.sources}"
-    )
+    sources = ", ".join(f"{name} {v['chars'] / 1e6:.2f}M chars" for name, v in manifest.sources.items())
+    console.print(f"corpus: {manifest.train_docs:,} train / {manifest.val_docs:,} val documents ({sources})")
     return info
 
 
@@ -151,10 +150,7 @@ def build_model(out: Path, spec: DemoSpec, console: Console) -> dict:
     model.save_pretrained(tmp)
     info = {"digest": digest, **asdict(report)}
     _commit(tmp, final, info)
-    console.print(
-        f"model: val loss {report.val_loss:.3f} nats vs unigram entropy {report.unigram_entropy:.3f} "
-        f"({report.params / 1e6:.2f}M params, {report.seconds:.0f}s)"
-    )
+    console.print(f"model: trained ({report.params / 1e6:.2f}M parameters, {report.seconds:.0f} s)")
     return info
 
 
@@ -179,7 +175,8 @@ def build_saes(out: Path, spec: DemoSpec, console: Console) -> dict:
     metrics: dict[str, dict] = {}
     with _Progress(console) as bar:
         for layer in spec.sae_layers:
-            task = bar.add_task(f"train SAE layer {layer}", total=None, info="")
+            total = len(train_acts[layer]) // spec.sae_batch * spec.sae_epochs  # the bar's length from the start
+            task = bar.add_task(f"train SAE layer {layer}", total=total, info="")
             t0 = time.perf_counter()
 
             def tick(step: int, total: int, fvu: float, task=task) -> None:
@@ -195,9 +192,19 @@ def build_saes(out: Path, spec: DemoSpec, console: Console) -> dict:
             }
     info = {"digest": digest, "release": spec.sae_release, "layers": metrics}
     _commit(tmp, final, info)
-    for layer, m in metrics.items():
-        console.print(f"sae layer {layer}: FVU {m['fvu']:.3f}, dead {m['dead_fraction']:.1%}")
+    seconds = sum(m["train_seconds"] for m in metrics.values())
+    console.print(f"saes: trained {len(metrics)} SAEs ({seconds:.0f} s)")
     return info
+
+
+def is_built(out: Path, spec: DemoSpec) -> bool:
+    """Whether every stage under `out` was built from these settings (a build would only reuse them)."""
+    stages = (
+        (out / "corpus", CORPUS_FIELDS),
+        (out / "model", MODEL_FIELDS),
+        (out / "saes" / spec.sae_release, SAE_FIELDS),
+    )
+    return all(_reusable(folder, spec.digest(*fields)) for folder, fields in stages)
 
 
 def build_demo(out: Path, spec: DemoSpec, console: Console | None = None) -> dict:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
 
-from qscope.store.queries import FeatureDetail
+from qscope.store.queries import FeatureDetail, Neighbor
 from qscope.store.schema import SaeInfo
 from qscope.tokens import visible
 from qscope.web import urls
@@ -20,6 +20,15 @@ router = APIRouter(route_class=TwinRoute)
 
 
 @dataclass
+class NeighborGroup:
+    """The nearest features in one SAE, under a heading (cosines of different SAEs do not compare)."""
+
+    heading: str  # 'this SAE (layer 1)', 'layer 0'
+    sae_id: str
+    rows: list[tuple[Neighbor, str]]  # (neighbor, its dashboard URL), nearest first
+
+
+@dataclass
 class FeaturePage:
     model_id: str
     sae: SaeInfo
@@ -27,6 +36,24 @@ class FeaturePage:
     urls: dict  # self, json, embed, sae, steer, random, prev, next
     neighbor_urls: list[str]  # one per detail.neighbors
     summary: str  # one line for link previews: label, density, top tokens
+    neighbor_groups: list[NeighborGroup]  # detail.neighbors by SAE: this one first, then the other layers
+
+
+def _neighbor_groups(
+    catalog: Catalog, sae: SaeInfo, neighbors: list[Neighbor], links: list[str]
+) -> list[NeighborGroup]:
+    groups: dict[str, NeighborGroup] = {}
+    for n, url in zip(neighbors, links, strict=True):
+        if n.sae_id not in groups:
+            other = catalog.find_sae(n.sae_id)
+            layer = other.sae.layer if other else None
+            where = f"layer {layer}" if layer is not None else n.sae_id
+            heading = f"this SAE ({where})" if n.sae_id == sae.sae_id else where
+            if other and n.sae_id != sae.sae_id and layer == sae.layer:
+                heading = f"{where}, {n.sae_id}"  # another SAE of the same layer
+            groups[n.sae_id] = NeighborGroup(heading, n.sae_id, [])
+        groups[n.sae_id].rows.append((n, url))
+    return list(groups.values())
 
 
 def _parse_feature(segment: str) -> int:
@@ -71,6 +98,7 @@ def feature_page(
     tops = " ".join(visible(t) for t in row.top_tokens[:5])
     summary = f"{row.label} · density {row.density:.3%} · max {row.max_act:.3g} · top tokens: {tops}"
     neighbor_urls = [_neighbor_url(catalog, model_id, n.sae_id, n.feature) for n in detail.neighbors]
-    data = FeaturePage(model_id, served.sae, detail, links, neighbor_urls, summary)
+    groups = _neighbor_groups(catalog, served.sae, detail.neighbors, neighbor_urls)
+    data = FeaturePage(model_id, served.sae, detail, links, neighbor_urls, summary, groups)
     template = "feature_embed.html" if embed else "feature.html"
     return render(request, template, {"p": data}, data=data, partial=None if embed else "_dashboard.html")
