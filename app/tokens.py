@@ -29,6 +29,7 @@ VISIBLE: dict[str, str] = {chr(c): chr(0x2400 + c) for c in range(32)} | {
     " ": "·",
     "\n": "↵",
     "\t": "⇥",
+    "\u3000": "␣",  # the ideographic (full-width) space of CJK text
 }
 _TABLE = str.maketrans(VISIBLE)
 EMPTY = "∅"  # an empty token (one whose bytes are none at all)
@@ -199,14 +200,21 @@ def is_whole(raw: bytes) -> bool:
     return True
 
 
-def readable(tokens: Sequence[bytes]) -> list[str]:
+def readable(tokens: Sequence[bytes], cut: bool = False) -> list[str]:
     """Each token's piece of a run's text: a character split over tokens is shown on the token that completes
     it ('' on the tokens before, which hold only its first bytes); a byte that completes nothing as '<0xNN>' on
-    its own token. The pieces joined are the whole run as text."""
-    ends = list(accumulate(len(raw) for raw in tokens))
+    its own token. The pieces joined are the whole run as text.
+
+    cut: the run was cut out of a longer text (a context): a character whose first bytes lie before it or whose
+    last bytes lie after it is cut off, not a lone byte, so those bytes show nothing (their tokens get '')."""
+    raw = b"".join(tokens)
+    skip = 0
+    while cut and skip < min(3, len(raw)) and 0x80 <= raw[skip] <= 0xBF:  # the tail of a character cut off
+        skip += 1
+    ends = list(accumulate(len(t) for t in tokens))
     out = [""] * len(tokens)
-    for _, end, text in _spans(b"".join(tokens), final=True)[0]:
-        out[bisect_left(ends, end)] += text  # the token holding the span's last byte
+    for _, end, text in _spans(raw[skip:], final=not cut)[0]:
+        out[bisect_left(ends, end + skip)] += text  # the token holding the span's last byte
     return out
 
 

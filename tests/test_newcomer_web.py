@@ -158,6 +158,7 @@ def test_steering_a_dead_feature_with_add_is_refused_in_words(tiny_client, tiny_
 
 def test_a_query_too_long_for_the_model_still_gets_text_results(tiny_client):
     q = "return " * 700  # 4,900 characters: over the model's limit, fine for text search
+    assert tiny_client.app.state.searcher.wait_ready(600)  # the in-memory text index (words, not substrings)
     data = tiny_client.get("/search.json", params={"q": q, "kind": ["text", "fires"]}).json()
     assert data["hits"] and all(f["kind"] == "text" for h in data["hits"] for f in h["found"])
     assert "did not run" in data["notes"][0] and "at most 4,000" in data["notes"][0]

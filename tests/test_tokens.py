@@ -86,6 +86,15 @@ def test_bytes_that_complete_nothing_show_as_bytes() -> None:
     assert show_bytes("é".encode()) == "é"
 
 
+def test_a_context_cut_from_a_window_leaves_out_characters_cut_at_its_edges() -> None:
+    """A context starts and ends where the harvest cut it: the bytes of a character cut there are not lone
+    bytes, so they show nothing (their tokens are drawn as thin marks); inside, a lone byte still shows."""
+    run = [b"\x97\xa5", b" \xe6", b"\x97\xa5", b"\xe2", b"a", b"\xf0\x9f"]
+    assert readable(run, cut=True) == ["", " ", "日", "<0xE2>", "a", ""]
+    assert readable(run) == ["<0x97><0xA5>", " ", "日", "<0xE2>", "a", "<0xF0><0x9F>"]
+    assert readable([b"\x80\x80\x80\x80x"], cut=True) == ["<0x80>x"]  # at most 3 bytes are a cut tail
+
+
 def test_streamed_pieces_join_to_the_text(qwen3) -> None:
     raw = vocab_bytes(qwen3)
     ids = qwen3(TEXT, add_special_tokens=False)["input_ids"]
@@ -115,5 +124,5 @@ def test_a_context_renders_split_characters_whole_with_each_tokens_value_on_hove
     text = Markup(html).striptags()
     assert "日本語" in text and REPLACEMENT not in html
     assert html.count('class="t part"') >= 3  # the first bytes of each character: a thin mark, value on hover
-    assert "&#39;&lt;0xE6&gt;&#39;: the first bytes of a character" in html
+    assert "&#39;&lt;0xE6&gt;&#39;: bytes of a character split over tokens" in html
     assert "→ &#39;語&#39;" in html  # the completing token: its own bytes and the character they end

@@ -159,14 +159,15 @@ class Store:
             return list(itemgetter(*ids)(vocab))  # the common case, in C
         return [vocab[i] if 0 <= i < n else f"<{i}>" for i in ids]
 
-    def shown(self, ids: Sequence[int]) -> list[str]:
+    def shown(self, ids: Sequence[int], cut: bool = False) -> list[str]:
         """Each token's piece of the text the ids make together: characters split over tokens shown whole on
-        the token that completes them (qscope.tokens.readable); the same as `decode` when no token splits one."""
+        the token that completes them (qscope.tokens.readable; cut: a context cut from a window, whose edges may
+        cut a character); the same as `decode` when no token splits one."""
         whole, n = self._whole, len(self._whole)
         if all(0 <= i < n and whole[i] for i in ids):
             return self.decode(ids)
         raw = self.vocab_bytes
-        return readable([raw[i] if 0 <= i < n else f"<{i}>".encode() for i in ids])
+        return readable([raw[i] if 0 <= i < n else f"<{i}>".encode() for i in ids], cut)
 
     def token_ids_matching(self, text: str) -> list[int]:
         """Ids of the tokens that are `text` once stripped of whitespace and lower-cased."""
@@ -372,7 +373,7 @@ class Reader:
         top: list[Context] = []
         bins: dict[int, IntervalBin] = {}
         for c, ids, acts in zip(card.contexts, card.token_ids, card.acts, strict=True):
-            tokens, shown = self.store.decode(ids), self.store.shown(ids)
+            tokens, shown = self.store.decode(ids), self.store.shown(ids, cut=True)
             if c.kind == 0:
                 top.append(Context("top", None, c.rank, c.act, c.window, c.pos, tokens, acts, shown))
             elif c.rank < per_bin:

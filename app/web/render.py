@@ -174,7 +174,7 @@ def piece_title(piece: str, tok: str) -> str:
     if piece == tok:
         return repr(tok)
     if piece == "":
-        return f"{tok!r}: the first bytes of a character the next tokens complete"
+        return f"{tok!r}: bytes of a character split over tokens (shown where it completes, or cut off at an edge)"
     return f"{tok!r} → {piece!r} (with the bytes of the tokens before it)"
 
 
