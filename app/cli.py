@@ -104,7 +104,7 @@ def build_demo_cmd(
         say(
             f"building mini-Qwen{' (tiny)' if tiny else ''} in {out}: "
             + (
-                "under a minute"
+                "about half a minute on a quiet CPU"
                 if tiny
                 else "about 8 minutes on a quiet laptop CPU, longer on a busy one (`--tiny` builds a micro "
                 "version in under a minute)"

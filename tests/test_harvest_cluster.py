@@ -21,7 +21,7 @@ from qscope.harvest.ids import model_id_for
 from qscope.harvest.manifest import ManifestError, load_manifest
 from qscope.harvest.options import HarvestOptions
 from qscope.harvest.pools import InlinePool
-from qscope.harvest.run import harvest, prepare
+from qscope.harvest.run import chunks_of, harvest, prepare
 from qscope.harvest.shards import group_saes, merge_states, plan_tasks
 from qscope.harvest.state import FeatureState
 from qscope.model import capture
@@ -121,7 +121,7 @@ def batches(tiny_demo, tmp_path_factory):
     whole = [FeatureState(state_spec(opts, s.d_sae)) for s in job.saes]
     for b, h in enumerate(hidden):  # the single-process pass: every batch in order into one state per SAE
         for i, sae in enumerate(job.saes):
-            feed_sae(whole[i], sae, h[sae.site], b, i, job.chunk_windows[i], opts, {})
+            feed_sae(whole[i], sae, h[sae.site], b, i, chunks_of(opts, job)[i], opts, {})
     return opts, job, hidden, whole
 
 
@@ -142,7 +142,7 @@ def test_merge_of_random_shard_splits_equals_the_single_pass(batches, data):
             for b in [b for b, s in enumerate(shard_of) if s == shard]:
                 for i in group:
                     sae = job.saes[i]
-                    feed_sae(states[i], sae, hidden[b][sae.site], b, i, job.chunk_windows[i], opts, {})
+                    feed_sae(states[i], sae, hidden[b][sae.site], b, i, chunks_of(opts, job)[i], opts, {})
             for i in group:
                 parts[i].append(states[i].state_dict())
     for i, sae in enumerate(job.saes):

@@ -8,7 +8,7 @@ import duckdb
 import pytest
 import torch
 
-from qscope.harvest.dedup import aligned_windows, distinct
+from qscope.harvest.dedup import _greedy, aligned_windows, distinct
 from qscope.harvest.options import HarvestError, HarvestOptions
 
 
@@ -32,6 +32,25 @@ def test_distinct_keeps_the_strongest_of_each_near_identical_group() -> None:
     chain = torch.tensor([[1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 8, 9]])
     assert distinct(torch.zeros(3, dtype=torch.long), chain, 0.75, keep=5).tolist() == [True, False, True]
     assert distinct(torch.zeros(0, dtype=torch.long), torch.zeros(0, 4, dtype=torch.long), 0.8, 5).tolist() == []
+
+
+def test_the_block_filter_misses_no_near_duplicate() -> None:
+    """Only features whose contexts share a whole block of positions are compared pairwise: the same result as
+    comparing every pair, on contexts with planted copies that differ in up to 8 of 41 positions (the most
+    that still shares 80%)."""
+    g = torch.Generator().manual_seed(1)
+    F, P, W = 60, 12, 41
+    ids = torch.randint(0, 50, (F * P, W), generator=g)
+    for f in range(0, F, 3):
+        for j in range(1, 4):
+            row = ids[f * P].clone()
+            row[torch.randperm(W, generator=g)[: (f + j) % 9]] = 1000 + j
+            ids[f * P + j] = row
+    feature = torch.arange(F).repeat_interleave(P)
+    kept = distinct(feature, ids, 0.8, 8)
+    assert torch.equal(kept, _greedy(feature, ids, 0.8, 8))
+    assert 20 <= int((~kept[feature % 3 == 0]).sum())  # the planted copies went (and the cap of 8 per feature)
+    assert int(kept.reshape(F, P).sum(1).max()) == 8
 
 
 def test_dedup_must_be_a_fraction(tmp_path: Path) -> None:

@@ -122,7 +122,9 @@ def build_corpus(out: Path, spec: DemoSpec, console: Console) -> dict:
     info = {"digest": digest, **asdict(manifest)}
     _commit(tmp, final, info)
     sources = ", ".join(f"{name} {v['chars'] / 1e6:.2f}M chars" for name, v in manifest.sources.items())
-    console.print(f"corpus: {manifest.train_docs:,} train / {manifest.val_docs:,} val documents ({sources})")
+    console.print(
+        f"corpus: {manifest.train_docs:,} train / {manifest.val_docs:,} val documents ({sources})", soft_wrap=True
+    )
     return info
 
 

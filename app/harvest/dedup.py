@@ -3,7 +3,8 @@ line) would otherwise fill a feature's top contexts with the same window again a
 
 Two contexts of one feature are near-identical when, aligned on their marked token, the tokens they share are at
 least ``threshold`` of the positions either of them covers. Going down a feature's contexts strongest first, a
-context is kept unless it is near-identical to one kept before it; the first ``keep`` kept ones remain. The
+context is kept unless it is near-identical to one kept before it; the first ``keep`` kept ones remain. Only
+the features whose contexts share a whole block of positions are compared pairwise (`_suspects`). The
 harvest keeps more candidates than it shows (HarvestOptions.top_pool) so that up to top_k distinct ones are
 left; a pure function of the final state, so a resumed or merged harvest gives the same contexts.
 
@@ -27,20 +28,59 @@ def aligned_windows(windows_NT: Tensor, window_E: Tensor, pos_E: Tensor, before:
 
 
 def _similarity(ids_GPW: Tensor) -> Tensor:
-    """[G, P, P]: shared tokens over the positions either context covers (0 where neither covers any)."""
-    a, b = ids_GPW[:, :, None, :], ids_GPW[:, None, :, :]
-    both = (a >= 0) & (b >= 0)
-    same = ((a == b) & both).sum(-1)
-    either = ((a >= 0) | (b >= 0)).sum(-1)
-    return same / either.clamp(min=1)
+    """[G, P, P]: shared tokens over the positions either context covers (0 where neither covers any). One
+    elementwise pass over [G, P, P, W] (the equality count); the padding counts are a matmul."""
+    W = ids_GPW.shape[-1]
+    pad_GPW = ids_GPW < 0
+    pads = pad_GPW.float()
+    either_GPP = W - pads @ pads.transpose(1, 2)  # positions that are not padding in both
+    # padding made unique per row, so that it equals nothing in another row and no token
+    rows = torch.arange(ids_GPW.shape[1], device=ids_GPW.device)[None, :, None]
+    marked_GPW = torch.where(pad_GPW, -1 - rows, ids_GPW)
+    same_GPP = (marked_GPW[:, :, None, :] == marked_GPW[:, None, :, :]).sum(-1)
+    return same_GPP / either_GPP.clamp(min=1)
+
+
+def _suspects(feature_E: Tensor, ids_EW: Tensor, threshold: float) -> Tensor:
+    """bool [E]: the rows of features that may hold near-identical contexts. Two contexts that share at least
+    `threshold` of W positions differ in at most D = floor((1 - threshold) W) of them, so cut into D + 1 blocks
+    of positions they agree on one block whole: a feature none of whose rows shares a block with another row
+    has none, and skips the pairwise comparison. Blocks are hashed as sums of token x a random 40-bit weight
+    per position (exact in int64: ids < 2^20, at most W terms); a collision only adds a suspect."""
+    E, W = ids_EW.shape
+    n_blocks = int((1 - threshold) * W) + 1
+    if n_blocks > W // 2:  # a low threshold: blocks of one or two tokens match everywhere; compare all
+        return torch.ones(E, dtype=torch.bool)
+    weight_W = torch.randint(1, 2**40, (W,), generator=torch.Generator().manual_seed(0))
+    weights_WB = torch.zeros(W, n_blocks, dtype=torch.long)
+    for b, cols in enumerate(torch.arange(W).tensor_split(n_blocks)):
+        weights_WB[cols, b] = weight_W[cols]
+    hash_EB = (ids_EW.long() + 2) @ weights_WB  # + 2: padding (-1) counts as a token of its own
+    where_EB = feature_E.long()[:, None] * n_blocks + torch.arange(n_blocks)  # the same block of one feature
+    key = (hash_EB ^ (where_EB * 0x9E3779B1)).reshape(-1)
+    ordered = key.sort().values
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]].unique()
+    shared_E = torch.isin(key, repeated).reshape(E, n_blocks).any(1)
+    return torch.isin(feature_E, feature_E[shared_E])
 
 
 def distinct(feature_E: Tensor, ids_EW: Tensor, threshold: float, keep: int) -> Tensor:
     """bool [E]: the contexts kept, at most `keep` per feature. Rows are in (feature, strongest first) order."""
     E = len(feature_E)
-    out_E = torch.zeros(E, dtype=torch.bool)
     if E == 0:
-        return out_E
+        return torch.zeros(0, dtype=torch.bool)
+    _, count_G = torch.unique_consecutive(feature_E, return_counts=True)
+    out_E = torch.arange(E) - torch.repeat_interleave(count_G.cumsum(0) - count_G, count_G) < keep
+    rows = _suspects(feature_E, ids_EW, threshold)
+    if rows.any():
+        out_E[rows] = _greedy(feature_E[rows], ids_EW[rows], threshold, keep)
+    return out_E
+
+
+def _greedy(feature_E: Tensor, ids_EW: Tensor, threshold: float, keep: int) -> Tensor:
+    """distinct() on every row: pairwise similarities per feature, in blocks of features."""
+    E = len(feature_E)
+    out_E = torch.zeros(E, dtype=torch.bool)
     _, count_G = torch.unique_consecutive(feature_E, return_counts=True)
     start_G = count_G.cumsum(0) - count_G
     P, W = int(count_G.max()), ids_EW.shape[1]
@@ -50,9 +90,9 @@ def distinct(feature_E: Tensor, ids_EW: Tensor, threshold: float, keep: int) -> 
     for g0 in range(0, len(count_G), step):
         rows = (group_E >= g0) & (group_E < g0 + step)
         G = int(min(step, len(count_G) - g0))
-        ids_GPW = torch.full((G, P, W), -1, dtype=torch.long)
+        ids_GPW = torch.full((G, P, W), -1, dtype=torch.int32)
         valid_GP = torch.zeros(G, P, dtype=torch.bool)
-        ids_GPW[group_E[rows] - g0, rank_E[rows]] = ids_EW[rows].long()
+        ids_GPW[group_E[rows] - g0, rank_E[rows]] = ids_EW[rows].int()
         valid_GP[group_E[rows] - g0, rank_E[rows]] = True
         near_GPP = _similarity(ids_GPW) >= threshold
         kept_GP = torch.zeros(G, P, dtype=torch.bool)

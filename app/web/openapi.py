@@ -64,9 +64,12 @@ def _add_twins(app: FastAPI, paths: dict[str, Any]) -> None:
 def _document(path: str, method: str, op: dict[str, Any]) -> None:
     kind, responses = _kind(path, op), op["responses"]
     ok = responses.setdefault("200", {"description": "Successful Response"})
+    declared = ok.get("content") or {}
     if kind == "html":
         ok["content"] = HTML
-    elif "content" not in ok or not ok["content"].get("application/json", {}).get("schema"):
+    elif any(media != "application/json" for media in declared):  # a stream: what the route declares, alone
+        ok["content"] = {media: body for media, body in declared.items() if media != "application/json"}
+    elif not declared.get("application/json", {}).get("schema"):
         ok["content"] = {"application/json": {"schema": {}}}
     errors = {404, 414, 422, 503}
     if method == "post":
