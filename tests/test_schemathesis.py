@@ -58,7 +58,7 @@ def pinned(app) -> dict:
     narrow = {
         "model_id": {"type": "string", "enum": model_ids},
         "sae_id": {"type": "string", "enum": sae_ids},
-        "feature_seg": {"type": "string", "pattern": r"^[0-9]{1,3}(\.json)?$"},
+        "feature_seg": {"type": "string", "pattern": r"^[0-9]{1,3}$"},  # the .json twin is a path of its own
         "feature": {"type": "integer", "minimum": 0, "maximum": d_sae - 1},
     }
     for ops in raw["paths"].values():

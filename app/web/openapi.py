@@ -9,6 +9,7 @@ FastAPI documents every route as `200 application/json` plus its own 422 body. H
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -51,14 +52,24 @@ def _kind(path: str, op: dict[str, Any]) -> str:
     return "html"
 
 
+def _routes(routes: list) -> Iterator[Any]:
+    """Every route, inside included routers too (FastAPI keeps an included router whole, as `original_router`)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _routes(inner.routes)
+        else:
+            yield route
+
+
 def _add_twins(app: FastAPI, paths: dict[str, Any]) -> None:
     """A `.json` path beside every page path (TwinRoute), with its own operation ids."""
-    for route in app.routes:
+    for route in _routes(app.routes):
         if isinstance(route, TwinRoute) and route.path_format in paths:
             ops = copy.deepcopy(paths[route.path_format])
             for op in ops.values():
                 op["operationId"] = op.get("operationId", "") + "_json"
-            paths[(route.path_format if route.path_format != "/" else "") + SUFFIX] = ops
+            paths["/" + SUFFIX if route.path_format == "/" else route.path_format + SUFFIX] = ops
 
 
 def _document(path: str, method: str, op: dict[str, Any]) -> None:

@@ -73,8 +73,8 @@ def _neighbor_url(catalog: Catalog, model_id: str, sae_id: str, feature: int) ->
 def feature_page(
     request: Request, model_id: str, sae_id: str, feature_seg: str, catalog: CatalogDep, embed: bool = False
 ):
+    served = catalog.sae(model_id, sae_id)  # an unknown model or SAE first: the 404 says what exists
     feature = _parse_feature(feature_seg)
-    served = catalog.sae(model_id, sae_id)
     catalog.check_feature(served, feature)
     with served.store.reader() as r:
         detail = r.feature(sae_id, feature)

@@ -15,7 +15,7 @@ from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep
 from qscope.web.errors import Unprocessable
 from qscope.web.render import render
-from qscope.web.twins import TwinRoute
+from qscope.web.twins import TwinRoute, wants_json
 
 router = APIRouter(route_class=TwinRoute)
 
@@ -46,13 +46,14 @@ def _density(name: str, text: str) -> float | None:
 
 
 @router.get("/-/random/{model_id}/{sae_id}")
-def random_feature(model_id: str, sae_id: str, catalog: CatalogDep):
+def random_feature(request: Request, model_id: str, sae_id: str, catalog: CatalogDep):
     served = catalog.sae(model_id, sae_id)
     with served.store.reader() as r:
         feature = r.random_feature(sae_id)
     if feature is None:
         raise NotFound(f"{sae_id} has no feature that fired.", [(sae_id, urls.sae(model_id, sae_id))])
-    return RedirectResponse(urls.feature(model_id, sae_id, feature), status_code=302)
+    # its .json twin lands on the feature's .json twin
+    return RedirectResponse(urls.feature(model_id, sae_id, feature, json=wants_json(request)), status_code=302)
 
 
 @router.get("/{model_id}/{sae_id}")
