@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -68,6 +69,20 @@ def _pool_and_plan(ray: str | None, shard_tokens: int, saes_per_task: int, task_
 
     pool = RayPool(ray, gpus_per_task=gpus) if ray else InlinePool()
     return pool, ClusterPlan(shard_tokens=shard_tokens, task_gb=task_gb, saes_per_task=saes_per_task)
+
+
+def _indexer(device: str = "cpu"):
+    """The semantic index builder the harvest calls once a store is written (qscope.search.semantic), embedding
+    on the harvest's device."""
+    from functools import partial
+
+    from qscope.model import pick_device
+    from qscope.search.semantic import index_store
+
+    try:
+        return partial(index_store, device=str(pick_device(device)))
+    except ValueError:  # a bad --device: the harvest itself reports it
+        return index_store
 
 
 def _spec(tiny: bool):
@@ -191,7 +206,10 @@ def harvest_cmd(
     ] = None,
     corpus: Annotated[
         str | None,
-        typer.Option(help=".txt/.jsonl/.parquet file or folder, or a HF dataset (default: the demo's train split)."),
+        typer.Option(
+            help=".txt/.jsonl/.parquet file or folder, or a HF dataset (default: the demo's train split); or token "
+            "windows taken as they are: .npy/.pt [windows, tokens], parquet with an input_ids or tokens column."
+        ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="DuckDB file to write (default: data/<model_id>.duckdb).")] = None,
     model_id: Annotated[
@@ -225,6 +243,14 @@ def harvest_cmd(
     checkpoint_every: Annotated[int, typer.Option(help="Batches between checkpoints; 0: none.")] = 100,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint beside --out.")] = False,
     stop_after: Annotated[int | None, typer.Option(hidden=True, help="Stop after N batches (tests).")] = None,
+    index: Annotated[
+        bool,
+        typer.Option(
+            "--index/--no-index",
+            help="Build the semantic search index beside the store, so `qscope serve` searches at once.",
+        ),
+    ] = True,
+    card_workers: Annotated[int, typer.Option(help="Processes that build the feature cards; 0: one per core.")] = 0,
     ray: RayOpt = None,
     shard_tokens: ShardTokensOpt = 1 << 20,
     saes_per_task: SaesPerTaskOpt = 0,
@@ -270,7 +296,9 @@ def harvest_cmd(
         checkpoint_every=checkpoint_every,
         resume=resume,
         stop_after=stop_after,
+        card_workers=card_workers,
     )
+    indexer = _indexer(opts.device) if index else None
 
     def say(text: str, style: str) -> None:
         console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
@@ -279,7 +307,10 @@ def harvest_cmd(
 
     pool, plan = _pool_and_plan(ray, shard_tokens, saes_per_task, task_gb, gpus_per_task) if ray else (None, None)
     try:
-        summary = harvest(opts, console) if pool is None else harvest_cluster(opts, pool, console, plan)
+        if pool is None:
+            summary = harvest(opts, console, indexer=indexer)
+        else:
+            summary = harvest_cluster(opts, pool, console, plan, indexer=indexer)
     except TasksFailed as err:
         say(f"error: {err}", "red")
         raise typer.Exit(1) from err
@@ -329,7 +360,7 @@ def harvest_release_cmd(
         raise typer.Exit(2) from err
     pool, plan = _pool_and_plan(ray, shard_tokens, saes_per_task, task_gb, gpus_per_task)
     try:
-        failed = run_release(jobs, pool, console, plan, dry_run=dry_run)
+        failed = run_release(jobs, pool, console, plan, dry_run=dry_run, indexer=_indexer(get_settings().device))
     finally:
         pool.close()
     if failed:
@@ -377,6 +408,7 @@ def serve_cmd(
     server with one line saying which file and why."""
     import uvicorn
 
+    from qscope.search.semantic import has_cached_index
     from qscope.store.preflight import PreflightError, preflight
     from qscope.store.queries import StoreError
 
@@ -389,12 +421,18 @@ def serve_cmd(
     except PreflightError as err:
         say(f"error: {err}", "red")
         raise typer.Exit(2) from err
+    for path in db:
+        if not has_cached_index(path, settings.cache_dir):
+            say(
+                f"search: {path.name} has no semantic index yet (harvested without one): text search answers at once, "
+                "the semantic index is being built in the background"
+            )
     host, port = host or settings.host, port or settings.port
-    run = {"host": host, "port": port, "log_level": "warning", "server_header": False}
+    run = partial(uvicorn.run, host=host, port=port, log_level="warning", server_header=False)
     if workers > 1:
         # each worker process builds its own app from these paths (uvicorn needs an import string)
         os.environ["QSCOPE_SERVE_DBS"] = json.dumps([str(p.resolve()) for p in db])
-        uvicorn.run("qscope.web:app_from_env", factory=True, workers=workers, **run)
+        run("qscope.web:app_from_env", factory=True, workers=workers)
         return
     from qscope.web import create_app
 
@@ -404,7 +442,7 @@ def serve_cmd(
         say(f"error: {err}", "red")
         raise typer.Exit(2) from err
     say(f"serving {len(db)} store(s) on http://{host}:{port}/ (search builds its index in the background)")
-    uvicorn.run(app, **run)
+    run(app)
 
 
 @cli.command("health")
@@ -453,10 +491,22 @@ def bench_harvest_cmd(ctx: typer.Context) -> None:
     _run_bench("harvest", list(ctx.args))
 
 
+@bench_cli.command("real-shape", context_settings=_BENCH_ARGS)
+def bench_real_shape_cmd(ctx: typer.Context) -> None:
+    """The harvest at Qwen3-1.7B's shapes, every phase timed and projected (`qscope bench real-shape --help`)."""
+    _run_bench("real_shape", list(ctx.args))
+
+
 @bench_cli.command("steer", context_settings=_BENCH_ARGS)
 def bench_steer_cmd(ctx: typer.Context) -> None:
     """Default + steered in one batch vs plain, hook overhead, 8 requests vs 1 (`qscope bench steer --help`)."""
     _run_bench("steer", list(ctx.args))
+
+
+@bench_cli.command("attribute", context_settings=_BENCH_ARGS)
+def bench_attribute_cmd(ctx: typer.Context) -> None:
+    """One attribution of a 128-token prompt vs one forward pass of it (`qscope bench attribute --help`)."""
+    _run_bench("attribute", list(ctx.args))
 
 
 @bench_cli.command("load", context_settings=_BENCH_ARGS)

@@ -12,6 +12,7 @@
     frequency_penalty: "Freq. penalty", seed: "Seed", where: "Where", model_id: "Model",
   };
   const known = new Map(init.features.map((f) => [`${f.sae_id}/${f.feature}`, f]));
+  const output = document.getElementById("steerout"); // data-run: what a click on a token attributes (attribute.js)
   let runToken = null;
 
   const el = (tag, attrs = {}, text = "") => {
@@ -187,11 +188,12 @@
     };
   }
 
-  function token(t) {
+  function token(t, i) { // i: the token's place in its completion (a streamed token brings its own)
     const value = t.value || t.text;
     const part = t.text === "" && value;
     const what = part ? `${JSON.stringify(value)}: the first bytes of a character the next tokens complete` : JSON.stringify(value);
-    const s = el("span", { class: part ? "st part" : "st", title: `${what} p=${t.prob.toFixed(3)}` }, t.text);
+    const attrs = { class: part ? "st part" : "st", "data-i": t.i ?? i, title: `${what} p=${t.prob.toFixed(3)}` };
+    const s = el("span", attrs, t.text);
     s.style.setProperty("--p", t.prob.toFixed(2));
     return s;
   }
@@ -202,6 +204,7 @@
       document.getElementById(`stop-${name}`).textContent = `stopped: ${data[name].stopped}`;
     }
     runToken = data.run;
+    output.dataset.run = data.run || "";
     shareBtn.disabled = !runToken;
     shareBtn.title = "Save this run and get a link to it";
     status.textContent = "done";
@@ -216,6 +219,7 @@
     }
     shareBtn.disabled = true;
     runToken = null;
+    output.dataset.run = "";
     status.textContent = "running…";
     const resp = await fetch("/api/steer/stream", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(spec()),

@@ -45,11 +45,13 @@ def tiny_demo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_db(tiny_demo, tmp_path_factory) -> Path:
-    """The tiny default harvested once per session by the real harvest (a few thousand validation tokens)."""
+    """The tiny default harvested once per session by the real harvest (a few thousand validation tokens), with
+    its semantic search index built beside it as `qscope harvest` builds it."""
     from rich.console import Console
 
     from qscope.harvest.options import HarvestOptions
     from qscope.harvest.run import harvest
+    from qscope.search.semantic import index_store
 
     out = tmp_path_factory.mktemp("store") / "tiny.duckdb"
     opts = HarvestOptions(
@@ -61,5 +63,5 @@ def tiny_db(tiny_demo, tmp_path_factory) -> Path:
         device="cpu",
         checkpoint_every=0,
     )
-    harvest(opts, Console(quiet=True))
+    harvest(opts, Console(quiet=True), indexer=index_store)
     return out

@@ -58,7 +58,7 @@ def pinned(app) -> dict:
     narrow = {
         "model_id": {"type": "string", "enum": model_ids},
         "sae_id": {"type": "string", "enum": sae_ids},
-        "feature_seg": {"type": "string", "pattern": r"^[0-9]{1,3}$"},  # the .json twin is a path of its own
+        "feature_seg": {"type": "string", "pattern": r"^[0-9]{1,3}$"},
         "feature": {"type": "integer", "minimum": 0, "maximum": d_sae - 1},
     }
     for ops in raw["paths"].values():
@@ -112,7 +112,9 @@ def run_all(schema, app) -> tuple[list[str], Counter]:
 def test_schema_as_served(app):
     failures, seen = run_all(schemathesis.openapi.from_asgi("/-/openapi.json", app), app)
     assert not failures, "\n\n".join(failures)
-    assert seen["GET /{model_id}/{sae_id}/{feature_seg}", 404] > 0, seen
+    # random ids reach the handlers and get their 404 (the SAE page: any string is a well-formed id there, while
+    # a random feature segment is mostly not a number, so whether one of its 12 cases 404s depends on the seed)
+    assert seen["GET /{model_id}/{sae_id}", 404] > 0, seen
 
 
 def test_schema_pinned_to_the_store(app):

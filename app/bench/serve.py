@@ -16,10 +16,12 @@ process. Prints a JSON line last: p50/p99 per endpoint and per raw lookup, again
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -31,7 +33,7 @@ import numpy as np
 
 from qscope.config import get_settings
 from qscope.harvest.state import HIST_EDGES
-from qscope.store.writer import write_store
+from qscope.store.writer import Columns, write_store
 
 WORDS = (
     "the of and to in is was for on that with as by at from it his an were are which this be or has had "
@@ -50,10 +52,11 @@ def pct(values: list[float], q: float) -> float:
 
 
 class LazySae:
-    """Duck-types qscope.store.writer.SaeTables, building its columns on first use and dropping the previous
+    """A qscope.store.writer.SaeTablesLike, building its columns on first use and dropping the previous
     SAE's, so a store of many SAEs is written in the memory of one."""
 
     _cache: tuple[object, dict] | None = None
+    cards = None  # the writer builds them
 
     def __init__(self, i: int, sae_id: str, args: argparse.Namespace, vocab_size: int) -> None:
         self.i, self.args, self.vocab_size = i, args, vocab_size
@@ -80,18 +83,52 @@ class LazySae:
             LazySae._cache = (self, make_columns(self.i, self.args, self.vocab_size, self.info["sae_id"]))
         return LazySae._cache[1]
 
-    features = property(lambda self: self._cols()["features"])
-    contexts = property(lambda self: self._cols()["contexts"])
-    logits = property(lambda self: self._cols()["logits"])
-    neighbors = property(lambda self: self._cols()["neighbors"])
+    @property
+    def features(self) -> Columns:
+        return self._cols()["features"]
+
+    @property
+    def contexts(self) -> Columns:
+        return self._cols()["contexts"]
+
+    @property
+    def logits(self) -> Columns:
+        return self._cols()["logits"]
+
+    @property
+    def neighbors(self) -> Columns:
+        return self._cols()["neighbors"]
 
 
-def concept_tokens(args: argparse.Namespace) -> np.ndarray:
-    """[concepts, 5 + N_LOGITS] token ids: a concept's marked tokens, then the tokens it promotes. Features
-    are drawn from a bounded set of concepts, as real SAEs split one concept over many features, so that the
-    semantic index embeds one text per concept (its build dedupes texts) and a 1M-feature store indexes here
-    in minutes, while search still scores every feature's row."""
-    return np.random.default_rng(7).integers(0, args.vocab, (args.concepts, 5 + N_LOGITS)).astype(np.int32)
+@functools.cache
+def real_words() -> tuple[str, ...]:
+    """Distinct real words (3 to 12 letters, lower case) from the Python standard library's sources and
+    docstrings, in a fixed order: what the synthetic labels are composed of."""
+    import sysconfig
+
+    found: dict[str, None] = {}
+    root = Path(sysconfig.get_paths()["stdlib"])
+    for file in sorted(root.glob("*.py")):
+        for word in re.findall(r"\b[a-z]{3,12}\b", file.read_text(encoding="utf-8", errors="replace")):
+            found.setdefault(word, None)
+    return tuple(found)
+
+
+def unique_labels(sae: int, alive: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One different label per live feature, like a harvest's ("·word ·word → ·word ·word"), each composed of
+    real words: the first two words spell the feature's index in base len(words), so no two labels of a store
+    are equal (up to len(words)^2 features per SAE), and the sae index a third, so SAEs differ too."""
+    words = real_words()
+    n, F = len(words), len(alive)
+    f = np.arange(F)
+    first, second = f % n, (f // n + sae * 7919) % n
+    extra = rng.integers(0, n, (F, 3))
+
+    def label(i: int) -> str:
+        a, b, c, d, e = (words[j] for j in (first[i], second[i], *extra[i]))
+        return f"·{a} ·{b} ·{c} → ·{d} ·{e}"
+
+    return np.array([label(i) if alive[i] else "dead" for i in range(F)], dtype=object)
 
 
 def make_columns(i: int, args: argparse.Namespace, vocab_size: int, sae_id: str) -> dict:
@@ -101,20 +138,9 @@ def make_columns(i: int, args: argparse.Namespace, vocab_size: int, sae_id: str)
     alive = rng.random(F) >= 0.02
     density[~alive] = 0
     max_act = np.where(alive, rng.uniform(1, 20, F), 0)
-    concept_F = rng.integers(0, args.concepts, F)
-    tokens_FT = concept_tokens(args)[concept_F]
+    tokens_FT = rng.integers(0, vocab_size, (F, 5 + N_LOGITS)).astype(np.int32)
     top = tokens_FT[:, :5]
-    labels = np.array(
-        [
-            " ".join(WORDS[j % len(WORDS)] for j in top[f, :3])
-            + " → "
-            + " ".join(WORDS[(j * 7) % len(WORDS)] for j in top[f, 2:5])
-            if alive[f]
-            else "dead"
-            for f in range(F)
-        ],
-        dtype=object,
-    )
+    labels = unique_labels(i, alive, rng)
     hist = np.zeros((F, H), np.int64)
     hist[:, 40:60] = rng.integers(0, 50, (F, 20))
     features = {
@@ -169,7 +195,8 @@ def make_columns(i: int, args: argparse.Namespace, vocab_size: int, sae_id: str)
 
 
 def build_store(args: argparse.Namespace, out: Path) -> float:
-    vocab = [f" {WORDS[i % len(WORDS)]}{i // len(WORDS) or ''}" for i in range(args.vocab)]
+    words = real_words()
+    vocab = [f" {words[i % len(words)]}{i // len(words) or ''}" for i in range(args.vocab)]
     saes = [
         LazySae(i, f"SAE-Res-bench-W{args.features // 1024}K-L0_50__layer{i}", args, args.vocab)
         for i in range(args.saes)
@@ -269,16 +296,35 @@ def raw_duckdb(db: Path, sae_ids: list[str], features: int, n: int) -> dict:
     return {k: {"n": len(v), "p50_ms": pct(v, 50), "p99_ms": pct(v, 99)} for k, v in out.items()}
 
 
-def build_index(db: Path) -> float:
+def build_index(db: Path) -> dict:
+    """Build the semantic index as the harvest does (timed: texts embedded, the inverted file when large), then
+    time its nearest-neighbor lookup alone on queries of real words, in this process."""
     from qscope.search.embedder import Embedder
     from qscope.search.semantic import load_or_build_index
     from qscope.store.queries import Store
 
-    store = Store(db)
+    store, embedder = Store(db), Embedder()
+    texts = [0]
     start = time.perf_counter()
-    load_or_build_index(store, Embedder())
+    index = load_or_build_index(store, embedder, progress=lambda n, of: texts.__setitem__(0, of))
+    seconds = time.perf_counter() - start
     store.close()
-    return time.perf_counter() - start
+    rng = random.Random(2)
+    queries = embedder.embed([f"{rng.choice(real_words())} {rng.choice(real_words())}" for _ in range(100)])
+    lookup = []
+    for q in queries:
+        t0 = time.perf_counter()
+        index.top(q, 20)
+        lookup.append((time.perf_counter() - t0) * 1000)
+    return {
+        "index_s": round(seconds, 1),
+        "texts_embedded": texts[0],  # 0: the cached index matched (built by an earlier run)
+        "features_indexed": len(index.feature_N),
+        "unique_texts_per_feature": round(texts[0] / max(len(index.feature_N), 1), 3),
+        "inverted_file": index.index.ivf is not None,
+        "lookup_p50_ms": round(pct(lookup, 50), 2),
+        "lookup_p99_ms": round(pct(lookup, 99), 2),
+    }
 
 
 def wait_for_search(port: int, limit_s: float = 1800) -> None:
@@ -321,7 +367,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--features", type=int, default=16384, help="features per SAE")
     p.add_argument("--contexts", type=int, default=32, help="contexts per feature (half top, half interval)")
     p.add_argument("--vocab", type=int, default=32768)
-    p.add_argument("--concepts", type=int, default=4096, help="distinct label texts the features draw from")
     p.add_argument("--clients", type=int, default=8, help="concurrent client connections")
     p.add_argument("--workers", type=int, default=1, help="server processes (qscope serve --workers)")
     p.add_argument("--seconds", type=float, default=20.0, help="load test duration bound")
@@ -335,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
         client_main(json.loads(args.client))
         return
     args.dir.mkdir(parents=True, exist_ok=True)
-    db = args.dir / f"bench-{args.saes}x{args.features}x{args.contexts}-v2.duckdb"
+    db = args.dir / f"bench-{args.saes}x{args.features}x{args.contexts}-v3.duckdb"
     result: dict = {
         "scale": {
             "saes": args.saes,
@@ -350,7 +395,8 @@ def main(argv: list[str] | None = None) -> None:
         result["write_s"] = round(build_store(args, db), 1)
     result["db_mb"] = round(db.stat().st_size / 1e6, 1)
     print(f"store {db.name}: {result['db_mb']} MB; semantic index ...", flush=True)
-    result["index_s"] = round(build_index(db), 1)
+    result["index"] = build_index(db)
+    print(f"semantic index: {result['index']}", flush=True)
     sae_ids = [f"SAE-Res-bench-W{args.features // 1024}K-L0_50__layer{i}" for i in range(args.saes)]
 
     port = free_port()

@@ -8,7 +8,9 @@
    whole job; failed tasks are reported at the end, and the same command run again does only what is missing;
 3. finish: SAE by SAE in sae_id order, the driver merges that SAE's partial states from the spool (exactly:
    see qscope.harvest.shards), builds its tables (logit effects and neighbors on the driver's device, as the
-   single-process run does) and adds them to the store, or to one store per SAE; then the spool goes.
+   single-process run does) and adds them to the store, or to one store per SAE; then the search index of each
+   store is built (when the caller passes an indexer) and the spool goes. Every phase shows its progress and
+   time (qscope.harvest.progress).
 
 The result is the single-process database of the same options on the same kind of device: every row equal,
 mean activations equal to float64 rounding. Checkpoint options (--resume, --checkpoint-every) do not apply: the
@@ -27,18 +29,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
+from qscope.harvest.build import SaeInput, TableWork, declare_phases, sae_tables
 from qscope.harvest.feed import CHUNK_ELEMENTS, chunk_windows, state_spec
 from qscope.harvest.inputs import load_inputs, sae_files
 from qscope.harvest.options import HarvestError, HarvestOptions
 from qscope.harvest.pools import InlinePool, Pool
-from qscope.harvest.run import HarvestSummary, store_meta, vocab_of
+from qscope.harvest.progress import Phases, scaled
+from qscope.harvest.run import HarvestSummary, Indexer, index_stores, store_meta, vocab_of
 from qscope.harvest.shards import ShardTask, ShardWork, adopt_model, group_saes, merge_states, plan_tasks, task_bytes
 from qscope.harvest.spool import Spool
 from qscope.harvest.state import FeatureState
-from qscope.harvest.tables import neighbor_saes, sae_tables
+from qscope.harvest.tables import neighbor_saes
 from qscope.model import LoadedModel
 from qscope.sae import Sae, load_sae
 from qscope.store.writer import store_writer
@@ -83,21 +86,25 @@ def harvest_cluster(
     console: Console | None = None,
     plan: ClusterPlan | None = None,
     per_sae_dir: Path | None = None,
+    indexer: Indexer | None = None,
 ) -> HarvestSummary:
     """Plan, run and finish one job (see the module docstring). per_sae_dir: write one store per SAE there
-    (``<sae_id>.duckdb``) instead of one store at opts.out; opts.out still names the spool."""
+    (``<sae_id>.duckdb``) instead of one store at opts.out; opts.out still names the spool. indexer: builds each
+    written store's search index (qscope.harvest.run.index_stores)."""
     t0 = time.perf_counter()
     console, plan = console or Console(stderr=True), plan or ClusterPlan()
     job = plan_job(opts, pool, plan)
     if isinstance(pool, InlinePool):
         adopt_model(opts, job.loaded)  # the tasks reuse the driver's model instead of loading a second copy
     spool = Spool(opts.out, job.key)
-    done_before, pass_seconds, timings = run_tasks(job, pool, spool, console, plan)
-    summary = finish(job, spool, per_sae_dir, time.perf_counter() - t0)
+    with Phases(console) as phases:
+        done_before, pass_seconds, timings = run_tasks(job, pool, spool, console, plan, phases)
+        summary, outs = finish(job, spool, per_sae_dir, time.perf_counter() - t0, phases)
+        summary.indexed = index_stores(indexer, outs, phases)
     spool.remove()
     summary.seconds = time.perf_counter() - t0
     summary.tokens_per_s = job.windows_NT.numel() * (1 - done_before) / max(pass_seconds, 1e-9)
-    summary.timings = timings | summary.timings
+    summary.timings = timings | summary.timings | phases.seconds
     return summary
 
 
@@ -127,7 +134,7 @@ def plan_job(opts: HarvestOptions, pool: Pool, plan: ClusterPlan) -> ClusterJob:
 
 
 def run_tasks(
-    job: ClusterJob, pool: Pool, spool: Spool, console: Console, plan: ClusterPlan
+    job: ClusterJob, pool: Pool, spool: Spool, console: Console, plan: ClusterPlan, phases: Phases
 ) -> tuple[float, float, dict[str, float]]:
     """Run every task missing from the spool, saving each as it finishes. Returns (fraction of the job done
     before this call, seconds of this call's pass, summed task timings); raises TasksFailed if any failed."""
@@ -147,9 +154,8 @@ def run_tasks(
     timings: dict[str, float] = {}
     before = sum(share(t) for t in job.tasks if t.index in done)
     t0 = time.perf_counter()
-    with _progress(console) as bar:
-        of = f"/{len(job.tasks)}"
-        row = bar.add_task("harvest", total=job.windows_NT.numel(), completed=before, tasks=f"{len(done)}{of}", rate="")
+    phases.add("pass", job.windows_NT.numel(), "tokens", done=before)
+    with phases.run("pass") as advance:
         for task, outcome in pool.run(work, todo, windows):
             if isinstance(outcome, BaseException):
                 failed.append((task, outcome))
@@ -159,12 +165,7 @@ def run_tasks(
             done.add(task.index)
             for k, v in outcome.timings.items():
                 timings[k] = timings.get(k, 0.0) + v
-            bar.update(
-                row,
-                advance=share(task),
-                tasks=f"{len(done)}{of}",
-                rate=f"{(bar.tasks[0].completed - before) / (time.perf_counter() - t0):,.0f} tok/s",
-            )
+            advance(share(task))
     if failed:
         task, error = failed[0]
         raise TasksFailed(
@@ -182,9 +183,12 @@ def _plan_line(job: ClusterJob, pool: Pool, spool: Spool, n_done: int) -> str:
     )
 
 
-def finish(job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: float) -> HarvestSummary:
-    """Merge, build and write SAE by SAE (bounded memory: one merged state, a few SAEs)."""
-    opts, loaded, t0 = job.opts, job.loaded, time.perf_counter()
+def finish(
+    job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: float, phases: Phases
+) -> tuple[HarvestSummary, list[Path]]:
+    """Merge, build and write SAE by SAE (bounded memory: one merged state, a few SAEs); the summary and the
+    stores written."""
+    opts, loaded = job.opts, job.loaded
     head = loaded.model.get_output_embeddings()
     if head is None:
         raise HarvestError(f"{loaded.path} has no LM head: logit effects need its weight")
@@ -193,6 +197,8 @@ def finish(job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: flo
     layers = [info["layer"] for info in job.infos]
     saes = _SaeCache(job.files, loaded.device)
     opts_tokens = (opts.logit_tokens, opts.neighbors, opts.cross_neighbors)
+    declare_phases(phases, sum(info["d_sae"] for info in job.infos))
+    work = TableWork(phases, card_workers=opts.card_workers, top_k=opts.top_k, dedup=opts.dedup)
     dead: dict[str, int] = {}
     outs: list[Path] = []
     with ExitStack() as stack:
@@ -200,27 +206,24 @@ def finish(job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: flo
         for i in sorted(range(len(job.files)), key=lambda i: job.sae_ids[i]):
             state = merged_state(job, spool, i)
             others = [(job.sae_ids[j], saes.get(j)) for j in neighbor_saes(layers, i)]
-            tables = sae_tables(
-                saes.get(i),
-                state,
-                job.windows_NT,
-                head.weight,
-                vocab,
-                job.infos[i],
-                opts_tokens,
-                others,
-                opts.top_k,
-                opts.dedup,
-            )
+            inp = SaeInput(saes.get(i), state, job.infos[i], others)
+            tables = sae_tables(inp, job.windows_NT, head.weight, vocab, opts_tokens, work)
+            del state, inp
             dead[job.sae_ids[i]] = tables.info["dead"]
-            if per_sae_dir is None:
-                add(tables)
-                continue
-            outs.append(per_sae_dir / f"{job.sae_ids[i]}.duckdb")
-            with store_writer(outs[-1], meta, vocab) as add_one:
-                add_one(tables)
+            with phases.run("write") as advance:
+                progress = scaled(advance, job.infos[i]["d_sae"])
+                if add is not None:
+                    add(tables, progress)
+                    continue
+                assert per_sae_dir is not None, "without one store, each SAE is written to its own file"
+                outs.append(per_sae_dir / f"{job.sae_ids[i]}.duckdb")
+                with store_writer(outs[-1], meta, vocab) as add_one:
+                    add_one(tables, progress)
+        if add is not None:
+            with phases.run("write"):  # the single store's final checkpoint and rename
+                stack.close()
     outs = outs or [opts.out]
-    return HarvestSummary(
+    summary = HarvestSummary(
         out=per_sae_dir or opts.out,
         tokens=job.windows_NT.numel(),
         seconds=0.0,
@@ -228,8 +231,8 @@ def finish(job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: flo
         dead=dead,
         features={info["sae_id"]: info["d_sae"] for info in job.infos},
         bytes=sum(p.stat().st_size for p in outs),
-        timings={"finish": time.perf_counter() - t0},
     )
+    return summary, outs
 
 
 def merged_state(job: ClusterJob, spool: Spool, i: int) -> FeatureState:
@@ -251,19 +254,6 @@ class _SaeCache:
                 self.saes.popitem(last=False)
         self.saes.move_to_end(i)
         return self.saes[i]
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[tasks]} tasks"),
-        TextColumn("{task.completed:,.0f}/{task.total:,} tokens"),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 def _error_line(e: BaseException) -> str:

@@ -1,5 +1,6 @@
 """The inputs of a harvest, loaded and checked in one place for the single-process and the sharded harvest:
-the SAE files, the model, the corpus packed into windows, and each SAE's `saes` row.
+the SAE files, the model, the corpus packed into windows (or read as windows when it is pre-tokenized:
+qscope.harvest.tokenized), and each SAE's `saes` row.
 
 Any problem becomes one HarvestError line: SAE and corpus problems show before the model loads.
 """
@@ -17,6 +18,7 @@ from torch import Tensor
 from qscope.harvest.corpus import CorpusError, iter_documents, pack_windows
 from qscope.harvest.ids import model_id_for, sae_id_for, unique_ids
 from qscope.harvest.options import HarvestError, HarvestOptions
+from qscope.harvest.tokenized import check_vocab, is_tokenized, load_windows
 from qscope.model import LoadedModel, ModelLoadError, load_model
 from qscope.sae import Sae, SaeFormatError, find_sae_files, load_sae
 
@@ -71,7 +73,10 @@ def load_inputs(opts: HarvestOptions, device: torch.device | str, keep_saes: boo
     try:
         files = sae_files(opts.saes)
         kept = [load_sae(f, device=device, dtype=torch.float32) for f in files] if keep_saes else []
-        docs = _documents(opts)
+        max_windows = -(-opts.tokens // opts.ctx)
+        tokenized = is_tokenized(opts.corpus)
+        windows_NT = load_windows(opts.corpus, opts.ctx, max_windows, None) if tokenized else None
+        docs = None if tokenized else _documents(opts)
         loaded = load_model(opts.model, device=device, dtype=opts.dtype)
         model_id = opts.model_id or model_id_for(opts.model)
         checked = kept or (load_sae(f, device="cpu", dtype=torch.float32) for f in files)
@@ -79,7 +84,11 @@ def load_inputs(opts: HarvestOptions, device: torch.device | str, keep_saes: boo
         for sae in checked:
             check_sae(sae, loaded)
             infos.append(sae_info(sae, "", model_id))
-        windows_NT = pack_windows(loaded.tokenizer, docs, opts.ctx, -(-opts.tokens // opts.ctx))
+        if windows_NT is not None:
+            check_vocab(opts.corpus, windows_NT.numpy(), loaded.vocab_size)
+        else:
+            assert docs is not None, "a corpus that is not tokenized is read as documents above"
+            windows_NT = pack_windows(loaded.require_tokenizer(), docs, opts.ctx, max_windows)
     except (ModelLoadError, SaeFormatError, CorpusError, ValueError, OSError) as e:
         raise HarvestError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
     ids = unique_ids([sae_id_for(Path(i["source"]), i["layer"]) for i in infos])

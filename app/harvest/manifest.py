@@ -38,7 +38,7 @@ from qscope.harvest.ids import model_id_for, sae_id_for, unique_ids
 from qscope.harvest.inputs import sae_files
 from qscope.harvest.options import HarvestError, HarvestOptions
 from qscope.harvest.pools import Pool
-from qscope.harvest.run import format_summary
+from qscope.harvest.run import Indexer, format_summary
 from qscope.sae.formats.qwen_scope import FILE_RE as QWEN_SCOPE_RE
 from qscope.store.meta import read_meta
 
@@ -152,7 +152,8 @@ def fetch_repo(repo: str, layers: list[int] | None, download: bool = True) -> li
             folder = Path(snapshot_download(repo, allow_patterns=wanted, local_files_only=not download))
         except Exception as e:  # offline, unknown repo, network: huggingface_hub raises many types
             raise ManifestError(f"cannot fetch the SAE repo {repo}: {str(e).splitlines()[0]}") from e
-    files = sorted((f for f in folder.iterdir() if QWEN_SCOPE_RE.match(f.name)), key=_layer)
+    # every file kept matched QWEN_SCOPE_RE, so has a layer: `or 0` only satisfies the type
+    files = sorted((f for f in folder.iterdir() if QWEN_SCOPE_RE.match(f.name)), key=lambda f: _layer(f) or 0)
     if not files:
         raise ManifestError(f"the SAE repo {repo} holds no layer{{n}}.sae.pt files")
     return files
@@ -204,7 +205,12 @@ def _settings_of(store: Path) -> str | None:
 
 
 def run_release(
-    jobs: list[ReleaseJob], pool: Pool, console: Console, plan: ClusterPlan | None = None, dry_run: bool = False
+    jobs: list[ReleaseJob],
+    pool: Pool,
+    console: Console,
+    plan: ClusterPlan | None = None,
+    dry_run: bool = False,
+    indexer: Indexer | None = None,
 ) -> list[str]:
     """Harvest every job not done yet, one after another (each spread over the pool). A job that fails is
     reported and the next one goes on; returns the names of the failed jobs."""
@@ -219,7 +225,7 @@ def run_release(
                 continue
             console.print(f"{head}: {len(opts.saes)} SAEs -> {job.per_sae_dir or opts.out}")
             if not dry_run:
-                summary = harvest_cluster(opts, pool, console, plan, job.per_sae_dir)
+                summary = harvest_cluster(opts, pool, console, plan, job.per_sae_dir, indexer)
                 console.print(format_summary(summary), markup=False, highlight=False)
         except HarvestError as e:
             console.print(f"{head}: failed: {e}", style="red", markup=False, highlight=False)

@@ -5,7 +5,9 @@ deepest one; each SAE encodes its site once, in chunks of whole windows small en
 [tokens, d_sae] block, and its FeatureState takes the chunk. Position 0 and sink tokens (residual norm above
 ``sink_norm_ratio`` x the batch median at that site) are left out of rankings and statistics. A checkpoint is
 saved every ``checkpoint_every`` batches beside the output; ``resume`` continues from it and gives the same
-database. At the end: logit effects, neighbors and labels (qscope.harvest.tables), then the atomic write.
+database. At the end: logit effects, neighbors, labels and cards (qscope.harvest.tables), the atomic write, and
+the search index (built by the `indexer` the caller passes). Every phase shows its progress and time
+(qscope.harvest.progress).
 """
 
 from __future__ import annotations
@@ -19,20 +21,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
 from qscope import __version__
+from qscope.harvest.build import TableWork, build_tables, declare_phases, job_inputs
 from qscope.harvest.checkpoint import checkpoint_dir, load_checkpoint, remove_checkpoint, save_checkpoint
 from qscope.harvest.feed import chunk_windows, feed_sae, state_spec, sync
 from qscope.harvest.inputs import HarvestInputs, load_inputs
 from qscope.harvest.options import HarvestError, HarvestInterrupted, HarvestOptions
+from qscope.harvest.progress import PHASES, Phases, format_phases, scaled
 from qscope.harvest.state import FeatureState
-from qscope.harvest.tables import build_tables
 from qscope.model import LoadedModel, capture, pick_device
 from qscope.store.schema import SCHEMA_VERSION
-from qscope.store.writer import write_store
+from qscope.store.writer import store_writer
 from qscope.tokens import vocab_bytes
+
+# Builds the search index of the store at a path (qscope.search.semantic.index_store, passed in by the CLI: the
+# harvest does not import the search layer); progress(done, total) as it goes; returns the features indexed.
+Indexer = Callable[[Path, Callable[[int, int], None]], int]
 
 
 @dataclass
@@ -44,8 +50,10 @@ class HarvestSummary:
     dead: dict[str, int]  # features that never fired, per sae_id
     features: dict[str, int]  # d_sae per sae_id
     bytes: int
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: forward, encode, bookkeeping, ...
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: each phase (PHASES) and, within the
+    #                                                          pass, forward, encode and bookkeeping
     resumed_from: int = 0  # batches done before this call
+    indexed: int | None = None  # features in the search index the harvest built (None: not built)
 
 
 def prepare(opts: HarvestOptions) -> HarvestInputs:
@@ -63,18 +71,58 @@ def chunks_of(opts: HarvestOptions, job: HarvestInputs) -> list[int]:
 
 
 def harvest(
-    opts: HarvestOptions, console: Console | None = None, on_batch: Callable[[int], None] | None = None
+    opts: HarvestOptions,
+    console: Console | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    indexer: Indexer | None = None,
 ) -> HarvestSummary:
-    """Run the whole job (see the module docstring); on_batch(batches done) is called after each batch."""
+    """Run the whole job (see the module docstring); on_batch(batches done) is called after each batch;
+    indexer builds the store's search index once it is written (none: the server builds it when it starts)."""
     opts.validate()
     t_start = time.perf_counter()
-    run = _Run(opts, prepare(opts), console or Console(stderr=True), t_start)
+    console = console or Console(stderr=True)
+    run = _Run(opts, prepare(opts), console, t_start)
     if not opts.resume and (checkpoint_dir(opts.out) / "state.pt").is_file():
         run.console.print(f"starting over: the checkpoint in {checkpoint_dir(opts.out)} is kept only with --resume")
     start = run.restore() if opts.resume else 0
-    t_pass = time.perf_counter()
-    run.corpus_pass(start, on_batch)
-    return run.finish(start, time.perf_counter() - t_pass)
+    with Phases(console) as phases:
+        t_pass = time.perf_counter()
+        run.corpus_pass(start, on_batch, phases)
+        summary = run.finish(start, time.perf_counter() - t_pass, phases)
+        summary.indexed = index_stores(indexer, [opts.out], phases)
+    summary.timings |= phases.seconds
+    summary.seconds = run.elapsed()
+    return summary
+
+
+def index_stores(indexer: Indexer | None, stores: list[Path], phases: Phases) -> int | None:
+    """Build the search index of each written store (phase "index"); features indexed, None without an
+    indexer. A failure is reported and leaves the store as it is: the server builds the index when it starts."""
+    if indexer is None:
+        return None
+    phases.add("index", 0, "texts")
+    total = 0
+    with phases.run("index") as advance:
+        for store in stores:
+            seen = [0, 0]  # done, total of this store
+
+            def progress(n: int, of: int, seen: list[int] = seen) -> None:
+                if of != seen[1]:
+                    phases.add("index", of - seen[1], "texts")
+                    seen[1] = of
+                advance(n - seen[0])
+                seen[0] = n
+
+            try:
+                total += indexer(store, progress)
+            except Exception as e:  # noqa: BLE001 - the store is written; the server can still build the index
+                phases.console.print(
+                    f"search index of {store} not built ({type(e).__name__}: {e}); `qscope serve` builds it at start",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
+    return total
 
 
 class _Run:
@@ -110,14 +158,13 @@ class _Run:
         self.console.print(f"resuming from batch {start} ({start * self.opts.batch * self.opts.ctx:,} tokens done)")
         return start
 
-    def corpus_pass(self, start: int, on_batch: Callable[[int], None] | None) -> None:
-        """Forward, encode and update batch by batch from `start`, with checkpoints and the progress bar."""
+    def corpus_pass(self, start: int, on_batch: Callable[[int], None] | None, phases: Phases) -> None:
+        """Forward, encode and update batch by batch from `start`, with checkpoints and progress."""
         opts, windows_NT = self.opts, self.job.windows_NT
-        sites = [s.site for s in self.job.saes]
+        sites = [s.require_site() for s in self.job.saes]
         total = windows_NT.numel()
-        with _progress(self.console) as bar:
-            task = bar.add_task("harvest", total=total, completed=min(start * opts.batch * opts.ctx, total), rate="")
-            t0, done = time.perf_counter(), 0
+        phases.add("pass", total, "tokens", done=min(start * opts.batch * opts.ctx, total))
+        with phases.run("pass") as advance:
             for b in range(start, self.n_batches):
                 ids_BT = windows_NT[b * opts.batch : (b + 1) * opts.batch].long()
                 t = time.perf_counter()
@@ -125,9 +172,8 @@ class _Run:
                 sync(self.dev)
                 self.timings["forward"] += time.perf_counter() - t
                 for s, sae in enumerate(self.job.saes):
-                    feed_sae(self.states[s], sae, hidden[sae.site], b, s, self.chunks[s], opts, self.timings)
-                done += ids_BT.numel()
-                bar.update(task, advance=ids_BT.numel(), rate=f"{done / (time.perf_counter() - t0):,.0f} tok/s")
+                    feed_sae(self.states[s], sae, hidden[sae.require_site()], b, s, self.chunks[s], opts, self.timings)
+                advance(ids_BT.numel())
                 if on_batch:
                     on_batch(b + 1)
                 self.maybe_checkpoint(b + 1, start)
@@ -146,31 +192,22 @@ class _Run:
                 "rerun with --resume to finish"
             )
 
-    def finish(self, start: int, pass_seconds: float) -> HarvestSummary:
-        """Effects, labels and tables; the atomic write; the summary. The checkpoint goes once written."""
+    def finish(self, start: int, pass_seconds: float, phases: Phases) -> HarvestSummary:
+        """Effects, neighbors, labels and cards; the atomic write; the summary. The checkpoint goes once written."""
         job, opts = self.job, self.opts
-        t = time.perf_counter()
         vocab = vocab_of(job.loaded)
         head = job.loaded.model.get_output_embeddings()
         if head is None:
             raise HarvestError(f"{job.loaded.path} has no LM head: logit effects need its weight")
-        tables = build_tables(
-            job.saes,
-            job.sae_ids,
-            self.states,
-            job.windows_NT,
-            head.weight,
-            vocab,
-            job.infos,
-            (opts.logit_tokens, opts.neighbors, opts.cross_neighbors),
-            opts.top_k,
-            opts.dedup,
-        )
-        self.timings["effects"] = time.perf_counter() - t
-        t = time.perf_counter()
+        declare_phases(phases, sum(s.d_sae for s in job.saes))
+        work = TableWork(phases, card_workers=opts.card_workers, top_k=opts.top_k, dedup=opts.dedup)
+        opts_tokens = (opts.logit_tokens, opts.neighbors, opts.cross_neighbors)
+        inputs = job_inputs(job.saes, job.sae_ids, self.states, job.infos)
+        tables = build_tables(inputs, job.windows_NT, head.weight, vocab, opts_tokens, work)
         meta = store_meta(opts, job.loaded.path, job.model_id, job.windows_NT, self.elapsed())
-        size = write_store(opts.out, meta, tables, vocab)
-        self.timings["write"] = time.perf_counter() - t
+        with phases.run("write") as advance, store_writer(opts.out, meta, vocab) as add:
+            for t in sorted(tables, key=lambda t: t.info["sae_id"]):
+                add(t, scaled(advance, t.info["d_sae"]))
         remove_checkpoint(opts.out)
         done = (len(job.windows_NT) - min(start * opts.batch, len(job.windows_NT))) * opts.ctx
         return HarvestSummary(
@@ -180,28 +217,17 @@ class _Run:
             tokens_per_s=done / max(pass_seconds, 1e-9),
             dead={i: tb.info["dead"] for i, tb in zip(job.sae_ids, tables, strict=True)},
             features={i: s.d_sae for i, s in zip(job.sae_ids, job.saes, strict=True)},
-            bytes=size,
-            timings=self.timings,
+            bytes=opts.out.stat().st_size,
+            timings=dict(self.timings),
             resumed_from=start,
         )
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,} tokens"),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 def vocab_of(loaded: LoadedModel) -> list[bytes]:
     """token id -> the token's raw bytes, for every id the model can emit (ids past the tokenizer: b''). Bytes,
     not decoded text: a byte-level token holding part of a UTF-8 character decodes alone to U+FFFD."""
-    return vocab_bytes(loaded.tokenizer, max(len(loaded.tokenizer), loaded.vocab_size))
+    tokenizer = loaded.require_tokenizer()
+    return vocab_bytes(tokenizer, max(len(tokenizer), loaded.vocab_size))
 
 
 def store_meta(opts: HarvestOptions, model_path: str, model_id: str, windows_NT: Tensor, seconds: float) -> dict:
@@ -228,4 +254,9 @@ def format_summary(s: HarvestSummary) -> str:
     for sae_id, n in s.features.items():
         lines.append(f"  {sae_id}: {n:,} features, {s.dead[sae_id]:,} dead ({s.dead[sae_id] / max(n, 1):.1%})")
     lines.append(f"wrote {s.out} ({s.bytes / 1e6:.1f} MB)")
+    if s.indexed is not None:
+        lines.append(f"search index: {s.indexed:,} features, stored beside the store")
+    phases = {k: v for k, v in s.timings.items() if k in PHASES}
+    if phases:
+        lines.append(f"time per phase: {format_phases(phases)}")
     return "\n".join(lines)

@@ -1,9 +1,8 @@
-"""Turn the harvest's final states, weights and tokens into the feature store's rows (qscope.store.writer).
-
-One SaeTables per SAE: feature statistics and labels, top and interval contexts (token ids cut from the corpus
-windows, activations from the state), logit effects and decoder-cosine neighbors, within the SAE and in the
-SAEs of the nearest other layers of the same run (the nearest below, the nearest above, and other SAEs of the
-same layer).
+"""The feature store's columns (qscope.store.writer) from the harvest's final states, weights and tokens:
+feature statistics and labels, top and interval contexts (token ids cut from the corpus windows, activations
+from the state), logit effects and decoder-cosine neighbors, within the SAE and in the SAEs of the nearest other
+layers of the same run (the nearest below, the nearest above, and other SAEs of the same layer).
+qscope.harvest.build puts them together phase by phase.
 """
 
 from __future__ import annotations
@@ -15,18 +14,10 @@ import torch
 from torch import Tensor
 
 from qscope.harvest.dedup import aligned_windows, distinct
-from qscope.harvest.effects import (
-    LogitEffects,
-    Neighbors,
-    logit_effects,
-    make_label,
-    marked_texts,
-    nearest,
-    top_marked_tokens,
-)
-from qscope.harvest.state import HIST_EDGES, FeatureState, top_key
-from qscope.sae import Sae
-from qscope.store.writer import Columns, SaeTables
+from qscope.harvest.effects import LogitEffects
+from qscope.harvest.neighbors import Neighbors
+from qscope.harvest.state import FeatureState, top_key
+from qscope.store.writer import Columns
 
 MARKED_TOKENS = 5  # features.top_tokens: token ids most often at the max of the top contexts
 
@@ -140,90 +131,10 @@ def neighbor_columns(found: Sequence[tuple[str, Neighbors]]) -> Columns:
 def neighbor_saes(layers: Sequence[int | None], i: int) -> list[int]:
     """Indices of the other SAEs whose neighbors SAE i lists: same layer, nearest layer below and above."""
     me = layers[i]
-    others = [j for j in range(len(layers)) if j != i and layers[j] is not None and me is not None]
-    below = [layers[j] for j in others if layers[j] < me]
-    above = [layers[j] for j in others if layers[j] > me]
-    wanted = {me, max(below, default=None), min(above, default=None)} - {None}
-    return [j for j in others if layers[j] in wanted]
-
-
-def sae_tables(
-    sae: Sae,
-    state: FeatureState,
-    windows_NT: Tensor,
-    W_U_VD: Tensor,
-    vocab: Sequence[str | bytes],
-    info: dict,
-    opts_tokens: tuple[int, int, int],
-    others: Sequence[tuple[str, Sae]] = (),
-    top_k: int | None = None,
-    dedup: float = 0.0,
-) -> SaeTables:
-    """One SAE's tables. `others`: (sae_id, SAE) of the SAEs whose nearest features it lists (neighbor_saes);
-    opts_tokens = (logit tokens, neighbors within, neighbors in each other SAE); top_k and dedup: the top
-    contexts kept (context_columns)."""
-    n_logit, n_within, n_cross = opts_tokens
-    contexts = context_columns(state, windows_NT, top_k, dedup)
-    is_top = contexts["kind"] == 0
-    tok_at_max = contexts["token_ids"][is_top, contexts["pos"][is_top]]
-    marked_FN = top_marked_tokens(
-        torch.from_numpy(contexts["feature"][is_top]), torch.from_numpy(tok_at_max), sae.d_sae, MARKED_TOKENS
-    )
-    eff = logit_effects(sae.decoder_directions, W_U_VD, n_logit)
-    texts = marked_texts(
-        contexts["feature"][is_top],
-        contexts["token_ids"][is_top],
-        contexts["pos"][is_top],
-        contexts["length"][is_top],
-        vocab,
-    )
-    by_feature: dict[int, dict[int, str]] = {}
-    for (f, token), text in texts.items():
-        by_feature.setdefault(f, {})[token] = text
-    labels = [
-        make_label([t for t in m if t >= 0], top_ids, vocab, at_max=by_feature.get(f))
-        for f, (m, top_ids) in enumerate(zip(marked_FN.tolist(), eff.top_ids_FL.tolist(), strict=True))
-    ]
-    found = [(info["sae_id"], nearest(sae.decoder_directions, sae.decoder_directions, n_within, same=True))]
-    found += [
-        (other_id, nearest(sae.decoder_directions, other.decoder_directions, n_cross, same=False))
-        for other_id, other in others
-    ]
-    row = dict(
-        info, tokens=state.n_tokens, dead=int((state.n_fired_F == 0).sum()), hist_edges=HIST_EDGES.double().tolist()
-    )
-    return SaeTables(
-        row, feature_columns(state, labels, marked_FN), contexts, logit_columns(eff), neighbor_columns(found)
-    )
-
-
-def build_tables(
-    saes: Sequence[Sae],
-    sae_ids: Sequence[str],
-    states: Sequence[FeatureState],
-    windows_NT: Tensor,
-    W_U_VD: Tensor,
-    vocab: Sequence[str | bytes],
-    info: Sequence[dict],
-    opts_tokens: tuple[int, int, int],
-    top_k: int | None = None,
-    dedup: float = 0.0,
-) -> list[SaeTables]:
-    """Every SAE's tables (sae_tables), neighbors taken in the SAEs of the nearest layers of the same run."""
-    layers = [s.layer for s in saes]
-    vocab = list(vocab)
-    return [
-        sae_tables(
-            sae,
-            state,
-            windows_NT,
-            W_U_VD,
-            vocab,
-            info[i],
-            opts_tokens,
-            [(sae_ids[j], saes[j]) for j in neighbor_saes(layers, i)],
-            top_k,
-            dedup,
-        )
-        for i, (sae, state) in enumerate(zip(saes, states, strict=True))
-    ]
+    if me is None:
+        return []
+    others = {j: layer for j, layer in enumerate(layers) if j != i and layer is not None}
+    below = [layer for layer in others.values() if layer < me]
+    above = [layer for layer in others.values() if layer > me]
+    wanted = {me, max(below, default=me), min(above, default=me)}
+    return [j for j, layer in others.items() if layer in wanted]

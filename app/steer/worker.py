@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from torch import nn
@@ -84,7 +85,8 @@ def make_job(
     limits.check_prompt(len(ids))
     cancel = threading.Event()
     deadline = time.monotonic() + limits.timeout_s
-    common = dict(
+    row = partial(
+        Row,
         where=spec.where,
         temperature=spec.temperature,
         top_p=spec.top_p,
@@ -94,7 +96,7 @@ def make_job(
         cancel=cancel,
         deadline=deadline,
     )
-    rows = [Row(ids, {}, **common), Row(ids, edits, **common)]
+    rows = [row(ids, {}), row(ids, edits)]
     return SteerJob(model, tokenizer, rows, emit, lock, cancel)
 
 

@@ -132,28 +132,43 @@ def build_cards(
     sorted by feature (as qscope.store.writer inserts them); `contexts` in any order."""
     F = len(features["feature"])
     out = np.empty(F, dtype=object)
-    if F == 0:
-        return out
-    n = int(features["feature"].max()) + 1
-    order = np.lexsort((contexts["rank"], -contexts["bin"], contexts["kind"], contexts["feature"]))
-    ctx = {k: v[order] for k, v in contexts.items()}
-    cb = _bounds(ctx["feature"], n)
-    lb = _bounds(logits["feature"], n) if logits else None
-    nb = _bounds(neighbors["feature"], n) if neighbors else None
-    meta_E7 = np.stack(
-        [ctx[k].astype(np.float64) for k in ("kind", "bin", "rank", "act", "window", "pos", "length")], 1
-    )
-    keep_EW = np.arange(ctx["token_ids"].shape[1])[None, :] < ctx["length"][:, None]
-    for i, f in enumerate(features["feature"].tolist()):
-        a, b = cb[f], cb[f + 1]
-        header = {
-            "row": _row(features, i),
-            "contexts": [_context_meta(r) for r in meta_E7[a:b]],
-            "logits": _logit_rows(logits, lb, f),
-            "neighbors": _neighbor_rows(neighbors, nb, f),
-        }
-        out[i] = encode_card(header, ctx["token_ids"][a:b][keep_EW[a:b]], ctx["acts"][a:b][keep_EW[a:b]])
+    if F:
+        out[:] = CardBuilder(features, contexts, logits, neighbors).build(0, F)
     return out
+
+
+class CardBuilder:
+    """The tables of one SAE sorted once for card building; build(a, b) makes the cards of features rows a..b
+    (qscope.store.card_pool builds ranges on several processes)."""
+
+    def __init__(self, features: Columns, contexts: Columns, logits: Columns, neighbors: Columns) -> None:
+        self.features, self.logits, self.neighbors = features, logits, neighbors
+        n = int(features["feature"].max()) + 1 if len(features["feature"]) else 0
+        order = np.lexsort((contexts["rank"], -contexts["bin"], contexts["kind"], contexts["feature"]))
+        ctx = {k: v[order] for k, v in contexts.items()}
+        self.ctx, self.cb = ctx, _bounds(ctx["feature"], n)
+        self.lb = _bounds(logits["feature"], n) if logits else None
+        self.nb = _bounds(neighbors["feature"], n) if neighbors else None
+        self.meta_E7 = np.stack(
+            [ctx[k].astype(np.float64) for k in ("kind", "bin", "rank", "act", "window", "pos", "length")], 1
+        )
+        self.keep_EW = np.arange(ctx["token_ids"].shape[1])[None, :] < ctx["length"][:, None]
+
+    def build(self, a: int, b: int) -> list[bytes]:
+        """The cards of features rows a..b, in row order."""
+        ctx, cb, out = self.ctx, self.cb, []
+        for i in range(a, b):
+            f = int(self.features["feature"][i])
+            c0, c1 = cb[f], cb[f + 1]
+            header = {
+                "row": _row(self.features, i),
+                "contexts": [_context_meta(r) for r in self.meta_E7[c0:c1]],
+                "logits": _logit_rows(self.logits, self.lb, f),
+                "neighbors": _neighbor_rows(self.neighbors, self.nb, f),
+            }
+            keep = self.keep_EW[c0:c1]
+            out.append(encode_card(header, ctx["token_ids"][c0:c1][keep], ctx["acts"][c0:c1][keep]))
+        return out
 
 
 def _row(features: Columns, i: int) -> CardRow:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import duckdb
 import numpy as np
@@ -138,8 +138,7 @@ class Store:
         except duckdb.Error as e:
             raise StoreError(f"{self.path} is not a qscope feature store: {e}") from e
         self.timeout_s = timeout_s
-        stat = self.path.stat()
-        self.signature = f"{stat.st_size}-{stat.st_mtime_ns}"  # changes whenever the file is rewritten
+        self.signature = file_signature(self.path)
         self._token_index: dict[str, list[int]] | None = None
         self._cache: dict[tuple, object] = {}
         self._lock = threading.Lock()
@@ -276,6 +275,12 @@ class Reader:
     def __init__(self, store: Store, cur: duckdb.DuckDBPyConnection) -> None:
         self.store, self.cur = store, cur
 
+    def _scalar(self, sql: str, params: Sequence[object]) -> Any:
+        """The one value of a query that always returns one row (an aggregate such as count or min)."""
+        row = self.cur.execute(sql, params).fetchone()
+        assert row is not None, f"an aggregate query returned no row: {sql}"
+        return row[0]
+
     def _row(self, r: tuple) -> FeatureRow:
         return FeatureRow(
             sae_id=r[0],
@@ -301,7 +306,8 @@ class Reader:
         offset: int = 0,
     ) -> FeatureList:
         """One page of an SAE's features, filtered by label text and density range."""
-        where, params = ["sae_id = ?"], [sae_id]
+        where = ["sae_id = ?"]
+        params: list[object] = [sae_id]
         if q:
             where.append("label ILIKE ? ESCAPE '\\'")
             params.append(f"%{_escape_like(q)}%")
@@ -320,7 +326,7 @@ class Reader:
         if offset == 0 and len(rows) < limit:
             total = len(rows)
         else:
-            total = self.cur.execute(f"SELECT count(*) FROM features WHERE {cond}", params).fetchone()[0]
+            total = self._scalar(f"SELECT count(*) FROM features WHERE {cond}", params)
         return FeatureList(rows=[self._row(r) for r in rows], total=total)
 
     def row(self, sae_id: str, feature: int) -> FeatureRow | None:
@@ -386,9 +392,9 @@ class Reader:
         d_sae = self.store.saes[sae_id].d_sae
         start = (rng or random).randrange(max(d_sae, 1))
         sql = "SELECT min(feature) FROM features WHERE sae_id = ? AND n_fired > 0 AND feature {} ?"
-        found = self.cur.execute(sql.format(">="), [sae_id, start]).fetchone()[0]
+        found = self._scalar(sql.format(">="), [sae_id, start])
         if found is None:
-            found = self.cur.execute(sql.format("<"), [sae_id, start]).fetchone()[0]
+            found = self._scalar(sql.format("<"), [sae_id, start])
         return found
 
     def density_histogram(self, sae_id: str) -> DensityHistogram:
@@ -402,9 +408,7 @@ class Reader:
             counts = [0] * DENSITY_BINS
             for b, n in rows:
                 counts[b] = n
-            dead = self.cur.execute(
-                "SELECT count(*) FROM features WHERE sae_id = ? AND NOT density > 0", [sae_id]
-            ).fetchone()[0]
+            dead = self._scalar("SELECT count(*) FROM features WHERE sae_id = ? AND NOT density > 0", [sae_id])
             return DensityHistogram(counts=counts, low=low, step=step, dead=dead)
 
         return self.store.cached(("density_hist", sae_id), compute)
@@ -442,7 +446,7 @@ class Reader:
             "coalesce(density, 0) AS density, coalesce(mean_act, 0) AS mean_act, coalesce(max_act, 0) AS max_act, "
             "coalesce(n_fired, 0) AS n_fired FROM features ORDER BY sae_id, feature"
         ).fetchnumpy()
-        out = {k: np.asarray(cols[k]) for k in ("feature", "density", "mean_act", "max_act", "n_fired")}
+        out: dict[str, Any] = {k: np.asarray(cols[k]) for k in ("feature", "density", "mean_act", "max_act", "n_fired")}
         out |= {
             "sae_id": cols["sae_id"].tolist(),
             "label": cols["label"].tolist(),
@@ -460,6 +464,13 @@ class Reader:
             "LEFT JOIN lg USING (sae_id, feature) WHERE f.n_fired > 0 ORDER BY f.sae_id, f.feature",
             [n_logits],
         ).fetchall()
+
+
+def file_signature(path: Path) -> str:
+    """Size and modification time of a store file: changes whenever the file is rewritten (the search index
+    cached beside it is stamped with it)."""
+    stat = Path(path).stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
 def _escape_like(text: str) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import numpy as np
@@ -44,12 +44,40 @@ class SaeTables:
     logits: Columns = field(default_factory=dict)  # feature, sign, rank, token_id, value
     neighbors: Columns = field(default_factory=dict)  # feature, other_sae_id (str objects), other_feature,
     #                                                   cosine, rank
+    cards: np.ndarray | None = None  # one card per row of `features` sorted by feature (built here when None)
 
 
 Vocab = Sequence[str | bytes]  # per token id: its raw bytes, or a text whose UTF-8 bytes are the token
 
 
-def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTables], vocab: Vocab) -> int:
+class SaeTablesLike(Protocol):
+    """What the writer reads of one SAE: a SaeTables, or any object with the same attributes (the serve
+    benchmark's builds its columns when first read)."""
+
+    @property
+    def info(self) -> Mapping[str, Any]: ...
+    @property
+    def features(self) -> Columns: ...
+    @property
+    def contexts(self) -> Columns: ...
+    @property
+    def logits(self) -> Columns: ...
+    @property
+    def neighbors(self) -> Columns: ...
+    @property
+    def cards(self) -> np.ndarray | None: ...
+
+
+Progress = Callable[[float], None]  # the fraction of one SAE's rows written so far
+
+
+class AddSae(Protocol):
+    """What store_writer yields: add one SAE's tables, reporting progress as its rows go in."""
+
+    def __call__(self, tables: SaeTablesLike, progress: Progress | None = None) -> None: ...
+
+
+def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTablesLike], vocab: Vocab) -> int:
     """Write the store at `out` atomically; returns its size in bytes."""
     with store_writer(out, meta, vocab) as add:
         for tables in sorted(saes, key=lambda t: t.info["sae_id"]):
@@ -58,10 +86,11 @@ def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTables], v
 
 
 @contextmanager
-def store_writer(out: Path, meta: Mapping[str, str], vocab: Vocab) -> Iterator[Callable[[SaeTables], None]]:
+def store_writer(out: Path, meta: Mapping[str, str], vocab: Vocab) -> Iterator[AddSae]:
     """Write a store one SAE at a time (bounded memory: a harvest of many SAEs builds one SAE's tables, adds it,
-    drops it). Yields `add`; call it in sae_id order. The file appears at `out`, renamed into place, only when
-    the body ends without an error."""
+    drops it). Yields `add(tables, progress=None)`; call it in sae_id order; progress(fraction of this SAE's
+    rows) is called as they go in. The file appears at `out`, renamed into place, only when the body ends
+    without an error."""
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +102,11 @@ def store_writer(out: Path, meta: Mapping[str, str], vocab: Vocab) -> Iterator[C
             meta = {**meta, "schema_version": str(SCHEMA_VERSION)}  # the writer owns the layout it writes
             con.executemany("INSERT INTO meta VALUES (?, ?)", [[k, str(v)] for k, v in meta.items()])
             _write_vocab(con, vocab)
-            yield lambda tables: _write_sae(con, tables)
+
+            def add(tables: SaeTablesLike, progress: Progress | None = None) -> None:
+                _write_sae(con, tables, progress)
+
+            yield add
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -100,11 +133,18 @@ def _remove(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _write_sae(con: duckdb.DuckDBPyConnection, t: SaeTables) -> None:
+def _write_sae(con: duckdb.DuckDBPyConnection, t: SaeTablesLike, progress: Progress | None) -> None:
     info = dict(t.info)
     marks = ", ".join("?" * len(SAE_COLUMNS))
     con.execute(f"INSERT INTO saes ({', '.join(SAE_COLUMNS)}) VALUES ({marks})", [info[c] for c in SAE_COLUMNS])
     sae = [info["sae_id"]]
+    total = sum(len(next(iter(c.values()))) for c in (t.features, t.contexts, t.logits, t.neighbors) if c)
+    total += len(t.features["feature"])  # the cards
+
+    def done(rows: int) -> None:
+        if progress is not None:
+            progress(rows / max(total, 1))
+
     features, (top_sql, hist_sql) = _spread_lists(t.features, ("top_tokens", "hist"))
     _insert(
         con,
@@ -113,6 +153,7 @@ def _write_sae(con: duckdb.DuckDBPyConnection, t: SaeTables) -> None:
         "?::VARCHAR, feature, density, mean_act, max_act, n_fired, label::VARCHAR, "
         f"list_filter({top_sql}, lambda x: x >= 0), {hist_sql}, interval_width",
         sae,
+        done,
     )
     contexts, (tok_sql, acts_sql) = _spread_lists(t.contexts, ("token_ids", "acts"))
     _insert(
@@ -122,20 +163,27 @@ def _write_sae(con: duckdb.DuckDBPyConnection, t: SaeTables) -> None:
         "?::VARCHAR, feature, CASE kind WHEN 0 THEN 'top' ELSE 'interval' END, nullif(bin, -1), rank, act, "
         f'"window", pos, list_slice({tok_sql}, 1, length), list_slice({acts_sql}, 1, length)',
         sae,
+        done,
     )
-    logits, neighbors = _by_feature(t.logits), _by_feature(t.neighbors)
+    logits, neighbors = sorted_by_feature(t.logits), sorted_by_feature(t.neighbors)
     if logits:
-        _insert(con, "logits", logits, "?::VARCHAR, feature, sign, rank, token_id, value", sae)
+        _insert(con, "logits", logits, "?::VARCHAR, feature, sign, rank, token_id, value", sae, done)
     if neighbors:
         _insert(
-            con, "neighbors", neighbors, "?::VARCHAR, feature, other_sae_id::VARCHAR, other_feature, cosine, rank", sae
+            con,
+            "neighbors",
+            neighbors,
+            "?::VARCHAR, feature, other_sae_id::VARCHAR, other_feature, cosine, rank",
+            sae,
+            done,
         )
-    features = _by_feature(t.features)
-    cards = build_cards(features, t.contexts, logits, neighbors)
-    _insert(con, "cards", {"feature": features["feature"], "card": cards}, "?::VARCHAR, feature, card::BLOB", sae)
+    features = sorted_by_feature(t.features)
+    cards = t.cards if t.cards is not None else build_cards(features, t.contexts, logits, neighbors)
+    cols = {"feature": features["feature"], "card": cards}
+    _insert(con, "cards", cols, "?::VARCHAR, feature, card::BLOB", sae, done)
 
 
-def _by_feature(cols: Columns) -> Columns:
+def sorted_by_feature(cols: Columns) -> Columns:
     """Rows stably sorted by feature (the order the tables and cards are written in)."""
     if not cols or "feature" not in cols:
         return cols
@@ -161,8 +209,16 @@ def _spread_lists(cols: Columns, names: Sequence[str]) -> tuple[Columns, list[st
     return out, sqls
 
 
-def _insert(con: duckdb.DuckDBPyConnection, table: str, cols: Columns, select: str, params: Sequence[Any] = ()) -> None:
-    """INSERT INTO table SELECT <select> FROM cols, rows sorted by `feature` when there is one."""
+def _insert(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    cols: Columns,
+    select: str,
+    params: Sequence[Any] = (),
+    done: Callable[[int], None] | None = None,
+) -> None:
+    """INSERT INTO table SELECT <select> FROM cols, rows sorted by `feature` when there is one; done(rows)
+    after each part."""
     n = len(next(iter(cols.values())))
     if n == 0:
         return
@@ -176,3 +232,5 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, cols: Columns, select: s
             con.execute(f"INSERT INTO {table} SELECT {select} FROM _rows", list(params))
         finally:
             con.unregister("_rows")
+        if done is not None:
+            done(len(part[next(iter(part))]))

@@ -23,7 +23,7 @@ from qscope.steer.service import Steering
 from qscope.web import errors, openapi, security, urls
 from qscope.web.catalog import Catalog
 from qscope.web.render import STATIC_DIR
-from qscope.web.routes import features, health, home, inspect, saes, search, steer
+from qscope.web.routes import attribute, features, health, home, inspect, saes, search, steer
 
 
 def create_app(
@@ -58,7 +58,7 @@ def create_app(
     security.install(app, settings, errors.refusal)
     openapi.install(app)
     # fixed paths first: /search and /-/... must not be taken for /{model_id}/{sae_id}
-    for module in (home, health, search, inspect, steer, saes, features):
+    for module in (home, health, search, inspect, attribute, steer, saes, features):
         app.include_router(module.router)
     return app
 

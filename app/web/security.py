@@ -5,8 +5,9 @@
   `<style>` elements do not. Pages may be framed by this origin only, except `?embed=1` cards.
 - Sizes: a path + query longer than Settings.max_url_chars gets 414, a body over Settings.max_body_bytes 413
   (checked on Content-Length, and counted when the body comes chunked).
-- Rates: the routes that run a model (POST /api/steer*, /inspect with a text) take a token from a per-client
-  bucket (client IP); an empty bucket answers 429 with Retry-After.
+- Rates: the routes that run a model (POST /api/steer*, /inspect with a text, /attribute with a text or run,
+  POST /api/attribute) take a token from a per-client bucket (client IP); an empty bucket answers 429 with
+  Retry-After.
 - CORS stays off (no Access-Control-* header) unless Settings.cors_origins names origins.
 """
 
@@ -29,6 +30,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qscope.config import Settings
 
+# renders a refusal (scope, status, message, headers) as the ASGI app that answers it: qscope.web.errors.refusal
+Refuse = Callable[[Scope, int, str, dict[str, str]], ASGIApp]
+
 CSP = "; ".join(
     [
         "default-src 'self'",
@@ -48,8 +52,8 @@ HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
 STEER_PATHS = ("/api/steer", "/api/steer/stream")
-INSPECT_PATHS = ("/inspect", "/inspect.json")
-TEXT_PARAMS = ("text", "a", "b")
+INSPECT_PATHS = ("/inspect", "/inspect.json", "/attribute", "/attribute.json", "/api/attribute")
+TEXT_PARAMS = ("text", "a", "b", "run")
 
 
 class RateLimiter:
@@ -96,7 +100,7 @@ def _runs_inspect(scope: Scope) -> bool:
 class Guard:
     """The ASGI middleware of the module docstring; `error(scope, status, message, headers)` renders refusals."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, error: Callable[..., object]) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, error: Refuse) -> None:
         self.app, self.error = app, error
         self.max_body, self.max_url = settings.max_body_bytes, settings.max_url_chars
         self.steer = RateLimiter(settings.rate_steer_per_min, settings.rate_steer_burst)
@@ -125,7 +129,7 @@ class Guard:
         bucket = None
         if scope["method"] == "POST" and scope["path"] in STEER_PATHS:
             bucket, what = self.steer, "steering requests"
-        elif scope["path"] in INSPECT_PATHS and _runs_inspect(scope):
+        elif scope["path"] in INSPECT_PATHS and (scope["method"] == "POST" or _runs_inspect(scope)):
             bucket, what = self.inspect, "inspect runs"
         if bucket is not None and (wait := bucket.take(_client(scope))):
             retry = max(1, math.ceil(wait))
@@ -179,7 +183,7 @@ def _with_headers(scope: Scope, send: Send) -> Send:
     return sending
 
 
-def install(app: FastAPI, settings: Settings, error: Callable[..., object]) -> None:
+def install(app: FastAPI, settings: Settings, error: Refuse) -> None:
     """Add the Guard (outermost), CORS when origins are configured, and the docs page under its own CSP."""
     if settings.cors_origins:
         app.add_middleware(

@@ -57,6 +57,11 @@ def steer_feature(sae_id: str, feature: int) -> str:
     return f"/api/steer/feature/{_seg(sae_id)}/{int(feature)}"
 
 
+def attribute(json: bool = False, **params: object) -> str:
+    """Why this token? (text= or run= & side=, pos=, target=, contrast=, sae_id=...)."""
+    return f"/attribute{JSON if json else ''}{_query(params)}"
+
+
 def steer(sae_id: str, feature: int) -> str:
     """The steering page, with the feature to steer with in its query."""
     return f"/steer{_query({'sae_id': sae_id, 'feature': int(feature)})}"

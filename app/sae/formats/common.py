@@ -94,6 +94,15 @@ def read_json(path: Path) -> dict[str, Any]:
     return cfg
 
 
+def peek_config(cfg_path: Path | None) -> dict[str, Any]:
+    """A config read only to peek at it (the layer of an SAE found in a folder): {} when absent or unreadable,
+    so that listing SAEs never fails on one bad file (loading it does, with the reason)."""
+    try:
+        return read_json(cfg_path) if cfg_path is not None else {}
+    except SaeFormatError:
+        return {}
+
+
 def read_safetensors(path: Path) -> dict[str, Tensor]:
     try:
         return load_file(path)

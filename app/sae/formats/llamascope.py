@@ -20,6 +20,7 @@ from qscope.sae.formats.common import (
     cfg_int,
     check_config_sizes,
     check_shapes,
+    peek_config,
     positive,
     read_json,
     read_safetensors,
@@ -145,8 +146,4 @@ def read(weights: Path, cfg_path: Path | None, k: int | None = None) -> SaeSpec:
 
 def peek_layer(weights: Path, cfg_path: Path | None) -> int | None:
     """The layer its config's hook names, or None (no weights read)."""
-    try:
-        cfg = read_json(cfg_path) if cfg_path is not None else {}
-    except SaeFormatError:
-        return None
-    return site_from_hook(_hook(cfg))[0]
+    return site_from_hook(_hook(peek_config(cfg_path)))[0]

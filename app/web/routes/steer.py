@@ -80,6 +80,19 @@ def _model_id(catalog: Catalog, spec: SteerSpec) -> str:
     return model_id
 
 
+def _live_max_act(catalog: Catalog, model_id: str) -> Callable[[str, int], float]:
+    """catalog.max_act_of, refusing a dead feature: asked only for add and clamp, whose unit is the max."""
+    max_act_of = catalog.max_act_of(model_id)
+
+    def max_act(sae_id: str, feature: int) -> float:
+        value = max_act_of(sae_id, feature)
+        if not value > 0:
+            raise SpecError(DEAD.format(feature=feature, sae_id=sae_id))
+        return value
+
+    return max_act
+
+
 def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -> tuple[SteerJob, SteerSpec]:
     """Resolve the spec's model and features, build its job and queue it."""
     model_id = _model_id(catalog, spec)
@@ -89,17 +102,8 @@ def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -
         raise NotFound(f"No live model for {model_id!r}.")
     lm, saes = runner.load()
 
-    def max_act(sae_id: str, feature: int) -> float:  # asked for add and clamp, whose unit is the max
-        with catalog.sae(model_id, sae_id).store.reader() as r:
-            row = r.row(sae_id, feature)
-        if row is None:
-            raise SpecError(f"feature {feature} of {sae_id} is not in the feature store")
-        if not row.max_act > 0:
-            raise SpecError(DEAD.format(feature=feature, sae_id=sae_id))
-        return row.max_act
-
     steering.limits.check(spec)  # before any lookup: an oversized spec costs nothing
-    edits = resolve_edits(spec.features, saes, max_act)
+    edits = resolve_edits(spec.features, saes, _live_max_act(catalog, model_id))
     job = make_job(spec, lm.model, lm.tokenizer, edits, steering.limits, emit, runner.lock)
     steering.worker.submit(job)
     return job, spec
@@ -107,8 +111,13 @@ def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -
 
 def _channel() -> tuple[asyncio.Queue, Callable[[str, Any], None]]:
     """An asyncio queue and a thread-safe emit that feeds it from the worker thread."""
-    loop, q = asyncio.get_running_loop(), asyncio.Queue()
-    return q, lambda kind, data: loop.call_soon_threadsafe(q.put_nowait, (kind, data))
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def emit(kind: str, data: Any) -> None:
+        loop.call_soon_threadsafe(q.put_nowait, (kind, data))
+
+    return q, emit
 
 
 @api.post("", response_model=SteerResult, summary="Generate default and steered completions (one batch)")
