@@ -22,9 +22,11 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from itertools import accumulate
 
-# whitespace as a reader sees it; other control characters as their Unicode control pictures (U+2400 + code)
-VISIBLE: dict[str, str] = {chr(c): chr(0x2400 + c) for c in range(32)} | {
-    "\x7f": "␡",
+# whitespace as a reader sees it; other control characters as their byte, like a byte that completes no
+# character ('<0x03>'): the Unicode control pictures (U+2400 + code) are missing from common fonts (DejaVu, the
+# Linux default, has none) and showed as empty boxes
+VISIBLE: dict[str, str] = {chr(c): f"<0x{c:02X}>" for c in range(32)} | {
+    "\x7f": "<0x7F>",
     "\xa0": "⍽",
     " ": "·",
     "\n": "↵",

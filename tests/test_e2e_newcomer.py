@@ -50,7 +50,7 @@ def _post(url: str, body: dict) -> dict:
 
 def _pages(server: str) -> list[str]:
     """One URL of every kind of page, for both models: lists, dashboards, embeds, search, inspect (both modes,
-    with results), steering (new and a saved run), and the error pages."""
+    with results), why this token, steering (new and a saved run), and the error pages."""
     with urllib.request.urlopen(server + "/.json") as r:
         models = json.loads(r.read())["models"]
     tiny = next(m for m in models if m["model_id"] != MODEL_ID)
@@ -69,6 +69,7 @@ def _pages(server: str) -> list[str]:
         f"/{MODEL_ID}/{WIDE_SAE}/0?embed=1",
         "/search?q=" + q("日本語 the"),
         "/inspect?text=" + q(FUN),
+        "/attribute?pos=4&text=" + q(FUN),
         "/inspect?mode=compare&a=" + q("import os\n---\n" + FUN) + "&b=" + q("The cat sat on the mat."),
         f"/steer?sae_id={sae_id}&feature=3",
         f"/steer?sae_id={WIDE_SAE}&feature=0",
@@ -96,7 +97,7 @@ def test_every_page_fits_the_window_and_shows_no_replacement_character(browser, 
             page.screenshot(path=str(ARTIFACTS / f"newcomer_{width}_{i:02d}.png"), full_page=True)
         page.close()
     assert problems == []
-    assert len(paths) >= 15
+    assert len(paths) >= 17
 
 
 def test_inspect_shows_its_422_next_to_the_form(browser, server):

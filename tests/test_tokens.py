@@ -13,7 +13,7 @@ import pytest
 from markupsafe import Markup
 
 from qscope.harvest.effects import label_token, make_label
-from qscope.tokens import Utf8Pieces, is_whole, readable, show_bytes, vocab_bytes
+from qscope.tokens import Utf8Pieces, is_whole, readable, show_bytes, visible, vocab_bytes
 from qscope.web.render import tokens_html
 
 TEXT = "I ❤️ emoji 😀 and 日本語, 𠀋 鱻 ┌──┐ naïve"
@@ -84,6 +84,13 @@ def test_bytes_that_complete_nothing_show_as_bytes() -> None:
     assert readable([]) == []
     assert show_bytes(b"\xed\xa0\x80") == "<0xED><0xA0><0x80>"  # a surrogate is not a character
     assert show_bytes("é".encode()) == "é"
+
+
+def test_control_characters_show_as_their_byte_not_as_glyphs_fonts_lack() -> None:
+    # the Unicode control pictures (U+2400...) are missing from DejaVu, the Linux default: empty boxes on a page
+    assert visible("a\x03b\x7f") == "a<0x03>b<0x7F>" and label_token(b"\x10") == "<0x10>"
+    assert visible(" \n\t") == "·↵⇥"  # whitespace keeps its glyphs, which every font here has
+    assert not any(0x2400 <= ord(c) <= 0x2426 for c in visible("".join(map(chr, range(32)))))
 
 
 def test_a_context_cut_from_a_window_leaves_out_characters_cut_at_its_edges() -> None:
