@@ -221,33 +221,16 @@
     runToken = null;
     output.dataset.run = "";
     status.textContent = "running…";
-    const resp = await fetch("/api/steer/stream", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(spec()),
-    });
-    if (!resp.ok) {
-      const body = await resp.json().catch(() => ({ error: resp.statusText }));
+    const refused = (resp, body) => { // a 4xx/5xx before the stream starts: said next to what caused it
       status.textContent = "";
       const wait = resp.headers.get("Retry-After");
       showError(`${body.error || resp.status}${wait ? ` (try again in ${wait} s)` : ""}`);
-      return;
-    }
-    const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += value;
-      let cut;
-      while ((cut = buf.indexOf("\n\n")) >= 0) {
-        const block = buf.slice(0, cut);
-        buf = buf.slice(cut + 2);
-        const kind = block.match(/^event: (.*)$/m)?.[1];
-        const data = JSON.parse(block.match(/^data: (.*)$/m)?.[1] ?? "null");
-        if (kind === "token") document.getElementById(`out-${data.row}`).append(token(data));
-        else if (kind === "done") finish(data);
-        else if (kind === "error") { status.textContent = ""; showError(`the generation failed: ${data}`, null); }
-      }
-    }
+    };
+    await qscopeStream("/api/steer/stream", spec(), status, (kind, data) => {
+      if (kind === "token") document.getElementById(`out-${data.row}`).append(token(data));
+      else if (kind === "done") finish(data);
+      else if (kind === "error") { status.textContent = ""; showError(`the generation failed: ${data}`, null); }
+    }, refused);
   }
 
   async function share() {
