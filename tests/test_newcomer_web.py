@@ -82,10 +82,10 @@ def test_steer_page_is_in_the_top_navigation_and_share_starts_disabled(client):
 def test_an_htmx_request_that_fails_gets_the_error_alone_in_words(client):
     r = client.get("/inspect", params={"text": "x" * 4001}, headers=HX)
     assert r.status_code == 422
-    assert "<html" not in r.text and 'class="errbox"' in r.text
+    assert "<html" not in r.text and 'class="errbox error"' in r.text
     assert "4,001 characters long; this server runs at most 4,000" in r.text
     r = client.get(f"/{MODEL_ID}/{SAE}", params={"dmin": "0.5", "dmax": "0.1"}, headers=HX)
-    assert r.status_code == 422 and 'class="errbox"' in r.text and "dmin" in r.text
+    assert r.status_code == 422 and 'class="errbox error"' in r.text and "dmin" in r.text
     full = client.get("/inspect", params={"text": "x" * 4001})
     assert full.status_code == 422 and "<html" in full.text  # a plain load still gets the whole error page
 
