@@ -29,19 +29,31 @@ apt_install() {
 apt_install python3.11-doc fortunes jargon-text
 [[ $WITH_TEST -eq 1 ]] && apt_install chromium chromium-driver
 
+step() { echo "install.sh: $*"; }
 if [[ ! -x "$VENV/bin/python" ]]; then
+  step "creating the virtual environment $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
+# A first install shows pip's own lines and a progress bar per download (minutes of silence looked like a hang);
+# once qscope is installed, a re-run only checks, quietly
 PIP="$VENV/bin/python -m pip"
+QUIET=""
+"$VENV/bin/python" -c "import qscope" 2>/dev/null && QUIET="-q"
+pip_install() { $PIP install $QUIET "$@"; }
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
-    $PIP install -q "torch>=2.4"          # a GPU host: the default CUDA build
+    step "installing torch (the CUDA build: about 3 GB, a few minutes the first time)"
+    pip_install "torch>=2.4"          # a GPU host: the default CUDA build
   else
-    $PIP install -q "${QSCOPE_TORCH:-torch==2.13.0}"   # CPU build; see README
+    step "installing torch (the CPU build: about 200 MB, a minute or two the first time)"
+    pip_install "${QSCOPE_TORCH:-torch==2.13.0}"   # CPU build; see README
   fi
 fi
 if [[ $WITH_TEST -eq 1 ]]; then
-  $PIP install -q -e ".[dev,cluster]"   # cluster: Ray, for tests/test_harvest_cluster.py
+  step "installing qscope with the test tools and Ray"
+  pip_install -e ".[dev,cluster]"   # cluster: Ray, for tests/test_harvest_cluster.py
 else
-  $PIP install -q -e .
+  step "installing qscope and its dependencies"
+  pip_install -e .
 fi
+step "done"

@@ -1,4 +1,5 @@
-// qscope: the little behaviour pages need beyond htmx (copy link, context expansion, /inspect's token panel).
+// qscope: the little behaviour pages need beyond htmx (copy link, context expansion, /inspect's token panel, a
+// character count on bounded text boxes, and a word on the page when the server cannot be reached).
 // Event delegation on document, so content swapped in by htmx works without re-binding.
 (function () {
   "use strict";
@@ -34,6 +35,37 @@
     if (tok) { showToken(tok.getAttribute("data-pos")); return; }
     var ctx = e.target.closest(".ctx");
     if (ctx && !window.getSelection().toString()) ctx.classList.toggle("open");
+  });
+
+  // textareas with data-max: "n / max characters" beside the form's button, red past the limit (the server
+  // refuses longer texts with a message on the page; this says so before Run)
+  function countChars() {
+    var boxes = document.querySelectorAll("textarea[data-max]");
+    var counter = document.querySelector(".charcount");
+    if (!counter || !boxes.length) return;
+    var over = null, longest = 0, max = Number(boxes[0].getAttribute("data-max"));
+    boxes.forEach(function (b) {
+      longest = Math.max(longest, b.value.length);
+      if (b.value.length > max && !over) over = b;
+    });
+    counter.textContent = longest.toLocaleString() + " / " + max.toLocaleString() + " characters" +
+      (over ? ": too long to run, shorten it" : "");
+    counter.classList.toggle("over", !!over);
+  }
+  document.addEventListener("input", function (e) {
+    if (e.target.matches && e.target.matches("textarea[data-max]")) countChars();
+  });
+  document.addEventListener("DOMContentLoaded", countChars);
+
+  // htmx swaps error answers in place (base.html's htmx-config); a request that never got an answer says so too
+  document.addEventListener("htmx:sendError", function (e) {
+    var target = e.detail.target;
+    if (!target) return;
+    var box = document.createElement("div");
+    box.className = "errbox";
+    box.setAttribute("role", "alert");
+    box.textContent = "The server could not be reached. Check that qscope serve is running, then try again.";
+    target.replaceChildren(box);
   });
 
   document.addEventListener("keydown", function (e) {

@@ -1,11 +1,13 @@
 // POST a JSON body to a server-sent-events endpoint (the steering stream) and hand each event to the page:
-// qscopeStream(url, body, status, onEvent) resolves when the stream ends; a refused request (4xx/5xx before the
-// stream starts) writes "status: error" into `status` and calls nothing. Used by steer.js and attribute.js.
-window.qscopeStream = async (url, body, status, onEvent) => {
+// qscopeStream(url, body, status, onEvent, onRefused) resolves when the stream ends; a refused request (4xx/5xx
+// before the stream starts) calls onRefused(response, its JSON body) when given (steer.js shows it next to the
+// field it concerns), else writes "status: error" into `status`. Used by steer.js and attribute.js.
+window.qscopeStream = async (url, body, status, onEvent, onRefused) => {
   const resp = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
   if (!resp.ok) {
     const err = await resp.json().catch(() => ({ error: resp.statusText }));
-    status.textContent = `${resp.status}: ${err.error}`;
+    if (onRefused) onRefused(resp, err);
+    else status.textContent = `${resp.status}: ${err.error}`;
     return;
   }
   const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();

@@ -46,8 +46,10 @@ def qscope_cmd() -> list[str]:
 
 
 @contextmanager
-def serving(db: Path, tmp_path_factory, **env_extra: str) -> Iterator[str]:
-    """`qscope serve --db db` on a free loopback port, for a module's browser tests; yields its base URL."""
+def serving(db: Path | list[Path], tmp_path_factory, **env_extra: str) -> Iterator[str]:
+    """`qscope serve --db db` (one store or several) on a free loopback port, for a module's browser tests;
+    yields its base URL."""
+    dbs = ["--db" if i % 2 == 0 else str(p) for p in (db if isinstance(db, list) else [db]) for i in range(2)]
     port, log = free_port(), tmp_path_factory.mktemp("serve") / "serve.log"
     env = os.environ | {
         "HF_HUB_OFFLINE": "1",
@@ -56,9 +58,7 @@ def serving(db: Path, tmp_path_factory, **env_extra: str) -> Iterator[str]:
         **env_extra,
     }
     with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [*qscope_cmd(), "serve", "--db", str(db), "--port", str(port)], stdout=out, stderr=out, env=env
-        )
+        proc = subprocess.Popen([*qscope_cmd(), "serve", *dbs, "--port", str(port)], stdout=out, stderr=out, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):

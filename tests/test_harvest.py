@@ -10,11 +10,13 @@ import torch
 from rich.console import Console
 
 from qscope.harvest.checkpoint import checkpoint_dir
+from qscope.harvest.dedup import aligned_windows, distinct
 from qscope.harvest.options import HarvestError, HarvestOptions
 from qscope.harvest.run import harvest, prepare
 from qscope.harvest.state import HIST_EDGES, FeatureState, StateSpec, hist_bin, key_generator, next_pow2_above
 from qscope.model import capture, rank_mask
 from qscope.store.schema import DDL, TABLES
+from qscope.tokens import is_whole, show_bytes, vocab_bytes
 
 CTX, BATCH, TOP_K, BEFORE, AFTER = 64, 8, 8, 8, 4
 VOLATILE_META = {"created_at", "seconds"}
@@ -99,7 +101,19 @@ def test_every_feature_has_a_row_and_stats_match_brute_force(harvested, brute):
         assert summary.dead[sae_id] == int((n_fired == 0).sum())
 
 
-def test_top_contexts_are_the_top(harvested, brute):
+def _distinct_top(cand: list, pos_NF, f: int, windows_NT, opts) -> list:
+    """The brute-force top contexts as the harvest keeps them: the top_pool strongest windows, near-identical
+    ones counted once (qscope.harvest.dedup, checked on its own in tests/test_harvest_dedup.py), top_k left."""
+    pool = sorted(cand)[: opts.top_pool]
+    if not pool:
+        return []
+    window_E = torch.tensor([w for _, w in pool])
+    ids_EW = aligned_windows(windows_NT, window_E, pos_NF[window_E, f], BEFORE, AFTER)
+    kept = distinct(torch.zeros(len(pool), dtype=torch.long), ids_EW, opts.dedup, opts.top_k)
+    return [c for c, k in zip(pool, kept.tolist(), strict=True) if k]
+
+
+def test_top_contexts_are_the_top(harvested, brute, opts):
     _, con = harvested
     job, data = brute
     windows_NT = job.windows_NT
@@ -118,7 +132,7 @@ def test_top_contexts_are_the_top(harvested, brute):
             by_feature.setdefault(f, []).append((rank, act, w, pos, tok, a))
         for f in range(job.saes[i].d_sae):
             cand = [(-float(best_NF[w, f]), w) for w in range(len(windows_NT)) if best_NF[w, f] > 0]
-            want = sorted(cand)[:TOP_K]
+            want = _distinct_top(cand, pos_NF, f, windows_NT, opts)
             have = by_feature.get(f, [])
             assert [(r[1], r[2]) for r in have] == [(-a, w) for a, w in want], f
             assert [r[0] for r in have] == list(range(len(want)))
@@ -209,8 +223,12 @@ def test_file_follows_the_schema(harvested, brute):
         (i, s.layer, s.d_sae, s.k) for i, s in sorted(zip(job.sae_ids, job.saes, strict=True))
     ]
     tok = job.loaded.tokenizer
-    vocab = rows(con, "SELECT token_id, token FROM vocab ORDER BY token_id")
-    assert [t for _, t in vocab] == [tok.decode([i]) for i in range(len(vocab))]
+    vocab = rows(con, "SELECT token_id, token, bytes FROM vocab ORDER BY token_id")
+    raw = vocab_bytes(tok, len(vocab))
+    assert [b for _, _, b in vocab] == raw  # each token's own bytes
+    assert [t for _, t, _ in vocab] == [show_bytes(b) for b in raw]  # its text on its own, never U+FFFD
+    assert [t for _, t, b in vocab if is_whole(b)] == [tok.decode([i]) for i, _, b in vocab if is_whole(b)]
+    assert not any("\ufffd" in t for _, t, _ in vocab) and any(not is_whole(b) for b in raw)
     assert len(vocab) >= job.loaded.vocab_size
     meta = dict(rows(con, "SELECT key, value FROM meta"))
     assert meta["model_id"] == job.model_id and int(meta["tokens"]) == job.windows_NT.numel()

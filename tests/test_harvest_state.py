@@ -248,5 +248,5 @@ def test_effects_by_hand():
     marked = top_marked_tokens(torch.tensor([0, 0, 0, 2]), torch.tensor([7, 5, 5, 9]), 3, n=2)
     assert marked.tolist() == [[5, 7], [-1, -1], [9, -1]]
     vocab = ["a", " b", "\n", "\x17"]
-    assert make_label([1, 0], [2, 3], vocab) == "·b a → ↵ ␗" and make_label([], [0], vocab) == "dead"
+    assert make_label([1, 0], [2, 3], vocab) == "·b a → ↵ <0x17>" and make_label([], [0], vocab) == "dead"
     assert visible("x" * 20) == "x" * 11 + "…"

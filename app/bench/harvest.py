@@ -99,7 +99,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--demo", type=Path, default=get_settings().demo_dir)
     p.add_argument("--tiny", action="store_true", help="build the tiny demo if the folder is missing")
     p.add_argument("--synthetic", type=Path, help="build (or reuse) a full-shape untrained stand-in here")

@@ -362,7 +362,7 @@ def serve(db: Path, port: int, log: Path, workers: int) -> subprocess.Popen:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--saes", type=int, default=2)
     p.add_argument("--features", type=int, default=16384, help="features per SAE")
     p.add_argument("--contexts", type=int, default=32, help="contexts per feature (half top, half interval)")

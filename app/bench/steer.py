@@ -55,7 +55,7 @@ def concurrent(worker: SteerWorker, lm, rows_of, n: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="data/demo/model")
     ap.add_argument("--saes", default="data/demo/saes")
     ap.add_argument("--tokens", type=int, default=32)

@@ -4,10 +4,11 @@ them); it prints its figures and a JSON line last. Registered from one table."""
 from __future__ import annotations
 
 import importlib
+import sys
 
 import typer
 
-from qscope.cli.app import cli
+from qscope.cli.app import QTyper, cli
 
 BENCHMARKS = {  # command name -> (module in qscope.bench, one line for `qscope bench --help`)
     "serve": ("serve", "Load-test `qscope serve` on a synthetic store at scale"),
@@ -20,13 +21,14 @@ BENCHMARKS = {  # command name -> (module in qscope.bench, one line for `qscope 
     "discover": ("discover", "Discover's examples/s vs forward + SAE encode alone on the same tokens"),
 }
 
-bench_cli = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints its figures, a JSON line last.")
+bench_cli = QTyper(no_args_is_help=True, help="Benchmarks: each prints its figures, a JSON line last.")
 cli.add_typer(bench_cli, name="bench")
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
-def _command(module: str):
+def _command(name: str, module: str):
     def run(ctx: typer.Context) -> None:
+        sys.argv[0] = f"qscope bench {name}"  # argparse names the program (its usage line) after argv[0]
         importlib.import_module(f"qscope.bench.{module}").main(list(ctx.args))
 
     return run
@@ -35,4 +37,4 @@ def _command(module: str):
 for _name, (_module, _doc) in BENCHMARKS.items():
     bench_cli.command(
         _name, context_settings=_PASS_THROUGH, help=f"{_doc} (`qscope bench {_name} --help` for its options)."
-    )(_command(_module))
+    )(_command(_name, _module))

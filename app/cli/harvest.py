@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from qscope.cli.app import cli, console, say
+from qscope.cli.app import DEMO_MODEL_ID, cli, console, say
 from qscope.config import get_settings
 
 # Options of the sharded harvest (qscope.harvest.cluster), shared by `harvest --ray` and `harvest-release`.
@@ -69,10 +69,25 @@ def harvest_cmd(
         ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="DuckDB file to write (default: data/<model_id>.duckdb).")] = None,
+    model_id: Annotated[
+        str | None,
+        typer.Option(
+            "--model-id",
+            help="The model's name in URLs and pages (default: the hub id's or checkpoint folder's name; "
+            f"{DEMO_MODEL_ID} for the demo's model).",
+        ),
+    ] = None,
     tokens: Annotated[int, typer.Option(help="Tokens to harvest (fewer if the corpus is shorter).")] = 1_000_000,
     ctx: Annotated[int, typer.Option(help="Tokens per window.")] = 128,
     batch: Annotated[int, typer.Option(help="Windows per forward pass.")] = 32,
     top_k: Annotated[int, typer.Option("--top-k", help="Top contexts kept per feature.")] = 32,
+    dedup: Annotated[
+        float,
+        typer.Option(
+            help="Top contexts sharing at least this fraction of their tokens with a stronger one count once "
+            "(near-duplicate passages); 0 keeps them all."
+        ),
+    ] = 0.8,
     before: Annotated[int, typer.Option(help="Context tokens kept before the max token.")] = 32,
     after: Annotated[int, typer.Option(help="Context tokens kept after it.")] = 8,
     skip_first: Annotated[bool, typer.Option("--skip-first/--keep-first", help="Leave position 0 out.")] = True,
@@ -112,16 +127,19 @@ def harvest_cmd(
             "red",
         )
         raise typer.Exit(2)
-    model = model or str(settings.demo_dir / "model")
+    if model is None:
+        model, model_id = str(settings.demo_dir / "model"), model_id or DEMO_MODEL_ID
     opts = HarvestOptions(
         model=model,
         saes=sae or [settings.demo_dir / "saes"],
         corpus=corpus or str(settings.demo_dir / "corpus" / "train.jsonl"),
         out=out or settings.data_dir / f"{model_id_for(model)}.duckdb",
+        model_id=model_id,
         tokens=tokens,
         ctx=ctx,
         batch=batch,
         top_k=top_k,
+        dedup=dedup,
         before=before,
         after=after,
         skip_first=skip_first,

@@ -72,11 +72,11 @@ def serve_cmd(
     from qscope.web import create_app
 
     try:
-        app = create_app(db, settings)
+        app = create_app(db, settings, say=say)
     except StoreError as err:
         say(f"error: {err}", "red")
         raise typer.Exit(2) from err
-    say(f"serving {len(db)} store(s) on http://{host}:{port}/")
+    say(f"serving {len(db)} store(s) on http://{host}:{port}/ (search builds its index in the background)")
     run(app)
 
 

@@ -120,8 +120,9 @@ def _stage(name: str, final: Path, digest: str, console: Console, make: Callable
 def build_corpus(out: Path, spec: DemoSpec, console: Console) -> dict:
     def make(tmp: Path) -> dict:
         manifest = corpus_mod.write_corpus(tmp, spec.corpus_chars, spec.seed)
+        sources = ", ".join(f"{name} {v['chars'] / 1e6:.2f}M chars" for name, v in manifest.sources.items())
         console.print(
-            f"corpus: {manifest.train_docs} train / {manifest.val_docs} val documents, sources {manifest.sources}"
+            f"corpus: {manifest.train_docs:,} train / {manifest.val_docs:,} val documents ({sources})", soft_wrap=True
         )
         return asdict(manifest)
 
@@ -148,10 +149,7 @@ def build_model(out: Path, spec: DemoSpec, console: Console) -> dict:
                 progress=lambda step, loss: bar.update(task, completed=step + 1, info=f"loss {loss:.3f}"),
             )
         model.save_pretrained(tmp)
-        console.print(
-            f"model: val loss {report.val_loss:.3f} nats vs unigram entropy {report.unigram_entropy:.3f} "
-            f"({report.params / 1e6:.2f}M params, {report.seconds:.0f}s)"
-        )
+        console.print(f"model: trained ({report.params / 1e6:.2f}M parameters, {report.seconds:.0f} s)")
         return asdict(report)
 
     return _stage("model", out / "model", spec.digest(*MODEL_FIELDS), console, make)
@@ -164,8 +162,8 @@ def model_max_length(spec: DemoSpec) -> int:
 def build_saes(out: Path, spec: DemoSpec, console: Console) -> dict:
     def make(tmp: Path) -> dict:
         metrics = _train_saes(out, spec, console, tmp)
-        for name, m in metrics.items():
-            console.print(f"sae layer {name}: FVU {m['fvu']:.3f}, dead {m['dead_fraction']:.1%}")
+        seconds = sum(m["train_seconds"] for m in metrics.values())
+        console.print(f"saes: trained {len(metrics)} SAEs ({seconds:.0f} s)")  # their figures: once, at the end
         return {"release": spec.sae_release, "layers": metrics}
 
     return _stage("saes", out / "saes" / spec.sae_release, spec.digest(*SAE_FIELDS), console, make)
@@ -184,7 +182,8 @@ def _train_saes(out: Path, spec: DemoSpec, console: Console, tmp: Path) -> dict[
     metrics: dict[str, dict] = {}
     with _Progress(console) as bar:
         for layer in spec.sae_layers:
-            task = bar.add_task(f"train SAE layer {layer}", total=None, info="")
+            total = len(train_acts[layer]) // spec.sae_batch * spec.sae_epochs  # the bar's length from the start
+            task = bar.add_task(f"train SAE layer {layer}", total=total, info="")
             t0 = time.perf_counter()
 
             def tick(step: int, total: int, fvu: float, task=task) -> None:
@@ -199,6 +198,16 @@ def _train_saes(out: Path, spec: DemoSpec, console: Console, tmp: Path) -> dict[
                 "train_seconds": time.perf_counter() - t0,
             }
     return metrics
+
+
+def is_built(out: Path, spec: DemoSpec) -> bool:
+    """Whether every stage under `out` was built from these settings (a build would only reuse them)."""
+    stages = (
+        (out / "corpus", CORPUS_FIELDS),
+        (out / "model", MODEL_FIELDS),
+        (out / "saes" / spec.sae_release, SAE_FIELDS),
+    )
+    return all(_reusable(folder, spec.digest(*fields)) for folder, fields in stages)
 
 
 def build_demo(out: Path, spec: DemoSpec, console: Console | None = None) -> dict:

@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from qscope.harvest.effects import LogitEffects, logit_effects, make_label, top_marked_tokens
+from qscope.harvest.effects import LogitEffects, logit_effects, make_label, marked_texts, top_marked_tokens
 from qscope.harvest.feed import few_threads
 from qscope.harvest.neighbors import Neighbors, PairCache
 from qscope.harvest.progress import Phases
@@ -38,11 +39,14 @@ AFTER_PASS = ("logit effects", "neighbors", "labels", "cards", "write")
 
 @dataclass
 class TableWork:
-    """How the tables are built, besides what they hold: progress, shared neighbor products, card workers."""
+    """How the tables are built: progress, shared neighbor products, card workers, and which top contexts are
+    kept (context_columns: with dedup > 0, near-identical ones count once and up to top_k distinct remain)."""
 
     phases: Phases = field(default_factory=Phases.quiet)
     pairs: PairCache = field(default_factory=PairCache)
     card_workers: int = 0  # processes building cards (0: qscope.store.card_pool.default_workers())
+    top_k: int | None = None  # top contexts kept per feature (None: as many as the state follows)
+    dedup: float = 0.0  # HarvestOptions.dedup (0 keeps every top context)
 
 
 @dataclass
@@ -84,19 +88,20 @@ class _SaeBuild:
                 part = _share(advance, self.F / len(lists))
                 self.found.append((other_id, self.work.pairs.nearest(mine, theirs, n, n_cross, part)))
 
-    def labels(self, windows_NT: Tensor, vocab: Sequence[str]) -> None:
+    def labels(self, windows_NT: Tensor, vocab: Sequence[str | bytes]) -> None:
         state, eff = self.inp.state, self.eff
         assert eff is not None
         # small CPU steps (gathers and sorts of the contexts): one thread, as the pass's bookkeeping (feed.py)
         with self.work.phases.run("labels") as advance, few_threads(torch.device("cpu")):
-            contexts = context_columns(state, windows_NT)
+            contexts = context_columns(state, windows_NT, self.work.top_k, self.work.dedup)
             is_top = contexts["kind"] == 0
             tok_at_max = torch.from_numpy(contexts["token_ids"][is_top, contexts["pos"][is_top]])
             feature_top = torch.from_numpy(contexts["feature"][is_top])
             marked_FN = top_marked_tokens(feature_top, tok_at_max, self.F, MARKED_TOKENS)
+            at_max = _characters_at_max(contexts, is_top, vocab)
             labels = [
-                make_label([t for t in m if t >= 0], top_ids, vocab)
-                for m, top_ids in zip(marked_FN.tolist(), eff.top_ids_FL.tolist(), strict=True)
+                make_label([t for t in m if t >= 0], top_ids, vocab, at_max=at_max.get(f))
+                for f, (m, top_ids) in enumerate(zip(marked_FN.tolist(), eff.top_ids_FL.tolist(), strict=True))
             ]
             advance(self.F)
         dead = int((state.n_fired_F == 0).sum())
@@ -113,6 +118,24 @@ class _SaeBuild:
         return t
 
 
+def _characters_at_max(
+    contexts: Columns, is_top: np.ndarray, vocab: Sequence[str | bytes]
+) -> dict[int, dict[int, str]]:
+    """feature -> {token id: the character it is part of at the max} for marked tokens holding part of one
+    (marked_texts), so a label reads '日', not the bytes of half of it."""
+    texts = marked_texts(
+        contexts["feature"][is_top],
+        contexts["token_ids"][is_top],
+        contexts["pos"][is_top],
+        contexts["length"][is_top],
+        vocab,
+    )
+    by_feature: dict[int, dict[int, str]] = {}
+    for (f, token), text in texts.items():
+        by_feature.setdefault(f, {})[token] = text
+    return by_feature
+
+
 def _share(advance, scale: float):
     """advance(scale x fraction): a neighbor list's fraction of the work, in features."""
     return lambda fraction: advance(scale * fraction)
@@ -122,7 +145,7 @@ def build_tables(
     inputs: Sequence[SaeInput],
     windows_NT: Tensor,
     W_U_VD: Tensor,
-    vocab: Sequence[str],
+    vocab: Sequence[str | bytes],
     opts_tokens: tuple[int, int, int],
     work: TableWork | None = None,
 ) -> list[SaeTables]:
@@ -145,7 +168,7 @@ def sae_tables(
     inp: SaeInput,
     windows_NT: Tensor,
     W_U_VD: Tensor,
-    vocab: Sequence[str],
+    vocab: Sequence[str | bytes],
     opts_tokens: tuple[int, int, int],
     work: TableWork | None = None,
 ) -> SaeTables:

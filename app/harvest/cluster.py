@@ -198,7 +198,7 @@ def finish(
     saes = _SaeCache(job.files, loaded.device)
     opts_tokens = (opts.logit_tokens, opts.neighbors, opts.cross_neighbors)
     declare_phases(phases, sum(info["d_sae"] for info in job.infos))
-    work = TableWork(phases, card_workers=opts.card_workers)
+    work = TableWork(phases, card_workers=opts.card_workers, top_k=opts.top_k, dedup=opts.dedup)
     dead: dict[str, int] = {}
     outs: list[Path] = []
     with ExitStack() as stack:

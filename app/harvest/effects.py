@@ -5,21 +5,22 @@
 - neighbors: the nearest features by decoder cosine, within the SAE (self excluded) or in another SAE
   (blocked, in qscope.harvest.neighbors);
 - labels: a short scannable line from the tokens most often at the max of the top contexts and the top
-  logit tokens, with whitespace made visible ("·the ·a → ·cat ·dog").
+  logit tokens, each read from its bytes with whitespace made visible ("·the ·a → ·cat ·dog", "·日 → 本").
 
 Shapes: F features, D d_model, V vocabulary, L tokens per side, N neighbors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from qscope.harvest.neighbors import Neighbors, mutual_nearest
-from qscope.tokens import visible
+from qscope.tokens import characters_of, is_whole, show_bytes, visible
 
 CHUNK_ELEMENTS = {"cuda": 2**28, "cpu": 2**25}  # entries of one [chunk, V] block (128 MB in fp32 on a CPU)
 
@@ -85,17 +86,52 @@ def top_marked_tokens(feature_E: Tensor, token_E: Tensor, n_features: int, n: in
 LABEL_TOKEN_CHARS = 12  # a label cuts longer tokens
 
 
-def label_token(token: str) -> str:
-    """A token as a label shows it: whitespace made visible, long tokens cut, empty as '∅'."""
-    return visible(token, LABEL_TOKEN_CHARS)
+def label_token(token: str | bytes) -> str:
+    """A token as a label shows it: its text on its own (a token's raw bytes as qscope.tokens.show_bytes reads
+    them: a byte of a partial character as '<0xE2>', never U+FFFD), whitespace made visible, long tokens cut,
+    empty as '∅'."""
+    return visible(show_bytes(token) if isinstance(token, bytes) else token, LABEL_TOKEN_CHARS)
 
 
-def make_label(marked: list[int], logit_ids: list[int], vocab: Sequence[str], n: int = 3) -> str:
-    """'·the ·a → ·cat ·dog': tokens most often at the max, then the tokens the feature promotes."""
+def make_label(
+    marked: list[int],
+    logit_ids: list[int],
+    vocab: Sequence[str | bytes],
+    n: int = 3,
+    at_max: Mapping[int, str] | None = None,
+) -> str:
+    """'·the ·a → ·cat ·dog': tokens most often at the max, then the tokens the feature promotes. at_max: the
+    text to show for a marked token that holds part of a character (the character it is part of in its top
+    context, marked_texts), so a feature firing on half of '日' reads '日', not its bytes."""
     if not marked:
         return "dead"
+    at_max = at_max or {}
 
-    def show(ids: list[int]) -> str:
-        return " ".join(label_token(vocab[i] if 0 <= i < len(vocab) else "") for i in ids[:n])
+    def show(ids: list[int], texts: Mapping[int, str]) -> str:
+        return " ".join(
+            label_token(texts[i] if i in texts else vocab[i] if 0 <= i < len(vocab) else b"") for i in ids[:n]
+        )
 
-    return f"{show(marked)} → {show(logit_ids)}" if logit_ids else show(marked)
+    shown = show(marked, at_max)
+    return f"{shown} → {show(logit_ids, {})}" if logit_ids else shown
+
+
+def marked_texts(
+    feature_E: Sequence[int],
+    ids_EW: np.ndarray,
+    pos_E: Sequence[int],
+    length_E: Sequence[int],
+    vocab: Sequence[str | bytes],
+) -> dict[tuple[int, int], str]:
+    """(feature, token id) -> the characters the marked token is part of in its context (qscope.tokens
+    characters_of), for the marked tokens that hold part of a character; the first context with it wins."""
+    raw = [v if isinstance(v, bytes) else v.encode() for v in vocab]
+    partial = np.array([not is_whole(b) for b in raw] + [False], dtype=bool)  # ids past the vocab: not partial
+    at_E = ids_EW[np.arange(len(pos_E)), np.asarray(pos_E)]
+    out: dict[tuple[int, int], str] = {}
+    for e in np.flatnonzero(partial[np.minimum(at_E, len(raw))]).tolist():
+        key = (int(feature_E[e]), int(at_E[e]))
+        if key not in out:
+            window = [raw[t] if 0 <= t < len(raw) else b"" for t in ids_EW[e, : length_E[e]].tolist()]
+            out[key] = characters_of(window, int(pos_E[e]))
+    return out

@@ -33,7 +33,7 @@ CHUNK_ELEMENTS = {"cuda": 2**28, "cpu": 2**22}  # dense activations per encode c
 
 def state_spec(opts: HarvestOptions, d_sae: int) -> StateSpec:
     """The FeatureState layout of one SAE under these options."""
-    return StateSpec(d_sae, opts.ctx, opts.top_k, *opts.window, opts.interval_bins, opts.interval_samples)
+    return StateSpec(d_sae, opts.ctx, opts.top_pool, *opts.window, opts.interval_bins, opts.interval_samples)
 
 
 def chunk_windows(opts: HarvestOptions, device_type: str, d_sae: int) -> int:

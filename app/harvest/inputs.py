@@ -79,7 +79,7 @@ def load_inputs(opts: HarvestOptions, device: torch.device | str, keep_saes: boo
         windows_NT = load_windows(opts.corpus, opts.ctx, max_windows, None) if tokenized else None
         docs = None if tokenized else _documents(opts)
         loaded = load_model(opts.model, device=device, dtype=opts.dtype)
-        model_id = model_id_for(opts.model)
+        model_id = opts.model_id or model_id_for(opts.model)
         checked = kept or (load_sae(f, device="cpu", dtype=torch.float32) for f in files)
         infos = []
         for sae in checked:

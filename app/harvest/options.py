@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from qscope.harvest.ids import url_safe
+
 
 class HarvestError(RuntimeError):
     """A harvest that cannot run (bad input or option); the message is one line for the user."""
@@ -24,6 +26,10 @@ class HarvestOptions:
     ctx: int = 128  # tokens per window (SAEDashboard's default)
     batch: int = 32  # windows per forward
     top_k: int = 32  # top contexts kept per feature
+    # top contexts sharing at least this fraction of their tokens (aligned on the marked token) with a stronger
+    # one count once (qscope.harvest.dedup); 0 keeps them all. With it on, the harvest follows top_pool
+    # candidates per feature (1.5 x top_k) so that up to top_k distinct ones remain
+    dedup: float = 0.8
     before: int = 32  # tokens of context kept before the marked token
     after: int = 8  # and after it
     skip_first: bool = True  # leave position 0 out of rankings and stats
@@ -40,6 +46,7 @@ class HarvestOptions:
     neighbors: int = 10  # nearest features within the SAE
     cross_neighbors: int = 5  # nearest features in each SAE of the neighboring layers
     card_workers: int = 0  # processes that build the feature cards; 0: one per core (at most 16)
+    model_id: str | None = None  # the model's name in URLs and pages; default: from `model` (qscope.harvest.ids)
     extra: dict = field(default_factory=dict)  # free-form notes copied into meta
 
     def validate(self) -> None:
@@ -63,14 +70,26 @@ class HarvestOptions:
             if getattr(self, name) < low:
                 flag = "--" + name.replace("_", "-")
                 raise HarvestError(f"{flag} must be at least {low}, got {getattr(self, name)}")
+        if not 0 <= self.dedup <= 1:  # also catches NaN
+            raise HarvestError(f"--dedup is a fraction of shared tokens between 0 and 1 (0 disables), got {self.dedup}")
         if not self.sink_norm_ratio >= 0:  # also catches NaN
             raise HarvestError(f"--sink-norm-ratio must be >= 0 (0 disables), got {self.sink_norm_ratio}")
         if self.stop_after is not None and self.stop_after < 1:
             raise HarvestError(f"--stop-after must be at least 1, got {self.stop_after}")
         if not self.saes:
             raise HarvestError("no SAE given: pass --sae with a file or folder")
+        if self.model_id is not None and url_safe(self.model_id) != self.model_id:
+            raise HarvestError(
+                f"--model-id {self.model_id!r} must be URL-safe (letters, digits, '.', '_', '-'), "
+                f"e.g. {url_safe(self.model_id)!r}"
+            )
         if Path(self.out).is_dir():
             raise HarvestError(f"--out {self.out} is a folder; give the path of the .duckdb file to write")
+
+    @property
+    def top_pool(self) -> int:
+        """Top-context candidates followed per feature: top_k, and half as many again to de-duplicate from."""
+        return self.top_k + self.top_k // 2 if self.dedup > 0 else self.top_k
 
     @property
     def window(self) -> tuple[int, int]:

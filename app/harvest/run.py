@@ -34,6 +34,7 @@ from qscope.harvest.state import FeatureState
 from qscope.model import LoadedModel, capture, pick_device
 from qscope.store.schema import SCHEMA_VERSION
 from qscope.store.writer import store_writer
+from qscope.tokens import vocab_bytes
 
 # Builds the search index of the store at a path (qscope.search.semantic.index_store, passed in by the CLI: the
 # harvest does not import the search layer); progress(done, total) as it goes; returns the features indexed.
@@ -199,7 +200,7 @@ class _Run:
         if head is None:
             raise HarvestError(f"{job.loaded.path} has no LM head: logit effects need its weight")
         declare_phases(phases, sum(s.d_sae for s in job.saes))
-        work = TableWork(phases, card_workers=opts.card_workers)
+        work = TableWork(phases, card_workers=opts.card_workers, top_k=opts.top_k, dedup=opts.dedup)
         opts_tokens = (opts.logit_tokens, opts.neighbors, opts.cross_neighbors)
         inputs = job_inputs(job.saes, job.sae_ids, self.states, job.infos)
         tables = build_tables(inputs, job.windows_NT, head.weight, vocab, opts_tokens, work)
@@ -222,11 +223,11 @@ class _Run:
         )
 
 
-def vocab_of(loaded: LoadedModel) -> list[str]:
-    """token id -> decoded text, for every id the model can emit (ids past the tokenizer decode to '')."""
+def vocab_of(loaded: LoadedModel) -> list[bytes]:
+    """token id -> the token's raw bytes, for every id the model can emit (ids past the tokenizer: b''). Bytes,
+    not decoded text: a byte-level token holding part of a UTF-8 character decodes alone to U+FFFD."""
     tokenizer = loaded.require_tokenizer()
-    n = max(len(tokenizer), loaded.vocab_size)
-    return tokenizer.batch_decode([[i] for i in range(n)])
+    return vocab_bytes(tokenizer, max(len(tokenizer), loaded.vocab_size))
 
 
 def store_meta(opts: HarvestOptions, model_path: str, model_id: str, windows_NT: Tensor, seconds: float) -> dict:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from qscope.harvest.dedup import aligned_windows, distinct
 from qscope.harvest.effects import LogitEffects
 from qscope.harvest.neighbors import Neighbors
 from qscope.harvest.state import FeatureState, top_key
@@ -21,11 +22,16 @@ from qscope.store.writer import Columns
 MARKED_TOKENS = 5  # features.top_tokens: token ids most often at the max of the top contexts
 
 
-def context_columns(state: FeatureState, windows_NT: Tensor) -> Columns:
-    """Rows of `contexts` for one SAE, sorted by (feature, kind, bin, rank); see qscope.store.writer."""
+def context_columns(state: FeatureState, windows_NT: Tensor, top_k: int | None = None, dedup: float = 0.0) -> Columns:
+    """Rows of `contexts` for one SAE, sorted by (feature, kind, bin, rank); see qscope.store.writer. With
+    dedup > 0, near-identical top contexts count once and top_k distinct ones remain (qscope.harvest.dedup)."""
     spec, nb = state.spec, state.spec.n_bins
     f_top, _, top = state.top.entries()  # in (feature, rank) order
     f_top, top = f_top.cpu(), {k: v.cpu() for k, v in top.items()}
+    if dedup > 0:
+        ids_EW = aligned_windows(windows_NT, top["window"], top["pos"], spec.before, spec.after)
+        kept = distinct(f_top, ids_EW, dedup, top_k or spec.top_k)
+        f_top, top = f_top[kept], {k: v[kept] for k, v in top.items()}
     seg_int, _, inter = state.interval.entries()
     seg_int, inter = seg_int.cpu(), {k: v.cpu() for k, v in inter.items()}
     order = top_key(inter["act"], inter["window"]).argsort(stable=True)  # strongest first within a bin

@@ -39,11 +39,12 @@ class TokenTop:
 class Analysis:
     model_id: str
     text: str
-    tokens: list[str]
+    tokens: list[str]  # each token's text on its own (shown on hover)
     ranked: list[bool]
     features: list[FeatureOnText]  # strongest first
     per_token: list[list[TokenTop]]  # each token's strongest features
     strength: list[float]  # per token: its strongest feature's relative activation, over the text's peak (0..1)
+    shown: list[str]  # each token's piece of the text (qscope.tokens.readable)
 
 
 @dataclass
@@ -116,7 +117,7 @@ def analyze(run: TextRun, store: Store, n_features: int = 24, per_token: int = 8
     strong = [t[0].rel if t and ok else 0.0 for t, ok in zip(per_tok, run.ranked, strict=True)]
     peak = max(strong, default=0.0) or 1.0
     strength = [min(s / peak, 1.0) for s in strong]
-    return Analysis(run.model_id, run.text, run.tokens, run.ranked, found[:n_features], per_tok, strength)
+    return Analysis(run.model_id, run.text, run.tokens, run.ranked, found[:n_features], per_tok, strength, run.shown)
 
 
 def _max_per_text(run: TextRun) -> dict[tuple[str, int], float]:

@@ -49,9 +49,10 @@ class TextRun:
     model_id: str
     text: str
     token_ids: list[int]
-    tokens: list[str]
+    tokens: list[str]  # each token's text on its own
     ranked: list[bool]  # False where the harvest would leave the token out (position 0, sinks)
     acts: list[Activations]
+    shown: list[str]  # each token's piece of the text (a character split over tokens on the one completing it)
 
 
 @dataclass
@@ -146,7 +147,7 @@ class LiveModel:
         lm, saes = self.load()
         ids = self.tokenize(text, limits)
         if not ids:
-            return TextRun(self.model_id, text, [], [], [], [])
+            return TextRun(self.model_id, text, [], [], [], [], [])
         sites = list(dict.fromkeys(s.require_site() for s in saes.values()))
         hidden = capture(lm.model, sites, torch.tensor([ids]))
         first = hidden[sites[0]]
@@ -164,7 +165,8 @@ class LiveModel:
                         f_TF[pos_N, feat_N].float().cpu().numpy(),
                     )
                 )
-        return TextRun(self.model_id, text, ids, self.store.decode(ids), ranked_T.cpu().tolist(), acts)
+        store = self.store
+        return TextRun(self.model_id, text, ids, store.decode(ids), ranked_T.cpu().tolist(), acts, store.shown(ids))
 
 
 class LiveModels:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
 from qscope.live.fires import strongest
-from qscope.live.runner import Limits, LiveModels, LiveUnavailable
+from qscope.live.runner import Limits, LiveModels, LiveUnavailable, TextTooLong
 from qscope.search.embedder import Embedder
 from qscope.search.explained import ExplanationSearch
 from qscope.search.semantic import SemanticIndex, load_cached_index, load_or_build_index
@@ -36,6 +38,7 @@ Kind = Literal["explanation", "semantic", "text", "fires"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 RRF_K = 10  # reciprocal-rank fusion constant: a hit at rank r adds 1 / (RRF_K + r)
 EXPLAINED_FIRST = 1.0  # added to the fused score of a hit found by its explanation: more than all kinds give
+KIND_WORDS = {"semantic": "Search by meaning", "text": "Text match", "fires": "Running the model on your query"}
 
 
 @dataclass
@@ -69,13 +72,30 @@ def _fused(found: list[Found]) -> float:
     return sum(1 / (RRF_K + f.rank) for f in found) + (EXPLAINED_FIRST if explained else 0.0)
 
 
+def of_harvest_max(rel: float) -> str:
+    """An activation relative to the feature's harvested max, in words: above 1 it is stronger than anything in
+    the harvest, which '116% of its max' leaves unexplained."""
+    if rel > 1:
+        return f"{rel:.2f}x the largest in the harvest (stronger than any harvested text)"
+    return f"{rel:.0%} of the largest in the harvest"
+
+
 class Searcher:
     """Search across the served stores. At startup a background thread loads the semantic indexes the harvest
     built (a moment), then builds the text indexes, then the semantic index of any store that has none; until a
     store's is built, semantic search leaves that store out and says so in the results' notes."""
 
-    def __init__(self, stores: list[Store], live: LiveModels, limits: Limits, cache_dir: Path | None = None):
+    def __init__(
+        self,
+        stores: list[Store],
+        live: LiveModels,
+        limits: Limits,
+        cache_dir: Path | None = None,
+        on_ready: Callable[[str], None] | None = None,
+    ):
+        """on_ready: told in one line when every index is built (the server prints it)."""
         self.stores, self.live, self.limits, self.cache_dir = stores, live, limits, cache_dir
+        self.on_ready = on_ready
         self.embedder = Embedder()
         self._indexes: dict[Path, SemanticIndex] = {}
         self._tables: dict[Path, TextSearch] = {}
@@ -93,6 +113,7 @@ class Searcher:
             self._thread.start()
 
     def _build_all(self) -> None:
+        t0 = time.perf_counter()
         for store in self.stores:  # the indexes the harvest built: loaded before anything else
             try:
                 index = load_cached_index(store, self.cache_dir)
@@ -119,6 +140,11 @@ class Searcher:
                 self._errors[store.path] = str(e)
             self._pending.discard(store.path)
         self._ready.set()
+        if self.on_ready:
+            n = sum(len(ix.feature_N) for ix in self._indexes.values())
+            line = f"search ready: {n:,} features indexed in {time.perf_counter() - t0:.1f} s"
+            failed = [f"{path.name}: {err}" for path, err in self._errors.items()]
+            self.on_ready(line + (f"; no semantic search for {'; '.join(failed)}" if failed else ""))
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         self.warm()
@@ -131,8 +157,8 @@ class Searcher:
         for kind in kinds:
             try:
                 hits = getattr(self, f"_{kind}")(q, limit, wait_s)
-            except (LiveUnavailable, RuntimeError) as e:
-                notes.append(f"{kind}: {e}")
+            except (LiveUnavailable, TextTooLong, RuntimeError) as e:  # one kind refusing stops none of the others
+                notes.append(f"{KIND_WORDS[kind]} did not run: {e}.")
                 continue
             for rank, (model_id, row, detail) in enumerate(hits):
                 key = (model_id, row.sae_id, row.feature)
@@ -200,7 +226,7 @@ class Searcher:
         for live in self.live.models.values():
             run = live.run(q, self.limits)
             for sae_id, f, act, rel, pos in strongest(run, live.store, limit):
-                detail = f"{act:.2f} on {run.tokens[pos]!r} ({rel:.0%} of its max)"
+                detail = f"{act:.2f} on {run.shown[pos] or run.tokens[pos]!r}, {of_harvest_max(rel)}"
                 scored.append((rel, live.store, sae_id, f, detail))
         scored.sort(key=lambda s: -s[0])
         return self._resolve(scored[:limit])

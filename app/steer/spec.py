@@ -85,8 +85,12 @@ class SteerSpec(BaseModel):
 
 class TokenOut(BaseModel):
     id: int
-    text: str
+    text: str = Field(
+        description="This token's piece of the completion: a character split over tokens comes with the token that "
+        "completes it ('' on the tokens before); a byte that completes nothing as <0xNN>."
+    )
     prob: float = Field(description="The model's probability of this token (softmax of the raw logits).")
+    value: str = Field("", description="The token's own text (its bytes alone; a partial character as <0xNN>).")
 
 
 class Completion(BaseModel):
@@ -132,7 +136,7 @@ class SteerLimits:
             if abs(f.strength) > self.max_strength:
                 raise SpecError(f"strength {f.strength:g} of feature {f.feature} is outside ±{self.max_strength:g}")
         if not spec.messages and not spec.prompt:
-            raise SpecError("the prompt is empty: give `prompt` or `messages`")
+            raise SpecError("the prompt is empty: type a prompt to generate from (in the API: `prompt` or `messages`)")
 
     def check_prompt(self, n_tokens: int) -> None:
         if n_tokens > self.max_prompt_tokens:

@@ -30,6 +30,7 @@ from transformers import PreTrainedTokenizerBase
 from qscope.steer.edits import Edit
 from qscope.steer.engine import Row, RowOut, generate
 from qscope.steer.spec import Completion, SpecError, SteerLimits, SteerResult, SteerSpec, TokenOut
+from qscope.tokens import Utf8Pieces, cached_vocab_bytes, show_bytes
 
 log = logging.getLogger(__name__)
 
@@ -118,19 +119,32 @@ def make_job(
 
 
 class _Stream:
-    """Turns a row's token ids into text pieces whose concatenation is the decoded text."""
+    """Turns a row's token ids into text pieces whose concatenation is the completion's text, from each token's
+    bytes (qscope.tokens): a character split over tokens comes with the token that completes it, a byte that
+    completes nothing as <0xNN>, never U+FFFD; special tokens give no text."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        self.tokenizer, self.text = tokenizer, ""
+        self.raw, self.special = cached_vocab_bytes(tokenizer), set(tokenizer.all_special_ids)
         self.ids: list[int] = []
+        self.text, self.utf8 = "", Utf8Pieces()
+
+    def value(self, token: int) -> str:
+        """The token's own text (its bytes on their own), for hover titles."""
+        return show_bytes(self.raw[token]) if 0 <= token < len(self.raw) else ""
 
     def push(self, token: int) -> str:
         self.ids.append(token)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        assert isinstance(text, str), "one sequence of ids decodes to one string"
-        piece = text[len(self.text) :] if text.startswith(self.text) else text
-        self.text = text
+        if token in self.special or not 0 <= token < len(self.raw):
+            return ""
+        piece = self.utf8.push(self.raw[token])
+        self.text += piece
         return piece
+
+    def flush(self) -> str:
+        """Bytes still waiting for the rest of their character when the completion ends, as <0xNN>."""
+        rest = self.utf8.flush()
+        self.text += rest
+        return rest
 
 
 def _finite(prob: float) -> float:
@@ -140,7 +154,12 @@ def _finite(prob: float) -> float:
 
 def completion(tokenizer: PreTrainedTokenizerBase, out: RowOut) -> Completion:
     stream = _Stream(tokenizer)
-    tokens = [TokenOut(id=t, text=stream.push(t), prob=_finite(p)) for t, p in zip(out.ids, out.probs, strict=True)]
+    tokens = [
+        TokenOut(id=t, text=stream.push(t), prob=_finite(p), value=stream.value(t))
+        for t, p in zip(out.ids, out.probs, strict=True)
+    ]
+    if tokens:
+        tokens[-1].text += stream.flush()
     return Completion(text=stream.text, tokens=tokens, stopped=out.stopped)
 
 
@@ -235,8 +254,9 @@ class SteerWorker:
                 job, name, stream = owner[b]
                 streamed.add(id(job))
                 piece = stream.push(token)
+                i, value = len(stream.ids) - 1, stream.value(token)
                 job.emit_safely(
-                    "token", {"row": name, "i": len(stream.ids) - 1, "id": token, "text": piece, "prob": _finite(prob)}
+                    "token", {"row": name, "i": i, "id": token, "text": piece, "value": value, "prob": _finite(prob)}
                 )
 
         first_row = {id(j): sum(len(k.rows) for k in live[:i]) for i, j in enumerate(live)}

@@ -24,6 +24,7 @@ from qscope.store.cards import Card, decode_card
 from qscope.store.meta import meta_of, model_source
 from qscope.store.schema import SAE_COLUMNS, SCHEMA_VERSION, SaeInfo
 from qscope.store.watchdog import WATCHDOG
+from qscope.tokens import is_whole, readable
 
 SortKey = Literal["index", "density", "max_act", "mean_act"]  # how an SAE's feature list may be sorted
 SORTS = {key: "feature" if key == "index" else key for key in get_args(SortKey)}  # sort key -> column
@@ -66,8 +67,9 @@ class Context:
     act: float  # activation at the marked token
     window: int  # corpus window it was cut from
     pos: int  # index of the marked token in `tokens`
-    tokens: list[str]
+    tokens: list[str]  # each token's text on its own (bytes of a partial character as <0xNN>)
     acts: list[float]  # the feature's activation on every token
+    shown: list[str]  # each token's piece of the context's text (qscope.tokens.readable): what pages show
 
 
 @dataclass
@@ -130,7 +132,8 @@ class Store:
             self.meta = meta_of(self.con)
             _check_version(self.path, self.meta.get("schema_version"))
             self.saes = _read_saes(self.con)
-            self.vocab = _read_vocab(self.con)
+            self.vocab, self.vocab_bytes = _read_vocab(self.con)
+            self._whole = [is_whole(b) for b in self.vocab_bytes]
             self.card_rowids = _card_rowids(self.con)
         except duckdb.Error as e:
             raise StoreError(f"{self.path} is not a qscope feature store: {e}") from e
@@ -154,6 +157,16 @@ class Store:
         if len(ids) > 1 and 0 <= min(ids) and max(ids) < n:
             return list(itemgetter(*ids)(vocab))  # the common case, in C
         return [vocab[i] if 0 <= i < n else f"<{i}>" for i in ids]
+
+    def shown(self, ids: Sequence[int], cut: bool = False) -> list[str]:
+        """Each token's piece of the text the ids make together: characters split over tokens shown whole on
+        the token that completes them (qscope.tokens.readable; cut: a context cut from a window, whose edges may
+        cut a character); the same as `decode` when no token splits one."""
+        whole, n = self._whole, len(self._whole)
+        if all(0 <= i < n and whole[i] for i in ids):
+            return self.decode(ids)
+        raw = self.vocab_bytes
+        return readable([raw[i] if 0 <= i < n else f"<{i}>".encode() for i in ids], cut)
 
     def token_ids_matching(self, text: str) -> list[int]:
         """Ids of the tokens that are `text` once stripped of whitespace and lower-cased."""
@@ -242,12 +255,15 @@ def _card_rowids(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return out
 
 
-def _read_vocab(con: duckdb.DuckDBPyConnection) -> list[str]:
-    rows = con.execute("SELECT token_id, token FROM vocab ORDER BY token_id").fetchall()
-    vocab = [""] * (rows[-1][0] + 1 if rows else 0)
-    for token_id, token in rows:
+def _read_vocab(con: duckdb.DuckDBPyConnection) -> tuple[list[str], list[bytes]]:
+    """Each token's text on its own and its raw bytes, indexed by token id."""
+    rows = con.execute("SELECT token_id, token, bytes FROM vocab ORDER BY token_id").fetchall()
+    n = rows[-1][0] + 1 if rows else 0
+    vocab, raw = [""] * n, [b""] * n
+    for token_id, token, data in rows:
+        raw[token_id] = bytes(data) if data is not None else (token or "").encode()
         vocab[token_id] = token or ""
-    return vocab
+    return vocab, raw
 
 
 _ROW_COLS = "sae_id, feature, density, mean_act, max_act, n_fired, label, top_tokens"
@@ -363,11 +379,11 @@ class Reader:
         top: list[Context] = []
         bins: dict[int, IntervalBin] = {}
         for c, ids, acts in zip(card.contexts, card.token_ids, card.acts, strict=True):
-            tokens = self.store.decode(ids)
+            tokens, shown = self.store.decode(ids), self.store.shown(ids, cut=True)
             if c.kind == 0:
-                top.append(Context("top", None, c.rank, c.act, c.window, c.pos, tokens, acts))
+                top.append(Context("top", None, c.rank, c.act, c.window, c.pos, tokens, acts, shown))
             elif c.rank < per_bin:
-                ctx = Context("interval", c.bin, c.rank, c.act, c.window, c.pos, tokens, acts)
+                ctx = Context("interval", c.bin, c.rank, c.act, c.window, c.pos, tokens, acts, shown)
                 bins.setdefault(c.bin, IntervalBin(c.bin, c.bin * width, (c.bin + 1) * width, [])).contexts.append(ctx)
         return top, list(bins.values())
 

@@ -23,7 +23,10 @@ contexts    one row per example context          kind ('top' | 'interval'), bin 
                                                  every token of the context)
 logits      top and bottom logit effects         sign (+1 | -1), rank, token_id, value  (W_dec[f] @ W_U)
 neighbors   nearest features by decoder cosine   other_sae_id, other_feature, cosine, rank (per other_sae_id)
-vocab       token_id INTEGER, token VARCHAR      so pages decode without the tokenizer
+vocab       token_id INTEGER, token VARCHAR,     so pages decode without the tokenizer: bytes are the token's
+            bytes BLOB                           raw bytes (a byte-level token may hold part of a UTF-8
+                                                 character), token its text on its own (qscope.tokens:
+                                                 whole characters, other bytes as <0xNN>, never U+FFFD)
 cards       one row per feature                  card BLOB: the dashboard's rows above, packed into one
                                                  value (format in qscope.store.cards) so a page is one lookup;
                                                  stored uncompressed so a lookup decompresses nothing else
@@ -35,7 +38,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-SCHEMA_VERSION = 2  # 2: the cards table
+SCHEMA_VERSION = 3  # 2: the cards table; 3: vocab.bytes
 
 
 def _col(sql: str, **kw: Any) -> Any:
@@ -84,7 +87,7 @@ CREATE TABLE logits (sae_id VARCHAR, feature INTEGER, sign TINYINT, rank INTEGER
 CREATE TABLE neighbors (
     sae_id VARCHAR, feature INTEGER, other_sae_id VARCHAR, other_feature INTEGER, cosine FLOAT, rank INTEGER
 );
-CREATE TABLE vocab (token_id INTEGER PRIMARY KEY, token VARCHAR);
+CREATE TABLE vocab (token_id INTEGER PRIMARY KEY, token VARCHAR, bytes BLOB);
 CREATE TABLE cards (sae_id VARCHAR, feature INTEGER, card BLOB USING COMPRESSION uncompressed);
 """
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from qscope.store.cards import build_cards
 from qscope.store.schema import DDL, SAE_COLUMNS, SCHEMA_VERSION
+from qscope.tokens import show_bytes
 
 ROWS_PER_INSERT = 500_000  # bounds the memory of one INSERT's spread columns
 Columns = dict[str, np.ndarray]
@@ -44,6 +45,9 @@ class SaeTables:
     neighbors: Columns = field(default_factory=dict)  # feature, other_sae_id (str objects), other_feature,
     #                                                   cosine, rank
     cards: np.ndarray | None = None  # one card per row of `features` sorted by feature (built here when None)
+
+
+Vocab = Sequence[str | bytes]  # per token id: its raw bytes, or a text whose UTF-8 bytes are the token
 
 
 class SaeTablesLike(Protocol):
@@ -73,7 +77,7 @@ class AddSae(Protocol):
     def __call__(self, tables: SaeTablesLike, progress: Progress | None = None) -> None: ...
 
 
-def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTablesLike], vocab: Sequence[str]) -> int:
+def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTablesLike], vocab: Vocab) -> int:
     """Write the store at `out` atomically; returns its size in bytes."""
     with store_writer(out, meta, vocab) as add:
         for tables in sorted(saes, key=lambda t: t.info["sae_id"]):
@@ -82,7 +86,7 @@ def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTablesLike
 
 
 @contextmanager
-def store_writer(out: Path, meta: Mapping[str, str], vocab: Sequence[str]) -> Iterator[AddSae]:
+def store_writer(out: Path, meta: Mapping[str, str], vocab: Vocab) -> Iterator[AddSae]:
     """Write a store one SAE at a time (bounded memory: a harvest of many SAEs builds one SAE's tables, adds it,
     drops it). Yields `add(tables, progress=None)`; call it in sae_id order; progress(fraction of this SAE's
     rows) is called as they go in. The file appears at `out`, renamed into place, only when the body ends
@@ -97,9 +101,7 @@ def store_writer(out: Path, meta: Mapping[str, str], vocab: Sequence[str]) -> It
             con.execute(DDL)
             meta = {**meta, "schema_version": str(SCHEMA_VERSION)}  # the writer owns the layout it writes
             con.executemany("INSERT INTO meta VALUES (?, ?)", [[k, str(v)] for k, v in meta.items()])
-            ids = np.arange(len(vocab), dtype=np.int32)
-            tokens = np.array(list(vocab), dtype=object)
-            _insert(con, "vocab", {"token_id": ids, "token": tokens}, "token_id, token::VARCHAR")
+            _write_vocab(con, vocab)
 
             def add(tables: SaeTablesLike, progress: Progress | None = None) -> None:
                 _write_sae(con, tables, progress)
@@ -113,6 +115,17 @@ def store_writer(out: Path, meta: Mapping[str, str], vocab: Sequence[str]) -> It
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _write_vocab(con: duckdb.DuckDBPyConnection, vocab: Vocab) -> None:
+    """The vocab table: each token's bytes, and its text on its own as pages show it (never U+FFFD)."""
+    raw = [v if isinstance(v, bytes) else v.encode() for v in vocab]
+    cols = {
+        "token_id": np.arange(len(raw), dtype=np.int32),
+        "token": np.array([show_bytes(b) for b in raw], dtype=object),
+        "bytes": np.array(raw, dtype=object),
+    }
+    _insert(con, "vocab", cols, "token_id, token::VARCHAR, bytes::BLOB")
 
 
 def _remove(path: Path) -> None:

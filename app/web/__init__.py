@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -46,14 +46,20 @@ from qscope.web.routes import (
 )
 
 
-def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, warm_search: bool = True) -> FastAPI:
+def create_app(
+    dbs: Sequence[str | Path],
+    settings: Settings | None = None,
+    *,
+    warm_search: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> FastAPI:
     """The app for these feature store files. warm_search: build the semantic indexes in the background
-    at startup (else on the first search)."""
+    at startup (else on the first search); say: told in one line when search is ready (the CLI prints it)."""
     settings = settings or get_settings()
     catalog = Catalog(dbs, timeout_s=settings.query_timeout_s, show_paths=settings.show_paths)
     live = LiveModels(catalog.stores, device=settings.device, dtype=settings.dtype, show_paths=settings.show_paths)
     limits = Limits(max_chars=settings.max_chars, max_tokens=settings.max_tokens, wait_s=settings.live_wait_s)
-    searcher = Searcher(catalog.stores, live, limits, cache_dir=settings.cache_dir)
+    searcher = Searcher(catalog.stores, live, limits, cache_dir=settings.cache_dir, on_ready=say)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -18,7 +18,7 @@ from qscope.store.queries import QueryTimeout
 from qscope.web import urls
 from qscope.web.catalog import NotFound
 from qscope.web.openai_schema import openai_error
-from qscope.web.render import templates
+from qscope.web.render import is_partial, templates
 from qscope.web.twins import wants_json
 
 TITLES = {
@@ -48,8 +48,11 @@ def error_response(
         body = {"status": status, "error": message, "exists": [{"name": n, "url": u} for n, u in exists]}
         response = JSONResponse(body, status_code=status)
     else:
+        # an htmx request gets the error alone, swapped in where its result would have gone (qscope.js lets
+        # htmx swap error answers), so the page shows it next to the form that caused it
         context = {"status": status, "title": title, "message": message, "exists": list(exists), "what": what}
-        response = templates.TemplateResponse(request, "error.html", context, status_code=status)
+        template = "_error.html" if is_partial(request) else "error.html"
+        response = templates.TemplateResponse(request, template, context, status_code=status)
     response.headers["Vary"] = "HX-Request"
     return response
 

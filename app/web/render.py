@@ -77,32 +77,38 @@ def tokens_html(
     max_act: float,
     mark: int | None = None,
     around: int | None = None,
+    shown: Sequence[str] | None = None,
 ) -> Markup:
     """A context as token spans shaded by activation (--a in 0..1), value on hover, the marked token boxed.
 
-    With `around`, tokens further than that from `mark` get class "far" (hidden until the row is expanded).
-    Built as one string (a dashboard holds thousands of tokens); every token goes through `_token_text` and
-    `_token_title`, which escape it.
+    `tokens` are each token's text on its own (its value, on hover); `shown` each token's piece of the whole
+    context (qscope.tokens.readable: a character split over tokens appears on the token completing it, and the
+    tokens before it are drawn as thin marks). With `around`, tokens further than that from `mark` get class
+    "far" (hidden until the row is expanded). Built as one string (a dashboard holds thousands of tokens);
+    every token goes through `_token_text` and `_token_title`, which escape it.
     """
     inv = 1.0 / max_act if max_act > 0 else 0.0
     text, title = _token_text, _token_title
-    n = min(len(tokens), len(acts))
+    shown = tokens if shown is None else shown
+    n = min(len(tokens), len(acts), len(shown))
     lo, hi = (mark - around, mark + around) if around is not None and mark is not None else (0, n)
     out = []
     for i in range(n):  # one f-string per token: this loop is most of a dashboard's render time
-        tok, act = tokens[i], acts[i]
+        tok, act, piece = tokens[i], acts[i], shown[i]
         cls = "t mx" if i == mark else ("t" if lo <= i <= hi else "t far")
-        if act > 0:  # the value on hover where the feature fires; bare tokens stay small
-            a = min(act * inv, 1.0)
-            out.append(f'<span class="{cls}" style="--a:{a:.2f}" title="{title(tok)} {act:.3f}">{text(tok)}</span>')
+        if piece != tok:  # part of a character split over tokens
+            cls += " part" if piece == "" and tok else ""
+            hover = f' title="{title(tok, piece)}{f" {act:.3f}" if act > 0 else ""}"'
         else:
-            out.append(f'<span class="{cls}">{text(tok)}</span>')
+            hover = f' title="{title(tok)} {act:.3f}"' if act > 0 else ""  # bare whole tokens stay small
+        shade = f' style="--a:{min(act * inv, 1.0):.2f}"' if act > 0 else ""
+        out.append(f'<span class="{cls}"{shade}{hover}>{text(piece) if piece or not tok else ""}</span>')
     return Markup("".join(out))
 
 
 @lru_cache(maxsize=1 << 18)
-def _token_title(tok: str) -> str:
-    return str(escape(repr(tok)))
+def _token_title(tok: str, shown: str | None = None) -> str:
+    return str(escape(piece_title(tok if shown is None else shown, tok)))
 
 
 @lru_cache(maxsize=1 << 18)
@@ -134,6 +140,15 @@ def pct(x: float | None) -> str:
     return f"{x * 100:.3g}%"
 
 
+def of_max(rel: float) -> Markup:
+    """An activation over the feature's harvested max as a percentage; above 100% marked and explained (the text
+    is stronger than anything in the harvest), not left as an unexplained '116%'."""
+    if rel > 1:
+        why = f"above the largest activation in the harvest: {rel:.2f} x it"
+        return Markup(f'<span class="above" title="{escape(why)}">{rel * 100:.0f}% ▲</span>')
+    return Markup(f"{rel * 100:.0f}%")
+
+
 def num(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
@@ -148,9 +163,27 @@ def token_markup(tok: str) -> Markup:
     return Markup(_token_text(tok))
 
 
+def piece_markup(piece: str, tok: str) -> Markup:
+    """A token's piece of a text (qscope.tokens.readable) as escaped HTML: empty for a token holding only the
+    first bytes of a character (the page draws a thin mark), ∅ for a token that is empty itself."""
+    return Markup("" if piece == "" and tok else _token_text(piece))
+
+
+def piece_title(piece: str, tok: str) -> str:
+    """The hover title of a token shown as `piece` (its value; both where they differ). Autoescaped."""
+    if piece == tok:
+        return repr(tok)
+    if piece == "":
+        return f"{tok!r}: bytes of a character split over tokens (shown where it completes, or cut off at an edge)"
+    return f"{tok!r} → {piece!r} (with the bytes of the tokens before it)"
+
+
 def short_sae(sae_id: str) -> str:
     """The distinguishing end of an sae_id ('SAE-Res-...-L0_50__layer12' -> 'layer12') for dense tables."""
     return sae_id.rsplit("__", 1)[-1]
 
 
-templates.env.filters.update(short_sae=short_sae, pct=pct, num=num, visible=visible, tok=token_markup, rep=repr)
+templates.env.filters.update(
+    short_sae=short_sae, pct=pct, num=num, visible=visible, tok=token_markup, rep=repr, of_max=of_max
+)
+templates.env.globals.update(piece=piece_markup, piece_title=piece_title)

@@ -47,6 +47,16 @@ def inspect(json: bool = False, **params: object) -> str:
     return f"/inspect{JSON if json else ''}{_query(params)}"
 
 
+def steer_page(json: bool = False) -> str:
+    """The steering page, empty."""
+    return f"/steer{JSON if json else ''}"
+
+
+def steer_feature(sae_id: str, feature: int) -> str:
+    """What the steering page needs to know about one feature (label, max activation, dead or not), as JSON."""
+    return f"/api/steer/feature/{_seg(sae_id)}/{int(feature)}"
+
+
 def attribute(json: bool = False, **params: object) -> str:
     """Why this token? (text= or run= & side=, pos=, target=, contrast=, sae_id=...)."""
     return f"/attribute{JSON if json else ''}{_query(params)}"

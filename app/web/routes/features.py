@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse
 from pydantic import WithJsonSchema
 
 from qscope.explain.service import FeatureWords
-from qscope.store.queries import FeatureDetail
+from qscope.store.queries import FeatureDetail, Neighbor
 from qscope.store.schema import SaeInfo
 from qscope.tokens import visible
 from qscope.web import urls
@@ -35,6 +35,15 @@ FeatureSegment = Annotated[
 
 
 @dataclass
+class NeighborGroup:
+    """The nearest features in one SAE, under a heading (cosines of different SAEs do not compare)."""
+
+    heading: str  # 'this SAE (layer 1)', 'layer 0'
+    sae_id: str
+    rows: list[tuple[Neighbor, str]]  # (neighbor, its dashboard URL), nearest first
+
+
+@dataclass
 class FeaturePage:
     model_id: str
     sae: SaeInfo
@@ -42,7 +51,25 @@ class FeaturePage:
     urls: dict  # self, json, embed, sae, steer, random, prev, next
     neighbor_urls: list[str]  # one per detail.neighbors
     summary: str  # one line for link previews: label, density, top tokens
+    neighbor_groups: list[NeighborGroup]  # detail.neighbors by SAE: this one first, then the other layers
     words: FeatureWords | None = None  # its automatic explanation and scores, people's notes and lists
+
+
+def _neighbor_groups(
+    catalog: Catalog, sae: SaeInfo, neighbors: list[Neighbor], links: list[str]
+) -> list[NeighborGroup]:
+    groups: dict[str, NeighborGroup] = {}
+    for n, url in zip(neighbors, links, strict=True):
+        if n.sae_id not in groups:
+            other = catalog.find_sae(n.sae_id)
+            layer = other.sae.layer if other else None
+            where = f"layer {layer}" if layer is not None else n.sae_id
+            heading = f"this SAE ({where})" if n.sae_id == sae.sae_id else where
+            if other and n.sae_id != sae.sae_id and layer == sae.layer:
+                heading = f"{where}, {n.sae_id}"  # another SAE of the same layer
+            groups[n.sae_id] = NeighborGroup(heading, n.sae_id, [])
+        groups[n.sae_id].rows.append((n, url))
+    return list(groups.values())
 
 
 def _parse_feature(segment: str, model_id: str, sae: SaeInfo) -> int:
@@ -97,7 +124,8 @@ def _feature_page(request: Request, model_id: str, served: Served, feature: int,
     summary = f"{row.label} · density {row.density:.3%} · max {row.max_act:.3g} · top tokens: {tops}"
     neighbor_urls = [_neighbor_url(catalog, model_id, n.sae_id, n.feature) for n in detail.neighbors]
     words = request.app.state.explained.words(served.store, model_id, sae_id, feature)
-    data = FeaturePage(model_id, served.sae, detail, links, neighbor_urls, summary, words)
+    groups = _neighbor_groups(catalog, served.sae, detail.neighbors, neighbor_urls)
+    data = FeaturePage(model_id, served.sae, detail, links, neighbor_urls, summary, groups, words)
     template = "feature_embed.html" if embed else "feature.html"
     response = render(request, template, {"p": data}, data=data, partial=None if embed else "_dashboard.html")
     if embed and not wants_json(request):

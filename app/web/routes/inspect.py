@@ -28,11 +28,16 @@ class InspectPage:
     analysis: Analysis | None
     comparison: Comparison | None
     note: str | None  # why live runs are not available here, if they are not
+    max_chars: int  # the longest text a run takes (the page counts as you type)
 
 
 def _check_len(name: str, text: str, max_chars: int) -> None:
     if len(text) > max_chars:
-        raise Unprocessable(f"Bad parameter: {name} has {len(text):,} characters; at most {max_chars:,} are run.")
+        what = "the text" if name == "text" else f"text {name.upper()}"
+        raise Unprocessable(
+            f"{what.capitalize()} is {len(text):,} characters long; this server runs at most {max_chars:,}. "
+            f"Shorten it and run again. (parameter {name})"
+        )
 
 
 @router.get("/inspect")
@@ -65,8 +70,11 @@ def inspect_page(
         sets = split_set(a), split_set(b)
         for name, texts in zip("ab", sets, strict=True):
             if len(texts) > settings.max_texts:
-                raise Unprocessable(f"Bad parameter: {name} holds {len(texts)} texts; at most {settings.max_texts}.")
+                raise Unprocessable(
+                    f"Set {name.upper()} holds {len(texts)} texts; at most {settings.max_texts} are compared. "
+                    f"(parameter {name})"
+                )
         runs_a, runs_b = ([runner.run(t, limits) for t in texts] for texts in sets)
         comparison = compare(runs_a, runs_b, runner.store, n=top)
-    data = InspectPage(mode, model_id, models, text, a, b, analysis, comparison, note)
+    data = InspectPage(mode, model_id, models, text, a, b, analysis, comparison, note, limits.max_chars)
     return render(request, "inspect.html", {"p": data}, data=data, partial="_inspect_result.html")

@@ -12,25 +12,67 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, Field
 
 from qscope.steer.edits import resolve_edits
 from qscope.steer.runs import DamagedRun
 from qscope.steer.service import Steering
-from qscope.steer.spec import SavedRun, ShareRequest, SteerResult, SteerSpec
+from qscope.steer.spec import SavedRun, ShareRequest, SpecError, SteerResult, SteerSpec
 from qscope.steer.worker import SteerJob, WaitedTooLong, make_job
 from qscope.web import urls
 from qscope.web.catalog import Catalog, NotFound
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
-from qscope.web.errors import error_response
+from qscope.web.errors import Unprocessable, error_response
 from qscope.web.render import render
 from qscope.web.twins import TwinRoute
 
 router = APIRouter(route_class=TwinRoute)
 api = APIRouter(prefix="/api/steer", tags=["steer"])
+DEAD = (
+    "feature {feature} of {sae_id} never fired in the harvest (its max activation is 0): add and clamp are "
+    "multiples of that max, so they would change nothing. Pick a feature that fired, or use multiply or ablate."
+)
+
+
+class SteerFeature(BaseModel):
+    """What the steering page shows about one feature it steers with."""
+
+    model_id: str
+    sae_id: str
+    feature: int
+    label: str
+    max_act: float = Field(description="The unit of add and clamp: the largest activation seen in the harvest.")
+    dead: bool = Field(description="Never fired in the harvest: add and clamp (multiples of max_act) do nothing.")
+    url: str = Field(description="The feature's dashboard.")
+
+
+def steer_feature(catalog: Catalog, sae_id: str, feature: int) -> SteerFeature:
+    """One feature as the steering page shows it (NotFound names what exists)."""
+    served = catalog.find_sae(sae_id)
+    if served is None:
+        raise NotFound(
+            f"No SAE {sae_id!r}.", [(s.sae.sae_id, urls.sae(m.model_id, s.sae.sae_id)) for m in catalog for s in m.saes]
+        )
+    catalog.check_feature(served, feature)
+    with served.store.reader() as r:
+        row = r.row(sae_id, feature)
+    if row is None:
+        raise NotFound(f"{sae_id} has no row for feature {feature}.")
+    model_id = served.sae.model_id
+    return SteerFeature(
+        model_id=model_id,
+        sae_id=sae_id,
+        feature=feature,
+        label=row.label,
+        max_act=row.max_act,
+        dead=not row.max_act > 0,
+        url=urls.feature(model_id, sae_id, feature),
+    )
 
 
 def _model_id(catalog: Catalog, spec: SteerSpec) -> str:
@@ -38,6 +80,19 @@ def _model_id(catalog: Catalog, spec: SteerSpec) -> str:
     model_id = spec.model_id or (models[0] if models else "")
     catalog.model(model_id)  # NotFound lists what exists
     return model_id
+
+
+def _live_max_act(catalog: Catalog, model_id: str) -> Callable[[str, int], float]:
+    """catalog.max_act_of, refusing a dead feature: asked only for add and clamp, whose unit is the max."""
+    max_act_of = catalog.max_act_of(model_id)
+
+    def max_act(sae_id: str, feature: int) -> float:
+        value = max_act_of(sae_id, feature)
+        if not value > 0:
+            raise SpecError(DEAD.format(feature=feature, sae_id=sae_id))
+        return value
+
+    return max_act
 
 
 def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -> tuple[SteerJob, SteerSpec]:
@@ -50,7 +105,7 @@ def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -
     lm, saes = runner.load()
 
     steering.limits.check(spec)  # before any lookup: an oversized spec costs nothing
-    edits = resolve_edits(spec.features, saes, catalog.max_act_of(model_id))
+    edits = resolve_edits(spec.features, saes, _live_max_act(catalog, model_id))
     job = make_job(spec, lm.model, lm.tokenizer, edits, steering.limits, emit, runner.lock)
     steering.worker.submit(job)
     return job, spec
@@ -118,6 +173,24 @@ async def steer_stream(spec: SteerSpec, catalog: CatalogDep, live: LiveDep, stee
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
+@api.get(
+    "/feature/{sae_id}/{feature}",
+    response_model=SteerFeature,
+    summary="One feature as the steering page shows it: label, max activation (the unit of add and clamp), dead",
+)
+def feature_info(sae_id: str, feature: int, catalog: CatalogDep) -> SteerFeature:
+    return steer_feature(catalog, sae_id, feature)
+
+
+@api.get("/{run_id}", response_model=SavedRun, summary="A shared run (the same as /steer/{run_id}.json)")
+def saved_run_api(run_id: str, steering: SteeringDep) -> SavedRun:
+    found = steering.runs.get(run_id)
+    if found is None:
+        raise NotFound(f"No saved steering run {run_id!r}: runs are saved with POST /api/steer/share.")
+    spec, result = found
+    return SavedRun(id=run_id, url=urls.steer_run(run_id), spec=spec, result=result)
+
+
 @api.post("/share", response_model=SavedRun, summary="Save a finished run; returns its permalink")
 def share(body: ShareRequest, steering: SteeringDep) -> SavedRun:
     found = steering.recall(body.run)
@@ -139,13 +212,19 @@ def _page(
 ) -> Response:
     saes = {m.model_id: [s.sae.sae_id for s in m.saes] for m in catalog}
     data = SavedRun(id=run_id, url=urls.steer_run(run_id), spec=spec, result=result) if run_id and result else None
+    known = []
+    for f in spec.features:
+        try:
+            known.append(steer_feature(catalog, f.sae_id, f.feature).model_dump())
+        except (NotFound, Unprocessable):
+            continue  # the row says so when the page asks again
     context = {
         "spec": spec,
         "result": result,
         "run_id": run_id,
         "saes": saes,
         "limits": steering.limits,
-        "init": {"spec": spec.model_dump(), "saes": saes},
+        "init": {"spec": spec.model_dump(), "saes": saes, "features": known, "limits": asdict(steering.limits)},
     }
     return render(request, "steer.html", context, data=data.model_dump() if data else spec.model_dump())
 
