@@ -116,9 +116,11 @@ def generate(
     pad_id: int = 0,
     on_step: StepFn | None = None,
     lock: threading.Lock | None = None,
+    share_prefill: bool = False,
 ) -> list[RowOut]:
     """Generate every row in one batch; `lock` is held around each forward (others may use the model between
-    steps, and never see this generation's hooks)."""
+    steps, and never see this generation's hooks). share_prefill: run the prompt pass once per group of rows
+    with the same prompt and the same prompt edits (e.g. the seeds of one steering evaluation row)."""
     device = next(model.parameters()).device
     ids_BL, mask_BL = left_pad([r.prompt_ids for r in rows], pad_id)
     ids_BL, mask_BL = ids_BL.to(device), mask_BL.to(device)
@@ -134,10 +136,20 @@ def generate(
     steers = _site_steers(rows)
     for _ in range(max(r.max_new_tokens for r in rows)):
         step_pos = pos_BL if past is None else pos_BL[:, -1:]
-        with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT)):
-            out = model(input_ids=step_ids, attention_mask=mask_BL, position_ids=step_pos, past_key_values=past,
-                        use_cache=True, logits_to_keep=1)  # fmt: skip
-        past, logits_BV = out.past_key_values, out.logits[:, -1].float()
+        groups = _prefill_groups(rows) if past is None and share_prefill else None
+        if groups is not None:  # rows that differ only in sampling (seeds) share one prompt pass
+            past, logits_BV = _shared_prefill(model, rows, groups, step_ids, mask_BL, step_pos, steer_BT, lock)
+        else:
+            with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT)):
+                out = model(
+                    input_ids=step_ids,
+                    attention_mask=mask_BL,
+                    position_ids=step_pos,
+                    past_key_values=past,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+            past, logits_BV = out.past_key_values, out.logits[:, -1].float()
         if counts_BV is None and any(r.frequency_penalty for r in rows):
             counts_BV = torch.zeros_like(logits_BV)
         next_B = sample_next(logits_BV, rows, gens, counts_BV)
@@ -152,6 +164,41 @@ def generate(
         pos_BL = step_pos[:, -1:] + 1
         steer_BT = on_gen_B1
     return outs
+
+
+def _prompt_key(row: Row) -> tuple:
+    """What a row's prompt pass depends on: its prompt ids and, where the prompt is steered, its edits."""
+    if row.where == "generated":
+        return tuple(row.prompt_ids), ()
+    edits = [(site, id(e.sae), e.feature, e.mode, e.value) for site, es in sorted(row.edits.items()) for e in es]
+    return tuple(row.prompt_ids), tuple(edits)
+
+
+def _prefill_groups(rows: Sequence[Row]) -> list[int] | None:
+    """For each row, the index of the first row with the same prompt pass; None when no two rows share one."""
+    first: dict[tuple, int] = {}
+    owner = [first.setdefault(_prompt_key(r), b) for b, r in enumerate(rows)]
+    return owner if len(first) < len(rows) else None
+
+
+def _shared_prefill(model, rows, owner, ids_BL, mask_BL, pos_BL, steer_BT, lock) -> tuple[object, Tensor]:
+    """The prompt pass of the distinct rows only, its KV cache and last logits copied out to every row."""
+    uniq = sorted(set(owner))
+    slot = {b: i for i, b in enumerate(uniq)}
+    u_U = torch.tensor(uniq, device=ids_BL.device)
+    expand_B = torch.tensor([slot[o] for o in owner], device=ids_BL.device)
+    steers = _site_steers([rows[i] for i in uniq])
+    with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT[u_U])):
+        out = model(
+            input_ids=ids_BL[u_U],
+            attention_mask=mask_BL[u_U],
+            position_ids=pos_BL[u_U],
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    past = out.past_key_values
+    past.batch_select_indices(expand_B)  # repeats each distinct row's keys and values for its group
+    return past, out.logits[:, -1].float()[expand_B]
 
 
 def _record(rows, outs, live, tokens, probs, eos, on_step) -> None:
