@@ -18,11 +18,12 @@ from fastapi.staticfiles import StaticFiles
 from qscope.config import Settings, get_settings
 from qscope.live.runner import Limits, LiveModels
 from qscope.search.searcher import Searcher
+from qscope.steer.evaluate.jobs import from_settings as evaluations_from_settings
 from qscope.steer.service import Steering
 from qscope.web import errors, openapi, security, urls
 from qscope.web.catalog import Catalog
 from qscope.web.render import STATIC_DIR
-from qscope.web.routes import features, health, home, inspect, saes, search, steer
+from qscope.web.routes import features, health, home, inspect, recipes, saes, search, steer, steer_eval
 
 
 def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, warm_search: bool = True) -> FastAPI:
@@ -39,6 +40,7 @@ def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, w
         if warm_search:
             searcher.warm()
         yield
+        app.state.evaluations.shutdown()  # its unfinished jobs are marked failed, not left "running"
         catalog.close()
 
     # the docs page is qscope.web.security's (it needs its own CSP)
@@ -46,12 +48,13 @@ def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, w
     app.state.catalog, app.state.live, app.state.searcher = catalog, live, searcher
     app.state.settings, app.state.limits = settings, limits
     app.state.steering = Steering(settings)  # its worker thread starts with the first steering request
+    app.state.evaluations = evaluations_from_settings(settings, app.state.steering.worker)
     app.mount(urls.STATIC_PREFIX, StaticFiles(directory=str(STATIC_DIR)), name="static")
     errors.install(app)
     security.install(app, settings, errors.refusal)
     openapi.install(app)
     # fixed paths first: /search and /-/... must not be taken for /{model_id}/{sae_id}
-    for module in (home, health, search, inspect, steer, saes, features):
+    for module in (home, health, search, inspect, steer, steer_eval, recipes, saes, features):
         app.include_router(module.router)
     return app
 

@@ -52,6 +52,35 @@ def steer(sae_id: str, feature: int) -> str:
     return f"/steer{_query({'sae_id': sae_id, 'feature': int(feature)})}"
 
 
+def steer_eval(**params: object) -> str:
+    """The steering evaluation form, prefilled from its query (sae_id and feature, or a whole `spec` as JSON)."""
+    return f"/steer-eval{_query(params)}"
+
+
+def steer_eval_job(job_id: str, json: bool = False) -> str:
+    return f"/steer-eval/{_seg(job_id)}{JSON if json else ''}"
+
+
+def steer_eval_events(job_id: str) -> str:
+    return f"/api/steer-eval/{_seg(job_id)}/events"
+
+
+def steer_eval_cancel(job_id: str) -> str:
+    return f"/api/steer-eval/{_seg(job_id)}/cancel"
+
+
+def recipes(json: bool = False) -> str:
+    return f"/recipes{JSON if json else ''}"
+
+
+def recipe(recipe_id: str, json: bool = False, md: bool = False) -> str:
+    return f"/recipes/{_seg(recipe_id)}{JSON if json else ''}{'.md' if md else ''}"
+
+
+def recipe_run_again(recipe_id: str) -> str:
+    return f"/api/recipes/{_seg(recipe_id)}/run-again"
+
+
 def static(path: str) -> str:
     return f"{STATIC_PREFIX}/{path}"
 

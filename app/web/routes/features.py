@@ -20,7 +20,7 @@ class FeaturePage:
     model_id: str
     sae: SaeInfo
     detail: FeatureDetail
-    urls: dict  # self, json, embed, sae, steer, random, prev, next
+    urls: dict  # self, json, embed, sae, steer, evaluate, random, prev, next
     neighbor_urls: list[str]  # one per detail.neighbors
     summary: str  # one line for link previews: label, density, top tokens
 
@@ -54,6 +54,7 @@ def feature_page(request: Request, model_id: str, sae_id: str, feature_seg: str,
         "self": urls.feature(model_id, sae_id, feature), "json": urls.feature(model_id, sae_id, feature, json=True),
         "embed": urls.feature(model_id, sae_id, feature, embed=1), "sae": urls.sae(model_id, sae_id),
         "steer": urls.steer(sae_id, feature), "random": urls.random_feature(model_id, sae_id),
+        "evaluate": urls.steer_eval(model_id=model_id, sae_id=sae_id, feature=feature),
         "prev": urls.feature(model_id, sae_id, feature - 1) if feature > 0 else None,
         "next": urls.feature(model_id, sae_id, feature + 1) if feature < last else None,
     }  # fmt: skip
