@@ -119,7 +119,9 @@
   document.getElementById("run").onclick = () => run().catch((e) => { status.textContent = String(e); });
   shareBtn.onclick = () => share();
   // the same spec, swept over a prompt set against controls (/steer-eval reads it from its query)
-  document.getElementById("evaluate").onclick = () => { location.href = `/steer-eval?spec=${encodeURIComponent(JSON.stringify(spec()))}`; };
+  document.getElementById("evaluate").onclick = () => {
+    location.href = `/steer-eval?spec=${encodeURIComponent(JSON.stringify({ ...spec(), prompt: "" }))}`;
+  };
   if (shareBtn.disabled === false && !runToken) shareBtn.disabled = true; // a saved run is already shared
   for (const f of init.spec.features) addFeature(f);
 })();

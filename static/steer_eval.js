@@ -102,6 +102,17 @@
       else showError(error, data.error || "the evaluation could not start");
     });
     f.model_id.addEventListener("change", () => { list.replaceChildren(); addFeature({}); });
+    document.getElementById("suggest").onclick = async () => {
+      const out = document.getElementById("suggested");
+      out.textContent = "finding…";
+      const q = new URLSearchParams({ prompt_set: f.prompt_set.value, model_id: f.model_id.value });
+      const resp = await fetch(`/api/steer-eval/suggest?${q}`);
+      const data = await resp.json();
+      if (!resp.ok) { out.textContent = data.error; return; }
+      list.replaceChildren();
+      addFeature(data.feature);
+      out.replaceChildren(el("a", { href: data.url }, `${data.feature.sae_id} #${data.feature.feature}`), ` ${data.label}`);
+    };
     document.getElementById("fadd").onclick = () => addFeature({ sae_id: (init.saes[f.model_id.value] || [])[0] });
     const feats = init.request.spec.features;
     if (feats.length) feats.forEach(addFeature); else addFeature({});

@@ -1,6 +1,7 @@
-"""Built-in prompt sets, by name. `prose` suits any model; the others were chosen on mini-Qwen (the embedded
-default, trained on Python's sources and docs, fortunes and the Jargon File), where the steer named beside them
-measurably works (see the README's figures)."""
+"""Built-in prompt sets, by name. Each holds prompts and, for the steer it was made for, probe texts that express
+the concept: qscope.steer.evaluate.suggest finds the feature that separates the probes from the prompts on the
+model at hand. They were chosen on mini-Qwen (the embedded default, trained on Python's sources and docs,
+fortunes and the Jargon File), where that steer measurably works (see the README's figures)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ class PromptSet:
     name: str
     description: str
     prompts: list[str]
-    suggestion: str = ""  # a steer that works on this set with mini-Qwen, in words
-    features: list[dict] = field(default_factory=list)  # that steer as FeatureSteer fields (layer suffix: sae)
+    suggestion: str = ""  # the steer it was made for, in words
+    probe: list[str] = field(default_factory=list)  # texts that express the concept (empty: no steer suggested)
+    steer_mode: str = "add"  # the suggested feature's mode
+    mode: str = "increase"  # the goal: increase or decrease the concept
 
 
 PROSE = PromptSet(
@@ -35,7 +38,24 @@ PROSE = PromptSet(
     ],
 )
 
-SETS: dict[str, PromptSet] = {s.name: s for s in (PROSE,)}
+PYTHON = [
+    "def read_config(path):\n    with open(path) as f:\n        return json.load(f)\n",
+    "for i, item in enumerate(items):\n    if item is None:\n        continue\n    result.append(item)\n",
+    "class Parser(object):\n    def __init__(self, text):\n        self.text = text\n        self.pos = 0\n",
+    "import os\nimport sys\n\ndef main(argv=None):\n    args = parse_args(argv)\n    return 0\n",
+    "    try:\n        value = int(s)\n    except ValueError:\n        raise TypeError('expected an int')\n",
+    "if __name__ == '__main__':\n    sys.exit(main())\n",
+]
+
+PROSE_TO_CODE = PromptSet(
+    "prose-to-code",
+    "The prose openings, to be steered into Python code.",
+    PROSE.prompts,
+    suggestion="add the feature that fires on Python code and not on prose",
+    probe=PYTHON,
+)
+
+SETS: dict[str, PromptSet] = {s.name: s for s in (PROSE_TO_CODE, PROSE)}
 
 
 def builtin() -> dict[str, list[str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -21,8 +22,9 @@ from qscope.steer.evaluate.plan import prepare
 from qscope.steer.evaluate.prompt_sets import SETS, builtin
 from qscope.steer.evaluate.request import DEFAULT_STRENGTHS, EvalRequest
 from qscope.steer.evaluate.result import EvalResult
+from qscope.steer.evaluate.suggest import suggest
 from qscope.steer.evaluate.target import from_live
-from qscope.steer.spec import FeatureSteer, SteerSpec
+from qscope.steer.spec import FeatureSteer, SpecError, SteerSpec
 from qscope.web import sweep_plots, urls
 from qscope.web.catalog import Catalog, NotFound
 from qscope.web.deps import CatalogDep, LiveDep
@@ -31,6 +33,7 @@ from qscope.web.render import render, templates
 from qscope.web.routes.steer import JsonErrorRoute, SteeringDep
 
 FINAL = ("done", "failed", "cancelled")
+STREAM_S = 15.0  # an event stream closes after this; EventSource reconnects on its own
 sweep_plots.install(templates.env)
 
 
@@ -142,6 +145,29 @@ def start_eval(
     return start(req, catalog, live, steering, evaluations)
 
 
+class Suggestion(BaseModel):
+    prompt_set: str
+    model_id: str
+    feature: FeatureSteer = Field(description="The feature that separates the set's probe texts from its prompts.")
+    label: str
+    url: str
+
+
+@api.get("/suggest", response_model=Suggestion, summary="The steer a built-in prompt set was made for, on a model")
+def suggest_feature(prompt_set: str, catalog: CatalogDep, live: LiveDep, model_id: str | None = None) -> Suggestion:
+    if prompt_set not in SETS or not SETS[prompt_set].probe:
+        named = [s.name for s in SETS.values() if s.probe]
+        raise SpecError(f"no built-in prompt set {prompt_set!r} with a steer; there are: {', '.join(named)}")
+    model_id = _model_id(catalog, SteerSpec(model_id=model_id))
+    runner = live.get(model_id)
+    if runner is None:
+        raise NotFound(f"No live model for {model_id!r}.")
+    feature = suggest(from_live(runner), SETS[prompt_set])
+    label = catalog.sae(model_id, feature.sae_id).store.label(feature.sae_id, feature.feature)
+    url = urls.feature(model_id, feature.sae_id, feature.feature)
+    return Suggestion(prompt_set=prompt_set, model_id=model_id, feature=feature, label=label, url=url)
+
+
 @api.post("/{job_id}/cancel", response_model=JobView, summary="Cancel a queued or running evaluation")
 def cancel_eval(job_id: str, evaluations: EvaluationsDep) -> JobView:
     """Idempotent: a finished job is answered as it is."""
@@ -161,8 +187,9 @@ async def eval_events(job_id: str, evaluations: EvaluationsDep):
     job_view(evaluations, job_id, with_result=False)  # 404 before the stream starts
 
     async def events() -> AsyncIterator[str]:
-        seen = None
-        while True:
+        seen, until = None, time.monotonic() + STREAM_S
+        yield "retry: 1000\n\n"
+        while time.monotonic() < until:  # then the browser reconnects: a stopping server never waits long for us
             view = await asyncio.to_thread(job_view, evaluations, job_id, False)
             state = (view.status, json.dumps(view.progress, sort_keys=True))
             if state != seen:
