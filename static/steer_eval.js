@@ -39,7 +39,7 @@
         sign.append(el("option", (x.strength ?? 1) < 0 === (v === "-1") ? { value: v, selected: "" } : { value: v }, t));
       }
       const rm = el("button", { type: "button", class: "btn", "aria-label": "remove" }, "✕");
-      rm.onclick = () => row.remove();
+      rm.onclick = () => { row.remove(); estimate(); };
       row.append(sae, feat, mode, sign, rm);
       list.append(row);
     }
@@ -101,6 +101,23 @@
       if (ok) window.location.href = data.url;
       else showError(error, data.error || "the evaluation could not start");
     });
+    // rows = prompts x seeds x (arm, strength) points, as the server counts them (controls skip strength 0)
+    function estimate() {
+      const strengths = [...new Set(words(f.strengths.value).map(Number))];
+      const modes = [...list.querySelectorAll("[name=mode]")].map((m) => m.value);
+      const sweep = modes.length && modes.every((m) => m === "ablate") ? [0, 1] : strengths;
+      const steered = sweep.filter((s) => s !== 0).length;
+      const points = 1 + sweep.length + (modes.some((m) => m !== "ablate") ? steered : 0)
+        + Number(f.random_controls.value) * steered + (f.instruction.value ? 1 + steered : 0);
+      const src = source();
+      const n = src === "set" ? Number(f.prompt_set.selectedOptions[0].dataset.n)
+        : src === "text" ? f.prompts_text.value.split("\n").filter((l) => l.trim()).length : null;
+      const seeds = Number(f.temperature.value) === 0 ? 1 : Number(f.seeds.value);
+      document.getElementById("estimate").textContent = n == null ? `${points} arm-strength points per prompt and seed`
+        : `${(n * seeds * points).toLocaleString()} rows (${n} prompts x ${seeds} seeds x ${points} arm-strength points)`;
+    }
+    f.addEventListener("input", estimate);
+    f.addEventListener("change", estimate);
     f.model_id.addEventListener("change", () => { list.replaceChildren(); addFeature({}); });
     document.getElementById("suggest").onclick = async () => {
       const out = document.getElementById("suggested");
@@ -116,6 +133,7 @@
     document.getElementById("fadd").onclick = () => addFeature({ sae_id: (init.saes[f.model_id.value] || [])[0] });
     const feats = init.request.spec.features;
     if (feats.length) feats.forEach(addFeature); else addFeature({});
+    estimate();
   }
 
   // ---- a job's page ----
