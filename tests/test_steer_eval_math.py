@@ -68,11 +68,11 @@ def test_limits_name_the_limit_and_the_number():
     req = EvalRequest(spec=spec(), prompts=["a", "b"])
     limits = EvalLimits(max_rows=100)
     with pytest.raises(SpecError, match=r"needs 4,096 rows \(64 prompts x 2 seeds x 32 .*at most 100 rows \(max_"):
-        limits.check(req, 64, 4096, 32, 2)
+        limits.check_rows(64, 2, 32)
     with pytest.raises(SpecError, match="1 prompt"):
-        limits.check(req, 1, 10, 5, 2)
+        limits.check(req, 1)
     with pytest.raises(SpecError, match="9 seeds asked; at most 8"):
-        limits.check(req.model_copy(update={"seeds": 9}), 4, 10, 5, 2)
+        limits.check(req.model_copy(update={"seeds": 9}), 4)
 
 
 def test_arms_points_and_strengths():

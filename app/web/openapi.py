@@ -29,6 +29,7 @@ ERROR = {
 }
 DESCRIPTION = "SAE features of Qwen models: HTML pages with `.json` twins, and the steering API."
 HTML = {"text/html": {"schema": {"type": "string"}}}
+MARKDOWN = {"text/markdown": {"schema": {"type": "string"}}}
 ERROR_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 REASONS = {
     404: "Not found (the body lists what exists)",
@@ -41,7 +42,10 @@ REASONS = {
 
 
 def _kind(path: str, op: dict[str, Any]) -> str:
-    """'json', 'html' or 'both' (a permalink whose last segment may end in .json)."""
+    """'json', 'html', 'markdown' (an export ending in .md) or 'both' (a permalink whose last segment may end in
+    .json)."""
+    if path.endswith(".md"):
+        return "markdown"
     typed = op["responses"].get("200", {}).get("content", {}).get("application/json", {}).get("schema")
     if path.endswith(".json") or path.startswith("/api/") or typed:  # a response_model: a JSON-only route
         return "json"
@@ -53,6 +57,8 @@ def _document(path: str, method: str, op: dict[str, Any]) -> None:
     ok = responses.setdefault("200", {"description": "Successful Response"})
     if kind == "html":
         ok["content"] = HTML
+    elif kind == "markdown":
+        ok["content"] = MARKDOWN
     elif kind == "both":
         ok["content"] = {**HTML, "application/json": {"schema": {}}}
     errors = {404, 414, 422, 503}
@@ -60,7 +66,7 @@ def _document(path: str, method: str, op: dict[str, Any]) -> None:
         errors.add(413)
     if path in STEER_PATHS or path in INSPECT_PATHS:
         errors.add(429)
-    content = {"json": ERROR_JSON, "html": HTML, "both": {**HTML, **ERROR_JSON}}[kind]
+    content = {"json": ERROR_JSON, "html": HTML, "markdown": HTML, "both": {**HTML, **ERROR_JSON}}[kind]
     for status in sorted(errors):
         responses[str(status)] = {"description": REASONS[status], "content": content}
 

@@ -110,6 +110,8 @@ class Evaluations:
     def submit(self, plan: Plan, target: Target) -> EvalJob:
         """Queue an evaluation; QueueFull (503) when max_waiting jobs already wait."""
         with self._lock:
+            if self._stopping:
+                raise QueueFull("the server is stopping; try again when it is back", 30)
             if len(self._queue) >= self.max_waiting:
                 raise QueueFull(f"{len(self._queue)} evaluations are waiting already; try again when one ends", 30)
             job = EvalJob(secrets.token_urlsafe(8), plan, target, title_of(plan.request, len(plan.prompts)))

@@ -68,11 +68,12 @@ def prepare(
 ) -> Plan:
     """The plan of `req` on `target`; SpecError (422) for anything over a limit or naming what does not exist."""
     prompts = read_prompts(req, builtin, limits.max_prompt_chars)
+    limits.check(req, len(prompts))  # first: what follows is sized by the request
     features = req.spec.features
     seeds = [req.spec.seed + i for i in range(1 if req.spec.temperature == 0 else req.seeds)]
     sweep = arms.sweep(req.strengths, features)
     points = arms.points(sweep, features, req.random_controls, bool(req.instruction))
-    limits.check(req, len(prompts), len(points) * len(prompts) * len(seeds), len(points), len(seeds))
+    limits.check_rows(len(prompts), len(seeds), len(points))
     steer_limits.check(req.spec.model_copy(update={"prompt": prompts[0], "messages": None}))
     for s in sweep:
         if abs(s) > steer_limits.max_strength:

@@ -35,7 +35,7 @@ class TextMetrics(BaseModel):
 
     required: list[str] = Field(default_factory=list, description="Terms every output should hold (any case).")
     forbidden: list[str] = Field(default_factory=list, description="Terms no output should hold (any case).")
-    regex: str | None = Field(None, description="A Python regular expression searched in each output.")
+    regex: str | None = Field(None, max_length=200, description="A Python regular expression searched in each output.")
     scripts: list[Script] = Field(
         default_factory=list, description="Share of the output's letters in each script (code-switching)."
     )
@@ -88,8 +88,8 @@ class EvalLimits:
     max_random_controls: int = 8
     max_rows: int = 4096
 
-    def check(self, req: EvalRequest, n_prompts: int, n_rows: int, n_points: int, n_seeds: int) -> None:
-        """SpecError for the first limit the request passes (rows: prompts x seeds x arm-strength points)."""
+    def check(self, req: EvalRequest, n_prompts: int) -> None:
+        """SpecError for the first limit the request passes, rows aside (see check_rows)."""
         if n_prompts < 2:
             raise SpecError(f"the prompt set has {n_prompts} prompt(s); an evaluation needs at least 2")
         if n_prompts > self.max_prompts:
@@ -106,6 +106,10 @@ class EvalLimits:
             )
         if not req.spec.features:
             raise SpecError("the spec steers no feature: give at least one in spec.features")
+
+    def check_rows(self, n_prompts: int, n_seeds: int, n_points: int) -> None:
+        """SpecError when prompts x seeds x arm-strength points passes max_rows."""
+        n_rows = n_prompts * n_seeds * n_points
         if n_rows > self.max_rows:
             raise SpecError(
                 f"the evaluation needs {n_rows:,} rows ({n_prompts} prompts x {n_seeds} seeds x {n_points} "

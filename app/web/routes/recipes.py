@@ -17,7 +17,6 @@ from qscope.web.render import render
 from qscope.web.routes.steer import JsonErrorRoute, SteeringDep
 from qscope.web.routes.steer_eval import EvalStarted, EvaluationsDep, start
 
-MD = ".md"
 router = APIRouter()
 api = APIRouter(prefix="/api/recipes", route_class=JsonErrorRoute, tags=["steer-eval"])
 
@@ -56,13 +55,15 @@ def recipes_page(request: Request, evaluations: EvaluationsDep):
     return render(request, "recipes.html", {"recipes": rows}, data={"recipes": rows})
 
 
+@router.get("/recipes/{recipe_id}.md", response_class=PlainTextResponse)
+def recipe_markdown(request: Request, recipe_id: str, evaluations: EvaluationsDep):
+    result = _recipe(evaluations, recipe_id)
+    text = to_markdown(result, title(result), str(request.base_url).rstrip("/") + urls.recipe(recipe_id))
+    return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
+
+
 @router.get("/recipes/{recipe_seg}")
 def recipe_page(request: Request, recipe_seg: str, evaluations: EvaluationsDep, catalog: CatalogDep):
-    if recipe_seg.endswith(MD) and len(recipe_seg) > len(MD):
-        recipe_id = recipe_seg[: -len(MD)]
-        result = _recipe(evaluations, recipe_id)
-        text = to_markdown(result, title(result), str(request.base_url).rstrip("/") + urls.recipe(recipe_id))
-        return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
     recipe_id, _ = urls.split_json(recipe_seg)
     result = _recipe(evaluations, recipe_id)
     context = {"r": result, "recipe_id": recipe_id, "title": title(result), "models": [m.model_id for m in catalog]}
