@@ -354,16 +354,13 @@ def steer_eval_cmd(
 ) -> None:
     """Evaluate a steer over a prompt set and a strength sweep against controls, without a server: the same
     engine as POST /api/steer-eval. Prints the verdict; the result is written to --out."""
-    from qscope.live.runner import LiveModels, LiveUnavailable
-    from qscope.steer.evaluate.jobs import eval_limits
-    from qscope.steer.evaluate.local import load_request, plan_local, run_local, write_atomic
+    from qscope.live.runner import LiveUnavailable
+    from qscope.steer.evaluate.local import load_request, write_atomic
     from qscope.steer.evaluate.markdown import to_markdown
     from qscope.steer.evaluate.result import title_of
-    from qscope.steer.service import Steering
     from qscope.steer.spec import SpecError
-    from qscope.store.queries import Store, StoreError
+    from qscope.store.queries import StoreError
 
-    settings = get_settings()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     db = db or _default_store()
     if db is None:
@@ -374,16 +371,10 @@ def steer_eval_cmd(
     except ValueError as err:
         say(f"error: --strengths must be numbers separated by commas: {err}", "red")
         raise typer.Exit(2) from err
+    overrides = {"prompts_path": prompts, "prompt_set": prompt_set, "strengths": sweep, "seeds": seeds}
+    overrides |= {"random_controls": random_controls, "instruction": instruction}
     try:
-        req = load_request(spec, {"prompts_path": prompts, "prompt_set": prompt_set, "strengths": sweep,
-                                  "seeds": seeds, "random_controls": random_controls, "instruction": instruction})
-        store = Store(db)
-        models = LiveModels([store], device=settings.device, dtype=settings.dtype)
-        live = models.get(req.spec.model_id or store.model_ids[0])
-        if live is None:
-            raise SpecError(f"{db} has no model {req.spec.model_id!r}; it has {', '.join(store.model_ids)}")
-        plan, target = plan_local(req, live, eval_limits(settings), Steering(settings).limits)
-        result = run_local(plan, target, console, batch_rows or settings.steer_eval_batch_rows)
+        result = _steer_eval(load_request(spec, overrides), db, batch_rows)
     except (SpecError, StoreError, LiveUnavailable) as err:
         say(f"error: {err}", "red")
         raise typer.Exit(2) from err
@@ -396,6 +387,25 @@ def steer_eval_cmd(
     v = result.verdict
     say(f"verdict: {v.status}" + (f" at strength {v.strength:g}" if v.strength is not None else "") + f": {v.reason}")
     say(f"{len(result.rows)} rows in {result.seconds:.1f} s ({result.rows_per_s:.1f} rows/s); wrote {out}")
+
+
+def _steer_eval(req, db: Path, batch_rows: int | None):
+    """Plan and run an evaluation on the model of the store `db`, in this process."""
+    from qscope.live.runner import LiveModels
+    from qscope.steer.evaluate.jobs import eval_limits
+    from qscope.steer.evaluate.local import plan_local, run_local
+    from qscope.steer.service import Steering
+    from qscope.steer.spec import SpecError
+    from qscope.store.queries import Store
+
+    settings = get_settings()
+    store = Store(db)
+    models = LiveModels([store], device=settings.device, dtype=settings.dtype)
+    live = models.get(req.spec.model_id or store.model_ids[0])
+    if live is None:
+        raise SpecError(f"{db} has no model {req.spec.model_id!r}; it has {', '.join(store.model_ids)}")
+    plan, target = plan_local(req, live, eval_limits(settings), Steering(settings).limits)
+    return run_local(plan, target, console, batch_rows or settings.steer_eval_batch_rows)
 
 
 bench_cli = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints its figures, a JSON line last.")

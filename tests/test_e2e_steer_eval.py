@@ -14,8 +14,16 @@ from tests.test_e2e_browser import ARGS, CHROMIUM, serving, shot, sync_api  # no
 pytestmark = pytest.mark.slow
 
 SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
-PROMPTS = "\n".join(["The cat sat on the", "Once upon a time", "The weather today is", "She opened the door and",
-                     "In the morning we", "The best way to"])  # fmt: skip
+PROMPTS = "\n".join(
+    [
+        "The cat sat on the",
+        "Once upon a time",
+        "The weather today is",
+        "She opened the door and",
+        "In the morning we",
+        "The best way to",
+    ]
+)
 
 
 @pytest.fixture(scope="module")

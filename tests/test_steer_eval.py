@@ -21,8 +21,17 @@ from qscope.steer.spec import SteerLimits, SteerSpec
 from qscope.steer.worker import Background, SteerJob, SteerWorker
 from qscope.store.queries import Store
 
-IDENT = Identity(model_id="tiny", model=[], saes=[], store=None, qscope_version="test", torch_version="",
-                 transformers_version="", device="cpu", dtype="float32")  # fmt: skip
+IDENT = Identity(
+    model_id="tiny",
+    model=[],
+    saes=[],
+    store=None,
+    qscope_version="test",
+    torch_version="",
+    transformers_version="",
+    device="cpu",
+    dtype="float32",
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +60,13 @@ def test_strength_zero_gives_the_unsteered_rows_exactly(target, chosen):
     assert len(zero) == len(base) == 8
     for r in zero:
         b = base[(r.prompt, r.seed)]
-        assert (r.token_ids, r.text, r.nll, r.concept, r.concept_act) == (b.token_ids, b.text, b.nll, b.concept,
-                                                                          b.concept_act)  # fmt: skip
+        assert (r.token_ids, r.text, r.nll, r.concept, r.concept_act) == (
+            b.token_ids,
+            b.text,
+            b.nll,
+            b.concept,
+            b.concept_act,
+        )
     strong = [r.token_ids for r in result.rows if r.arm == "intervention" and r.strength == 6]
     assert sum(s != base[(r.prompt, r.seed)].token_ids for s, r in zip(strong, zero, strict=True)) >= 4
 
@@ -74,8 +88,15 @@ def reference(target, prompt_ids, gen_ids, sae_id, feature):
 
 def test_read_back_equals_a_reference_computation(target, chosen):
     spec = SteerSpec(features=[chosen], temperature=0.8, max_new_tokens=10, seed=3)
-    plan, result = run(target, spec, prompts=SETS["prose"].prompts[:3], strengths=[0, 4], seeds=1,
-                       random_controls=1, instruction="Code: ")  # fmt: skip
+    plan, result = run(
+        target,
+        spec,
+        prompts=SETS["prose"].prompts[:3],
+        strengths=[0, 4],
+        seeds=1,
+        random_controls=1,
+        instruction="Code: ",
+    )
     picked = [r for r in result.rows if r.n_tokens > 0][::3]
     assert len(picked) >= 4 and {r.arm for r in picked} >= {"unsteered", "intervention"}
     for r in picked:
@@ -101,8 +122,15 @@ def test_strong_add_beats_random_controls_and_a_random_feature_does_not_work(tar
 
     other = result.controls[0][0]  # a feature of the same SAE with a similar max activation
     spec = SteerSpec(features=[other], temperature=0.7, max_new_tokens=16)
-    _, random_result = run(target, spec, prompts=prompts, strengths=[0, 4, 8], seeds=2, random_controls=3,
-                           concept={"sae_id": chosen.sae_id, "feature": chosen.feature})  # fmt: skip
+    _, random_result = run(
+        target,
+        spec,
+        prompts=prompts,
+        strengths=[0, 4, 8],
+        seeds=2,
+        random_controls=3,
+        concept={"sae_id": chosen.sae_id, "feature": chosen.feature},
+    )
     assert random_result.verdict.status != "works", random_result.verdict.reason
 
 

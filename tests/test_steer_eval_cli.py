@@ -21,8 +21,24 @@ def test_cli_writes_the_result_and_says_the_verdict(tiny_db, spec_file, tmp_path
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("The cat sat on the\nOnce upon a time\n\nThe weather is\n")
     out, md = tmp_path / "out" / "result.json", tmp_path / "recipe.md"
-    args = ["steer-eval", str(spec_file), "--prompts", str(prompts), "--out", str(out), "--db", str(tiny_db),
-            "--strengths", "0,4", "--seeds", "1", "--random-controls", "1", "--markdown", str(md)]  # fmt: skip
+    args = [
+        "steer-eval",
+        str(spec_file),
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(out),
+        "--db",
+        str(tiny_db),
+        "--strengths",
+        "0,4",
+        "--seeds",
+        "1",
+        "--random-controls",
+        "1",
+        "--markdown",
+        str(md),
+    ]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     result = EvalResult.model_validate_json(out.read_text())
@@ -37,9 +53,12 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tiny_db, spec_file, tmp_pa
     binary = tmp_path / "prompts.txt"
     binary.write_bytes(b"\x00\x01\xff\xfe binary")
     out = tmp_path / "result.json"
-    r = CliRunner().invoke(cli, ["steer-eval", str(spec_file), "--prompts", str(binary), "--out", str(out), "--db",
-                                 str(tiny_db)])  # fmt: skip
+    r = CliRunner().invoke(
+        cli, ["steer-eval", str(spec_file), "--prompts", str(binary), "--out", str(out), "--db", str(tiny_db)]
+    )
     assert r.exit_code == 2 and "error: the file 'prompts.txt' is not text" in r.output and not out.exists()
-    r = CliRunner().invoke(cli, ["steer-eval", str(spec_file), "--set", "prose", "--out", str(out), "--db",
-                                 str(tiny_db), "--strengths", "0,x"])  # fmt: skip
+    r = CliRunner().invoke(
+        cli,
+        ["steer-eval", str(spec_file), "--set", "prose", "--out", str(out), "--db", str(tiny_db), "--strengths", "0,x"],
+    )
     assert r.exit_code == 2 and "--strengths must be numbers" in r.output

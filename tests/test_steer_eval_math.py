@@ -29,8 +29,11 @@ def test_text_metrics():
     assert script_share("Hello 你好!", "latin") == pytest.approx(5 / 7)
     assert script_share("Hello 你好!", "cjk") == pytest.approx(2 / 7)
     assert math.isnan(script_share("123 ...", "latin"))
-    m = text_metrics("def Foo(): return", [1, 2, 3], TextMetrics(required=["def", "RETURN"], forbidden=["class"],
-                                                                 regex=r"def \w+\(", scripts=["latin"]))  # fmt: skip
+    m = text_metrics(
+        "def Foo(): return",
+        [1, 2, 3],
+        TextMetrics(required=["def", "RETURN"], forbidden=["class"], regex=r"def \w+\(", scripts=["latin"]),
+    )
     assert m["required"] == 1.0 and m["forbidden"] == 0.0 and m["regex"] == 1.0 and m["script_latin"] == 1.0
     assert m["tokens"] == 3 and m["chars"] == 17 and m["distinct_2"] == 1.0
 
@@ -38,7 +41,7 @@ def test_text_metrics():
 def test_prompt_files():
     assert parse_prompt_file("a.txt", b"one\n\ntwo\n") == ["one", "", "two"]
     assert parse_prompt_file("a.jsonl", b'"one"\n{"prompt": "two"}\n{"text": "three"}\n') == ["one", "two", "three"]
-    assert parse_prompt_file("a.csv", b"id,prompt\n1,one\n2,\"two, too\"\n") == ["one", "two, too"]
+    assert parse_prompt_file("a.csv", b'id,prompt\n1,one\n2,"two, too"\n') == ["one", "two, too"]
     assert parse_prompt_file("a.json", b'["one", {"prompt": "two"}]') == ["one", "two"]
     with pytest.raises(SpecError, match="is not text"):
         parse_prompt_file("a.txt", b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe")
@@ -55,7 +58,8 @@ def spec(**kw):
 def test_read_prompts_needs_one_source():
     upload = {"name": "p.txt", "content_base64": base64.b64encode(b"a\nb\n").decode()}
     assert read_prompts(EvalRequest(spec=spec(), prompts_file=upload), {}, 100) == ["a", "b"]
-    assert read_prompts(EvalRequest(spec=spec(), prompts_text=" x \n\n y"), {}, 100) == ["x", "y"]
+    assert read_prompts(EvalRequest(spec=spec(), prompts_text=" x \n\n y"), {}, 100) == [" x ", " y"]
+    assert read_prompts(EvalRequest(spec=spec(), prompts=["def f():\n    ", " "]), {}, 100) == ["def f():\n    "]
     with pytest.raises(SpecError, match="exactly one"):
         read_prompts(EvalRequest(spec=spec(), prompts=["a"], prompt_set="prose"), {}, 100)
     with pytest.raises(SpecError, match="no built-in prompt set 'nope'"):
@@ -79,8 +83,12 @@ def test_arms_points_and_strengths():
     add = [FeatureSteer(sae_id="s", feature=3, mode="add", strength=-2.0)]
     pts = arms.points([0.0, 1.0, 4.0], add, n_random=2, instructed=True)
     names = [(p.arm, p.strength, p.control) for p in pts]
-    assert names[:4] == [("unsteered", None, None), ("intervention", 0.0, None), ("intervention", 1.0, None),
-                         ("intervention", 4.0, None)]  # fmt: skip
+    assert names[:4] == [
+        ("unsteered", None, None),
+        ("intervention", 0.0, None),
+        ("intervention", 1.0, None),
+        ("intervention", 4.0, None),
+    ]
     assert ("negated", 0.0, None) not in names and ("random", 4.0, 1) in names and ("prompt-only", None, None) in names
     assert len(pts) == 1 + 3 + 2 + 2 * 2 + 1 + 2
     assert arms.at_strength(add, 4.0)[0].strength == -4.0  # the spec's sign is kept
@@ -95,15 +103,25 @@ def iv(mean, half=0.05, n=16):
 
 
 def row(arm, strength, concept, ratio=1.0):
-    return PointSummary(arm=arm, strength=strength, rows=16, concept=iv(concept), concept_act=iv(1.0),
-                        ppl=iv(20.0), ppl_ratio=iv(ratio))  # fmt: skip
+    return PointSummary(
+        arm=arm, strength=strength, rows=16, concept=iv(concept), concept_act=iv(1.0), ppl=iv(20.0), ppl_ratio=iv(ratio)
+    )
 
 
 def table(strong_ratio=1.5):
-    return [row("unsteered", None, 0.1), row("intervention", 0.0, 0.1), row("intervention", 1.0, 0.15),
-            row("intervention", 4.0, 0.5, 1.3), row("intervention", 8.0, 0.8, strong_ratio),
-            row("negated", 1.0, 0.05), row("negated", 4.0, 0.02), row("negated", 8.0, 0.0),
-            row("random", 1.0, 0.1), row("random", 4.0, 0.12), row("random", 8.0, 0.2)]  # fmt: skip
+    return [
+        row("unsteered", None, 0.1),
+        row("intervention", 0.0, 0.1),
+        row("intervention", 1.0, 0.15),
+        row("intervention", 4.0, 0.5, 1.3),
+        row("intervention", 8.0, 0.8, strong_ratio),
+        row("negated", 1.0, 0.05),
+        row("negated", 4.0, 0.02),
+        row("negated", 8.0, 0.0),
+        row("random", 1.0, 0.1),
+        row("random", 4.0, 0.12),
+        row("random", 8.0, 0.2),
+    ]
 
 
 def test_verdict_is_computed_from_the_intervals():

@@ -32,8 +32,12 @@ def client(tiny_db, tmp_path_factory):
 
 
 def body(**kw):
-    spec = {"features": [{"sae_id": SAE, "feature": 40, "mode": "add", "strength": 1}], "temperature": 0.8,
-            "max_new_tokens": 6, "seed": 1}  # fmt: skip
+    spec = {
+        "features": [{"sae_id": SAE, "feature": 40, "mode": "add", "strength": 1}],
+        "temperature": 0.8,
+        "max_new_tokens": 6,
+        "seed": 1,
+    }
     return {"spec": spec, "prompts": PROMPTS, "strengths": [0, 2, 8], "seeds": 2, "random_controls": 1, **kw}
 
 
@@ -86,20 +90,29 @@ def test_recipe_reloads_with_the_same_table_and_runs_again_the_same(client, fini
     assert [r["text"] for r in rerun["rows"]] == [r["text"] for r in recipe["rows"]]
 
 
-@pytest.mark.parametrize(("change", "status", "says"), [
-    ({"prompts": ["only one"]}, 422, "1 prompt(s); an evaluation needs at least 2"),
-    ({"prompts": PROMPTS * 10, "strengths": [0, 1, 2, 4, 8]}, 422, "needs 840 rows (30 prompts x 2 seeds x 14 arm"),
-    ({"prompts": PROMPTS * 10, "strengths": [0, 1, 2, 4, 8]}, 422, "at most 400 rows (max_rows)"),
-    ({"seeds": 9}, 422, "9 seeds asked; at most 8"),
-    ({"prompts": None, "prompts_file": {"name": "p.txt", "content_base64": base64.b64encode(b"\x00\xff\x00").decode()}},
-     422, "the file 'p.txt' is not text"),
-    ({"spec": {"features": [{"sae_id": SAE, "feature": 999999}]}}, 422, "feature 999999 is out of range"),
-    ({"spec": {"features": [{"sae_id": "nope", "feature": 1}]}}, 422, "no SAE 'nope'"),
-    ({"spec": {"features": []}}, 422, "steers no feature"),
-    ({"strengths": [0, 500]}, 422, "strength 500 of the sweep is outside"),
-    ({"metrics": {"regex": "("}}, 422, "not a regular expression"),
-    ({"prompt_set": "prose"}, 422, "give exactly one of"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("change", "status", "says"),
+    [
+        ({"prompts": ["only one"]}, 422, "1 prompt(s); an evaluation needs at least 2"),
+        ({"prompts": PROMPTS * 10, "strengths": [0, 1, 2, 4, 8]}, 422, "needs 840 rows (30 prompts x 2 seeds x 14 arm"),
+        ({"prompts": PROMPTS * 10, "strengths": [0, 1, 2, 4, 8]}, 422, "at most 400 rows (max_rows)"),
+        ({"seeds": 9}, 422, "9 seeds asked; at most 8"),
+        (
+            {
+                "prompts": None,
+                "prompts_file": {"name": "p.txt", "content_base64": base64.b64encode(b"\x00\xff\x00").decode()},
+            },
+            422,
+            "the file 'p.txt' is not text",
+        ),
+        ({"spec": {"features": [{"sae_id": SAE, "feature": 999999}]}}, 422, "feature 999999 is out of range"),
+        ({"spec": {"features": [{"sae_id": "nope", "feature": 1}]}}, 422, "no SAE 'nope'"),
+        ({"spec": {"features": []}}, 422, "steers no feature"),
+        ({"strengths": [0, 500]}, 422, "strength 500 of the sweep is outside"),
+        ({"metrics": {"regex": "("}}, 422, "not a regular expression"),
+        ({"prompt_set": "prose"}, 422, "give exactly one of"),
+    ],
+)
 def test_bad_input_gets_a_422_that_says_why(client, change, status, says):
     r = client.post("/api/steer-eval", json=body(**change))
     assert r.status_code == status, r.text
@@ -138,8 +151,11 @@ def test_server_stop_mid_run_marks_the_job_failed(tiny_db, tmp_path_factory):
 def test_the_api_is_in_the_openapi_schema(client):
     paths = client.get("/-/openapi.json").json()["paths"]
     assert "202" in paths["/api/steer-eval"]["post"]["responses"]
-    assert {"/api/steer-eval/{job_id}/cancel", "/api/steer-eval/{job_id}/events",
-            "/api/recipes/{recipe_id}/run-again"} <= set(paths)  # fmt: skip
+    assert {
+        "/api/steer-eval/{job_id}/cancel",
+        "/api/steer-eval/{job_id}/events",
+        "/api/recipes/{recipe_id}/run-again",
+    } <= set(paths)
 
 
 def test_evaluate_buttons_and_the_prefilled_form(client):

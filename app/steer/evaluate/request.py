@@ -118,7 +118,7 @@ class EvalLimits:
 
 
 def read_prompts(req: EvalRequest, builtin: dict[str, list[str]], max_chars: int) -> list[str]:
-    """The request's prompts from its one source, stripped and without empty lines; SpecError when none or
+    """The request's prompts from its one source, without blank ones; SpecError when none or
     several sources are given, a file is not text, or a prompt is too long."""
     given = [n for n in ("prompts", "prompts_text", "prompts_file", "prompt_set") if getattr(req, n) is not None]
     if len(given) != 1:
@@ -134,7 +134,7 @@ def read_prompts(req: EvalRequest, builtin: dict[str, list[str]], max_chars: int
         if req.prompt_set not in builtin:
             raise SpecError(f"no built-in prompt set {req.prompt_set!r}; there are: {', '.join(builtin) or 'none'}")
         prompts = builtin[req.prompt_set]
-    prompts = [p.strip() for p in prompts if p and p.strip()]
+    prompts = [p for p in prompts if p and p.strip()]  # kept as written: trailing spaces and indents matter
     for i, p in enumerate(prompts):
         if len(p) > max_chars:
             raise SpecError(f"prompt {i + 1} has {len(p):,} characters; at most {max_chars:,} (max_prompt_chars)")
