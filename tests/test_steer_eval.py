@@ -165,3 +165,24 @@ def test_an_evaluation_batch_yields_to_a_live_request(target):
         time.sleep(0.1)
     assert events["background"] == 64 and worker.batches == 1
     assert events["live"] <= sent_at + 2, (sent_at, events)
+
+
+def test_seeds_share_one_prompt_pass_and_give_the_same_rows(target):
+    """Rows that differ only in their seed run their prompt once (a batch of 2 distinct prompts, not 6) and
+    generate exactly what separate prompt passes give."""
+    lm = target.lm
+    a, b = (lm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("The cat sat on the", "Once upon"))
+    rows = lambda: [Row(p, temperature=0.9, max_new_tokens=8, seed=s) for p in (a, b) for s in range(3)]  # noqa: E731
+    sizes = []
+    handle = lm.model.model.register_forward_pre_hook(
+        lambda m, args, kw: sizes.append(kw["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        shared = generate(lm.model, rows(), share_prefill=True)
+        first_shared = sizes[0]
+        sizes.clear()
+        plain = generate(lm.model, rows())
+    finally:
+        handle.remove()
+    assert first_shared[0] == 2 and sizes[0][0] == 6
+    assert [o.ids for o in shared] == [o.ids for o in plain]

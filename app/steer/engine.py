@@ -47,6 +47,7 @@ class RowOut:
     stopped: str = "length"  # length | eos | timeout | cancelled
 
 
+PLAIN_LAYERS = ("DynamicLayer", "DynamicSlidingWindowLayer")  # caches whose rows can be copied out
 StepFn = Callable[[list[tuple[int, int, float]]], None]  # [(row, token id, prob)] of one step
 
 
@@ -137,8 +138,9 @@ def generate(
     for _ in range(max(r.max_new_tokens for r in rows)):
         step_pos = pos_BL if past is None else pos_BL[:, -1:]
         groups = _prefill_groups(rows) if past is None and share_prefill else None
-        if groups is not None:  # rows that differ only in sampling (seeds) share one prompt pass
-            past, logits_BV = _shared_prefill(model, rows, groups, step_ids, mask_BL, step_pos, steer_BT, lock)
+        shared = groups and _shared_prefill(model, rows, groups, step_ids, mask_BL, step_pos, steer_BT, lock)
+        if shared:  # rows that differ only in sampling (seeds) shared one prompt pass
+            past, logits_BV = shared
         else:
             with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT)):
                 out = model(
@@ -181,8 +183,9 @@ def _prefill_groups(rows: Sequence[Row]) -> list[int] | None:
     return owner if len(first) < len(rows) else None
 
 
-def _shared_prefill(model, rows, owner, ids_BL, mask_BL, pos_BL, steer_BT, lock) -> tuple[object, Tensor]:
-    """The prompt pass of the distinct rows only, its KV cache and last logits copied out to every row."""
+def _shared_prefill(model, rows, owner, ids_BL, mask_BL, pos_BL, steer_BT, lock) -> tuple[object, Tensor] | None:
+    """The prompt pass of the distinct rows only, its KV cache and last logits copied out to every row; None
+    when the model's cache holds more than keys and values."""
     uniq = sorted(set(owner))
     slot = {b: i for i, b in enumerate(uniq)}
     u_U = torch.tensor(uniq, device=ids_BL.device)
@@ -197,6 +200,8 @@ def _shared_prefill(model, rows, owner, ids_BL, mask_BL, pos_BL, steer_BT, lock)
             logits_to_keep=1,
         )
     past = out.past_key_values
+    if any(type(layer).__name__ not in PLAIN_LAYERS for layer in getattr(past, "layers", [None])):
+        return None  # e.g. linear-attention states, which batch_select_indices does not copy: run it in full
     past.batch_select_indices(expand_B)  # repeats each distinct row's keys and values for its group
     return past, out.logits[:, -1].float()[expand_B]
 

@@ -5,8 +5,8 @@
   `<style>` elements do not. Pages may be framed by this origin only, except `?embed=1` cards.
 - Sizes: a path + query longer than Settings.max_url_chars gets 414, a body over Settings.max_body_bytes 413
   (checked on Content-Length, and counted when the body comes chunked).
-- Rates: the routes that run a model (POST /api/steer*, /inspect with a text) take a token from a per-client
-  bucket (client IP); an empty bucket answers 429 with Retry-After.
+- Rates: the routes that run a model (POST /api/steer, its stream, /api/steer-eval, /inspect with a text) take a
+  token from a per-client bucket (client IP); an empty bucket answers 429 with Retry-After.
 - CORS stays off (no Access-Control-* header) unless Settings.cors_origins names origins.
 """
 
@@ -37,7 +37,7 @@ HEADERS = [
     (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
-STEER_PATHS = ("/api/steer", "/api/steer/stream")
+STEER_PATHS = ("/api/steer", "/api/steer/stream", "/api/steer-eval")  # an evaluation counts as one request
 INSPECT_PATHS = ("/inspect", "/inspect.json")
 TEXT_PARAMS = ("text", "a", "b")
 
