@@ -231,6 +231,9 @@ class Evaluations:
         p.elapsed_s = time.monotonic() - job.started
         p.rows_per_s = done / p.elapsed_s if p.elapsed_s > 0 else 0.0
         p.eta_s = (p.total - done) / p.rows_per_s if p.rows_per_s > 0 else None
+        if phase == "measuring":  # a batch is done: one plain line for the server's log
+            eta = f"{p.eta_s:.0f} s" if p.eta_s is not None else "?"
+            log.info("steer-eval %s: %d/%d rows, %.1f rows/s, ETA %s", job.id, done, p.total, p.rows_per_s, eta)
         self._touch(job, phase)
 
     def _touch(self, job: EvalJob, phase: str, force: bool = False) -> None:

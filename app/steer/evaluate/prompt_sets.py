@@ -55,7 +55,37 @@ PROSE_TO_CODE = PromptSet(
     probe=PYTHON,
 )
 
-SETS: dict[str, PromptSet] = {s.name: s for s in (PROSE_TO_CODE, PROSE)}
+QUOTES = PromptSet(
+    "quote-attribution",
+    'Openings of short sayings, which mini-Qwen tends to finish with an attribution line ("-- Author").',
+    [
+        "A friend in need is",
+        "The only thing we have to fear is",
+        "Never put off till tomorrow what",
+        "It is better to remain silent and",
+        "The early bird gets the worm, but",
+        "Life is what happens to you while",
+        "A computer lets you make more mistakes than",
+        "Nothing is so permanent as",
+        "The trouble with the world is that",
+        "If you want to make an apple pie from scratch,",
+        "Experience is the name everyone gives to",
+        "There are two kinds of people in the world:",
+    ],
+    suggestion="suppress (a negative add of) the feature that fires on attribution lines",
+    probe=[
+        "Democracy is a device that insures we shall be governed no better than\nwe deserve.\n"
+        "\t\t-- George Bernard Shaw\n",
+        '"Life is a garment we continuously alter, but which never seems to fit."\n\t\t-- David McCord\n',
+        "Liberty don't work as good in practice as it does in speeches.\n\t\t-- The Best of Will Rogers\n",
+        "Whenever people agree with me I always feel I must be wrong.\n\t\t-- Oscar Wilde\n",
+        "A little learning is a dangerous thing.\n\t\t-- Alexander Pope\n",
+        "I have not failed. I've just found ten thousand ways that won't work.\n\t\t-- Thomas Edison\n",
+    ],
+    mode="decrease",
+)
+
+SETS: dict[str, PromptSet] = {s.name: s for s in (PROSE_TO_CODE, QUOTES, PROSE)}
 
 
 def builtin() -> dict[str, list[str]]:

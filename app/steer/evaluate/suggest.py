@@ -3,7 +3,8 @@ express the concept) from its prompts (which do not), found by running the model
 build of mini-Qwen (full or tiny) rather than naming a feature index that only one build has.
 
 Rank: the difference in firing rate (fraction of tokens where the feature is > 0, position 0 left out) between
-the probe texts and the prompts, on one SAE (by default the deepest), among features that fired in the store.
+the probe texts and the prompts, on one SAE (by default the shallowest past layer 0: on mini-Qwen its features
+steer more cleanly than deeper ones), among features that fired in the store.
 """
 
 from __future__ import annotations
@@ -34,9 +35,15 @@ def firing_rate(target: Target, sae_id: str, texts: Sequence[str]) -> torch.Tens
     return fired_F / max(n, 1)
 
 
+def default_sae(target: Target) -> str:
+    """The shallowest SAE past layer 0 (whose features mostly name the token itself), else the shallowest."""
+    by_layer = sorted(target.saes, key=lambda s: target.saes[s].layer or 0)
+    return next((s for s in by_layer if (target.saes[s].layer or 0) > 0), by_layer[0])
+
+
 def suggest(target: Target, prompt_set: PromptSet, sae_id: str | None = None) -> FeatureSteer:
     """The set's steer on this target: mode and strength sign from the set, the feature found as above."""
-    sae_id = sae_id or max(target.saes, key=lambda s: target.saes[s].layer or 0)
+    sae_id = sae_id or default_sae(target)
     gap_F = firing_rate(target, sae_id, prompt_set.probe) - firing_rate(target, sae_id, prompt_set.prompts)
     alive_F = torch.as_tensor(target.max_acts(sae_id) > 0)
     gap_F[~alive_F] = -float("inf")
