@@ -11,9 +11,7 @@ import typer
 from qscope.config import get_settings
 from rich.console import Console
 
-cli = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="qscope: explore the inside of Qwen models."
-)
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help="qscope: explore the inside of Qwen models.")
 console = Console(stderr=True)
 
 
@@ -67,9 +65,7 @@ def _figures(report: dict) -> str:
 @cli.command("build-demo")
 def build_demo_cmd(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: Settings.demo_dir).")] = None,
-    tiny: Annotated[
-        bool, typer.Option("--tiny", help="A micro version in under a minute, for tests.")
-    ] = False,
+    tiny: Annotated[bool, typer.Option("--tiny", help="A micro version in under a minute, for tests.")] = False,
 ) -> None:
     """Build mini-Qwen offline: corpus, tokenizer, Qwen3 model and TopK SAEs (Qwen-Scope format)."""
     from qscope.demo.build import build_demo
@@ -339,8 +335,13 @@ def _default_store() -> Path | None:
 
 @cli.command("steer-eval")
 def steer_eval_cmd(
-    spec: Annotated[Path, typer.Argument(help="A steering spec (as for POST /api/steer) or a whole evaluation "
-                                         "request (as for POST /api/steer-eval), JSON.")],
+    spec: Annotated[
+        Path,
+        typer.Argument(
+            help="A steering spec (as for POST /api/steer) or a whole evaluation "
+            "request (as for POST /api/steer-eval), JSON."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Where the result goes (JSON, the recipe's form).")],
     prompts: Annotated[Path | None, typer.Option(help="Prompt file: .txt (one a line), .jsonl, .csv, .json.")] = None,
     prompt_set: Annotated[str | None, typer.Option("--set", help="A built-in prompt set instead.")] = None,

@@ -16,9 +16,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("data"), description="Where built artefacts (demo model, databases) live.")
     demo_dir: Path = Field(Path("data/demo"), description="Where `qscope build-demo` writes mini-Qwen.")
-    device: str = Field(
-        "auto", description="torch device: 'auto' (cuda if present, else cpu), 'cpu', 'cuda:0'."
-    )
+    device: str = Field("auto", description="torch device: 'auto' (cuda if present, else cpu), 'cpu', 'cuda:0'.")
     dtype: str = Field("auto", description="torch dtype: 'auto' (bf16 on cuda, fp32 on cpu), 'float32', ...")
     seed: int = Field(0, description="Seed for everything deterministic (demo build, sampling defaults).")
     host: str = Field("127.0.0.1", description="Address `qscope serve` binds.")
@@ -29,8 +27,8 @@ class Settings(BaseSettings):
     max_texts: int = Field(8, description="Most texts per side in /inspect's compare mode.")
     query_timeout_s: float = Field(5.0, description="A DuckDB query of the server is interrupted after this.")
     cache_dir: Path | None = Field(
-        None, description="Where search indexes go when the folder of a database is read-only "
-        "(default: ~/.cache/qscope).",
+        None,
+        description="Where search indexes go when the folder of a database is read-only (default: ~/.cache/qscope).",
     )
     # steering (/steer, POST /api/steer): limits of one request, the worker's queue, the app database
     steer_max_prompt_tokens: int = Field(512, description="Longest steering prompt, in tokens.")

@@ -139,9 +139,7 @@ def _resolve_source(name_or_path: str | Path) -> tuple[str, str]:
     if path.is_dir():
         return path.name, str(path.resolve())
     if path.exists():
-        raise ModelLoadError(
-            f"{str(name_or_path)!r} is a file; give the checkpoint folder that holds config.json"
-        )
+        raise ModelLoadError(f"{str(name_or_path)!r} is a file; give the checkpoint folder that holds config.json")
     name = str(name_or_path)
     if isinstance(name_or_path, Path) or name.startswith(".") or not _HUB_ID_RE.fullmatch(name):
         raise ModelLoadError(f"model folder not found: {name!r}")

@@ -37,9 +37,7 @@ def test_every_sae_loads_and_reconstructs(tiny_demo: Path):
     assert [p.name for p in paths] == [f"layer{n}.sae.pt" for n in TINY.sae_layers]
     assert paths[0].parent.name == TINY.sae_release
     loaded = load_model(tiny_demo / "model")
-    val = pack(
-        loaded.tokenizer.backend_tokenizer, corpus.read_texts(tiny_demo / "corpus/val.jsonl"), TINY.ctx
-    )
+    val = pack(loaded.tokenizer.backend_tokenizer, corpus.read_texts(tiny_demo / "corpus/val.jsonl"), TINY.ctx)
     acts = collect_activations(loaded.model, val, TINY.sae_layers, 4000)
     for path in paths:
         sae = load_sae(path)

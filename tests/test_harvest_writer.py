@@ -41,7 +41,12 @@ def test_rows_come_back_sorted_and_whole(tmp_path):
     assert size == out.stat().st_size and not out.with_name("s.duckdb.tmp").exists()
     con = duckdb.connect(str(out), read_only=True)
     assert con.execute("SELECT sae_id, feature FROM features").fetchall() == [
-        ("a", 0), ("a", 1), ("a", 2), ("z", 0), ("z", 1), ("z", 2)
+        ("a", 0),
+        ("a", 1),
+        ("a", 2),
+        ("z", 0),
+        ("z", 1),
+        ("z", 2),
     ]
     one = "SELECT label, top_tokens, hist FROM features WHERE sae_id = 'a' AND feature = 2"
     assert con.execute(one).fetchall() == [("label 2", [2], [2, 0])]
@@ -53,7 +58,8 @@ def test_rows_come_back_sorted_and_whole(tmp_path):
         (2, "top", None, 1.5, 7, 1, [0, 1, 2], [0.0, 0.25, 0.5]),
     ]
     assert con.execute("SELECT feature, other_sae_id FROM neighbors WHERE sae_id = 'z'").fetchall() == [
-        (0, "a"), (1, "b")
+        (0, "a"),
+        (1, "b"),
     ]
     assert con.execute("SELECT token FROM vocab ORDER BY token_id").fetchall() == [("<eos>",), (" the",), ("é",)]
     assert con.execute("SELECT hist_edges FROM saes LIMIT 1").fetchone() == ([1.0, 2.0, 4.0],)

@@ -342,9 +342,7 @@ def test_not_a_causal_lm_or_no_layers(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="not a causal LM"):
         load_model(tmp_path / "t5", tokenizer=False)
     # GPT-2 keeps its blocks in transformer.h, not in a list called "layers"
-    gpt2 = transformers.GPT2LMHeadModel(
-        transformers.GPT2Config(vocab_size=32, n_embd=16, n_layer=1, n_head=2)
-    )
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=32, n_embd=16, n_layer=1, n_head=2))
     gpt2.save_pretrained(tmp_path / "gpt2")
     with pytest.raises(ModelLoadError, match="no decoder layers"):
         load_model(tmp_path / "gpt2", tokenizer=False)

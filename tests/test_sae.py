@@ -475,9 +475,7 @@ def test_check_fits(tmp_path: Path, gen: torch.Generator) -> None:
     save_qwen_scope(path, w["W_enc"], w["b_enc"], w["W_dec"], w["b_dec"])
     sae = load_sae(path)
     sae.check_fits(D)
-    with pytest.raises(
-        SaeFormatError, match=r"layer0\.sae\.pt reads d_in=8 but the model's hidden size is 1024"
-    ):
+    with pytest.raises(SaeFormatError, match=r"layer0\.sae\.pt reads d_in=8 but the model's hidden size is 1024"):
         sae.check_fits(1024)
 
 
@@ -522,9 +520,7 @@ def test_find_sae_files(tmp_path: Path, gen: torch.Generator) -> None:
     save_qwen_scope(tmp_path / ".tmp" / "layer1.sae.pt", w["W_enc"], w["b_enc"], w["W_dec"], w["b_dec"])
     hook = "blocks.1.hook_resid_post"
     write_saelens(tmp_path / "saelens" / hook, saelens_cfg("standard", hook), saelens_tensors(gen))
-    write_dir(
-        tmp_path / "sparsify" / "layers.2", "cfg.json", {"k": 2}, "sae.safetensors", sparsify_tensors(gen)
-    )
+    write_dir(tmp_path / "sparsify" / "layers.2", "cfg.json", {"k": 2}, "sae.safetensors", sparsify_tensors(gen))
     w = llamascope_tensors(gen)
     cfg = llamascope_cfg("topk", "blocks.5.hook_resid_post", norm_activation="inference")
     write_dir(tmp_path / "llama" / "L5R", "config.json", cfg, "checkpoints/final.safetensors", w)

@@ -16,8 +16,14 @@ SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
 @pytest.fixture(scope="module")
 def client(tiny_db, tmp_path_factory):
     db = tmp_path_factory.mktemp("appdb") / "app.db"
-    settings = Settings(app_db_url=f"sqlite:///{db}", device="cpu", steer_max_new_tokens=16, steer_max_features=2,
-                        steer_max_strength=50, rate_steer_per_min=0)  # fmt: skip (rates: tests/test_security.py)
+    settings = Settings(
+        app_db_url=f"sqlite:///{db}",
+        device="cpu",
+        steer_max_new_tokens=16,
+        steer_max_features=2,
+        steer_max_strength=50,
+        rate_steer_per_min=0,
+    )  # fmt: skip (rates: tests/test_security.py)
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # after the shared demo build and harvest, which want every core
     with TestClient(create_app([tiny_db], settings, warm_search=False)) as c:

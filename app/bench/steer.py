@@ -86,8 +86,10 @@ def main(argv: list[str] | None = None) -> None:
         "concurrency_speedup": round(tok_many / tok_one, 2), "concurrency_goal": 4.0,
         "batches": worker.batches,
     }  # fmt: skip
-    print(f"plain {plain * 1e3:.1f} ms, steered (add + clamp) {steered * 1e3:.1f} ms, "
-          f"add only {add_only * 1e3:.1f} ms, default+steered {pair * 1e3:.1f} ms")
+    print(
+        f"plain {plain * 1e3:.1f} ms, steered (add + clamp) {steered * 1e3:.1f} ms, "
+        f"add only {add_only * 1e3:.1f} ms, default+steered {pair * 1e3:.1f} ms"
+    )
     print(json.dumps(report))
 
 

@@ -97,9 +97,7 @@ def aux_loss(sae: TopKSae, pre_NF: Tensor, err_ND: Tensor, dead_F: Tensor, aux_k
     return (recon_ND - err_ND.detach()).pow(2).sum() / denom
 
 
-def train_sae(
-    spec: DemoSpec, acts_ND: Tensor, progress: Callable[[int, int, float], None] | None = None
-) -> SaeWeights:
+def train_sae(spec: DemoSpec, acts_ND: Tensor, progress: Callable[[int, int, float], None] | None = None) -> SaeWeights:
     """Train one TopK SAE on ``acts_ND`` for ``spec.sae_epochs`` epochs of shuffled batches."""
     gen = torch.Generator().manual_seed(spec.seed)
     sae = TopKSae(acts_ND.shape[1], spec.sae_width, spec.sae_k, acts_ND.mean(0), gen)
@@ -136,9 +134,7 @@ def train_sae(
     return sae.weights()
 
 
-def sae_metrics(
-    encode: Callable[[Tensor], Tensor], decode: Callable[[Tensor], Tensor], acts_ND: Tensor
-) -> dict:
+def sae_metrics(encode: Callable[[Tensor], Tensor], decode: Callable[[Tensor], Tensor], acts_ND: Tensor) -> dict:
     """FVU and dead fraction of an SAE (given as encode/decode callables) on held-out activations."""
     t0 = time.perf_counter()
     with torch.no_grad():

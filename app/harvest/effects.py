@@ -86,9 +86,7 @@ def top_marked_tokens(feature_E: Tensor, token_E: Tensor, n_features: int, n: in
     width = int(token_E.max()) + 1
     pair_E = feature_E.long() * width + token_E.long()
     pair_P, inv_E, count_P = torch.unique(pair_E, return_inverse=True, return_counts=True)
-    first_P = torch.full_like(pair_P, len(pair_E)).scatter_reduce_(
-        0, inv_E, torch.arange(len(pair_E)), "amin"
-    )
+    first_P = torch.full_like(pair_P, len(pair_E)).scatter_reduce_(0, inv_E, torch.arange(len(pair_E)), "amin")
     order = first_P.argsort(stable=True)
     order = order[(-count_P[order]).argsort(stable=True)]
     order = order[(pair_P[order] // width).argsort(stable=True)]

@@ -95,7 +95,7 @@ def load_manifest(path: Path) -> list[ReleaseJob]:
     _check_keys(path, "the top level", doc, TOP_KEYS)
     base = path.parent
     if doc.get("per", "model") not in ("model", "sae"):
-        raise ManifestError(f"{path}: per must be \"model\" or \"sae\", got {doc['per']!r}")
+        raise ManifestError(f'{path}: per must be "model" or "sae", got {doc["per"]!r}')
     if not isinstance(doc.get("models"), list) or not doc["models"]:
         raise ManifestError(f"{path}: no [[models]] entry")
     out_dir = base / Path(str(doc.get("out_dir", "."))).expanduser()  # absolute stays absolute
@@ -166,7 +166,7 @@ def _layers(path: Path, where: str, value) -> list[int] | None:
             lo, _, hi = part.partition("-")
             out.update(range(int(lo), int(hi or lo) + 1))
         return sorted(out)
-    raise ManifestError(f"{path}: {where}: layers must be like \"0-27\", \"0,4,8-11\" or a list of ints")
+    raise ManifestError(f'{path}: {where}: layers must be like "0-27", "0,4,8-11" or a list of ints')
 
 
 def _str_list(path: Path, where: str, entry: dict, key: str) -> list[str]:

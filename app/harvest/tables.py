@@ -156,7 +156,15 @@ def build_tables(
     layers = [s.layer for s in saes]
     vocab = list(vocab)
     return [
-        sae_tables(sae, state, windows_NT, W_U_VD, vocab, info[i], opts_tokens,
-                   [(sae_ids[j], saes[j]) for j in neighbor_saes(layers, i)])  # fmt: skip
+        sae_tables(
+            sae,
+            state,
+            windows_NT,
+            W_U_VD,
+            vocab,
+            info[i],
+            opts_tokens,
+            [(sae_ids[j], saes[j]) for j in neighbor_saes(layers, i)],
+        )  # fmt: skip
         for i, (sae, state) in enumerate(zip(saes, states, strict=True))
     ]

@@ -67,9 +67,7 @@ def load_sae(
     if layer is not None and spec.layer is None:
         spec.layer, spec.site = layer, spec.site or resid_site(layer)
     elif layer is not None and spec.layer != layer:
-        raise SaeFormatError(
-            f"SAE {weights} reads layer {spec.layer} ({spec.hook_name}) but layer={layer} was asked"
-        )
+        raise SaeFormatError(f"SAE {weights} reads layer {spec.layer} ({spec.hook_name}) but layer={layer} was asked")
     return Sae(spec, device=device, dtype=dtype)
 
 
@@ -104,11 +102,7 @@ def _pick_weights(path: Path, layer: int | None) -> Path:
         return path
     folder = path.parent if path.is_file() else path
     found = find_sae_files(folder)
-    own = [
-        f
-        for f in found
-        if f.parent == folder or (f.parent.name == "checkpoints" and f.parent.parent == folder)
-    ]
+    own = [f for f in found if f.parent == folder or (f.parent.name == "checkpoints" and f.parent.parent == folder)]
     if len(own) == 1:  # the folder is one SAE (load_sae checks `layer` against it)
         return own[0]
     if layer is not None:
@@ -119,9 +113,7 @@ def _pick_weights(path: Path, layer: int | None) -> Path:
         at = f" for layer {layer}" if layer is not None else ""
         raise SaeFormatError(f"SAE folder {folder} holds no SAE{at}; looked in it and below for {LOOKED_FOR}")
     names = ", ".join(str(f.relative_to(folder)) for f in found[:6]) + (", ..." if len(found) > 6 else "")
-    raise SaeFormatError(
-        f"SAE folder {folder} holds {len(found)} SAEs ({names}); pass one of them, or layer="
-    )
+    raise SaeFormatError(f"SAE folder {folder} holds {len(found)} SAEs ({names}); pass one of them, or layer=")
 
 
 def _layer_of(weights: Path) -> int | None:
@@ -138,9 +130,7 @@ def find_sae_files(root: str | Path) -> list[Path]:
     found = [
         f
         for f in root.rglob("*")
-        if not any(part.startswith(".") for part in f.relative_to(root).parts)
-        and f.is_file()
-        and identify(f)
+        if not any(part.startswith(".") for part in f.relative_to(root).parts) and f.is_file() and identify(f)
     ]
     keyed = [(_layer_of(f), f) for f in found]
     return [f for layer, f in sorted(keyed, key=lambda lf: (lf[0] is None, lf[0] or 0, str(lf[1])))]

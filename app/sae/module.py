@@ -69,9 +69,7 @@ class Sae(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """Dense feature activations [..., d_sae] for activations x [..., d_in], in the SAE's dtype."""
         if x.shape[-1] != self.d_in:
-            raise ValueError(
-                f"SAE {self.source} reads d_in={self.d_in} but got input of shape {list(x.shape)}"
-            )
+            raise ValueError(f"SAE {self.source} reads d_in={self.d_in} but got input of shape {list(x.shape)}")
         x_BD = x.to(device=self.W_enc.device, dtype=self.W_enc.dtype)
         if self.apply_b_dec_to_input:
             x_BD = x_BD - self.b_dec
@@ -96,9 +94,7 @@ class Sae(nn.Module):
     def decode(self, f: Tensor) -> Tensor:
         """Reconstruction [..., d_in] from feature activations f [..., d_sae]."""
         if f.shape[-1] != self.d_sae:
-            raise ValueError(
-                f"SAE {self.source} has d_sae={self.d_sae} but got features of shape {list(f.shape)}"
-            )
+            raise ValueError(f"SAE {self.source} has d_sae={self.d_sae} but got features of shape {list(f.shape)}")
         return f.to(device=self.W_dec.device, dtype=self.W_dec.dtype) @ self.W_dec + self.b_dec
 
     def forward(self, x: Tensor) -> Tensor:

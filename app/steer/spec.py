@@ -99,9 +99,7 @@ class SteerLimits:
             raise SpecError(f"{len(spec.features)} features given; at most {self.max_features} per request")
         for f in spec.features:
             if abs(f.strength) > self.max_strength:
-                raise SpecError(
-                    f"strength {f.strength:g} of feature {f.feature} is outside ±{self.max_strength:g}"
-                )
+                raise SpecError(f"strength {f.strength:g} of feature {f.feature} is outside ±{self.max_strength:g}")
         if not spec.messages and not spec.prompt:
             raise SpecError("the prompt is empty: give `prompt` or `messages`")
 

@@ -138,9 +138,7 @@ def _spread_lists(cols: Columns, names: Sequence[str]) -> tuple[Columns, list[st
     return out, sqls
 
 
-def _insert(
-    con: duckdb.DuckDBPyConnection, table: str, cols: Columns, select: str, params: Sequence[Any] = ()
-) -> None:
+def _insert(con: duckdb.DuckDBPyConnection, table: str, cols: Columns, select: str, params: Sequence[Any] = ()) -> None:
     """INSERT INTO table SELECT <select> FROM cols, rows sorted by `feature` when there is one."""
     n = len(next(iter(cols.values())))
     if n == 0:

@@ -16,8 +16,15 @@ from qscope.web.render import templates, wants_json
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
-TITLES = {404: "Not found", 405: "Method not allowed", 413: "Request too large", 414: "URL too long",
-          422: "Bad request", 429: "Too many requests", 503: "Unavailable"}
+TITLES = {
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request too large",
+    414: "URL too long",
+    422: "Bad request",
+    429: "Too many requests",
+    503: "Unavailable",
+}
 
 
 class Unprocessable(Exception):

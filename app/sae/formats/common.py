@@ -53,9 +53,7 @@ class SaeSpec:
     format: str = "qwen-scope"
 
 
-def check_shapes(
-    source: Path, tensors: Mapping[str, Tensor], dims: Mapping[str, tuple[str, ...]]
-) -> dict[str, int]:
+def check_shapes(source: Path, tensors: Mapping[str, Tensor], dims: Mapping[str, tuple[str, ...]]) -> dict[str, int]:
     """Check each named tensor against symbolic dims ("d_in", "d_sae"); return the sizes bound to them.
 
     The first tensor that mentions a dim fixes it, so a mismatch reads like
@@ -71,8 +69,7 @@ def check_shapes(
             want = ", ".join(f"{dim}={bound[dim][0]}" if dim in bound else dim for dim in names)
             origin = "; ".join(f"{dim}={bound[dim][0]} from {bound[dim][1]}" for dim in names if dim in bound)
             raise SaeFormatError(
-                f"SAE file {source}: {name} has shape {shape}, expected [{want}]"
-                + (f" ({origin})" if origin else "")
+                f"SAE file {source}: {name} has shape {shape}, expected [{want}]" + (f" ({origin})" if origin else "")
             )
         for size, dim in pairs:
             bound.setdefault(dim, (size, f"{name} {shape}"))

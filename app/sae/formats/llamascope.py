@@ -46,9 +46,7 @@ def _norm(cfg: Mapping[str, Any], state: Mapping[str, Tensor], hook: str, side: 
     return next((norms[key] for key in (hook, side) if norms.get(key) is not None), None)
 
 
-def _scales(
-    cfg: Mapping[str, Any], state: Mapping[str, Tensor], d: int, weights: Path
-) -> tuple[float, float]:
+def _scales(cfg: Mapping[str, Any], state: Mapping[str, Tensor], d: int, weights: Path) -> tuple[float, float]:
     """(input scale, output scale): lm-saes "dataset-wise" feeds the SAE x * sqrt(d) / average norm."""
     mode = cfg.get("norm_activation", "dataset-wise")
     if mode == "inference":  # already folded by lm-saes
@@ -68,9 +66,7 @@ def _scales(
     return math.sqrt(d) / positive(norm_in, what, weights), math.sqrt(d) / positive(norm_out, what, weights)
 
 
-def _threshold(
-    cfg: Mapping[str, Any], state: Mapping[str, Tensor], d_sae: int, path: Path
-) -> Tensor:
+def _threshold(cfg: Mapping[str, Any], state: Mapping[str, Tensor], d_sae: int, path: Path) -> Tensor:
     # lm-saes keeps the JumpReLU threshold in log space on its activation-function module (older: top
     # level); the first Llama Scope release stored one linear threshold for all features in its config
     for key in ("activation_function.log_jumprelu_threshold", "log_jumprelu_threshold"):
