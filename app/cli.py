@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from qscope.config import get_settings
 from rich.console import Console
+
+from qscope.config import get_settings
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help="qscope: explore the inside of Qwen models.")
 console = Console(stderr=True)
@@ -18,10 +19,12 @@ console = Console(stderr=True)
 # Options of the sharded harvest (qscope.harvest.cluster), shared by `harvest --ray` and `harvest-release`.
 RayOpt = Annotated[
     str | None,
-    typer.Option(help="Spread the harvest over Ray: auto (a running cluster or RAY_ADDRESS), local (start one on this "
-                 "machine) or host:port. Needs the cluster extra: pip install 'qscope\\[cluster]'.",
-                 rich_help_panel="Cluster"),
-]  # fmt: skip
+    typer.Option(
+        help="Spread the harvest over Ray: auto (a running cluster or RAY_ADDRESS), local (start one on this "
+        "machine) or host:port. Needs the cluster extra: pip install 'qscope\\[cluster]'.",
+        rich_help_panel="Cluster",
+    ),
+]
 ShardTokensOpt = Annotated[int, typer.Option(help="Corpus tokens per task.", rich_help_panel="Cluster")]
 SaesPerTaskOpt = Annotated[
     int, typer.Option(help="At most this many SAEs per task; 0: as many as --task-gb holds.", rich_help_panel="Cluster")
@@ -41,6 +44,20 @@ def _pool_and_plan(ray: str | None, shard_tokens: int, saes_per_task: int, task_
 
     pool = RayPool(ray, gpus_per_task=gpus) if ray else InlinePool()
     return pool, ClusterPlan(shard_tokens=shard_tokens, task_gb=task_gb, saes_per_task=saes_per_task)
+
+
+def _indexer(device: str = "cpu"):
+    """The semantic index builder the harvest calls once a store is written (qscope.search.semantic), embedding
+    on the harvest's device."""
+    from functools import partial
+
+    from qscope.model import pick_device
+    from qscope.search.semantic import index_store
+
+    try:
+        return partial(index_store, device=str(pick_device(device)))
+    except ValueError:  # a bad --device: the harvest itself reports it
+        return index_store
 
 
 def _spec(tiny: bool):
@@ -90,7 +107,7 @@ def demo_cmd(
 ) -> None:
     """Build the embedded default if missing, harvest it if its feature store is missing, and serve it."""
     from qscope.harvest.ids import model_id_for
-    from qscope.store.queries import is_current
+    from qscope.store.meta import is_current
 
     settings = get_settings()
     out = out or settings.demo_dir
@@ -100,8 +117,13 @@ def demo_cmd(
     if db.is_file() and db.stat().st_mtime > built and is_current(db):
         console.print(f"harvest: reusing {db}")
     else:
-        harvest_cmd(model=str(out / "model"), sae=[out / "saes"], corpus=str(out / "corpus" / "train.jsonl"),
-                    out=db, tokens=tokens)  # fmt: skip
+        harvest_cmd(
+            model=str(out / "model"),
+            sae=[out / "saes"],
+            corpus=str(out / "corpus" / "train.jsonl"),
+            out=db,
+            tokens=tokens,
+        )
     more = [p for p in more or [] if not p.is_dir() or any(p.glob("*.duckdb"))]  # an empty folder: nothing yet
     serve_cmd(db=[db, *more], host=host, port=port)
 
@@ -122,8 +144,18 @@ def info_cmd(
             except SaeFormatError as err:
                 console.print(f"[red]error:[/] {err}")
                 raise typer.Exit(2) from err
-            rows.append({"path": str(path), "format": s.format, "architecture": s.architecture, "layer": s.layer,
-                         "site": s.site, "d_in": s.d_in, "d_sae": s.d_sae, "k": s.k})  # fmt: skip
+            rows.append(
+                {
+                    "path": str(path),
+                    "format": s.format,
+                    "architecture": s.architecture,
+                    "layer": s.layer,
+                    "site": s.site,
+                    "d_in": s.d_in,
+                    "d_sae": s.d_sae,
+                    "k": s.k,
+                }
+            )
     typer.echo(json.dumps(rows, indent=2))
 
 
@@ -136,7 +168,10 @@ def harvest_cmd(
     ] = None,
     corpus: Annotated[
         str | None,
-        typer.Option(help=".txt/.jsonl/.parquet file or folder, or a HF dataset (default: the demo's train split)."),
+        typer.Option(
+            help=".txt/.jsonl/.parquet file or folder, or a HF dataset (default: the demo's train split); or token "
+            "windows taken as they are: .npy/.pt [windows, tokens], parquet with an input_ids or tokens column."
+        ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="DuckDB file to write (default: data/<model_id>.duckdb).")] = None,
     tokens: Annotated[int, typer.Option(help="Tokens to harvest (fewer if the corpus is shorter).")] = 1_000_000,
@@ -155,6 +190,14 @@ def harvest_cmd(
     checkpoint_every: Annotated[int, typer.Option(help="Batches between checkpoints; 0: none.")] = 100,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint beside --out.")] = False,
     stop_after: Annotated[int | None, typer.Option(hidden=True, help="Stop after N batches (tests).")] = None,
+    index: Annotated[
+        bool,
+        typer.Option(
+            "--index/--no-index",
+            help="Build the semantic search index beside the store, so `qscope serve` searches at once.",
+        ),
+    ] = True,
+    card_workers: Annotated[int, typer.Option(help="Processes that build the feature cards; 0: one per core.")] = 0,
     ray: RayOpt = None,
     shard_tokens: ShardTokensOpt = 1 << 20,
     saes_per_task: SaesPerTaskOpt = 0,
@@ -168,19 +211,38 @@ def harvest_cmd(
 
     settings = get_settings()
     if model is None and not (settings.demo_dir / "model").is_dir():
-        console.print(f"error: no demo model in {settings.demo_dir}: run `qscope build-demo` first, or pass --model, "
-                      "--sae and --corpus", style="red", markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+        console.print(
+            f"error: no demo model in {settings.demo_dir}: run `qscope build-demo` first, or pass --model, "
+            "--sae and --corpus",
+            style="red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(2)
     model = model or str(settings.demo_dir / "model")
     opts = HarvestOptions(
-        model=model, saes=sae or [settings.demo_dir / "saes"],
+        model=model,
+        saes=sae or [settings.demo_dir / "saes"],
         corpus=corpus or str(settings.demo_dir / "corpus" / "train.jsonl"),
         out=out or settings.data_dir / f"{model_id_for(model)}.duckdb",
-        tokens=tokens, ctx=ctx, batch=batch, top_k=top_k, before=before, after=after, skip_first=skip_first,
-        sink_norm_ratio=sink_norm_ratio, seed=settings.seed if seed is None else seed,
-        device=device or settings.device, dtype=dtype or settings.dtype, checkpoint_every=checkpoint_every,
-        resume=resume, stop_after=stop_after,
-    )  # fmt: skip
+        tokens=tokens,
+        ctx=ctx,
+        batch=batch,
+        top_k=top_k,
+        before=before,
+        after=after,
+        skip_first=skip_first,
+        sink_norm_ratio=sink_norm_ratio,
+        seed=settings.seed if seed is None else seed,
+        device=device or settings.device,
+        dtype=dtype or settings.dtype,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        stop_after=stop_after,
+        card_workers=card_workers,
+    )
+    indexer = _indexer(opts.device) if index else None
 
     def say(text: str, style: str) -> None:
         console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
@@ -189,7 +251,10 @@ def harvest_cmd(
 
     pool, plan = _pool_and_plan(ray, shard_tokens, saes_per_task, task_gb, gpus_per_task) if ray else (None, None)
     try:
-        summary = harvest(opts, console) if pool is None else harvest_cluster(opts, pool, console, plan)
+        if pool is None:
+            summary = harvest(opts, console, indexer=indexer)
+        else:
+            summary = harvest_cluster(opts, pool, console, plan, indexer=indexer)
     except TasksFailed as err:
         say(f"error: {err}", "red")
         raise typer.Exit(1) from err
@@ -201,11 +266,16 @@ def harvest_cmd(
         raise typer.Exit(2) from err
     except KeyboardInterrupt as err:
         if pool is not None:
-            say("interrupted; run the same command again: the finished tasks are kept in the spool beside --out",
-                "yellow")  # fmt: skip
+            say(
+                "interrupted; run the same command again: the finished tasks are kept in the spool beside --out",
+                "yellow",
+            )
         else:
-            say(f"interrupted; rerun with --resume to continue from the last checkpoint (every {checkpoint_every} "
-                "batches)", "yellow")  # fmt: skip
+            say(
+                f"interrupted; rerun with --resume to continue from the last checkpoint (every {checkpoint_every} "
+                "batches)",
+                "yellow",
+            )
         raise typer.Exit(130) from err
     finally:
         if pool is not None:
@@ -234,12 +304,17 @@ def harvest_release_cmd(
         raise typer.Exit(2) from err
     pool, plan = _pool_and_plan(ray, shard_tokens, saes_per_task, task_gb, gpus_per_task)
     try:
-        failed = run_release(jobs, pool, console, plan, dry_run=dry_run)
+        failed = run_release(jobs, pool, console, plan, dry_run=dry_run, indexer=_indexer(get_settings().device))
     finally:
         pool.close()
     if failed:
-        console.print(f"{len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)}; run the same command again "
-                      "to finish them", style="red", markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+        console.print(
+            f"{len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)}; run the same command again to finish them",
+            style="red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
 
 
@@ -254,8 +329,9 @@ def _stores(db: list[Path]) -> list[Path]:
     for p in db:
         found = sorted(p.glob("*.duckdb")) if p.is_dir() else [p]
         if not found:
-            say(f"error: no .duckdb file in {p}: harvest one into it with `qscope harvest --out {p}/NAME.duckdb`",
-                "red")  # fmt: skip
+            say(
+                f"error: no .duckdb file in {p}: harvest one into it with `qscope harvest --out {p}/NAME.duckdb`", "red"
+            )
             raise typer.Exit(2)
         paths += found
     return paths
@@ -275,6 +351,8 @@ def serve_cmd(
     Every store, and the model and SAE files it records, is checked first: a missing or damaged one stops the
     server with one line saying which file and why."""
     import uvicorn
+
+    from qscope.search.semantic import has_cached_index
     from qscope.store.preflight import PreflightError, preflight
     from qscope.store.queries import StoreError
 
@@ -287,6 +365,12 @@ def serve_cmd(
     except PreflightError as err:
         say(f"error: {err}", "red")
         raise typer.Exit(2) from err
+    for path in db:
+        if not has_cached_index(path, settings.cache_dir):
+            say(
+                f"search: {path.name} has no semantic index yet (harvested without one): text search answers at once, "
+                "the semantic index is being built in the background"
+            )
     host, port = host or settings.host, port or settings.port
     run = {"host": host, "port": port, "log_level": "warning", "server_header": False}
     if workers > 1:
@@ -434,10 +518,22 @@ def bench_harvest_cmd(ctx: typer.Context) -> None:
     _run_bench("harvest", list(ctx.args))
 
 
+@bench_cli.command("real-shape", context_settings=_BENCH_ARGS)
+def bench_real_shape_cmd(ctx: typer.Context) -> None:
+    """The harvest at Qwen3-1.7B's shapes, every phase timed and projected (`qscope bench real-shape --help`)."""
+    _run_bench("real_shape", list(ctx.args))
+
+
 @bench_cli.command("steer", context_settings=_BENCH_ARGS)
 def bench_steer_cmd(ctx: typer.Context) -> None:
     """Default + steered in one batch vs plain, hook overhead, 8 requests vs 1 (`qscope bench steer --help`)."""
     _run_bench("steer", list(ctx.args))
+
+
+@bench_cli.command("attribute", context_settings=_BENCH_ARGS)
+def bench_attribute_cmd(ctx: typer.Context) -> None:
+    """One attribution of a 128-token prompt vs one forward pass of it (`qscope bench attribute --help`)."""
+    _run_bench("attribute", list(ctx.args))
 
 
 @bench_cli.command("load", context_settings=_BENCH_ARGS)

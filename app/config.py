@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     max_chars: int = Field(4000, description="Longest text /search and /inspect run the model on (characters).")
     max_tokens: int = Field(256, description="Most tokens one such model run may take (per text).")
     max_texts: int = Field(8, description="Most texts per side in /inspect's compare mode.")
+    attribute_max_tokens: int = Field(
+        1024, description="Longest sequence /attribute explains a token of (a text, or a run's prompt + completion)."
+    )
     query_timeout_s: float = Field(5.0, description="A DuckDB query of the server is interrupted after this.")
     cache_dir: Path | None = Field(
         None,

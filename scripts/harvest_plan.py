@@ -85,11 +85,18 @@ def plan_model(m: Model, tokens: int) -> dict:
     neighbors = 2 * m.layers * (1 + 5) * 2 * w_mean * w_mean * m.d
     state_gb = sum(StateSpec(d_sae=w, **SPEC).d_sae for w in m.widths) * m.layers * _state_bytes_per_feature() / 1e9
     return {
-        "model": m.name, "saes": 2 * m.layers, "features": sum(m.widths) * m.layers, "gpu_gib": m.gpu_gib,
-        "groups": len(groups), "saes_per_task": max(len(g) for g in groups), "flop_per_token": trunk_flop + sae_flop,
-        "trunk_share": trunk_flop / (trunk_flop + sae_flop), "pass_gpu_h": pass_s / 3600,
-        "finish_gpu_h": (effects + neighbors) / FP32_RATE / 3600, "state_gb_per_shard": state_gb,
-    }  # fmt: skip
+        "model": m.name,
+        "saes": 2 * m.layers,
+        "features": sum(m.widths) * m.layers,
+        "gpu_gib": m.gpu_gib,
+        "groups": len(groups),
+        "saes_per_task": max(len(g) for g in groups),
+        "flop_per_token": trunk_flop + sae_flop,
+        "trunk_share": trunk_flop / (trunk_flop + sae_flop),
+        "pass_gpu_h": pass_s / 3600,
+        "finish_gpu_h": (effects + neighbors) / FP32_RATE / 3600,
+        "state_gb_per_shard": state_gb,
+    }
 
 
 def _state_bytes_per_feature() -> float:
@@ -138,23 +145,33 @@ def main() -> None:
     ap.add_argument("--gpus", type=int, nargs="+", default=[1, 8, 32, 64])
     args = ap.parse_args()
     rows = [plan_model(m, args.tokens) for m in MODELS]
-    print(f"tokens per SAE: {args.tokens:,}; per-token rates: trunk {TRUNK_RATE / 1e12:.0f} TFLOP/s, "
-          f"fp32 {FP32_RATE / 1e12:.0f} TFLOP/s, bookkeeping x{BOOKKEEPING:.2f}\n")  # fmt: skip
-    print("| model | SAEs | features | GPU | groups x SAEs | GFLOP/token | trunk | pass GPU-h | finish GPU-h | "
-          "state/shard |")  # fmt: skip
+    print(
+        f"tokens per SAE: {args.tokens:,}; per-token rates: trunk {TRUNK_RATE / 1e12:.0f} TFLOP/s, "
+        f"fp32 {FP32_RATE / 1e12:.0f} TFLOP/s, bookkeeping x{BOOKKEEPING:.2f}\n"
+    )
+    print(
+        "| model | SAEs | features | GPU | groups x SAEs | GFLOP/token | trunk | pass GPU-h | finish GPU-h | "
+        "state/shard |"
+    )
     print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         gpu = "H100" if r["gpu_gib"] == H100_GIB else "H200"
-        print(f"| {r['model']} | {r['saes']} | {r['features'] / 1e6:.2f}M | {gpu} "
-              f"| {r['groups']} x {r['saes_per_task']} | {r['flop_per_token'] / 1e9:.0f} | {r['trunk_share']:.0%} "
-              f"| {r['pass_gpu_h']:.2f} | {r['finish_gpu_h']:.2f} | {r['state_gb_per_shard']:.0f} GB |")  # fmt: skip
+        print(
+            f"| {r['model']} | {r['saes']} | {r['features'] / 1e6:.2f}M | {gpu} "
+            f"| {r['groups']} x {r['saes_per_task']} | {r['flop_per_token'] / 1e9:.0f} | {r['trunk_share']:.0%} "
+            f"| {r['pass_gpu_h']:.2f} | {r['finish_gpu_h']:.2f} | {r['state_gb_per_shard']:.0f} GB |"
+        )
     total = {k: sum(r[k] for r in rows) for k in ("saes", "features", "pass_gpu_h", "finish_gpu_h")}
-    print(f"| **all** | **{total['saes']}** | **{total['features'] / 1e6:.1f}M** | | | | | "
-          f"**{total['pass_gpu_h']:.1f}** | **{total['finish_gpu_h']:.1f}** | |\n")  # fmt: skip
+    print(
+        f"| **all** | **{total['saes']}** | **{total['features'] / 1e6:.1f}M** | | | | | "
+        f"**{total['pass_gpu_h']:.1f}** | **{total['finish_gpu_h']:.1f}** | |\n"
+    )
     flop = sum(r["flop_per_token"] for r in rows) * args.tokens
     cpu_days = flop / (CPU_TOKENS_PER_S * CPU_MINI_FLOP) / 86400
-    print(f"all passes: {flop:.2e} FLOP; at the measured CPU rate ({CPU_TOKENS_PER_S * CPU_MINI_FLOP / 1e9:.0f} "
-          f"GFLOP/s on 2 cores) that is {cpu_days:,.0f} days\n")  # fmt: skip
+    print(
+        f"all passes: {flop:.2e} FLOP; at the measured CPU rate ({CPU_TOKENS_PER_S * CPU_MINI_FLOP / 1e9:.0f} "
+        f"GFLOP/s on 2 cores) that is {cpu_days:,.0f} days\n"
+    )
     walls = [spread(rows, n) | {"parallel_h": parallel(rows, n)} for n in args.gpus]
     print("| GPUs | models one after another | shards per model | best with one driver per model at once |")
     print("|---:|---:|---|---:|")

@@ -5,6 +5,7 @@
   const list = document.getElementById("features");
   const status = document.getElementById("status");
   const shareBtn = document.getElementById("share");
+  const output = document.getElementById("steerout"); // data-run: what a click on a token attributes (attribute.js)
   let runToken = null;
 
   const el = (tag, attrs = {}, text = "") => {
@@ -42,7 +43,7 @@
   }
 
   function token(t) {
-    const s = el("span", { class: "st", title: `${JSON.stringify(t.text)} p=${t.prob.toFixed(3)}` }, t.text);
+    const s = el("span", { class: "st", "data-i": t.i, title: `${JSON.stringify(t.text)} p=${t.prob.toFixed(3)}` }, t.text);
     s.style.setProperty("--p", t.prob.toFixed(2));
     return s;
   }
@@ -54,6 +55,7 @@
     }
     shareBtn.disabled = true;
     runToken = null;
+    output.dataset.run = "";
     status.textContent = "running…";
     const resp = await fetch("/api/steer/stream", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(spec()),
@@ -79,6 +81,7 @@
         else if (kind === "done") {
           for (const name of ["default", "steered"]) document.getElementById(`stop-${name}`).textContent = data[name].stopped;
           runToken = data.run;
+          output.dataset.run = data.run;
           shareBtn.disabled = false;
           status.textContent = "done";
         } else if (kind === "error") status.textContent = `error: ${data}`;

@@ -25,9 +25,10 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> Path:
     """mini-Qwen built once per test session with the ``--tiny`` preset (the real builder, about 30 s)."""
+    from rich.console import Console
+
     from qscope.demo.build import build_demo
     from qscope.demo.spec import TINY
-    from rich.console import Console
 
     out = tmp_path_factory.mktemp("demo")
     build_demo(out, TINY, Console(quiet=True))
@@ -36,15 +37,23 @@ def tiny_demo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_db(tiny_demo, tmp_path_factory) -> Path:
-    """The tiny default harvested once per session by the real harvest (a few thousand validation tokens)."""
+    """The tiny default harvested once per session by the real harvest (a few thousand validation tokens), with
+    its semantic search index built beside it as `qscope harvest` builds it."""
+    from rich.console import Console
+
     from qscope.harvest.options import HarvestOptions
     from qscope.harvest.run import harvest
-    from rich.console import Console
+    from qscope.search.semantic import index_store
 
     out = tmp_path_factory.mktemp("store") / "tiny.duckdb"
     opts = HarvestOptions(
-        model=str(tiny_demo / "model"), saes=[tiny_demo / "saes"], corpus=str(tiny_demo / "corpus" / "val.jsonl"),
-        out=out, tokens=4096, device="cpu", checkpoint_every=0,
-    )  # fmt: skip
-    harvest(opts, Console(quiet=True))
+        model=str(tiny_demo / "model"),
+        saes=[tiny_demo / "saes"],
+        corpus=str(tiny_demo / "corpus" / "val.jsonl"),
+        out=out,
+        tokens=4096,
+        device="cpu",
+        checkpoint_every=0,
+    )
+    harvest(opts, Console(quiet=True), indexer=index_store)
     return out

@@ -10,14 +10,22 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import typer
+
 from qscope.cli import cli
 from qscope.config import Settings
 
 yaml = pytest.importorskip("yaml", reason="needs PyYAML (pip install -e .[dev])")
 
 ROOT = Path(__file__).resolve().parents[1]
-OTHER_ENV = {"HF_HOME", "HF_HUB_OFFLINE", "PYTHONUNBUFFERED", "TOKENIZERS_PARALLELISM", "DEBIAN_FRONTEND", "PATH",
-             "TORCH_INDEX"}  # fmt: skip
+OTHER_ENV = {
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+    "PYTHONUNBUFFERED",
+    "TOKENIZERS_PARALLELISM",
+    "DEBIAN_FRONTEND",
+    "PATH",
+    "TORCH_INDEX",
+}
 APP_PATH_VARS = ("QSCOPE_DATA_DIR", "QSCOPE_DEMO_DIR", "QSCOPE_CACHE_DIR", "HF_HOME")
 
 

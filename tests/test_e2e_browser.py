@@ -16,8 +16,14 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]  # fmt: skip
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = [
     pytest.mark.slow,
@@ -43,11 +49,16 @@ def qscope_cmd() -> list[str]:
 def serving(db: Path, tmp_path_factory, **env_extra: str) -> Iterator[str]:
     """`qscope serve --db db` on a free loopback port, for a module's browser tests; yields its base URL."""
     port, log = free_port(), tmp_path_factory.mktemp("serve") / "serve.log"
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "QSCOPE_DEVICE": "cpu",
-                        "QSCOPE_CACHE_DIR": str(tmp_path_factory.mktemp("cache")), **env_extra}  # fmt: skip
+    env = os.environ | {
+        "HF_HUB_OFFLINE": "1",
+        "QSCOPE_DEVICE": "cpu",
+        "QSCOPE_CACHE_DIR": str(tmp_path_factory.mktemp("cache")),
+        **env_extra,
+    }
     with open(log, "w") as out:
-        proc = subprocess.Popen([*qscope_cmd(), "serve", "--db", str(db), "--port", str(port)], stdout=out,
-                                stderr=out, env=env)  # fmt: skip
+        proc = subprocess.Popen(
+            [*qscope_cmd(), "serve", "--db", str(db), "--port", str(port)], stdout=out, stderr=out, env=env
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):

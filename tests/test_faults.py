@@ -17,6 +17,8 @@ import duckdb
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from torch import nn
+
 from qscope.config import Settings
 from qscope.harvest.checkpoint import checkpoint_dir
 from qscope.model import load_model
@@ -24,7 +26,6 @@ from qscope.steer.engine import Row
 from qscope.steer.worker import SteerJob, SteerWorker
 from qscope.store.schema import TABLES
 from qscope.web import create_app
-from torch import nn
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 VOLATILE_META = {"created_at", "seconds"}  # wall-clock facts of one run
@@ -36,22 +37,48 @@ def qscope() -> list[str]:
 
 
 def cli_env() -> dict[str, str]:
-    return os.environ | {"HF_HUB_OFFLINE": "1", "QSCOPE_DEVICE": "cpu", "OMP_NUM_THREADS": "1",
-                         "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+    return os.environ | {
+        "HF_HUB_OFFLINE": "1",
+        "QSCOPE_DEVICE": "cpu",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
 
 
 def harvest_args(demo: Path, out: Path) -> list[str]:
-    return [*qscope(), "harvest", "--model", str(demo / "model"), "--sae", str(demo / "saes"),
-            "--corpus", str(demo / "corpus" / "train.jsonl"), "--out", str(out), "--tokens", "12288", "--ctx", "32",
-            "--batch", "4", "--device", "cpu", "--dtype", "float32", "--checkpoint-every", "4"]  # fmt: skip
+    return [
+        *qscope(),
+        "harvest",
+        "--model",
+        str(demo / "model"),
+        "--sae",
+        str(demo / "saes"),
+        "--corpus",
+        str(demo / "corpus" / "train.jsonl"),
+        "--out",
+        str(out),
+        "--tokens",
+        "12288",
+        "--ctx",
+        "32",
+        "--batch",
+        "4",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--checkpoint-every",
+        "4",
+    ]
 
 
 def tables(path: Path) -> dict[str, list]:
     con = duckdb.connect(str(path), read_only=True)
     try:
         out = {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in TABLES if t != "meta"}
-        out["meta"] = sorted(r for r in con.execute("SELECT key, value FROM meta").fetchall()
-                             if r[0] not in VOLATILE_META)  # fmt: skip
+        out["meta"] = sorted(
+            r for r in con.execute("SELECT key, value FROM meta").fetchall() if r[0] not in VOLATILE_META
+        )
     finally:
         con.close()
     return out
@@ -61,8 +88,9 @@ def tables(path: Path) -> dict[str, list]:
 def test_a_harvest_killed_midway_resumes_losslessly(tiny_demo, tmp_path):
     killed, whole = tmp_path / "killed.duckdb", tmp_path / "whole.duckdb"
     state = checkpoint_dir(killed) / "state.pt"
-    proc = subprocess.Popen(harvest_args(tiny_demo, killed), env=cli_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        harvest_args(tiny_demo, killed), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 120
     while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -70,13 +98,13 @@ def test_a_harvest_killed_midway_resumes_losslessly(tiny_demo, tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     assert state.exists() and not killed.exists()  # killed between its first checkpoint and its end
-    resumed = subprocess.run([*harvest_args(tiny_demo, killed), "--resume"], env=cli_env(), capture_output=True,
-                             text=True, timeout=300)  # fmt: skip
+    resumed = subprocess.run(
+        [*harvest_args(tiny_demo, killed), "--resume"], env=cli_env(), capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from batch" in resumed.stderr + resumed.stdout
     assert not checkpoint_dir(killed).exists()
-    fresh = subprocess.run(harvest_args(tiny_demo, whole), env=cli_env(), capture_output=True, text=True,
-                           timeout=300)  # fmt: skip
+    fresh = subprocess.run(harvest_args(tiny_demo, whole), env=cli_env(), capture_output=True, text=True, timeout=300)
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     a, b = tables(killed), tables(whole)
     assert a["features"] and a["contexts"]
@@ -86,8 +114,13 @@ def test_a_harvest_killed_midway_resumes_losslessly(tiny_demo, tmp_path):
 
 def serve_fails(db: Path, *extra: str) -> str:
     """Run `qscope serve` on `db`; it must exit 2 at once with one line and no traceback. The line."""
-    r = subprocess.run([*qscope(), "serve", "--db", str(db), "--port", "9", *extra], env=cli_env(),
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [*qscope(), "serve", "--db", str(db), "--port", "9", *extra],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     text = (r.stdout + r.stderr).strip()
     assert r.returncode == 2, text
     assert "Traceback" not in text and len(text.splitlines()) == 1, text
@@ -108,8 +141,13 @@ def test_missing_truncated_or_corrupt_stores_stop_the_server_clearly(tiny_db, tm
         (tmp_path / name).write_bytes(content)
         assert says in serve_fails(tmp_path / name), name
     (tmp_path / "folder").mkdir()
-    r = subprocess.run([*qscope(), "serve", "--db", str(tmp_path / "folder")], env=cli_env(), capture_output=True,
-                       text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [*qscope(), "serve", "--db", str(tmp_path / "folder")],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "no .duckdb file" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -138,18 +176,25 @@ def test_a_truncated_or_corrupt_sae_file_stops_the_server_clearly(store_with_own
 def test_a_missing_sae_file_only_turns_live_runs_off(store_with_own_saes):
     db, files = store_with_own_saes
     files[0].unlink()
-    proc = subprocess.Popen([*qscope(), "serve", "--db", str(db), "--port", "0"], env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [*qscope(), "serve", "--db", str(db), "--port", "0"],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines, deadline = [], time.monotonic() + 60
     try:
-        while len(lines) < 2 and time.monotonic() < deadline:
+        while len(lines) < 3 and time.monotonic() < deadline:
             if select.select([proc.stdout], [], [], 1.0)[0]:
                 lines.append(proc.stdout.readline().strip())
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     assert lines[0].startswith("warning: live runs") and files[0].name in lines[0], lines
-    assert lines[1].startswith("serving 1 store"), lines
+    # a copy of the store has no search index of its own: the server says so, and serves
+    assert lines[1].startswith("search: own.duckdb has no semantic index yet") and "background" in lines[1], lines
+    assert lines[2].startswith("serving 1 store"), lines
 
 
 class Broken(nn.Module):

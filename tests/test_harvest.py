@@ -7,13 +7,14 @@ import duckdb
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
+
 from qscope.harvest.checkpoint import checkpoint_dir
 from qscope.harvest.options import HarvestError, HarvestOptions
 from qscope.harvest.run import harvest, prepare
 from qscope.harvest.state import HIST_EDGES, FeatureState, StateSpec, hist_bin, key_generator, next_pow2_above
 from qscope.model import capture, rank_mask
 from qscope.store.schema import DDL, TABLES
-from rich.console import Console
 
 CTX, BATCH, TOP_K, BEFORE, AFTER = 64, 8, 8, 8, 4
 VOLATILE_META = {"created_at", "seconds"}
@@ -25,10 +26,20 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def opts(tiny_demo, tmp_path_factory) -> HarvestOptions:
     return HarvestOptions(
-        model=str(tiny_demo / "model"), saes=[tiny_demo / "saes"], corpus=str(tiny_demo / "corpus" / "train.jsonl"),
-        out=tmp_path_factory.mktemp("harvest") / "tiny.duckdb", tokens=4096, ctx=CTX, batch=BATCH, top_k=TOP_K,
-        before=BEFORE, after=AFTER, device="cpu", dtype="float32", checkpoint_every=0,
-    )  # fmt: skip
+        model=str(tiny_demo / "model"),
+        saes=[tiny_demo / "saes"],
+        corpus=str(tiny_demo / "corpus" / "train.jsonl"),
+        out=tmp_path_factory.mktemp("harvest") / "tiny.duckdb",
+        tokens=4096,
+        ctx=CTX,
+        batch=BATCH,
+        top_k=TOP_K,
+        before=BEFORE,
+        after=AFTER,
+        device="cpu",
+        dtype="float32",
+        checkpoint_every=0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +76,11 @@ def test_every_feature_has_a_row_and_stats_match_brute_force(harvested, brute):
     for i, sae_id in enumerate(job.sae_ids):
         acts_NTF, valid_NT = data[i]
         fired_XF = (acts_NTF > 0) & valid_NT[..., None]
-        got = rows(con, "SELECT feature, n_fired, density, max_act, mean_act, hist FROM features "
-                        "WHERE sae_id = ? ORDER BY feature", sae_id)  # fmt: skip
+        got = rows(
+            con,
+            "SELECT feature, n_fired, density, max_act, mean_act, hist FROM features WHERE sae_id = ? ORDER BY feature",
+            sae_id,
+        )
         assert [r[0] for r in got] == list(range(job.saes[i].d_sae))
         n_fired = fired_XF.sum((0, 1))
         assert [r[1] for r in got] == n_fired.tolist()
@@ -93,8 +107,12 @@ def test_top_contexts_are_the_top(harvested, brute):
         acts_NTF, valid_NT = data[i]
         masked_NTF = acts_NTF * valid_NT[..., None]
         best_NF, pos_NF = masked_NTF.max(dim=1)  # max returns the first position of a tie
-        got = rows(con, "SELECT feature, rank, act, \"window\", pos, token_ids, acts FROM contexts "
-                        "WHERE sae_id = ? AND kind = 'top' ORDER BY feature, rank", sae_id)  # fmt: skip
+        got = rows(
+            con,
+            'SELECT feature, rank, act, "window", pos, token_ids, acts FROM contexts '
+            "WHERE sae_id = ? AND kind = 'top' ORDER BY feature, rank",
+            sae_id,
+        )
         by_feature = {}
         for f, rank, act, w, pos, tok, a in got:
             by_feature.setdefault(f, []).append((rank, act, w, pos, tok, a))
@@ -122,16 +140,23 @@ def test_interval_samples_lie_in_their_bins(harvested, brute, opts):
         scale_F = next_pow2_above(masked_NTF.amax((0, 1)))
         widths = rows(con, "SELECT interval_width FROM features WHERE sae_id = ? ORDER BY feature", sae_id)
         assert [w for (w,) in widths] == (scale_F.double() / nb).tolist()
-        got = rows(con, "SELECT feature, bin, act, \"window\", pos, token_ids, acts FROM contexts "
-                        "WHERE sae_id = ? AND kind = 'interval'", sae_id)  # fmt: skip
+        got = rows(
+            con,
+            'SELECT feature, bin, act, "window", pos, token_ids, acts FROM contexts '
+            "WHERE sae_id = ? AND kind = 'interval'",
+            sae_id,
+        )
         counts: dict[tuple[int, int], int] = {}
         masked_np, windows_np = masked_NTF.numpy(), job.windows_NT.numpy()
         for f, b, act, w, pos, tok, a in got:
             assert act > 0 and b == int(act * nb / float(scale_F[f])) and a[pos] == act
             counts[f, b] = counts.get((f, b), 0) + 1
             # the marked token is a ranked token of window w with this activation, at the place token_ids say
-            spots = [t for t in np.flatnonzero(masked_np[w, :, f] == act) if t - max(t - BEFORE, 0) == pos
-                     and tok == windows_np[w, max(t - BEFORE, 0) : t + AFTER + 1].tolist()]  # fmt: skip
+            spots = [
+                t
+                for t in np.flatnonzero(masked_np[w, :, f] == act)
+                if t - max(t - BEFORE, 0) == pos and tok == windows_np[w, max(t - BEFORE, 0) : t + AFTER + 1].tolist()
+            ]
             assert spots, (f, b, w, pos)
         for f in range(job.saes[i].d_sae):
             col = masked_NTF[:, :, f].flatten()

@@ -8,20 +8,40 @@ from pathlib import Path
 import duckdb
 import pytest
 import torch
+from typer.testing import CliRunner
+
 from qscope.cli import cli
 from qscope.harvest.corpus import CorpusError, iter_documents, pack_windows
 from qscope.harvest.ids import model_id_for, sae_id_for, unique_ids
 from qscope.model import rank_mask
 from qscope.sae import save_qwen_scope
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(tiny_demo: Path, out: Path, *extra: str):
-    args = ["harvest", "--model", str(tiny_demo / "model"), "--sae", str(tiny_demo / "saes"),
-            "--corpus", str(tiny_demo / "corpus" / "val.jsonl"), "--out", str(out), "--tokens", "1024",
-            "--ctx", "32", "--batch", "8", "--device", "cpu", "--dtype", "float32", *extra]  # fmt: skip
+    args = [
+        "harvest",
+        "--model",
+        str(tiny_demo / "model"),
+        "--sae",
+        str(tiny_demo / "saes"),
+        "--corpus",
+        str(tiny_demo / "corpus" / "val.jsonl"),
+        "--out",
+        str(out),
+        "--tokens",
+        "1024",
+        "--ctx",
+        "32",
+        "--batch",
+        "8",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        *extra,
+    ]
     result = CliRunner().invoke(cli, args)
     return result, result.output
 
@@ -71,8 +91,9 @@ def test_bad_input_fails_cleanly(tiny_demo, tmp_path, change, message):
     files["EMPTY_DIR"].mkdir()
     files["BAD_JSONL"].write_text(json.dumps({"body": "no text field"}) + "\n")
     d_in, d_sae = 32, 16  # the tiny model's hidden size is 64
-    save_qwen_scope(files["WRONG_D_IN"], torch.zeros(d_sae, d_in), torch.zeros(d_sae), torch.zeros(d_in, d_sae),
-                    torch.zeros(d_in))  # fmt: skip
+    save_qwen_scope(
+        files["WRONG_D_IN"], torch.zeros(d_sae, d_in), torch.zeros(d_sae), torch.zeros(d_in, d_sae), torch.zeros(d_in)
+    )
     files["GARBAGE"].parent.mkdir()
     files["GARBAGE"].write_bytes(b"\x00not a torch file" * 10)
     flag, value = next(iter(change.items()))
@@ -113,8 +134,7 @@ def test_corpus_formats_give_the_same_windows(tiny_demo, tmp_path):
 def test_rank_mask_leaves_out_position_0_and_sinks():
     hidden = torch.ones(2, 5, 4)
     hidden[1, 3] *= 50  # a sink: norm 50x the median
-    assert rank_mask(hidden, True, 10.0).tolist() == [[False, True, True, True, True],
-                                                      [False, True, True, False, True]]  # fmt: skip
+    assert rank_mask(hidden, True, 10.0).tolist() == [[False, True, True, True, True], [False, True, True, False, True]]
     assert rank_mask(hidden, False, 0.0).all()
 
 
@@ -143,6 +163,16 @@ def test_cli_defaults_are_the_options_defaults():
 
     fields = {f.name: f.default for f in dataclasses.fields(HarvestOptions)}
     params = inspect.signature(harvest_cmd).parameters
-    for name in ("tokens", "ctx", "batch", "top_k", "before", "after", "skip_first", "sink_norm_ratio",
-                 "checkpoint_every", "resume"):  # fmt: skip
+    for name in (
+        "tokens",
+        "ctx",
+        "batch",
+        "top_k",
+        "before",
+        "after",
+        "skip_first",
+        "sink_norm_ratio",
+        "checkpoint_every",
+        "resume",
+    ):
         assert params[name].default == fields[name], name

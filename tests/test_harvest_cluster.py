@@ -11,6 +11,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rich.console import Console
+from typer.testing import CliRunner
+
 from qscope.cli import cli
 from qscope.harvest.cluster import ClusterPlan, TasksFailed, harvest_cluster
 from qscope.harvest.feed import feed_sae, state_spec
@@ -18,12 +21,10 @@ from qscope.harvest.ids import model_id_for
 from qscope.harvest.manifest import ManifestError, load_manifest
 from qscope.harvest.options import HarvestOptions
 from qscope.harvest.pools import InlinePool
-from qscope.harvest.run import harvest, prepare
+from qscope.harvest.run import chunks_of, harvest, prepare
 from qscope.harvest.shards import group_saes, merge_states, plan_tasks
 from qscope.harvest.state import FeatureState
 from qscope.model import capture
-from rich.console import Console
-from typer.testing import CliRunner
 
 CTX, BATCH = 64, 8
 VOLATILE_META = {"created_at", "seconds", "release"}
@@ -35,10 +36,20 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def options(demo: Path, out: Path) -> HarvestOptions:
     """59 windows of the validation split: 8 batches, the last one short."""
     return HarvestOptions(
-        model=str(demo / "model"), saes=[demo / "saes"], corpus=str(demo / "corpus" / "val.jsonl"), out=out,
-        tokens=4096, ctx=CTX, batch=BATCH, top_k=8, before=8, after=4, device="cpu", dtype="float32",
+        model=str(demo / "model"),
+        saes=[demo / "saes"],
+        corpus=str(demo / "corpus" / "val.jsonl"),
+        out=out,
+        tokens=4096,
+        ctx=CTX,
+        batch=BATCH,
+        top_k=8,
+        before=8,
+        after=4,
+        device="cpu",
+        dtype="float32",
         checkpoint_every=0,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +87,13 @@ def assert_same_store(got: Path, want: Path) -> None:
 def test_plan_cuts_whole_batches_and_groups_saes_by_memory():
     tasks = plan_tasks(n_windows=59, batch=8, batches_per_task=3, groups=[(0, 1), (2,)])
     assert [(t.b0, t.b1, t.saes) for t in tasks] == [
-        (0, 3, (0, 1)), (3, 6, (0, 1)), (6, 8, (0, 1)), (0, 3, (2,)), (3, 6, (2,)), (6, 8, (2,))
-    ]  # fmt: skip
+        (0, 3, (0, 1)),
+        (3, 6, (0, 1)),
+        (6, 8, (0, 1)),
+        (0, 3, (2,)),
+        (3, 6, (2,)),
+        (6, 8, (2,)),
+    ]
     assert [t.index for t in tasks] == list(range(6))
     assert tasks[2].windows(8, 59) == (48, 59)
     assert group_saes([4, 4, 4, 9, 1], budget=8) == [(0, 1), (2,), (3,), (4,)]  # an SAE alone may exceed it
@@ -85,8 +101,7 @@ def test_plan_cuts_whole_batches_and_groups_saes_by_memory():
     assert [len(g) for g in group_saes([1] * 28, budget=27)] == [14, 14]  # as few as greedy, as even as fits
 
 
-@given(sizes=st.lists(st.integers(0, 10), min_size=1, max_size=16), budget=st.integers(0, 40),
-       cap=st.integers(0, 5))  # fmt: skip
+@given(sizes=st.lists(st.integers(0, 10), min_size=1, max_size=16), budget=st.integers(0, 40), cap=st.integers(0, 5))
 def test_groups_cover_every_sae_in_order_within_the_budget(sizes, budget, cap):
     groups = group_saes(sizes, budget, cap)
     assert [i for g in groups for i in g] == list(range(len(sizes)))
@@ -106,7 +121,7 @@ def batches(tiny_demo, tmp_path_factory):
     whole = [FeatureState(state_spec(opts, s.d_sae)) for s in job.saes]
     for b, h in enumerate(hidden):  # the single-process pass: every batch in order into one state per SAE
         for i, sae in enumerate(job.saes):
-            feed_sae(whole[i], sae, h[sae.site], b, i, job.chunk_windows[i], opts, {})
+            feed_sae(whole[i], sae, h[sae.site], b, i, chunks_of(opts, job)[i], opts, {})
     return opts, job, hidden, whole
 
 
@@ -127,7 +142,7 @@ def test_merge_of_random_shard_splits_equals_the_single_pass(batches, data):
             for b in [b for b, s in enumerate(shard_of) if s == shard]:
                 for i in group:
                     sae = job.saes[i]
-                    feed_sae(states[i], sae, hidden[b][sae.site], b, i, job.chunk_windows[i], opts, {})
+                    feed_sae(states[i], sae, hidden[b][sae.site], b, i, chunks_of(opts, job)[i], opts, {})
             for i in group:
                 parts[i].append(states[i].state_dict())
     for i, sae in enumerate(job.saes):

@@ -3,6 +3,7 @@ and random activations, exact merges, checkpoints of the state."""
 
 import pytest
 import torch
+
 from qscope.harvest.reservoir import EMPTY, Reservoir
 from qscope.harvest.state import (
     HIST_EDGES,
@@ -230,7 +231,8 @@ def test_interval_sampling_is_uniform_across_a_rescale():
 
 
 def test_effects_by_hand():
-    from qscope.harvest.effects import logit_effects, make_label, nearest, top_marked_tokens, visible
+    from qscope.harvest.effects import label_token as visible
+    from qscope.harvest.effects import logit_effects, make_label, nearest, top_marked_tokens
 
     W_dec = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 0.5]])  # 3 features, d = 2
     W_U = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])  # 3 tokens

@@ -3,34 +3,64 @@
 import duckdb
 import numpy as np
 import pytest
+
 from qscope.store.writer import SaeTables, write_store
 
 
 def tables(sae_id: str, n_features: int = 3) -> SaeTables:
-    info = {"sae_id": sae_id, "model_id": "m", "layer": 1, "site": "model.layers.1", "d_in": 4,
-            "d_sae": n_features, "k": 2, "architecture": "topk", "format": "qwen-scope", "source": "/x",
-            "tokens": 100, "dead": 1, "hist_edges": [1.0, 2.0, 4.0]}  # fmt: skip
+    info = {
+        "sae_id": sae_id,
+        "model_id": "m",
+        "layer": 1,
+        "site": "model.layers.1",
+        "d_in": 4,
+        "d_sae": n_features,
+        "k": 2,
+        "architecture": "topk",
+        "format": "qwen-scope",
+        "source": "/x",
+        "tokens": 100,
+        "dead": 1,
+        "hist_edges": [1.0, 2.0, 4.0],
+    }
     f = np.arange(n_features, dtype=np.int32)[::-1].copy()  # reversed: the writer sorts
     features = {
-        "feature": f, "density": f / 10, "mean_act": f * 1.0, "max_act": f * 2.0, "n_fired": f.astype(np.int64),
+        "feature": f,
+        "density": f / 10,
+        "mean_act": f * 1.0,
+        "max_act": f * 2.0,
+        "n_fired": f.astype(np.int64),
         "label": np.array([f"label {i}" for i in f], dtype=object),
         "top_tokens": np.array([[i, -1, -1] for i in f], dtype=np.int32),
-        "hist": np.array([[i, 0] for i in f], dtype=np.int64), "interval_width": f / 16,
-    }  # fmt: skip
+        "hist": np.array([[i, 0] for i in f], dtype=np.int64),
+        "interval_width": f / 16,
+    }
     contexts = {
-        "feature": np.array([2, 0, 0], dtype=np.int32), "kind": np.array([0, 0, 1], dtype=np.int8),
-        "bin": np.array([-1, -1, 3], dtype=np.int32), "rank": np.array([0, 0, 0], dtype=np.int32),
-        "act": np.array([1.5, 2.5, 0.5], dtype=np.float32), "window": np.array([7, 8, 9], dtype=np.int64),
-        "pos": np.array([1, 0, 2], dtype=np.int32), "length": np.array([3, 1, 4], dtype=np.int32),
+        "feature": np.array([2, 0, 0], dtype=np.int32),
+        "kind": np.array([0, 0, 1], dtype=np.int8),
+        "bin": np.array([-1, -1, 3], dtype=np.int32),
+        "rank": np.array([0, 0, 0], dtype=np.int32),
+        "act": np.array([1.5, 2.5, 0.5], dtype=np.float32),
+        "window": np.array([7, 8, 9], dtype=np.int64),
+        "pos": np.array([1, 0, 2], dtype=np.int32),
+        "length": np.array([3, 1, 4], dtype=np.int32),
         "token_ids": np.arange(12, dtype=np.int32).reshape(3, 4),
         "acts": np.arange(12, dtype=np.float32).reshape(3, 4) / 4,
-    }  # fmt: skip
-    logits = {"feature": np.array([1, 0], dtype=np.int32), "sign": np.array([1, -1], dtype=np.int8),
-              "rank": np.zeros(2, dtype=np.int32), "token_id": np.array([5, 6], dtype=np.int32),
-              "value": np.array([0.5, -0.5], dtype=np.float32)}  # fmt: skip
-    neighbors = {"feature": np.array([1, 0], dtype=np.int32), "other_sae_id": np.array(["b", "a"], dtype=object),
-                 "other_feature": np.array([0, 1], dtype=np.int32), "cosine": np.array([0.9, 0.8], dtype=np.float32),
-                 "rank": np.zeros(2, dtype=np.int32)}  # fmt: skip
+    }
+    logits = {
+        "feature": np.array([1, 0], dtype=np.int32),
+        "sign": np.array([1, -1], dtype=np.int8),
+        "rank": np.zeros(2, dtype=np.int32),
+        "token_id": np.array([5, 6], dtype=np.int32),
+        "value": np.array([0.5, -0.5], dtype=np.float32),
+    }
+    neighbors = {
+        "feature": np.array([1, 0], dtype=np.int32),
+        "other_sae_id": np.array(["b", "a"], dtype=object),
+        "other_feature": np.array([0, 1], dtype=np.int32),
+        "cosine": np.array([0.9, 0.8], dtype=np.float32),
+        "rank": np.zeros(2, dtype=np.int32),
+    }
     return SaeTables(info, features, contexts, logits, neighbors)
 
 
@@ -50,8 +80,9 @@ def test_rows_come_back_sorted_and_whole(tmp_path):
     ]
     one = "SELECT label, top_tokens, hist FROM features WHERE sae_id = 'a' AND feature = 2"
     assert con.execute(one).fetchall() == [("label 2", [2], [2, 0])]
-    got = con.execute("SELECT feature, kind, bin, act, \"window\", pos, token_ids, acts FROM contexts "
-                      "WHERE sae_id = 'a'").fetchall()  # fmt: skip
+    got = con.execute(
+        "SELECT feature, kind, bin, act, \"window\", pos, token_ids, acts FROM contexts WHERE sae_id = 'a'"
+    ).fetchall()
     assert got == [
         (0, "top", None, 2.5, 8, 0, [4], [1.0]),
         (0, "interval", 3, 0.5, 9, 2, [8, 9, 10, 11], [2.0, 2.25, 2.5, 2.75]),

@@ -37,9 +37,30 @@ def hostile_db(tiny_demo, tmp_path_factory) -> Path:
             f.write(json.dumps({"text": text}) + "\n")
     out = tmp / "hostile.duckdb"
     env = os.environ | {"HF_HUB_OFFLINE": "1", "QSCOPE_DEVICE": "cpu"}
-    r = subprocess.run([*qscope_cmd(), "harvest", "--model", str(tiny_demo / "model"), "--sae", str(tiny_demo / "saes"),
-                        "--corpus", str(corpus), "--out", str(out), "--tokens", "4096", "--ctx", "64",
-                        "--checkpoint-every", "0"], env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [
+            *qscope_cmd(),
+            "harvest",
+            "--model",
+            str(tiny_demo / "model"),
+            "--sae",
+            str(tiny_demo / "saes"),
+            "--corpus",
+            str(corpus),
+            "--out",
+            str(out),
+            "--tokens",
+            "4096",
+            "--ctx",
+            "64",
+            "--checkpoint-every",
+            "0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return out
 
@@ -60,8 +81,10 @@ def page(server):
         pg.dialogs, pg.problems = [], []
         pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
         pg.on("pageerror", lambda e: pg.problems.append(f"page error: {e}"))
-        pg.on("console", lambda m: pg.problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
-              else None)  # fmt: skip
+        pg.on(
+            "console",
+            lambda m: pg.problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None,
+        )
         pg.on("response", lambda r: pg.problems.append(f"{r.status} {r.url}") if r.status >= 500 else None)
         yield pg
         browser.close()

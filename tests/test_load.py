@@ -16,8 +16,24 @@ pytestmark = pytest.mark.slow
 def test_mixed_load_sheds_only_with_503_and_keeps_answering(tiny_db):
     exe = Path(sys.executable).parent / "qscope"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from qscope.cli import main; main()"]
-    args = ["bench", "load", "--db", str(tiny_db), "--seconds", "6", "--probe-s", "2", "--requests", "800",
-            "--browse-clients", "4", "--queue", "4", "--steer-factor", "4"]  # fmt: skip
+    args = [
+        "bench",
+        "load",
+        "--db",
+        str(tiny_db),
+        "--seconds",
+        "6",
+        "--probe-s",
+        "2",
+        "--requests",
+        "800",
+        "--browse-clients",
+        "4",
+        "--queue",
+        "4",
+        "--steer-factor",
+        "4",
+    ]
     env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     r = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -18,6 +18,11 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from torch.testing import assert_close  # noqa: E402
+from transformers import CONFIG_MAPPING, AutoModelForCausalLM, AutoModelForImageTextToText  # noqa: E402
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES  # noqa: E402
+
 from qscope.model import (  # noqa: E402
     LoadedModel,
     ModelLoadError,
@@ -31,10 +36,6 @@ from qscope.model import (  # noqa: E402
     resid_site,
     site_layer,
 )
-from torch import Tensor, nn  # noqa: E402
-from torch.testing import assert_close  # noqa: E402
-from transformers import CONFIG_MAPPING, AutoModelForCausalLM, AutoModelForImageTextToText  # noqa: E402
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES  # noqa: E402
 
 N_LAYERS, D_MODEL, VOCAB = 3, 64, 128
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from qscope.sae import Sae, SaeFormatError, SaeSpec, find_sae_files, load_sae, save_qwen_scope
-from qscope.sae.formats.common import site_from_hook
 from safetensors.torch import save_file
 from torch.testing import assert_close
+
+from qscope.sae import Sae, SaeFormatError, SaeSpec, find_sae_files, load_sae, save_qwen_scope
+from qscope.sae.formats.common import site_from_hook
 
 D, F = 8, 16  # d_in, d_sae
 
@@ -40,10 +41,24 @@ def write_dir(folder: Path, cfg_name: str, cfg: dict, weights_name: str, tensors
 
 def saelens_cfg(architecture: str, hook: str = "blocks.5.hook_resid_post", **extra) -> dict:
     """A SAELens v6 cfg.json, as `SAE.save_model` writes it."""
-    cfg = {"architecture": architecture, "d_in": D, "d_sae": F, "dtype": "float32", "device": "cpu",
-           "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
-           "metadata": {"model_name": "Qwen/Qwen3-0.6B", "hook_name": hook, "hook_head_index": None,
-                        "prepend_bos": False, "context_size": 128, "sae_lens_version": "6.12.1"}}  # fmt: skip
+    cfg = {
+        "architecture": architecture,
+        "d_in": D,
+        "d_sae": F,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": {
+            "model_name": "Qwen/Qwen3-0.6B",
+            "hook_name": hook,
+            "hook_head_index": None,
+            "prepend_bos": False,
+            "context_size": 128,
+            "sae_lens_version": "6.12.1",
+        },
+    }
     return cfg | extra
 
 
@@ -205,10 +220,18 @@ def test_saelens_batchtopk(tmp_path: Path, gen: torch.Generator) -> None:
 
 def test_saelens_pre_v6_topk_config(tmp_path: Path, gen: torch.Generator) -> None:
     w = saelens_tensors(gen)
-    cfg = {"model_name": "qwen", "hook_point": "blocks.3.hook_resid_pre", "hook_point_layer": 3, "d_in": D,
-           "d_sae": F, "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 2},
-           "apply_b_dec_to_input": True, "normalize_activations": False,
-           "sae_lens_training_version": "3.13.0"}  # fmt: skip
+    cfg = {
+        "model_name": "qwen",
+        "hook_point": "blocks.3.hook_resid_pre",
+        "hook_point_layer": 3,
+        "d_in": D,
+        "d_sae": F,
+        "activation_fn_str": "topk",
+        "activation_fn_kwargs": {"k": 2},
+        "apply_b_dec_to_input": True,
+        "normalize_activations": False,
+        "sae_lens_training_version": "3.13.0",
+    }
     sae = load_sae(write_saelens(tmp_path / "old", cfg, w))
     # hook_resid_pre of block 3 is the output of decoder layer 2
     assert (sae.architecture, sae.k, sae.layer, sae.site) == ("topk", 2, 2, "model.layers.2")
@@ -221,8 +244,14 @@ def test_saelens_pre_v6_topk_config(tmp_path: Path, gen: torch.Generator) -> Non
 def test_saelens_pre_v6_relu_on_the_embeddings(tmp_path: Path, gen: torch.Generator) -> None:
     # an old file with a "finetuning scaling factor": f is multiplied by it before decoding
     w = saelens_tensors(gen) | {"scaling_factor": randn(gen, F).abs() + 0.5}
-    cfg = {"hook_name": "blocks.0.hook_resid_pre", "d_in": D, "d_sae": F, "activation_fn_str": "relu",
-           "apply_b_dec_to_input": False, "finetuning_scaling_factor": True}  # fmt: skip
+    cfg = {
+        "hook_name": "blocks.0.hook_resid_pre",
+        "d_in": D,
+        "d_sae": F,
+        "activation_fn_str": "relu",
+        "apply_b_dec_to_input": False,
+        "finetuning_scaling_factor": True,
+    }
     sae = load_sae(write_saelens(tmp_path / "emb", cfg, w))
     assert (sae.architecture, sae.layer, sae.site, sae.apply_b_dec_to_input) == ("relu", None, None, False)
     x = randn(gen, 3, D)
@@ -259,10 +288,19 @@ def test_saelens_per_token_normalisation_is_refused(tmp_path: Path, gen: torch.G
 
 
 def llamascope_cfg(act_fn: str, hook: str = "blocks.4.hook_resid_post", **extra) -> dict:
-    cfg = {"sae_type": "sae", "hook_point_in": hook, "hook_point_out": hook, "d_model": D,
-           "expansion_factor": 2, "use_decoder_bias": True, "act_fn": act_fn,
-           "norm_activation": "dataset-wise", "sparsity_include_decoder_norm": True, "top_k": 3,
-           "dtype": "torch.float32"}  # fmt: skip
+    cfg = {
+        "sae_type": "sae",
+        "hook_point_in": hook,
+        "hook_point_out": hook,
+        "d_model": D,
+        "expansion_factor": 2,
+        "use_decoder_bias": True,
+        "act_fn": act_fn,
+        "norm_activation": "dataset-wise",
+        "sparsity_include_decoder_norm": True,
+        "top_k": 3,
+        "dtype": "torch.float32",
+    }
     return cfg | extra
 
 
@@ -278,8 +316,12 @@ def test_llamascope_topk_with_dataset_norm(tmp_path: Path, gen: torch.Generator)
     path = write_dir(tmp_path / "L4R", "config.json", llamascope_cfg("topk"), "sae_weights.safetensors", w)
     sae = load_sae(path)
     assert (sae.format, sae.architecture, sae.k, sae.layer, sae.site) == (
-        "llamascope", "topk", 3, 4, "model.layers.4",
-    )  # fmt: skip
+        "llamascope",
+        "topk",
+        3,
+        4,
+        "model.layers.4",
+    )
     scale = math.sqrt(D) / 5.0
     x = randn(gen, 2, 5, D)
     pre = (x * scale) @ w["W_E"] + w["b_E"]
@@ -291,9 +333,11 @@ def test_llamascope_topk_with_dataset_norm(tmp_path: Path, gen: torch.Generator)
 
 def test_llamascope_jumprelu_in_checkpoints_folder(tmp_path: Path, gen: torch.Generator) -> None:
     log_t = 0.5 * randn(gen, F)
-    w = llamascope_tensors(gen) | {"activation_function.log_jumprelu_threshold": log_t,
-                                   "dataset_average_activation_norm.in": torch.tensor(2.0),
-                                   "dataset_average_activation_norm.out": torch.tensor(4.0)}  # fmt: skip
+    w = llamascope_tensors(gen) | {
+        "activation_function.log_jumprelu_threshold": log_t,
+        "dataset_average_activation_norm.in": torch.tensor(2.0),
+        "dataset_average_activation_norm.out": torch.tensor(4.0),
+    }
     cfg = llamascope_cfg("jumprelu", "blocks.9.hook_resid_post")
     write_dir(tmp_path / "L9R", "config.json", cfg, "checkpoints/final.safetensors", w)
     sae = load_sae(tmp_path / "L9R")
@@ -309,11 +353,19 @@ def test_llamascope_jumprelu_in_checkpoints_folder(tmp_path: Path, gen: torch.Ge
 def test_llamascope_first_release_layout(tmp_path: Path, gen: torch.Generator) -> None:
     """hyperparams.json, nn.Linear key names, one linear threshold for every feature."""
     w = llamascope_tensors(gen)
-    linear = {"encoder.weight": w["W_E"].T, "encoder.bias": w["b_E"], "decoder.weight": w["W_D"].T,
-              "decoder.bias": w["b_D"]}  # fmt: skip
-    cfg = llamascope_cfg("jumprelu", "blocks.2.hook_resid_post", jump_relu_threshold=0.4,
-                         sparsity_include_decoder_norm=False,
-                         dataset_average_activation_norm={"in": 3.0, "out": 3.0})  # fmt: skip
+    linear = {
+        "encoder.weight": w["W_E"].T,
+        "encoder.bias": w["b_E"],
+        "decoder.weight": w["W_D"].T,
+        "decoder.bias": w["b_D"],
+    }
+    cfg = llamascope_cfg(
+        "jumprelu",
+        "blocks.2.hook_resid_post",
+        jump_relu_threshold=0.4,
+        sparsity_include_decoder_norm=False,
+        dataset_average_activation_norm={"in": 3.0, "out": 3.0},
+    )
     write_dir(tmp_path / "L2R", "hyperparams.json", cfg, "checkpoints/final.safetensors", linear)
     sae = load_sae(tmp_path / "L2R")
     x = randn(gen, 3, D)
@@ -331,8 +383,9 @@ def test_llamascope_relu_already_folded(tmp_path: Path, gen: torch.Generator) ->
 
 
 def test_llamascope_dataset_norm_missing(tmp_path: Path, gen: torch.Generator) -> None:
-    path = write_dir(tmp_path / "m", "config.json", llamascope_cfg("topk"), "sae_weights.safetensors",
-                     llamascope_tensors(gen))  # fmt: skip
+    path = write_dir(
+        tmp_path / "m", "config.json", llamascope_cfg("topk"), "sae_weights.safetensors", llamascope_tensors(gen)
+    )
     with pytest.raises(SaeFormatError, match=r"sae_weights\.safetensors: norm_activation is 'dataset-wise'"):
         load_sae(path)
 
@@ -348,8 +401,17 @@ def sparsify_tensors(gen: torch.Generator) -> dict:
 
 def test_sparsify(tmp_path: Path, gen: torch.Generator) -> None:
     w = sparsify_tensors(gen)
-    cfg = {"activation": "topk", "expansion_factor": 2, "normalize_decoder": True, "num_latents": F, "k": 3,
-           "multi_topk": False, "skip_connection": False, "transcode": False, "d_in": D}  # fmt: skip
+    cfg = {
+        "activation": "topk",
+        "expansion_factor": 2,
+        "normalize_decoder": True,
+        "num_latents": F,
+        "k": 3,
+        "multi_topk": False,
+        "skip_connection": False,
+        "transcode": False,
+        "d_in": D,
+    }
     path = write_dir(tmp_path / "run" / "layers.6", "cfg.json", cfg, "sae.safetensors", w)
     (tmp_path / "run" / "config.json").write_text("{}")  # sparsify's run config at the root: not an SAE
     sae = load_sae(path.parent)
@@ -381,9 +443,13 @@ def test_hand_set_topk_2x2(tmp_path: Path) -> None:
 
 
 def test_hand_set_jumprelu_2x2(tmp_path: Path) -> None:
-    w = {"W_enc": torch.tensor([[1.0, -1.0], [2.0, 1.0]]), "b_enc": torch.tensor([0.0, 1.0]),
-         "W_dec": torch.tensor([[1.0, 1.0], [0.0, -2.0]]), "b_dec": torch.tensor([0.0, 0.0]),
-         "threshold": torch.tensor([1.5, 0.5])}  # fmt: skip
+    w = {
+        "W_enc": torch.tensor([[1.0, -1.0], [2.0, 1.0]]),
+        "b_enc": torch.tensor([0.0, 1.0]),
+        "W_dec": torch.tensor([[1.0, 1.0], [0.0, -2.0]]),
+        "b_dec": torch.tensor([0.0, 0.0]),
+        "threshold": torch.tensor([1.5, 0.5]),
+    }
     cfg = saelens_cfg("jumprelu", apply_b_dec_to_input=False) | {"d_in": 2, "d_sae": 2}
     sae = load_sae(write_saelens(tmp_path / "j", cfg, w))
     x = torch.tensor([[1.0, 0.5], [0.5, 0.25], [0.0, 0.0]])
@@ -454,8 +520,9 @@ def test_missing_keys(tmp_path: Path, gen: torch.Generator) -> None:
 
 def test_wrong_shapes(tmp_path: Path, gen: torch.Generator) -> None:
     path = tmp_path / "layer3.sae.pt"
-    torch.save({"W_enc": randn(gen, F, D), "b_enc": randn(gen, F), "W_dec": randn(gen, D, F + 1),
-                "b_dec": randn(gen, D)}, path)  # fmt: skip
+    torch.save(
+        {"W_enc": randn(gen, F, D), "b_enc": randn(gen, F), "W_dec": randn(gen, D, F + 1), "b_dec": randn(gen, D)}, path
+    )
     msg = r"layer3\.sae\.pt: W_dec has shape \[8, 17\], expected \[d_in=8, d_sae=16\] \(.*W_enc \[16, 8\]"
     with pytest.raises(SaeFormatError, match=msg):
         load_sae(path, k=4)

@@ -13,6 +13,7 @@ import copy
 from collections import Counter
 
 import pytest
+
 from qscope.config import Settings
 from qscope.web import create_app
 
@@ -22,8 +23,13 @@ from schemathesis import checks  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
-CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
-          checks.response_schema_conformance, checks.response_headers_conformance]  # fmt: skip
+CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_schema_conformance,
+    checks.response_headers_conformance,
+]
 EXAMPLES = 12  # per operation and pass: about 400 requests in all
 
 
@@ -31,8 +37,15 @@ EXAMPLES = 12  # per operation and pass: about 400 requests in all
 def app(tiny_db, tmp_path_factory):
     """A fresh app per test: schemathesis runs its lifespan, whose end closes the stores."""
     tmp = tmp_path_factory.mktemp("schemathesis")
-    s = Settings(device="cpu", cache_dir=tmp / "cache", app_db_url=f"sqlite:///{tmp}/app.db",
-                 rate_steer_per_min=0, rate_inspect_per_min=0, steer_max_new_tokens=32, steer_timeout_s=20)  # fmt: skip
+    s = Settings(
+        device="cpu",
+        cache_dir=tmp / "cache",
+        app_db_url=f"sqlite:///{tmp}/app.db",
+        rate_steer_per_min=0,
+        rate_inspect_per_min=0,
+        steer_max_new_tokens=32,
+        steer_timeout_s=20,
+    )
     return create_app([tiny_db], s, warm_search=False)
 
 
@@ -42,9 +55,12 @@ def pinned(app) -> dict:
     model_ids = [m.model_id for m in app.state.catalog]
     sae_ids = [s.sae.sae_id for m in app.state.catalog for s in m.saes]
     d_sae = min(s.sae.d_sae for m in app.state.catalog for s in m.saes)
-    narrow = {"model_id": {"type": "string", "enum": model_ids}, "sae_id": {"type": "string", "enum": sae_ids},
-              "feature_seg": {"type": "string", "pattern": r"^[0-9]{1,3}(\.json)?$"},
-              "feature": {"type": "integer", "minimum": 0, "maximum": d_sae - 1}}  # fmt: skip
+    narrow = {
+        "model_id": {"type": "string", "enum": model_ids},
+        "sae_id": {"type": "string", "enum": sae_ids},
+        "feature_seg": {"type": "string", "pattern": r"^[0-9]{1,3}$"},
+        "feature": {"type": "integer", "minimum": 0, "maximum": d_sae - 1},
+    }
     for ops in raw["paths"].values():
         for op in ops.values():
             for param in op.get("parameters", []):
@@ -53,8 +69,12 @@ def pinned(app) -> dict:
     schemas["FeatureSteer"]["properties"].update(sae_id=narrow["sae_id"], feature=narrow["feature"])
     schemas["FeatureSteer"]["properties"]["strength"] = {"type": "number", "minimum": -200, "maximum": 200}
     spec = schemas["SteerSpec"]["properties"]
-    spec.update(model_id=narrow["model_id"], prompt={"type": "string", "minLength": 1, "maxLength": 200},
-                messages={"type": "null"}, max_new_tokens={"type": "integer", "minimum": 1, "maximum": 32})  # fmt: skip
+    spec.update(
+        model_id=narrow["model_id"],
+        prompt={"type": "string", "minLength": 1, "maxLength": 200},
+        messages={"type": "null"},
+        max_new_tokens={"type": "integer", "minimum": 1, "maximum": 32},
+    )
     spec["features"]["maxItems"] = 8
     schemas["SteerSpec"]["required"] = ["prompt"]
     return raw
@@ -92,13 +112,20 @@ def run_all(schema, app) -> tuple[list[str], Counter]:
 def test_schema_as_served(app):
     failures, seen = run_all(schemathesis.openapi.from_asgi("/-/openapi.json", app), app)
     assert not failures, "\n\n".join(failures)
-    assert seen["GET /{model_id}/{sae_id}/{feature_seg}", 404] > 0, seen
+    # random ids reach the handlers and get their 404 (the SAE page: any string is a well-formed id there, while
+    # a random feature segment is mostly not a number, so whether one of its 12 cases 404s depends on the seed)
+    assert seen["GET /{model_id}/{sae_id}", 404] > 0, seen
 
 
 def test_schema_pinned_to_the_store(app):
     failures, seen = run_all(schemathesis.openapi.from_dict(pinned(app)), app)
     assert not failures, "\n\n".join(failures)
-    for name in ("GET /{model_id}/{sae_id}/{feature_seg}", "GET /{model_id}/{sae_id}", "POST /api/steer",
-                 "POST /api/steer/stream", "GET /inspect.json"):  # fmt: skip
+    for name in (
+        "GET /{model_id}/{sae_id}/{feature_seg}",
+        "GET /{model_id}/{sae_id}",
+        "POST /api/steer",
+        "POST /api/steer/stream",
+        "GET /inspect.json",
+    ):
         assert seen[name, 200] > 0, (name, sorted(seen.items()))  # the pages rendered, steering generated
     assert seen["POST /api/steer/stream", "error event"] == 0, sorted(seen.items())

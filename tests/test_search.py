@@ -5,14 +5,15 @@ import os
 
 import numpy as np
 import pytest
-import qscope.search.semantic as search
 from fastapi.testclient import TestClient
+from test_web_escaping import write_small_store
+
+import qscope.search.semantic as search
 from qscope.config import Settings
 from qscope.search.embedder import Embedder
 from qscope.search.semantic import index_paths, load_or_build_index
 from qscope.store.queries import Store
 from qscope.web import create_app
-from test_web_escaping import write_small_store
 
 HX = {"HX-Request": "true"}
 

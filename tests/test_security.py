@@ -11,15 +11,25 @@ from pathlib import Path
 import duckdb
 import pytest
 from fastapi.testclient import TestClient
+
 from qscope.config import Settings
 from qscope.web import create_app
 from qscope.web.security import RateLimiter
-
 from tests.test_web_escaping import SAE_ID, write_small_store
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["/", f"/evil/{SAE_ID}", f"/evil/{SAE_ID}/0", f"/evil/{SAE_ID}/0?embed=1", "/search?q=%3Cscript%3E",
-         "/inspect", "/inspect?text=hi", "/steer", f"/steer?sae_id={SAE_ID}&feature=0", "/nope/nothing"]  # fmt: skip
+PAGES = [
+    "/",
+    f"/evil/{SAE_ID}",
+    f"/evil/{SAE_ID}/0",
+    f"/evil/{SAE_ID}/0?embed=1",
+    "/search?q=%3Cscript%3E",
+    "/inspect",
+    "/inspect?text=hi",
+    "/steer",
+    f"/steer?sae_id={SAE_ID}&feature=0",
+    "/nope/nothing",
+]
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +115,9 @@ def test_oversized_bodies_and_urls_are_refused(client):
 
 
 def test_rate_limits_per_client_on_model_routes(store, tmp_path_factory):
-    with make_client(store, tmp_path_factory, rate_inspect_per_min=6, rate_inspect_burst=2,
-                     rate_steer_per_min=6, rate_steer_burst=1) as c:  # fmt: skip
+    with make_client(
+        store, tmp_path_factory, rate_inspect_per_min=6, rate_inspect_burst=2, rate_steer_per_min=6, rate_steer_burst=1
+    ) as c:
         assert [c.get("/inspect", params={"text": "hi"}).status_code for _ in range(3)] == [503, 503, 429]
         r = c.get("/inspect.json", params={"text": "hi"})
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1 and "Too many" in r.json()["error"]

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from qscope.model import capture, hooks, load_model
 from qscope.sae import load_sae
 from qscope.steer.edits import Edit, resolve_edits, steer_hidden, unit_direction
@@ -107,8 +108,11 @@ def test_greedy_batched_equals_one_at_a_time(tiny):
     lm, sae = tiny
     prompts = [ids(lm, t) for t in ("The cat sat on the", "def f(x):", "Once upon a time, in a land far away")]
     steer = {sae.site: [Edit(sae, 40, "add", 6.0), Edit(sae, 3, "ablate", 0.0)]}
-    rows = [Row(p, e, where=w, max_new_tokens=10) for p in prompts for e, w in (({}, "both"), (steer, "both"),
-                                                                               (steer, "generated"))]  # fmt: skip
+    rows = [
+        Row(p, e, where=w, max_new_tokens=10)
+        for p in prompts
+        for e, w in (({}, "both"), (steer, "both"), (steer, "generated"))
+    ]
     batched = generate(lm.model, rows)
     for row, out in zip(rows, batched, strict=True):
         assert generate(lm.model, [row])[0].ids == out.ids

@@ -3,11 +3,12 @@
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from transformers import AutoTokenizer
+
 from qscope.config import Settings
 from qscope.steer.spec import SteerSpec
 from qscope.steer.worker import encode_prompt
 from qscope.web import create_app
-from transformers import AutoTokenizer
 
 SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a river."}]
@@ -35,8 +36,11 @@ def test_messages_are_rendered_with_the_chat_template(tiny_demo):
 def test_api_steer_with_messages_equals_the_rendered_prompt(client, tiny_demo):
     tok = AutoTokenizer.from_pretrained(tiny_demo / "model")
     rendered = tok.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
-    body = {"features": [{"sae_id": SAE, "feature": 40, "mode": "add", "strength": 4.0}], "temperature": 0,
-            "max_new_tokens": 8}  # fmt: skip
+    body = {
+        "features": [{"sae_id": SAE, "feature": 40, "mode": "add", "strength": 4.0}],
+        "temperature": 0,
+        "max_new_tokens": 8,
+    }
     by_messages = client.post("/api/steer", json={**body, "messages": MESSAGES})
     by_prompt = client.post("/api/steer", json={**body, "prompt": rendered})
     assert by_messages.status_code == 200, by_messages.text

@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+
 from qscope.live.runner import LiveModels
 from qscope.model import hooks
 from qscope.steer.engine import Row, generate

@@ -3,9 +3,10 @@
 import json
 
 import pytest
+from typer.testing import CliRunner
+
 from qscope.cli import cli
 from qscope.steer.evaluate.result import EvalResult
-from typer.testing import CliRunner
 
 SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
 

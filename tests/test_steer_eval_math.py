@@ -4,6 +4,7 @@ import base64
 import math
 
 import pytest
+
 from qscope.steer.evaluate import arms
 from qscope.steer.evaluate.measures import distinct_n, interval, longest_repeat, script_share, t_quantile, text_metrics
 from qscope.steer.evaluate.request import EvalLimits, EvalRequest, TextMetrics, parse_prompt_file, read_prompts

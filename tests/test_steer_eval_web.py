@@ -9,6 +9,7 @@ from urllib.parse import quote
 import pytest
 import torch
 from fastapi.testclient import TestClient
+
 from qscope.config import Settings
 from qscope.steer.evaluate.recipes import RecipeStore
 from qscope.web import create_app
@@ -177,8 +178,9 @@ def test_evaluate_buttons_and_the_prefilled_form(client):
 def test_a_job_of_a_killed_server_reads_as_failed(tmp_path):
     import subprocess
 
-    from qscope.steer.evaluate import recipes
     from sqlalchemy.orm import Session
+
+    from qscope.steer.evaluate import recipes
 
     store = RecipeStore(f"sqlite:///{tmp_path}/app.db")
     store.add_job("j1", "m", "{}")

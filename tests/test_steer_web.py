@@ -5,6 +5,7 @@ import threading
 import pytest
 import torch
 from fastapi.testclient import TestClient
+
 from qscope.config import Settings
 from qscope.steer.engine import Row
 from qscope.steer.worker import SteerJob, SteerWorker
@@ -22,8 +23,8 @@ def client(tiny_db, tmp_path_factory):
         steer_max_new_tokens=16,
         steer_max_features=2,
         steer_max_strength=50,
-        rate_steer_per_min=0,
-    )  # fmt: skip (rates: tests/test_security.py)
+        rate_steer_per_min=0,  # rates: tests/test_security.py
+    )
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # after the shared demo build and harvest, which want every core
     with TestClient(create_app([tiny_db], settings, warm_search=False)) as c:
@@ -32,8 +33,14 @@ def client(tiny_db, tmp_path_factory):
 
 
 def spec(**kw):
-    return {"prompt": "The cat sat on the", "features": [{"sae_id": SAE, "feature": 40, "mode": "add",
-            "strength": 4.0}], "temperature": 0.8, "seed": 5, "max_new_tokens": 8, **kw}  # fmt: skip
+    return {
+        "prompt": "The cat sat on the",
+        "features": [{"sae_id": SAE, "feature": 40, "mode": "add", "strength": 4.0}],
+        "temperature": 0.8,
+        "seed": 5,
+        "max_new_tokens": 8,
+        **kw,
+    }
 
 
 def test_api_steer_returns_both_completions(client):
@@ -48,14 +55,17 @@ def test_api_steer_returns_both_completions(client):
     assert zero["default"]["text"] == zero["steered"]["text"] == body["default"]["text"]
 
 
-@pytest.mark.parametrize(("change", "says"), [
-    ({"max_new_tokens": 17}, "at most 16"),
-    ({"features": [{"sae_id": SAE, "feature": f} for f in range(3)]}, "3 features given; at most 2"),
-    ({"features": [{"sae_id": SAE, "feature": 1, "strength": 51}]}, "outside"),
-    ({"features": [{"sae_id": "nope", "feature": 1}]}, "no SAE"),
-    ({"prompt": ""}, "empty"),
-    ({"temperature": -1}, "temperature"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"max_new_tokens": 17}, "at most 16"),
+        ({"features": [{"sae_id": SAE, "feature": f} for f in range(3)]}, "3 features given; at most 2"),
+        ({"features": [{"sae_id": SAE, "feature": 1, "strength": 51}]}, "outside"),
+        ({"features": [{"sae_id": "nope", "feature": 1}]}, "no SAE"),
+        ({"prompt": ""}, "empty"),
+        ({"temperature": -1}, "temperature"),
+    ],
+)
 def test_limits_give_422_with_a_message(client, change, says):
     r = client.post("/api/steer", json=spec(**change))
     assert r.status_code == 422

@@ -4,20 +4,25 @@ tables say, since the server reads only the card."""
 import duckdb
 import numpy as np
 import pytest
-from qscope.store.cards import decode_card, encode_card
+
+from qscope.store.cards import CardContext, CardLogit, CardRow, decode_card, encode_card
 from qscope.store.queries import Store, StoreError
 from qscope.store.writer import write_store
-
 from tests.test_harvest_writer import tables
 
 
 def test_a_card_round_trips():
-    header = {"row": [0.5, 1.0, 2.0, 3, "x", [1], [0, 2], 0.125], "contexts": [[0, -1, 0, 2.0, 7, 1, 3],
-              [1, 4, 0, 0.5, 9, 0, 1]], "logits": [[1, 0, 5, 0.25]], "neighbors": [["s", 3, 0.9, 0]]}  # fmt: skip
+    header = {
+        "row": [0.5, 1.0, 2.0, 3, "x", [1], [0, 2], 0.125],
+        "contexts": [[0, -1, 0, 2.0, 7, 1, 3], [1, 4, 0, 0.5, 9, 0, 1]],
+        "logits": [[1, 0, 5, 0.25]],
+        "neighbors": [["s", 3, 0.9, 0]],
+    }
     ids = np.array([10, 11, 12, 13], dtype=np.int32)
     acts = np.array([0.0, 2.0, 0.5, 0.5], dtype=np.float32)
     card = decode_card(encode_card(header, ids, acts))
-    assert card.row == header["row"] and card.contexts == header["contexts"] and card.logits == header["logits"]
+    assert card.row == CardRow(*header["row"]) and card.contexts == [CardContext(*c) for c in header["contexts"]]
+    assert card.logits == [CardLogit(*g) for g in header["logits"]] and card.row.label == "x"
     assert card.token_ids == [[10, 11, 12], [13]] and card.acts == [[0.0, 2.0, 0.5], [0.5]]
 
 

@@ -4,10 +4,10 @@ import threading
 import time
 
 import pytest
+
 from qscope.store.queries import QueryTimeout, Store
 from qscope.store.watchdog import Watchdog
 from qscope.store.writer import write_store
-
 from tests.test_harvest_writer import tables
 
 SLOW = "SELECT count(*) FROM range(3000000000) a, range(10) b WHERE (a.range * b.range) % 7 = 3"

@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 import duckdb
 import pytest
 from fastapi.testclient import TestClient
+
 from qscope.config import Settings
 from qscope.web import create_app
 
@@ -97,9 +98,16 @@ def test_sae_page_sorts_filters_and_pages(client, sae_url):
 
 @pytest.mark.parametrize(
     "query, words",
-    [("page=0", "page"), ("sort=bogus", "sort"), ("per_page=9999", "per_page"), ("dmin=abc", "dmin"),
-     ("dmin=0.5&dmax=0.1", "dmin"), ("dmax=2", "dmax"), ("order=up", "order")],
-)  # fmt: skip
+    [
+        ("page=0", "page"),
+        ("sort=bogus", "sort"),
+        ("per_page=9999", "per_page"),
+        ("dmin=abc", "dmin"),
+        ("dmin=0.5&dmax=0.1", "dmin"),
+        ("dmax=2", "dmax"),
+        ("order=up", "order"),
+    ],
+)
 def test_sae_page_bad_parameters_are_422(client, sae_url, query, words):
     r = client.get(f"{sae_url}?{query}")
     assert r.status_code == 422 and is_full(r) and words in r.text and "Bad parameter" in r.text
@@ -224,8 +232,9 @@ def test_static_files_are_served_pinned(client):
 
 
 def test_serve_cli_rejects_a_missing_store(tmp_path):
-    from qscope.cli import cli
     from typer.testing import CliRunner
+
+    from qscope.cli import cli
 
     result = CliRunner().invoke(cli, ["serve", "--db", str(tmp_path / "none.duckdb")])
     assert result.exit_code == 2 and "no feature store" in result.output

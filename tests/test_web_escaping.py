@@ -7,6 +7,7 @@ asked for these exact tokens.
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+
 from qscope.config import Settings
 from qscope.harvest.state import HIST_EDGES
 from qscope.store.writer import SaeTables, write_store
@@ -21,29 +22,60 @@ def _tables() -> SaeTables:
     F, W, H = 2, 6, len(HIST_EDGES) - 1
     hist = np.zeros((F, H), np.int64)
     hist[:, 50] = 3
-    info = {"sae_id": SAE_ID, "model_id": "evil", "layer": 0, "site": "model.layers.0", "d_in": 4, "d_sae": F,
-            "k": 1, "architecture": "topk", "format": "qwen-scope", "source": "/nonexistent/layer0.sae.pt",
-            "tokens": 100, "dead": 0, "hist_edges": HIST_EDGES.double().tolist()}  # fmt: skip
+    info = {
+        "sae_id": SAE_ID,
+        "model_id": "evil",
+        "layer": 0,
+        "site": "model.layers.0",
+        "d_in": 4,
+        "d_sae": F,
+        "k": 1,
+        "architecture": "topk",
+        "format": "qwen-scope",
+        "source": "/nonexistent/layer0.sae.pt",
+        "tokens": 100,
+        "dead": 0,
+        "hist_edges": HIST_EDGES.double().tolist(),
+    }
     features = {
-        "feature": np.arange(F, dtype=np.int32), "density": np.array([0.03, 0.01]),
-        "mean_act": np.array([1.0, 1.0]), "max_act": np.array([2.0, 2.0]), "n_fired": np.array([3, 1]),
-        "label": np.array([LABEL, "plain"], dtype=object), "top_tokens": np.array([[1, 2, 3], [4, 5, -1]], np.int32),
-        "hist": hist, "interval_width": np.array([0.125, 0.125]),
-    }  # fmt: skip
+        "feature": np.arange(F, dtype=np.int32),
+        "density": np.array([0.03, 0.01]),
+        "mean_act": np.array([1.0, 1.0]),
+        "max_act": np.array([2.0, 2.0]),
+        "n_fired": np.array([3, 1]),
+        "label": np.array([LABEL, "plain"], dtype=object),
+        "top_tokens": np.array([[1, 2, 3], [4, 5, -1]], np.int32),
+        "hist": hist,
+        "interval_width": np.array([0.125, 0.125]),
+    }
     ids = np.array([[1, 2, 3, 4, 5, 6], [7, 1, 2, 3, 4, 5]], np.int32)
     acts = np.array([[0.5, 2.0, 1.0, 0.0, 0.3, 0.0], [0.0, 1.0, 2.0, 0.0, 0.0, 0.0]], np.float32)
     contexts = {
-        "feature": np.array([0, 1], np.int32), "kind": np.array([0, 0], np.int8), "bin": np.array([-1, -1], np.int32),
-        "rank": np.array([0, 0], np.int32), "act": np.array([2.0, 2.0], np.float32),
-        "window": np.array([0, 1], np.int64), "pos": np.array([1, 2], np.int32), "length": np.array([W, W], np.int32),
-        "token_ids": ids, "acts": acts,
-    }  # fmt: skip
-    logits = {"feature": np.array([0, 0], np.int32), "sign": np.array([1, -1], np.int8),
-              "rank": np.array([0, 0], np.int32), "token_id": np.array([1, 3], np.int32),
-              "value": np.array([0.5, -0.5], np.float32)}  # fmt: skip
-    neighbors = {"feature": np.array([0], np.int32), "other_sae_id": np.array([SAE_ID], dtype=object),
-                 "other_feature": np.array([1], np.int32), "cosine": np.array([0.5], np.float32),
-                 "rank": np.array([0], np.int32)}  # fmt: skip
+        "feature": np.array([0, 1], np.int32),
+        "kind": np.array([0, 0], np.int8),
+        "bin": np.array([-1, -1], np.int32),
+        "rank": np.array([0, 0], np.int32),
+        "act": np.array([2.0, 2.0], np.float32),
+        "window": np.array([0, 1], np.int64),
+        "pos": np.array([1, 2], np.int32),
+        "length": np.array([W, W], np.int32),
+        "token_ids": ids,
+        "acts": acts,
+    }
+    logits = {
+        "feature": np.array([0, 0], np.int32),
+        "sign": np.array([1, -1], np.int8),
+        "rank": np.array([0, 0], np.int32),
+        "token_id": np.array([1, 3], np.int32),
+        "value": np.array([0.5, -0.5], np.float32),
+    }
+    neighbors = {
+        "feature": np.array([0], np.int32),
+        "other_sae_id": np.array([SAE_ID], dtype=object),
+        "other_feature": np.array([1], np.int32),
+        "cosine": np.array([0.5], np.float32),
+        "rank": np.array([0], np.int32),
+    }
     return SaeTables(info, features, contexts, logits, neighbors)
 
 

@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
 from qscope.config import get_settings
 
 STEER = {"prompt": "The meaning of", "max_new_tokens": 16, "temperature": 0.7, "features": []}
@@ -39,8 +40,9 @@ STEER = {"prompt": "The meaning of", "max_new_tokens": 16, "temperature": 0.7, "
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--db", type=Path, help="feature store to serve (default: the tiny default, built if missing)")
-    p.add_argument("--demo", type=Path, default=get_settings().data_dir / "bench-load",
-                   help="where the tiny default goes")  # fmt: skip
+    p.add_argument(
+        "--demo", type=Path, default=get_settings().data_dir / "bench-load", help="where the tiny default goes"
+    )
     p.add_argument("--seconds", type=float, default=20.0, help="length of the mixed phase")
     p.add_argument("--requests", type=int, default=20000, help="most requests of the mixed phase")
     p.add_argument("--browse-clients", type=int, default=8, help="closed-loop browsing clients")
@@ -62,9 +64,27 @@ def tiny_default(folder: Path) -> Path:
     if not db.is_file():
         env = os.environ | {"HF_HUB_OFFLINE": "1", "QSCOPE_DEVICE": "cpu"}
         subprocess.run(qscope("build-demo", "--tiny", "--out", str(folder)), env=env, check=True)
-        subprocess.run(qscope("harvest", "--model", str(folder / "model"), "--sae", str(folder / "saes"),
-                              "--corpus", str(folder / "corpus" / "val.jsonl"), "--out", str(db), "--tokens", "4096",
-                              "--device", "cpu", "--checkpoint-every", "0"), env=env, check=True)  # fmt: skip
+        subprocess.run(
+            qscope(
+                "harvest",
+                "--model",
+                str(folder / "model"),
+                "--sae",
+                str(folder / "saes"),
+                "--corpus",
+                str(folder / "corpus" / "val.jsonl"),
+                "--out",
+                str(db),
+                "--tokens",
+                "4096",
+                "--device",
+                "cpu",
+                "--checkpoint-every",
+                "0",
+            ),
+            env=env,
+            check=True,
+        )
     return db
 
 
@@ -78,9 +98,13 @@ def free_port() -> int:
 
 def start_server(db: Path, args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "QSCOPE_DEVICE": "cpu", "QSCOPE_STEER_QUEUE_SIZE": str(args.queue),
-                        "QSCOPE_APP_DB_URL": f"sqlite:///{tmp}/app.db",
-                        "QSCOPE_CACHE_DIR": str(tmp / "cache")}  # fmt: skip
+    env = os.environ | {
+        "HF_HUB_OFFLINE": "1",
+        "QSCOPE_DEVICE": "cpu",
+        "QSCOPE_STEER_QUEUE_SIZE": str(args.queue),
+        "QSCOPE_APP_DB_URL": f"sqlite:///{tmp}/app.db",
+        "QSCOPE_CACHE_DIR": str(tmp / "cache"),
+    }
     if not args.rate_limits:
         env |= {"QSCOPE_RATE_STEER_PER_MIN": "0", "QSCOPE_RATE_INSPECT_PER_MIN": "0"}
     log = open(tmp / "serve.log", "w")  # noqa: SIM115 (kept open for the server's life)
@@ -209,14 +233,24 @@ def summary(rec: Recorder, seconds: float) -> dict:
         status = rec.status[kind]
         total += status
         bad = sum(n for s, n in status.items() if s not in (200, 429, 503))  # 0: the connection failed
-        kinds[kind] = {"requests": len(lat), "rps": round(len(lat) / seconds, 1), "errors": bad,
-                       "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 1),
-                       "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 1)}  # fmt: skip
+        kinds[kind] = {
+            "requests": len(lat),
+            "rps": round(len(lat) / seconds, 1),
+            "errors": bad,
+            "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 1),
+            "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 1),
+        }
     n = sum(total.values())
     errors = sum(k["errors"] for k in kinds.values())
-    return {"requests": n, "rps": round(n / seconds, 1), "error_rate": round(errors / max(n, 1), 4),
-            "errors": errors, "shed_503": total[503], "kinds": kinds,
-            "status": {str(s): c for s, c in sorted(total.items())}}  # fmt: skip
+    return {
+        "requests": n,
+        "rps": round(n / seconds, 1),
+        "error_rate": round(errors / max(n, 1), 4),
+        "errors": errors,
+        "shed_503": total[503],
+        "kinds": kinds,
+        "status": {str(s): c for s, c in sorted(total.items())},
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -235,11 +269,13 @@ def main(argv: list[str] | None = None) -> None:
             seconds = mixed(port, args, max(cap, 0.5) * args.steer_factor, rec)
             after = [request(port, "GET", p)[0] for p in ("/-/health", "/", "/.json")]
             out = summary(rec, seconds) | {
-                "seconds": round(seconds, 1), "steer_capacity_rps": round(cap, 2),
-                "steer_offered_rps": round(max(cap, 0.5) * args.steer_factor, 2), "queue": args.queue,
+                "seconds": round(seconds, 1),
+                "steer_capacity_rps": round(cap, 2),
+                "steer_offered_rps": round(max(cap, 0.5) * args.steer_factor, 2),
+                "queue": args.queue,
                 "answers_after": all(s == 200 for s in after) and proc.poll() is None,
                 "server_rss_mb": [round(m, 1) for m in (*rss, rss_mb(proc.pid))],  # start, warm, end
-            }  # fmt: skip
+            }
         finally:
             proc.terminate()
             proc.wait(timeout=30)

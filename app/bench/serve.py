@@ -16,10 +16,12 @@ process. Prints a JSON line last: p50/p99 per endpoint and per raw lookup, again
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from qscope.config import get_settings
 from qscope.harvest.state import HIST_EDGES
 from qscope.store.writer import write_store
@@ -53,14 +56,26 @@ class LazySae:
     SAE's, so a store of many SAEs is written in the memory of one."""
 
     _cache: tuple[object, dict] | None = None
+    cards = None  # the writer builds them
 
     def __init__(self, i: int, sae_id: str, args: argparse.Namespace, vocab_size: int) -> None:
         self.i, self.args, self.vocab_size = i, args, vocab_size
         F = args.features
-        self.info = {"sae_id": sae_id, "model_id": "bench-model", "layer": i, "site": f"model.layers.{i}",
-                     "d_in": 1024, "d_sae": F, "k": 50, "architecture": "topk", "format": "qwen-scope",
-                     "source": f"/nonexistent/layer{i}.sae.pt", "tokens": 10_000_000, "dead": F // 50,
-                     "hist_edges": HIST_EDGES.double().tolist()}  # fmt: skip
+        self.info = {
+            "sae_id": sae_id,
+            "model_id": "bench-model",
+            "layer": i,
+            "site": f"model.layers.{i}",
+            "d_in": 1024,
+            "d_sae": F,
+            "k": 50,
+            "architecture": "topk",
+            "format": "qwen-scope",
+            "source": f"/nonexistent/layer{i}.sae.pt",
+            "tokens": 10_000_000,
+            "dead": F // 50,
+            "hist_edges": HIST_EDGES.double().tolist(),
+        }
 
     def _cols(self) -> dict:
         if LazySae._cache is None or LazySae._cache[0] is not self:
@@ -74,12 +89,35 @@ class LazySae:
     neighbors = property(lambda self: self._cols()["neighbors"])
 
 
-def concept_tokens(args: argparse.Namespace) -> np.ndarray:
-    """[concepts, 5 + N_LOGITS] token ids: a concept's marked tokens, then the tokens it promotes. Features
-    are drawn from a bounded set of concepts, as real SAEs split one concept over many features, so that the
-    semantic index embeds one text per concept (its build dedupes texts) and a 1M-feature store indexes here
-    in minutes, while search still scores every feature's row."""
-    return np.random.default_rng(7).integers(0, args.vocab, (args.concepts, 5 + N_LOGITS)).astype(np.int32)
+@functools.cache
+def real_words() -> tuple[str, ...]:
+    """Distinct real words (3 to 12 letters, lower case) from the Python standard library's sources and
+    docstrings, in a fixed order: what the synthetic labels are composed of."""
+    import sysconfig
+
+    found: dict[str, None] = {}
+    root = Path(sysconfig.get_paths()["stdlib"])
+    for file in sorted(root.glob("*.py")):
+        for word in re.findall(r"\b[a-z]{3,12}\b", file.read_text(encoding="utf-8", errors="replace")):
+            found.setdefault(word, None)
+    return tuple(found)
+
+
+def unique_labels(sae: int, alive: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One different label per live feature, like a harvest's ("·word ·word → ·word ·word"), each composed of
+    real words: the first two words spell the feature's index in base len(words), so no two labels of a store
+    are equal (up to len(words)^2 features per SAE), and the sae index a third, so SAEs differ too."""
+    words = real_words()
+    n, F = len(words), len(alive)
+    f = np.arange(F)
+    first, second = f % n, (f // n + sae * 7919) % n
+    extra = rng.integers(0, n, (F, 3))
+
+    def label(i: int) -> str:
+        a, b, c, d, e = (words[j] for j in (first[i], second[i], *extra[i]))
+        return f"·{a} ·{b} ·{c} → ·{d} ·{e}"
+
+    return np.array([label(i) if alive[i] else "dead" for i in range(F)], dtype=object)
 
 
 def make_columns(i: int, args: argparse.Namespace, vocab_size: int, sae_id: str) -> dict:
@@ -89,18 +127,22 @@ def make_columns(i: int, args: argparse.Namespace, vocab_size: int, sae_id: str)
     alive = rng.random(F) >= 0.02
     density[~alive] = 0
     max_act = np.where(alive, rng.uniform(1, 20, F), 0)
-    concept_F = rng.integers(0, args.concepts, F)
-    tokens_FT = concept_tokens(args)[concept_F]
+    tokens_FT = rng.integers(0, vocab_size, (F, 5 + N_LOGITS)).astype(np.int32)
     top = tokens_FT[:, :5]
-    labels = np.array([" ".join(WORDS[j % len(WORDS)] for j in top[f, :3]) + " → " +
-                       " ".join(WORDS[(j * 7) % len(WORDS)] for j in top[f, 2:5]) if alive[f] else "dead"
-                       for f in range(F)], dtype=object)  # fmt: skip
+    labels = unique_labels(i, alive, rng)
     hist = np.zeros((F, H), np.int64)
     hist[:, 40:60] = rng.integers(0, 50, (F, 20))
-    features = {"feature": np.arange(F, dtype=np.int32), "density": density, "mean_act": max_act / 3,
-                "max_act": max_act, "n_fired": (density * 1e7).astype(np.int64), "label": labels,
-                "top_tokens": np.where(alive[:, None], top, -1), "hist": hist,
-                "interval_width": max_act / 16}  # fmt: skip
+    features = {
+        "feature": np.arange(F, dtype=np.int32),
+        "density": density,
+        "mean_act": max_act / 3,
+        "max_act": max_act,
+        "n_fired": (density * 1e7).astype(np.int64),
+        "label": labels,
+        "top_tokens": np.where(alive[:, None], top, -1),
+        "hist": hist,
+        "interval_width": max_act / 16,
+    }
     E = F * C
     f_E = np.repeat(np.arange(F, dtype=np.int32), C)
     rank_E = np.tile(np.arange(C, dtype=np.int32), F)
@@ -108,32 +150,46 @@ def make_columns(i: int, args: argparse.Namespace, vocab_size: int, sae_id: str)
     acts = rng.random((E, WIDTH), dtype=np.float32) * (rng.random((E, WIDTH)) < 0.2)
     act_E = (max_act[f_E] * (1 - rank_E / (2 * C))).astype(np.float32)
     acts[:, 32] = act_E
-    contexts = {"feature": f_E, "kind": np.where(is_top, 0, 1).astype(np.int8),
-                "bin": np.where(is_top, -1, (rank_E - C // 2) // 5).astype(np.int32),
-                "rank": np.where(is_top, rank_E, (rank_E - C // 2) % 5).astype(np.int32), "act": act_E,
-                "window": rng.integers(0, 100_000, E), "pos": np.full(E, 32, np.int32),
-                "length": np.full(E, WIDTH, np.int32),
-                "token_ids": rng.integers(0, vocab_size, (E, WIDTH)).astype(np.int32), "acts": acts}  # fmt: skip
+    contexts = {
+        "feature": f_E,
+        "kind": np.where(is_top, 0, 1).astype(np.int8),
+        "bin": np.where(is_top, -1, (rank_E - C // 2) // 5).astype(np.int32),
+        "rank": np.where(is_top, rank_E, (rank_E - C // 2) % 5).astype(np.int32),
+        "act": act_E,
+        "window": rng.integers(0, 100_000, E),
+        "pos": np.full(E, 32, np.int32),
+        "length": np.full(E, WIDTH, np.int32),
+        "token_ids": rng.integers(0, vocab_size, (E, WIDTH)).astype(np.int32),
+        "acts": acts,
+    }
     L = F * 2 * N_LOGITS
-    logits = {"feature": np.repeat(np.arange(F, dtype=np.int32), 2 * N_LOGITS),
-              "sign": np.tile(np.repeat(np.array([1, -1], np.int8), N_LOGITS), F),
-              "rank": np.tile(np.arange(N_LOGITS, dtype=np.int32), 2 * F),
-              "token_id": np.concatenate([tokens_FT[:, 5:], rng.integers(0, vocab_size, (F, N_LOGITS))], 1)
-              .reshape(-1).astype(np.int32),
-              "value": rng.normal(0, 0.3, L).astype(np.float32)}  # fmt: skip
+    logits = {
+        "feature": np.repeat(np.arange(F, dtype=np.int32), 2 * N_LOGITS),
+        "sign": np.tile(np.repeat(np.array([1, -1], np.int8), N_LOGITS), F),
+        "rank": np.tile(np.arange(N_LOGITS, dtype=np.int32), 2 * F),
+        "token_id": np.concatenate([tokens_FT[:, 5:], rng.integers(0, vocab_size, (F, N_LOGITS))], 1)
+        .reshape(-1)
+        .astype(np.int32),
+        "value": rng.normal(0, 0.3, L).astype(np.float32),
+    }
     N = F * N_NEIGHBOURS
-    neighbors = {"feature": np.repeat(np.arange(F, dtype=np.int32), N_NEIGHBOURS),
-                 "other_sae_id": np.array([sae_id] * N, dtype=object),
-                 "other_feature": rng.integers(0, F, N).astype(np.int32),
-                 "cosine": rng.uniform(0.1, 0.9, N).astype(np.float32),
-                 "rank": np.tile(np.arange(N_NEIGHBOURS, dtype=np.int32), F)}  # fmt: skip
+    neighbors = {
+        "feature": np.repeat(np.arange(F, dtype=np.int32), N_NEIGHBOURS),
+        "other_sae_id": np.array([sae_id] * N, dtype=object),
+        "other_feature": rng.integers(0, F, N).astype(np.int32),
+        "cosine": rng.uniform(0.1, 0.9, N).astype(np.float32),
+        "rank": np.tile(np.arange(N_NEIGHBOURS, dtype=np.int32), F),
+    }
     return {"features": features, "contexts": contexts, "logits": logits, "neighbors": neighbors}
 
 
 def build_store(args: argparse.Namespace, out: Path) -> float:
-    vocab = [f" {WORDS[i % len(WORDS)]}{i // len(WORDS) or ''}" for i in range(args.vocab)]
-    saes = [LazySae(i, f"SAE-Res-bench-W{args.features // 1024}K-L0_50__layer{i}", args, args.vocab)
-            for i in range(args.saes)]  # fmt: skip
+    words = real_words()
+    vocab = [f" {words[i % len(words)]}{i // len(words) or ''}" for i in range(args.vocab)]
+    saes = [
+        LazySae(i, f"SAE-Res-bench-W{args.features // 1024}K-L0_50__layer{i}", args, args.vocab)
+        for i in range(args.saes)
+    ]
     meta = {"schema_version": "1", "model_id": "bench-model", "model": "/nonexistent", "tokens": "10000000"}
     start = time.perf_counter()
     write_store(out, meta, saes, vocab)
@@ -218,8 +274,7 @@ def raw_duckdb(db: Path, sae_ids: list[str], features: int, n: int) -> dict:
             t0 = time.perf_counter()
             r.feature(sae, rng.randrange(features))
             t1 = time.perf_counter()
-            r.features(sae, sort=rng.choice(["index", "density", "max_act"]), desc=True,
-                       offset=50 * rng.randrange(50))  # fmt: skip
+            r.features(sae, sort=rng.choice(["index", "density", "max_act"]), desc=True, offset=50 * rng.randrange(50))
             t2 = time.perf_counter()
             r.text_matches(f"{rng.choice(WORDS)} {rng.choice(WORDS)}", 20)
             t3 = time.perf_counter()
@@ -230,16 +285,35 @@ def raw_duckdb(db: Path, sae_ids: list[str], features: int, n: int) -> dict:
     return {k: {"n": len(v), "p50_ms": pct(v, 50), "p99_ms": pct(v, 99)} for k, v in out.items()}
 
 
-def build_index(db: Path) -> float:
+def build_index(db: Path) -> dict:
+    """Build the semantic index as the harvest does (timed: texts embedded, the inverted file when large), then
+    time its nearest-neighbor lookup alone on queries of real words, in this process."""
     from qscope.search.embedder import Embedder
     from qscope.search.semantic import load_or_build_index
     from qscope.store.queries import Store
 
-    store = Store(db)
+    store, embedder = Store(db), Embedder()
+    texts = [0]
     start = time.perf_counter()
-    load_or_build_index(store, Embedder())
+    index = load_or_build_index(store, embedder, progress=lambda n, of: texts.__setitem__(0, of))
+    seconds = time.perf_counter() - start
     store.close()
-    return time.perf_counter() - start
+    rng = random.Random(2)
+    queries = embedder.embed([f"{rng.choice(real_words())} {rng.choice(real_words())}" for _ in range(100)])
+    lookup = []
+    for q in queries:
+        t0 = time.perf_counter()
+        index.top(q, 20)
+        lookup.append((time.perf_counter() - t0) * 1000)
+    return {
+        "index_s": round(seconds, 1),
+        "texts_embedded": texts[0],  # 0: the cached index matched (built by an earlier run)
+        "features_indexed": len(index.feature_N),
+        "unique_texts_per_feature": round(texts[0] / max(len(index.feature_N), 1), 3),
+        "inverted_file": index.index.ivf is not None,
+        "lookup_p50_ms": round(pct(lookup, 50), 2),
+        "lookup_p99_ms": round(pct(lookup, 99), 2),
+    }
 
 
 def wait_for_search(port: int, limit_s: float = 1800) -> None:
@@ -282,7 +356,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--features", type=int, default=16384, help="features per SAE")
     p.add_argument("--contexts", type=int, default=32, help="contexts per feature (half top, half interval)")
     p.add_argument("--vocab", type=int, default=32768)
-    p.add_argument("--concepts", type=int, default=4096, help="distinct label texts the features draw from")
     p.add_argument("--clients", type=int, default=8, help="concurrent client connections")
     p.add_argument("--workers", type=int, default=1, help="server processes (qscope serve --workers)")
     p.add_argument("--seconds", type=float, default=20.0, help="load test duration bound")
@@ -296,30 +369,45 @@ def main(argv: list[str] | None = None) -> None:
         client_main(json.loads(args.client))
         return
     args.dir.mkdir(parents=True, exist_ok=True)
-    db = args.dir / f"bench-{args.saes}x{args.features}x{args.contexts}-v2.duckdb"
-    result: dict = {"scale": {"saes": args.saes, "features_per_sae": args.features, "contexts": args.contexts,
-                              "total_features": args.saes * args.features, "cores": os.cpu_count()}}  # fmt: skip
+    db = args.dir / f"bench-{args.saes}x{args.features}x{args.contexts}-v3.duckdb"
+    result: dict = {
+        "scale": {
+            "saes": args.saes,
+            "features_per_sae": args.features,
+            "contexts": args.contexts,
+            "total_features": args.saes * args.features,
+            "cores": os.cpu_count(),
+        }
+    }
     if args.rebuild or not db.exists():
         print(f"writing {db} ...", flush=True)
         result["write_s"] = round(build_store(args, db), 1)
     result["db_mb"] = round(db.stat().st_size / 1e6, 1)
     print(f"store {db.name}: {result['db_mb']} MB; semantic index ...", flush=True)
-    result["index_s"] = round(build_index(db), 1)
+    result["index"] = build_index(db)
+    print(f"semantic index: {result['index']}", flush=True)
     sae_ids = [f"SAE-Res-bench-W{args.features // 1024}K-L0_50__layer{i}" for i in range(args.saes)]
 
     port = free_port()
     proc = serve(db, port, args.dir / "serve.log", args.workers)
     try:
-        spec = {"port": port, "saes": sae_ids, "features": args.features, "clients": args.clients,
-                "seconds": args.seconds, "max_requests": args.max_requests}  # fmt: skip
+        spec = {
+            "port": port,
+            "saes": sae_ids,
+            "features": args.features,
+            "clients": args.clients,
+            "seconds": args.seconds,
+            "max_requests": args.max_requests,
+        }
         t0 = time.perf_counter()
         wait_for_search(port)
         result["search_ready_s"] = round(time.perf_counter() - t0, 1)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
         conn.request("GET", f"/bench-model/{sae_ids[0]}/0")  # the first render compiles the templates
         conn.getresponse().read()
-        print(f"load test: {args.clients} clients, at most {args.seconds:g} s / {args.max_requests} requests",
-              flush=True)  # fmt: skip
+        print(
+            f"load test: {args.clients} clients, at most {args.seconds:g} s / {args.max_requests} requests", flush=True
+        )
         client = [sys.executable, "-m", "qscope.bench.serve", "--client", json.dumps(spec)]
         out = subprocess.run(client, capture_output=True, text=True, check=True)
         load = json.loads(out.stdout.strip().splitlines()[-1])
@@ -327,14 +415,21 @@ def main(argv: list[str] | None = None) -> None:
         proc.terminate()
         proc.wait(timeout=10)
     total = sum(len(v) for v in load["lat"].values())
-    result["http"] = {k: {"n": len(v), "p50_ms": round(pct(v, 50), 2), "p99_ms": round(pct(v, 99), 2)}
-                      for k, v in load["lat"].items()}  # fmt: skip
-    result["http_total"] = {"requests": total, "errors": load["errors"], "seconds": round(load["seconds"], 1),
-                            "rps": round(total / load["seconds"], 1), "clients": args.clients,
-                            "workers": args.workers}  # fmt: skip
+    result["http"] = {
+        k: {"n": len(v), "p50_ms": round(pct(v, 50), 2), "p99_ms": round(pct(v, 99), 2)} for k, v in load["lat"].items()
+    }
+    result["http_total"] = {
+        "requests": total,
+        "errors": load["errors"],
+        "seconds": round(load["seconds"], 1),
+        "rps": round(total / load["seconds"], 1),
+        "clients": args.clients,
+        "workers": args.workers,
+    }
     raw = raw_duckdb(db, sae_ids, args.features, args.raw)
-    result["duckdb"] = {k: {kk: round(vv, 2) if isinstance(vv, float) else vv for kk, vv in v.items()}
-                        for k, v in raw.items()}  # fmt: skip
+    result["duckdb"] = {
+        k: {kk: round(vv, 2) if isinstance(vv, float) else vv for kk, vv in v.items()} for k, v in raw.items()
+    }
     h = result["http"]
     result["goals"] = {
         "feature_p50<=10ms": h["feature"]["p50_ms"] <= 10,

@@ -15,6 +15,7 @@ import threading
 import time
 
 import torch
+
 from qscope.model import load_model
 from qscope.sae import find_sae_files, load_sae
 from qscope.steer.edits import Edit
@@ -38,8 +39,10 @@ def best(fn, reps: int) -> float:
 def concurrent(worker: SteerWorker, lm, rows_of, n: int) -> float:
     """Wall time for n requests (2 rows each) submitted together to one worker."""
     left = threading.Semaphore(0)
-    jobs = [SteerJob(lm.model, lm.tokenizer, rows_of(), lambda kind, data: kind == "done" and left.release())
-            for _ in range(n)]  # fmt: skip
+    jobs = [
+        SteerJob(lm.model, lm.tokenizer, rows_of(), lambda kind, data: kind == "done" and left.release())
+        for _ in range(n)
+    ]
     t = time.perf_counter()
     for j in jobs:
         worker.queue.put_nowait(j)
@@ -78,14 +81,21 @@ def main(argv: list[str] | None = None) -> None:
     many = min(concurrent(worker, lm, lambda: [row(), row(edits)], args.concurrency) for _ in range(args.reps))
     tok_one, tok_many = 2 * args.tokens / one, 2 * args.tokens * args.concurrency / many
     report = {
-        "model": lm.model_id, "device": str(lm.device), "threads": torch.get_num_threads(), "tokens": args.tokens,
-        "pair_over_plain": round(pair / plain, 3), "pair_goal": 1.25,
-        "hook_overhead": round(steered / plain - 1, 3), "hook_overhead_add_only": round(add_only / plain - 1, 3),
+        "model": lm.model_id,
+        "device": str(lm.device),
+        "threads": torch.get_num_threads(),
+        "tokens": args.tokens,
+        "pair_over_plain": round(pair / plain, 3),
+        "pair_goal": 1.25,
+        "hook_overhead": round(steered / plain - 1, 3),
+        "hook_overhead_add_only": round(add_only / plain - 1, 3),
         "hook_goal": 0.05,
-        "tokens_per_s_1": round(tok_one, 1), f"tokens_per_s_{args.concurrency}": round(tok_many, 1),
-        "concurrency_speedup": round(tok_many / tok_one, 2), "concurrency_goal": 4.0,
+        "tokens_per_s_1": round(tok_one, 1),
+        f"tokens_per_s_{args.concurrency}": round(tok_many, 1),
+        "concurrency_speedup": round(tok_many / tok_one, 2),
+        "concurrency_goal": 4.0,
         "batches": worker.batches,
-    }  # fmt: skip
+    }
     print(
         f"plain {plain * 1e3:.1f} ms, steered (add + clamp) {steered * 1e3:.1f} ms, "
         f"add only {add_only * 1e3:.1f} ms, default+steered {pair * 1e3:.1f} ms"

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from qscope.bench.load import free_port, qscope, tiny_default
 from qscope.config import get_settings
 from qscope.steer.evaluate import arms

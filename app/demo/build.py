@@ -20,6 +20,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from tokenizers import Tokenizer
+
 from qscope.demo import corpus as corpus_mod
 from qscope.demo.spec import DemoSpec
 from qscope.demo.tokenizer import save_tokenizer, train_tokenizer
@@ -27,19 +31,33 @@ from qscope.demo.train_model import pack, train_model
 from qscope.demo.train_sae import collect_activations, sae_metrics, train_sae
 from qscope.model import load_model
 from qscope.sae import load_sae, save_qwen_scope
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from tokenizers import Tokenizer
 
 CORPUS_FIELDS = ("seed", "corpus_chars")
 MODEL_FIELDS = CORPUS_FIELDS + (
-    "vocab_size", "hidden_size", "n_layers", "n_heads", "n_kv_heads", "head_dim", "intermediate_size",
-    "ctx", "batch_size", "steps", "lr", "warmup_steps",
-)  # fmt: skip
+    "vocab_size",
+    "hidden_size",
+    "n_layers",
+    "n_heads",
+    "n_kv_heads",
+    "head_dim",
+    "intermediate_size",
+    "ctx",
+    "batch_size",
+    "steps",
+    "lr",
+    "warmup_steps",
+)
 SAE_FIELDS = MODEL_FIELDS + (
-    "sae_layers", "sae_width", "sae_k", "sae_train_tokens", "sae_eval_tokens", "sae_batch", "sae_epochs",
-    "sae_lr", "sae_aux_k",
-)  # fmt: skip
+    "sae_layers",
+    "sae_width",
+    "sae_k",
+    "sae_train_tokens",
+    "sae_eval_tokens",
+    "sae_batch",
+    "sae_epochs",
+    "sae_lr",
+    "sae_aux_k",
+)
 
 
 class _Progress(Progress):
@@ -124,9 +142,12 @@ def build_model(out: Path, spec: DemoSpec, console: Console) -> dict:
     with _Progress(console) as bar:
         task = bar.add_task("train mini-Qwen", total=spec.steps, info="")
         model, report = train_model(
-            spec, tok, train_NT, val_NT,
+            spec,
+            tok,
+            train_NT,
+            val_NT,
             progress=lambda step, loss: bar.update(task, completed=step + 1, info=f"loss {loss:.3f}"),
-        )  # fmt: skip
+        )
     model.save_pretrained(tmp)
     info = {"digest": digest, **asdict(report)}
     _commit(tmp, final, info)
@@ -168,8 +189,10 @@ def build_saes(out: Path, spec: DemoSpec, console: Console) -> dict:
             path = tmp / f"layer{layer}.sae.pt"
             save_qwen_scope(path, w.W_enc, w.b_enc, w.W_dec, w.b_dec)
             sae = load_sae(path)  # evaluate through the same reader a real release goes through
-            metrics[str(layer)] = {**sae_metrics(sae.encode, sae.decode, val_acts[layer]),
-                                   "train_seconds": time.perf_counter() - t0}  # fmt: skip
+            metrics[str(layer)] = {
+                **sae_metrics(sae.encode, sae.decode, val_acts[layer]),
+                "train_seconds": time.perf_counter() - t0,
+            }
     info = {"digest": digest, "release": spec.sae_release, "layers": metrics}
     _commit(tmp, final, info)
     for layer, m in metrics.items():

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from qscope.demo.spec import DemoSpec
 from tokenizers import Tokenizer
 from transformers import Qwen3Config, Qwen3ForCausalLM
+
+from qscope.demo.spec import DemoSpec
 
 
 @dataclass

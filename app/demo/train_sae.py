@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
+
 from qscope.demo.spec import DemoSpec
 from qscope.model import capture, resid_site
-from torch import Tensor
 
 
 @dataclass

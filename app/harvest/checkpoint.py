@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import torch
+
 from qscope.harvest.options import HarvestError
 from qscope.harvest.state import FeatureState
 

@@ -8,7 +8,9 @@
    whole job; failed tasks are reported at the end, and the same command run again does only what is missing;
 3. finish: SAE by SAE in sae_id order, the driver merges that SAE's partial states from the spool (exactly:
    see qscope.harvest.shards), builds its tables (logit effects and neighbors on the driver's device, as the
-   single-process run does) and adds them to the store, or to one store per SAE; then the spool goes.
+   single-process run does) and adds them to the store, or to one store per SAE; then the search index of each
+   store is built (when the caller passes an indexer) and the spool goes. Every phase shows its progress and
+   time (qscope.harvest.progress).
 
 The result is the single-process database of the same options on the same kind of device: every row equal,
 mean activations equal to float64 rounding. Checkpoint options (--resume, --checkpoint-every) do not apply: the
@@ -20,29 +22,30 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
 import torch
-from qscope.harvest.corpus import CorpusError, iter_documents, pack_windows
+from rich.console import Console
+from torch import Tensor
+
+from qscope.harvest.build import SaeInput, TableWork, declare_phases, sae_tables
 from qscope.harvest.feed import CHUNK_ELEMENTS, chunk_windows, state_spec
-from qscope.harvest.ids import model_id_for, sae_id_for, unique_ids
+from qscope.harvest.inputs import load_inputs, sae_files
 from qscope.harvest.options import HarvestError, HarvestOptions
 from qscope.harvest.pools import InlinePool, Pool
-from qscope.harvest.run import HarvestSummary, sae_files, sae_info, store_meta, vocab_of
+from qscope.harvest.progress import Phases
+from qscope.harvest.run import HarvestSummary, Indexer, index_stores, store_meta, vocab_of
 from qscope.harvest.shards import ShardTask, ShardWork, adopt_model, group_saes, merge_states, plan_tasks, task_bytes
 from qscope.harvest.spool import Spool
 from qscope.harvest.state import FeatureState
-from qscope.harvest.tables import neighbor_saes, sae_tables
-from qscope.model import LoadedModel, ModelLoadError, load_model
-from qscope.sae import Sae, SaeFormatError, load_sae
+from qscope.harvest.tables import neighbor_saes
+from qscope.model import LoadedModel
+from qscope.sae import Sae, load_sae
 from qscope.store.writer import store_writer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from torch import Tensor
 
 SAES_KEPT = 8  # SAEs the finish keeps loaded: one SAE and those of its nearest layers (two sparsities each)
 
@@ -79,23 +82,30 @@ class ClusterJob:
 
 
 def harvest_cluster(
-    opts: HarvestOptions, pool: Pool, console: Console | None = None, plan: ClusterPlan | None = None,
+    opts: HarvestOptions,
+    pool: Pool,
+    console: Console | None = None,
+    plan: ClusterPlan | None = None,
     per_sae_dir: Path | None = None,
-) -> HarvestSummary:  # fmt: skip
+    indexer: Indexer | None = None,
+) -> HarvestSummary:
     """Plan, run and finish one job (see the module docstring). per_sae_dir: write one store per SAE there
-    (``<sae_id>.duckdb``) instead of one store at opts.out; opts.out still names the spool."""
+    (``<sae_id>.duckdb``) instead of one store at opts.out; opts.out still names the spool. indexer: builds each
+    written store's search index (qscope.harvest.run.index_stores)."""
     t0 = time.perf_counter()
     console, plan = console or Console(stderr=True), plan or ClusterPlan()
     job = plan_job(opts, pool, plan)
     if isinstance(pool, InlinePool):
         adopt_model(opts, job.loaded)  # the tasks reuse the driver's model instead of loading a second copy
     spool = Spool(opts.out, job.key)
-    done_before, pass_seconds, timings = run_tasks(job, pool, spool, console, plan)
-    summary = finish(job, spool, per_sae_dir, time.perf_counter() - t0)
+    with Phases(console) as phases:
+        done_before, pass_seconds, timings = run_tasks(job, pool, spool, console, plan, phases)
+        summary, outs = finish(job, spool, per_sae_dir, time.perf_counter() - t0, phases)
+        summary.indexed = index_stores(indexer, outs, phases)
     spool.remove()
     summary.seconds = time.perf_counter() - t0
     summary.tokens_per_s = job.windows_NT.numel() * (1 - done_before) / max(pass_seconds, 1e-9)
-    summary.timings = timings | summary.timings
+    summary.timings = timings | summary.timings | phases.seconds
     return summary
 
 
@@ -104,57 +114,28 @@ def plan_job(opts: HarvestOptions, pool: Pool, plan: ClusterPlan) -> ClusterJob:
     opts.validate()
     device_type = pool.device_type(opts)
     files = sae_files(opts.saes)
-    try:
-        docs = iter_documents(opts.corpus)
-        first = next(docs, None)
-        if first is None:
-            raise CorpusError(f"the corpus {opts.corpus} is empty: it holds no documents")
-        loaded = load_model(opts.model, device=opts.device, dtype=opts.dtype)
-        model_id = model_id_for(opts.model)
-        metas = [_sae_meta(f, loaded) for f in files]
-        windows_NT = pack_windows(loaded.tokenizer, chain([first], docs), opts.ctx, -(-opts.tokens // opts.ctx))
-    except (ModelLoadError, SaeFormatError, CorpusError, ValueError, OSError) as e:
-        raise HarvestError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
-    ids = unique_ids([sae_id_for(s.source, s.layer) for s in metas])
-    infos = [sae_info(s, i, model_id) for s, i in zip(metas, ids, strict=True)]
-    chunks = [chunk_windows(opts, device_type, s.d_sae) for s in metas]
+    inputs = load_inputs(opts, opts.device, keep_saes=False)
+    infos, windows_NT = inputs.infos, inputs.windows_NT
+    chunks = [chunk_windows(opts, device_type, i["d_sae"]) for i in infos]
     blocks = 3 * 4 * CHUNK_ELEMENTS.get(device_type, CHUNK_ELEMENTS["cpu"])  # pre-activations, top-k, dense acts
-    sizes = [task_bytes(s.d_in, s.d_sae, state_spec(opts, s.d_sae)) for s in metas]
+    sizes = [task_bytes(i["d_in"], i["d_sae"], state_spec(opts, i["d_sae"])) for i in infos]
     groups = group_saes(sizes, int(plan.task_gb * 2**30) - blocks, plan.saes_per_task)
     per_task = max(1, plan.shard_tokens // (opts.batch * opts.ctx))
     tasks = plan_tasks(len(windows_NT), opts.batch, per_task, groups)
-    key = {**opts.settings(), "sae_files": [str(f) for f in files], "chunks": chunks, "device_type": device_type,
-           "windows": hashlib.sha256(windows_NT.numpy().tobytes()).hexdigest(), "batches_per_task": per_task,
-           "groups": [list(g) for g in groups]}  # fmt: skip
-    return ClusterJob(opts, loaded, files, infos, windows_NT, device_type, chunks, tasks, key)
-
-
-@dataclass
-class _SaeMeta:
-    """What the driver needs of an SAE before the finish (its weights are not kept)."""
-
-    source: Path
-    layer: int | None
-    site: str | None
-    d_in: int
-    d_sae: int
-    k: int | None
-    architecture: str
-    format: str
-
-
-def _sae_meta(file: Path, loaded: LoadedModel) -> _SaeMeta:
-    sae = load_sae(file, device="cpu", dtype=torch.float32)
-    sae.check_fits(loaded.hidden_size)
-    if sae.site is None:
-        raise HarvestError(f"SAE {sae.source} does not say which layer it reads")
-    if sae.layer is not None and sae.layer >= loaded.n_layers:
-        raise HarvestError(f"SAE {sae.source} reads layer {sae.layer}; the model has {loaded.n_layers}")
-    return _SaeMeta(sae.source, sae.layer, sae.site, sae.d_in, sae.d_sae, sae.k, sae.architecture, sae.format)
+    key = {
+        **opts.settings(),
+        "sae_files": [str(f) for f in files],
+        "chunks": chunks,
+        "device_type": device_type,
+        "windows": hashlib.sha256(windows_NT.numpy().tobytes()).hexdigest(),
+        "batches_per_task": per_task,
+        "groups": [list(g) for g in groups],
+    }
+    return ClusterJob(opts, inputs.loaded, files, infos, windows_NT, device_type, chunks, tasks, key)
 
 
 def run_tasks(
-    job: ClusterJob, pool: Pool, spool: Spool, console: Console, plan: ClusterPlan
+    job: ClusterJob, pool: Pool, spool: Spool, console: Console, plan: ClusterPlan, phases: Phases
 ) -> tuple[float, float, dict[str, float]]:
     """Run every task missing from the spool, saving each as it finishes. Returns (fraction of the job done
     before this call, seconds of this call's pass, summed task timings); raises TasksFailed if any failed."""
@@ -174,24 +155,22 @@ def run_tasks(
     timings: dict[str, float] = {}
     before = sum(share(t) for t in job.tasks if t.index in done)
     t0 = time.perf_counter()
-    with _progress(console) as bar:
-        of = f"/{len(job.tasks)}"
-        row = bar.add_task("harvest", total=job.windows_NT.numel(), completed=before, tasks=f"{len(done)}{of}", rate="")
+    phases.add("pass", job.windows_NT.numel(), "tokens", done=before)
+    with phases.run("pass") as advance:
         for task, outcome in pool.run(work, todo, windows):
             if isinstance(outcome, BaseException):
                 failed.append((task, outcome))
-                console.print(f"task {task.index} failed: {_first_line(outcome)}", markup=False, highlight=False)
+                console.print(f"task {task.index} failed: {_error_line(outcome)}", markup=False, highlight=False)
                 continue
             spool.save(outcome)
             done.add(task.index)
             for k, v in outcome.timings.items():
                 timings[k] = timings.get(k, 0.0) + v
-            bar.update(row, advance=share(task), tasks=f"{len(done)}{of}",
-                       rate=f"{(bar.tasks[0].completed - before) / (time.perf_counter() - t0):,.0f} tok/s")  # fmt: skip
+            advance(share(task))
     if failed:
         task, error = failed[0]
         raise TasksFailed(
-            f"{len(failed)} of {len(job.tasks)} tasks failed (first: task {task.index}: {_first_line(error)}); "
+            f"{len(failed)} of {len(job.tasks)} tasks failed (first: task {task.index}: {_error_line(error)}); "
             f"the {len(done)} finished ones are kept in {spool.dir}: run the same command again to do the rest"
         )
     return before / job.windows_NT.numel(), time.perf_counter() - t0, timings
@@ -199,13 +178,18 @@ def run_tasks(
 
 def _plan_line(job: ClusterJob, pool: Pool, spool: Spool, n_done: int) -> str:
     n_shards = len({(t.b0, t.b1) for t in job.tasks})
-    return (f"{len(job.tasks)} tasks ({n_shards} corpus shards x {len(job.tasks) // n_shards} groups of SAEs) on "
-            f"{pool.name}; {n_done} already done in {spool.dir}")  # fmt: skip
+    return (
+        f"{len(job.tasks)} tasks ({n_shards} corpus shards x {len(job.tasks) // n_shards} groups of SAEs) on "
+        f"{pool.name}; {n_done} already done in {spool.dir}"
+    )
 
 
-def finish(job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: float) -> HarvestSummary:
-    """Merge, build and write SAE by SAE (bounded memory: one merged state, a few SAEs)."""
-    opts, loaded, t0 = job.opts, job.loaded, time.perf_counter()
+def finish(
+    job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: float, phases: Phases
+) -> tuple[HarvestSummary, list[Path]]:
+    """Merge, build and write SAE by SAE (bounded memory: one merged state, a few SAEs); the summary and the
+    stores written."""
+    opts, loaded = job.opts, job.loaded
     head = loaded.model.get_output_embeddings()
     if head is None:
         raise HarvestError(f"{loaded.path} has no LM head: logit effects need its weight")
@@ -214,6 +198,8 @@ def finish(job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: flo
     layers = [info["layer"] for info in job.infos]
     saes = _SaeCache(job.files, loaded.device)
     opts_tokens = (opts.logit_tokens, opts.neighbors, opts.cross_neighbors)
+    declare_phases(phases, sum(info["d_sae"] for info in job.infos))
+    work = TableWork(phases, card_workers=opts.card_workers)
     dead: dict[str, int] = {}
     outs: list[Path] = []
     with ExitStack() as stack:
@@ -221,21 +207,37 @@ def finish(job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: flo
         for i in sorted(range(len(job.files)), key=lambda i: job.sae_ids[i]):
             state = merged_state(job, spool, i)
             others = [(job.sae_ids[j], saes.get(j)) for j in neighbor_saes(layers, i)]
-            tables = sae_tables(saes.get(i), state, job.windows_NT, head.weight, vocab, job.infos[i], opts_tokens,
-                                others)  # fmt: skip
+            inp = SaeInput(saes.get(i), state, job.infos[i], others)
+            tables = sae_tables(inp, job.windows_NT, head.weight, vocab, opts_tokens, work)
+            del state, inp
             dead[job.sae_ids[i]] = tables.info["dead"]
-            if per_sae_dir is None:
-                add(tables)
-                continue
-            outs.append(per_sae_dir / f"{job.sae_ids[i]}.duckdb")
-            with store_writer(outs[-1], meta, vocab) as add_one:
-                add_one(tables)
+            with phases.run("write") as advance:
+                progress = _scaled(advance, job.infos[i]["d_sae"])
+                if add is not None:
+                    add(tables, progress)
+                    continue
+                outs.append(per_sae_dir / f"{job.sae_ids[i]}.duckdb")
+                with store_writer(outs[-1], meta, vocab) as add_one:
+                    add_one(tables, progress)
+        if add is not None:
+            with phases.run("write"):  # the single store's final checkpoint and rename
+                stack.close()
     outs = outs or [opts.out]
-    return HarvestSummary(
-        out=per_sae_dir or opts.out, tokens=job.windows_NT.numel(), seconds=0.0, tokens_per_s=0.0, dead=dead,
-        features={info["sae_id"]: info["d_sae"] for info in job.infos}, bytes=sum(p.stat().st_size for p in outs),
-        timings={"finish": time.perf_counter() - t0},
-    )  # fmt: skip
+    summary = HarvestSummary(
+        out=per_sae_dir or opts.out,
+        tokens=job.windows_NT.numel(),
+        seconds=0.0,
+        tokens_per_s=0.0,
+        dead=dead,
+        features={info["sae_id"]: info["d_sae"] for info in job.infos},
+        bytes=sum(p.stat().st_size for p in outs),
+    )
+    return summary, outs
+
+
+def _scaled(advance: Callable[[float], None], n: int) -> Callable[[float], None]:
+    """advance(n x fraction): a writer's fraction of one SAE in features."""
+    return lambda fraction: advance(n * fraction)
 
 
 def merged_state(job: ClusterJob, spool: Spool, i: int) -> FeatureState:
@@ -259,14 +261,7 @@ class _SaeCache:
         return self.saes[i]
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[tasks]} tasks"),
-        TextColumn("{task.completed:,.0f}/{task.total:,} tokens"), TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-    )  # fmt: skip
-
-
-def _first_line(e: BaseException) -> str:
+def _error_line(e: BaseException) -> str:
+    """The error's type and the last line of its message (where a task's remote traceback ends)."""
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[-1] if text else ''}"

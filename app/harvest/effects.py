@@ -1,8 +1,9 @@
 """Per-feature facts that come from weights and top contexts: logit effects, neighbors, automatic labels.
 
 - logit effects: the top and bottom tokens of ``W_dec[f] @ W_U`` (W_U = the LM head weight [V, D]; no final
-  norm, as SAEDashboard), computed in chunks of features so [chunk, V] stays small;
-- neighbors: the nearest features by decoder cosine, within the SAE (self excluded) or in another SAE;
+  norm, as SAEDashboard), computed in chunks of features so [chunk, V] stays small and on the device;
+- neighbors: the nearest features by decoder cosine, within the SAE (self excluded) or in another SAE
+  (blocked, in qscope.harvest.neighbors);
 - labels: a short scannable line from the tokens most often at the max of the top contexts and the top
   logit tokens, with whitespace made visible ("·the ·a → ·cat ·dog").
 
@@ -11,17 +12,16 @@ Shapes: F features, D d_model, V vocabulary, L tokens per side, N neighbors.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as nnf
 from torch import Tensor
 
-CHUNK_ELEMENTS = 2**25  # entries of one [chunk, V] or [chunk, F] block (128 MB in fp32)
-# whitespace as a reader sees it; other control characters as their Unicode control pictures
-_VISIBLE = str.maketrans(
-    {chr(c): chr(0x2400 + c) for c in range(32)} | {"\x7f": "␡", "\xa0": "⍽", " ": "·", "\n": "↵", "\t": "⇥"}
-)
+from qscope.harvest.neighbors import Neighbors, mutual_nearest
+from qscope.tokens import visible
+
+CHUNK_ELEMENTS = {"cuda": 2**28, "cpu": 2**25}  # entries of one [chunk, V] block (128 MB in fp32 on a CPU)
 
 
 @dataclass
@@ -32,49 +32,33 @@ class LogitEffects:
     bottom_vals_FL: Tensor
 
 
-@dataclass
-class Neighbors:
-    ids_FN: Tensor  # int64 feature index in the other SAE, nearest first
-    cos_FN: Tensor  # float32 cosine
-
-
-def _chunk(width: int) -> int:
-    return max(1, CHUNK_ELEMENTS // max(width, 1))
-
-
 @torch.no_grad()
-def logit_effects(W_dec_FD: Tensor, W_U_VD: Tensor, n: int = 20) -> LogitEffects:
-    """Top and bottom n tokens of W_dec[f] @ W_U.T for every feature, on W_dec's device."""
+def logit_effects(
+    W_dec_FD: Tensor, W_U_VD: Tensor, n: int = 20, advance: Callable[[float], None] | None = None
+) -> LogitEffects:
+    """Top and bottom n tokens of W_dec[f] @ W_U.T for every feature, on W_dec's device: each [chunk, V] block
+    stays there and only its top-k leaves. advance(features done) after each chunk."""
     W_U_VD = W_U_VD.to(device=W_dec_FD.device, dtype=torch.float32)
-    n = min(n, W_U_VD.shape[0])
+    V = W_U_VD.shape[0]
+    n = min(n, V)
+    budget = CHUNK_ELEMENTS.get(W_dec_FD.device.type, CHUNK_ELEMENTS["cpu"])
+    step = max(1, budget // max(V, 1))
     parts: list[tuple[Tensor, ...]] = []
-    step = _chunk(W_U_VD.shape[0])
     for start in range(0, W_dec_FD.shape[0], step):
         eff_CV = W_dec_FD[start : start + step].float() @ W_U_VD.T
         top, bottom = eff_CV.topk(n, dim=1), eff_CV.topk(n, dim=1, largest=False)
         parts.append((top.indices, top.values, bottom.indices, bottom.values))
+        if advance is not None:
+            advance(eff_CV.shape[0])
     cols = [torch.cat(col).cpu() for col in zip(*parts, strict=True)]
     return LogitEffects(*cols)
 
 
-@torch.no_grad()
 def nearest(W_a_FD: Tensor, W_b_GD: Tensor, n: int, same: bool) -> Neighbors:
     """The n features of b whose decoder directions are closest (cosine) to each feature of a.
-    same: a and b are one SAE, so a feature is not its own neighbor."""
-    a_FD = nnf.normalize(W_a_FD.float(), dim=1)
-    b_GD = nnf.normalize(W_b_GD.to(device=W_a_FD.device, dtype=torch.float32), dim=1)
-    n = min(n, b_GD.shape[0] - (1 if same else 0))
-    ids, cos = [], []
-    step = _chunk(b_GD.shape[0])
-    for start in range(0, a_FD.shape[0], step):
-        sim_CG = a_FD[start : start + step] @ b_GD.T
-        if same:
-            rows_C = torch.arange(sim_CG.shape[0], device=sim_CG.device)
-            sim_CG[rows_C, rows_C + start] = -torch.inf
-        top = sim_CG.topk(n, dim=1)
-        ids.append(top.indices)
-        cos.append(top.values)
-    return Neighbors(torch.cat(ids).cpu(), torch.cat(cos).cpu())
+    same: a and b are one SAE, so a feature is not its own neighbor (qscope.harvest.neighbors)."""
+    found, _ = mutual_nearest(W_a_FD, None if same else W_b_GD, n)
+    return found
 
 
 def top_marked_tokens(feature_E: Tensor, token_E: Tensor, n_features: int, n: int = 5) -> Tensor:
@@ -98,10 +82,12 @@ def top_marked_tokens(feature_E: Tensor, token_E: Tensor, n_features: int, n: in
     return out_FN
 
 
-def visible(token: str, limit: int = 12) -> str:
+LABEL_TOKEN_CHARS = 12  # a label cuts longer tokens
+
+
+def label_token(token: str) -> str:
     """A token as a label shows it: whitespace made visible, long tokens cut, empty as '∅'."""
-    text = token.translate(_VISIBLE)
-    return "∅" if not text else text if len(text) <= limit else text[: limit - 1] + "…"
+    return visible(token, LABEL_TOKEN_CHARS)
 
 
 def make_label(marked: list[int], logit_ids: list[int], vocab: list[str], n: int = 3) -> str:
@@ -110,6 +96,6 @@ def make_label(marked: list[int], logit_ids: list[int], vocab: list[str], n: int
         return "dead"
 
     def show(ids: list[int]) -> str:
-        return " ".join(visible(vocab[i] if 0 <= i < len(vocab) else "") for i in ids[:n])
+        return " ".join(label_token(vocab[i] if 0 <= i < len(vocab) else "") for i in ids[:n])
 
     return f"{show(marked)} → {show(logit_ids)}" if logit_ids else show(marked)

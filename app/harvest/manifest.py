@@ -31,14 +31,16 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import duckdb
+from rich.console import Console
+
 from qscope.harvest.cluster import ClusterPlan, harvest_cluster
 from qscope.harvest.ids import model_id_for, sae_id_for, unique_ids
+from qscope.harvest.inputs import sae_files
 from qscope.harvest.options import HarvestError, HarvestOptions
 from qscope.harvest.pools import Pool
-from qscope.harvest.run import format_summary, sae_files
+from qscope.harvest.run import Indexer, format_summary
 from qscope.sae.formats.qwen_scope import FILE_RE as QWEN_SCOPE_RE
-from rich.console import Console
+from qscope.store.meta import read_meta
 
 TOP_KEYS = {"out_dir", "per", "corpus", "options", "models"}
 ENTRY_KEYS = {"model", "repos", "saes", "layers", "name"}
@@ -124,8 +126,14 @@ def _job(path: Path, n: int, entry: dict, doc: dict, out_dir: Path) -> ReleaseJo
     per_sae = out_dir / name if doc.get("per", "model") == "sae" else None
     out = per_sae / ".harvest.duckdb" if per_sae else out_dir / f"{name}.duckdb"
     try:
-        opts = HarvestOptions(model=model, saes=[Path(_local(base, s)) for s in saes], corpus=_local(base, corpus),
-                              out=out, extra={"release": path.stem}, **options)  # fmt: skip
+        opts = HarvestOptions(
+            model=model,
+            saes=[Path(_local(base, s)) for s in saes],
+            corpus=_local(base, corpus),
+            out=out,
+            extra={"release": path.stem},
+            **options,
+        )
     except TypeError as e:
         raise ManifestError(f"{path}: {where}: {e}") from e
     return ReleaseJob(name, opts, repos, _layers(path, where, entry.get("layers")), per_sae)
@@ -190,22 +198,19 @@ def _local(base: Path, value: str) -> str:
 
 
 def _settings_of(store: Path) -> str | None:
-    if not store.is_file():
-        return None
-    try:
-        con = duckdb.connect(str(store), read_only=True)
-        try:
-            row = con.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()
-        finally:
-            con.close()
-    except duckdb.Error:
-        return None
-    return row[0] if row else None
+    """The settings JSON a finished store records, or None when there is no readable store."""
+    meta = read_meta(store)
+    return meta.get("settings") if meta else None
 
 
 def run_release(
-    jobs: list[ReleaseJob], pool: Pool, console: Console, plan: ClusterPlan | None = None, dry_run: bool = False
-) -> list[str]:  # fmt: skip
+    jobs: list[ReleaseJob],
+    pool: Pool,
+    console: Console,
+    plan: ClusterPlan | None = None,
+    dry_run: bool = False,
+    indexer: Indexer | None = None,
+) -> list[str]:
     """Harvest every job not done yet, one after another (each spread over the pool). A job that fails is
     reported and the next one goes on; returns the names of the failed jobs."""
     failed = []
@@ -219,7 +224,7 @@ def run_release(
                 continue
             console.print(f"{head}: {len(opts.saes)} SAEs -> {job.per_sae_dir or opts.out}")
             if not dry_run:
-                summary = harvest_cluster(opts, pool, console, plan, job.per_sae_dir)
+                summary = harvest_cluster(opts, pool, console, plan, job.per_sae_dir, indexer)
                 console.print(format_summary(summary), markup=False, highlight=False)
         except HarvestError as e:
             console.print(f"{head}: failed: {e}", style="red", markup=False, highlight=False)

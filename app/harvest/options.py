@@ -39,13 +39,26 @@ class HarvestOptions:
     logit_tokens: int = 20  # top and bottom logit-effect tokens per feature
     neighbors: int = 10  # nearest features within the SAE
     cross_neighbors: int = 5  # nearest features in each SAE of the neighboring layers
+    card_workers: int = 0  # processes that build the feature cards; 0: one per core (at most 16)
     extra: dict = field(default_factory=dict)  # free-form notes copied into meta
 
     def validate(self) -> None:
         """Raise HarvestError naming the first option out of range."""
-        at_least = {"tokens": 1, "ctx": 2, "batch": 1, "top_k": 1, "before": 0, "after": 0,
-                    "checkpoint_every": 0, "interval_bins": 1, "interval_samples": 1, "logit_tokens": 1,
-                    "neighbors": 0, "cross_neighbors": 0}  # fmt: skip
+        at_least = {
+            "tokens": 1,
+            "ctx": 2,
+            "batch": 1,
+            "top_k": 1,
+            "before": 0,
+            "after": 0,
+            "checkpoint_every": 0,
+            "interval_bins": 1,
+            "interval_samples": 1,
+            "logit_tokens": 1,
+            "neighbors": 0,
+            "cross_neighbors": 0,
+            "card_workers": 0,
+        }
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 flag = "--" + name.replace("_", "-")
@@ -66,7 +79,7 @@ class HarvestOptions:
 
     def settings(self) -> dict:
         """The options that decide the database's content (recorded in meta and checked on --resume)."""
-        skip = {"out", "resume", "stop_after", "checkpoint_every", "extra"}
+        skip = {"out", "resume", "stop_after", "checkpoint_every", "card_workers", "extra"}
         values = {k: v for k, v in asdict(self).items() if k not in skip}
         values["saes"] = [str(p) for p in self.saes]
         return values

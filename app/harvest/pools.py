@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+
 from qscope.harvest.options import HarvestError, HarvestOptions
 from qscope.harvest.shards import ShardResult, ShardTask, ShardWork, clear_cache, run_shard
 from qscope.model import pick_device
@@ -64,9 +65,14 @@ class RayPool:
     this machine), "host:port" or "ray://host:10001"; None uses the Ray this process already initialised."""
 
     def __init__(
-        self, address: str | None = "auto", gpus_per_task: float | None = None, cpus_per_task: float = 1,
-        max_retries: int = 3, threads: int = 0, init_kwargs: dict | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        address: str | None = "auto",
+        gpus_per_task: float | None = None,
+        cpus_per_task: float = 1,
+        max_retries: int = 3,
+        threads: int = 0,
+        init_kwargs: dict | None = None,
+    ) -> None:
         self.address, self.gpus, self.cpus = address, gpus_per_task, cpus_per_task
         self.max_retries, self.threads, self.init_kwargs = max_retries, threads, init_kwargs or {}
         self.name = f"Ray ({address or 'initialised'})"

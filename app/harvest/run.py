@@ -5,7 +5,9 @@ deepest one; each SAE encodes its site once, in chunks of whole windows small en
 [tokens, d_sae] block, and its FeatureState takes the chunk. Position 0 and sink tokens (residual norm above
 ``sink_norm_ratio`` x the batch median at that site) are left out of rankings and statistics. A checkpoint is
 saved every ``checkpoint_every`` batches beside the output; ``resume`` continues from it and gives the same
-database. At the end: logit effects, neighbors and labels (qscope.harvest.tables), then the atomic write.
+database. At the end: logit effects, neighbors, labels and cards (qscope.harvest.tables), the atomic write, and
+the search index (built by the `indexer` the caller passes). Every phase shows its progress and time
+(qscope.harvest.progress).
 """
 
 from __future__ import annotations
@@ -16,37 +18,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import chain
 from pathlib import Path
 
-import torch
-from qscope import __version__
-from qscope.harvest.checkpoint import checkpoint_dir, load_checkpoint, remove_checkpoint, save_checkpoint
-from qscope.harvest.corpus import CorpusError, iter_documents, pack_windows
-from qscope.harvest.feed import chunk_windows, feed_sae, state_spec, sync
-from qscope.harvest.ids import model_id_for, sae_id_for, unique_ids
-from qscope.harvest.options import HarvestError, HarvestInterrupted, HarvestOptions
-from qscope.harvest.state import FeatureState
-from qscope.harvest.tables import build_tables
-from qscope.model import LoadedModel, ModelLoadError, capture, load_model, pick_device
-from qscope.sae import Sae, SaeFormatError, find_sae_files, load_sae
-from qscope.store.schema import SCHEMA_VERSION
-from qscope.store.writer import write_store
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
+from qscope import __version__
+from qscope.harvest.build import TableWork, build_tables, declare_phases, job_inputs
+from qscope.harvest.checkpoint import checkpoint_dir, load_checkpoint, remove_checkpoint, save_checkpoint
+from qscope.harvest.feed import chunk_windows, feed_sae, state_spec, sync
+from qscope.harvest.inputs import HarvestInputs, load_inputs
+from qscope.harvest.options import HarvestError, HarvestInterrupted, HarvestOptions
+from qscope.harvest.progress import PHASES, Phases, format_phases
+from qscope.harvest.state import FeatureState
+from qscope.model import LoadedModel, capture, pick_device
+from qscope.store.schema import SCHEMA_VERSION
+from qscope.store.writer import store_writer
 
-@dataclass
-class HarvestInputs:
-    """The loaded inputs of one harvest."""
-
-    loaded: LoadedModel
-    saes: list[Sae]
-    sae_ids: list[str]
-    windows_NT: Tensor  # int32 [N, ctx]
-    model_id: str
-    chunk_windows: list[int]  # windows per encode chunk, per SAE
+# Builds the search index of the store at a path (qscope.search.semantic.index_store, passed in by the CLI: the
+# harvest does not import the search layer); progress(done, total) as it goes; returns the features indexed.
+Indexer = Callable[[Path, Callable[[int, int], None]], int]
 
 
 @dataclass
@@ -58,67 +49,79 @@ class HarvestSummary:
     dead: dict[str, int]  # features that never fired, per sae_id
     features: dict[str, int]  # d_sae per sae_id
     bytes: int
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: forward, encode, bookkeeping, ...
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: each phase (PHASES) and, within the
+    #                                                          pass, forward, encode and bookkeeping
     resumed_from: int = 0  # batches done before this call
-
-
-def sae_files(paths: list[Path]) -> list[Path]:
-    """The SAE weight files that `paths` (files, or folders searched below) stand for: in order, no repeats."""
-    files: list[Path] = []
-    for path in paths:
-        if not Path(path).exists():
-            raise HarvestError(f"SAE path not found: {path}")
-        found = find_sae_files(path) if Path(path).is_dir() else [Path(path)]
-        if not found:
-            raise HarvestError(f"no SAE files under {path}")
-        files += [f for f in found if f.resolve() not in {g.resolve() for g in files}]
-    return files
-
-
-def load_saes(paths: list[Path], device: torch.device) -> list[Sae]:
-    saes = [load_sae(f, device=device, dtype=torch.float32) for f in sae_files(paths)]
-    for sae in saes:
-        if sae.site is None:
-            raise HarvestError(f"SAE {sae.source} does not say which layer it reads")
-    return saes
+    indexed: int | None = None  # features in the search index the harvest built (None: not built)
 
 
 def prepare(opts: HarvestOptions) -> HarvestInputs:
-    """Load and check every input; any problem becomes a one-line HarvestError."""
+    """Load and check every input on the harvest's device; any problem becomes a one-line HarvestError."""
     try:
         device = pick_device(opts.device)
-        saes = load_saes(opts.saes, device)  # SAE and corpus problems show before the model loads
-        docs = iter_documents(opts.corpus)
-        first = next(docs, None)
-        if first is None:
-            raise CorpusError(f"the corpus {opts.corpus} is empty: it holds no documents")
-        loaded = load_model(opts.model, device=device, dtype=opts.dtype)
-        for sae in saes:
-            sae.check_fits(loaded.hidden_size)
-            if sae.layer is not None and sae.layer >= loaded.n_layers:
-                raise HarvestError(f"SAE {sae.source} reads layer {sae.layer}; the model has {loaded.n_layers}")
-        max_windows = -(-opts.tokens // opts.ctx)
-        windows_NT = pack_windows(loaded.tokenizer, chain([first], docs), opts.ctx, max_windows)
-    except (ModelLoadError, SaeFormatError, CorpusError, ValueError, OSError) as e:
-        raise HarvestError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
-    chunk = [chunk_windows(opts, loaded.device.type, s.d_sae) for s in saes]
-    ids = unique_ids([sae_id_for(s.source, s.layer) for s in saes])
-    return HarvestInputs(loaded, saes, ids, windows_NT, model_id_for(opts.model), chunk)
+    except ValueError as e:
+        raise HarvestError(str(e)) from e
+    return load_inputs(opts, device)
+
+
+def chunks_of(opts: HarvestOptions, job: HarvestInputs) -> list[int]:
+    """Windows per encode chunk, per SAE (qscope.harvest.feed.chunk_windows on the job's device)."""
+    return [chunk_windows(opts, job.loaded.device.type, s.d_sae) for s in job.saes]
 
 
 def harvest(
-    opts: HarvestOptions, console: Console | None = None, on_batch: Callable[[int], None] | None = None
+    opts: HarvestOptions,
+    console: Console | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    indexer: Indexer | None = None,
 ) -> HarvestSummary:
-    """Run the whole job (see the module docstring); on_batch(batches done) is called after each batch."""
+    """Run the whole job (see the module docstring); on_batch(batches done) is called after each batch;
+    indexer builds the store's search index once it is written (none: the server builds it when it starts)."""
     opts.validate()
     t_start = time.perf_counter()
-    run = _Run(opts, prepare(opts), console or Console(stderr=True), t_start)
+    console = console or Console(stderr=True)
+    run = _Run(opts, prepare(opts), console, t_start)
     if not opts.resume and (checkpoint_dir(opts.out) / "state.pt").is_file():
         run.console.print(f"starting over: the checkpoint in {checkpoint_dir(opts.out)} is kept only with --resume")
     start = run.restore() if opts.resume else 0
-    t_pass = time.perf_counter()
-    run.corpus_pass(start, on_batch)
-    return run.finish(start, time.perf_counter() - t_pass)
+    with Phases(console) as phases:
+        t_pass = time.perf_counter()
+        run.corpus_pass(start, on_batch, phases)
+        summary = run.finish(start, time.perf_counter() - t_pass, phases)
+        summary.indexed = index_stores(indexer, [opts.out], phases)
+    summary.timings |= phases.seconds
+    summary.seconds = run.elapsed()
+    return summary
+
+
+def index_stores(indexer: Indexer | None, stores: list[Path], phases: Phases) -> int | None:
+    """Build the search index of each written store (phase "index"); features indexed, None without an
+    indexer. A failure is reported and leaves the store as it is: the server builds the index when it starts."""
+    if indexer is None:
+        return None
+    phases.add("index", 0, "texts")
+    total = 0
+    with phases.run("index") as advance:
+        for store in stores:
+            seen = [0, 0]  # done, total of this store
+
+            def progress(n: int, of: int, seen: list[int] = seen) -> None:
+                if of != seen[1]:
+                    phases.add("index", of - seen[1], "texts")
+                    seen[1] = of
+                advance(n - seen[0])
+                seen[0] = n
+
+            try:
+                total += indexer(store, progress)
+            except Exception as e:  # noqa: BLE001 - the store is written; the server can still build the index
+                phases.console.print(
+                    f"search index of {store} not built ({type(e).__name__}: {e}); `qscope serve` builds it at start",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
+    return total
 
 
 class _Run:
@@ -128,9 +131,15 @@ class _Run:
         self.opts, self.job, self.console, self.t_start = opts, job, console, t_start
         self.dev = job.loaded.device
         self.states = [FeatureState(state_spec(opts, s.d_sae), self.dev) for s in job.saes]
+        self.chunks = chunks_of(opts, job)
         digest = hashlib.sha256(job.windows_NT.numpy().tobytes()).hexdigest()
-        self.key = {**opts.settings(), "sae_files": [str(s.source) for s in job.saes], "chunks": job.chunk_windows,
-                    "device_type": self.dev.type, "windows": digest}  # fmt: skip
+        self.key = {
+            **opts.settings(),
+            "sae_files": [str(s.source) for s in job.saes],
+            "chunks": self.chunks,
+            "device_type": self.dev.type,
+            "windows": digest,
+        }
         self.spent = 0.0  # seconds of earlier calls (resume)
         self.timings = dict.fromkeys(("forward", "encode", "bookkeeping"), 0.0)
         self.n_batches = -(-len(job.windows_NT) // opts.batch)
@@ -148,14 +157,13 @@ class _Run:
         self.console.print(f"resuming from batch {start} ({start * self.opts.batch * self.opts.ctx:,} tokens done)")
         return start
 
-    def corpus_pass(self, start: int, on_batch: Callable[[int], None] | None) -> None:
-        """Forward, encode and update batch by batch from `start`, with checkpoints and the progress bar."""
+    def corpus_pass(self, start: int, on_batch: Callable[[int], None] | None, phases: Phases) -> None:
+        """Forward, encode and update batch by batch from `start`, with checkpoints and progress."""
         opts, windows_NT = self.opts, self.job.windows_NT
         sites = [s.site for s in self.job.saes]
         total = windows_NT.numel()
-        with _progress(self.console) as bar:
-            task = bar.add_task("harvest", total=total, completed=min(start * opts.batch * opts.ctx, total), rate="")
-            t0, done = time.perf_counter(), 0
+        phases.add("pass", total, "tokens", done=min(start * opts.batch * opts.ctx, total))
+        with phases.run("pass") as advance:
             for b in range(start, self.n_batches):
                 ids_BT = windows_NT[b * opts.batch : (b + 1) * opts.batch].long()
                 t = time.perf_counter()
@@ -163,10 +171,8 @@ class _Run:
                 sync(self.dev)
                 self.timings["forward"] += time.perf_counter() - t
                 for s, sae in enumerate(self.job.saes):
-                    feed_sae(self.states[s], sae, hidden[sae.site], b, s, self.job.chunk_windows[s], opts,
-                             self.timings)  # fmt: skip
-                done += ids_BT.numel()
-                bar.update(task, advance=ids_BT.numel(), rate=f"{done / (time.perf_counter() - t0):,.0f} tok/s")
+                    feed_sae(self.states[s], sae, hidden[sae.site], b, s, self.chunks[s], opts, self.timings)
+                advance(ids_BT.numel())
                 if on_batch:
                     on_batch(b + 1)
                 self.maybe_checkpoint(b + 1, start)
@@ -185,40 +191,35 @@ class _Run:
                 "rerun with --resume to finish"
             )
 
-    def finish(self, start: int, pass_seconds: float) -> HarvestSummary:
-        """Effects, labels and tables; the atomic write; the summary. The checkpoint goes once written."""
+    def finish(self, start: int, pass_seconds: float, phases: Phases) -> HarvestSummary:
+        """Effects, neighbors, labels and cards; the atomic write; the summary. The checkpoint goes once written."""
         job, opts = self.job, self.opts
-        t = time.perf_counter()
         vocab = vocab_of(job.loaded)
         head = job.loaded.model.get_output_embeddings()
         if head is None:
             raise HarvestError(f"{job.loaded.path} has no LM head: logit effects need its weight")
-        infos = [sae_info(s, i, job.model_id) for s, i in zip(job.saes, job.sae_ids, strict=True)]
-        tables = build_tables(
-            job.saes, job.sae_ids, self.states, job.windows_NT, head.weight, vocab, infos,
-            (opts.logit_tokens, opts.neighbors, opts.cross_neighbors),
-        )  # fmt: skip
-        self.timings["effects"] = time.perf_counter() - t
-        t = time.perf_counter()
+        declare_phases(phases, sum(s.d_sae for s in job.saes))
+        work = TableWork(phases, card_workers=opts.card_workers)
+        opts_tokens = (opts.logit_tokens, opts.neighbors, opts.cross_neighbors)
+        inputs = job_inputs(job.saes, job.sae_ids, self.states, job.infos)
+        tables = build_tables(inputs, job.windows_NT, head.weight, vocab, opts_tokens, work)
         meta = store_meta(opts, job.loaded.path, job.model_id, job.windows_NT, self.elapsed())
-        size = write_store(opts.out, meta, tables, vocab)
-        self.timings["write"] = time.perf_counter() - t
+        with phases.run("write") as advance, store_writer(opts.out, meta, vocab) as add:
+            for t in sorted(tables, key=lambda t: t.info["sae_id"]):
+                add(t, lambda fraction, d_sae=t.info["d_sae"]: advance(d_sae * fraction))
         remove_checkpoint(opts.out)
         done = (len(job.windows_NT) - min(start * opts.batch, len(job.windows_NT))) * opts.ctx
         return HarvestSummary(
-            out=opts.out, tokens=job.windows_NT.numel(), seconds=self.elapsed(),
+            out=opts.out,
+            tokens=job.windows_NT.numel(),
+            seconds=self.elapsed(),
             tokens_per_s=done / max(pass_seconds, 1e-9),
             dead={i: tb.info["dead"] for i, tb in zip(job.sae_ids, tables, strict=True)},
             features={i: s.d_sae for i, s in zip(job.sae_ids, job.saes, strict=True)},
-            bytes=size, timings=self.timings, resumed_from=start,
-        )  # fmt: skip
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tokens"),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-    )  # fmt: skip
+            bytes=opts.out.stat().st_size,
+            timings=dict(self.timings),
+            resumed_from=start,
+        )
 
 
 def vocab_of(loaded: LoadedModel) -> list[str]:
@@ -227,22 +228,22 @@ def vocab_of(loaded: LoadedModel) -> list[str]:
     return loaded.tokenizer.batch_decode([[i] for i in range(n)])
 
 
-def sae_info(s: Sae, sae_id: str, model_id: str) -> dict:
-    """The `saes` row of one SAE, less what the harvest counts (tokens, dead)."""
-    return {"sae_id": sae_id, "model_id": model_id, "layer": s.layer, "site": s.site, "d_in": s.d_in,
-            "d_sae": s.d_sae, "k": s.k, "architecture": s.architecture, "format": s.format,
-            "source": str(s.source)}  # fmt: skip
-
-
 def store_meta(opts: HarvestOptions, model_path: str, model_id: str, windows_NT: Tensor, seconds: float) -> dict:
     """The store's `meta` rows: what was harvested, how, and when."""
     return {
-        "schema_version": str(SCHEMA_VERSION), "qscope_version": __version__, "model_id": model_id,
-        "model": model_path, "corpus": str(opts.corpus), "tokens": str(windows_NT.numel()),
-        "windows": str(len(windows_NT)), "ctx": str(opts.ctx), "settings": json.dumps(opts.settings()),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": f"{seconds:.1f}",
+        "schema_version": str(SCHEMA_VERSION),
+        "qscope_version": __version__,
+        "model_id": model_id,
+        "model": model_path,
+        "corpus": str(opts.corpus),
+        "tokens": str(windows_NT.numel()),
+        "windows": str(len(windows_NT)),
+        "ctx": str(opts.ctx),
+        "settings": json.dumps(opts.settings()),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": f"{seconds:.1f}",
         **{str(k): str(v) for k, v in opts.extra.items()},
-    }  # fmt: skip
+    }
 
 
 def format_summary(s: HarvestSummary) -> str:
@@ -251,4 +252,9 @@ def format_summary(s: HarvestSummary) -> str:
     for sae_id, n in s.features.items():
         lines.append(f"  {sae_id}: {n:,} features, {s.dead[sae_id]:,} dead ({s.dead[sae_id] / max(n, 1):.1%})")
     lines.append(f"wrote {s.out} ({s.bytes / 1e6:.1f} MB)")
+    if s.indexed is not None:
+        lines.append(f"search index: {s.indexed:,} features, stored beside the store")
+    phases = {k: v for k, v in s.timings.items() if k in PHASES}
+    if phases:
+        lines.append(f"time per phase: {format_phases(phases)}")
     return "\n".join(lines)

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
+
 from qscope.harvest.feed import feed_sae, state_spec
 from qscope.harvest.options import HarvestError, HarvestOptions
 from qscope.harvest.state import HIST_EDGES, FeatureState, StateSpec
 from qscope.model import LoadedModel, capture, load_model
 from qscope.sae import Sae, load_sae
-from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -149,9 +150,13 @@ def run_shard(work: ShardWork, task: ShardTask, windows_NT: np.ndarray) -> Shard
         for i, sae, state in zip(task.saes, saes, states, strict=True):
             feed_sae(state, sae, hidden[sae.site], b, i, work.chunks[i], opts, timings)
     return ShardResult(
-        task.index, [{k: v.detach().cpu() for k, v in s.state_dict().items()} for s in states],
-        ids_NT.numel(), time.perf_counter() - t0, socket.gethostname(), timings,
-    )  # fmt: skip
+        task.index,
+        [{k: v.detach().cpu() for k, v in s.state_dict().items()} for s in states],
+        ids_NT.numel(),
+        time.perf_counter() - t0,
+        socket.gethostname(),
+        timings,
+    )
 
 
 # A worker process keeps the model and the SAEs of its last group between tasks (one model at a time).

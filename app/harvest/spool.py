@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 import torch
+
 from qscope.harvest.options import HarvestError
 from qscope.harvest.shards import ShardResult
 
@@ -54,8 +55,13 @@ class Spool:
             key_file.write_text(json.dumps(self.key, indent=1, sort_keys=True))
         path = self.path(result.index)
         tmp = path.with_name(path.name + ".tmp")
-        payload = {"states": result.states, "tokens": result.tokens, "seconds": result.seconds,
-                   "host": result.host, "timings": result.timings}  # fmt: skip
+        payload = {
+            "states": result.states,
+            "tokens": result.tokens,
+            "seconds": result.seconds,
+            "host": result.host,
+            "timings": result.timings,
+        }
         torch.save(payload, tmp)
         os.replace(tmp, path)
 

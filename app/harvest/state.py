@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from qscope.harvest.reservoir import Reservoir
 from torch import Tensor
+
+from qscope.harvest.reservoir import Reservoir
 
 HIST_PER_OCTAVE, HIST_FIRST, HIST_LAST = 4, -48, 64  # edges 2^(i/4) for i in -48..64
 HIST_EDGES = (2.0 ** (torch.arange(HIST_FIRST, HIST_LAST + 1, dtype=torch.float64) / HIST_PER_OCTAVE)).float()
@@ -103,8 +104,12 @@ class FeatureState:
         self.max_F = torch.zeros(F, dtype=torch.float32, device=device)
         self.hist_FH = torch.zeros(F, len(HIST_EDGES) - 1, dtype=torch.int64, device=device)
         self.scale_F = torch.zeros(F, dtype=torch.float32, device=device)
-        payload = {"acts": ((spec.width,), torch.float32), "window": ((), torch.int64),
-                   "pos": ((), torch.int32), "act": ((), torch.float32)}  # fmt: skip
+        payload = {
+            "acts": ((spec.width,), torch.float32),
+            "window": ((), torch.int64),
+            "pos": ((), torch.int32),
+            "act": ((), torch.float32),
+        }
         self.top = Reservoir(F, spec.top_k, payload, device)
         self.interval = Reservoir(F * spec.n_bins, spec.per_bin, payload, device)
         self._edges = HIST_EDGES.to(device)
@@ -195,11 +200,14 @@ class FeatureState:
     def state_dict(self) -> dict[str, Tensor]:
         """Every tensor of the state (for checkpoints); load_state_dict restores it exactly."""
         return {
-            "n_tokens": torch.tensor(self.n_tokens), "sum": self.sum_F,
-            "max": self.max_F, "hist": self.hist_FH, "scale": self.scale_F,
+            "n_tokens": torch.tensor(self.n_tokens),
+            "sum": self.sum_F,
+            "max": self.max_F,
+            "hist": self.hist_FH,
+            "scale": self.scale_F,
             **{f"top.{k}": v for k, v in self.top.state_dict().items()},
             **{f"interval.{k}": v for k, v in self.interval.state_dict().items()},
-        }  # fmt: skip
+        }
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         dev = self.device

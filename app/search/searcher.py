@@ -17,17 +17,19 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from qscope.live.fires import strongest
 from qscope.live.runner import Limits, LiveModels, LiveUnavailable
 from qscope.search.embedder import Embedder
-from qscope.search.semantic import SemanticIndex, load_or_build_index
+from qscope.search.semantic import SemanticIndex, load_cached_index, load_or_build_index
 from qscope.search.text import TextSearch
 from qscope.store.queries import FeatureRow, Store
 
 log = logging.getLogger(__name__)
 
-KINDS = ("semantic", "text", "fires")
+Kind = Literal["semantic", "text", "fires"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
 RRF_K = 10  # reciprocal-rank fusion constant: a hit at rank r adds 1 / (RRF_K + r)
 
 
@@ -57,7 +59,9 @@ class SearchResults:
 
 
 class Searcher:
-    """Search across the served stores; semantic indexes are built in the background at startup."""
+    """Search across the served stores. At startup a background thread loads the semantic indexes the harvest
+    built (a moment), then builds the text indexes, then the semantic index of any store that has none; until a
+    store's is built, semantic search leaves that store out and says so in the results' notes."""
 
     def __init__(self, stores: list[Store], live: LiveModels, limits: Limits, cache_dir: Path | None = None):
         self.stores, self.live, self.limits, self.cache_dir = stores, live, limits, cache_dir
@@ -66,6 +70,8 @@ class Searcher:
         self._tables: dict[Path, TextSearch] = {}
         self._errors: dict[Path, str] = {}
         self._ready = threading.Event()
+        self._cached = threading.Event()  # set once the indexes the harvest built are loaded
+        self._pending: set[Path] = set()  # stores whose semantic index is being built
         self._thread: threading.Thread | None = None
 
     def warm(self) -> None:
@@ -75,17 +81,31 @@ class Searcher:
             self._thread.start()
 
     def _build_all(self) -> None:
-        for store in self.stores:  # the text index first: it is ready in seconds, the embeddings take longer
+        for store in self.stores:  # the indexes the harvest built: loaded before anything else
+            try:
+                index = load_cached_index(store, self.cache_dir)
+            except Exception:  # noqa: BLE001 - a cache that cannot be read is built again below
+                log.exception("cached search index of %s could not be read", store.path)
+                index = None
+            if index is None:
+                self._pending.add(store.path)
+            else:
+                self._indexes[store.path] = index
+        self._cached.set()
+        for store in self.stores:  # the text index next: it is ready in seconds, the embeddings take longer
             try:
                 self._tables[store.path] = TextSearch(store)
             except Exception:  # noqa: BLE001 - text search falls back to SQL
                 log.exception("text index of %s failed", store.path)
         for store in self.stores:
+            if store.path not in self._pending:
+                continue
             try:
                 self._indexes[store.path] = load_or_build_index(store, self.embedder, self.cache_dir)
             except Exception as e:  # noqa: BLE001 - reported on the page instead of killing the thread
                 log.exception("search index of %s failed", store.path)
                 self._errors[store.path] = str(e)
+            self._pending.discard(store.path)
         self._ready.set()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
@@ -108,20 +128,36 @@ class Searcher:
                 found.setdefault(key, []).append(Found(kind, rank, detail))
         merged = [SearchHit(key[0], rows[key], sum(1 / (RRF_K + f.rank) for f in fs), fs) for key, fs in found.items()]
         merged.sort(key=lambda h: (-h.score, h.row.sae_id, h.row.feature))
+        if "semantic" in kinds:
+            notes += self.pending_notes()
         return SearchResults(q, kinds, merged[:limit], notes)
+
+    def pending_notes(self) -> list[str]:
+        """One note per store whose semantic index is still being built (semantic search leaves it out)."""
+        return [
+            f"semantic: {path.name} has no semantic index yet (its harvest did not build one); it is being built "
+            "in the background, text search answers meanwhile"
+            for path in sorted(self._pending)
+        ]
 
     def _model_of(self, store: Store, sae_id: str) -> str:
         return store.saes[sae_id].model_id
 
     def _semantic(self, q: str, limit: int, wait_s: float):
-        if not self.wait_ready(wait_s):
-            raise RuntimeError("the semantic index is still being built; try again shortly")
-        query_D = self.embedder.embed([q])[0]
-        scored = []
+        self.warm()
+        if not self._cached.wait(wait_s):
+            raise RuntimeError("the semantic indexes are still being loaded; try again shortly")
         for store in self.stores:
             if store.path in self._errors:
                 raise RuntimeError(f"no semantic index for {store.path.name}: {self._errors[store.path]}")
-            scored += [(score, store, sae_id, f) for sae_id, f, score in self._indexes[store.path].top(query_D, limit)]
+        ready = [(store, self._indexes.get(store.path)) for store in self.stores]
+        if not any(index is not None for _, index in ready):
+            return []  # every store's index is being built: pending_notes says so
+        query_D = self.embedder.embed([q])[0]
+        scored = []
+        for store, index in ready:
+            if index is not None:
+                scored += [(score, store, sae_id, f) for sae_id, f, score in index.top(query_D, limit)]
         scored.sort(key=lambda s: -s[0])
         return self._resolve([(s, st, sid, f, f"cosine {s:.2f}") for s, st, sid, f in scored[:limit]])
 

@@ -3,7 +3,8 @@ all-MiniLM-L6-v2, searched by cosine (qscope.search.vectors).
 
 The index is cached beside the database (``FILE.duckdb.search.npy``, ``.search.keys.npz``, ``.search.ivf.npz``
 and the stamp ``.search.json``) and rebuilt when the file changes; where that folder is read-only it goes to
-Settings.cache_dir (default ``~/.cache/qscope``).
+Settings.cache_dir (default ``~/.cache/qscope``). `qscope harvest` builds it right after writing the store
+(index_store), so the server finds it ready; a store without one gets it built by the server in the background.
 """
 
 from __future__ import annotations
@@ -12,25 +13,34 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from qscope.search.embedder import Embedder
 from qscope.search.text import INDEX_QUERY_TIMEOUT_S
 from qscope.search.texts import feature_texts
 from qscope.search.vectors import EXACT_MAX, Ivf, VectorIndex, key_columns
-from qscope.store.queries import Store
+from qscope.store.queries import Store, file_signature
 
 log = logging.getLogger(__name__)
 
 INDEX_VERSION = 3  # 3: keys cached beside the vectors
+Progress = Callable[[int, int], None]  # (done, total)
 
 
 class SemanticIndex:
     """Embeddings of one store's live features: row i is feature feature_N[i] of sae_ids[sae_idx_N[i]]."""
 
-    def __init__(self, sae_ids: list[str], sae_idx_N: np.ndarray, feature_N: np.ndarray, vectors_ND: np.ndarray,
-                 ivf: Ivf | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sae_ids: list[str],
+        sae_idx_N: np.ndarray,
+        feature_N: np.ndarray,
+        vectors_ND: np.ndarray,
+        ivf: Ivf | None = None,
+    ) -> None:
         self.sae_ids, self.sae_idx_N, self.feature_N = sae_ids, sae_idx_N, feature_N
         self.index = VectorIndex(vectors_ND, ivf) if ivf is not None else VectorIndex.build(vectors_ND)
 
@@ -49,17 +59,19 @@ class SemanticIndex:
         return out
 
     def top(self, query_D: np.ndarray, n: int) -> list[tuple[str, int, float]]:
-        return [(self.sae_ids[self.sae_idx_N[i]], int(self.feature_N[i]), score)
-                for i, score in self.index.top(query_D, n)]  # fmt: skip
+        return [
+            (self.sae_ids[self.sae_idx_N[i]], int(self.feature_N[i]), score) for i, score in self.index.top(query_D, n)
+        ]
 
 
-def index_paths(store: Store, cache_dir: Path | None) -> tuple[Path, Path]:
+def index_paths(store: Store | Path, cache_dir: Path | None) -> tuple[Path, Path]:
     """Where a store's index lives: beside the file when that folder is writable, else in the cache dir."""
-    base = store.path.with_name(store.path.name + ".search")
-    if not os.access(store.path.parent, os.W_OK):
-        digest = hashlib.sha1(str(store.path).encode()).hexdigest()[:16]
+    path = store.path if isinstance(store, Store) else Path(store).resolve()
+    base = path.with_name(path.name + ".search")
+    if not os.access(path.parent, os.W_OK):
+        digest = hashlib.sha1(str(path).encode()).hexdigest()[:16]
         folder = cache_dir or Path.home() / ".cache" / "qscope"
-        base = folder / f"{store.path.stem}-{digest}.search"
+        base = folder / f"{path.stem}-{digest}.search"
     return base.with_suffix(".search.npy"), base.with_suffix(".search.json")
 
 
@@ -93,31 +105,84 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def load_or_build_index(store: Store, embedder: Embedder, cache_dir: Path | None = None) -> SemanticIndex:
-    """The cached index when it matches the file, else a new one (written where index_paths says)."""
-    npy, sidecar = index_paths(store, cache_dir)
-    stamp = {"version": INDEX_VERSION, "db": store.signature, "embedder": embedder.name}
-    cached = _load_cached(npy, sidecar, stamp)
-    if cached is not None:
-        return cached
+def build_index(store: Store, embedder: Embedder, progress: Progress | None = None) -> SemanticIndex:
+    """A new index of every live feature of the store; progress(texts embedded, texts to embed)."""
     with store.reader(timeout_s=INDEX_QUERY_TIMEOUT_S) as r:
         texts = feature_texts(store, r.embedding_inputs())
     sae_ids, sae_idx_N = key_columns([t.sae_id for t in texts])
     feature_N = np.array([t.feature for t in texts], dtype=np.int64)
     unique = list(dict.fromkeys(t.text for t in texts))  # features with the same text share one embedding
     row_of = {text: i for i, text in enumerate(unique)}
-    vectors = embedder.embed(unique)[[row_of[t.text] for t in texts]]
-    del texts, unique, row_of
-    index = SemanticIndex(sae_ids, sae_idx_N, feature_N, vectors)
+    if progress is not None:
+        progress(0, len(unique))
+    tick = None if progress is None else (lambda n: progress(n, len(unique)))
+    vectors = embedder.embed(unique, progress=tick)[[row_of[t.text] for t in texts]]
+    return SemanticIndex(sae_ids, sae_idx_N, feature_N, vectors)
+
+
+def save_index(index: SemanticIndex, npy: Path, sidecar: Path, stamp: dict) -> None:
+    """Write the index files, each to a temporary name renamed into place, the stamp last: a reader that finds a
+    stamp matching its store finds the files that go with it."""
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    sidecar.unlink(missing_ok=True)  # no stamp vouches for files half replaced
+    tmp = npy.with_name(npy.name + ".tmp.npy")
+    np.save(tmp, index.vectors.astype(np.float16))
+    os.replace(tmp, npy)
+    keys = {"sae_ids": np.array(index.sae_ids, dtype=str), "sae_idx": index.sae_idx_N, "feature": index.feature_N}
+    _save_npz(_side_path(npy, "keys"), **keys)
+    if (ivf := index.index.ivf) is not None:
+        _save_npz(_side_path(npy, "ivf"), centroids=ivf.centroids_CD, order=ivf.order_N, offsets=ivf.offsets)
+    tmp_stamp = sidecar.with_name(sidecar.name + ".tmp")
+    tmp_stamp.write_text(json.dumps(stamp))
+    os.replace(tmp_stamp, sidecar)
+
+
+def index_stamp(store: Store | Path, embedder_name: str = Embedder.name) -> dict:
+    """What a cached index must match: the index layout, the store file (size and time) and the embedder."""
+    signature = store.signature if isinstance(store, Store) else file_signature(Path(store).resolve())
+    return {"version": INDEX_VERSION, "db": signature, "embedder": embedder_name}
+
+
+def has_cached_index(store: Store | Path, cache_dir: Path | None = None) -> bool:
+    """Whether a cached index matches the store file (its stamp only: nothing else is read)."""
+    _, sidecar = index_paths(store, cache_dir)
     try:
-        npy.parent.mkdir(parents=True, exist_ok=True)
-        tmp = npy.with_name(npy.name + ".tmp.npy")
-        np.save(tmp, vectors.astype(np.float16))
-        os.replace(tmp, npy)
-        _save_npz(_side_path(npy, "keys"), sae_ids=np.array(sae_ids, dtype=str), sae_idx=sae_idx_N, feature=feature_N)
-        if (ivf := index.index.ivf) is not None:
-            _save_npz(_side_path(npy, "ivf"), centroids=ivf.centroids_CD, order=ivf.order_N, offsets=ivf.offsets)
-        sidecar.write_text(json.dumps(stamp))  # last: the stamp vouches for the files above
+        return json.loads(sidecar.read_text()) == index_stamp(store)
+    except (OSError, ValueError):
+        return False
+
+
+def load_cached_index(store: Store, cache_dir: Path | None = None) -> SemanticIndex | None:
+    """The store's cached index when one matches the file (one the harvest built, or an earlier server), else
+    None. Reads only the cache files, never the store."""
+    return _load_cached(*index_paths(store, cache_dir), index_stamp(store))
+
+
+def load_or_build_index(
+    store: Store, embedder: Embedder, cache_dir: Path | None = None, progress: Progress | None = None
+) -> SemanticIndex:
+    """The cached index when it matches the file, else a new one (written where index_paths says)."""
+    npy, sidecar = index_paths(store, cache_dir)
+    stamp = index_stamp(store, embedder.name)
+    cached = _load_cached(npy, sidecar, stamp)
+    if cached is not None:
+        return cached
+    index = build_index(store, embedder, progress)
+    try:
+        save_index(index, npy, sidecar, stamp)
     except OSError as e:
         log.warning("could not cache the search index of %s at %s: %s", store.path, npy, e)
     return index
+
+
+def index_store(
+    path: Path, progress: Progress | None = None, cache_dir: Path | None = None, device: str = "cpu"
+) -> int:
+    """Build (or find) the semantic index of the store file at `path` and cache it beside it, as `qscope serve`
+    would at start: the harvest calls this once the store is written (embedding on its device: a GPU's
+    minutes are the CPU's hours). Returns the features indexed."""
+    store = Store(path, timeout_s=INDEX_QUERY_TIMEOUT_S)
+    try:
+        return len(load_or_build_index(store, Embedder(device), cache_dir, progress).feature_N)
+    finally:
+        store.close()

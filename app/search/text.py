@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+
 from qscope.search.vectors import key_columns
 from qscope.store.queries import FeatureRow, Store
 
@@ -107,8 +108,16 @@ class TextSearch:
     def row(self, i: int) -> FeatureRow:
         density, mean_act, max_act, n_fired = self.stats_N4[i].tolist()
         top = self.store.decode([t for t in self.top_NK[i].tolist() if t >= 0])
-        return FeatureRow(self.sae_ids[self.sae_idx_N[i]], int(self.feature_N[i]), density, mean_act, max_act,
-                          int(n_fired), self.labels[i], top)  # fmt: skip
+        return FeatureRow(
+            self.sae_ids[self.sae_idx_N[i]],
+            int(self.feature_N[i]),
+            density,
+            mean_act,
+            max_act,
+            int(n_fired),
+            self.labels[i],
+            top,
+        )
 
     def matches(self, q: str, token_ids: list[int], n: int) -> list[tuple[str, int, str]]:
         """(sae_id, feature, why) of the best n matches."""

@@ -84,8 +84,9 @@ def fit_ivf(vectors_ND: np.ndarray, seed: int = 0) -> Ivf:
     N = len(vectors_ND)
     C = max(16, int(np.sqrt(N)))
     rng = np.random.default_rng(seed)
-    sample_SD = torch.from_numpy(np.asarray(vectors_ND[rng.choice(N, min(N, C * KMEANS_SAMPLE), replace=False)],
-                                            dtype=np.float32))  # fmt: skip
+    sample_SD = torch.from_numpy(
+        np.asarray(vectors_ND[rng.choice(N, min(N, C * KMEANS_SAMPLE), replace=False)], dtype=np.float32)
+    )
     cent_CD = sample_SD[torch.from_numpy(rng.choice(len(sample_SD), C, replace=False))].clone()
     for _ in range(KMEANS_ITERS):
         assign_S = (sample_SD @ cent_CD.T).argmax(1)

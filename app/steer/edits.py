@@ -22,9 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
+
 from qscope.sae import Sae
 from qscope.steer.spec import FeatureSteer, Mode, SpecError
-from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Edit:
     feature: int
     mode: Mode
     value: float  # add: coefficient on the unit direction; clamp: target activation; multiply: factor; ablate: 0
+    start: int = 0  # first token position (0 = the first prompt token) the edit applies to
 
 
 def resolve_edits(
@@ -50,7 +52,7 @@ def resolve_edits(
             raise SpecError(f"feature {fs.feature} is out of range: {fs.sae_id} has features 0..{sae.d_sae - 1}")
         scale = max_act(fs.sae_id, fs.feature) if fs.mode in ("add", "clamp") else 1.0
         value = {"add": fs.strength * scale, "clamp": fs.strength * scale, "multiply": fs.strength}.get(fs.mode, 0.0)
-        out.setdefault(sae.site, []).append(Edit(sae, fs.feature, fs.mode, value))
+        out.setdefault(sae.site, []).append(Edit(sae, fs.feature, fs.mode, value, fs.from_position))
     return out
 
 
@@ -88,13 +90,15 @@ class SiteSteer:
             for e in edits:
                 if e.mode == "add":
                     if self.add_B1D is None:
-                        self.add_B1D = torch.zeros(len(rows), 1, e.sae.d_in, dtype=e.sae.W_dec.dtype,
-                                                   device=e.sae.W_dec.device)  # fmt: skip
+                        self.add_B1D = torch.zeros(
+                            len(rows), 1, e.sae.d_in, dtype=e.sae.W_dec.dtype, device=e.sae.W_dec.device
+                        )
                     self.add_B1D[b, 0] += e.value * unit_direction(e.sae, e.feature)
                 elif b not in self.by_sae.setdefault(id(e.sae), (e.sae, []))[1]:
                     self.by_sae[id(e.sae)][1].append(b)
-        self.gains = {(id(e.sae), e.feature): encoder_gain(e.sae, e.feature) for edits in rows for e in edits
-                      if e.mode != "add"}  # fmt: skip
+        self.gains = {
+            (id(e.sae), e.feature): encoder_gain(e.sae, e.feature) for edits in rows for e in edits if e.mode != "add"
+        }
 
     def delta(self, h_BTD: Tensor) -> Tensor | None:
         """The change each row's edits make to h_BTD ([B, T or 1, D], the SAE's dtype); None for no change."""
@@ -121,6 +125,28 @@ class SiteSteer:
         if delta is None:
             return h_BTD
         return torch.where(mask_BT[..., None], h_BTD + delta.to(h_BTD.dtype), h_BTD)
+
+
+class PositionedSteer:
+    """A site's edits grouped by their first position (`Edit.start`), one SiteSteer per group; each group
+    applies where the mask holds and the token's position has reached its start. With every start at 0 this is
+    one SiteSteer, exactly as before."""
+
+    def __init__(self, rows: Sequence[Sequence[Edit]]) -> None:
+        starts = sorted({e.start for edits in rows for e in edits}) or [0]
+        self.groups = [(s, SiteSteer([[e for e in edits if e.start == s] for edits in rows])) for s in starts]
+
+    def __call__(self, h_BTD: Tensor, mask_BT: Tensor, pos_BT: Tensor) -> Tensor:
+        """h_BTD edited where mask_BT (or [B, 1]) holds and pos_BT (token positions, same shape) >= each start."""
+        if len(self.groups) == 1 and self.groups[0][0] == 0:
+            return self.groups[0][1](h_BTD, mask_BT)
+        out = h_BTD
+        for start, steer in self.groups:
+            delta = steer.delta(h_BTD)  # from the unsteered h, as every edit of a site
+            if delta is not None:
+                where_BT = mask_BT & (pos_BT >= start)
+                out = torch.where(where_BT[..., None], out + delta.to(h_BTD.dtype), out)
+        return out
 
 
 def steer_hidden(h_BTD: Tensor, rows: Sequence[Sequence[Edit]], mask_BT: Tensor) -> Tensor:

@@ -18,10 +18,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
-from qscope.model import hooks
-from qscope.steer.edits import Edit, SiteSteer
-from qscope.steer.spec import Where
 from torch import Tensor, nn
+
+from qscope.model import hooks
+from qscope.steer.edits import Edit, PositionedSteer
+from qscope.steer.spec import Where
 
 
 @dataclass
@@ -84,16 +85,19 @@ def sample_next(
     return next_B
 
 
-def _site_steers(rows: Sequence[Row]) -> dict[str, SiteSteer]:
-    """One SiteSteer per hooked site, built once per generation (directions and gains do not change)."""
+def _site_steers(rows: Sequence[Row]) -> dict[str, PositionedSteer]:
+    """One steer per hooked site, built once per generation (directions and gains do not change)."""
     sites = sorted({site for r in rows for site in r.edits})
-    return {site: SiteSteer([r.edits.get(site, []) for r in rows]) for site in sites}
+    return {site: PositionedSteer([r.edits.get(site, []) for r in rows]) for site in sites}
 
 
-def _hook_fns(steers: dict[str, SiteSteer], steer_BT: Tensor) -> dict:
+def _hook_fns(steers: dict[str, PositionedSteer], steer_BT: Tensor, pos_BT: Tensor) -> dict:
     if not steers or not bool(steer_BT.any()):  # e.g. the prompt pass of where="generated": no hook at all
         return {}
-    return {site: (lambda h_BTD, s=s: s(h_BTD, steer_BT.to(h_BTD.device))) for site, s in steers.items()}
+    return {
+        site: (lambda h_BTD, s=s: s(h_BTD, steer_BT.to(h_BTD.device), pos_BT.to(h_BTD.device)))
+        for site, s in steers.items()
+    }
 
 
 def _stop_reason(row: Row, out: RowOut, token: int, eos_ids: set[int]) -> str | None:
@@ -142,7 +146,7 @@ def generate(
         if shared:  # rows that differ only in sampling (seeds) shared one prompt pass
             past, logits_BV = shared
         else:
-            with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT)):
+            with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT, step_pos)):
                 out = model(
                     input_ids=step_ids,
                     attention_mask=mask_BL,
@@ -191,7 +195,7 @@ def _shared_prefill(model, rows, owner, ids_BL, mask_BL, pos_BL, steer_BT, lock)
     u_U = torch.tensor(uniq, device=ids_BL.device)
     expand_B = torch.tensor([slot[o] for o in owner], device=ids_BL.device)
     steers = _site_steers([rows[i] for i in uniq])
-    with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT[u_U])):
+    with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT[u_U], pos_BL[u_U])):
         out = model(
             input_ids=ids_BL[u_U],
             attention_mask=mask_BL[u_U],

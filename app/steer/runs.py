@@ -10,10 +10,11 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
-from qscope.steer.spec import SteerResult, SteerSpec
 from sqlalchemy import DateTime, String, Text, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from qscope.steer.spec import SteerResult, SteerSpec
 
 
 class Base(DeclarativeBase):
@@ -43,8 +44,15 @@ class RunStore:
     def save(self, spec: SteerSpec, result: SteerResult) -> str:
         run_id = secrets.token_urlsafe(8)
         with Session(self.engine) as session, session.begin():
-            session.add(SteerRun(id=run_id, created_at=datetime.now(UTC), model_id=spec.model_id or "",
-                                 spec=spec.model_dump_json(), result=result.model_dump_json()))  # fmt: skip
+            session.add(
+                SteerRun(
+                    id=run_id,
+                    created_at=datetime.now(UTC),
+                    model_id=spec.model_id or "",
+                    spec=spec.model_dump_json(),
+                    result=result.model_dump_json(),
+                )
+            )
         return run_id
 
     def get(self, run_id: str) -> tuple[SteerSpec, SteerResult] | None:

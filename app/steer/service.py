@@ -23,10 +23,12 @@ class Steering:
 
     def __init__(self, settings: Settings) -> None:
         self.limits = SteerLimits(
-            max_prompt_tokens=settings.steer_max_prompt_tokens, max_new_tokens=settings.steer_max_new_tokens,
-            max_features=settings.steer_max_features, max_strength=settings.steer_max_strength,
+            max_prompt_tokens=settings.steer_max_prompt_tokens,
+            max_new_tokens=settings.steer_max_new_tokens,
+            max_features=settings.steer_max_features,
+            max_strength=settings.steer_max_strength,
             timeout_s=settings.steer_timeout_s,
-        )  # fmt: skip
+        )
         self.worker = SteerWorker(settings.steer_queue_size, settings.steer_max_batch_rows)
         self.db_url = settings.app_db_url
         self._runs: RunStore | None = None

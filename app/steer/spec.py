@@ -28,6 +28,12 @@ class FeatureSteer(BaseModel):
     strength: float = Field(
         1.0, description="add/clamp: multiple of the feature's max activation; multiply: factor; ablate: unused."
     )
+    from_position: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Steer only at token positions >= this (0: the first prompt token); `where` also holds.",
+    )
 
 
 class ChatMessage(BaseModel):

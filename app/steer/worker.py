@@ -21,11 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
 from qscope.steer.edits import Edit
 from qscope.steer.engine import Row, RowOut, generate
 from qscope.steer.spec import Completion, SpecError, SteerLimits, SteerResult, SteerSpec, TokenOut
-from torch import nn
-from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,16 @@ def make_job(
     limits.check_prompt(len(ids))
     cancel = threading.Event()
     deadline = time.monotonic() + limits.timeout_s
-    common = dict(where=spec.where, temperature=spec.temperature, top_p=spec.top_p, seed=spec.seed,
-                  frequency_penalty=spec.frequency_penalty, max_new_tokens=spec.max_new_tokens,
-                  cancel=cancel, deadline=deadline)  # fmt: skip
+    common = dict(
+        where=spec.where,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        seed=spec.seed,
+        frequency_penalty=spec.frequency_penalty,
+        max_new_tokens=spec.max_new_tokens,
+        cancel=cancel,
+        deadline=deadline,
+    )
     rows = [Row(ids, {}, **common), Row(ids, edits, **common)]
     return SteerJob(model, tokenizer, rows, emit, lock, cancel)
 
@@ -228,8 +236,9 @@ class SteerWorker:
                 job, name, stream = owner[b]
                 streamed.add(id(job))
                 piece = stream.push(token)
-                job.emit_safely("token", {"row": name, "i": len(stream.ids) - 1, "id": token,
-                                          "text": piece, "prob": prob})  # fmt: skip
+                job.emit_safely(
+                    "token", {"row": name, "i": len(stream.ids) - 1, "id": token, "text": piece, "prob": prob}
+                )
 
         tok = live[0].tokenizer
         eos = [tok.eos_token_id] if tok.eos_token_id is not None else []

@@ -7,12 +7,11 @@ row is read without decompressing its neighbors) and decodes it in Python.
 
 A card is ``zlib(header_length:uint32le, header JSON, token_ids int32[T], acts float32[T])`` where the header is
 
-    {"row": [density, mean_act, max_act, n_fired, label, top_tokens, hist, interval_width],
-     "contexts": [[kind (0 top, 1 interval), bin (-1 none), rank, act, window, pos, length], ...],
-     "logits": [[sign, rank, token_id, value], ...],
-     "neighbors": [[other_sae_id, other_feature, cosine, rank], ...]}
+    {"row": CardRow, "contexts": [CardContext, ...], "logits": [CardLogit, ...], "neighbors": [CardNeighbor, ...]}
 
-and the contexts' token ids and activations follow, concatenated in header order (``length`` of each).
+each section written as a JSON array of its fields in the order of its NamedTuple below (compact: a card is
+read on every page), and the contexts' token ids and activations follow, concatenated in header order
+(``length`` of each).
 Contexts are ordered top contexts first by rank, then interval samples by bin (strongest bin first) and rank;
 logits positive first by rank; neighbors in their SAE's order by rank. Neighbors' labels are not in the
 card (an SAE is written before the SAEs after it are known): the server reads them from ``features``.
@@ -23,6 +22,7 @@ from __future__ import annotations
 import json
 import zlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,22 +31,66 @@ CARD_VERSION = 1
 _ZLIB_LEVEL = 1  # the cards are read far more often than written; level 1 keeps the harvest's write cheap
 
 
+class CardRow(NamedTuple):
+    """The feature's summary: the dashboard's header and histogram."""
+
+    density: float | None
+    mean_act: float | None
+    max_act: float | None
+    n_fired: int
+    label: str
+    top_tokens: list[int]  # token ids most often at the max
+    hist: list[int]  # counts per bin of the SAE's hist_edges
+    interval_width: float | None
+
+
+class CardContext(NamedTuple):
+    """One example context (its tokens and activations follow the header)."""
+
+    kind: int  # 0 top, 1 interval
+    bin: int  # interval bin, -1 for a top context
+    rank: int
+    act: float  # at the marked token
+    window: int
+    pos: int  # of the marked token
+    length: int  # tokens in the context
+
+
+class CardLogit(NamedTuple):
+    """One logit effect."""
+
+    sign: int  # +1 promoted, -1 suppressed
+    rank: int
+    token_id: int
+    value: float
+
+
+class CardNeighbor(NamedTuple):
+    """One nearest feature by decoder cosine."""
+
+    other_sae_id: str
+    other_feature: int
+    cosine: float
+    rank: int
+
+
 @dataclass
 class Card:
-    """A decoded card: the header's lists as they were written, and each context's tokens and activations."""
+    """A decoded card: its sections, and each context's tokens and activations."""
 
-    row: list  # density, mean_act, max_act, n_fired, label, top_tokens, hist, interval_width
-    contexts: list[list]  # kind, bin, rank, act, window, pos, length
-    logits: list[list]  # sign, rank, token_id, value
-    neighbors: list[list]  # other_sae_id, other_feature, cosine, rank
+    row: CardRow
+    contexts: list[CardContext]
+    logits: list[CardLogit]
+    neighbors: list[CardNeighbor]
     token_ids: list[list[int]]  # one list per context
     acts: list[list[float]]
 
 
 def encode_card(header: dict, token_ids_T: np.ndarray, acts_T: np.ndarray) -> bytes:
     head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
-    body = b"".join([len(head).to_bytes(4, "little"), head, token_ids_T.astype("<i4").tobytes(),
-                     acts_T.astype("<f4").tobytes()])  # fmt: skip
+    body = b"".join(
+        [len(head).to_bytes(4, "little"), head, token_ids_T.astype("<i4").tobytes(), acts_T.astype("<f4").tobytes()]
+    )
     return zlib.compress(body, _ZLIB_LEVEL)
 
 
@@ -60,10 +104,13 @@ def decode_card(blob: bytes) -> Card:
     acts = np.frombuffer(body, "<f4", total, 4 + n + 4 * total).tolist()
     starts = np.cumsum([0, *lengths]).tolist()
     return Card(
-        row=h["row"], contexts=h["contexts"], logits=h["logits"], neighbors=h["neighbors"],
+        row=CardRow(*h["row"]),
+        contexts=[CardContext(*c) for c in h["contexts"]],
+        logits=[CardLogit(*x) for x in h["logits"]],
+        neighbors=[CardNeighbor(*x) for x in h["neighbors"]],
         token_ids=[ids[a:b] for a, b in zip(starts, starts[1:], strict=False)],
         acts=[acts[a:b] for a, b in zip(starts, starts[1:], strict=False)],
-    )  # fmt: skip
+    )
 
 
 def _bounds(feature_R: np.ndarray, n_features: int) -> np.ndarray:
@@ -85,57 +132,85 @@ def build_cards(
     sorted by feature (as qscope.store.writer inserts them); `contexts` in any order."""
     F = len(features["feature"])
     out = np.empty(F, dtype=object)
-    if F == 0:
-        return out
-    n = int(features["feature"].max()) + 1
-    order = np.lexsort((contexts["rank"], -contexts["bin"], contexts["kind"], contexts["feature"]))
-    ctx = {k: v[order] for k, v in contexts.items()}
-    cb = _bounds(ctx["feature"], n)
-    lb = _bounds(logits["feature"], n) if logits else None
-    nb = _bounds(neighbors["feature"], n) if neighbors else None
-    meta_E7 = np.stack([ctx[k].astype(np.float64) for k in ("kind", "bin", "rank", "act", "window", "pos",
-                                                             "length")], 1)  # fmt: skip
-    keep_EW = np.arange(ctx["token_ids"].shape[1])[None, :] < ctx["length"][:, None]
-    for i, f in enumerate(features["feature"].tolist()):
-        a, b = cb[f], cb[f + 1]
-        header = {
-            "row": _row(features, i),
-            "contexts": [_context_meta(r) for r in meta_E7[a:b]],
-            "logits": _logit_rows(logits, lb, f),
-            "neighbors": _neighbor_rows(neighbors, nb, f),
-        }
-        out[i] = encode_card(header, ctx["token_ids"][a:b][keep_EW[a:b]], ctx["acts"][a:b][keep_EW[a:b]])
+    if F:
+        out[:] = CardBuilder(features, contexts, logits, neighbors).build(0, F)
     return out
 
 
-def _row(features: Columns, i: int) -> list:
+class CardBuilder:
+    """The tables of one SAE sorted once for card building; build(a, b) makes the cards of features rows a..b
+    (qscope.store.card_pool builds ranges on several processes)."""
+
+    def __init__(self, features: Columns, contexts: Columns, logits: Columns, neighbors: Columns) -> None:
+        self.features, self.logits, self.neighbors = features, logits, neighbors
+        n = int(features["feature"].max()) + 1 if len(features["feature"]) else 0
+        order = np.lexsort((contexts["rank"], -contexts["bin"], contexts["kind"], contexts["feature"]))
+        ctx = {k: v[order] for k, v in contexts.items()}
+        self.ctx, self.cb = ctx, _bounds(ctx["feature"], n)
+        self.lb = _bounds(logits["feature"], n) if logits else None
+        self.nb = _bounds(neighbors["feature"], n) if neighbors else None
+        self.meta_E7 = np.stack(
+            [ctx[k].astype(np.float64) for k in ("kind", "bin", "rank", "act", "window", "pos", "length")], 1
+        )
+        self.keep_EW = np.arange(ctx["token_ids"].shape[1])[None, :] < ctx["length"][:, None]
+
+    def build(self, a: int, b: int) -> list[bytes]:
+        """The cards of features rows a..b, in row order."""
+        ctx, cb, out = self.ctx, self.cb, []
+        for i in range(a, b):
+            f = int(self.features["feature"][i])
+            c0, c1 = cb[f], cb[f + 1]
+            header = {
+                "row": _row(self.features, i),
+                "contexts": [_context_meta(r) for r in self.meta_E7[c0:c1]],
+                "logits": _logit_rows(self.logits, self.lb, f),
+                "neighbors": _neighbor_rows(self.neighbors, self.nb, f),
+            }
+            keep = self.keep_EW[c0:c1]
+            out.append(encode_card(header, ctx["token_ids"][c0:c1][keep], ctx["acts"][c0:c1][keep]))
+        return out
+
+
+def _row(features: Columns, i: int) -> CardRow:
     density, mean_act, max_act = (_finite(float(features[k][i])) for k in ("density", "mean_act", "max_act"))
-    return [density, mean_act, max_act, int(features["n_fired"][i]), str(features["label"][i]),
-            [int(t) for t in features["top_tokens"][i] if t >= 0], features["hist"][i].tolist(),
-            _finite(float(features["interval_width"][i]))]  # fmt: skip
+    return CardRow(
+        density,
+        mean_act,
+        max_act,
+        int(features["n_fired"][i]),
+        str(features["label"][i]),
+        [int(t) for t in features["top_tokens"][i] if t >= 0],
+        features["hist"][i].tolist(),
+        _finite(float(features["interval_width"][i])),
+    )
 
 
-def _context_meta(r: np.ndarray) -> list:
+def _context_meta(r: np.ndarray) -> CardContext:
     kind, b, rank, act, window, pos, length = r.tolist()
-    return [int(kind), int(b), int(rank), float(np.float32(act)), int(window), int(pos), int(length)]
+    return CardContext(int(kind), int(b), int(rank), float(np.float32(act)), int(window), int(pos), int(length))
 
 
-def _logit_rows(logits: Columns, bounds: np.ndarray | None, f: int) -> list[list]:
+def _logit_rows(logits: Columns, bounds: np.ndarray | None, f: int) -> list[CardLogit]:
     if bounds is None:
         return []
     a, b = bounds[f], bounds[f + 1]
     return [
-        [int(s), int(r), int(t), float(v)]
+        CardLogit(int(s), int(r), int(t), float(v))
         for s, r, t, v in zip(
             logits["sign"][a:b], logits["rank"][a:b], logits["token_id"][a:b], logits["value"][a:b], strict=True
         )
     ]
 
 
-def _neighbor_rows(neighbors: Columns, bounds: np.ndarray | None, f: int) -> list[list]:
+def _neighbor_rows(neighbors: Columns, bounds: np.ndarray | None, f: int) -> list[CardNeighbor]:
     if bounds is None:
         return []
     a, b = bounds[f], bounds[f + 1]
-    rows = zip(neighbors["other_sae_id"][a:b], neighbors["other_feature"][a:b], neighbors["cosine"][a:b],
-               neighbors["rank"][a:b], strict=True)  # fmt: skip
-    return [[str(s), int(o), float(c), int(r)] for s, o, c, r in rows]
+    rows = zip(
+        neighbors["other_sae_id"][a:b],
+        neighbors["other_feature"][a:b],
+        neighbors["cosine"][a:b],
+        neighbors["rank"][a:b],
+        strict=True,
+    )
+    return [CardNeighbor(str(s), int(o), float(c), int(r)) for s, o, c, r in rows]

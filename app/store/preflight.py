@@ -10,16 +10,16 @@ present but damaged is an error, since the first /inspect or steering request wo
 from __future__ import annotations
 
 import json
-import re
 import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-from qscope.store.schema import DDL
 
-TABLES = re.findall(r"CREATE TABLE (\w+)", DDL)
+from qscope.store.meta import meta_of, model_source
+from qscope.store.schema import TABLES
+
 DUCKDB_HEADERS = 3 * 4096  # the main header and two database headers precede the blocks
 WEIGHT_SUFFIXES = (".pt", ".bin", ".safetensors", ".json")
 
@@ -51,14 +51,13 @@ def check_store(path: Path) -> StoreFiles:
         missing = [t for t in TABLES if t not in present]
         if missing:
             raise PreflightError(f"{path} is not a qscope feature store (no table {missing[0]})")
-        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        meta = meta_of(con)
         saes = [r[0] for r in con.execute("SELECT DISTINCT source FROM saes ORDER BY source").fetchall()]
     except duckdb.Error as e:
         raise PreflightError(f"{path} cannot be read (corrupt or truncated?): {_first_line(e)}") from e
     finally:
         con.close()
-    model = meta.get("model") or json.loads(meta.get("settings") or "{}").get("model")
-    return StoreFiles(path, model, saes)
+    return StoreFiles(path, model_source(meta), saes)
 
 
 def _check_size(con: duckdb.DuckDBPyConnection, path: Path) -> None:
@@ -68,8 +67,10 @@ def _check_size(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     expected = DUCKDB_HEADERS + int(row["total_blocks"]) * int(row["block_size"])
     size = path.stat().st_size
     if size < expected:
-        raise PreflightError(f"{path} is truncated: {size:,} bytes of the {expected:,} its header counts; "
-                             "copy it again or re-run the harvest")  # fmt: skip
+        raise PreflightError(
+            f"{path} is truncated: {size:,} bytes of the {expected:,} its header counts; "
+            "copy it again or re-run the harvest"
+        )
 
 
 def check_weights(path: Path) -> str | None:

@@ -8,22 +8,25 @@ timer interrupts the cursor). The file never changes while it is served, so per-
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
+from typing import Literal, get_args
 
 import duckdb
 import numpy as np
-from qscope.store.cards import decode_card
-from qscope.store.schema import SCHEMA_VERSION
+
+from qscope.store.cards import Card, decode_card
+from qscope.store.meta import meta_of, model_source
+from qscope.store.schema import SAE_COLUMNS, SCHEMA_VERSION, SaeInfo
 from qscope.store.watchdog import WATCHDOG
 
-SORTS = {"index": "feature", "density": "density", "max_act": "max_act", "mean_act": "mean_act"}
+SortKey = Literal["index", "density", "max_act", "mean_act"]  # how an SAE's feature list may be sorted
+SORTS = {key: "feature" if key == "index" else key for key in get_args(SortKey)}  # sort key -> column
 DENSITY_BINS = 28  # log10(density) from -7 to 0 in quarter decades
 
 
@@ -33,23 +36,6 @@ class StoreError(RuntimeError):
 
 class QueryTimeout(RuntimeError):
     """A query ran past the store's time limit and was interrupted."""
-
-
-@dataclass(frozen=True)
-class SaeInfo:
-    sae_id: str
-    model_id: str
-    layer: int | None
-    site: str
-    d_in: int
-    d_sae: int
-    k: int | None
-    architecture: str
-    format: str
-    source: str  # the SAE file the harvest read
-    tokens: int  # tokens ranked by the harvest
-    dead: int  # features that never fired
-    hist_edges: list[float] = field(repr=False)  # activation histogram bin edges (log-spaced), len = bins + 1
 
 
 @dataclass
@@ -141,7 +127,7 @@ class Store:
             # one thread per query: a page's lookups are small, and requests run side by side. SET, not a
             # connect() config: DuckDB refuses a second connection to a file with a different config
             self.con.execute(f"SET threads = {int(threads)}")
-            self.meta = dict(self.con.execute("SELECT key, value FROM meta").fetchall())
+            self.meta = meta_of(self.con)
             _check_version(self.path, self.meta.get("schema_version"))
             self.saes = _read_saes(self.con)
             self.vocab = _read_vocab(self.con)
@@ -149,8 +135,7 @@ class Store:
         except duckdb.Error as e:
             raise StoreError(f"{self.path} is not a qscope feature store: {e}") from e
         self.timeout_s = timeout_s
-        stat = self.path.stat()
-        self.signature = f"{stat.st_size}-{stat.st_mtime_ns}"  # changes whenever the file is rewritten
+        self.signature = file_signature(self.path)
         self._token_index: dict[str, list[int]] | None = None
         self._cache: dict[tuple, object] = {}
         self._lock = threading.Lock()
@@ -162,7 +147,7 @@ class Store:
     @property
     def model_source(self) -> str | None:
         """The model folder or hub id the harvest ran, for live runs (/inspect, search by firing)."""
-        return self.meta.get("model") or json.loads(self.meta.get("settings") or "{}").get("model")
+        return model_source(self.meta)
 
     def decode(self, ids: Sequence[int]) -> list[str]:
         vocab, n = self.vocab, len(self.vocab)
@@ -228,21 +213,6 @@ class Store:
         self.con.close()
 
 
-def is_current(path: str | Path) -> bool:
-    """Whether `path` is a feature store this qscope reads (right schema version); False for anything else."""
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error:
-        return False
-    try:
-        found = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    except duckdb.Error:
-        return False
-    finally:
-        con.close()
-    return found is not None and found[0] == str(SCHEMA_VERSION)
-
-
 def _check_version(path: Path, version: str | None) -> None:
     if version != str(SCHEMA_VERSION):
         raise StoreError(
@@ -252,9 +222,8 @@ def _check_version(path: Path, version: str | None) -> None:
 
 
 def _read_saes(con: duckdb.DuckDBPyConnection) -> dict[str, SaeInfo]:
-    cols = [f.name for f in SaeInfo.__dataclass_fields__.values()]
-    rows = con.execute(f"SELECT {', '.join(cols)} FROM saes ORDER BY model_id, layer, sae_id").fetchall()
-    return {row[0]: SaeInfo(**dict(zip(cols, row, strict=True))) for row in rows}
+    rows = con.execute(f"SELECT {', '.join(SAE_COLUMNS)} FROM saes ORDER BY model_id, layer, sae_id").fetchall()
+    return {row[0]: SaeInfo(*row) for row in rows}
 
 
 def _card_rowids(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -292,15 +261,21 @@ class Reader:
 
     def _row(self, r: tuple) -> FeatureRow:
         return FeatureRow(
-            sae_id=r[0], feature=r[1], density=r[2] or 0.0, mean_act=r[3] or 0.0, max_act=r[4] or 0.0,
-            n_fired=r[5] or 0, label=r[6] or "", top_tokens=self.store.decode(r[7] or []),
-        )  # fmt: skip
+            sae_id=r[0],
+            feature=r[1],
+            density=r[2] or 0.0,
+            mean_act=r[3] or 0.0,
+            max_act=r[4] or 0.0,
+            n_fired=r[5] or 0,
+            label=r[6] or "",
+            top_tokens=self.store.decode(r[7] or []),
+        )
 
     def features(
         self,
         sae_id: str,
         *,
-        sort: str = "index",
+        sort: SortKey = "index",
         desc: bool = False,
         q: str = "",
         dmin: float | None = None,
@@ -343,18 +318,28 @@ class Reader:
         if blob is None:
             return None
         card = decode_card(blob)
-        density, mean_act, max_act, n_fired, label, top_tokens, hist, width = card.row
-        row = self._row((sae_id, feature, density, mean_act, max_act, n_fired, label, top_tokens))
-        top, intervals = self._contexts(card, width or 0.0, interval_per_bin)
+        c = card.row
+        row = self._row((sae_id, feature, c.density, c.mean_act, c.max_act, c.n_fired, c.label, c.top_tokens))
+        width = c.interval_width or 0.0
+        top, intervals = self._contexts(card, width, interval_per_bin)
         decode = self.store.decode
-        logits = [LogitEffect(t, decode([t])[0], v) for _, _, t, v in card.logits]
-        signs = [s for s, *_ in card.logits]
-        pos = [e for e, s in zip(logits, signs, strict=True) if s > 0]
-        neg = [e for e, s in zip(logits, signs, strict=True) if s < 0]
-        nbrs = sorted(card.neighbors, key=lambda n: (n[0] != sae_id, n[0], n[3]))
-        neighbors = [Neighbor(o, f, cos, self.store.label(o, f)) for o, f, cos, _ in nbrs]
-        return FeatureDetail(row=row, hist=hist, interval_width=width or 0.0, top=top, intervals=intervals,
-                             logits_pos=pos, logits_neg=neg, neighbors=neighbors)  # fmt: skip
+        pos = [LogitEffect(g.token_id, decode([g.token_id])[0], g.value) for g in card.logits if g.sign > 0]
+        neg = [LogitEffect(g.token_id, decode([g.token_id])[0], g.value) for g in card.logits if g.sign < 0]
+        nbrs = sorted(card.neighbors, key=lambda n: (n.other_sae_id != sae_id, n.other_sae_id, n.rank))
+        neighbors = [
+            Neighbor(n.other_sae_id, n.other_feature, n.cosine, self.store.label(n.other_sae_id, n.other_feature))
+            for n in nbrs
+        ]
+        return FeatureDetail(
+            row=row,
+            hist=c.hist,
+            interval_width=width,
+            top=top,
+            intervals=intervals,
+            logits_pos=pos,
+            logits_neg=neg,
+            neighbors=neighbors,
+        )
 
     def _card(self, sae_id: str, feature: int) -> bytes | None:
         start = self.store.card_rowids.get(sae_id)
@@ -366,17 +351,17 @@ class Reader:
         r = self.cur.execute("SELECT card FROM cards WHERE sae_id = ? AND feature = ?", [sae_id, feature]).fetchone()
         return r[0] if r else None
 
-    def _contexts(self, card, width: float, per_bin: int) -> tuple[list[Context], list[IntervalBin]]:
+    def _contexts(self, card: Card, width: float, per_bin: int) -> tuple[list[Context], list[IntervalBin]]:
         """The card's contexts (top first, then bins strongest first), at most per_bin per interval bin."""
         top: list[Context] = []
         bins: dict[int, IntervalBin] = {}
-        for (kind, b, rank, act, window, pos, _), ids, acts in zip(card.contexts, card.token_ids, card.acts,
-                                                                   strict=True):  # fmt: skip
-            if kind == 0:
-                top.append(Context("top", None, rank, act, window, pos, self.store.decode(ids), acts))
-            elif rank < per_bin:
-                ctx = Context("interval", b, rank, act, window, pos, self.store.decode(ids), acts)
-                bins.setdefault(b, IntervalBin(b, b * width, (b + 1) * width, [])).contexts.append(ctx)
+        for c, ids, acts in zip(card.contexts, card.token_ids, card.acts, strict=True):
+            tokens = self.store.decode(ids)
+            if c.kind == 0:
+                top.append(Context("top", None, c.rank, c.act, c.window, c.pos, tokens, acts))
+            elif c.rank < per_bin:
+                ctx = Context("interval", c.bin, c.rank, c.act, c.window, c.pos, tokens, acts)
+                bins.setdefault(c.bin, IntervalBin(c.bin, c.bin * width, (c.bin + 1) * width, [])).contexts.append(ctx)
         return top, list(bins.values())
 
     def random_feature(self, sae_id: str, rng: random.Random | None = None) -> int | None:
@@ -392,8 +377,8 @@ class Reader:
     def max_acts(self, sae_id: str) -> np.ndarray:
         """Every feature's max activation [d_sae] (0 where it never fired), for steering evaluations' controls."""
         out = np.zeros(self.store.saes[sae_id].d_sae, dtype=np.float32)
-        rows = self.cur.execute("SELECT feature, max_act FROM features WHERE sae_id = ? AND n_fired > 0",
-                                [sae_id]).fetchnumpy()  # fmt: skip
+        sql = "SELECT feature, max_act FROM features WHERE sae_id = ? AND n_fired > 0"
+        rows = self.cur.execute(sql, [sae_id]).fetchnumpy()
         out[rows["feature"]] = np.nan_to_num(rows["max_act"].astype(np.float32))
         return out
 
@@ -449,8 +434,11 @@ class Reader:
             "coalesce(n_fired, 0) AS n_fired FROM features ORDER BY sae_id, feature"
         ).fetchnumpy()
         out = {k: np.asarray(cols[k]) for k in ("feature", "density", "mean_act", "max_act", "n_fired")}
-        out |= {"sae_id": cols["sae_id"].tolist(), "label": cols["label"].tolist(),
-                "top_tokens": [list(t) for t in cols["top_tokens"]]}  # fmt: skip
+        out |= {
+            "sae_id": cols["sae_id"].tolist(),
+            "label": cols["label"].tolist(),
+            "top_tokens": [list(t) for t in cols["top_tokens"]],
+        }
         return out
 
     def embedding_inputs(self, n_logits: int = 5) -> list[tuple]:
@@ -463,6 +451,13 @@ class Reader:
             "LEFT JOIN lg USING (sae_id, feature) WHERE f.n_fired > 0 ORDER BY f.sae_id, f.feature",
             [n_logits],
         ).fetchall()
+
+
+def file_signature(path: Path) -> str:
+    """Size and modification time of a store file: changes whenever the file is rewritten (the search index
+    cached beside it is stamped with it)."""
+    stat = Path(path).stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
 def _escape_like(text: str) -> str:

@@ -31,15 +31,43 @@ cards       one row per feature                  card BLOB: the dashboard's rows
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field, fields
+
 SCHEMA_VERSION = 2  # 2: the cards table
 
-DDL = """
+
+def _col(sql: str, **kw) -> object:
+    """A dataclass field that is also a column of its table, with its SQL type."""
+    return field(metadata={"sql": sql}, **kw)
+
+
+@dataclass(frozen=True)
+class SaeInfo:
+    """One row of the `saes` table: the one definition of its columns (the DDL below is made from it)."""
+
+    sae_id: str = _col("VARCHAR PRIMARY KEY")
+    model_id: str = _col("VARCHAR")
+    layer: int | None = _col("INTEGER")
+    site: str = _col("VARCHAR")
+    d_in: int = _col("INTEGER")
+    d_sae: int = _col("INTEGER")
+    k: int | None = _col("INTEGER")
+    architecture: str = _col("VARCHAR")
+    format: str = _col("VARCHAR")
+    source: str = _col("VARCHAR")  # the SAE file the harvest read
+    tokens: int = _col("BIGINT")  # tokens ranked by the harvest
+    dead: int = _col("INTEGER")  # features that never fired
+    # activation histogram bin edges (log-spaced), len = bins + 1
+    hist_edges: list[float] = _col("DOUBLE[]", repr=False)
+
+
+SAE_COLUMNS = tuple(f.name for f in fields(SaeInfo))
+_SAES_DDL = ", ".join(f"{f.name} {f.metadata['sql']}" for f in fields(SaeInfo))
+
+DDL = f"""
 CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
-CREATE TABLE saes (
-    sae_id VARCHAR PRIMARY KEY, model_id VARCHAR, layer INTEGER, site VARCHAR, d_in INTEGER, d_sae INTEGER,
-    k INTEGER, architecture VARCHAR, format VARCHAR, source VARCHAR, tokens BIGINT, dead INTEGER,
-    hist_edges DOUBLE[]
-);
+CREATE TABLE saes ({_SAES_DDL});
 CREATE TABLE features (
     sae_id VARCHAR, feature INTEGER, density DOUBLE, mean_act DOUBLE, max_act DOUBLE, n_fired BIGINT,
     label VARCHAR, top_tokens INTEGER[], hist BIGINT[], interval_width DOUBLE
@@ -56,4 +84,4 @@ CREATE TABLE vocab (token_id INTEGER PRIMARY KEY, token VARCHAR);
 CREATE TABLE cards (sae_id VARCHAR, feature INTEGER, card BLOB USING COMPRESSION uncompressed);
 """
 
-TABLES = ("meta", "saes", "features", "contexts", "logits", "neighbors", "vocab", "cards")
+TABLES = tuple(re.findall(r"CREATE TABLE (\w+)", DDL))

@@ -23,8 +23,9 @@ from typing import Any
 
 import duckdb
 import numpy as np
+
 from qscope.store.cards import build_cards
-from qscope.store.schema import DDL, SCHEMA_VERSION
+from qscope.store.schema import DDL, SAE_COLUMNS, SCHEMA_VERSION
 
 ROWS_PER_INSERT = 500_000  # bounds the memory of one INSERT's spread columns
 Columns = dict[str, np.ndarray]
@@ -34,7 +35,7 @@ Columns = dict[str, np.ndarray]
 class SaeTables:
     """Everything the store holds about one SAE, as numpy columns (one entry per row)."""
 
-    info: dict[str, Any]  # the `saes` row: every column of that table
+    info: dict[str, Any]  # the `saes` row: a value for every column of SaeInfo
     features: Columns  # feature, density, mean_act, max_act, n_fired, label (str objects), top_tokens [F, n]
     #                    (-1 pads), hist [F, H], interval_width
     contexts: Columns  # feature, kind (0 top, 1 interval), bin (-1: none), rank, act, window, pos, length,
@@ -42,6 +43,7 @@ class SaeTables:
     logits: Columns = field(default_factory=dict)  # feature, sign, rank, token_id, value
     neighbors: Columns = field(default_factory=dict)  # feature, other_sae_id (str objects), other_feature,
     #                                                   cosine, rank
+    cards: np.ndarray | None = None  # one card per row of `features` sorted by feature (built here when None)
 
 
 def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTables], vocab: Sequence[str]) -> int:
@@ -55,8 +57,9 @@ def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTables], v
 @contextmanager
 def store_writer(out: Path, meta: Mapping[str, str], vocab: Sequence[str]) -> Iterator[Callable[[SaeTables], None]]:
     """Write a store one SAE at a time (bounded memory: a harvest of many SAEs builds one SAE's tables, adds it,
-    drops it). Yields `add`; call it in sae_id order. The file appears at `out`, renamed into place, only when
-    the body ends without an error."""
+    drops it). Yields `add(tables, progress=None)`; call it in sae_id order; progress(fraction of this SAE's
+    rows) is called as they go in. The file appears at `out`, renamed into place, only when the body ends
+    without an error."""
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +73,7 @@ def store_writer(out: Path, meta: Mapping[str, str], vocab: Sequence[str]) -> It
             ids = np.arange(len(vocab), dtype=np.int32)
             tokens = np.array(list(vocab), dtype=object)
             _insert(con, "vocab", {"token_id": ids, "token": tokens}, "token_id, token::VARCHAR")
-            yield lambda tables: _write_sae(con, tables)
+            yield lambda tables, progress=None: _write_sae(con, tables, progress)
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -86,33 +89,57 @@ def _remove(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _write_sae(con: duckdb.DuckDBPyConnection, t: SaeTables) -> None:
+def _write_sae(con: duckdb.DuckDBPyConnection, t: SaeTables, progress: Callable[[float], None] | None) -> None:
     info = dict(t.info)
-    cols = ["sae_id", "model_id", "layer", "site", "d_in", "d_sae", "k", "architecture", "format", "source",
-            "tokens", "dead", "hist_edges"]  # fmt: skip
-    con.execute(f"INSERT INTO saes ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                [info[c] for c in cols])  # fmt: skip
+    marks = ", ".join("?" * len(SAE_COLUMNS))
+    con.execute(f"INSERT INTO saes ({', '.join(SAE_COLUMNS)}) VALUES ({marks})", [info[c] for c in SAE_COLUMNS])
     sae = [info["sae_id"]]
+    total = sum(len(next(iter(c.values()))) for c in (t.features, t.contexts, t.logits, t.neighbors) if c)
+    total += len(t.features["feature"])  # the cards
+
+    def done(rows: int) -> None:
+        if progress is not None:
+            progress(rows / max(total, 1))
+
     features, (top_sql, hist_sql) = _spread_lists(t.features, ("top_tokens", "hist"))
-    _insert(con, "features", features,
-            "?::VARCHAR, feature, density, mean_act, max_act, n_fired, label::VARCHAR, "
-            f"list_filter({top_sql}, lambda x: x >= 0), {hist_sql}, interval_width", sae)  # fmt: skip
+    _insert(
+        con,
+        "features",
+        features,
+        "?::VARCHAR, feature, density, mean_act, max_act, n_fired, label::VARCHAR, "
+        f"list_filter({top_sql}, lambda x: x >= 0), {hist_sql}, interval_width",
+        sae,
+        done,
+    )
     contexts, (tok_sql, acts_sql) = _spread_lists(t.contexts, ("token_ids", "acts"))
-    _insert(con, "contexts", contexts,
-            "?::VARCHAR, feature, CASE kind WHEN 0 THEN 'top' ELSE 'interval' END, nullif(bin, -1), rank, act, "
-            f'"window", pos, list_slice({tok_sql}, 1, length), list_slice({acts_sql}, 1, length)', sae)  # fmt: skip
-    logits, neighbors = _by_feature(t.logits), _by_feature(t.neighbors)
+    _insert(
+        con,
+        "contexts",
+        contexts,
+        "?::VARCHAR, feature, CASE kind WHEN 0 THEN 'top' ELSE 'interval' END, nullif(bin, -1), rank, act, "
+        f'"window", pos, list_slice({tok_sql}, 1, length), list_slice({acts_sql}, 1, length)',
+        sae,
+        done,
+    )
+    logits, neighbors = sorted_by_feature(t.logits), sorted_by_feature(t.neighbors)
     if logits:
-        _insert(con, "logits", logits, "?::VARCHAR, feature, sign, rank, token_id, value", sae)
+        _insert(con, "logits", logits, "?::VARCHAR, feature, sign, rank, token_id, value", sae, done)
     if neighbors:
-        _insert(con, "neighbors", neighbors,
-                "?::VARCHAR, feature, other_sae_id::VARCHAR, other_feature, cosine, rank", sae)  # fmt: skip
-    features = _by_feature(t.features)
-    cards = build_cards(features, t.contexts, logits, neighbors)
-    _insert(con, "cards", {"feature": features["feature"], "card": cards}, "?::VARCHAR, feature, card::BLOB", sae)
+        _insert(
+            con,
+            "neighbors",
+            neighbors,
+            "?::VARCHAR, feature, other_sae_id::VARCHAR, other_feature, cosine, rank",
+            sae,
+            done,
+        )
+    features = sorted_by_feature(t.features)
+    cards = t.cards if t.cards is not None else build_cards(features, t.contexts, logits, neighbors)
+    cols = {"feature": features["feature"], "card": cards}
+    _insert(con, "cards", cols, "?::VARCHAR, feature, card::BLOB", sae, done)
 
 
-def _by_feature(cols: Columns) -> Columns:
+def sorted_by_feature(cols: Columns) -> Columns:
     """Rows stably sorted by feature (the order the tables and cards are written in)."""
     if not cols or "feature" not in cols:
         return cols
@@ -138,8 +165,16 @@ def _spread_lists(cols: Columns, names: Sequence[str]) -> tuple[Columns, list[st
     return out, sqls
 
 
-def _insert(con: duckdb.DuckDBPyConnection, table: str, cols: Columns, select: str, params: Sequence[Any] = ()) -> None:
-    """INSERT INTO table SELECT <select> FROM cols, rows sorted by `feature` when there is one."""
+def _insert(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    cols: Columns,
+    select: str,
+    params: Sequence[Any] = (),
+    done: Callable[[int], None] | None = None,
+) -> None:
+    """INSERT INTO table SELECT <select> FROM cols, rows sorted by `feature` when there is one; done(rows)
+    after each part."""
     n = len(next(iter(cols.values())))
     if n == 0:
         return
@@ -153,3 +188,5 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, cols: Columns, select: s
             con.execute(f"INSERT INTO {table} SELECT {select} FROM _rows", list(params))
         finally:
             con.unregister("_rows")
+        if done is not None:
+            done(len(part[next(iter(part))]))

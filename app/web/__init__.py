@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+
 from qscope.config import Settings, get_settings
 from qscope.live.runner import Limits, LiveModels
 from qscope.search.searcher import Searcher
@@ -23,7 +24,7 @@ from qscope.steer.service import Steering
 from qscope.web import errors, openapi, security, urls
 from qscope.web.catalog import Catalog
 from qscope.web.render import STATIC_DIR
-from qscope.web.routes import features, health, home, inspect, recipes, saes, search, steer, steer_eval
+from qscope.web.routes import attribute, features, health, home, inspect, recipes, saes, search, steer, steer_eval
 
 
 def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, warm_search: bool = True) -> FastAPI:
@@ -54,7 +55,7 @@ def create_app(dbs: Sequence[str | Path], settings: Settings | None = None, *, w
     security.install(app, settings, errors.refusal)
     openapi.install(app)
     # fixed paths first: /search and /-/... must not be taken for /{model_id}/{sae_id}
-    for module in (home, health, search, inspect, steer, steer_eval, recipes, saes, features):
+    for module in (home, health, search, inspect, attribute, steer, steer_eval, recipes, saes, features):
         app.include_router(module.router)
     return app
 

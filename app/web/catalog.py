@@ -7,11 +7,13 @@ files hold the same pair the first one given wins (and the clash is logged).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qscope.store.queries import SaeInfo, Store
+from qscope.steer.spec import SpecError
+from qscope.store.queries import Store
+from qscope.store.schema import SaeInfo
 from qscope.web import urls
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,9 @@ class Catalog:
             for sae in store.saes.values():
                 key = (sae.model_id, sae.sae_id)
                 if key in self._saes:
-                    log.warning("%s/%s is in %s and %s; serving the first", *key, self._saes[key].store.path,
-                                store.path)  # fmt: skip
+                    log.warning(
+                        "%s/%s is in %s and %s; serving the first", *key, self._saes[key].store.path, store.path
+                    )
                     continue
                 served = Served(sae, store)
                 self._saes[key] = served
@@ -79,6 +82,19 @@ class Catalog:
                 what=f"SAEs of {model_id}",
             )
         return served
+
+    def max_act_of(self, model_id: str) -> Callable[[str, int], float]:
+        """(sae_id, feature) -> the feature's harvested max activation (a steering spec's unit), for one model;
+        SpecError for a feature the store does not hold."""
+
+        def max_act(sae_id: str, feature: int) -> float:
+            with self.sae(model_id, sae_id).store.reader() as r:
+                row = r.row(sae_id, feature)
+            if row is None:
+                raise SpecError(f"feature {feature} of {sae_id} is not in the feature store")
+            return row.max_act
+
+        return max_act
 
     def find_sae(self, sae_id: str) -> Served | None:
         """The SAE with this id in any model (the first one served), for links that carry only sae_id."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+
 from qscope.config import Settings
 from qscope.live.runner import Limits, LiveModels
 from qscope.search.searcher import Searcher
+from qscope.steer.service import Steering
 from qscope.web.catalog import Catalog
 
 
@@ -31,8 +33,13 @@ def get_limits(request: Request) -> Limits:
     return request.app.state.limits
 
 
+def get_steering(request: Request) -> Steering:
+    return request.app.state.steering
+
+
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 SearcherDep = Annotated[Searcher, Depends(get_searcher)]
 LiveDep = Annotated[LiveModels, Depends(get_live)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 LimitsDep = Annotated[Limits, Depends(get_limits)]
+SteeringDep = Annotated[Steering, Depends(get_steering)]

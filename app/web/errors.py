@@ -8,13 +8,17 @@ from collections.abc import Sequence
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.types import Scope
+
 from qscope.live.runner import LiveUnavailable, TextTooLong
+from qscope.steer.spec import SpecError
+from qscope.steer.worker import QueueFull
 from qscope.store.queries import QueryTimeout
 from qscope.web import urls
 from qscope.web.catalog import NotFound
-from qscope.web.render import templates, wants_json
-from starlette.exceptions import HTTPException
-from starlette.types import Scope
+from qscope.web.render import templates
+from qscope.web.twins import wants_json
 
 TITLES = {
     404: "Not found",
@@ -23,6 +27,7 @@ TITLES = {
     414: "URL too long",
     422: "Bad request",
     429: "Too many requests",
+    500: "Server error",
     503: "Unavailable",
 }
 
@@ -52,7 +57,7 @@ def refusal(scope: Scope, status: int, message: str, headers: dict[str, str]) ->
     return response
 
 
-def _readable(exc: RequestValidationError) -> str:
+def validation_message(exc: RequestValidationError) -> str:
     """'page: must be at least 1; sort: ...' from pydantic's error list."""
     parts = []
     for err in exc.errors():
@@ -71,17 +76,27 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        return error_response(request, 422, "Bad parameter: " + _readable(exc))
+        return error_response(request, 422, "Bad parameter: " + validation_message(exc))
 
     @app.exception_handler(Unprocessable)
     @app.exception_handler(TextTooLong)
     async def unprocessable(request: Request, exc: Exception) -> Response:
         return error_response(request, 422, str(exc))
 
+    @app.exception_handler(SpecError)
+    async def bad_spec(request: Request, exc: SpecError) -> Response:
+        return error_response(request, 422, f"Bad parameter: {exc}")
+
     @app.exception_handler(LiveUnavailable)
     @app.exception_handler(QueryTimeout)
     async def unavailable(request: Request, exc: Exception) -> Response:
         return error_response(request, 503, str(exc))
+
+    @app.exception_handler(QueueFull)
+    async def queue_full(request: Request, exc: QueueFull) -> Response:
+        response = error_response(request, 503, str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

@@ -1,18 +1,21 @@
 """The app's OpenAPI schema (/-/openapi.json) made to say what the server really answers.
 
 FastAPI documents every route as `200 application/json` plus its own 422 body. Here, per operation: pages give
-`text/html`, `.json` twins and `/api/` give JSON, and the routes whose last path segment may end in `.json`
-(permalinks) give either; every error the app can return (404, 413, 414, 422, 429, 503) is listed with the
-body it really has (`Error` in JSON, the error page in HTML). Clients and schema-driven tests rely on this.
+`text/html`, and each page's `.json` twin (qscope.web.twins) is listed as a path of its own that gives JSON, as
+`/api/` does; every error the app can return (404, 413, 414, 422, 429, 503) is listed with the body it really has
+(`Error` in JSON, the error page in HTML). Clients and schema-driven tests rely on this.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+
 from qscope.web.security import INSPECT_PATHS, STEER_PATHS
+from qscope.web.twins import SUFFIX, TwinRoute
 
 ERROR = {
     "type": "object",
@@ -42,14 +45,23 @@ REASONS = {
 
 
 def _kind(path: str, op: dict[str, Any]) -> str:
-    """'json', 'html', 'markdown' (an export ending in .md) or 'both' (a permalink whose last segment may end in
-    .json)."""
+    """'json', 'html' or 'markdown' (an export ending in .md)."""
     if path.endswith(".md"):
         return "markdown"
     typed = op["responses"].get("200", {}).get("content", {}).get("application/json", {}).get("schema")
-    if path.endswith(".json") or path.startswith("/api/") or typed:  # a response_model: a JSON-only route
+    if path.endswith(SUFFIX) or path.startswith("/api/") or typed:  # a response_model: a JSON-only route
         return "json"
-    return "both" if path.rstrip("/").split("/")[-1].startswith("{") else "html"
+    return "html"
+
+
+def _add_twins(app: FastAPI, paths: dict[str, Any]) -> None:
+    """A `.json` path beside every page path (TwinRoute), with its own operation ids."""
+    for route in app.routes:
+        if isinstance(route, TwinRoute) and route.path_format in paths:
+            ops = copy.deepcopy(paths[route.path_format])
+            for op in ops.values():
+                op["operationId"] = op.get("operationId", "") + "_json"
+            paths[(route.path_format if route.path_format != "/" else "") + SUFFIX] = ops
 
 
 def _document(path: str, method: str, op: dict[str, Any]) -> None:
@@ -59,14 +71,12 @@ def _document(path: str, method: str, op: dict[str, Any]) -> None:
         ok["content"] = HTML
     elif kind == "markdown":
         ok["content"] = MARKDOWN
-    elif kind == "both":
-        ok["content"] = {**HTML, "application/json": {"schema": {}}}
     errors = {404, 414, 422, 503}
     if method == "post":
         errors.add(413)
     if path in STEER_PATHS or path in INSPECT_PATHS:
         errors.add(429)
-    content = {"json": ERROR_JSON, "html": HTML, "markdown": HTML, "both": {**HTML, **ERROR_JSON}}[kind]
+    content = ERROR_JSON if kind == "json" else HTML  # a Markdown export's errors are the error page
     for status in sorted(errors):
         responses[str(status)] = {"description": REASONS[status], "content": content}
 
@@ -76,6 +86,7 @@ def accurate_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes, description=DESCRIPTION)
         schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR
+        _add_twins(app, schema["paths"])
         for path, ops in schema["paths"].items():
             for method, op in ops.items():
                 _document(path, method, op)

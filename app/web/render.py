@@ -18,27 +18,16 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
+
+from qscope.tokens import EMPTY, VISIBLE, visible
 from qscope.web import plots, urls
+from qscope.web.twins import wants_json
 
 # templates and static files are package data (qscope.templates, qscope.static): found through the package,
 # so an installed wheel serves them as a source checkout does
 TEMPLATES_DIR = Path(str(files("qscope.templates")))
 STATIC_DIR = Path(str(files("qscope.static")))
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
-
-# whitespace and control characters as a reader can see them (the token itself stays in the hover title)
-_VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍", " ": "·"}
-_VISIBLE |= {chr(c): chr(0x2400 + c) for c in range(32) if chr(c) not in _VISIBLE}
-_VISIBLE_TABLE = str.maketrans(_VISIBLE)
-
-
-def visible(token: str) -> str:
-    """A token for tables: whitespace shown ('·the', '↵'), empty as '∅'."""
-    return token.translate(_VISIBLE_TABLE) if token else "∅"
-
-
-def wants_json(request: Request) -> bool:
-    return request.url.path.endswith(urls.JSON)
 
 
 def is_partial(request: Request) -> bool:
@@ -121,11 +110,11 @@ def _token_text(tok: str) -> str:
     """Escaped token text with whitespace runs wrapped as faint visible glyphs (cached: a vocabulary is
     finite and a page holds thousands of tokens)."""
     if not tok:
-        return '<i class="ws">∅</i>'
+        return f'<i class="ws">{EMPTY}</i>'
     out, run = [], []
     for ch in tok:
-        if ch in _VISIBLE:
-            run.append(_VISIBLE[ch])
+        if ch in VISIBLE:
+            run.append(VISIBLE[ch])
             continue
         if run:
             out.append(f'<i class="ws">{"".join(run)}</i>')

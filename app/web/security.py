@@ -5,8 +5,9 @@
   `<style>` elements do not. Pages may be framed by this origin only, except `?embed=1` cards.
 - Sizes: a path + query longer than Settings.max_url_chars gets 414, a body over Settings.max_body_bytes 413
   (checked on Content-Length, and counted when the body comes chunked).
-- Rates: the routes that run a model (POST /api/steer, its stream, /api/steer-eval, /inspect with a text) take a
-  token from a per-client bucket (client IP); an empty bucket answers 429 with Retry-After.
+- Rates: the routes that run a model (POST /api/steer*, /inspect with a text, /attribute with a text or run,
+  POST /api/attribute) take a token from a per-client bucket (client IP); an empty bucket answers 429 with
+  Retry-After.
 - CORS stays off (no Access-Control-* header) unless Settings.cors_origins names origins.
 """
 
@@ -25,28 +26,39 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
-from qscope.config import Settings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-CSP = "; ".join([
-    "default-src 'self'", "script-src 'self'", "style-src 'self'", "style-src-attr 'unsafe-inline'",
-    "img-src 'self' data:", "connect-src 'self'", "object-src 'none'", "base-uri 'none'", "form-action 'self'",
-])  # fmt: skip
+from qscope.config import Settings
+
+CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "style-src-attr 'unsafe-inline'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+    ]
+)
 HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
 STEER_PATHS = ("/api/steer", "/api/steer/stream", "/api/steer-eval")  # an evaluation counts as one request
-INSPECT_PATHS = ("/inspect", "/inspect.json")
-TEXT_PARAMS = ("text", "a", "b")
+INSPECT_PATHS = ("/inspect", "/inspect.json", "/attribute", "/attribute.json", "/api/attribute")
+TEXT_PARAMS = ("text", "a", "b", "run")
 
 
 class RateLimiter:
     """Token buckets, one per client: `per_min` tokens a minute, at most `burst` saved up. Thread-safe."""
 
-    def __init__(self, per_min: float, burst: int, max_clients: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self, per_min: float, burst: int, max_clients: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.rate, self.burst, self.max_clients, self.clock = per_min / 60.0, max(1, burst), max_clients, clock
         self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, time of that count)
         self._lock = threading.Lock()
@@ -114,7 +126,7 @@ class Guard:
         bucket = None
         if scope["method"] == "POST" and scope["path"] in STEER_PATHS:
             bucket, what = self.steer, "steering requests"
-        elif scope["path"] in INSPECT_PATHS and _runs_inspect(scope):
+        elif scope["path"] in INSPECT_PATHS and (scope["method"] == "POST" or _runs_inspect(scope)):
             bucket, what = self.inspect, "inspect runs"
         if bucket is not None and (wait := bucket.take(_client(scope))):
             retry = max(1, math.ceil(wait))
@@ -171,8 +183,13 @@ def _with_headers(scope: Scope, send: Send) -> Send:
 def install(app: FastAPI, settings: Settings, error: Callable[..., object]) -> None:
     """Add the Guard (outermost), CORS when origins are configured, and the docs page under its own CSP."""
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type"], max_age=600)  # fmt: skip
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type"],
+            max_age=600,
+        )
     app.add_middleware(Guard, settings=settings, error=error)
     app.include_router(docs_router)
 
@@ -187,7 +204,9 @@ def docs(request: Request) -> HTMLResponse:
     scripts = re.findall(rb"<script>(.*?)</script>", page.body, flags=re.S)
     hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s).digest()).decode()}'" for s in scripts)
     cdn = "https://cdn.jsdelivr.net"
-    csp = (f"default-src 'self'; script-src {cdn} {hashes}; style-src {cdn}; img-src 'self' data: "
-           "https://fastapi.tiangolo.com; connect-src 'self'; object-src 'none'; base-uri 'none'")  # fmt: skip
+    csp = (
+        f"default-src 'self'; script-src {cdn} {hashes}; style-src {cdn}; img-src 'self' data: "
+        "https://fastapi.tiangolo.com; connect-src 'self'; object-src 'none'; base-uri 'none'"
+    )
     page.headers["Content-Security-Policy"] = csp
     return page

@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from markupsafe import Markup, escape
+
 from qscope.steer.evaluate.result import Interval, PointSummary
 
 W, H = 560, 230

@@ -47,9 +47,19 @@ def inspect(json: bool = False, **params: object) -> str:
     return f"/inspect{JSON if json else ''}{_query(params)}"
 
 
+def attribute(json: bool = False, **params: object) -> str:
+    """Why this token? (text= or run= & side=, pos=, target=, contrast=, sae_id=...)."""
+    return f"/attribute{JSON if json else ''}{_query(params)}"
+
+
 def steer(sae_id: str, feature: int) -> str:
     """The steering page, with the feature to steer with in its query."""
     return f"/steer{_query({'sae_id': sae_id, 'feature': int(feature)})}"
+
+
+def steer_run(run_id: str, json: bool = False) -> str:
+    """A shared steering run's permalink."""
+    return f"/steer/{_seg(run_id)}{JSON if json else ''}"
 
 
 def steer_eval(**params: object) -> str:
@@ -83,10 +93,3 @@ def recipe_run_again(recipe_id: str) -> str:
 
 def static(path: str) -> str:
     return f"{STATIC_PREFIX}/{path}"
-
-
-def split_json(segment: str) -> tuple[str, bool]:
-    """('name', True) for 'name.json', (segment, False) otherwise."""
-    if segment.endswith(JSON) and len(segment) > len(JSON):
-        return segment[: -len(JSON)], True
-    return segment, False

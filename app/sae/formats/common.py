@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qscope.model import resid_site
 from safetensors.torch import load_file
 from torch import Tensor
+
+from qscope.model import resid_site
 
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu", "gated")
 
@@ -91,6 +92,15 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise SaeFormatError(f"SAE config {path} holds a {type(cfg).__name__}, expected a JSON object")
     return cfg
+
+
+def peek_config(cfg_path: Path | None) -> dict[str, Any]:
+    """A config read only to peek at it (the layer of an SAE found in a folder): {} when absent or unreadable,
+    so that listing SAEs never fails on one bad file (loading it does, with the reason)."""
+    try:
+        return read_json(cfg_path) if cfg_path is not None else {}
+    except SaeFormatError:
+        return {}
 
 
 def read_safetensors(path: Path) -> dict[str, Tensor]:

@@ -12,23 +12,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
+
 from qscope.sae.formats.common import (
     SaeFormatError,
     SaeSpec,
     cfg_int,
     check_config_sizes,
     check_shapes,
+    peek_config,
     positive,
     read_json,
     read_safetensors,
     require_keys,
     site_from_hook,
 )
-from torch import Tensor
 
 # lm-saes names its parameters W_E [d, F], b_E, W_D [F, d], b_D; releases before that used nn.Linear names
-LINEAR_NAMES = {"encoder.weight": "W_E", "encoder.bias": "b_E", "decoder.weight": "W_D",
-                "decoder.bias": "b_D"}  # fmt: skip
+LINEAR_NAMES = {"encoder.weight": "W_E", "encoder.bias": "b_E", "decoder.weight": "W_D", "decoder.bias": "b_D"}
 
 
 def _hook(cfg: Mapping[str, Any]) -> str | None:
@@ -87,8 +88,9 @@ def _weights(cfg: Mapping[str, Any], weights: Path) -> dict[str, Tensor]:
     """W_E [d, F], b_E, W_D [F, d], b_D (zeros when the SAE has no decoder bias), shapes checked."""
     state = read_safetensors(weights)
     if "W_E" not in state and "encoder.weight" in state:
-        state = {LINEAR_NAMES.get(key, key): t.T if t.ndim == 2 and key in LINEAR_NAMES else t
-                 for key, t in state.items()}  # fmt: skip
+        state = {
+            LINEAR_NAMES.get(key, key): t.T if t.ndim == 2 and key in LINEAR_NAMES else t for key, t in state.items()
+        }
     use_b_D = bool(cfg.get("use_decoder_bias", True))
     require_keys(weights, state, ["W_E", "b_E", "W_D"] + (["b_D"] if use_b_D else []), "a Llama Scope SAE")
     dims = {"W_E": ("d_in", "d_sae"), "W_D": ("d_sae", "d_in"), "b_E": ("d_sae",), "b_D": ("d_in",)}
@@ -123,18 +125,25 @@ def read(weights: Path, cfg_path: Path | None, k: int | None = None) -> SaeSpec:
         rank_scale_F, top_k = norm_F, cfg_int(cfg, "top_k", cfg_path) or 50  # 50: lm-saes' default top_k
     layer, site = site_from_hook(_hook(cfg))
     return SaeSpec(
-        W_enc_DF=state["W_E"], b_enc_F=state["b_E"], W_dec_FD=state["W_D"], b_dec_D=state["b_D"],
-        architecture=arch, k=top_k, threshold_F=threshold_F, rank_scale_F=rank_scale_F,
-        apply_b_dec_to_input=bool(cfg.get("apply_decoder_bias_to_pre_encoder", False)), input_scale=in_scale,
-        output_scale=out_scale, layer=layer, site=site, hook_name=_hook(cfg), source=weights,
+        W_enc_DF=state["W_E"],
+        b_enc_F=state["b_E"],
+        W_dec_FD=state["W_D"],
+        b_dec_D=state["b_D"],
+        architecture=arch,
+        k=top_k,
+        threshold_F=threshold_F,
+        rank_scale_F=rank_scale_F,
+        apply_b_dec_to_input=bool(cfg.get("apply_decoder_bias_to_pre_encoder", False)),
+        input_scale=in_scale,
+        output_scale=out_scale,
+        layer=layer,
+        site=site,
+        hook_name=_hook(cfg),
+        source=weights,
         format="llamascope",
-    )  # fmt: skip
+    )
 
 
 def peek_layer(weights: Path, cfg_path: Path | None) -> int | None:
     """The layer its config's hook names, or None (no weights read)."""
-    try:
-        cfg = read_json(cfg_path) if cfg_path is not None else {}
-    except SaeFormatError:
-        return None
-    return site_from_hook(_hook(cfg))[0]
+    return site_from_hook(_hook(peek_config(cfg_path)))[0]

@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 
 import torch
+from torch import Tensor
+
 from qscope.model import resid_site
 from qscope.sae.formats.common import (
     SaeFormatError,
@@ -17,7 +19,6 @@ from qscope.sae.formats.common import (
     check_shapes,
     require_keys,
 )
-from torch import Tensor
 
 FILE_RE = re.compile(r"^layer(\d+)\.sae\.pt$")
 # the L0 in a Qwen-Scope repo name, "SAE-Res-Qwen3-1.7B-Base-W32K-L0_50" (also inside an HF cache folder)
@@ -59,10 +60,17 @@ def read(path: Path, cfg_path: Path | None, k: int | None) -> SaeSpec:
         )
     layer = peek_layer(path, None)
     return SaeSpec(
-        W_enc_DF=state["W_enc"].T, b_enc_F=state["b_enc"], W_dec_FD=state["W_dec"].T, b_dec_D=state["b_dec"],
-        architecture="topk", k=k, layer=layer, site=None if layer is None else resid_site(layer),
-        source=path, format="qwen-scope",
-    )  # fmt: skip
+        W_enc_DF=state["W_enc"].T,
+        b_enc_F=state["b_enc"],
+        W_dec_FD=state["W_dec"].T,
+        b_dec_D=state["b_dec"],
+        architecture="topk",
+        k=k,
+        layer=layer,
+        site=None if layer is None else resid_site(layer),
+        source=path,
+        format="qwen-scope",
+    )
 
 
 def save(path: Path, W_enc_FD: Tensor, b_enc_F: Tensor, W_dec_DF: Tensor, b_dec_D: Tensor) -> None:

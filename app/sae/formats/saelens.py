@@ -11,18 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
+
 from qscope.sae.formats.common import (
     SaeFormatError,
     SaeSpec,
     check_config_sizes,
     check_shapes,
+    peek_config,
     positive,
     read_json,
     read_safetensors,
     require_keys,
     site_from_hook,
 )
-from torch import Tensor
 
 # the [d_sae] vectors of SAELens files; scaling_factor is the old "finetuning scaling factor"
 SAE_VECTORS = ("b_enc", "threshold", "b_gate", "b_mag", "r_mag", "scaling_factor")
@@ -114,19 +116,27 @@ def read(weights: Path, cfg_path: Path | None, k: int | None = None) -> SaeSpec:
     hook, hf_hook = _hooks(cfg)
     layer, site = site_from_hook(hf_hook or hook)
     return SaeSpec(
-        W_enc_DF=W_enc_DF, b_enc_F=b_enc_F, W_dec_FD=W_dec_FD, b_dec_D=state["b_dec"], architecture=arch, k=top_k,
-        threshold_F=threshold_F, b_gate_F=state.get("b_gate"), b_mag_F=state.get("b_mag"),
-        r_mag_F=state.get("r_mag"), apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-        input_scale=_scale(cfg, cfg_path), layer=layer, site=site, hook_name=hook or hf_hook,
-        source=weights, format="saelens",
-    )  # fmt: skip
+        W_enc_DF=W_enc_DF,
+        b_enc_F=b_enc_F,
+        W_dec_FD=W_dec_FD,
+        b_dec_D=state["b_dec"],
+        architecture=arch,
+        k=top_k,
+        threshold_F=threshold_F,
+        b_gate_F=state.get("b_gate"),
+        b_mag_F=state.get("b_mag"),
+        r_mag_F=state.get("r_mag"),
+        apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+        input_scale=_scale(cfg, cfg_path),
+        layer=layer,
+        site=site,
+        hook_name=hook or hf_hook,
+        source=weights,
+        format="saelens",
+    )
 
 
 def peek_layer(weights: Path, cfg_path: Path | None) -> int | None:
     """The layer its config's hook names, or None (no weights read)."""
-    try:
-        cfg = read_json(cfg_path) if cfg_path is not None else {}
-    except SaeFormatError:
-        return None
-    hook, hf_hook = _hooks(cfg)
+    hook, hf_hook = _hooks(peek_config(cfg_path))
     return site_from_hook(hf_hook or hook)[0]

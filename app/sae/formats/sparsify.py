@@ -29,8 +29,12 @@ def read(weights: Path, cfg_path: Path | None, k: int | None = None) -> SaeSpec:
     if cfg.get("activation", "topk") != "topk":
         raise SaeFormatError(f"SAE config {cfg_path}: activation {cfg['activation']!r} is not supported")
     state = read_safetensors(weights)
-    dims = {"encoder.weight": ("d_sae", "d_in"), "encoder.bias": ("d_sae",), "W_dec": ("d_sae", "d_in"),
-            "b_dec": ("d_in",)}  # fmt: skip
+    dims = {
+        "encoder.weight": ("d_sae", "d_in"),
+        "encoder.bias": ("d_sae",),
+        "W_dec": ("d_sae", "d_in"),
+        "b_dec": ("d_in",),
+    }
     require_keys(weights, state, list(dims), "a sparsify SAE")
     sizes = check_shapes(weights, state, dims)
     check_config_sizes(cfg, cfg_path, sizes, {"d_in": "d_in", "num_latents": "d_sae"})
@@ -39,10 +43,19 @@ def read(weights: Path, cfg_path: Path | None, k: int | None = None) -> SaeSpec:
         raise SaeFormatError(f"SAE config {cfg_path} has no k")
     layer, site = site_from_hook(weights.parent.name)
     return SaeSpec(
-        W_enc_DF=state["encoder.weight"].T, b_enc_F=state["encoder.bias"], W_dec_FD=state["W_dec"],
-        b_dec_D=state["b_dec"], architecture="topk", k=top_k, apply_b_dec_to_input=True, layer=layer, site=site,
-        hook_name=weights.parent.name, source=weights, format="sparsify",
-    )  # fmt: skip
+        W_enc_DF=state["encoder.weight"].T,
+        b_enc_F=state["encoder.bias"],
+        W_dec_FD=state["W_dec"],
+        b_dec_D=state["b_dec"],
+        architecture="topk",
+        k=top_k,
+        apply_b_dec_to_input=True,
+        layer=layer,
+        site=site,
+        hook_name=weights.parent.name,
+        source=weights,
+        format="sparsify",
+    )
 
 
 def peek_layer(weights: Path, cfg_path: Path | None) -> int | None:

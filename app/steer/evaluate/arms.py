@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from qscope.sae import Sae
 from qscope.steer.spec import FeatureSteer
 

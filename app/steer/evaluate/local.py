@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 
 from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
 from qscope.steer.evaluate import identity
 from qscope.steer.evaluate.plan import Plan, prepare
 from qscope.steer.evaluate.prompt_sets import builtin
@@ -21,8 +24,6 @@ from qscope.steer.evaluate.result import EvalResult, Identity
 from qscope.steer.evaluate.run import execute, inline
 from qscope.steer.evaluate.target import Target, from_live
 from qscope.steer.spec import SpecError, SteerLimits, SteerSpec
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
 def load_request(path: Path, overrides: dict) -> EvalRequest:

@@ -22,11 +22,12 @@ from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
+from torch import nn
+
 from qscope.model import hooks
 from qscope.sae import Sae
 from qscope.steer.engine import left_pad
 from qscope.steer.evaluate.request import TextMetrics
-from torch import nn
 
 # two-sided 95% Student-t quantiles by degrees of freedom; past the table a Cornish-Fisher expansion
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131]

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from qscope.steer.evaluate.result import EvalResult
 from sqlalchemy import DateTime, Float, String, Text, create_engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from qscope.steer.evaluate.result import EvalResult
 
 STALE_S = 60.0
 HOST, PID, BOOT = socket.gethostname(), os.getpid(), secrets.token_hex(4)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
+
 from qscope.steer.spec import SpecError, SteerSpec
 
 DEFAULT_STRENGTHS = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, Field
+
 from qscope.steer.evaluate.request import ConceptFeature, EvalRequest
 from qscope.steer.spec import FeatureSteer
 

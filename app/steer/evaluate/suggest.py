@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 
 import torch
+
 from qscope.model import capture
 from qscope.steer.evaluate.prompt_sets import PromptSet
 from qscope.steer.evaluate.target import Target

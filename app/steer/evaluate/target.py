@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from qscope.model import LoadedModel
 from qscope.sae import Sae
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
-from qscope.store.queries import FeatureDetail, SaeInfo
+
+from qscope.store.queries import FeatureDetail
+from qscope.store.schema import SaeInfo
+from qscope.tokens import visible
 from qscope.web import urls
 from qscope.web.catalog import Catalog, NotFound
 from qscope.web.deps import CatalogDep
 from qscope.web.errors import Unprocessable
-from qscope.web.render import render, visible
+from qscope.web.render import render
+from qscope.web.twins import TwinRoute
 
-router = APIRouter()
+router = APIRouter(route_class=TwinRoute)
 
 
 @dataclass
@@ -26,7 +30,7 @@ class FeaturePage:
 
 
 def _parse_feature(segment: str) -> int:
-    text = urls.split_json(segment)[0]
+    text = segment
     try:
         return int(text)
     except ValueError:
@@ -39,25 +43,31 @@ def _neighbor_url(catalog: Catalog, model_id: str, sae_id: str, feature: int) ->
 
 
 @router.get("/{model_id}/{sae_id}/{feature_seg}")
-def feature_page(request: Request, model_id: str, sae_id: str, feature_seg: str, catalog: CatalogDep,
-                 embed: bool = False):  # fmt: skip
+def feature_page(
+    request: Request, model_id: str, sae_id: str, feature_seg: str, catalog: CatalogDep, embed: bool = False
+):
     feature = _parse_feature(feature_seg)
     served = catalog.sae(model_id, sae_id)
     catalog.check_feature(served, feature)
     with served.store.reader() as r:
         detail = r.feature(sae_id, feature)
     if detail is None:
-        raise NotFound(f"{sae_id} has no row for feature {feature} (the harvest did not record it).",
-                       [("all features", urls.sae(model_id, sae_id))])  # fmt: skip
+        raise NotFound(
+            f"{sae_id} has no row for feature {feature} (the harvest did not record it).",
+            [("all features", urls.sae(model_id, sae_id))],
+        )
     last = served.sae.d_sae - 1
     links = {
-        "self": urls.feature(model_id, sae_id, feature), "json": urls.feature(model_id, sae_id, feature, json=True),
-        "embed": urls.feature(model_id, sae_id, feature, embed=1), "sae": urls.sae(model_id, sae_id),
-        "steer": urls.steer(sae_id, feature), "random": urls.random_feature(model_id, sae_id),
+        "self": urls.feature(model_id, sae_id, feature),
+        "json": urls.feature(model_id, sae_id, feature, json=True),
+        "embed": urls.feature(model_id, sae_id, feature, embed=1),
+        "sae": urls.sae(model_id, sae_id),
+        "steer": urls.steer(sae_id, feature),
+        "random": urls.random_feature(model_id, sae_id),
         "evaluate": urls.steer_eval(model_id=model_id, sae_id=sae_id, feature=feature),
         "prev": urls.feature(model_id, sae_id, feature - 1) if feature > 0 else None,
         "next": urls.feature(model_id, sae_id, feature + 1) if feature < last else None,
-    }  # fmt: skip
+    }
     row = detail.row
     tops = " ".join(visible(t) for t in row.top_tokens[:5])
     summary = f"{row.label} · density {row.density:.3%} · max {row.max_act:.3g} · top tokens: {tops}"

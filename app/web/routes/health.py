@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
+
 from qscope.web.deps import CatalogDep
 
 router = APIRouter()
@@ -19,5 +20,4 @@ class Health(BaseModel):
 @router.get("/-/health", response_model=Health, summary="Liveness: the server answers and what it serves")
 def health(request: Request, catalog: CatalogDep) -> Health:
     waiting = request.app.state.steering.worker.queue.qsize()
-    return Health(status="ok", stores=len(catalog.stores), models=[m.model_id for m in catalog],
-                  steer_waiting=waiting)  # fmt: skip
+    return Health(status="ok", stores=len(catalog.stores), models=[m.model_id for m in catalog], steer_waiting=waiting)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
-from qscope.store.queries import SaeInfo
+
+from qscope.store.schema import SaeInfo
 from qscope.web import urls
 from qscope.web.deps import CatalogDep
 from qscope.web.render import render
+from qscope.web.twins import TwinRoute
 
-router = APIRouter()
+router = APIRouter(route_class=TwinRoute)
 
 
 @dataclass
@@ -35,19 +37,28 @@ class Home:
 
 
 @router.get("/")
-@router.get("/.json")
 def home_page(request: Request, catalog: CatalogDep):
     models = [
-        ModelSummary(m.model_id, m.n_features, [
-            SaeSummary(s.sae, urls.sae(m.model_id, s.sae.sae_id), s.sae.d_sae - s.sae.dead, s.store.path.name)
-            for s in m.saes
-        ])
+        ModelSummary(
+            m.model_id,
+            m.n_features,
+            [
+                SaeSummary(s.sae, urls.sae(m.model_id, s.sae.sae_id), s.sae.d_sae - s.sae.dead, s.store.path.name)
+                for s in m.saes
+            ],
+        )
         for m in catalog
-    ]  # fmt: skip
+    ]
     stores = [
-        {"file": st.path.name, "bytes": st.path.stat().st_size, "tokens": st.meta.get("tokens"),
-         "corpus": st.meta.get("corpus"), "created_at": st.meta.get("created_at"), "model": st.model_source}
+        {
+            "file": st.path.name,
+            "bytes": st.path.stat().st_size,
+            "tokens": st.meta.get("tokens"),
+            "corpus": st.meta.get("corpus"),
+            "created_at": st.meta.get("created_at"),
+            "model": st.model_source,
+        }
         for st in catalog.stores
-    ]  # fmt: skip
+    ]
     data = Home(models, stores)
     return render(request, "index.html", {"home": data}, data=data)

@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
+
 from qscope.live.inspect import Analysis, Comparison, analyze, compare, split_set
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LimitsDep, LiveDep, SettingsDep
 from qscope.web.errors import Unprocessable
 from qscope.web.render import render
+from qscope.web.twins import TwinRoute
 
-router = APIRouter()
+router = APIRouter(route_class=TwinRoute)
 
 
 @dataclass
@@ -34,7 +36,6 @@ def _check_len(name: str, text: str, max_chars: int) -> None:
 
 
 @router.get("/inspect")
-@router.get("/inspect.json")
 def inspect_page(
     request: Request,
     catalog: CatalogDep,

@@ -8,17 +8,19 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
+
 from qscope.steer.evaluate.markdown import to_markdown
 from qscope.steer.evaluate.result import EvalResult, title_of
 from qscope.web import urls
 from qscope.web.catalog import NotFound
-from qscope.web.deps import CatalogDep, LiveDep
+from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
 from qscope.web.render import render
-from qscope.web.routes.steer import JsonErrorRoute, SteeringDep
 from qscope.web.routes.steer_eval import EvalStarted, EvaluationsDep, start
+from qscope.web.twins import TwinRoute
 
 router = APIRouter()
-api = APIRouter(prefix="/api/recipes", route_class=JsonErrorRoute, tags=["steer-eval"])
+pages = APIRouter(route_class=TwinRoute)  # the Markdown export is on `router`, declared first: no .json twin
+api = APIRouter(prefix="/api/recipes", tags=["steer-eval"])
 
 
 class RunAgain(BaseModel):
@@ -36,8 +38,7 @@ def title(result: EvalResult) -> str:
     return title_of(result.request, len(result.prompts))
 
 
-@router.get("/recipes")
-@router.get("/recipes.json")
+@pages.get("/recipes")
 def recipes_page(request: Request, evaluations: EvaluationsDep):
     items = evaluations.store.recipes()
     rows = [
@@ -62,9 +63,8 @@ def recipe_markdown(request: Request, recipe_id: str, evaluations: EvaluationsDe
     return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
 
 
-@router.get("/recipes/{recipe_seg}")
-def recipe_page(request: Request, recipe_seg: str, evaluations: EvaluationsDep, catalog: CatalogDep):
-    recipe_id, _ = urls.split_json(recipe_seg)
+@pages.get("/recipes/{recipe_id}")
+def recipe_page(request: Request, recipe_id: str, evaluations: EvaluationsDep, catalog: CatalogDep):
     result = _recipe(evaluations, recipe_id)
     context = {"r": result, "recipe_id": recipe_id, "title": title(result), "models": [m.model_id for m in catalog]}
     return render(request, "recipe.html", context, data=result.model_dump())
@@ -90,4 +90,5 @@ def run_again(
     return start(req, catalog, live, steering, evaluations)
 
 
+router.include_router(pages)
 router.include_router(api)

@@ -7,14 +7,17 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse
-from qscope.store.queries import DensityHistogram, FeatureList, SaeInfo
+
+from qscope.store.queries import DensityHistogram, FeatureList, SortKey
+from qscope.store.schema import SaeInfo
 from qscope.web import urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep
 from qscope.web.errors import Unprocessable
 from qscope.web.render import render
+from qscope.web.twins import TwinRoute
 
-router = APIRouter()
+router = APIRouter(route_class=TwinRoute)
 
 
 @dataclass
@@ -58,7 +61,7 @@ def sae_page(
     model_id: str,
     sae_id: str,
     catalog: CatalogDep,
-    sort: Literal["index", "density", "max_act", "mean_act"] = "index",
+    sort: SortKey = "index",
     order: Literal["asc", "desc", ""] = "",
     q: Annotated[str, Query(max_length=200)] = "",
     dmin: Annotated[str, Query(max_length=40)] = "",
@@ -66,15 +69,22 @@ def sae_page(
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=500)] = 50,
 ):
-    sae_id = urls.split_json(sae_id)[0]
     served = catalog.sae(model_id, sae_id)
     dmin, dmax = _density("dmin", dmin), _density("dmax", dmax)  # type: ignore[assignment]
     if dmin is not None and dmax is not None and dmin > dmax:
         raise Unprocessable(f"Bad parameter: dmin ({dmin}) is above dmax ({dmax}); the density range is empty.")
     order_given, order = order, order or ("asc" if sort == "index" else "desc")
     with served.store.reader() as r:
-        found = r.features(sae_id, sort=sort, desc=order == "desc", q=q.strip(), dmin=dmin, dmax=dmax,
-                           limit=per_page, offset=(page - 1) * per_page)  # fmt: skip
+        found = r.features(
+            sae_id,
+            sort=sort,
+            desc=order == "desc",
+            q=q.strip(),
+            dmin=dmin,
+            dmax=dmax,
+            limit=per_page,
+            offset=(page - 1) * per_page,
+        )
         density = r.density_histogram(sae_id)
     pages = max(1, -(-found.total // per_page))
     params = {"sort": sort, "order": order, "q": q.strip(), "dmin": dmin, "dmax": dmax, "per_page": per_page}
@@ -88,8 +98,12 @@ def sae_page(
     def at(p: int, json: bool = False) -> str:
         return urls.sae(model_id, sae_id, json=json, **shown, page=p if p > 1 else None)
 
-    links = {"prev": at(page - 1) if page > 1 else None, "next": at(page + 1) if page < pages else None,
-             "json": at(page, json=True), "self": at(page),
-             "random": urls.random_feature(model_id, sae_id)}  # fmt: skip
+    links = {
+        "prev": at(page - 1) if page > 1 else None,
+        "next": at(page + 1) if page < pages else None,
+        "json": at(page, json=True),
+        "self": at(page),
+        "random": urls.random_feature(model_id, sae_id),
+    }
     data = SaePage(model_id, served.sae, found, density, params, page, pages, links)
     return render(request, "sae.html", {"p": data}, data=data, partial="_feature_table.html")

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from qscope.search.searcher import KINDS, SearchResults
+
+from qscope.search.searcher import KINDS, Kind, SearchResults
 from qscope.web.deps import LimitsDep, SearcherDep
 from qscope.web.errors import Unprocessable
 from qscope.web.render import render
+from qscope.web.twins import TwinRoute
 
-router = APIRouter()
-
-Kind = Literal["semantic", "text", "fires"]
+router = APIRouter(route_class=TwinRoute)
 
 
 @router.get("/search")
-@router.get("/search.json")
 def search_page(
     request: Request,
     searcher: SearcherDep,

@@ -13,63 +13,22 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from fastapi.routing import APIRoute
-from qscope.live.runner import LiveUnavailable
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response, StreamingResponse
+
 from qscope.steer.edits import resolve_edits
 from qscope.steer.service import Steering
-from qscope.steer.spec import SavedRun, ShareRequest, SpecError, SteerResult, SteerSpec
-from qscope.steer.worker import QueueFull, SteerJob, make_job
+from qscope.steer.spec import SavedRun, ShareRequest, SteerResult, SteerSpec
+from qscope.steer.worker import SteerJob, make_job
 from qscope.web import urls
 from qscope.web.catalog import Catalog, NotFound
-from qscope.web.deps import CatalogDep, LiveDep
+from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
+from qscope.web.errors import error_response
 from qscope.web.render import render
+from qscope.web.twins import TwinRoute
 
-
-def get_steering(request: Request) -> Steering:
-    return request.app.state.steering
-
-
-SteeringDep = Annotated[Steering, Depends(get_steering)]
-
-
-def run_url(run_id: str, json: bool = False) -> str:
-    return f"/steer/{urls._seg(run_id)}{urls.JSON if json else ''}"
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"status": status, "error": message}, status_code=status, headers=headers)
-
-
-class JsonErrorRoute(APIRoute):
-    """API routes answer errors as JSON, whatever the app's HTML error pages do."""
-
-    def get_route_handler(self) -> Callable:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as e:
-                parts = [f"{'.'.join(str(x) for x in err['loc'] if x != 'body') or 'body'}: {err['msg']}"
-                         for err in e.errors()]  # fmt: skip
-                return _error(422, "Bad parameter: " + "; ".join(parts))
-            except SpecError as e:
-                return _error(422, f"Bad parameter: {e}")
-            except NotFound as e:
-                return _error(404, e.message)
-            except QueueFull as e:
-                return _error(503, str(e), {"Retry-After": str(e.retry_after_s)})
-            except LiveUnavailable as e:
-                return _error(503, str(e))
-
-        return route
-
-
-router = APIRouter()
-api = APIRouter(prefix="/api/steer", route_class=JsonErrorRoute, tags=["steer"])
+router = APIRouter(route_class=TwinRoute)
+api = APIRouter(prefix="/api/steer", tags=["steer"])
 
 
 def _model_id(catalog: Catalog, spec: SteerSpec) -> str:
@@ -88,15 +47,8 @@ def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -
         raise NotFound(f"No live model for {model_id!r}.")
     lm, saes = runner.load()
 
-    def max_act(sae_id: str, feature: int) -> float:
-        with catalog.sae(model_id, sae_id).store.reader() as r:
-            row = r.row(sae_id, feature)
-        if row is None:
-            raise SpecError(f"feature {feature} of {sae_id} is not in the feature store")
-        return row.max_act
-
     steering.limits.check(spec)  # before any lookup: an oversized spec costs nothing
-    edits = resolve_edits(spec.features, saes, max_act)
+    edits = resolve_edits(spec.features, saes, catalog.max_act_of(model_id))
     job = make_job(spec, lm.model, lm.tokenizer, edits, steering.limits, emit, runner.lock)
     steering.worker.submit(job)
     return job, spec
@@ -124,13 +76,17 @@ async def steer_api(spec: SteerSpec, request: Request, catalog: CatalogDep, live
             if kind == "done":
                 return steering.remember(spec, data)
             if kind == "error":
-                return _error(500, data)
+                return error_response(request, 500, data)
     finally:
         job.cancel.set()  # finished rows ignore it; an abandoned request stops generating
 
 
-@api.post("/stream", summary="The same, streamed as server-sent events (token, done, error)",
-          response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})  # fmt: skip
+@api.post(
+    "/stream",
+    summary="The same, streamed as server-sent events (token, done, error)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
 async def steer_stream(spec: SteerSpec, catalog: CatalogDep, live: LiveDep, steering: SteeringDep):
     q, emit = _channel()
     job, spec = _submit(spec, catalog, live, steering, emit)
@@ -159,21 +115,39 @@ def share(body: ShareRequest, steering: SteeringDep) -> SavedRun:
     spec, result = found
     result = result.model_copy(update={"run": None})
     run_id = steering.runs.save(spec, result)
-    return SavedRun(id=run_id, url=run_url(run_id), spec=spec, result=result)
+    return SavedRun(id=run_id, url=urls.steer_run(run_id), spec=spec, result=result)
 
 
-def _page(request: Request, catalog: Catalog, steering: Steering, spec: SteerSpec,
-          result: SteerResult | None = None, run_id: str | None = None) -> Response:  # fmt: skip
+def _page(
+    request: Request,
+    catalog: Catalog,
+    steering: Steering,
+    spec: SteerSpec,
+    result: SteerResult | None = None,
+    run_id: str | None = None,
+) -> Response:
     saes = {m.model_id: [s.sae.sae_id for s in m.saes] for m in catalog}
-    data = SavedRun(id=run_id, url=run_url(run_id), spec=spec, result=result) if run_id and result else None
-    context = {"spec": spec, "result": result, "run_id": run_id, "saes": saes, "limits": steering.limits,
-               "init": {"spec": spec.model_dump(), "saes": saes}}  # fmt: skip
+    data = SavedRun(id=run_id, url=urls.steer_run(run_id), spec=spec, result=result) if run_id and result else None
+    context = {
+        "spec": spec,
+        "result": result,
+        "run_id": run_id,
+        "saes": saes,
+        "limits": steering.limits,
+        "init": {"spec": spec.model_dump(), "saes": saes},
+    }
     return render(request, "steer.html", context, data=data.model_dump() if data else spec.model_dump())
 
 
 @router.get("/steer")
-def steer_page(request: Request, catalog: CatalogDep, steering: SteeringDep, sae_id: str | None = None,
-               feature: Annotated[int | None, Query(ge=0)] = None, model_id: str | None = None):  # fmt: skip
+def steer_page(
+    request: Request,
+    catalog: CatalogDep,
+    steering: SteeringDep,
+    sae_id: str | None = None,
+    feature: Annotated[int | None, Query(ge=0)] = None,
+    model_id: str | None = None,
+):
     features = []
     if sae_id is not None and feature is not None:
         model_id = model_id or next((m.model_id for m in catalog for s in m.saes if s.sae.sae_id == sae_id), None)
@@ -184,7 +158,6 @@ def steer_page(request: Request, catalog: CatalogDep, steering: SteeringDep, sae
 
 @router.get("/steer/{run_id}")
 def saved_run_page(request: Request, run_id: str, catalog: CatalogDep, steering: SteeringDep):
-    run_id, _ = urls.split_json(run_id)
     found = steering.runs.get(run_id)
     if found is None:
         raise NotFound(f"No saved steering run {run_id!r}.", [("steer", "/steer")], what="pages")

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
+
 from qscope.steer.evaluate.jobs import Evaluations
 from qscope.steer.evaluate.plan import prepare
 from qscope.steer.evaluate.prompt_sets import SETS, builtin
@@ -27,10 +28,10 @@ from qscope.steer.evaluate.target import from_live
 from qscope.steer.spec import FeatureSteer, SpecError, SteerSpec
 from qscope.web import sweep_plots, urls
 from qscope.web.catalog import Catalog, NotFound
-from qscope.web.deps import CatalogDep, LiveDep
+from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
 from qscope.web.errors import Unprocessable
 from qscope.web.render import render, templates
-from qscope.web.routes.steer import JsonErrorRoute, SteeringDep
+from qscope.web.twins import TwinRoute
 
 FINAL = ("done", "failed", "cancelled")
 STREAM_S = 15.0  # an event stream closes after this; EventSource reconnects on its own
@@ -134,8 +135,8 @@ def job_view(evaluations: Evaluations, job_id: str, with_result: bool = True) ->
     )
 
 
-router = APIRouter()
-api = APIRouter(prefix="/api/steer-eval", route_class=JsonErrorRoute, tags=["steer-eval"])
+router = APIRouter(route_class=TwinRoute)
+api = APIRouter(prefix="/api/steer-eval", tags=["steer-eval"])
 
 
 @api.post("", status_code=202, response_model=EvalStarted, summary="Start a steering evaluation (a job)")
@@ -246,9 +247,8 @@ def eval_form(
     return render(request, "steer_eval.html", context, data=defaults.model_dump())
 
 
-@router.get("/steer-eval/{job_seg}")
-def eval_job_page(request: Request, job_seg: str, evaluations: EvaluationsDep):
-    job_id, _ = urls.split_json(job_seg)
+@router.get("/steer-eval/{job_id}")
+def eval_job_page(request: Request, job_id: str, evaluations: EvaluationsDep):
     view = job_view(evaluations, job_id)
     return render(request, "steer_eval_job.html", {"job": view, "r": view.result}, data=view.model_dump())
 
