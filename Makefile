@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install install-test lint
+.PHONY: demo test install install-test lint lint-imports typecheck
 
 install:
 	./scripts/install.sh
@@ -16,10 +16,23 @@ install-test:
 demo: install
 	$(BIN)/qscope demo
 
-## Run the whole test suite (lint included), offline.
+## Run the whole test suite (lint, format, layer contracts and types included), offline.
 test: install-test
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check app tests scripts setup.py
+	$(MAKE) lint-imports
+	$(MAKE) typecheck
 	$(BIN)/pytest -q
 
 lint:
 	$(BIN)/ruff check .
+
+## The layer rule: the import-linter contracts in pyproject.toml.
+lint-imports:
+	$(BIN)/lint-imports
+
+## mypy over app/. app/ installs as the package qscope, so mypy reads it through a link named qscope.
+typecheck:
+	mkdir -p build/typecheck
+	ln -sfn ../../app build/typecheck/qscope
+	MYPYPATH=build/typecheck $(BIN)/python -m mypy -p qscope

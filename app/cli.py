@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -372,11 +373,11 @@ def serve_cmd(
                 "the semantic index is being built in the background"
             )
     host, port = host or settings.host, port or settings.port
-    run = {"host": host, "port": port, "log_level": "warning", "server_header": False}
+    run = partial(uvicorn.run, host=host, port=port, log_level="warning", server_header=False)
     if workers > 1:
         # each worker process builds its own app from these paths (uvicorn needs an import string)
         os.environ["QSCOPE_SERVE_DBS"] = json.dumps([str(p.resolve()) for p in db])
-        uvicorn.run("qscope.web:app_from_env", factory=True, workers=workers, **run)
+        run("qscope.web:app_from_env", factory=True, workers=workers)
         return
     from qscope.web import create_app
 
@@ -386,7 +387,7 @@ def serve_cmd(
         say(f"error: {err}", "red")
         raise typer.Exit(2) from err
     say(f"serving {len(db)} store(s) on http://{host}:{port}/")
-    uvicorn.run(app, **run)
+    run(app)
 
 
 @cli.command("health")

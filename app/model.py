@@ -95,6 +95,12 @@ class LoadedModel:
     def n_layers(self) -> int:
         return len(decoder_layers(self.model))
 
+    def require_tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer; ModelLoadError when the model was loaded without one (load_model(tokenizer=False))."""
+        if self.tokenizer is None:
+            raise ModelLoadError(f"{self.model_id} was loaded without its tokenizer")
+        return self.tokenizer
+
 
 def load_model(
     name_or_path: str | Path,
@@ -114,7 +120,9 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"could not load the weights of {source!r}: {e}") from e
-    model = model.to(dev).eval()
+    # transformers decorates PreTrainedModel.to with functools.wraps, which typeshed types as a plain function
+    # (its `self` unbound), so a bound call reads as a missing argument
+    model = model.to(dev).eval()  # type: ignore[arg-type]
     try:
         decoder_layers(model)
     except ValueError as e:
@@ -186,8 +194,9 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     if isinstance(layers, nn.ModuleList):
         return layers
     decoder = model.get_decoder() if isinstance(model, PreTrainedModel) else None
-    if isinstance(getattr(decoder, "layers", None), nn.ModuleList):
-        return decoder.layers
+    layers = getattr(decoder, "layers", None)
+    if isinstance(layers, nn.ModuleList):
+        return layers
     for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] == "layers":
             return module
@@ -236,15 +245,14 @@ def hooks(model: nn.Module, fns: Mapping[str, HookFn]) -> Iterator[None]:
             handle.remove()
 
 
-def _wrap(fn: HookFn) -> Callable[[nn.Module, tuple, object], object]:
+def _wrap(fn: HookFn) -> Callable[[nn.Module, tuple, Tensor | tuple], object]:
     """A torch forward hook that unwraps a tuple output for fn and re-wraps what fn returns."""
 
-    def hook(module: nn.Module, args: tuple, output: object) -> object:
-        is_tuple = isinstance(output, tuple)
-        new = fn(output[0] if is_tuple else output)
-        if new is None:
-            return None
-        return (new, *output[1:]) if is_tuple else new
+    def hook(module: nn.Module, args: tuple, output: Tensor | tuple) -> object:
+        if not isinstance(output, tuple):
+            return fn(output)
+        new = fn(output[0])
+        return None if new is None else (new, *output[1:])
 
     return hook
 

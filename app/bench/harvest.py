@@ -45,13 +45,13 @@ def forward_and_encode(job: HarvestInputs, batch: int, chunks: list[int], first:
     """Seconds for one forward per batch and every SAE's encode, chunked as the harvest chunks: batches
     first..last (all by default)."""
     dev = job.loaded.device
-    sites = [s.site for s in job.saes]
+    sites = [s.require_site() for s in job.saes]
     n_batches = -(-len(job.windows_NT) // batch)
     t0 = time.perf_counter()
     for b in range(first, n_batches if last is None else last):
         hidden = capture(job.loaded.model, sites, job.windows_NT[b * batch : (b + 1) * batch].long(), stop_early=True)
         for sae, chunk in zip(job.saes, chunks, strict=True):
-            h = hidden[sae.site]
+            h = hidden[sae.require_site()]
             for c in range(0, h.shape[0], chunk):
                 with torch.no_grad():
                     sae.encode(h[c : c + chunk].reshape(-1, h.shape[-1]))

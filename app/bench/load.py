@@ -160,7 +160,8 @@ def browse_paths(port: int) -> list[tuple[str, str]]:
 
 def capacity(port: int, clients: int, seconds: float) -> float:
     """Steering requests/s completed by `clients` closed-loop clients (the worker saturated)."""
-    done, stop = Counter(), time.monotonic() + seconds
+    done: Counter[int] = Counter()  # requests by HTTP status
+    stop = time.monotonic() + seconds
 
     def loop() -> None:
         while time.monotonic() < stop:
@@ -179,7 +180,9 @@ class Recorder:
     """Latencies and statuses per kind, from many threads."""
 
     def __init__(self) -> None:
-        self.lock, self.latency, self.status = threading.Lock(), defaultdict(list), defaultdict(Counter)
+        self.lock = threading.Lock()
+        self.latency: defaultdict[str, list[float]] = defaultdict(list)  # seconds, by kind
+        self.status: defaultdict[str, Counter[int]] = defaultdict(Counter)  # HTTP status counts, by kind
 
     def add(self, kind: str, status: int, seconds: float) -> None:
         with self.lock:
@@ -228,7 +231,8 @@ def rss_mb(pid: int) -> float:
 
 
 def summary(rec: Recorder, seconds: float) -> dict:
-    kinds, total = {}, Counter()
+    kinds: dict[str, dict] = {}
+    total: Counter[int] = Counter()
     for kind, lat in rec.latency.items():
         status = rec.status[kind]
         total += status

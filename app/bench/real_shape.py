@@ -29,6 +29,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -40,7 +41,7 @@ from qscope.harvest.run import harvest
 from qscope.model import pick_device
 from qscope.search.semantic import index_store
 
-QWEN3_1_7B = {  # Qwen3-1.7B's config, less its depth (28 layers)
+QWEN3_1_7B: dict[str, Any] = {  # Qwen3-1.7B's config, less its depth (28 layers)
     "vocab_size": 151_936,
     "hidden_size": 2048,
     "intermediate_size": 6144,
@@ -82,7 +83,8 @@ def checkpoint(out: Path, layers: int) -> Path:
     vocab = json.loads((tokenizer_folder() / "tokenizer.json").read_text())["added_tokens"]
     eos_id = next((t["id"] for t in vocab if t["content"] == eos), 151_643)
     config = Qwen3Config(num_hidden_layers=layers, eos_token_id=eos_id, pad_token_id=eos_id, **QWEN3_1_7B)
-    Qwen3ForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp)
+    # transformers decorates PreTrainedModel.to with functools.wraps, which typeshed types as a plain function
+    Qwen3ForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp)  # type: ignore[arg-type]
     for file in tokenizer_folder().iterdir():
         shutil.copy(file, tmp / file.name)
     tmp.rename(folder)
@@ -113,7 +115,7 @@ def saes(out: Path, model_dir: Path, corpus_file: Path, width: int, n_saes: int,
     if all((folder / f"layer{n}.sae.pt").is_file() for n in wanted):
         return folder
     lm = load_model(model_dir, device="cpu", dtype="float32")
-    windows = pack_windows(lm.tokenizer, iter_documents(corpus_file), 128, 8)
+    windows = pack_windows(lm.require_tokenizer(), iter_documents(corpus_file), 128, 8)
     hidden = capture(lm.model, [resid_site(n) for n in wanted], windows.long(), stop_early=True)
     gen = torch.Generator().manual_seed(1)
     d = QWEN3_1_7B["hidden_size"]
@@ -240,6 +242,7 @@ def _densities(db: Path) -> dict:
         ).fetchone()
     finally:
         con.close()
+    assert q is not None, "an aggregate gives one row"
     return {"density_q10_q50_q90_q99": [float(f"{x:.3g}") for x in q[0]], "dead_fraction": round(q[1], 4)}
 
 

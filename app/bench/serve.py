@@ -33,7 +33,7 @@ import numpy as np
 
 from qscope.config import get_settings
 from qscope.harvest.state import HIST_EDGES
-from qscope.store.writer import write_store
+from qscope.store.writer import Columns, write_store
 
 WORDS = (
     "the of and to in is was for on that with as by at from it his an were are which this be or has had "
@@ -52,7 +52,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 class LazySae:
-    """Duck-types qscope.store.writer.SaeTables, building its columns on first use and dropping the previous
+    """A qscope.store.writer.SaeTablesLike, building its columns on first use and dropping the previous
     SAE's, so a store of many SAEs is written in the memory of one."""
 
     _cache: tuple[object, dict] | None = None
@@ -83,10 +83,21 @@ class LazySae:
             LazySae._cache = (self, make_columns(self.i, self.args, self.vocab_size, self.info["sae_id"]))
         return LazySae._cache[1]
 
-    features = property(lambda self: self._cols()["features"])
-    contexts = property(lambda self: self._cols()["contexts"])
-    logits = property(lambda self: self._cols()["logits"])
-    neighbors = property(lambda self: self._cols()["neighbors"])
+    @property
+    def features(self) -> Columns:
+        return self._cols()["features"]
+
+    @property
+    def contexts(self) -> Columns:
+        return self._cols()["contexts"]
+
+    @property
+    def logits(self) -> Columns:
+        return self._cols()["logits"]
+
+    @property
+    def neighbors(self) -> Columns:
+        return self._cols()["neighbors"]
 
 
 @functools.cache

@@ -39,10 +39,12 @@ def best(fn, reps: int) -> float:
 def concurrent(worker: SteerWorker, lm, rows_of, n: int) -> float:
     """Wall time for n requests (2 rows each) submitted together to one worker."""
     left = threading.Semaphore(0)
-    jobs = [
-        SteerJob(lm.model, lm.tokenizer, rows_of(), lambda kind, data: kind == "done" and left.release())
-        for _ in range(n)
-    ]
+
+    def emit(kind: str, data: object) -> None:
+        if kind == "done":
+            left.release()
+
+    jobs = [SteerJob(lm.model, lm.tokenizer, rows_of(), emit) for _ in range(n)]
     t = time.perf_counter()
     for j in jobs:
         worker.queue.put_nowait(j)
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     lm = load_model(args.model, device=args.device)
     sae = load_sae(find_sae_files(args.saes)[-1], device=lm.device)
-    ids = lm.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
+    ids = lm.require_tokenizer()(PROMPT, add_special_tokens=False)["input_ids"]
     edits = {sae.site: [Edit(sae, 0, "add", 4.0), Edit(sae, 1, "clamp", 2.0)]}  # clamp: an SAE encode per step
 
     def row(e=None):

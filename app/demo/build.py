@@ -18,6 +18,7 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -195,8 +196,8 @@ def build_saes(out: Path, spec: DemoSpec, console: Console) -> dict:
             }
     info = {"digest": digest, "release": spec.sae_release, "layers": metrics}
     _commit(tmp, final, info)
-    for layer, m in metrics.items():
-        console.print(f"sae layer {layer}: FVU {m['fvu']:.3f}, dead {m['dead_fraction']:.1%}")
+    for name, m in metrics.items():
+        console.print(f"sae layer {name}: FVU {m['fvu']:.3f}, dead {m['dead_fraction']:.1%}")
     return info
 
 
@@ -206,7 +207,7 @@ def build_demo(out: Path, spec: DemoSpec, console: Console | None = None) -> dic
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    report = {
+    report: dict[str, Any] = {
         "spec": {k: v for k, v in asdict(spec).items() if k != "notes"},
         "corpus": build_corpus(out, spec, console),
         "model": build_model(out, spec, console),

@@ -34,6 +34,7 @@ class ModelReport:
 def pack(tok: Tokenizer, texts: list[str], ctx: int) -> torch.Tensor:
     """Token windows [N, ctx]: documents joined by the end-of-text token, the tail dropped."""
     eos = tok.token_to_id("<|endoftext|>")
+    assert eos is not None, "the demo tokenizer has <|endoftext|> among its special tokens"
     stream: list[int] = []
     for enc in tok.encode_batch(texts, add_special_tokens=False):
         stream.extend(enc.ids)

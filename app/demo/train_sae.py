@@ -76,7 +76,7 @@ class TopKSae(torch.nn.Module):
 
     @torch.no_grad()
     def renorm_decoder(self) -> None:
-        self.W_dec_FD /= self.W_dec_FD.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        self.W_dec_FD.div_(self.W_dec_FD.norm(dim=1, keepdim=True).clamp_min(1e-8))
 
     def weights(self) -> SaeWeights:
         return SaeWeights(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from qscope.harvest.feed import CHUNK_ELEMENTS, chunk_windows, state_spec
 from qscope.harvest.inputs import load_inputs, sae_files
 from qscope.harvest.options import HarvestError, HarvestOptions
 from qscope.harvest.pools import InlinePool, Pool
-from qscope.harvest.progress import Phases
+from qscope.harvest.progress import Phases, scaled
 from qscope.harvest.run import HarvestSummary, Indexer, index_stores, store_meta, vocab_of
 from qscope.harvest.shards import ShardTask, ShardWork, adopt_model, group_saes, merge_states, plan_tasks, task_bytes
 from qscope.harvest.spool import Spool
@@ -212,10 +211,11 @@ def finish(
             del state, inp
             dead[job.sae_ids[i]] = tables.info["dead"]
             with phases.run("write") as advance:
-                progress = _scaled(advance, job.infos[i]["d_sae"])
+                progress = scaled(advance, job.infos[i]["d_sae"])
                 if add is not None:
                     add(tables, progress)
                     continue
+                assert per_sae_dir is not None, "without one store, each SAE is written to its own file"
                 outs.append(per_sae_dir / f"{job.sae_ids[i]}.duckdb")
                 with store_writer(outs[-1], meta, vocab) as add_one:
                     add_one(tables, progress)
@@ -233,11 +233,6 @@ def finish(
         bytes=sum(p.stat().st_size for p in outs),
     )
     return summary, outs
-
-
-def _scaled(advance: Callable[[float], None], n: int) -> Callable[[float], None]:
-    """advance(n x fraction): a writer's fraction of one SAE in features."""
-    return lambda fraction: advance(n * fraction)
 
 
 def merged_state(job: ClusterJob, spool: Spool, i: int) -> FeatureState:

@@ -144,7 +144,8 @@ def pack_windows(
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
     need = ctx * max_windows
     parts: list[np.ndarray] = []
-    have, n_docs, batch = 0, 0, []
+    have, n_docs = 0, 0
+    batch: list[str] = []
 
     def flush() -> int:
         ids = tokenizer(batch, add_special_tokens=False, return_attention_mask=False, verbose=False)

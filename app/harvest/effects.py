@@ -12,7 +12,7 @@ Shapes: F features, D d_model, V vocabulary, L tokens per side, N neighbors.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -90,7 +90,7 @@ def label_token(token: str) -> str:
     return visible(token, LABEL_TOKEN_CHARS)
 
 
-def make_label(marked: list[int], logit_ids: list[int], vocab: list[str], n: int = 3) -> str:
+def make_label(marked: list[int], logit_ids: list[int], vocab: Sequence[str], n: int = 3) -> str:
     """'·the ·a → ·cat ·dog': tokens most often at the max, then the tokens the feature promotes."""
     if not marked:
         return "dead"

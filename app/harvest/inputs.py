@@ -84,10 +84,11 @@ def load_inputs(opts: HarvestOptions, device: torch.device | str, keep_saes: boo
         for sae in checked:
             check_sae(sae, loaded)
             infos.append(sae_info(sae, "", model_id))
-        if windows_NT is None:
-            windows_NT = pack_windows(loaded.tokenizer, docs, opts.ctx, max_windows)
-        else:
+        if windows_NT is not None:
             check_vocab(opts.corpus, windows_NT.numpy(), loaded.vocab_size)
+        else:
+            assert docs is not None, "a corpus that is not tokenized is read as documents above"
+            windows_NT = pack_windows(loaded.require_tokenizer(), docs, opts.ctx, max_windows)
     except (ModelLoadError, SaeFormatError, CorpusError, ValueError, OSError) as e:
         raise HarvestError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
     ids = unique_ids([sae_id_for(Path(i["source"]), i["layer"]) for i in infos])

@@ -152,7 +152,8 @@ def fetch_repo(repo: str, layers: list[int] | None, download: bool = True) -> li
             folder = Path(snapshot_download(repo, allow_patterns=wanted, local_files_only=not download))
         except Exception as e:  # offline, unknown repo, network: huggingface_hub raises many types
             raise ManifestError(f"cannot fetch the SAE repo {repo}: {str(e).splitlines()[0]}") from e
-    files = sorted((f for f in folder.iterdir() if QWEN_SCOPE_RE.match(f.name)), key=_layer)
+    # every file kept matched QWEN_SCOPE_RE, so has a layer: `or 0` only satisfies the type
+    files = sorted((f for f in folder.iterdir() if QWEN_SCOPE_RE.match(f.name)), key=lambda f: _layer(f) or 0)
     if not files:
         raise ManifestError(f"the SAE repo {repo} holds no layer{{n}}.sae.pt files")
     return files

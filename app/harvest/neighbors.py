@@ -68,7 +68,7 @@ def mutual_nearest(
     dev = W_a_FD.device
     a_FD = nnf.normalize(W_a_FD.float(), dim=1)
     same = W_b_GD is None
-    b_GD = a_FD if same else nnf.normalize(W_b_GD.to(device=dev, dtype=torch.float32), dim=1)
+    b_GD = a_FD if W_b_GD is None else nnf.normalize(W_b_GD.to(device=dev, dtype=torch.float32), dim=1)
     F, G = a_FD.shape[0], b_GD.shape[0]
     n_ab = max(0, min(n_ab, G - (1 if same else 0)))
     n_ba = 0 if same else max(0, min(n_ba, F))
@@ -124,7 +124,9 @@ class PairCache:
         if id_a < id_b:
             found, other = mutual_nearest(W_a, W_b, n, n_other, advance=advance)
         else:
-            other, found = mutual_nearest(W_b, W_a, n_other, n, advance=advance)
+            other, back = mutual_nearest(W_b, W_a, n_other, n, advance=advance)
+            assert back is not None, "mutual_nearest of two SAEs gives both directions"
+            found = back
         if other is not None and n_other:
             self._kept[(id_b, id_a)] = other
         return found

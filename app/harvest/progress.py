@@ -130,7 +130,15 @@ class Phases:
             phase = self._phases[name] = _Phase(name, max(total, 0.0), unit, done, done)
         if self._bar is not None:
             if phase.task is None:
-                phase.task = self._bar.add_task(name, total=phase.total, completed=done, unit=unit, rate="", eta="")
+                phase.task = self._bar.add_task(
+                    name,
+                    total=phase.total,
+                    # rich annotates add_task's `completed` as int, but a task's progress is a float (update takes one)
+                    completed=done,  # type: ignore[arg-type]
+                    unit=unit,
+                    rate="",
+                    eta="",
+                )
             else:
                 self._bar.update(phase.task, total=phase.total)
 
@@ -177,3 +185,12 @@ def format_phases(seconds: dict[str, float]) -> str:
     """'pass 12.3 s, logit effects 1.2 s, ...' in PHASES order (phases that did not run are left out)."""
     names = [n for n in PHASES if n in seconds] + [n for n in seconds if n not in PHASES]
     return ", ".join(f"{n} {seconds[n]:.1f} s" for n in names)
+
+
+def scaled(advance: Advance, n: float) -> Advance:
+    """advance(n x fraction): a writer's fraction of one SAE, counted in its features."""
+
+    def step(fraction: float) -> None:
+        advance(n * fraction)
+
+    return step

@@ -29,7 +29,7 @@ from qscope.harvest.checkpoint import checkpoint_dir, load_checkpoint, remove_ch
 from qscope.harvest.feed import chunk_windows, feed_sae, state_spec, sync
 from qscope.harvest.inputs import HarvestInputs, load_inputs
 from qscope.harvest.options import HarvestError, HarvestInterrupted, HarvestOptions
-from qscope.harvest.progress import PHASES, Phases, format_phases
+from qscope.harvest.progress import PHASES, Phases, format_phases, scaled
 from qscope.harvest.state import FeatureState
 from qscope.model import LoadedModel, capture, pick_device
 from qscope.store.schema import SCHEMA_VERSION
@@ -160,7 +160,7 @@ class _Run:
     def corpus_pass(self, start: int, on_batch: Callable[[int], None] | None, phases: Phases) -> None:
         """Forward, encode and update batch by batch from `start`, with checkpoints and progress."""
         opts, windows_NT = self.opts, self.job.windows_NT
-        sites = [s.site for s in self.job.saes]
+        sites = [s.require_site() for s in self.job.saes]
         total = windows_NT.numel()
         phases.add("pass", total, "tokens", done=min(start * opts.batch * opts.ctx, total))
         with phases.run("pass") as advance:
@@ -171,7 +171,7 @@ class _Run:
                 sync(self.dev)
                 self.timings["forward"] += time.perf_counter() - t
                 for s, sae in enumerate(self.job.saes):
-                    feed_sae(self.states[s], sae, hidden[sae.site], b, s, self.chunks[s], opts, self.timings)
+                    feed_sae(self.states[s], sae, hidden[sae.require_site()], b, s, self.chunks[s], opts, self.timings)
                 advance(ids_BT.numel())
                 if on_batch:
                     on_batch(b + 1)
@@ -206,7 +206,7 @@ class _Run:
         meta = store_meta(opts, job.loaded.path, job.model_id, job.windows_NT, self.elapsed())
         with phases.run("write") as advance, store_writer(opts.out, meta, vocab) as add:
             for t in sorted(tables, key=lambda t: t.info["sae_id"]):
-                add(t, lambda fraction, d_sae=t.info["d_sae"]: advance(d_sae * fraction))
+                add(t, scaled(advance, t.info["d_sae"]))
         remove_checkpoint(opts.out)
         done = (len(job.windows_NT) - min(start * opts.batch, len(job.windows_NT))) * opts.ctx
         return HarvestSummary(
@@ -224,8 +224,9 @@ class _Run:
 
 def vocab_of(loaded: LoadedModel) -> list[str]:
     """token id -> decoded text, for every id the model can emit (ids past the tokenizer decode to '')."""
-    n = max(len(loaded.tokenizer), loaded.vocab_size)
-    return loaded.tokenizer.batch_decode([[i] for i in range(n)])
+    tokenizer = loaded.require_tokenizer()
+    n = max(len(tokenizer), loaded.vocab_size)
+    return tokenizer.batch_decode([[i] for i in range(n)])
 
 
 def store_meta(opts: HarvestOptions, model_path: str, model_id: str, windows_NT: Tensor, seconds: float) -> dict:

@@ -109,7 +109,8 @@ def group_saes(sizes: Sequence[int], budget: int, max_per_group: int = 0) -> lis
 
 def _even_split(sizes: Sequence[int], n: int) -> list[list[int]]:
     """`sizes` cut into n non-empty consecutive groups, each cut where the running sum passes k/n of the total."""
-    total, cum, groups = sum(sizes), 0, [[] for _ in range(n)]
+    total, cum = sum(sizes), 0
+    groups: list[list[int]] = [[] for _ in range(n)]
     for i, size in enumerate(sizes):
         k = min(n - 1, int(cum * n // total) if total else 0, i)  # never more groups than SAEs so far
         k = max(k, n - (len(sizes) - i))  # leave one SAE for each group still to come
@@ -139,7 +140,7 @@ def run_shard(work: ShardWork, task: ShardTask, windows_NT: np.ndarray) -> Shard
         raise HarvestError(f"task {task.index} runs on {loaded.device}, the job was planned for {work.device_type}")
     saes = _saes([work.sae_files[i] for i in task.saes], loaded.device)
     states = [FeatureState(state_spec(opts, s.d_sae), loaded.device) for s in saes]
-    sites = [s.site for s in saes]
+    sites = [s.require_site() for s in saes]
     ids_NT = torch.from_numpy(np.array(windows_NT, dtype=np.int32))  # a copy: Ray hands out read-only arrays
     timings: dict[str, float] = {"forward": 0.0}
     for b in range(task.b0, task.b1):
@@ -148,7 +149,7 @@ def run_shard(work: ShardWork, task: ShardTask, windows_NT: np.ndarray) -> Shard
         hidden = capture(loaded.model, sites, ids_BT, stop_early=True)
         timings["forward"] += time.perf_counter() - t
         for i, sae, state in zip(task.saes, saes, states, strict=True):
-            feed_sae(state, sae, hidden[sae.site], b, i, work.chunks[i], opts, timings)
+            feed_sae(state, sae, hidden[sae.require_site()], b, i, work.chunks[i], opts, timings)
     return ShardResult(
         task.index,
         [{k: v.detach().cpu() for k, v in s.state_dict().items()} for s in states],
@@ -159,30 +160,43 @@ def run_shard(work: ShardWork, task: ShardTask, windows_NT: np.ndarray) -> Shard
     )
 
 
+@dataclass
+class _Kept:
+    """What a worker process keeps between tasks: one model (and the options it was loaded with, as a key) and
+    the SAEs of its last group, by file."""
+
+    model_key: str = ""
+    model: LoadedModel | None = None
+    saes: dict[str, Sae] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.model_key, self.model, self.saes = "", None, {}
+
+
 # A worker process keeps the model and the SAEs of its last group between tasks (one model at a time).
-_cache: dict[str, object] = {}
+_cache = _Kept()
 
 
 def _model(opts: HarvestOptions) -> LoadedModel:
     key = repr((opts.model, opts.device, opts.dtype))
-    if _cache.get("model_key") != key:
+    if _cache.model is None or _cache.model_key != key:
         _cache.clear()
-        _cache["model"] = load_model(opts.model, device=opts.device, dtype=opts.dtype, tokenizer=False)
-        _cache["model_key"] = key
-    return _cache["model"]  # type: ignore[return-value]
+        _cache.model = load_model(opts.model, device=opts.device, dtype=opts.dtype, tokenizer=False)
+        _cache.model_key = key
+    return _cache.model
 
 
 def _saes(files: Sequence[str], device: torch.device) -> list[Sae]:
-    kept: dict[str, Sae] = _cache.get("saes", {})  # type: ignore[assignment]
+    kept = _cache.saes
     saes = {f: kept[f] if f in kept else load_sae(f, device=device, dtype=torch.float32) for f in files}
-    _cache["saes"] = saes
+    _cache.saes = saes
     return list(saes.values())
 
 
 def adopt_model(opts: HarvestOptions, loaded: LoadedModel) -> None:
     """Let tasks run in this process use a model it already loaded with these options."""
     _cache.clear()
-    _cache["model"], _cache["model_key"] = loaded, repr((opts.model, opts.device, opts.dtype))
+    _cache.model, _cache.model_key = loaded, repr((opts.model, opts.device, opts.dtype))
 
 
 def clear_cache() -> None:

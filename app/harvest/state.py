@@ -23,6 +23,7 @@ resumed run and a merge of partial runs all give the same state.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,7 +210,7 @@ class FeatureState:
             **{f"interval.{k}": v for k, v in self.interval.state_dict().items()},
         }
 
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
         dev = self.device
         if tuple(state["hist"].shape) != tuple(self.hist_FH.shape):
             raise ValueError(f"state for {tuple(state['hist'].shape)} features x bins, not {self.hist_FH.shape}")

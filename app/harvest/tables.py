@@ -125,8 +125,10 @@ def neighbor_columns(found: Sequence[tuple[str, Neighbors]]) -> Columns:
 def neighbor_saes(layers: Sequence[int | None], i: int) -> list[int]:
     """Indices of the other SAEs whose neighbors SAE i lists: same layer, nearest layer below and above."""
     me = layers[i]
-    others = [j for j in range(len(layers)) if j != i and layers[j] is not None and me is not None]
-    below = [layers[j] for j in others if layers[j] < me]
-    above = [layers[j] for j in others if layers[j] > me]
-    wanted = {me, max(below, default=None), min(above, default=None)} - {None}
-    return [j for j in others if layers[j] in wanted]
+    if me is None:
+        return []
+    others = {j: layer for j, layer in enumerate(layers) if j != i and layer is not None}
+    below = [layer for layer in others.values() if layer < me]
+    above = [layer for layer in others.values() if layer > me]
+    wanted = {me, max(below, default=me), min(above, default=me)}
+    return [j for j, layer in others.items() if layer in wanted]

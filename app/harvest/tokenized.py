@@ -127,6 +127,7 @@ def _read_parquet(path: Path, files: list[Path], ctx: int, max_windows: int) -> 
             f"SELECT min(len({column})), max(len({column})) FROM (SELECT {column} FROM read_parquet(?) LIMIT ?)",
             [names, max_windows],
         ).fetchone()
+        assert lengths is not None, "an aggregate gives one row"
         if lengths[0] != lengths[1]:
             raise CorpusError(
                 f"corpus {path}: rows of {lengths[0]} to {lengths[1]} tokens; a pre-tokenized corpus holds windows "

@@ -167,7 +167,7 @@ def _changed(sae: Sae, h_TD: Tensor, change: Change) -> Tensor:
 def _splices(saes: Mapping[str, Sae], steer: Mapping[str, HookFn] | None, change: Change | None) -> dict[str, _Splice]:
     by_site: dict[str, list[tuple[str, Sae]]] = {}
     for sae_id, sae in saes.items():
-        by_site.setdefault(sae.site, []).append((sae_id, sae))
+        by_site.setdefault(sae.require_site(), []).append((sae_id, sae))
     for site in steer or {}:
         by_site.setdefault(site, [])
     return {site: _Splice(pairs, (steer or {}).get(site), change) for site, pairs in by_site.items()}
@@ -214,7 +214,9 @@ def attribute(
             target = Target(int(logits_V.argmax()), target.contrast)
         y = _objective(logits_V.to(torch.promote_types(logits_V.dtype, torch.float32)), target)
         spliced = [s for s in splices.values() if s.saes]
-        leaves = [t for s in spliced for t in [*(v[2] for v in s.leaves.values()), s.z_TD]]
+        leaves: list[Tensor] = [
+            t for s in spliced for t in [*(v[2] for v in s.leaves.values()), s.z_TD] if t is not None
+        ]
         grads = torch.autograd.grad(y, leaves, allow_unused=True)
     grad_of = {id(t): g if g is not None else torch.zeros_like(t) for t, g in zip(leaves, grads, strict=True)}
     out = []

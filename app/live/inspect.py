@@ -65,7 +65,8 @@ class Comparison:
 
 def split_set(text: str) -> list[str]:
     """The texts of one compare side: separated by lines holding only '---'; blank ones dropped."""
-    parts, cur = [], []
+    parts: list[str] = []
+    cur: list[str] = []
     for line in text.splitlines():
         if line.strip() == SET_SEPARATOR:
             parts.append("\n".join(cur))

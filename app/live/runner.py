@@ -94,8 +94,10 @@ class LiveModel:
         if self._loaded is None:
             if reason := self.problem():
                 raise LiveUnavailable(reason)
+            source = self.store.model_source
+            assert source, "problem() refuses a store that does not record its model"
             try:
-                lm = load_model(self.store.model_source, device=self.device, dtype=self.dtype)
+                lm = load_model(source, device=self.device, dtype=self.dtype)
                 saes = {s.sae_id: load_sae(s.source, k=s.k, layer=s.layer, device=lm.device) for s in self._saes()}
             except (ModelLoadError, SaeFormatError, OSError) as e:
                 self._error = f"could not load the model or SAEs of {self.store.path.name}: {e}"
@@ -109,7 +111,7 @@ class LiveModel:
         if len(text) > limits.max_chars:
             raise TextTooLong(f"the text has {len(text):,} characters; at most {limits.max_chars:,} are run")
         lm, _ = self.load()
-        ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = lm.require_tokenizer()(text, add_special_tokens=False)["input_ids"]
         if len(ids) > limits.max_tokens:
             raise TextTooLong(f"the text is {len(ids):,} tokens long; at most {limits.max_tokens:,} are run")
         return ids
@@ -128,14 +130,14 @@ class LiveModel:
         ids = self.tokenize(text, limits)
         if not ids:
             return TextRun(self.model_id, text, [], [], [], [])
-        sites = list(dict.fromkeys(s.site for s in saes.values()))
+        sites = list(dict.fromkeys(s.require_site() for s in saes.values()))
         hidden = capture(lm.model, sites, torch.tensor([ids]))
         first = hidden[sites[0]]
         ranked_T = rank_mask(first, self.skip_first and len(ids) > 1, self.sink_norm_ratio)[0]
         acts = []
         with torch.no_grad():
             for sae_id, sae in saes.items():
-                f_TF = sae.encode(hidden[sae.site][0].to(sae.W_enc.dtype))
+                f_TF = sae.encode(hidden[sae.require_site()][0].to(sae.W_enc.dtype))
                 pos_N, feat_N = f_TF.nonzero(as_tuple=True)
                 acts.append(
                     Activations(

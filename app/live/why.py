@@ -139,8 +139,9 @@ def explain(
         raise WhyError(f"sae_id: model {runner.model_id} has no SAE {unknown[0]!r}; it has {', '.join(saes)}")
     chosen = {s: saes[s] for s in sae_ids} if sae_ids else saes
     check_position(pos, len(ids))
-    token = resolve_token(lm.tokenizer, target, lm.vocab_size) if target else (ids[pos] if pos < len(ids) else None)
-    other = resolve_token(lm.tokenizer, contrast, lm.vocab_size, "contrast") if contrast else None
+    tokenizer = lm.require_tokenizer()
+    token = resolve_token(tokenizer, target, lm.vocab_size) if target else (ids[pos] if pos < len(ids) else None)
+    other = resolve_token(tokenizer, contrast, lm.vocab_size, "contrast") if contrast else None
     if other is not None and other == token:
         raise WhyError("contrast is the target token itself: their difference is always 0")
     if not runner.lock.acquire(timeout=limits.wait_s):
@@ -158,7 +159,9 @@ def _why(runner: LiveModel, ids: list[int], pos: int, att: Attribution, n: int) 
     store, at = runner.store, pos - 1
     tokens = store.decode(ids) if ids else []
     probs = dict(zip(att.top_ids, att.top_probs, strict=True))
-    target = TokenChoice(att.target.token, store.decode([att.target.token])[0], att.prob)
+    token = att.target.token
+    assert token is not None, "attribute() resolves the target token"
+    target = TokenChoice(token, store.decode([token])[0], att.prob)
     contrast = None
     if att.target.contrast is not None:
         contrast = TokenChoice(att.target.contrast, store.decode([att.target.contrast])[0])

@@ -30,6 +30,8 @@ class Sae(nn.Module):
     b_gate, b_mag, r_mag [F] for gated.
     """
 
+    rank_scale: Tensor | None  # a buffer (see __init__): it follows .to() but is not a parameter
+
     def __init__(
         self, spec: SaeSpec, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
     ) -> None:
@@ -53,15 +55,18 @@ class Sae(nn.Module):
             t = t.to(work) if scale == 1.0 else t.to(work) * scale
             return t.to(device=device, dtype=dtype).contiguous()
 
-        def frozen(t: Tensor | None, scale: float = 1.0) -> nn.Parameter | None:
-            return None if t is None else nn.Parameter(cast(t, scale), requires_grad=False)
+        def frozen(t: Tensor, scale: float = 1.0) -> nn.Parameter:
+            return nn.Parameter(cast(t, scale), requires_grad=False)
+
+        def frozen_if_given(t: Tensor | None) -> nn.Parameter | None:
+            return None if t is None else frozen(t)
 
         self.W_enc = frozen(spec.W_enc_DF, self.input_scale)
         self.b_enc = frozen(spec.b_enc_F)
         self.W_dec = frozen(spec.W_dec_FD, 1 / self.output_scale)
         self.b_dec = frozen(spec.b_dec_D, 1 / self.output_scale)
-        self.threshold = frozen(spec.threshold_F)
-        self.b_gate, self.b_mag, self.r_mag = map(frozen, (spec.b_gate_F, spec.b_mag_F, spec.r_mag_F))
+        self.threshold = frozen_if_given(spec.threshold_F)
+        self.b_gate, self.b_mag, self.r_mag = map(frozen_if_given, (spec.b_gate_F, spec.b_mag_F, spec.r_mag_F))
         rank_scale_F = spec.rank_scale_F
         if rank_scale_F is not None and torch.allclose(rank_scale_F.float(), torch.ones(())):
             rank_scale_F = None  # unit-norm decoder: ranking by pre alone is the same
@@ -75,6 +80,8 @@ class Sae(nn.Module):
         if self.apply_b_dec_to_input:
             x_BD = x_BD - self.b_dec
         if self.architecture == "gated":
+            # _check_spec refuses a gated spec without these three
+            assert self.b_gate is not None and self.b_mag is not None and self.r_mag is not None
             gate_BF = (x_BD @ self.W_enc + self.b_gate) > 0
             mag_BF = (x_BD @ (self.W_enc * self.r_mag.exp()) + self.b_mag).relu()
             return mag_BF * gate_BF
@@ -82,11 +89,13 @@ class Sae(nn.Module):
         if self.architecture == "relu":
             return pre_BF.relu()
         if self.architecture == "jumprelu":
+            assert self.threshold is not None, "_check_spec refuses a jumprelu spec without a threshold"
             return pre_BF.relu() * (pre_BF > self.threshold)
         return self._top_k(pre_BF)
 
     def _top_k(self, pre_BF: Tensor) -> Tensor:
         # batchtopk lands here too: per-token top-k at inference (see qscope.sae.formats.saelens.read)
+        assert self.k is not None, "_check_spec refuses a top-k spec without k"
         score_BF = pre_BF if self.rank_scale is None else pre_BF * self.rank_scale
         top_idx_BK = score_BF.topk(min(self.k, self.d_sae), dim=-1).indices
         top_BK = pre_BF.gather(-1, top_idx_BK).relu()
@@ -107,6 +116,12 @@ class Sae(nn.Module):
             raise SaeFormatError(
                 f"SAE {self.source} reads d_in={self.d_in} but the model's hidden size is {hidden_size}"
             )
+
+    def require_site(self) -> str:
+        """The site this SAE reads; SaeFormatError when its file does not say (load it with layer=)."""
+        if self.site is None:
+            raise SaeFormatError(f"SAE {self.source} does not say which site it reads; load it with layer=")
+        return self.site
 
     @property
     def decoder_directions(self) -> Tensor:

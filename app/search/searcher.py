@@ -53,7 +53,7 @@ class SearchHit:
 @dataclass
 class SearchResults:
     q: str
-    kinds: list[str]
+    kinds: list[Kind]
     hits: list[SearchHit]
     notes: list[str]  # kinds that could not run, and why
 
@@ -112,7 +112,7 @@ class Searcher:
         self.warm()
         return self._ready.wait(timeout)
 
-    def search(self, q: str, kinds: list[str], limit: int = 30, wait_s: float = 60.0) -> SearchResults:
+    def search(self, q: str, kinds: list[Kind], limit: int = 30, wait_s: float = 60.0) -> SearchResults:
         notes: list[str] = []
         found: dict[tuple[str, str, int], list[Found]] = {}
         rows: dict[tuple[str, str, int], FeatureRow] = {}

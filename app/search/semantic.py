@@ -101,7 +101,7 @@ def _load_cached(npy: Path, sidecar: Path, stamp: dict) -> SemanticIndex | None:
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, allow_pickle=False, **arrays)  # numeric and str arrays only: np.load reads them without pickle
     os.replace(tmp, path)
 
 

@@ -69,6 +69,7 @@ class VectorIndex:
 
     def _probe(self, query_D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ivf = self.ivf
+        assert ivf is not None, "top() probes only an index that has IVF lists"
         near = np.argsort(-(ivf.centroids_CD @ query_D))[:NPROBE]
         spans = [(int(ivf.offsets[c]), int(ivf.offsets[c + 1])) for c in near]
         # float16 products in torch, one contiguous slice per list: 24k rows in ~1.3 ms on one core, where a

@@ -52,7 +52,7 @@ def resolve_edits(
             raise SpecError(f"feature {fs.feature} is out of range: {fs.sae_id} has features 0..{sae.d_sae - 1}")
         scale = max_act(fs.sae_id, fs.feature) if fs.mode in ("add", "clamp") else 1.0
         value = {"add": fs.strength * scale, "clamp": fs.strength * scale, "multiply": fs.strength}.get(fs.mode, 0.0)
-        out.setdefault(sae.site, []).append(Edit(sae, fs.feature, fs.mode, value, fs.from_position))
+        out.setdefault(sae.require_site(), []).append(Edit(sae, fs.feature, fs.mode, value, fs.from_position))
     return out
 
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from torch import nn
@@ -87,7 +88,8 @@ def make_job(
     limits.check_prompt(len(ids))
     cancel = threading.Event()
     deadline = time.monotonic() + limits.timeout_s
-    common = dict(
+    row = partial(
+        Row,
         where=spec.where,
         temperature=spec.temperature,
         top_p=spec.top_p,
@@ -97,7 +99,7 @@ def make_job(
         cancel=cancel,
         deadline=deadline,
     )
-    rows = [Row(ids, {}, **common), Row(ids, edits, **common)]
+    rows = [row(ids, {}), row(ids, edits)]
     return SteerJob(model, tokenizer, rows, emit, lock, cancel)
 
 
@@ -105,11 +107,13 @@ class _Stream:
     """Turns a row's token ids into text pieces whose concatenation is the decoded text."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        self.tokenizer, self.ids, self.text = tokenizer, [], ""
+        self.tokenizer, self.text = tokenizer, ""
+        self.ids: list[int] = []
 
     def push(self, token: int) -> str:
         self.ids.append(token)
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        assert isinstance(text, str), "one sequence of ids decodes to one string"
         piece = text[len(self.text) :] if text.startswith(self.text) else text
         self.text = text
         return piece

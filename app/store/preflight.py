@@ -63,7 +63,9 @@ def check_store(path: Path) -> StoreFiles:
 def _check_size(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """DuckDB lays blocks out one after another after its headers: a shorter file lost its end."""
     cur = con.execute("PRAGMA database_size")
-    row = dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))
+    values = cur.fetchone()
+    assert values is not None, "PRAGMA database_size returns one row"
+    row = dict(zip([d[0] for d in cur.description], values, strict=True))
     expected = DUCKDB_HEADERS + int(row["total_blocks"]) * int(row["block_size"])
     size = path.stat().st_size
     if size < expected:

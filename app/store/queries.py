@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import duckdb
 import numpy as np
@@ -259,6 +259,12 @@ class Reader:
     def __init__(self, store: Store, cur: duckdb.DuckDBPyConnection) -> None:
         self.store, self.cur = store, cur
 
+    def _scalar(self, sql: str, params: Sequence[object]) -> Any:
+        """The one value of a query that always returns one row (an aggregate such as count or min)."""
+        row = self.cur.execute(sql, params).fetchone()
+        assert row is not None, f"an aggregate query returned no row: {sql}"
+        return row[0]
+
     def _row(self, r: tuple) -> FeatureRow:
         return FeatureRow(
             sae_id=r[0],
@@ -284,7 +290,8 @@ class Reader:
         offset: int = 0,
     ) -> FeatureList:
         """One page of an SAE's features, filtered by label text and density range."""
-        where, params = ["sae_id = ?"], [sae_id]
+        where = ["sae_id = ?"]
+        params: list[object] = [sae_id]
         if q:
             where.append("label ILIKE ? ESCAPE '\\'")
             params.append(f"%{_escape_like(q)}%")
@@ -303,7 +310,7 @@ class Reader:
         if offset == 0 and len(rows) < limit:
             total = len(rows)
         else:
-            total = self.cur.execute(f"SELECT count(*) FROM features WHERE {cond}", params).fetchone()[0]
+            total = self._scalar(f"SELECT count(*) FROM features WHERE {cond}", params)
         return FeatureList(rows=[self._row(r) for r in rows], total=total)
 
     def row(self, sae_id: str, feature: int) -> FeatureRow | None:
@@ -369,9 +376,9 @@ class Reader:
         d_sae = self.store.saes[sae_id].d_sae
         start = (rng or random).randrange(max(d_sae, 1))
         sql = "SELECT min(feature) FROM features WHERE sae_id = ? AND n_fired > 0 AND feature {} ?"
-        found = self.cur.execute(sql.format(">="), [sae_id, start]).fetchone()[0]
+        found = self._scalar(sql.format(">="), [sae_id, start])
         if found is None:
-            found = self.cur.execute(sql.format("<"), [sae_id, start]).fetchone()[0]
+            found = self._scalar(sql.format("<"), [sae_id, start])
         return found
 
     def max_acts(self, sae_id: str) -> np.ndarray:
@@ -393,9 +400,7 @@ class Reader:
             counts = [0] * DENSITY_BINS
             for b, n in rows:
                 counts[b] = n
-            dead = self.cur.execute(
-                "SELECT count(*) FROM features WHERE sae_id = ? AND NOT density > 0", [sae_id]
-            ).fetchone()[0]
+            dead = self._scalar("SELECT count(*) FROM features WHERE sae_id = ? AND NOT density > 0", [sae_id])
             return DensityHistogram(counts=counts, low=low, step=step, dead=dead)
 
         return self.store.cached(("density_hist", sae_id), compute)
@@ -433,7 +438,7 @@ class Reader:
             "coalesce(density, 0) AS density, coalesce(mean_act, 0) AS mean_act, coalesce(max_act, 0) AS max_act, "
             "coalesce(n_fired, 0) AS n_fired FROM features ORDER BY sae_id, feature"
         ).fetchnumpy()
-        out = {k: np.asarray(cols[k]) for k in ("feature", "density", "mean_act", "max_act", "n_fired")}
+        out: dict[str, Any] = {k: np.asarray(cols[k]) for k in ("feature", "density", "mean_act", "max_act", "n_fired")}
         out |= {
             "sae_id": cols["sae_id"].tolist(),
             "label": cols["label"].tolist(),

@@ -33,12 +33,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 SCHEMA_VERSION = 2  # 2: the cards table
 
 
-def _col(sql: str, **kw) -> object:
-    """A dataclass field that is also a column of its table, with its SQL type."""
+def _col(sql: str, **kw: Any) -> Any:
+    """A dataclass field that is also a column of its table, with its SQL type.
+
+    Typed like `dataclasses.field`: the value stands in for the annotated type of the field it declares.
+    """
     return field(metadata={"sql": sql}, **kw)
 
 

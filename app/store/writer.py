@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import numpy as np
@@ -46,7 +46,34 @@ class SaeTables:
     cards: np.ndarray | None = None  # one card per row of `features` sorted by feature (built here when None)
 
 
-def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTables], vocab: Sequence[str]) -> int:
+class SaeTablesLike(Protocol):
+    """What the writer reads of one SAE: a SaeTables, or any object with the same attributes (the serve
+    benchmark's builds its columns when first read)."""
+
+    @property
+    def info(self) -> Mapping[str, Any]: ...
+    @property
+    def features(self) -> Columns: ...
+    @property
+    def contexts(self) -> Columns: ...
+    @property
+    def logits(self) -> Columns: ...
+    @property
+    def neighbors(self) -> Columns: ...
+    @property
+    def cards(self) -> np.ndarray | None: ...
+
+
+Progress = Callable[[float], None]  # the fraction of one SAE's rows written so far
+
+
+class AddSae(Protocol):
+    """What store_writer yields: add one SAE's tables, reporting progress as its rows go in."""
+
+    def __call__(self, tables: SaeTablesLike, progress: Progress | None = None) -> None: ...
+
+
+def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTablesLike], vocab: Sequence[str]) -> int:
     """Write the store at `out` atomically; returns its size in bytes."""
     with store_writer(out, meta, vocab) as add:
         for tables in sorted(saes, key=lambda t: t.info["sae_id"]):
@@ -55,7 +82,7 @@ def write_store(out: Path, meta: Mapping[str, str], saes: Sequence[SaeTables], v
 
 
 @contextmanager
-def store_writer(out: Path, meta: Mapping[str, str], vocab: Sequence[str]) -> Iterator[Callable[[SaeTables], None]]:
+def store_writer(out: Path, meta: Mapping[str, str], vocab: Sequence[str]) -> Iterator[AddSae]:
     """Write a store one SAE at a time (bounded memory: a harvest of many SAEs builds one SAE's tables, adds it,
     drops it). Yields `add(tables, progress=None)`; call it in sae_id order; progress(fraction of this SAE's
     rows) is called as they go in. The file appears at `out`, renamed into place, only when the body ends
@@ -73,7 +100,11 @@ def store_writer(out: Path, meta: Mapping[str, str], vocab: Sequence[str]) -> It
             ids = np.arange(len(vocab), dtype=np.int32)
             tokens = np.array(list(vocab), dtype=object)
             _insert(con, "vocab", {"token_id": ids, "token": tokens}, "token_id, token::VARCHAR")
-            yield lambda tables, progress=None: _write_sae(con, tables, progress)
+
+            def add(tables: SaeTablesLike, progress: Progress | None = None) -> None:
+                _write_sae(con, tables, progress)
+
+            yield add
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -89,7 +120,7 @@ def _remove(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _write_sae(con: duckdb.DuckDBPyConnection, t: SaeTables, progress: Callable[[float], None] | None) -> None:
+def _write_sae(con: duckdb.DuckDBPyConnection, t: SaeTablesLike, progress: Progress | None) -> None:
     info = dict(t.info)
     marks = ", ".join("?" * len(SAE_COLUMNS))
     con.execute(f"INSERT INTO saes ({', '.join(SAE_COLUMNS)}) VALUES ({marks})", [info[c] for c in SAE_COLUMNS])

@@ -64,9 +64,9 @@ def render(
     if wants_json(request):
         response: Response = JSONResponse(jsonable(data), status_code=status)
     else:
-        hx = bool(partial) and is_partial(request)
-        context = {**context, "hx": hx}
-        response = templates.TemplateResponse(request, partial if hx else template, context, status_code=status)
+        fragment = partial if partial and is_partial(request) else None
+        context = {**context, "hx": fragment is not None}
+        response = templates.TemplateResponse(request, fragment or template, context, status_code=status)
     response.headers["Vary"] = "HX-Request"
     return response
 

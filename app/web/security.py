@@ -30,6 +30,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qscope.config import Settings
 
+# renders a refusal (scope, status, message, headers) as the ASGI app that answers it: qscope.web.errors.refusal
+Refuse = Callable[[Scope, int, str, dict[str, str]], ASGIApp]
+
 CSP = "; ".join(
     [
         "default-src 'self'",
@@ -97,7 +100,7 @@ def _runs_inspect(scope: Scope) -> bool:
 class Guard:
     """The ASGI middleware of the module docstring; `error(scope, status, message, headers)` renders refusals."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, error: Callable[..., object]) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, error: Refuse) -> None:
         self.app, self.error = app, error
         self.max_body, self.max_url = settings.max_body_bytes, settings.max_url_chars
         self.steer = RateLimiter(settings.rate_steer_per_min, settings.rate_steer_burst)
@@ -180,7 +183,7 @@ def _with_headers(scope: Scope, send: Send) -> Send:
     return sending
 
 
-def install(app: FastAPI, settings: Settings, error: Callable[..., object]) -> None:
+def install(app: FastAPI, settings: Settings, error: Refuse) -> None:
     """Add the Guard (outermost), CORS when origins are configured, and the docs page under its own CSP."""
     if settings.cors_origins:
         app.add_middleware(

@@ -36,9 +36,15 @@ def _fold_decoder_norm(W_enc_DF: Tensor, b_enc_F: Tensor, W_dec_FD: Tensor) -> t
     return W_enc_DF * norm_F, b_enc_F * norm_F, W_dec_FD / norm_F[:, None]
 
 
+def _section(cfg: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """cfg[key] when it is a nested section (a dict), else an empty one."""
+    value = cfg.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _hooks(cfg: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """(TransformerLens hook name, HF module path) from a v6 config (under metadata) or an older one."""
-    meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+    meta = _section(cfg, "metadata")
     hook = meta.get("hook_name") or cfg.get("hook_name") or cfg.get("hook_point")
     return hook, meta.get("hf_hook_name") or cfg.get("hf_hook_name")
 
@@ -78,7 +84,7 @@ def _scale(cfg: Mapping[str, Any], cfg_path: Path) -> float:
 
 
 def _top_k(cfg: Mapping[str, Any], cfg_path: Path, arch: str) -> int:
-    kwargs = cfg.get("activation_fn_kwargs") if isinstance(cfg.get("activation_fn_kwargs"), dict) else {}
+    kwargs = _section(cfg, "activation_fn_kwargs")
     raw_k = cfg.get("k", kwargs.get("k"))
     if raw_k is None:
         raise SaeFormatError(f"SAE config {cfg_path}: a {arch} SAE needs k (or activation_fn_kwargs.k)")

@@ -102,11 +102,11 @@ class Source(NamedTuple):
     original: Completion | None  # a run's completion
 
 
-def _run_source(q: AttributeRequest, catalog: Catalog, live, steering: Steering, limits: Limits) -> Source:
-    found = steering.recall(q.run) or steering.runs.get(q.run)
+def _run_source(q: AttributeRequest, run: str, catalog: Catalog, live, steering: Steering, limits: Limits) -> Source:
+    found = steering.recall(run) or steering.runs.get(run)
     if found is None:
         raise NotFound(
-            f"No steering run {q.run!r} on this server (recent runs are kept for a while; share one to keep it).",
+            f"No steering run {run!r} on this server (recent runs are kept for a while; share one to keep it).",
             [("steer", "/steer")],
         )
     spec, result = found
@@ -114,7 +114,7 @@ def _run_source(q: AttributeRequest, catalog: Catalog, live, steering: Steering,
     runner = _runner(live, model_id)
     lm, saes = runner.load()
     completion = result.steered if q.side == "steered" else result.default
-    prompt = encode_prompt(lm.tokenizer, spec)
+    prompt = encode_prompt(lm.require_tokenizer(), spec)
     ids = prompt + [t.id for t in completion.tokens]
     if q.pos > len(completion.tokens):
         raise WhyError(
@@ -133,7 +133,7 @@ def attributed(q: AttributeRequest, catalog: Catalog, live, steering: Steering, 
     """The attribution `q` asks for, with its suppression spec; Unprocessable / NotFound for bad input."""
     try:
         if q.run:
-            src = _run_source(q, catalog, live, steering, limits)
+            src = _run_source(q, q.run, catalog, live, steering, limits)
         elif q.text:
             runner = _runner(live, _model_id(catalog, q.model_id))
             src = Source(runner, runner.tokenize(q.text, limits), q.pos, None, None, None)
@@ -159,14 +159,15 @@ def _with_suppression(q, why: Why, runner: LiveModel, spec: SteerSpec | None, or
     keep = q.run is not None and q.side == "steered"
     if spec is None:  # a text: generate on from the tokens before the explained one
         lm, _ = runner.load()
-        prompt = lm.tokenizer.decode(lm.tokenizer(q.text, add_special_tokens=False)["input_ids"][: why.pos])
+        tokenizer = lm.require_tokenizer()
+        prompt = tokenizer.decode(tokenizer(q.text, add_special_tokens=False)["input_ids"][: why.pos])
         spec = SteerSpec(
             model_id=runner.model_id,
             prompt=prompt,
             temperature=0.0,
             max_new_tokens=min(SUPPRESS_TOKENS, steering.limits.max_new_tokens),
         )
-        from_position = len(lm.tokenizer(prompt, add_special_tokens=False)["input_ids"]) - 1
+        from_position = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) - 1
         explained = 0
     else:
         from_position, explained = why.at, q.pos

@@ -70,9 +70,9 @@ def sae_page(
     per_page: Annotated[int, Query(ge=1, le=500)] = 50,
 ):
     served = catalog.sae(model_id, sae_id)
-    dmin, dmax = _density("dmin", dmin), _density("dmax", dmax)  # type: ignore[assignment]
-    if dmin is not None and dmax is not None and dmin > dmax:
-        raise Unprocessable(f"Bad parameter: dmin ({dmin}) is above dmax ({dmax}); the density range is empty.")
+    low, high = _density("dmin", dmin), _density("dmax", dmax)
+    if low is not None and high is not None and low > high:
+        raise Unprocessable(f"Bad parameter: dmin ({low}) is above dmax ({high}); the density range is empty.")
     order_given, order = order, order or ("asc" if sort == "index" else "desc")
     with served.store.reader() as r:
         found = r.features(
@@ -80,14 +80,14 @@ def sae_page(
             sort=sort,
             desc=order == "desc",
             q=q.strip(),
-            dmin=dmin,
-            dmax=dmax,
+            dmin=low,
+            dmax=high,
             limit=per_page,
             offset=(page - 1) * per_page,
         )
         density = r.density_histogram(sae_id)
     pages = max(1, -(-found.total // per_page))
-    params = {"sort": sort, "order": order, "q": q.strip(), "dmin": dmin, "dmax": dmax, "per_page": per_page}
+    params = {"sort": sort, "order": order, "q": q.strip(), "dmin": low, "dmax": high, "per_page": per_page}
     shown = {k: v for k, v in params.items() if v not in (None, "") and not (k == "per_page" and v == 50)}
     if not order_given:
         shown.pop("order")

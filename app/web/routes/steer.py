@@ -56,8 +56,13 @@ def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -
 
 def _channel() -> tuple[asyncio.Queue, Callable[[str, Any], None]]:
     """An asyncio queue and a thread-safe emit that feeds it from the worker thread."""
-    loop, q = asyncio.get_running_loop(), asyncio.Queue()
-    return q, lambda kind, data: loop.call_soon_threadsafe(q.put_nowait, (kind, data))
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def emit(kind: str, data: Any) -> None:
+        loop.call_soon_threadsafe(q.put_nowait, (kind, data))
+
+    return q, emit
 
 
 @api.post("", response_model=SteerResult, summary="Generate default and steered completions (one batch)")
