@@ -156,6 +156,8 @@ def interval_text(iv: Interval | None, fmt: Callable[[float], str] = lambda v: f
     """'63% [55%–71%]' for the tables."""
     if iv is None or iv.mean is None:
         return "–"
+    if iv.lo is None or iv.hi is None:  # one sample: no interval
+        return fmt(iv.mean)
     return f"{fmt(iv.mean)} [{fmt(iv.lo)}–{fmt(iv.hi)}]"
 
 

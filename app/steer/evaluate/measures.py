@@ -107,7 +107,7 @@ def read_back(
     def keep(h_BLD: torch.Tensor) -> None:
         seen["h"] = h_BLD
 
-    with lock or nullcontext(), hooks(model, {sae.site: keep}):
+    with lock or nullcontext(), hooks(model, {sae.require_site(): keep}):
         # the last K+1 logits: position j predicts token j+1, so they cover the last K tokens (and one more)
         out = model(input_ids=ids_BL, attention_mask=mask_BL, position_ids=pos_BL, logits_to_keep=K + 1)
     logp_BKV = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)

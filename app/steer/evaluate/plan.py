@@ -51,10 +51,10 @@ def _goal(req: EvalRequest, concept: ConceptFeature) -> str:
 
 
 def _tokenize(req: EvalRequest, target: Target, texts: Sequence[str], steer_limits: SteerLimits) -> list[list[int]]:
-    out = []
+    out, tok = [], target.lm.require_tokenizer()
     for i, text in enumerate(texts):
         messages = [{"role": "user", "content": text}] if req.chat else None
-        ids = encode_prompt(target.lm.tokenizer, req.spec.model_copy(update={"prompt": text, "messages": messages}))
+        ids = encode_prompt(tok, req.spec.model_copy(update={"prompt": text, "messages": messages}))
         try:
             steer_limits.check_prompt(len(ids))
         except SpecError as e:

@@ -61,7 +61,7 @@ def _rows(plan: Plan, batch: Sequence[PlannedRow], max_new_tokens: int, cancel: 
 
 
 def _generate(target: Target, rows: list[Row], on_step: Callable[[], None]) -> Work[list[RowOut]]:
-    tok = target.lm.tokenizer
+    tok = target.lm.require_tokenizer()
     eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
     pad = tok.pad_token_id if tok.pad_token_id is not None else (eos[0] if eos else 0)
 
@@ -158,7 +158,7 @@ def execute(
 
 
 def _row_result(plan: Plan, target: Target, r: PlannedRow, out: RowOut, m) -> RowResult:
-    text = target.lm.tokenizer.decode(out.ids, skip_special_tokens=True)
+    text = str(target.lm.require_tokenizer().decode(out.ids, skip_special_tokens=True))
     metrics = {k: _none(v) for k, v in text_metrics(text, out.ids, plan.request.metrics).items()}
     return RowResult(
         arm=r.point.arm,

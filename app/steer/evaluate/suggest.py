@@ -23,14 +23,15 @@ from qscope.steer.spec import FeatureSteer
 @torch.no_grad()
 def firing_rate(target: Target, sae_id: str, texts: Sequence[str]) -> torch.Tensor:
     """Per feature [F]: the fraction of the texts' tokens (after the first of each) where it fires."""
-    sae, tok = target.saes[sae_id], target.lm.tokenizer
+    sae, tok = target.saes[sae_id], target.lm.require_tokenizer()
+    site = sae.require_site()
     fired_F, n = torch.zeros(sae.d_sae), 0
     for text in texts:
         ids = tok(text, add_special_tokens=False)["input_ids"]
         if len(ids) < 2:
             continue
         with target.lock or nullcontext():  # the model's hooks are shared with every other run of it
-            h_TD = capture(target.lm.model, [sae.site], torch.tensor([ids]))[sae.site][0, 1:]
+            h_TD = capture(target.lm.model, [site], torch.tensor([ids]))[site][0, 1:]
         fired_F += (sae.encode(h_TD) > 0).float().sum(0).cpu()
         n += len(ids) - 1
     return fired_F / max(n, 1)

@@ -47,10 +47,14 @@ def _iv(iv: Interval) -> str:
     return f"{_pct(iv.mean)} [{_pct(iv.lo)}–{_pct(iv.hi)}]"
 
 
+def _beats_all(table: Sequence[PointSummary], p: PointSummary, goal: str) -> bool:
+    return all(beats(p.concept, c.concept, goal) for _, c in controls_at(table, p.strength or 0.0))
+
+
 def decide(table: Sequence[PointSummary], goal: str, max_ppl_ratio: float) -> Verdict:
     """The verdict (see the module docstring)."""
     steered = [p for p in table if p.arm == INTERVENTION and p.strength and p.concept.n > 0]
-    winners = [p for p in steered if all(beats(p.concept, c.concept, goal) for _, c in controls_at(table, p.strength))]
+    winners = [p for p in steered if _beats_all(table, p, goal)]
     fluent = [p for p in winners if p.ppl_ratio.mean is not None and p.ppl_ratio.mean <= max_ppl_ratio]
     base = dict(goal=goal, max_ppl_ratio=max_ppl_ratio, beats_controls=[p.strength for p in winners])
     if fluent:
