@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from qscope.config import Settings
 from qscope.steer.evaluate.recipes import RecipeStore
+from qscope.steer.spec import FeatureSteer
 from qscope.web import create_app
 
 SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
@@ -157,6 +158,7 @@ def test_the_api_is_in_the_openapi_schema(client):
         "/api/steer-eval/{job_id}/events",
         "/api/recipes/{recipe_id}/run-again",
     } <= set(paths)
+    assert set(paths["/recipes/{recipe_id}.md"]["get"]["responses"]["200"]["content"]) == {"text/markdown"}
 
 
 def test_evaluate_buttons_and_the_prefilled_form(client):
@@ -166,7 +168,8 @@ def test_evaluate_buttons_and_the_prefilled_form(client):
     assert f'href="{link}">Evaluate this steer' in page
     form = client.get(link.replace("&amp;", "&")).text
     init = json.loads(form.split('id="eval-init">')[1].split("</script>")[0])
-    assert init["request"]["spec"]["features"][0] == {"sae_id": SAE, "feature": 40, "mode": "add", "strength": 1.0}
+    expected = FeatureSteer(sae_id=SAE, feature=40, mode="add", strength=1.0).model_dump()
+    assert init["request"]["spec"]["features"][0] == expected
     assert 'id="evaluate"' in client.get("/steer").text
     spec = {"prompt": "", "features": [{"sae_id": SAE, "feature": 7, "mode": "ablate"}]}
     form = client.get("/steer-eval?spec=" + quote(json.dumps(spec))).text
