@@ -92,29 +92,11 @@
     panel.querySelector(".why-out").hidden = false;
     if (data.original) data.original.tokens.forEach((t, i) => cols.default.append(tokenSpan(t, i, data.explained)));
     status.textContent = "running…";
-    const resp = await fetch("/api/steer/stream", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(spec) });
-    if (!resp.ok) {
-      const body = await resp.json().catch(() => ({ error: resp.statusText }));
-      status.textContent = `${resp.status}: ${body.error}`;
-      return;
-    }
-    const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += value;
-      let cut;
-      while ((cut = buf.indexOf("\n\n")) >= 0) {
-        const block = buf.slice(0, cut);
-        buf = buf.slice(cut + 2);
-        const kind = block.match(/^event: (.*)$/m)?.[1];
-        const msg = JSON.parse(block.match(/^data: (.*)$/m)?.[1] ?? "null");
-        if (kind === "token" && !(msg.row === "default" && data.original)) cols[msg.row].append(tokenSpan(msg, msg.i, data.explained));
-        else if (kind === "done") compare(panel, status);
-        else if (kind === "error") status.textContent = `error: ${msg}`;
-      }
-    }
+    await qscopeStream("/api/steer/stream", spec, status, (kind, msg) => {
+      if (kind === "token" && !(msg.row === "default" && data.original)) cols[msg.row].append(tokenSpan(msg, msg.i, data.explained));
+      else if (kind === "done") compare(panel, status);
+      else if (kind === "error") status.textContent = `error: ${msg}`;
+    });
   }
 
   document.addEventListener("click", (e) => {

@@ -57,36 +57,16 @@
     runToken = null;
     output.dataset.run = "";
     status.textContent = "running…";
-    const resp = await fetch("/api/steer/stream", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(spec()),
+    await qscopeStream("/api/steer/stream", spec(), status, (kind, data) => {
+      if (kind === "token") document.getElementById(`out-${data.row}`).append(token(data));
+      else if (kind === "done") {
+        for (const name of ["default", "steered"]) document.getElementById(`stop-${name}`).textContent = data[name].stopped;
+        runToken = data.run;
+        output.dataset.run = data.run;
+        shareBtn.disabled = false;
+        status.textContent = "done";
+      } else if (kind === "error") status.textContent = `error: ${data}`;
     });
-    if (!resp.ok) {
-      const body = await resp.json().catch(() => ({ error: resp.statusText }));
-      status.textContent = `${resp.status}: ${body.error}`;
-      return;
-    }
-    const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += value;
-      let cut;
-      while ((cut = buf.indexOf("\n\n")) >= 0) {
-        const block = buf.slice(0, cut);
-        buf = buf.slice(cut + 2);
-        const kind = block.match(/^event: (.*)$/m)?.[1];
-        const data = JSON.parse(block.match(/^data: (.*)$/m)?.[1] ?? "null");
-        if (kind === "token") document.getElementById(`out-${data.row}`).append(token(data));
-        else if (kind === "done") {
-          for (const name of ["default", "steered"]) document.getElementById(`stop-${name}`).textContent = data[name].stopped;
-          runToken = data.run;
-          output.dataset.run = data.run;
-          shareBtn.disabled = false;
-          status.textContent = "done";
-        } else if (kind === "error") status.textContent = `error: ${data}`;
-      }
-    }
   }
 
   async function share() {

@@ -158,7 +158,7 @@ def test_cli_defaults_are_the_options_defaults():
     import dataclasses
     import inspect
 
-    from qscope.cli import harvest_cmd
+    from qscope.cli.harvest import harvest_cmd
     from qscope.harvest.options import HarvestOptions
 
     fields = {f.name: f.default for f in dataclasses.fields(HarvestOptions)}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -97,66 +98,63 @@ def _reusable(stage_dir: Path, digest: str) -> dict | None:
     return None
 
 
-def _commit(tmp: Path, final: Path, info: dict) -> None:
-    """Record the stage's figures and move it into place in one rename."""
-    (tmp / "stage.json").write_text(json.dumps(info, indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-
-
-def _fresh_tmp(final: Path) -> Path:
+def _stage(name: str, final: Path, digest: str, console: Console, make: Callable[[Path], dict]) -> dict:
+    """One stage: reuse `final` when it was built from the same settings (digest), else make it in a fresh
+    temporary folder (make(tmp) -> its figures), record the figures in stage.json and move it into place in one
+    rename, so an interrupted build never leaves a half-made stage where a finished one is looked for."""
+    if info := _reusable(final, digest):
+        console.print(f"{name}: reusing {final}")
+        return info
     tmp = final.with_name(f".{final.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    return tmp
+    info = {"digest": digest, **make(tmp)}
+    (tmp / "stage.json").write_text(json.dumps(info, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return info
 
 
 def build_corpus(out: Path, spec: DemoSpec, console: Console) -> dict:
-    final, digest = out / "corpus", spec.digest(*CORPUS_FIELDS)
-    if info := _reusable(final, digest):
-        console.print(f"corpus: reusing {final}")
-        return info
-    tmp = _fresh_tmp(final)
-    manifest = corpus_mod.write_corpus(tmp, spec.corpus_chars, spec.seed)
-    info = {"digest": digest, **asdict(manifest)}
-    _commit(tmp, final, info)
-    console.print(
-        f"corpus: {manifest.train_docs} train / {manifest.val_docs} val documents, sources {manifest.sources}"
-    )
-    return info
+    def make(tmp: Path) -> dict:
+        manifest = corpus_mod.write_corpus(tmp, spec.corpus_chars, spec.seed)
+        console.print(
+            f"corpus: {manifest.train_docs} train / {manifest.val_docs} val documents, sources {manifest.sources}"
+        )
+        return asdict(manifest)
+
+    return _stage("corpus", out / "corpus", spec.digest(*CORPUS_FIELDS), console, make)
 
 
 def build_model(out: Path, spec: DemoSpec, console: Console) -> dict:
-    final, digest = out / "model", spec.digest(*MODEL_FIELDS)
-    if info := _reusable(final, digest):
-        console.print(f"model: reusing {final}")
-        return info
-    tmp = _fresh_tmp(final)
-    train_texts = corpus_mod.read_texts(out / "corpus" / "train.jsonl")
-    val_texts = corpus_mod.read_texts(out / "corpus" / "val.jsonl")
-    tok = train_tokenizer(train_texts, spec.vocab_size)
-    save_tokenizer(tok, tmp, model_max_length(spec))
-    train_NT, val_NT = pack(tok, train_texts, spec.ctx), pack(tok, val_texts, spec.ctx)
-    console.print(f"tokenizer: vocab {tok.get_vocab_size()}; {train_NT.numel()} train / {val_NT.numel()} val tokens")
-    with _Progress(console) as bar:
-        task = bar.add_task("train mini-Qwen", total=spec.steps, info="")
-        model, report = train_model(
-            spec,
-            tok,
-            train_NT,
-            val_NT,
-            progress=lambda step, loss: bar.update(task, completed=step + 1, info=f"loss {loss:.3f}"),
+    def make(tmp: Path) -> dict:
+        train_texts = corpus_mod.read_texts(out / "corpus" / "train.jsonl")
+        val_texts = corpus_mod.read_texts(out / "corpus" / "val.jsonl")
+        tok = train_tokenizer(train_texts, spec.vocab_size)
+        save_tokenizer(tok, tmp, model_max_length(spec))
+        train_NT, val_NT = pack(tok, train_texts, spec.ctx), pack(tok, val_texts, spec.ctx)
+        console.print(
+            f"tokenizer: vocab {tok.get_vocab_size()}; {train_NT.numel()} train / {val_NT.numel()} val tokens"
         )
-    model.save_pretrained(tmp)
-    info = {"digest": digest, **asdict(report)}
-    _commit(tmp, final, info)
-    console.print(
-        f"model: val loss {report.val_loss:.3f} nats vs unigram entropy {report.unigram_entropy:.3f} "
-        f"({report.params / 1e6:.2f}M params, {report.seconds:.0f}s)"
-    )
-    return info
+        with _Progress(console) as bar:
+            task = bar.add_task("train mini-Qwen", total=spec.steps, info="")
+            model, report = train_model(
+                spec,
+                tok,
+                train_NT,
+                val_NT,
+                progress=lambda step, loss: bar.update(task, completed=step + 1, info=f"loss {loss:.3f}"),
+            )
+        model.save_pretrained(tmp)
+        console.print(
+            f"model: val loss {report.val_loss:.3f} nats vs unigram entropy {report.unigram_entropy:.3f} "
+            f"({report.params / 1e6:.2f}M params, {report.seconds:.0f}s)"
+        )
+        return asdict(report)
+
+    return _stage("model", out / "model", spec.digest(*MODEL_FIELDS), console, make)
 
 
 def model_max_length(spec: DemoSpec) -> int:
@@ -164,11 +162,17 @@ def model_max_length(spec: DemoSpec) -> int:
 
 
 def build_saes(out: Path, spec: DemoSpec, console: Console) -> dict:
-    final, digest = out / "saes" / spec.sae_release, spec.digest(*SAE_FIELDS)
-    if info := _reusable(final, digest):
-        console.print(f"saes: reusing {final}")
-        return info
-    tmp = _fresh_tmp(final)
+    def make(tmp: Path) -> dict:
+        metrics = _train_saes(out, spec, console, tmp)
+        for name, m in metrics.items():
+            console.print(f"sae layer {name}: FVU {m['fvu']:.3f}, dead {m['dead_fraction']:.1%}")
+        return {"release": spec.sae_release, "layers": metrics}
+
+    return _stage("saes", out / "saes" / spec.sae_release, spec.digest(*SAE_FIELDS), console, make)
+
+
+def _train_saes(out: Path, spec: DemoSpec, console: Console, tmp: Path) -> dict[str, dict]:
+    """Train one SAE per layer of spec.sae_layers into `tmp`; each one's held-out figures by layer."""
     loaded = load_model(out / "model", device="cpu", dtype="float32")
     tok = Tokenizer.from_file(str(out / "model" / "tokenizer.json"))
     windows = {
@@ -194,11 +198,7 @@ def build_saes(out: Path, spec: DemoSpec, console: Console) -> dict:
                 **sae_metrics(sae.encode, sae.decode, val_acts[layer]),
                 "train_seconds": time.perf_counter() - t0,
             }
-    info = {"digest": digest, "release": spec.sae_release, "layers": metrics}
-    _commit(tmp, final, info)
-    for name, m in metrics.items():
-        console.print(f"sae layer {name}: FVU {m['fvu']:.3f}, dead {m['dead_fraction']:.1%}")
-    return info
+    return metrics
 
 
 def build_demo(out: Path, spec: DemoSpec, console: Console | None = None) -> dict:

@@ -1,0 +1,37 @@
+"""`qscope bench NAME`: each benchmark is the module qscope.bench.NAME (its own argparse options, `--help` lists
+them); it prints its figures and a JSON line last. Registered from one table."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from qscope.cli.app import cli
+
+BENCHMARKS = {  # command name -> (module in qscope.bench, one line for `qscope bench --help`)
+    "serve": ("serve", "Load-test `qscope serve` on a synthetic store at scale"),
+    "harvest": ("harvest", "Harvest vs forward + SAE encode alone on the same tokens"),
+    "real-shape": ("real_shape", "The harvest at Qwen3-1.7B's shapes, every phase timed and projected"),
+    "steer": ("steer", "Default + steered in one batch vs plain, hook overhead, 8 requests vs 1"),
+    "attribute": ("attribute", "One attribution of a 128-token prompt vs one forward pass of it"),
+    "load": ("load", "Browsing and steering mixed at several times the steering capacity"),
+    "steer-eval": ("steer_eval", "A batched evaluation sweep vs the same rows one request at a time, one server"),
+}
+
+bench_cli = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints its figures, a JSON line last.")
+cli.add_typer(bench_cli, name="bench")
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+def _command(module: str):
+    def run(ctx: typer.Context) -> None:
+        importlib.import_module(f"qscope.bench.{module}").main(list(ctx.args))
+
+    return run
+
+
+for _name, (_module, _doc) in BENCHMARKS.items():
+    bench_cli.command(
+        _name, context_settings=_PASS_THROUGH, help=f"{_doc} (`qscope bench {_name} --help` for its options)."
+    )(_command(_module))
