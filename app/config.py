@@ -58,7 +58,8 @@ class Settings(BaseSettings):
         10.0, description="A batch that is not full waits this long for more requests (0: takes what is queued)."
     )
     app_db_url: str = Field(
-        "sqlite:///data/qscope-app.db", description="SQLAlchemy URL of the app database (shared steering runs)."
+        "sqlite:///data/qscope-app.db",
+        description="SQLAlchemy URL of the app database (shared steering runs, evaluation jobs and recipes).",
     )
     # explanations (`qscope explain`): the key of the explainer's endpoint (else OPENAI_API_KEY is used)
     explain_api_key: str | None = Field(None, description="API key sent to `qscope explain --endpoint` (a bearer).")
@@ -72,6 +73,17 @@ class Settings(BaseSettings):
     discover_max_detect_texts: int = Field(64, description="Most texts one POST /api/detect may score.")
     discover_batch_tokens: int = Field(4096, description="Padded tokens per forward pass of a discovery.")
     discover_queue_size: int = Field(8, description="Discover and footprint jobs that may wait; past it: 503.")
+    # steering evaluations (/steer-eval, POST /api/steer-eval, `qscope steer-eval`): limits and batching
+    steer_eval_max_prompts: int = Field(64, description="Most prompts in one evaluation's prompt set.")
+    steer_eval_max_prompt_chars: int = Field(2000, description="Longest prompt of an evaluation (characters).")
+    steer_eval_max_seeds: int = Field(8, description="Most sampling seeds per prompt in one evaluation.")
+    steer_eval_max_strengths: int = Field(12, description="Most strengths in one evaluation's sweep.")
+    steer_eval_max_random_controls: int = Field(8, description="Most random-feature control sets per evaluation.")
+    steer_eval_max_rows: int = Field(
+        4096, description="Most generated rows per evaluation (prompts x seeds x arm-strength points)."
+    )
+    steer_eval_batch_rows: int = Field(64, description="Rows of one evaluation batch (one batched generation).")
+    steer_eval_max_waiting: int = Field(4, description="Evaluations that may wait for their turn; past it: 503.")
     # hardening of the server (app/web/security.py): sizes, per-client rates, cross-origin access
     live_wait_s: float = Field(30.0, description="An /inspect run waits this long for the model, then 503.")
     max_body_bytes: int = Field(64_000, description="Largest request body; past it: 413.")

@@ -256,6 +256,11 @@
     showError(`the server could not be reached (${e.message || e})`, null);
   });
   shareBtn.onclick = () => share();
+  // the same spec, swept over a prompt set against controls (/steer-eval reads it from its query)
+  document.getElementById("evaluate").onclick = () => {
+    location.href = `/steer-eval?spec=${encodeURIComponent(JSON.stringify({ ...spec(), prompt: "" }))}`;
+  };
+  if (shareBtn.disabled === false && !runToken) shareBtn.disabled = true; // a saved run is already shared
   for (const f of init.spec.features) addFeature(f);
   empty();
 })();

@@ -50,6 +50,7 @@ class RowOut:
     stopped: str = "length"  # length | eos | timeout | cancelled
 
 
+PLAIN_LAYERS = ("DynamicLayer", "DynamicSlidingWindowLayer")  # caches whose rows can be copied out
 StepFn = Callable[[list[tuple[int, int, float]]], None]  # [(row, token id, prob)] of one step
 DoneFn = Callable[[int, RowOut], None]  # (row, its output) once the row has stopped
 
@@ -154,10 +155,13 @@ def generate(
     on_step: StepFn | None = None,
     lock: threading.Lock | None = None,
     on_done: DoneFn | None = None,
+    share_prefill: bool = False,
 ) -> list[RowOut]:
     """Generate every row in one batch; `lock` is held around each forward (others may use the model between
     steps, and never see this generation's hooks). `on_done` hears of each row as soon as it stops, after its
-    last token went to `on_step` (the batch runs on while other rows have tokens to make)."""
+    last token went to `on_step` (the batch runs on while other rows have tokens to make). share_prefill: run the
+    prompt pass once per group of rows with the same prompt and the same prompt edits (e.g. the seeds of one
+    steering evaluation row)."""
     device = next(model.parameters()).device
     unmasked = attention_only(model)  # the prompts run right-padded, without a mask (see attention_only)
     ids_BL, mask_BL = (right_pad if unmasked else left_pad)([r.prompt_ids for r in rows], pad_id)
@@ -181,17 +185,23 @@ def generate(
     for _ in range(max(r.max_new_tokens for r in rows)):
         step_pos = pos_BL if past is None else pos_BL[:, -1:]
         right = unmasked and past is None  # the right-padded prompts: no mask, logits where each one ends
-        with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT, step_pos)):
-            out = model(
-                input_ids=step_ids,
-                attention_mask=None if right else mask_BL,
-                position_ids=step_pos,
-                past_key_values=past,
-                use_cache=True,
-                logits_to_keep=last_K if right else 1,
-            )
-        past = out.past_key_values
-        logits_BV = (out.logits[torch.arange(len(rows), device=device), row_B] if right else out.logits[:, -1]).float()
+        groups = _prefill_groups(rows) if past is None and share_prefill else None
+        ends = (last_K, row_B) if right else None
+        shared = groups and _shared_prefill(model, rows, groups, step_ids, mask_BL, step_pos, steer_BT, lock, ends)
+        if shared:  # rows that differ only in sampling (seeds) shared one prompt pass
+            past, logits_BV = shared
+        else:
+            with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT, step_pos)):
+                out = model(
+                    input_ids=step_ids,
+                    attention_mask=None if right else mask_BL,
+                    position_ids=step_pos,
+                    past_key_values=past,
+                    use_cache=True,
+                    logits_to_keep=last_K if right else 1,
+                )
+            past = out.past_key_values
+            logits_BV = _last_logits(out.logits, (last_K, row_B) if right else None)
         if counts_BV is None and any(r.frequency_penalty for r in rows):
             counts_BV = torch.zeros_like(logits_BV)
         next_B = sample_next(logits_BV, rows, gens, counts_BV)
@@ -206,6 +216,53 @@ def generate(
         pos_BL = len_B1 if right else step_pos[:, -1:] + 1  # the position of the token just sampled
         steer_BT = on_gen_B1
     return outs
+
+
+def _prompt_key(row: Row) -> tuple:
+    """What a row's prompt pass depends on: its prompt ids and, where the prompt is steered, its edits."""
+    if row.where == "generated":
+        return tuple(row.prompt_ids), ()
+    edits = [(site, id(e.sae), e.feature, e.mode, e.value) for site, es in sorted(row.edits.items()) for e in es]
+    return tuple(row.prompt_ids), tuple(edits)
+
+
+def _prefill_groups(rows: Sequence[Row]) -> list[int] | None:
+    """For each row, the index of the first row with the same prompt pass; None when no two rows share one."""
+    first: dict[tuple, int] = {}
+    owner = [first.setdefault(_prompt_key(r), b) for b, r in enumerate(rows)]
+    return owner if len(first) < len(rows) else None
+
+
+def _shared_prefill(model, rows, owner, ids_BL, mask_BL, pos_BL, steer_BT, lock, ends) -> tuple[object, Tensor] | None:
+    """The prompt pass of the distinct rows only, its KV cache and last logits copied out to every row; None
+    when the model's cache holds more than keys and values. ends: (last_K, row_B) for right-padded prompts (see
+    _last_logits), None for left-padded ones."""
+    uniq = sorted(set(owner))
+    slot = {b: i for i, b in enumerate(uniq)}
+    u_U = torch.tensor(uniq, device=ids_BL.device)
+    expand_B = torch.tensor([slot[o] for o in owner], device=ids_BL.device)
+    steers = _site_steers([rows[i] for i in uniq])
+    with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT[u_U], pos_BL[u_U])):
+        out = model(
+            input_ids=ids_BL[u_U],
+            attention_mask=None if ends else mask_BL[u_U],
+            position_ids=pos_BL[u_U],
+            use_cache=True,
+            logits_to_keep=ends[0] if ends else 1,
+        )
+    past = out.past_key_values
+    if any(type(layer).__name__ not in PLAIN_LAYERS for layer in getattr(past, "layers", [None])):
+        return None  # e.g. linear-attention states, which batch_select_indices does not copy: run it in full
+    past.batch_select_indices(expand_B)  # repeats each distinct row's keys and values for its group
+    return past, _last_logits(out.logits, (ends[0], ends[1][u_U]) if ends else None)[expand_B]
+
+
+def _last_logits(logits: Tensor, ends: tuple[Tensor, Tensor] | None) -> Tensor:
+    """float logits [rows, V] where each row's prompt ends: the last position (left-padded prompts), or, for
+    right-padded ones asked with logits_to_keep=last_K, position row_B[b] of the kept ones (ends = last_K, row_B)."""
+    if ends is None:
+        return logits[:, -1].float()
+    return logits[torch.arange(logits.shape[0], device=logits.device), ends[1]].float()
 
 
 def _record(rows, outs, live, tokens, probs, eos, on_step, on_done, deadlines) -> None:

@@ -10,6 +10,10 @@ longer rows of its batch run on. Setting `job.cancel` stops the job's rows at th
 counts from the start of its generation, not from when it was queued.
 A job is a default + steered pair (`make_job`, /api/steer) or, of kind "rows", only the rows a request needs
 (qscope.steer.rows, the OpenAI-compatible /v1 endpoints).
+
+Background work (`Background`, e.g. the batches of a steering evaluation) waits in its own unbounded queue and
+runs only when no live request waits; it calls the `yield_` it is given between its steps, which runs the live
+requests that arrived meanwhile, so a long evaluation delays a live user by one step, not by its whole batch.
 """
 
 from __future__ import annotations
@@ -163,6 +167,17 @@ def completion(tokenizer: PreTrainedTokenizerBase, out: RowOut) -> Completion:
     return Completion(text=stream.text, tokens=tokens, stopped=out.stopped)
 
 
+@dataclass
+class Background:
+    """Work of a background client, run in the worker thread: `run(yield_)` must call `yield_()` between its
+    steps (that runs the live requests waiting then) and report its own result and errors."""
+
+    run: Callable[[Callable[[], None]], None]
+
+
+_WAKE: Any = type("_Wake", (), {"model": None, "rows": ()})()  # ends the worker's wait for a live job
+
+
 class SteerWorker:
     """The single model worker of a process (see the module docstring)."""
 
@@ -181,6 +196,7 @@ class SteerWorker:
         self.gather_s = gather_s
         self.batches = 0  # generations run, for tests and the benchmark
         self._pending: list[SteerJob] = []  # taken from the queue but for another model than the batch's
+        self.background: queue.Queue[Background] = queue.Queue()  # runs when no live job waits
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
@@ -201,10 +217,21 @@ class SteerWorker:
                 self._thread = threading.Thread(target=self._loop, name="steer-worker", daemon=True)
                 self._thread.start()
 
+    def submit_background(self, work: Background) -> None:
+        """Queue background work (unbounded: its clients bound themselves); it runs when no live job waits."""
+        self.background.put(work)
+        try:
+            self.queue.put_nowait(_WAKE)  # the worker may be waiting for a live job
+        except queue.Full:
+            pass  # live jobs wait: the worker comes back to the background queue after them
+        self.start()
+
     def _loop(self) -> None:
         while True:
-            first = self._pending.pop(0) if self._pending else self.queue.get()
-            if not self._expired(first):
+            first = self._pending.pop(0) if self._pending else self._next_job()
+            if isinstance(first, Background):
+                self._run_background(first)
+            elif first is not _WAKE and not self._expired(first):
                 self.run_batch(self._coalesce(first))
 
     def _expired(self, job: SteerJob) -> bool:
@@ -215,6 +242,33 @@ class SteerWorker:
         message = f"the request waited {waited:.0f} s in the steering queue (at most {self.max_wait_s:g}); try again"
         job.emit_safely("error", WaitedTooLong(message))
         return True
+
+    def _next_job(self) -> SteerJob | Background:
+        """A waiting live job first, else background work, else wait for a live job (or a wake-up)."""
+        try:
+            return self.queue.get_nowait()
+        except queue.Empty:
+            pass
+        try:
+            return self.background.get_nowait()
+        except queue.Empty:
+            return self.queue.get()
+
+    def _run_background(self, work: Background) -> None:
+        try:
+            work.run(self.serve_live)
+        except Exception:  # the work reports its own errors; the worker lives on
+            log.exception("steer: background work failed")
+
+    def serve_live(self) -> None:
+        """Run the live jobs waiting now, each batch to its end (background work calls this between steps)."""
+        while True:
+            try:
+                job = self._pending.pop(0) if self._pending else self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not _WAKE and not self._expired(job):
+                self.run_batch(self._coalesce(job))
 
     def _coalesce(self, first: SteerJob) -> list[SteerJob]:
         """`first` and the jobs queued behind it (or arriving within gather_s) for the same model, up to

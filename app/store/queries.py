@@ -397,6 +397,14 @@ class Reader:
             found = self._scalar(sql.format("<"), [sae_id, start])
         return found
 
+    def max_acts(self, sae_id: str) -> np.ndarray:
+        """Every feature's max activation [d_sae] (0 where it never fired), for steering evaluations' controls."""
+        out = np.zeros(self.store.saes[sae_id].d_sae, dtype=np.float32)
+        sql = "SELECT feature, max_act FROM features WHERE sae_id = ? AND n_fired > 0"
+        rows = self.cur.execute(sql, [sae_id]).fetchnumpy()
+        out[rows["feature"]] = np.nan_to_num(rows["max_act"].astype(np.float32))
+        return out
+
     def density_histogram(self, sae_id: str) -> DensityHistogram:
         def compute() -> DensityHistogram:
             low, step = -7.0, 0.25

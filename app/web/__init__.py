@@ -22,6 +22,7 @@ from qscope.explain.service import Explained
 from qscope.live.runner import Limits, LiveModels
 from qscope.search.explained import ExplanationSearch
 from qscope.search.searcher import Searcher
+from qscope.steer.evaluate.jobs import from_settings as evaluations_from_settings
 from qscope.steer.service import Steering
 from qscope.web import errors, openapi, security, urls
 from qscope.web.catalog import Catalog
@@ -40,9 +41,11 @@ from qscope.web.routes import (
     lists,
     notes,
     openai_api,
+    recipes,
     saes,
     search,
     steer,
+    steer_eval,
 )
 
 
@@ -67,6 +70,7 @@ def create_app(
             searcher.warm()
             explanation_search.warm()
         yield
+        app.state.evaluations.shutdown()  # its unfinished jobs are marked failed, not left "running"
         catalog.close()
         explained.close()
 
@@ -80,6 +84,7 @@ def create_app(
     explanation_search = ExplanationSearch(searcher.embedder, (explained.text_signature, explained.texts))
     searcher.explained = explanation_search
     app.state.discovering = Discovering(settings)  # its job thread starts with the first discovery
+    app.state.evaluations = evaluations_from_settings(settings, app.state.steering.worker)
     app.mount(urls.STATIC_PREFIX, StaticFiles(directory=str(STATIC_DIR)), name="static")
     errors.install(app)
     security.install(app, settings, errors.refusal)
@@ -93,6 +98,8 @@ def create_app(
         inspect,
         attribute,
         steer,
+        steer_eval,
+        recipes,
         openai_api,
         notes,
         lists,

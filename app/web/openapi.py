@@ -38,6 +38,7 @@ DESCRIPTION = (
     "(ranked features from examples, detectors, dataset footprints)."
 )
 HTML = {"text/html": {"schema": {"type": "string"}}}
+MARKDOWN = {"text/markdown": {"schema": {"type": "string"}}}
 ERROR_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 OPENAI_ERROR = {
     "type": "object",
@@ -68,7 +69,9 @@ REASONS = {
 
 
 def _kind(path: str, op: dict[str, Any]) -> str:
-    """'json' or 'html'."""
+    """'json', 'html' or 'markdown' (an export ending in .md)."""
+    if path.endswith(".md"):
+        return "markdown"
     typed = op["responses"].get("200", {}).get("content", {}).get("application/json", {}).get("schema")
     if path.endswith(SUFFIX) or path.startswith("/api/") or typed:  # a response_model: a JSON-only route
         return "json"
@@ -101,13 +104,15 @@ def _document(path: str, method: str, op: dict[str, Any]) -> None:
     ok = responses.setdefault("200", {"description": "Successful Response"})
     if kind == "html":
         ok["content"] = HTML
+    elif kind == "markdown":
+        ok["content"] = MARKDOWN
     errors = {404, 414, 422, 503}
     if method == "post":
         errors.add(413)
     rated = (*STEER_PATHS, *INSPECT_PATHS, *SHARE_PATHS, *OPENAI_PATHS)
     if path in rated or (path in DISCOVER_PATHS and method == "post"):
         errors.add(429)
-    content = ERROR_JSON if kind == "json" else HTML
+    content = ERROR_JSON if kind == "json" else HTML  # a Markdown export's errors are the error page
     if path.startswith("/v1/"):  # OpenAI's statuses and error body
         errors = (errors - {422}) | {400}
         responses.pop("422", None)  # FastAPI's own validation body: /v1 answers it as a 400

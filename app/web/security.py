@@ -52,7 +52,7 @@ HEADERS = [
     (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
-STEER_PATHS = ("/api/steer", "/api/steer/stream")
+STEER_PATHS = ("/api/steer", "/api/steer/stream", "/api/steer-eval")  # an evaluation counts as one request
 SHARE_PATHS = ("/api/steer/share",)
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions")
 INSPECT_PATHS = ("/inspect", "/inspect.json", "/attribute", "/attribute.json", "/api/attribute")

@@ -101,9 +101,33 @@ def steer_run(run_id: str, json: bool = False) -> str:
     return f"/steer/{_seg(run_id)}{JSON if json else ''}"
 
 
-def steer_eval(sae_id: str, feature: int, **params: object) -> str:
-    """The measured-steering page (/steer-eval), with the feature to evaluate in its query."""
-    return f"/steer-eval{_query({'sae_id': sae_id, 'feature': int(feature), **params})}"
+def steer_eval(**params: object) -> str:
+    """The steering evaluation form, prefilled from its query (sae_id and feature, or a whole `spec` as JSON)."""
+    return f"/steer-eval{_query(params)}"
+
+
+def steer_eval_job(job_id: str, json: bool = False) -> str:
+    return f"/steer-eval/{_seg(job_id)}{JSON if json else ''}"
+
+
+def steer_eval_events(job_id: str) -> str:
+    return f"/api/steer-eval/{_seg(job_id)}/events"
+
+
+def steer_eval_cancel(job_id: str) -> str:
+    return f"/api/steer-eval/{_seg(job_id)}/cancel"
+
+
+def recipes(json: bool = False) -> str:
+    return f"/recipes{JSON if json else ''}"
+
+
+def recipe(recipe_id: str, json: bool = False, md: bool = False) -> str:
+    return f"/recipes/{_seg(recipe_id)}{JSON if json else ''}{'.md' if md else ''}"
+
+
+def recipe_run_again(recipe_id: str) -> str:
+    return f"/api/recipes/{_seg(recipe_id)}/run-again"
 
 
 def discover(json: bool = False, **params: object) -> str:

@@ -48,7 +48,7 @@ class FeaturePage:
     model_id: str
     sae: SaeInfo
     detail: FeatureDetail
-    urls: dict  # self, json, embed, sae, steer, random, prev, next
+    urls: dict  # self, json, embed, sae, steer, evaluate, random, prev, next
     neighbor_urls: list[str]  # one per detail.neighbors
     summary: str  # one line for link previews: label, density, top tokens
     neighbor_groups: list[NeighborGroup]  # detail.neighbors by SAE: this one first, then the other layers
@@ -116,6 +116,7 @@ def _feature_page(request: Request, model_id: str, served: Served, feature: int,
         "sae": urls.sae(model_id, sae_id),
         "steer": urls.steer(sae_id, feature),
         "random": urls.random_feature(model_id, sae_id),
+        "evaluate": urls.steer_eval(model_id=model_id, sae_id=sae_id, feature=feature),
         "prev": urls.feature(model_id, sae_id, feature - 1) if feature > 0 else None,
         "next": urls.feature(model_id, sae_id, feature + 1) if feature < last else None,
     }

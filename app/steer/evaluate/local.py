@@ -1,0 +1,128 @@
+"""`qscope steer-eval`: the evaluation engine run in this process, without a server, with progress bars.
+
+The request file is a whole evaluation request (as POST /api/steer-eval takes) or a bare steering spec (as
+POST /api/steer takes); command-line options fill in or replace its prompt set, sweep and controls.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from qscope.steer.evaluate import identity
+from qscope.steer.evaluate.plan import Plan, prepare
+from qscope.steer.evaluate.prompt_sets import builtin
+from qscope.steer.evaluate.request import EvalLimits, EvalRequest
+from qscope.steer.evaluate.result import EvalResult, Identity
+from qscope.steer.evaluate.run import execute, inline
+from qscope.steer.evaluate.target import Target, from_live
+from qscope.steer.spec import SpecError, SteerLimits, SteerSpec
+
+
+def load_request(path: Path, overrides: dict) -> EvalRequest:
+    """The request in `path` (a request or a bare spec) with the non-None overrides applied; SpecError when the
+    file is not one. `prompts_path` in overrides names a prompt file, sent as the server would get it."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SpecError(f"cannot read {path}: {e}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path} holds no JSON object: give a steering spec or an evaluation request")
+    if "spec" not in raw:
+        raw = {"spec": raw}
+    prompts_path = overrides.pop("prompts_path", None)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if prompts_path is not None or changes.get("prompt_set"):
+        for key in ("prompts", "prompts_text", "prompts_file", "prompt_set"):
+            raw.pop(key, None)
+    if prompts_path is not None:
+        try:
+            data = Path(prompts_path).read_bytes()
+        except OSError as e:
+            raise SpecError(f"cannot read the prompt file: {e}") from None
+        raw["prompts_file"] = {"name": Path(prompts_path).name, "content_base64": base64.b64encode(data).decode()}
+    raw.update(changes)
+    try:
+        raw["spec"] = SteerSpec.model_validate(raw["spec"]).model_dump()
+        return EvalRequest.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise SpecError(f"{path}: {where}: {first['msg']}") from None
+
+
+def _bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[count]}"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _identify(target: Target, console: Console) -> Identity:
+    total = identity.bytes_to_hash(target.lm.path, target.sae_files, target.store_path)
+    with _bar(console) as bar:
+        task = bar.add_task("identity (sha256)", total=max(total, 1), count="", rate="")
+
+        def on_bytes(n: int) -> None:
+            bar.advance(task, n)
+            done = int(bar.tasks[0].completed)
+            bar.update(task, count=f"{done >> 20:,}/{total >> 20:,} MB")
+
+        return identity.identify(
+            target.model_id,
+            target.lm.path,
+            target.sae_files,
+            target.store_path,
+            str(target.lm.device),
+            str(target.lm.dtype).removeprefix("torch."),
+            on_bytes,
+        )
+
+
+def plan_local(req: EvalRequest, live, limits: EvalLimits, steer_limits: SteerLimits) -> tuple[Plan, Target]:
+    target = from_live(live)
+    req = req.model_copy(update={"spec": req.spec.model_copy(update={"model_id": target.model_id})})
+    return prepare(req, target, limits, steer_limits, builtin()), target
+
+
+def run_local(plan: Plan, target: Target, console: Console, batch_rows: int) -> EvalResult:
+    """Run the plan here: hash the files, then generate and measure with a progress bar."""
+    ident = _identify(target, console)
+    t0 = time.monotonic()
+    with _bar(console) as bar:
+        task = bar.add_task("evaluate", total=len(plan.rows), count="", rate="")
+
+        def progress(phase: str, done: float, total: int) -> None:
+            rate = done / max(time.monotonic() - t0, 1e-9)
+            bar.update(
+                task,
+                completed=done,
+                description=phase,
+                count=f"{int(done):,}/{total:,} rows",
+                rate=f"{rate:.1f} rows/s",
+            )
+
+        return execute(plan, target, inline, ident, batch_rows=batch_rows, progress=progress)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write text to path through a temporary file renamed into place (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

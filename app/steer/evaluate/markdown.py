@@ -1,0 +1,101 @@
+"""A recipe as Markdown: the verdict, the spec, the sweep table, examples, prompts and the identity of what it
+ran on. Text only; the page at /recipes/{id} draws the plots."""
+
+from __future__ import annotations
+
+from qscope.steer.evaluate.result import EvalResult, Interval
+
+
+def _pct(iv: Interval) -> str:
+    if iv.mean is None:
+        return "–"
+    return f"{100 * iv.mean:.1f}% [{100 * (iv.lo or 0):.1f}, {100 * (iv.hi or 0):.1f}]"
+
+
+def _num(iv: Interval) -> str:
+    if iv.mean is None:
+        return "–"
+    return f"{iv.mean:.3g} [{iv.lo:.3g}, {iv.hi:.3g}]"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ⏎ ")
+
+
+def to_markdown(result: EvalResult, title: str, url: str = "") -> str:
+    """The whole recipe as one Markdown document."""
+    v, spec = result.verdict, result.request.spec
+    works = v.strength is not None and v.status != "no better than controls"
+    strength = f" at strength {v.strength:g}" if works else ""
+    verdict = f"**Verdict: {v.status}{strength}** (goal: {v.goal} the concept). {v.reason}."
+    lines = [f"# Recipe: {title}", "", verdict, ""]
+    if url:
+        lines += [f"Permalink: {url} (JSON: {url}.json)", ""]
+    lines += ["## Intervention", "", "| SAE | feature | mode | strength sign |", "|---|---|---|---|"]
+    lines += [f"| {f.sae_id} | {f.feature} | {f.mode} | {'-' if f.strength < 0 else '+'} |" for f in spec.features]
+    lines += [
+        "",
+        f"Concept read back: feature {result.concept.feature} of {result.concept.sae_id}. Sweep: "
+        f"{', '.join(f'{s:g}' for s in result.strengths)}. Seeds: {', '.join(map(str, result.seeds))}. "
+        f"Where: {spec.where}; temperature {spec.temperature:g}, top-p {spec.top_p:g}, "
+        f"{spec.max_new_tokens} new tokens. Fluency threshold: perplexity at most "
+        f"{result.request.max_ppl_ratio:g}x the unsteered.",
+        "",
+    ]
+    if result.request.instruction:
+        lines += [f"Instruction (prompt-only arms): `{_cell(result.request.instruction)}`", ""]
+    for i, c in enumerate(result.controls):
+        lines.append(f"Random control set {i + 1}: " + ", ".join(f"{f.sae_id}#{f.feature}" for f in c))
+    lines += [
+        "",
+        "## Sweep",
+        "",
+        "| arm | strength | rows | concept (fires) | mean activation | perplexity | ppl / unsteered |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in result.table:
+        s = "–" if p.strength is None else f"{p.strength:g}"
+        lines.append(
+            f"| {p.arm} | {s} | {p.rows} | {_pct(p.concept)} | {_num(p.concept_act)} | {_num(p.ppl)} | "
+            f"{_num(p.ppl_ratio)} |"
+        )
+    names = list(dict.fromkeys(k for p in result.table for k in p.metrics))
+    if names:
+        lines += ["", "| arm | strength | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        for p in result.table:
+            s = "–" if p.strength is None else f"{p.strength:g}"
+            lines.append(
+                f"| {p.arm} | {s} | " + " | ".join(_num(p.metrics[k]) if k in p.metrics else "–" for k in names) + " |"
+            )
+    lines += _examples(result)
+    lines += ["", "## Prompts", ""] + [f"{i + 1}. {_cell(p)}" for i, p in enumerate(result.prompts)]
+    ident = result.identity
+    lines += ["", "## Ran on", "", f"- model `{ident.model_id}` ({ident.device}, {ident.dtype})"]
+    lines += [f"  - `{f.name}` sha256 `{f.sha256}`" for f in ident.model]
+    lines += [f"- SAE `{f.name}`: `{f.path}` sha256 `{f.sha256}`" for f in ident.saes]
+    if ident.store:
+        lines.append(f"- feature store `{ident.store.name}` sha256 `{ident.store.sha256}`")
+    lines += [
+        f"- qscope {ident.qscope_version}, torch {ident.torch_version}, transformers "
+        f"{ident.transformers_version}; {len(result.rows)} rows in {result.seconds:.1f} s "
+        f"({result.rows_per_s:.1f} rows/s)"
+    ]
+    lines += [f"- note: {n}" for n in result.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _examples(result: EvalResult) -> list[str]:
+    ex = result.examples
+    if not ex.best:
+        return []
+    out = ["", f"## Examples at strength {ex.strength:g}" if ex.strength is not None else "## Examples", ""]
+    for name, items in (("Most", ex.best), ("Least", ex.worst)):
+        if items:
+            out += [f"{name} concept:", "", "| prompt | steered | unsteered | fires |", "|---|---|---|---|"]
+            out += [
+                f"| {_cell(e.prompt)} | {_cell(e.text)} | {_cell(e.unsteered)} | "
+                f"{'–' if e.concept is None else f'{100 * e.concept:.0f}%'} |"
+                for e in items
+            ]
+            out.append("")
+    return out

@@ -1,0 +1,123 @@
+"""What an evaluation gives back (pydantic, so it doubles as the API schema and the recipe's stored form)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from qscope.steer.evaluate.request import ConceptFeature, EvalRequest
+from qscope.steer.spec import FeatureSteer
+
+Status = Literal["works", "works but hurts fluency", "no better than controls"]
+
+
+class Interval(BaseModel):
+    """A mean over rows with its 95% confidence interval; null where no row had a value."""
+
+    mean: float | None
+    lo: float | None
+    hi: float | None
+    n: int
+
+
+class PointSummary(BaseModel):
+    """One arm at one strength, over every prompt and seed (and every random set, for `random`)."""
+
+    arm: str
+    strength: float | None
+    rows: int
+    concept: Interval = Field(description="Fraction of generated tokens where the concept feature fires.")
+    concept_act: Interval = Field(description="Mean activation of the concept feature on generated tokens.")
+    ppl: Interval = Field(description="Perplexity under the unsteered model: exp of the mean per-row NLL.")
+    ppl_ratio: Interval = Field(
+        description="Perplexity / the unsteered row's of the same prompt and seed (geometric mean)."
+    )
+    metrics: dict[str, Interval] = Field(default_factory=dict, description="Text metrics, per output.")
+
+
+class Verdict(BaseModel):
+    status: Status
+    strength: float | None = Field(description="The strongest strength that works (or the one that came closest).")
+    goal: Literal["increase", "decrease"]
+    max_ppl_ratio: float
+    beats_controls: list[float] = Field(description="Every strength whose concept beats every control.")
+    reason: str
+
+
+class RowResult(BaseModel):
+    """One generated row and what was measured on it."""
+
+    arm: str
+    strength: float | None
+    control: int | None
+    prompt: int = Field(description="Index into the prompts.")
+    seed: int
+    text: str
+    token_ids: list[int] = Field(description="The generated token ids (the text is their decoding).")
+    n_tokens: int
+    stopped: str
+    concept: float | None
+    concept_act: float | None
+    nll: float | None
+    metrics: dict[str, float | None]
+
+
+class Example(BaseModel):
+    prompt: str
+    seed: int
+    strength: float | None
+    text: str
+    unsteered: str
+    concept: float | None
+    ppl_ratio: float | None
+
+
+class Examples(BaseModel):
+    strength: float | None
+    best: list[Example]
+    worst: list[Example]
+
+
+class FileIdentity(BaseModel):
+    name: str
+    path: str
+    sha256: str
+
+
+class Identity(BaseModel):
+    """What the evaluation ran on, by content hash, and the software that ran it."""
+
+    model_id: str
+    model: list[FileIdentity]
+    saes: list[FileIdentity]
+    store: FileIdentity | None
+    qscope_version: str
+    torch_version: str
+    transformers_version: str
+    device: str
+    dtype: str
+
+
+class EvalResult(BaseModel):
+    request: EvalRequest = Field(description="The request, its prompts written out (run again needs no file).")
+    prompts: list[str]
+    seeds: list[int]
+    strengths: list[float]
+    goal: Literal["increase", "decrease"]
+    concept: ConceptFeature
+    controls: list[list[FeatureSteer]] = Field(description="The random control sets, feature for feature.")
+    table: list[PointSummary]
+    verdict: Verdict
+    examples: Examples
+    rows: list[RowResult]
+    identity: Identity
+    seconds: float
+    rows_per_s: float
+    notes: list[str] = Field(default_factory=list)
+
+
+def title_of(request: EvalRequest, n_prompts: int) -> str:
+    """A recipe's title: its edits and how many prompts ("add layer1#40 · 8 prompts")."""
+    feats = ", ".join(f"{f.mode} {f.sae_id.rsplit('__', 1)[-1]}#{f.feature}" for f in request.spec.features)
+    return f"{feats} · {n_prompts} prompts"

@@ -1,0 +1,43 @@
+"""What an evaluation runs on (`Target`), and how one is made from a served model (`from_live`)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qscope.model import LoadedModel
+from qscope.sae import Sae
+
+
+@dataclass
+class Target:
+    """A loaded model and its SAEs, the lock its forwards hold, each SAE's per-feature max activation from the
+    feature store (0 where a feature never fired), and the files it came from (for the identity)."""
+
+    model_id: str
+    lm: LoadedModel
+    saes: dict[str, Sae]
+    max_acts: Callable[[str], np.ndarray]
+    lock: threading.Lock | None = None
+    sae_files: list[tuple[str, str]] = field(default_factory=list)  # (sae_id, path)
+    store_path: str | None = None
+
+
+def from_live(live) -> Target:
+    """The Target of a qscope.live.runner.LiveModel: its model and SAEs (loaded now), its lock, and the max
+    activations its feature store recorded (read once per SAE, then cached on the store)."""
+    lm, saes = live.load()
+    store = live.store
+
+    def max_acts(sae_id: str) -> np.ndarray:
+        def read() -> np.ndarray:
+            with store.reader() as r:
+                return r.max_acts(sae_id)
+
+        return store.cached(("max_acts", sae_id), read)
+
+    files = [(sae_id, store.saes[sae_id].source) for sae_id in saes]
+    return Target(live.model_id, lm, saes, max_acts, live.lock, files, str(store.path))

@@ -1,0 +1,207 @@
+"""Steering evaluations through the app (TestClient on the tiny default): a job from POST to recipe, the recipe
+reloaded and run again, bad input (422 naming the limit), cancel mid-run, a server stop mid-run, the buttons."""
+
+import base64
+import json
+import time
+from urllib.parse import quote
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from qscope.config import Settings
+from qscope.steer.evaluate.recipes import RecipeStore
+from qscope.steer.spec import FeatureSteer
+from qscope.web import create_app
+
+SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
+PROMPTS = ["The cat sat on the", "Once upon a time", "The weather today is"]
+
+
+def settings_for(tmp_path_factory, **kw) -> Settings:
+    db = tmp_path_factory.mktemp("appdb") / "app.db"
+    return Settings(app_db_url=f"sqlite:///{db}", device="cpu", rate_steer_per_min=0, steer_eval_max_rows=400, **kw)
+
+
+@pytest.fixture(scope="module")
+def client(tiny_db, tmp_path_factory):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with TestClient(create_app([tiny_db], settings_for(tmp_path_factory), warm_search=False)) as c:
+        yield c
+    torch.set_num_threads(before)
+
+
+def body(**kw):
+    spec = {
+        "features": [{"sae_id": SAE, "feature": 40, "mode": "add", "strength": 1}],
+        "temperature": 0.8,
+        "max_new_tokens": 6,
+        "seed": 1,
+    }
+    return {"spec": spec, "prompts": PROMPTS, "strengths": [0, 2, 8], "seeds": 2, "random_controls": 1, **kw}
+
+
+def wait(client, url, until=("done", "failed", "cancelled"), timeout=300):
+    for _ in range(int(timeout / 0.1)):
+        job = client.get(url).json()
+        if job["status"] in until:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"{url} stayed {job['status']}")
+
+
+@pytest.fixture(scope="module")
+def finished(client):
+    r = client.post("/api/steer-eval", json=body())
+    assert r.status_code == 202, r.text
+    started = r.json()
+    assert started["rows"] == 3 * 2 * (1 + 3 + 2 + 2)  # prompts x seeds x (unsteered, 3 strengths, negated, random)
+    return started, wait(client, started["json_url"])
+
+
+def test_a_job_runs_to_a_recipe(client, finished):
+    started, job = finished
+    assert job["status"] == "done" and job["recipe_url"] == started["recipe_url"] == f"/recipes/{started['id']}"
+    result = job["result"]
+    assert {p["arm"] for p in result["table"]} == {"unsteered", "intervention", "negated", "random"}
+    assert result["verdict"]["status"] in ("works", "works but hurts fluency", "no better than controls")
+    assert len(result["rows"]) == started["rows"] and result["identity"]["saes"][0]["sha256"]
+    page = client.get(started["url"]).text
+    assert page.count('class="plot sweep"') == 2 and 'id="recipe-link"' in page and "Verdict" in page
+
+
+def test_recipe_reloads_with_the_same_table_and_runs_again_the_same(client, finished):
+    started, job = finished
+    recipe = client.get(started["recipe_url"] + ".json").json()
+    assert recipe["table"] == job["result"]["table"] and recipe["rows"] == job["result"]["rows"]
+    html = client.get(started["recipe_url"]).text
+    assert "Run again" in html and html.count('class="plot sweep"') == 2
+    md = client.get(started["recipe_url"] + ".md")
+    assert md.headers["content-type"].startswith("text/markdown") and md.text.startswith("# Recipe: add layer1#40")
+    assert "| intervention | 8 |" in md.text and "sha256" in md.text
+    listed = client.get("/recipes.json").json()["recipes"]
+    assert started["id"] in [r["id"] for r in listed]
+    assert started["recipe_url"] in client.get("/recipes").text
+
+    again = client.post(f"/api/recipes/{started['id']}/run-again", json={})
+    assert again.status_code == 202, again.text
+    rerun = wait(client, again.json()["json_url"])["result"]
+    assert rerun["table"] == recipe["table"]  # same prompts, seeds, controls: the same numbers
+    assert [r["text"] for r in rerun["rows"]] == [r["text"] for r in recipe["rows"]]
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "says"),
+    [
+        ({"prompts": ["only one"]}, 422, "1 prompt(s); an evaluation needs at least 2"),
+        ({"prompts": PROMPTS * 10, "strengths": [0, 1, 2, 4, 8]}, 422, "needs 840 rows (30 prompts x 2 seeds x 14 arm"),
+        ({"prompts": PROMPTS * 10, "strengths": [0, 1, 2, 4, 8]}, 422, "at most 400 rows (max_rows)"),
+        ({"seeds": 9}, 422, "9 seeds asked; at most 8"),
+        (
+            {
+                "prompts": None,
+                "prompts_file": {"name": "p.txt", "content_base64": base64.b64encode(b"\x00\xff\x00").decode()},
+            },
+            422,
+            "the file 'p.txt' is not text",
+        ),
+        ({"spec": {"features": [{"sae_id": SAE, "feature": 999999}]}}, 422, "feature 999999 is out of range"),
+        ({"spec": {"features": [{"sae_id": "nope", "feature": 1}]}}, 422, "no SAE 'nope'"),
+        ({"spec": {"features": []}}, 422, "steers no feature"),
+        ({"strengths": [0, 500]}, 422, "strength 500 of the sweep is outside"),
+        ({"metrics": {"regex": "("}}, 422, "not a regular expression"),
+        ({"prompt_set": "prose"}, 422, "give exactly one of"),
+    ],
+)
+def test_bad_input_gets_a_422_that_says_why(client, change, status, says):
+    r = client.post("/api/steer-eval", json=body(**change))
+    assert r.status_code == status, r.text
+    assert says in r.json()["error"]
+
+
+def test_cancel_mid_run_keeps_nothing(client):
+    r = client.post("/api/steer-eval", json=body(prompts=PROMPTS * 4, strengths=[0, 1, 2, 4, 8], seeds=2))
+    started = r.json()
+    wait(client, started["json_url"], until=("running",))
+    for _ in range(600):  # let it generate a little first
+        if client.get(started["json_url"]).json()["progress"].get("done", 0) > 0:
+            break
+        time.sleep(0.05)
+    cancelled = client.post(started["cancel_url"])
+    assert cancelled.status_code == 200
+    job = wait(client, started["json_url"])
+    assert job["status"] == "cancelled" and job["result"] is None and "no result" in job["error"]
+    assert client.get(started["recipe_url"] + ".json").status_code == 404
+    events = client.get(started["events_url"]).text
+    assert "event: end" in events and '"status":"cancelled"' in events
+    assert client.post("/api/steer", json={"prompt": "Hi", "max_new_tokens": 2}).status_code == 200  # worker free
+
+
+def test_server_stop_mid_run_marks_the_job_failed(tiny_db, tmp_path_factory):
+    settings = settings_for(tmp_path_factory)
+    with TestClient(create_app([tiny_db], settings, warm_search=False)) as c:
+        started = c.post("/api/steer-eval", json=body(prompts=PROMPTS * 4, strengths=[0, 1, 2, 4, 8])).json()
+        wait(c, started["json_url"], until=("running",))
+    store = RecipeStore(settings.app_db_url)  # the app database as the next server sees it
+    job = store.job(started["id"])
+    assert job.status == "failed" and "server stopped" in job.error
+    assert store.recipe(started["id"]) is None
+
+
+def test_the_api_is_in_the_openapi_schema(client):
+    paths = client.get("/-/openapi.json").json()["paths"]
+    assert "202" in paths["/api/steer-eval"]["post"]["responses"]
+    assert {
+        "/api/steer-eval/{job_id}/cancel",
+        "/api/steer-eval/{job_id}/events",
+        "/api/recipes/{recipe_id}/run-again",
+    } <= set(paths)
+    assert set(paths["/recipes/{recipe_id}.md"]["get"]["responses"]["200"]["content"]) == {"text/markdown"}
+
+
+def test_evaluate_buttons_and_the_prefilled_form(client):
+    model_id = client.get("/.json").json()["models"][0]["model_id"]
+    page = client.get(f"/{model_id}/{SAE}/40").text
+    link = f"/steer-eval?model_id={model_id}&amp;sae_id={SAE}&amp;feature=40"
+    assert f'href="{link}">Evaluate this steer' in page
+    form = client.get(link.replace("&amp;", "&")).text
+    init = json.loads(form.split('id="eval-init">')[1].split("</script>")[0])
+    expected = FeatureSteer(sae_id=SAE, feature=40, mode="add", strength=1.0).model_dump()
+    assert init["request"]["spec"]["features"][0] == expected
+    assert 'id="evaluate"' in client.get("/steer").text
+    spec = {"prompt": "", "features": [{"sae_id": SAE, "feature": 7, "mode": "ablate"}]}
+    form = client.get("/steer-eval?spec=" + quote(json.dumps(spec))).text
+    assert '"feature": 7' in form and '"mode": "ablate"' in form
+    assert client.get("/steer-eval?spec=nonsense").status_code == 422
+    assert client.get("/steer-eval/nope").status_code == 404 and client.get("/recipes/nope.json").status_code == 404
+
+
+def test_a_job_of_a_killed_server_reads_as_failed(tmp_path):
+    import subprocess
+
+    from sqlalchemy.orm import Session
+
+    from qscope.steer.evaluate import recipes
+
+    store = RecipeStore(f"sqlite:///{tmp_path}/app.db")
+    store.add_job("j1", "m", "{}")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid of this host that no longer runs: the server that ran the job was killed
+    with Session(store.engine) as s, s.begin():
+        row = s.get(recipes.JobRow, "j1")
+        row.owner, row.status = f"{recipes.HOST}:{dead.pid}:0000", "running"
+    job = store.job("j1")
+    assert job.status == "failed" and "server stopped" in job.error
+    store.add_job("j2", "m", "{}")  # this process's own job stays as it is
+    assert store.job("j2").status == "queued"
+
+
+def test_suggest_finds_the_feature_a_set_was_made_for(client):
+    r = client.get("/api/steer-eval/suggest", params={"prompt_set": "prose-to-code"})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["feature"]["mode"] == "add" and got["feature"]["sae_id"].endswith("layer1")
+    assert got["url"].endswith(f"/{got['feature']['feature']}")
+    assert client.get("/api/steer-eval/suggest", params={"prompt_set": "prose"}).status_code == 422
