@@ -49,6 +49,8 @@ def app(tiny_db, tmp_path_factory):
         app_db_url=f"sqlite:///{tmp}/app.db",
         rate_steer_per_min=0,
         rate_inspect_per_min=0,
+        rate_openai_per_min=0,
+        rate_share_per_min=0,
         steer_max_new_tokens=32,
         steer_timeout_s=20,
     )

@@ -281,7 +281,7 @@ class SteerWorker:
                 job = self.queue.get(timeout=wait) if wait > 0 else self.queue.get_nowait()
             except queue.Empty:
                 break
-            if self._expired(job):
+            if job is not _WAKE and self._expired(job):
                 continue
             if job.model is first.model and n_rows + len(job.rows) <= self.max_batch_rows:
                 batch.append(job)
