@@ -135,18 +135,9 @@ def limits(max_examples: int | None):
 
 
 def cli_runner(served, settings, sae_ids=None):
-    from qscope.discover.activations import Runner
+    from qscope.discover.service import runner_for
 
-    saes = served.saes if sae_ids is None else {s: served.saes[s] for s in sae_ids}
-    pad = served.tokenizer.pad_token_id
-    return Runner(
-        served.model,
-        saes,
-        served.skip_first,
-        served.sink_norm_ratio,
-        settings.discover_batch_tokens,
-        pad_id=pad if pad is not None else 0,
-    )
+    return runner_for(served, settings.discover_batch_tokens, sae_ids)
 
 
 def write_json(path: Path, text: str) -> None:

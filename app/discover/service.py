@@ -48,6 +48,23 @@ class Served:
     corpus_dir: Path | None
 
 
+def runner_for(
+    served: Served, batch_tokens: int, sae_ids: list[str] | None = None, lock: threading.Lock | None = None
+) -> Runner:
+    """The activation runner of a served model over all its SAEs, or those of `sae_ids` it has."""
+    saes = served.saes if sae_ids is None else {s: served.saes[s] for s in sae_ids if s in served.saes}
+    pad = served.tokenizer.pad_token_id
+    return Runner(
+        served.model,
+        saes,
+        served.skip_first,
+        served.sink_norm_ratio,
+        batch_tokens,
+        lock=lock,
+        pad_id=pad if pad is not None else 0,
+    )
+
+
 class Discovering:
     def __init__(self, settings: Settings) -> None:
         self.limits = ExampleLimits(
@@ -71,17 +88,7 @@ class Discovering:
             return self._db
 
     def runner(self, served: Served, sae_ids: list[str] | None = None) -> Runner:
-        saes = served.saes if sae_ids is None else {s: served.saes[s] for s in sae_ids if s in served.saes}
-        pad = served.tokenizer.pad_token_id
-        return Runner(
-            served.model,
-            saes,
-            served.skip_first,
-            served.sink_norm_ratio,
-            self.batch_tokens,
-            lock=served.lock,
-            pad_id=pad if pad is not None else 0,
-        )
+        return runner_for(served, self.batch_tokens, sae_ids, lock=served.lock)
 
     def start_discovery(self, served: Served, examples: ExampleSet, options: DiscoverOptions) -> Job:
         def run(job: Job) -> str:

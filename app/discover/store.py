@@ -10,11 +10,11 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
-from sqlalchemy import DateTime, Float, String, Text, create_engine, select
-from sqlalchemy.engine import make_url
+from sqlalchemy import DateTime, Float, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from qscope.appdb import open_app_db
 
 KINDS = ("discovery", "detector", "footprint")
 
@@ -53,11 +53,7 @@ class DiscoverStore:
     """Save and load records; tables are created on first use."""
 
     def __init__(self, url: str) -> None:
-        parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url)
-        Base.metadata.create_all(self.engine)
+        self.engine = open_app_db(url, Base.metadata)
 
     def save(self, kind: str, record_id: str, model_id: str, name: str, body: str, figure: float | None = None) -> str:
         """Store a record under `record_id` (from new_id(), so the body can carry its own id)."""

@@ -13,11 +13,11 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, create_engine, func, select
-from sqlalchemy.engine import make_url
+from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from qscope.appdb import open_app_db
 
 NOTE_KINDS = ("explanation", "note")
 
@@ -109,11 +109,7 @@ class NoteStore:
     """Notes and lists in the app database; the tables are created on first use."""
 
     def __init__(self, url: str) -> None:
-        parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url)
-        Base.metadata.create_all(self.engine)
+        self.engine = open_app_db(url, Base.metadata)
         self.version = 0  # bumped on every write (search indexes rebuild when it moves)
         self._lock = threading.Lock()
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 import base64
 import hashlib
 from datetime import UTC, datetime
-from pathlib import Path
 
 from pydantic import ValidationError
-from sqlalchemy import DateTime, String, Text, create_engine
-from sqlalchemy.engine import make_url
+from sqlalchemy import DateTime, String, Text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from qscope.appdb import open_app_db
 from qscope.steer.spec import SteerResult, SteerSpec
 
 
@@ -43,11 +42,7 @@ class RunStore:
     """Save and load shared runs; the tables are created on first use."""
 
     def __init__(self, url: str) -> None:
-        parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url)
-        Base.metadata.create_all(self.engine)
+        self.engine = open_app_db(url, Base.metadata)
 
     def save(self, spec: SteerSpec, result: SteerResult) -> str:
         """The run's id; the row is written only the first time this spec and result are saved."""

@@ -16,12 +16,11 @@ import secrets
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from sqlalchemy import DateTime, Float, String, Text, create_engine, select
-from sqlalchemy.engine import make_url
+from sqlalchemy import DateTime, Float, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from qscope.appdb import open_app_db
 from qscope.steer.evaluate.result import EvalResult
 
 STALE_S = 60.0
@@ -114,11 +113,7 @@ class RecipeStore:
     """Jobs and recipes in the app database; the tables are created on first use."""
 
     def __init__(self, url: str) -> None:
-        parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url)
-        Base.metadata.create_all(self.engine)
+        self.engine = open_app_db(url, Base.metadata)
 
     def add_job(self, job_id: str, model_id: str, request_json: str) -> None:
         now = _now()
