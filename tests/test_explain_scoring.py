@@ -27,7 +27,7 @@ from qscope.store.queries import Context, FeatureDetail, FeatureRow, IntervalBin
 
 def ctx(kind, rank, words, fire_at, act, b=None):
     acts = [act if i in fire_at else 0.0 for i in range(len(words))]
-    return Context(kind, b, rank, act, 0, max(fire_at), words, acts)
+    return Context(kind, b, rank, act, 0, max(fire_at), words, acts, words)
 
 
 def detail(n_top=14) -> FeatureDetail:
