@@ -106,6 +106,6 @@ def test_search_empty_and_bad_parameters(client):
         r = client.get(f"/search?{query}")
         assert r.status_code == 422 and "Bad parameter" in r.text, query
     r = client.get("/search.json", params={"q": "y" * 5000})  # too long to run the model on: the others still run
-    assert r.status_code == 200 and r.json()["kinds"] == ["semantic", "text", "fires"]
+    assert r.status_code == 200 and r.json()["kinds"] == ["explanation", "semantic", "text", "fires"]
     assert [n.split(" did not run")[0] for n in r.json()["notes"]] == ["Running the model on your query"]
     assert "at most" in r.json()["notes"][0]

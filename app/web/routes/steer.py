@@ -182,15 +182,6 @@ def feature_info(sae_id: str, feature: int, catalog: CatalogDep) -> SteerFeature
     return steer_feature(catalog, sae_id, feature)
 
 
-@api.get("/{run_id}", response_model=SavedRun, summary="A shared run (the same as /steer/{run_id}.json)")
-def saved_run_api(run_id: str, steering: SteeringDep) -> SavedRun:
-    found = steering.runs.get(run_id)
-    if found is None:
-        raise NotFound(f"No saved steering run {run_id!r}: runs are saved with POST /api/steer/share.")
-    spec, result = found
-    return SavedRun(id=run_id, url=urls.steer_run(run_id), spec=spec, result=result)
-
-
 @api.post("/share", response_model=SavedRun, summary="Save a finished run; returns its permalink")
 def share(body: ShareRequest, steering: SteeringDep) -> SavedRun:
     found = steering.recall(body.run)
@@ -199,6 +190,15 @@ def share(body: ShareRequest, steering: SteeringDep) -> SavedRun:
     spec, result = found
     result = result.model_copy(update={"run": None})
     run_id = steering.runs.save(spec, result)
+    return SavedRun(id=run_id, url=urls.steer_run(run_id), spec=spec, result=result)
+
+
+@api.get("/{run_id}", response_model=SavedRun, summary="A shared run (the same as /steer/{run_id}.json)")
+def saved_run_api(run_id: str, steering: SteeringDep) -> SavedRun:
+    found = steering.runs.get(run_id)
+    if found is None:
+        raise NotFound(f"No saved steering run {run_id!r}: runs are saved with POST /api/steer/share.")
+    spec, result = found
     return SavedRun(id=run_id, url=urls.steer_run(run_id), spec=spec, result=result)
 
 
