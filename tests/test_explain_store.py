@@ -69,3 +69,14 @@ def test_export_with_the_store(tiny_db, tmp_path):
     assert got[1][0] == 5 and json.loads(got[1][1])[0]["text"] == 'a "quoted", note'
     assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name) == []  # nothing half-written left
     store.close()
+
+
+def test_note_search_takes_a_query_of_a_thousand_words(tmp_path):
+    """SQLite refuses a WHERE of ~1,000 LIKE terms: a long query narrows in SQL on a few words, then checks all."""
+    from qscope.explain.notes import NoteStore
+
+    notes = NoteStore(f"sqlite:///{tmp_path}/app.db")
+    notes.add_note("m", "s", 1, "every word here", "note", "Ada")
+    found, _ = notes.search("every " + "word " * 1000)
+    assert [n.text for n in found] == ["every word here"]
+    assert notes.search("every word " + "absent " * 1000)[0] == []

@@ -20,6 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from qscope.appdb import open_app_db
 
 NOTE_KINDS = ("explanation", "note")
+SQL_WORDS = 8  # query words narrowed in SQL (NoteStore.search)
 
 
 class Base(DeclarativeBase):
@@ -232,7 +233,9 @@ class NoteStore:
         if not _words(q):
             return [], []
         query = select(NoteRow).order_by(NoteRow.created_at)
-        for w in _words(q):  # a first cut in SQL; `matches` then keeps word starts only
+        # a first cut in SQL on a few distinct words (SQLite refuses an expression of ~1,000 terms, and a long
+        # query is easy to send); `matches` then checks every word, and word starts only
+        for w in list(dict.fromkeys(_words(q)))[:SQL_WORDS]:
             query = query.where(func.lower(NoteRow.text).contains(w, autoescape=True))
         with Session(self.engine) as session:
             rows = [_note(r) for r in session.scalars(query)]
