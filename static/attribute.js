@@ -2,12 +2,7 @@
 // /inspect; ask it again with another target; "Suppress and regenerate" streams the same prompt with the ticked
 // features ablated (POST /api/steer/stream) beside the original. Event delegation: panels loaded later work too.
 (() => {
-  const el = (tag, attrs = {}, text = "") => {
-    const e = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-    if (text) e.textContent = text;
-    return e;
-  };
+  const el = window.qscopeEl; // qscope.js
 
   // The panel partial into `slot`; an error page gives its message (status and text) instead.
   async function load(url, slot) {

@@ -4,6 +4,14 @@
 (function () {
   "use strict";
 
+  // an element with attributes and text, for the page scripts (steer.js, attribute.js, steer_eval.js)
+  window.qscopeEl = function (tag, attrs, text) {
+    var e = document.createElement(tag);
+    Object.entries(attrs || {}).forEach(function (kv) { e.setAttribute(kv[0], kv[1]); });
+    if (text) e.textContent = text;
+    return e;
+  };
+
   function copyLink(button) {
     var url = new URL(button.getAttribute("data-copy"), window.location.href).href;
     var done = function () {

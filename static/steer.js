@@ -15,12 +15,7 @@
   const output = document.getElementById("steerout"); // data-run: what a click on a token attributes (attribute.js)
   let runToken = null;
 
-  const el = (tag, attrs = {}, text = "") => {
-    const e = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-    if (text) e.textContent = text;
-    return e;
-  };
+  const el = window.qscopeEl; // qscope.js
   const short = (saeId) => saeId.split("__").pop();
   const rows = () => [...list.querySelectorAll(".feature-row")];
 

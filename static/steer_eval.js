@@ -2,12 +2,7 @@
 // a job's page (/steer-eval/{id}: progress from server-sent events, cancel, reload when done) and a recipe's
 // page (/recipes/{id}: run again).
 (() => {
-  const el = (tag, attrs = {}, text = "") => {
-    const e = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-    if (text) e.textContent = text;
-    return e;
-  };
+  const el = window.qscopeEl; // qscope.js
 
   async function post(url, body) {
     const resp = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });

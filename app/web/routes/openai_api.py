@@ -30,6 +30,7 @@ from qscope.steer.service import Steering
 from qscope.steer.spec import SpecError, SteerSpec
 from qscope.steer.worker import QueueFull, SteerJob
 from qscope.web.catalog import Catalog, ModelEntry, NotFound
+from qscope.web.channel import channel, next_event
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
 from qscope.web.openai_schema import ChatRequest, CompletionRequest, ParamError, Sampling, openai_error
 
@@ -162,15 +163,6 @@ def _job(spec: SteerSpec, n: int, catalog: Catalog, live, steering: Steering, em
     return make_rows_job(spec, lm.model, lm.tokenizer, edits, limits, n, emit, runner.lock)
 
 
-def _channel() -> tuple[asyncio.Queue, Callable[[str, Any], None]]:
-    loop, q = asyncio.get_running_loop(), asyncio.Queue[tuple[str, Any]]()
-
-    def put(kind: str, data: Any) -> None:  # called on the worker's thread
-        loop.call_soon_threadsafe(q.put_nowait, (kind, data))
-
-    return q, put
-
-
 async def _complete(
     request: Request,
     body: Sampling,
@@ -183,7 +175,7 @@ async def _complete(
     echo: str = "",
 ) -> Response:
     n = body.n or 1
-    q, out = _channel()
+    q, out = channel()
     collector = RowsCollector(n, body.stops(), out)
     job = _job(spec, n, catalog, live, steering, collector.feed, request.app.state.settings.openai_max_prompt_tokens)
     collector.job = job  # before it queues: a stop string met at the first token must already stop the row
@@ -212,12 +204,10 @@ def _choice(head: Head, c: Choice, echo: str) -> dict:
 async def _whole(request: Request, q: asyncio.Queue, job: SteerJob, head: Head, echo: str) -> Response:
     try:
         while True:
-            try:
-                kind, data = await asyncio.wait_for(q.get(), timeout=0.5)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    return Response(status_code=499)
-                continue
+            event = await next_event(request, q)
+            if event is None:
+                return Response(status_code=499)  # the client left (finally: the job stops)
+            kind, data = event
             if kind == "done":
                 choices = [_choice(head, c, echo) for c in data]
                 return _json(head.body(choices, usage=head.usage(data)))

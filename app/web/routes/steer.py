@@ -9,11 +9,10 @@ over a limit), 404, 503 (queue full, or queued too long: Retry-After).
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
@@ -26,6 +25,7 @@ from qscope.steer.spec import SavedRun, ShareRequest, SpecError, SteerResult, St
 from qscope.steer.worker import SteerJob, WaitedTooLong, make_job
 from qscope.web import urls
 from qscope.web.catalog import Catalog, NotFound
+from qscope.web.channel import channel, next_event
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
 from qscope.web.errors import Unprocessable, error_response
 from qscope.web.render import render
@@ -111,30 +111,16 @@ def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -
     return job, spec
 
 
-def _channel() -> tuple[asyncio.Queue, Callable[[str, Any], None]]:
-    """An asyncio queue and a thread-safe emit that feeds it from the worker thread."""
-    loop = asyncio.get_running_loop()
-    q: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-
-    def emit(kind: str, data: Any) -> None:
-        loop.call_soon_threadsafe(q.put_nowait, (kind, data))
-
-    return q, emit
-
-
 @api.post("", response_model=SteerResult, summary="Generate default and steered completions (one batch)")
 async def steer_api(spec: SteerSpec, request: Request, catalog: CatalogDep, live: LiveDep, steering: SteeringDep):
-    q, emit = _channel()
+    q, emit = channel()
     job, spec = _submit(spec, catalog, live, steering, emit)
     try:
         while True:
-            try:
-                kind, data = await asyncio.wait_for(q.get(), timeout=0.5)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    job.cancel.set()
-                    return Response(status_code=499)
-                continue
+            event = await next_event(request, q)
+            if event is None:
+                return Response(status_code=499)  # the client left (finally: the job stops)
+            kind, data = event
             if kind == "done":
                 return steering.remember(spec, data)
             if kind == "error" and isinstance(data, WaitedTooLong):
@@ -154,7 +140,7 @@ async def steer_api(spec: SteerSpec, request: Request, catalog: CatalogDep, live
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def steer_stream(spec: SteerSpec, catalog: CatalogDep, live: LiveDep, steering: SteeringDep):
-    q, emit = _channel()
+    q, emit = channel()
     job, spec = _submit(spec, catalog, live, steering, emit)
 
     async def events() -> AsyncIterator[str]:
