@@ -24,6 +24,14 @@ def channel() -> tuple[asyncio.Queue, Callable[[str, Any], None]]:
     return q, emit
 
 
+async def outcome(request: Request, q: asyncio.Queue) -> tuple[str, Any] | None:
+    """The job's "done" or "error" event (token events are passed over); None once the client has gone."""
+    while (event := await next_event(request, q)) is not None:
+        if event[0] in ("done", "error"):
+            return event
+    return None
+
+
 async def next_event(request: Request, q: asyncio.Queue) -> tuple[str, Any] | None:
     """The next (kind, data) the worker sent; None once the client has disconnected."""
     while True:

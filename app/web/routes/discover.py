@@ -4,8 +4,9 @@ background job, or the result when `wait` is set) and saved results at `/discove
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -148,16 +149,23 @@ async def discover_api(
         job = discovering.start_discovery(model, examples, body.options)
     except JobsFull as e:
         return busy(e)
-    if not body.wait:
+    return await job_answer(request, job, body.wait, discovering.discovery, urls.discovery)
+
+
+async def job_answer(
+    request: Request, job: Job, wait: bool, saved: Callable[[str], Any], url_of: Callable[[str], str]
+) -> Response:
+    """202 and the job; or, with `wait`, the job's saved result (`saved(job.result)`) with its permalink."""
+    if not wait:
         return JSONResponse(job_json(job), status_code=202)
     if not await wait_for(job, request):
         return Response(status_code=499)
     if job.state != "done":
         return JSONResponse({"status": 500, "error": job.error or job.state, "job": job_json(job)}, status_code=500)
-    found = discovering.discovery(job.result or "")
+    found = saved(job.result or "")
     if found is None:  # saved by the job a moment ago: only a database removed under the server loses it
         return JSONResponse({"status": 500, "error": "the result was not saved", "job": job_json(job)}, status_code=500)
-    return JSONResponse(jsonable({"url": urls.discovery(found.id), **found.model_dump()}))
+    return JSONResponse(jsonable({"url": url_of(found.id), **found.model_dump()}))
 
 
 @dataclass

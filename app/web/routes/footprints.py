@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 
 from qscope.discover.footprinting import FootprintRecord
 from qscope.discover.jobs import JobsFull
@@ -19,9 +19,9 @@ from qscope.web import urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LiveDep
 from qscope.web.discover_plots import overlap_bar
-from qscope.web.discovering import WAITED, DiscoveringDep, JobOut, bad_input, busy, job_json, model_id_of, served
+from qscope.web.discovering import WAITED, DiscoveringDep, JobOut, bad_input, busy, model_id_of, served
 from qscope.web.render import jsonable, render
-from qscope.web.routes.discover import DemoInfo, demo_infos, prefill, wait_for
+from qscope.web.routes.discover import DemoInfo, demo_infos, job_answer, prefill
 from qscope.web.twins import TwinRoute
 
 router = APIRouter(route_class=TwinRoute)  # pages: each answers at its path + .json too
@@ -88,16 +88,7 @@ async def footprints_api(
         job = discovering.start_footprint(model, a, b, names, notes, body.by, body.share, body.top)
     except JobsFull as e:
         return busy(e)
-    if not body.wait:
-        return JSONResponse(job_json(job), status_code=202)
-    if not await wait_for(job, request):
-        return Response(status_code=499)
-    if job.state != "done":
-        return JSONResponse({"status": 500, "error": job.error or job.state, "job": job_json(job)}, status_code=500)
-    rec = discovering.footprint(job.result or "")
-    if rec is None:  # saved by the job a moment ago: only a database removed under the server loses it
-        return JSONResponse({"status": 500, "error": "the result was not saved", "job": job_json(job)}, status_code=500)
-    return JSONResponse(jsonable({"url": urls.footprint(rec.id), **rec.model_dump()}))
+    return await job_answer(request, job, body.wait, discovering.footprint, urls.footprint)
 
 
 @api.post(

@@ -30,7 +30,7 @@ from qscope.steer.service import Steering
 from qscope.steer.spec import SpecError, SteerSpec
 from qscope.steer.worker import QueueFull, SteerJob
 from qscope.web.catalog import Catalog, ModelEntry, NotFound
-from qscope.web.channel import channel, next_event
+from qscope.web.channel import channel, outcome
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
 from qscope.web.openai_schema import ChatRequest, CompletionRequest, ParamError, Sampling, openai_error
 
@@ -203,16 +203,13 @@ def _choice(head: Head, c: Choice, echo: str) -> dict:
 
 async def _whole(request: Request, q: asyncio.Queue, job: SteerJob, head: Head, echo: str) -> Response:
     try:
-        while True:
-            event = await next_event(request, q)
-            if event is None:
-                return Response(status_code=499)  # the client left (finally: the job stops)
-            kind, data = event
-            if kind == "done":
-                choices = [_choice(head, c, echo) for c in data]
-                return _json(head.body(choices, usage=head.usage(data)))
-            if kind == "error":
-                return openai_error(500, data)
+        if (event := await outcome(request, q)) is None:
+            return Response(status_code=499)  # the client left (finally: the job stops)
+        kind, data = event
+        if kind == "done":
+            choices = [_choice(head, c, echo) for c in data]
+            return _json(head.body(choices, usage=head.usage(data)))
+        return openai_error(500, data)
     finally:
         job.cancel.set()  # finished rows ignore it; an abandoned request stops generating
 

@@ -25,7 +25,7 @@ from qscope.steer.spec import SavedRun, ShareRequest, SpecError, SteerResult, St
 from qscope.steer.worker import SteerJob, WaitedTooLong, make_job
 from qscope.web import urls
 from qscope.web.catalog import Catalog, NotFound
-from qscope.web.channel import channel, next_event
+from qscope.web.channel import channel, outcome
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
 from qscope.web.errors import Unprocessable, error_response
 from qscope.web.render import render
@@ -116,19 +116,16 @@ async def steer_api(spec: SteerSpec, request: Request, catalog: CatalogDep, live
     q, emit = channel()
     job, spec = _submit(spec, catalog, live, steering, emit)
     try:
-        while True:
-            event = await next_event(request, q)
-            if event is None:
-                return Response(status_code=499)  # the client left (finally: the job stops)
-            kind, data = event
-            if kind == "done":
-                return steering.remember(spec, data)
-            if kind == "error" and isinstance(data, WaitedTooLong):
-                response = error_response(request, 503, data)
-                response.headers["Retry-After"] = str(steering.worker.retry_after_s)
-                return response
-            if kind == "error":
-                return error_response(request, 500, data)
+        if (event := await outcome(request, q)) is None:
+            return Response(status_code=499)  # the client left (finally: the job stops)
+        kind, data = event
+        if kind == "done":
+            return steering.remember(spec, data)
+        if isinstance(data, WaitedTooLong):
+            response = error_response(request, 503, data)
+            response.headers["Retry-After"] = str(steering.worker.retry_after_s)
+            return response
+        return error_response(request, 500, data)
     finally:
         job.cancel.set()  # finished rows ignore it; an abandoned request stops generating
 
