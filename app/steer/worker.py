@@ -194,7 +194,7 @@ class SteerWorker:
         # how long a batch that is not full waits for more jobs: clients with many requests in flight send the
         # next ones a moment after a batch ends, and without a wait the first of them would run alone
         self.gather_s = gather_s
-        self.batches = 0  # generations run, for tests and the benchmark
+        self.batches = 0  # generations started, for tests and the benchmark (counted before any job hears back)
         self._pending: list[SteerJob] = []  # taken from the queue but for another model than the batch's
         self.background: queue.Queue[Background] = queue.Queue()  # runs when no live job waits
         self._thread: threading.Thread | None = None
@@ -322,6 +322,7 @@ class SteerWorker:
             if len(done) == len(job.rows):
                 job.emit_safely("done", _result(job, [done[i] for i in range(len(job.rows))]))
 
+        self.batches += 1  # before generating: a job's "done" may go out (on_done) while the batch runs on
         tok = live[0].tokenizer
         eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
         pad = tok.pad_token_id if tok.pad_token_id is not None else (eos[0] if eos else 0)
@@ -339,7 +340,6 @@ class SteerWorker:
                 else:
                     j.emit_safely("error", f"generation failed: {str(e) or type(e).__name__}")
             return
-        self.batches += 1
         for j in live:  # rows that never stopped on their own (cancelled before the first step)
             if len(finished.get(id(j), ())) < len(j.rows):
                 j.emit_safely("done", _result(j, outs[first_row[id(j)] : first_row[id(j)] + len(j.rows)]))
