@@ -225,3 +225,12 @@ def test_split_is_seeded_and_stratified():
     assert tr.tolist() == tr2.tolist() and te.tolist() == te2.tolist()
     assert y[te].sum() == 3 and (y[te] == 0).sum() == 6 and len(set(tr) | set(te)) == 30
     assert split_indices(y, 0.3, 8)[1].tolist() != te.tolist()
+
+
+def test_a_logistic_regression_that_kept_no_feature_scores_its_intercept():
+    """L1 may zero every weight (examples no feature tells apart): the detector is a constant, not a crash."""
+    empty = Detector(kind="logreg", terms=[], intercept=-0.25, C=1.0)
+    assert empty.score(np.zeros((4, 0))).tolist() == [-0.25] * 4
+    assert not empty.fires(np.zeros((3, 0))).any()
+    always = Detector(kind="logreg", terms=[], intercept=0.5, C=1.0)
+    assert always.fires(np.zeros((2, 0))).all()

@@ -68,7 +68,10 @@ class Detector(BaseModel):
 
     def score(self, X_EN: np.ndarray) -> np.ndarray:
         """Score per example from its pooled activations of the terms' features [E, N]; fires where > 0."""
-        X_EN = np.asarray(X_EN, dtype=np.float64).reshape(-1, len(self.terms))
+        X = np.asarray(X_EN, dtype=np.float64)
+        if not self.terms:  # an L1 fit that kept no feature: the same score (its intercept) for every example
+            return np.full(X.shape[0] if X.ndim == 2 else 1, self.intercept)
+        X_EN = X.reshape(-1, len(self.terms))
         scale_N = np.array([t.scale for t in self.terms])
         if self.kind == "logreg":
             return self.intercept + (X_EN / scale_N) @ np.array([t.coef for t in self.terms])
