@@ -3,6 +3,7 @@ discovery sees it, and the translation of bad input into 422s."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,6 +99,13 @@ class JobOut(BaseModel):
 WAITED: dict[int | str, dict[str, Any]] = {
     200: {"description": "With `wait`: the finished result, and its permalink in `url`."}
 }
+
+JOB_POST: dict[str, Any] = {"status_code": 202, "response_model": JobOut, "responses": WAITED}  # a POST starting a job
+
+
+async def served_async(catalog: Catalog, live: LiveModels, model_id: str | None) -> Served:
+    """`served` off the event loop (its first use loads the model)."""
+    return await asyncio.to_thread(served, catalog, live, model_id)
 
 
 def _result_url(job: Job) -> str | None:

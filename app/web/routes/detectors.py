@@ -14,7 +14,7 @@ from qscope.discover.store import Listed
 from qscope.web import urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LiveDep
-from qscope.web.discovering import DiscoveringDep, bad_input, model_id_of, served
+from qscope.web.discovering import DiscoveringDep, bad_input, model_id_of, served_async
 from qscope.web.render import render
 from qscope.web.routes.discover import DemoInfo, demo_infos
 from qscope.web.twins import TwinRoute
@@ -46,7 +46,7 @@ async def create_detector(body: DetectorRequest, catalog: CatalogDep, live: Live
     if d is None:
         raise NotFound(f"No saved discovery {body.discovery!r}: run one first (POST /api/discover).")
     with bad_input():
-        model = await asyncio.to_thread(served, catalog, live, d.model_id)
+        model = await served_async(catalog, live, d.model_id)
         saved = await asyncio.to_thread(discovering.fit_detector, model, d, body.spec, body.name)
     return SavedOut(url=urls.detector(saved.id), **saved.model_dump())
 
@@ -60,7 +60,7 @@ async def create_detector(body: DetectorRequest, catalog: CatalogDep, live: Live
 async def detect_api(body: DetectRequest, catalog: CatalogDep, live: LiveDep, discovering: DiscoveringDep):
     saved = _saved(discovering, body.detector)
     with bad_input():
-        model = await asyncio.to_thread(served, catalog, live, saved.model_id)
+        model = await served_async(catalog, live, saved.model_id)
         return await asyncio.to_thread(discovering.detect, model, saved, body.texts)
 
 

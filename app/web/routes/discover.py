@@ -20,15 +20,14 @@ from qscope.web import discover_plots, urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LiveDep
 from qscope.web.discovering import (
-    WAITED,
+    JOB_POST,
     DiscoveringDep,
-    JobOut,
     bad_input,
     busy,
     corpus_dir,
     job_json,
     model_id_of,
-    served,
+    served_async,
 )
 from qscope.web.render import jsonable, render, templates
 from qscope.web.twins import TwinRoute
@@ -134,16 +133,14 @@ async def wait_for(job: Job, request: Request) -> bool:
 @api.post(
     "/api/discover",
     tags=["discover"],
-    status_code=202,
-    response_model=JobOut,
-    responses=WAITED,
+    **JOB_POST,
     summary="Rank the features that tell set A from set B (a job, or the result with wait=true)",
 )
 async def discover_api(
     body: DiscoverRequest, request: Request, catalog: CatalogDep, live: LiveDep, discovering: DiscoveringDep
 ):
     with bad_input():
-        model = await asyncio.to_thread(served, catalog, live, body.model_id)
+        model = await served_async(catalog, live, body.model_id)
         examples = example_set(body, discovering.limits, model.corpus_dir, body.options.seed)
     try:
         job = discovering.start_discovery(model, examples, body.options)

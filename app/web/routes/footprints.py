@@ -19,7 +19,14 @@ from qscope.web import urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LiveDep
 from qscope.web.discover_plots import overlap_bar
-from qscope.web.discovering import WAITED, DiscoveringDep, JobOut, bad_input, busy, model_id_of, served
+from qscope.web.discovering import (
+    JOB_POST,
+    DiscoveringDep,
+    bad_input,
+    busy,
+    model_id_of,
+    served_async,
+)
 from qscope.web.render import jsonable, render
 from qscope.web.routes.discover import DemoInfo, demo_infos, job_answer, prefill
 from qscope.web.twins import TwinRoute
@@ -73,16 +80,14 @@ def footprints_page(
 @api.post(
     "/api/footprints",
     tags=["footprints"],
-    status_code=202,
-    response_model=JobOut,
-    responses=WAITED,
+    **JOB_POST,
     summary="Footprints of one or two datasets and their comparison (a job, or the result with wait)",
 )
 async def footprints_api(
     body: FootprintRequest, request: Request, catalog: CatalogDep, live: LiveDep, discovering: DiscoveringDep
 ):
     with bad_input():
-        model = await asyncio.to_thread(served, catalog, live, body.model_id)
+        model = await served_async(catalog, live, body.model_id)
         a, b, names, notes = datasets(body, discovering.limits, model.corpus_dir)
     try:
         job = discovering.start_footprint(model, a, b, names, notes, body.by, body.share, body.top)
