@@ -4,6 +4,11 @@ the earliest SAE alone (the same forward and backward with one SAE encode: the d
 cost, an encode each).
 
     qscope bench attribute --model data/demo/model --saes data/demo/saes --tokens 128
+    qscope bench attribute --real-shape 8      # Qwen3-1.7B's sizes, 8 layers, a 32k SAE on every layer
+
+--real-shape N builds (once, in --dir) the real-shape benchmark's inputs: a random-weight Qwen3 at Qwen3-1.7B's
+sizes with N of its 28 layers and the real Qwen3 tokenizer, and a --width-wide SAE on every layer in Qwen-Scope's
+format, as Qwen-Scope ships one per layer (the most SAEs an attribution runs over).
 
 The prompt is real text (the demo's validation corpus when it is there, else this module's docstrings), cut to
 exactly --tokens tokens. They are timed in turn, --reps times after a warm-up, and the best of each kept; CPU
@@ -21,6 +26,8 @@ from typing import NamedTuple
 
 import torch
 
+from qscope.bench import real_shape
+from qscope.config import get_settings
 from qscope.live.attribute import Target, attribute
 from qscope.model import load_model
 from qscope.sae import find_sae_files, load_sae
@@ -75,9 +82,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's own choice)")
+    ap.add_argument("--real-shape", type=int, default=0, metavar="LAYERS", help="Qwen3-1.7B's sizes, LAYERS deep")
+    ap.add_argument("--width", type=int, default=32768, help="with --real-shape: features per SAE")
+    ap.add_argument("--dir", type=Path, default=get_settings().data_dir / "real-shape", help="with --real-shape")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.real_shape:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        model_dir = real_shape.checkpoint(args.dir, args.real_shape)
+        corpus_file = real_shape.corpus(args.dir, 8192)
+        sae_dir = real_shape.saes(args.dir, model_dir, corpus_file, args.width, args.real_shape, args.real_shape)
+        held_out = corpus_file.with_name("val.jsonl")  # the SAEs' biases were set on the training text
+        args.model, args.saes, args.corpus = str(model_dir), str(sae_dir), str(held_out)
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
     saes = {}
     for path in find_sae_files(args.saes):
