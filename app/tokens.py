@@ -5,10 +5,11 @@
   character, and a token may hold part of a UTF-8 character (Qwen splits many CJK characters and emoji over two
   or three tokens). Decoding one such token alone gives U+FFFD; its bytes say what it really is;
 - text no tokenizer takes: lone UTF-16 surrogates (`has_surrogate`, `without_surrogates`);
-- bytes as text (`show_bytes`, `Utf8Pieces`, `readable`): whole characters as themselves, a byte that completes
-  no character as ``<0xE2>``, never U+FFFD. In a run of tokens (a context, a text, a completion) a character
-  split over tokens is shown on the token that completes it; the tokens before it hold only its first bytes and
-  show as an empty piece (pages draw a thin mark there, the token's own bytes on hover).
+- bytes as text (`show_bytes`, `Utf8Pieces`, `readable`, `characters`): whole characters as themselves, a byte
+  that completes no character as ``<0xE2>``, never U+FFFD. In a run of tokens (a context, a text, a completion)
+  a character split over tokens is shown on the token that completes it; the tokens before it hold only its
+  first bytes and show as an empty piece (pages draw a thin mark there, the token's own bytes on hover);
+  `characters` gives each token the characters it is part of (for a chip naming one token).
 
 Nothing here imports a tokenizer library: `vocab_bytes` takes any Hugging Face tokenizer object.
 """
@@ -235,13 +236,27 @@ def readable(tokens: Sequence[bytes], cut: bool = False) -> list[str]:
     return out
 
 
+def characters(tokens: Sequence[bytes]) -> list[str]:
+    """For each token of a run, the text of the characters its bytes are part of ('日' for either half of a 日
+    split over two tokens); a token holding whole characters gets its own text. One pass over the run."""
+    spans, _ = _spans(b"".join(tokens), final=True)
+    out, k, start = [], 0, 0
+    for raw in tokens:
+        end = start + len(raw)
+        while k < len(spans) and spans[k][1] <= start:  # spans that end before this token
+            k += 1
+        j, parts = k, []
+        while j < len(spans) and spans[j][0] < end:
+            parts.append(spans[j][2])
+            j += 1
+        out.append("".join(parts))
+        start = end
+    return out
+
+
 def characters_of(tokens: Sequence[bytes], i: int) -> str:
-    """The text of the characters token i's bytes are part of, in this run ('日' for either half of a 日 split
-    over two tokens); the token's own text when it holds whole characters. Labels use it for the token at a
-    feature's max."""
+    """characters(tokens)[i], without the pass when token i holds whole characters. Labels use it for the token
+    at a feature's max."""
     if is_whole(tokens[i]):
         return tokens[i].decode("utf-8")
-    start = sum(len(raw) for raw in tokens[:i])
-    end = start + len(tokens[i])
-    spans, _ = _spans(b"".join(tokens), final=True)
-    return "".join(text for a, b, text in spans if a < end and b > start)
+    return characters(tokens)[i]

@@ -1,6 +1,8 @@
 """/attribute (page, partial, .json twin) and POST /api/attribute on the tiny default store (TestClient): texts,
 steering runs (both sides, recent and shared), suppression, and every bad input a 422 that says what to change."""
 
+import re
+
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -83,6 +85,25 @@ def test_page_partial_and_json_twin(client):
     assert client.get("/attribute.json").json()["result"] is None
     schema = client.get("/-/openapi.json").json()
     assert "/api/attribute" in schema["paths"] and "AttributeRequest" in schema["components"]["schemas"]
+
+
+def test_characters_split_over_tokens_read_as_characters(client):
+    """A CJK character or an emoji split over byte tokens is shown whole (on the token completing it in the strip,
+    on every part in the chips), never as U+FFFD or as its bytes."""
+    text = "I like emoji 😀 and 日本語 text"
+    ids = token_ids(client, text)
+    assert len(ids) > len(text.split()) + 6, "the tiny tokenizer splits these characters into bytes"
+    last = len(ids) - 1
+    why = client.post("/api/attribute", json={"text": text, "pos": last, "top": 20}).json()["why"]
+    assert "".join(why["shown"]) == text and why["shown"] != why["tokens"]
+    split = [i for i, (t, c) in enumerate(zip(why["tokens"], why["chars"], strict=True)) if t != c]
+    assert split and all(why["chars"][i] in ("😀", "日", "本", "語") for i in split)
+    assert all("<0x" not in p["text"] for f in why["features"] + why["against"] for p in f["positions"])
+    part = client.get(f"/attribute?text={text}&pos={last}&panel=true", headers={"HX-Request": "true"}).text
+    head = part[part.index('<table class="heat whyheat">') : part.index("</thead>")]
+    shown = re.sub(r"<[^>]*>", "", head)  # the strip's visible text (each token's own bytes stay on hover)
+    assert "😀" in shown and "日" in shown and "語" in shown and "&lt;0x" not in shown
+    assert "\ufffd" not in part and 'title="7: &#39;&lt;0x' in head
 
 
 @pytest.mark.parametrize(

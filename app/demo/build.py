@@ -63,7 +63,8 @@ SAE_FIELDS = MODEL_FIELDS + (
 
 
 class _Progress(Progress):
-    """A rich progress bar on a terminal; in a log (CI, docker), a plain line every tenth of a task."""
+    """A rich progress bar on a terminal; in a log (CI, docker), a plain line every tenth of a task, with the time
+    it has taken and the time left at its rate so far."""
 
     def __init__(self, console: Console):
         super().__init__(
@@ -85,7 +86,11 @@ class _Progress(Progress):
             tenth = int(10 * completed / task.total)
             if tenth > self._logged.get(task_id, 0):
                 self._logged[task_id] = tenth
-                self.console.print(f"{task.description}: {completed}/{task.total:.0f} {info} ({task.elapsed:.0f}s)")
+                elapsed = task.elapsed or 0.0
+                left = elapsed * (task.total - completed) / completed if completed else 0.0
+                self.console.print(
+                    f"{task.description}: {completed}/{task.total:.0f} {info} ({elapsed:.0f}s, about {left:.0f}s left)"
+                )
 
 
 def _reusable(stage_dir: Path, digest: str) -> dict | None:

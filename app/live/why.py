@@ -32,6 +32,7 @@ class TokenChoice:
     id: int
     text: str  # as the store's vocabulary spells it
     prob: float | None = None  # the model's probability of it at the explained position
+    reads: str | None = None  # the characters it is part of in the text, where it holds part of one
 
 
 @dataclass
@@ -39,7 +40,8 @@ class PositionShare:
     """One position's part of a feature's attribution."""
 
     pos: int
-    token: str
+    token: str  # the token on its own
+    text: str  # the characters it is part of in the text (its own text when it holds whole characters)
     act: float
     attr: float
 
@@ -74,7 +76,9 @@ class SaeSummary:
 @dataclass
 class Why:
     model_id: str
-    tokens: list[str]  # the sequence up to the explained token (included when it exists)
+    tokens: list[str]  # the sequence up to the explained token (included when it exists), each token on its own
+    shown: list[str]  # each token's piece of that text (qscope.tokens.readable: split characters whole)
+    chars: list[str]  # each token's characters in that text (qscope.tokens.characters)
     pos: int  # the explained token
     at: int  # where it was predicted (pos - 1)
     target: TokenChoice
@@ -158,10 +162,13 @@ def explain(
 def _why(runner: LiveModel, ids: list[int], pos: int, att: Attribution, n: int) -> Why:
     store, at = runner.store, pos - 1
     tokens = store.decode(ids) if ids else []
+    chars = store.characters(ids)
     probs = dict(zip(att.top_ids, att.top_probs, strict=True))
     token = att.target.token
     assert token is not None, "attribute() resolves the target token"
     target = TokenChoice(token, store.decode([token])[0], att.prob)
+    if pos < len(ids) and ids[pos] == token and chars[pos] != target.text:
+        target.reads = chars[pos]
     contrast = None
     if att.target.contrast is not None:
         contrast = TokenChoice(att.target.contrast, store.decode([att.target.contrast])[0])
@@ -171,9 +178,14 @@ def _why(runner: LiveModel, ids: list[int], pos: int, att: Attribution, n: int) 
     rows = _rows(runner, [(att.saes[i].sae_id, f) for i, f, _ in best + worst])
 
     def causes(found: list[tuple[int, int, float]]) -> list[FeatureCause]:
-        return [_cause(att.saes[i], f, total, at, tokens, rows.get((att.saes[i].sae_id, f))) for i, f, total in found]
+        return [
+            _cause(att.saes[i], f, total, at, tokens, chars, rows.get((att.saes[i].sae_id, f))) for i, f, total in found
+        ]
 
-    return Why(runner.model_id, tokens, pos, at, target, contrast, att.value, top, saes, causes(best), causes(worst))
+    shown, model_id = store.shown(ids), runner.model_id
+    return Why(
+        model_id, tokens, shown, chars, pos, at, target, contrast, att.value, top, saes, causes(best), causes(worst)
+    )
 
 
 def _summary(s: SaeAttribution, T: int) -> SaeSummary:
@@ -203,11 +215,16 @@ def _rows(runner: LiveModel, keys: list[tuple[str, int]]) -> dict:
         return r.rows(keys)
 
 
-def _cause(s: SaeAttribution, feature: int, total: float, at: int, tokens: list[str], row) -> FeatureCause:
+def _cause(
+    s: SaeAttribution, feature: int, total: float, at: int, tokens: list[str], chars: list[str], row
+) -> FeatureCause:
     mine = np.flatnonzero(s.feature == feature)
     carry = mine[s.attr[mine] != 0]  # the last layer's features at earlier positions reach no logit: exactly 0
     order = carry[np.argsort(-np.abs(s.attr[carry]), kind="stable")][:N_POSITIONS]
-    shares = [PositionShare(int(s.pos[j]), tokens[s.pos[j]], float(s.act[j]), float(s.attr[j])) for j in order]
+    shares = [
+        PositionShare(int(p), tokens[p], chars[p], float(s.act[j]), float(s.attr[j]))
+        for j, p in zip(order, s.pos[order], strict=True)
+    ]
     here = mine[s.pos[mine] == at]
     act = float(s.act[here[0]]) if len(here) else 0.0
     return FeatureCause(

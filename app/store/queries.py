@@ -24,7 +24,7 @@ from qscope.store.cards import Card, decode_card
 from qscope.store.meta import meta_of, model_source
 from qscope.store.schema import SAE_COLUMNS, SCHEMA_VERSION, SaeInfo
 from qscope.store.watchdog import WATCHDOG
-from qscope.tokens import is_whole, readable
+from qscope.tokens import characters, is_whole, readable
 
 SortKey = Literal["index", "density", "max_act", "mean_act"]  # how an SAE's feature list may be sorted
 SORTS = {key: "feature" if key == "index" else key for key in get_args(SortKey)}  # sort key -> column
@@ -167,6 +167,15 @@ class Store:
             return self.decode(ids)
         raw = self.vocab_bytes
         return readable([raw[i] if 0 <= i < n else f"<{i}>".encode() for i in ids], cut)
+
+    def characters(self, ids: Sequence[int]) -> list[str]:
+        """For each token, the characters it is part of in the text the ids make ('日' for either half of a 日
+        split over two tokens: qscope.tokens.characters); the same as `decode` when no token splits one."""
+        whole, n = self._whole, len(self._whole)
+        if all(0 <= i < n and whole[i] for i in ids):
+            return self.decode(ids)
+        raw = self.vocab_bytes
+        return characters([raw[i] if 0 <= i < n else f"<{i}>".encode() for i in ids])
 
     def token_ids_matching(self, text: str) -> list[int]:
         """Ids of the tokens that are `text` once stripped of whitespace and lower-cased."""
