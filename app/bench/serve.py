@@ -5,7 +5,7 @@ loopback from a second process; the raw DuckDB time of the same lookups is measu
     qscope bench serve --saes 16 --features 65536         # the 1M features
     qscope bench serve --saes 2 --features 16384                     # the same, through the CLI
 
-Steps: (1) write DIR/bench.duckdb with qscope.store.writer.write_store (SAEs generated one at a time, so memory
+Steps: (1) write DIR/bench.duckdb with qscope.store.writer.store_writer (SAEs generated one at a time, so memory
 stays at one SAE's columns); (2) build the semantic index beside it (timed; cached for later runs); (3) start
 `qscope serve` on a free loopback port; (4) a client process runs C threads with keep-alive connections for at
 most S seconds and N requests over: feature page, feature .json, SAE list pages, search (semantic + text; the
@@ -33,7 +33,7 @@ import numpy as np
 
 from qscope.config import get_settings
 from qscope.harvest.state import HIST_EDGES
-from qscope.store.writer import Columns, write_store
+from qscope.store.writer import Columns, store_writer
 
 WORDS = (
     "the of and to in is was for on that with as by at from it his an were are which this be or has had "
@@ -203,7 +203,15 @@ def build_store(args: argparse.Namespace, out: Path) -> float:
     ]
     meta = {"schema_version": "1", "model_id": "bench-model", "model": "/nonexistent", "tokens": "10000000"}
     start = time.perf_counter()
-    write_store(out, meta, saes, vocab)
+    with store_writer(out, meta, vocab) as add:
+        for k, sae in enumerate(sorted(saes, key=lambda t: t.info["sae_id"]), 1):
+            add(sae)
+            took = time.perf_counter() - start
+            print(
+                f"  wrote SAE {k}/{len(saes)} ({args.features:,} features) at {took:.0f} s; "
+                f"about {took / k * (len(saes) - k):.0f} s left",
+                flush=True,
+            )
     return time.perf_counter() - start
 
 
