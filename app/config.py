@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     )
     cache_dir: Path | None = Field(
         None,
-        description="Where search indexes go when the folder of a database is read-only (default: ~/.cache/qscope).",
+        description="Where search indexes go when the folder of a database is read-only, and the static embedder's "
+        "token table (default: ~/.cache/qscope).",
     )
     # steering (/steer, POST /api/steer): limits of one request, the worker's queue, the app database
     steer_max_prompt_tokens: int = Field(512, description="Longest steering prompt, in tokens.")

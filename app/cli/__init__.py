@@ -7,7 +7,9 @@ demo.py (build-demo, demo, info), harvest.py (harvest, harvest-release), serve.p
 
 from __future__ import annotations
 
-from qscope.cli.app import cli
+import os
+
+from qscope.cli.app import cli, console
 
 # each module registers its commands on `cli`; `qscope --help` lists them in this order
 # isort: off
@@ -18,4 +20,8 @@ __all__ = ["cli", "main"]
 
 
 def main() -> None:
+    if not console.is_terminal:
+        # transformers draws its own bars (loading weights, writing shards); in a log each is a line of carriage
+        # returns beside the plain progress lines the commands print. Read when transformers is imported.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     cli()

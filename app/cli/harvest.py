@@ -67,10 +67,11 @@ def _indexer(device: str = "cpu", embedder: str = "auto"):
     from qscope.model import pick_device
     from qscope.search.semantic import index_store
 
+    cache_dir = get_settings().cache_dir
     try:
-        return partial(index_store, device=str(pick_device(device)), embedder=embedder)
+        return partial(index_store, device=str(pick_device(device)), embedder=embedder, cache_dir=cache_dir)
     except ValueError:  # a bad --device: the harvest itself reports it
-        return partial(index_store, embedder=embedder)
+        return partial(index_store, embedder=embedder, cache_dir=cache_dir)
 
 
 @cli.command("harvest")
