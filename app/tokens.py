@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
+import unicodedata
 import weakref
 from bisect import bisect_left
 from collections.abc import Sequence
@@ -37,15 +38,29 @@ VISIBLE: dict[str, str] = {chr(c): f"<0x{c:02X}>" for c in range(32)} | {
 }
 _TABLE = str.maketrans(VISIBLE)
 EMPTY = "∅"  # an empty token (one whose bytes are none at all)
+_INVISIBLE = {"Mn", "Me", "Cf"}  # combining marks and format characters: nothing to see on their own
 
 
 def visible(token: str, limit: int | None = None) -> str:
-    """A token with whitespace made visible ('·the', '↵'), empty as '∅'; with `limit`, cut to that many
-    characters with '…'."""
+    """A token with whitespace made visible ('·the', '↵'), empty as '∅', one made only of marks that draw
+    nothing alone (a variation selector, a zero-width joiner, a combining accent) as their code points
+    ('<U+FE0F>'); with `limit`, cut to that many characters with '…'."""
     text = token.translate(_TABLE)
     if not text:
         return EMPTY
+    if marks_only(text):
+        text = code_points(text)
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def marks_only(text: str) -> bool:
+    """Whether the text is only marks that draw nothing on their own (combining marks, format characters)."""
+    return bool(text) and not text.isascii() and all(unicodedata.category(c) in _INVISIBLE for c in text)
+
+
+def code_points(text: str) -> str:
+    """'<U+FE0F>' for each character."""
+    return "".join(f"<U+{ord(c):04X}>" for c in text)
 
 
 # A lone UTF-16 surrogate is a Python str character that is not text: JSON (a "\ud800" escape) and some corpora

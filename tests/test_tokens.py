@@ -133,3 +133,11 @@ def test_a_context_renders_split_characters_whole_with_each_tokens_value_on_hove
     assert html.count('class="t part"') >= 3  # the first bytes of each character: a thin mark, value on hover
     assert "&#39;&lt;0xE6&gt;&#39;: bytes of a character split over tokens" in html
     assert "→ &#39;語&#39;" in html  # the completing token: its own bytes and the character they end
+
+
+def test_marks_that_draw_nothing_alone_show_their_code_points():
+    from qscope.web.render import token_markup
+
+    assert visible("\ufe0f") == "<U+FE0F>" and visible("\u200d") == "<U+200D>"  # a variation selector, a joiner
+    assert visible("❤\ufe0f") == "❤\ufe0f" and visible("é") == "é"  # with what they mark: left as they are
+    assert str(token_markup("\ufe0f")) == '<i class="ws">&lt;U+FE0F&gt;</i>'  # escaped in a page

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
-from qscope.tokens import EMPTY, VISIBLE, visible
+from qscope.tokens import EMPTY, VISIBLE, code_points, marks_only, visible
 from qscope.web import plots, urls
 from qscope.web.twins import wants_json
 
@@ -117,6 +117,8 @@ def _token_text(tok: str) -> str:
     finite and a page holds thousands of tokens)."""
     if not tok:
         return f'<i class="ws">{EMPTY}</i>'
+    if marks_only(tok):  # a variation selector or a joiner alone: its code point, not an empty box
+        return f'<i class="ws">{escape(code_points(tok))}</i>'
     out, run = [], []
     for ch in tok:
         if ch in VISIBLE:
