@@ -76,7 +76,7 @@ def serve_cmd(
     except StoreError as err:
         say(f"error: {err}", "red")
         raise typer.Exit(2) from err
-    say(f"serving {len(db)} store(s) on http://{host}:{port}/ (search builds its index in the background)")
+    say(f"serving {len(db)} store(s) on http://{host}:{port}/ (search gets ready in the background: a line says when)")
     run(app)
 
 

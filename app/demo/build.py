@@ -142,7 +142,7 @@ def build_model(out: Path, spec: DemoSpec, console: Console) -> dict:
         save_tokenizer(tok, tmp, model_max_length(spec))
         train_NT, val_NT = pack(tok, train_texts, spec.ctx), pack(tok, val_texts, spec.ctx)
         console.print(
-            f"tokenizer: vocab {tok.get_vocab_size()}; {train_NT.numel()} train / {val_NT.numel()} val tokens"
+            f"tokenizer: vocab {tok.get_vocab_size():,}; {train_NT.numel():,} train / {val_NT.numel():,} val tokens"
         )
         with _Progress(console) as bar:
             task = bar.add_task("train mini-Qwen", total=spec.steps, info="")
