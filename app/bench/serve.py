@@ -342,12 +342,13 @@ def build_index(db: Path, choice: str = "auto", minilm_sample: int = 512) -> dic
 def minilm_rate(db: Path, sample: int, n_features: int) -> dict:
     """MiniLM's texts per second on `sample` of the store's feature texts, and its time over all of them."""
     from qscope.search.embedder import Embedder
+    from qscope.search.text import INDEX_QUERY_TIMEOUT_S
     from qscope.search.texts import feature_texts
     from qscope.store.queries import Store
 
     if sample <= 0:
         return {}
-    store = Store(db)
+    store = Store(db, timeout_s=INDEX_QUERY_TIMEOUT_S)  # reading every text of a large store takes a while
     with store.reader() as r:
         texts = [t.text for t in feature_texts(store, r.embedding_inputs())]
     store.close()
@@ -361,15 +362,15 @@ def minilm_rate(db: Path, sample: int, n_features: int) -> dict:
 
 
 def wait_for_search(port: int, limit_s: float = 1800) -> None:
-    """Until the server's search indexes (loaded in the background at startup) answer every kind."""
+    """Until the server says every search index (text and semantic, loaded or built in the background at
+    startup) is ready: a load test before that measures a server still building them."""
     deadline = time.perf_counter() + limit_s
     while time.perf_counter() < deadline:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-        conn.request("GET", "/search.json?q=warm+up&kind=semantic&kind=text")
-        body = json.loads(conn.getresponse().read())
-        if not body.get("notes"):
+        conn.request("GET", "/-/health")
+        if json.loads(conn.getresponse().read()).get("search_ready"):
             return
-        time.sleep(1)
+        time.sleep(0.5)
     raise SystemExit("the search indexes were not ready in time")
 
 

@@ -157,6 +157,10 @@ class Searcher:
             failed = [f"{path.name}: {err}" for path, err in self._errors.items()]
             self.on_ready(line + (f"; no semantic search for {'; '.join(failed)}" if failed else ""))
 
+    def ready(self) -> bool:
+        """Whether every index (text and semantic) is built or loaded."""
+        return self._ready.is_set()
+
     def wait_ready(self, timeout: float | None = None) -> bool:
         self.warm()
         return self._ready.wait(timeout)
