@@ -73,3 +73,22 @@ def test_a_static_index_is_stamped_loaded_and_searched_with_static_queries(tiny_
     assert all(
         h["found"][0]["kind"] == "semantic" and "(static vectors)" in h["found"][0]["detail"] for h in found["hits"]
     )
+
+
+def test_the_harvest_says_when_auto_picked_the_static_vectors(tiny_db, cache, tmp_path, monkeypatch, capsys):
+    import qscope.search.semantic as semantic
+    from qscope.cli.harvest import _indexer
+
+    monkeypatch.setenv("QSCOPE_CACHE_DIR", str(cache))
+    monkeypatch.setattr(semantic, "STATIC_ABOVE", 100)  # the tiny store's 892 texts count as a large store
+    db = shutil.copy2(tiny_db, tmp_path / "tiny.duckdb")
+    from qscope.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        n = _indexer("cpu", "auto")(db, lambda done, of: None)
+    finally:
+        get_settings.cache_clear()
+    said = capsys.readouterr().err
+    assert n > 100 and "static token vectors" in said and "--index-embedder minilm" in said
+    assert semantic.index_embedder(db) == StaticEmbedder.name

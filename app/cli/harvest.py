@@ -61,17 +61,27 @@ IndexEmbedderOpt = Annotated[
 
 def _indexer(device: str = "cpu", embedder: str = "auto"):
     """The semantic index builder the harvest calls once a store is written (qscope.search.semantic), embedding
-    on the harvest's device with the chosen embedder."""
-    from functools import partial
-
+    on the harvest's device with the chosen embedder; it says when the static vectors were used."""
     from qscope.model import pick_device
-    from qscope.search.semantic import index_store
+    from qscope.search.semantic import index_embedder, index_store
+    from qscope.search.static import StaticEmbedder
 
     cache_dir = get_settings().cache_dir
     try:
-        return partial(index_store, device=str(pick_device(device)), embedder=embedder, cache_dir=cache_dir)
+        on = str(pick_device(device))
     except ValueError:  # a bad --device: the harvest itself reports it
-        return partial(index_store, embedder=embedder, cache_dir=cache_dir)
+        on = "cpu"
+
+    def build(path: Path, progress) -> int:
+        n = index_store(path, progress, cache_dir, on, embedder)
+        if embedder == "auto" and index_embedder(path, cache_dir) == StaticEmbedder.name:
+            say(
+                f"search index of {path.name}: static token vectors ({n:,} features on a CPU, where MiniLM would "
+                "take hours; coarser); --index-embedder minilm to use MiniLM"
+            )
+        return n
+
+    return build
 
 
 @cli.command("harvest")

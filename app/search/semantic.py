@@ -204,6 +204,16 @@ def has_cached_index(store: Store | Path, cache_dir: Path | None = None) -> bool
         return False
 
 
+def index_embedder(store: Store | Path, cache_dir: Path | None = None) -> str | None:
+    """The embedder named by the store's cached index, when one matches the file."""
+    _, sidecar = index_paths(store, cache_dir)
+    try:
+        found = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None
+    return found["embedder"] if _matches(found, index_stamp(store)) else None
+
+
 def load_cached_index(store: Store, cache_dir: Path | None = None) -> SemanticIndex | None:
     """The store's cached index when one matches the file (one the harvest built, or an earlier server), else
     None. Reads only the cache files, never the store."""
