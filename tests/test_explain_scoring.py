@@ -10,9 +10,11 @@ from qscope.explain.prompts import (
     Example,
     clean_explanation,
     explainer_messages,
+    firing_marks,
     marked,
     parse_answers,
     split_examples,
+    window,
 )
 from qscope.explain.scoring import (
     Case,
@@ -148,3 +150,14 @@ def test_scores_through_prompts_and_answer_parsing():
         assert run_score(cases, llm_judge(lambda m: "[1, 1, 1, 1, 1]", "cats", kind)).value == 0.5
         garbage = run_score(cases, llm_judge(lambda m: "I cannot say.", "cats", kind))
         assert garbage.value == 0.5 and garbage.unreadable == len(cases)  # unreadable verdicts count as 0
+
+
+def test_a_character_split_over_byte_tokens_reaches_the_explainer_whole():
+    """The prompt shows `日本` as characters (the pieces pages show), never `<0xE6>`, and a byte token's activation
+    goes to the character it is part of."""
+    tokens = [" in", "<0xE6><0x97>", "<0xA5>", "<0xE6><0x9C>", "<0xAC>", " today"]
+    shown = [" in", "", "日", "", "本", " today"]
+    acts = [0.0, 9.0, 1.0, 0.0, 4.0, 0.0]
+    example = window(Context("top", None, 0, 9.0, 0, 1, tokens, acts, shown), before=12, after=4)
+    assert example.tokens == [" in", "日", "本", " today"] and example.acts == [0.0, 9.0, 4.0, 0.0]
+    assert marked(example, firing_marks(example, 9.0)) == " in<<日本>> today"

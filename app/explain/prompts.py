@@ -55,8 +55,21 @@ class FeatureExamples:
 
 
 def window(ctx: Context, before: int, after: int) -> Example:
+    """The context around its marked token, as text a reader (and the explainer) reads: each token's piece of the
+    context (`Context.shown`), so a character split over byte tokens is one whole character, never `<0xE6>`;
+    the tokens holding only its first bytes are dropped and their activation goes to the token completing it
+    (the feature is as active on the character as on its strongest byte)."""
     lo, hi = max(0, ctx.pos - before), min(len(ctx.tokens), ctx.pos + after + 1)
-    return Example(list(ctx.tokens[lo:hi]), [float(a) for a in ctx.acts[lo:hi]])
+    pieces, acts = list(ctx.shown[lo:hi]), [float(a) for a in ctx.acts[lo:hi]]
+    tokens, kept = [], []
+    for i, (piece, tok) in enumerate(zip(pieces, ctx.tokens[lo:hi], strict=True)):
+        if piece == "" and tok:  # the first bytes of a character (or of one cut off by the window's edge)
+            if i + 1 < len(pieces):
+                acts[i + 1] = max(acts[i + 1], acts[i])
+            continue
+        tokens.append(piece)
+        kept.append(acts[i])
+    return Example(tokens, kept)
 
 
 def split_examples(
