@@ -18,7 +18,6 @@ from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 
 from qscope.config import Settings
-from qscope.steer.evaluate import identity
 from qscope.steer.evaluate.plan import Plan, Target
 from qscope.steer.evaluate.recipes import RecipeStore
 from qscope.steer.evaluate.request import EvalLimits
@@ -183,7 +182,7 @@ class Evaluations:
 
     def _identify(self, job: EvalJob) -> Identity:
         t = job.target
-        total = identity.bytes_to_hash(t.lm.path, t.sae_files, t.store_path)
+        total = t.bytes_to_hash()
         read = [0]
 
         def on_bytes(n: int) -> None:
@@ -191,15 +190,7 @@ class Evaluations:
             job.progress.detail = f"hashing the model, SAE and store files: {read[0] >> 20:,} of {total >> 20:,} MB"
             self._touch(job, "identifying")
 
-        ident = identity.identify(
-            t.model_id,
-            t.lm.path,
-            t.sae_files,
-            t.store_path,
-            str(t.lm.device),
-            str(t.lm.dtype).removeprefix("torch."),
-            on_bytes,
-        )
+        ident = t.identify(on_bytes)
         job.progress.detail = ""
         return ident
 

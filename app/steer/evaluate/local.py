@@ -16,7 +16,6 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from qscope.steer.evaluate import identity
 from qscope.steer.evaluate.plan import Plan, prepare
 from qscope.steer.evaluate.prompt_sets import builtin
 from qscope.steer.evaluate.request import EvalLimits, EvalRequest
@@ -71,7 +70,7 @@ def _bar(console: Console) -> Progress:
 
 
 def _identify(target: Target, console: Console) -> Identity:
-    total = identity.bytes_to_hash(target.lm.path, target.sae_files, target.store_path)
+    total = target.bytes_to_hash()
     with _bar(console) as bar:
         task = bar.add_task("identity (sha256)", total=max(total, 1), count="", rate="")
 
@@ -80,15 +79,7 @@ def _identify(target: Target, console: Console) -> Identity:
             done = int(bar.tasks[0].completed)
             bar.update(task, count=f"{done >> 20:,}/{total >> 20:,} MB")
 
-        return identity.identify(
-            target.model_id,
-            target.lm.path,
-            target.sae_files,
-            target.store_path,
-            str(target.lm.device),
-            str(target.lm.dtype).removeprefix("torch."),
-            on_bytes,
-        )
+        return target.identify(on_bytes)
 
 
 def plan_local(req: EvalRequest, live, limits: EvalLimits, steer_limits: SteerLimits) -> tuple[Plan, Target]:

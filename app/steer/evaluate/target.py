@@ -10,6 +10,8 @@ import numpy as np
 
 from qscope.model import LoadedModel
 from qscope.sae import Sae
+from qscope.steer.evaluate import identity
+from qscope.steer.evaluate.result import Identity
 
 
 @dataclass
@@ -24,6 +26,16 @@ class Target:
     lock: threading.Lock | None = None
     sae_files: list[tuple[str, str]] = field(default_factory=list)  # (sae_id, path)
     store_path: str | None = None
+
+    def bytes_to_hash(self) -> int:
+        """What `identify` reads: the model's, the SAEs' and the store's bytes."""
+        return identity.bytes_to_hash(self.lm.path, self.sae_files, self.store_path)
+
+    def identify(self, on_bytes: Callable[[int], None] | None = None) -> Identity:
+        """The identity of what this evaluation runs on (qscope.steer.evaluate.identity): its files hashed."""
+        dtype = str(self.lm.dtype).removeprefix("torch.")
+        args = (self.model_id, self.lm.path, self.sae_files, self.store_path, str(self.lm.device), dtype)
+        return identity.identify(*args, on_bytes)
 
 
 def from_live(live) -> Target:
