@@ -309,14 +309,13 @@ def build_index(db: Path, choice: str = "auto", minilm_sample: int = 512) -> dic
     embedder `choice` as `qscope harvest --index-embedder` takes it), then time its nearest-neighbor lookup
     alone on queries of real words, in this process; and MiniLM's rate on a sample of the store's texts, with
     the time it would take over all of them (what the index costs where MiniLM embeds it)."""
-    from qscope.search.semantic import choose_embedder, embedder_named, load_or_build_index
+    from qscope.search.semantic import embedder_named, for_choice, load_or_build_index
     from qscope.store.queries import Store
 
-    store, pick = Store(db), choose_embedder(choice)
+    store = Store(db)
     texts = [0]
     start = time.perf_counter()
-    given = pick if choice == "auto" else pick(0)
-    index = load_or_build_index(store, given, progress=lambda n, of: texts.__setitem__(0, of))
+    index = load_or_build_index(store, for_choice(choice), progress=lambda n, of: texts.__setitem__(0, of))
     seconds = time.perf_counter() - start
     store.close()
     embedder = embedder_named(index.embedder)

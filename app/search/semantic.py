@@ -55,6 +55,13 @@ def choose_embedder(
     return pick
 
 
+def for_choice(choice: str, device: str = "cpu", cache_dir: Path | None = None) -> TextEmbedder | Pick:
+    """What load_or_build_index takes for a `--index-embedder` choice: for "auto" a Pick (a cached index made by
+    either embedder will do), else that embedder itself (a cached index must be its own)."""
+    pick = choose_embedder(choice, device, cache_dir)
+    return pick if choice == "auto" else pick(0)
+
+
 def embedder_named(name: str, cache_dir: Path | None = None) -> TextEmbedder:
     """The embedder an index's stamp names (queries must be embedded as its texts were)."""
     if name == StaticEmbedder.name:
@@ -254,7 +261,7 @@ def index_store(
     minutes are the CPU's hours; `embedder`: a choice of choose_embedder). Returns the features indexed."""
     store = Store(path, timeout_s=INDEX_QUERY_TIMEOUT_S)
     try:
-        pick = choose_embedder(embedder, device, cache_dir)
-        return len(load_or_build_index(store, pick if embedder == "auto" else pick(0), cache_dir, progress).feature_N)
+        chosen = for_choice(embedder, device, cache_dir)
+        return len(load_or_build_index(store, chosen, cache_dir, progress).feature_N)
     finally:
         store.close()

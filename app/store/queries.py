@@ -162,20 +162,22 @@ class Store:
         """Each token's piece of the text the ids make together: characters split over tokens shown whole on
         the token that completes them (qscope.tokens.readable; cut: a context cut from a window, whose edges may
         cut a character); the same as `decode` when no token splits one."""
-        whole, n = self._whole, len(self._whole)
-        if all(0 <= i < n and whole[i] for i in ids):
-            return self.decode(ids)
-        raw = self.vocab_bytes
-        return readable([raw[i] if 0 <= i < n else f"<{i}>".encode() for i in ids], cut)
+        raw = self._split_bytes(ids)
+        return self.decode(ids) if raw is None else readable(raw, cut)
 
     def characters(self, ids: Sequence[int]) -> list[str]:
         """For each token, the characters it is part of in the text the ids make ('日' for either half of a 日
         split over two tokens: qscope.tokens.characters); the same as `decode` when no token splits one."""
+        raw = self._split_bytes(ids)
+        return self.decode(ids) if raw is None else characters(raw)
+
+    def _split_bytes(self, ids: Sequence[int]) -> list[bytes] | None:
+        """The tokens' raw bytes, or None when every token holds whole characters (their text says it all)."""
         whole, n = self._whole, len(self._whole)
         if all(0 <= i < n and whole[i] for i in ids):
-            return self.decode(ids)
+            return None
         raw = self.vocab_bytes
-        return characters([raw[i] if 0 <= i < n else f"<{i}>".encode() for i in ids])
+        return [raw[i] if 0 <= i < n else f"<{i}>".encode() for i in ids]
 
     def token_ids_matching(self, text: str) -> list[int]:
         """Ids of the tokens that are `text` once stripped of whitespace and lower-cased."""
