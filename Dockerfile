@@ -38,7 +38,7 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" "${TORCH}"
 # An ordinary install: templates, static files and benchmarks ship inside the package; the sources are
 # removed once installed.
 WORKDIR /opt/qscope
-COPY pyproject.toml setup.py README.md LICENSE ./
+COPY pyproject.toml README.md LICENSE ./
 COPY app ./app
 COPY templates ./templates
 COPY static ./static

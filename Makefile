@@ -19,7 +19,7 @@ demo: install
 ## Run the whole test suite (lint, format, layer contracts and types included), offline.
 test: install-test
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check app tests scripts setup.py
+	$(BIN)/ruff format --check app tests scripts
 	$(MAKE) lint-imports
 	$(MAKE) typecheck
 	$(BIN)/pytest -q
@@ -31,8 +31,6 @@ lint:
 lint-imports:
 	$(BIN)/lint-imports
 
-## mypy over app/. app/ installs as the package qscope, so mypy reads it through a link named qscope.
+## mypy over the package app/qscope (pyproject.toml's [tool.mypy] names app/ as its source root).
 typecheck:
-	mkdir -p build/typecheck
-	ln -sfn ../../app build/typecheck/qscope
-	MYPYPATH=build/typecheck $(BIN)/python -m mypy -p qscope
+	$(BIN)/python -m mypy -p qscope

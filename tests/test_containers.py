@@ -169,12 +169,12 @@ def test_dockerfile_variants_commands_and_paths():
 def test_dockerfile_copies_what_the_server_reads():
     steps = dockerfile()
     copied = {src for op, args in steps if op == "COPY" for src in args.split()[:-1]}
-    assert {"app", "templates", "static", "pyproject.toml", "setup.py"} <= copied
+    assert {"app", "templates", "static", "pyproject.toml"} <= copied
     assert all((ROOT / c).exists() for c in copied)
     installs = [args for op, args in steps if op == "RUN" and "pip install" in args and "[postgres]" in args]
     assert installs and " -e " not in installs[0]  # an ordinary install: templates and static ship in the wheel
     apt = " ".join(args for op, args in steps if op == "RUN" and "apt-get install" in args)
-    for package in ("python3-doc", "fortunes", "jargon-text"):  # the embedded default's corpora (app/demo/corpus)
+    for package in ("python3-doc", "fortunes", "jargon-text"):  # the demo corpora (qscope/demo/corpus)
         assert package in apt, package
     assert any(op == "USER" and args != "root" for op, args in steps)
     ignored = (ROOT / ".dockerignore").read_text().split()

@@ -1,4 +1,4 @@
-"""One huge document: the harvest reads and tokenizes it in bounded pieces (app/harvest/pieces.py, jsonl.py), so
+"""One huge document: the harvest reads and tokenizes it in bounded pieces (app/qscope/harvest/pieces.py, jsonl.py), so
 memory stays flat in the document's size, and the pieces give the same tokens as the whole text. Memory is
 measured for real: the peak resident size (ru_maxrss) of a fresh process packing windows from a one-line corpus
 of 3 MB and of 30 MB, as `.txt` and as `.jsonl`, with the tiny mini-Qwen's tokenizer and a bound on tokens."""

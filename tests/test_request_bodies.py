@@ -1,4 +1,4 @@
-"""JSON request bodies are checked before any route sees them (app/web/bodies.py, run by the Guard): a body that
+"""JSON request bodies are checked before any route sees them (app/qscope/web/bodies.py, run by the Guard): a body that
 is not UTF-8, not JSON, nested past reason, or holds a non-finite number (NaN, Infinity, 1e999) or a lone UTF-16
 surrogate gets a 422 that says where, on every JSON route. No model is needed: the store's model is absent."""
 

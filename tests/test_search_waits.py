@@ -1,6 +1,6 @@
 """Search never makes pages wait: a query waits for one batch of an index build, not for the whole build
-(app/search/embedder.py holds the model a batch at a time), and searches run on threads of their own, at most
-Settings.search_threads at once (app/web/routes/search.py), so that many slow searches at once leave the threads
+(app/qscope/search/embedder.py holds the model a batch at a time), and searches run on threads of their own, at most
+Settings.search_threads at once (app/qscope/web/routes/search.py), so that many slow searches at once leave the threads
 that serve feature pages free. Real embedder, real store, real app; a search is made slow by holding the
 embedder while it waits, as an index build holds it."""
 

@@ -1,4 +1,4 @@
-"""Hardening of the web app (app/web/security.py) on a small hostile store written by the real writer: the CSP and
+"""Hardening of the web app (qscope/web/security.py) on a small hostile store written by the real writer: the CSP and
 other headers, no inline script anywhere, size limits (413, 414), per-client rate limits (429 + Retry-After),
 CORS off by default, SQL that stays parameterised under hostile input, a read-only store, no secret in the repo.
 No model is needed: the store's model is absent, so live routes answer 503 after the guards have run."""

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     )
     steer_eval_batch_rows: int = Field(64, description="Rows of one evaluation batch (one batched generation).")
     steer_eval_max_waiting: int = Field(4, description="Evaluations that may wait for their turn; past it: 503.")
-    # hardening of the server (app/web/security.py): sizes, per-client rates, cross-origin access
+    # hardening of the server (app/qscope/web/security.py): sizes, per-client rates, cross-origin access
     live_wait_s: float = Field(30.0, description="An /inspect run waits this long for the model, then 503.")
     max_body_bytes: int = Field(64_000, description="Largest request body; past it: 413.")
     max_url_chars: int = Field(8_000, description="Longest path + query string; past it: 414.")

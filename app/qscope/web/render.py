@@ -23,10 +23,16 @@ from qscope.tokens import EMPTY, VISIBLE, code_points, marks_only, visible
 from qscope.web import plots, urls
 from qscope.web.twins import wants_json
 
-# templates and static files are package data (qscope.templates, qscope.static): found through the package,
-# so an installed wheel serves them as a source checkout does
-TEMPLATES_DIR = Path(str(files("qscope.templates")))
-STATIC_DIR = Path(str(files("qscope.static")))
+
+def _asset_dir(name: str) -> Path:
+    """templates/ and static/ sit at the top of a source checkout (beside app/) and inside the package of an
+    installed wheel (pyproject.toml's force-include puts them there)."""
+    packaged = Path(str(files("qscope"))) / name
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / name
+
+
+TEMPLATES_DIR = _asset_dir("templates")
+STATIC_DIR = _asset_dir("static")
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
 
