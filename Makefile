@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install install-test lint lint-imports typecheck
+.PHONY: demo test test-unit install install-test lint lint-imports typecheck
 
 install:
 	./scripts/install.sh
@@ -23,6 +23,10 @@ test: install-test
 	$(MAKE) lint-imports
 	$(MAKE) typecheck
 	$(BIN)/pytest -q
+
+## The inner loop: the unit tier only (tests/unit: no model build, about a minute).
+test-unit: install-test
+	$(BIN)/pytest -q tests/unit
 
 lint:
 	$(BIN)/ruff check .

@@ -51,7 +51,7 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
 fi
 if [[ $WITH_TEST -eq 1 ]]; then
   step "installing qscope with the test tools and Ray"
-  pip_install -e ".[dev,cluster]"   # cluster: Ray, for tests/test_harvest_cluster.py
+  pip_install -e ".[dev,cluster]"   # cluster: Ray, for tests/integration/harvest/test_cluster.py
 else
   step "installing qscope and its dependencies"
   pip_install -e .

@@ -1,0 +1,171 @@
+"""The OpenAI-compatible API, driven by the official `openai` package against a real `qscope serve` process on the
+tiny default: chat and text completions, whole and streamed, steering in the body, and the errors OpenAI clients
+raise for limits, unknown models, a full queue and the rate limit."""
+
+import threading
+import time
+
+import pytest
+
+from tests.helpers.server import serving
+
+openai = pytest.importorskip("openai", reason="needs the openai package (pip install -e .[dev])")
+
+pytestmark = pytest.mark.slow
+
+SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a river."}]
+SERVER_ENV = {
+    "QSCOPE_STEER_MAX_NEW_TOKENS": "1500",
+    "QSCOPE_STEER_QUEUE_SIZE": "2",
+    "QSCOPE_STEER_MAX_FEATURES": "2",
+    "QSCOPE_STEER_MAX_STRENGTH": "50",
+    "QSCOPE_STEER_TIMEOUT_S": "60",
+    "QSCOPE_OPENAI_MAX_PROMPT_TOKENS": "2000",
+    "OMP_NUM_THREADS": "1",  # a small model on a shared CPU: one thread, not two that spin-wait
+}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_db, tmp_path_factory):
+    app_db = tmp_path_factory.mktemp("appdb") / "app.db"
+    with serving(tiny_db, tmp_path_factory, QSCOPE_APP_DB_URL=f"sqlite:///{app_db}", **SERVER_ENV) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def model(client) -> str:
+    models = client.models.list().data
+    assert len(models) == 1 and models[0].object == "model" and models[0].owned_by == "qscope"
+    assert client.models.retrieve(models[0].id).id == models[0].id
+    return models[0].id
+
+
+def steering(strength: float) -> dict:
+    return {"steering": {"features": [{"sae_id": SAE, "feature": 40, "mode": "add", "strength": strength}]}}
+
+
+def test_chat_completion_whole_and_streamed_agree(client, model):
+    kw = dict(model=model, messages=MESSAGES, max_tokens=12, temperature=0.8, seed=7)
+    whole = client.chat.completions.create(**kw)
+    assert whole.object == "chat.completion" and whole.model == model
+    choice = whole.choices[0]
+    assert choice.message.role == "assistant" and choice.finish_reason in ("stop", "length")
+    assert whole.usage.completion_tokens <= 12 and whole.usage.prompt_tokens > 5
+    assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+    chunks = list(client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == choice.message.content
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == [choice.finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_text_completion_whole_streamed_n_and_echo(client, model):
+    kw = dict(model=model, prompt="The cat sat on the", max_tokens=10, temperature=0.9, seed=3)
+    whole = client.completions.create(**kw, n=3)
+    assert whole.object == "text_completion" and [c.index for c in whole.choices] == [0, 1, 2]
+    assert len({c.text for c in whole.choices}) > 1  # seeds 3, 4, 5: different samples
+    streamed = list(client.completions.create(**kw, n=3, stream=True))
+    for c in whole.choices:
+        assert "".join(ch.choices[0].text for ch in streamed if ch.choices[0].index == c.index) == c.text
+    single = client.completions.create(**kw)
+    assert single.choices[0].text == whole.choices[0].text  # row 0 samples with the seed itself
+    echoed = client.completions.create(**kw, echo=True)
+    assert echoed.choices[0].text == "The cat sat on the" + single.choices[0].text
+
+
+def test_stop_strings_cut_the_text(client, model):
+    kw = dict(model=model, prompt="def add(x, y):\n", max_tokens=24, temperature=0)
+    free = client.completions.create(**kw).choices[0].text
+    stop = free.strip()[2:4]  # two characters the free text holds
+    assert stop and stop in free
+    cut = client.completions.create(**kw, stop=[stop, "never-there"]).choices[0]
+    assert cut.text == free[: free.index(stop)] and cut.finish_reason == "stop"
+    streamed = client.completions.create(**kw, stop=stop, stream=True)
+    assert "".join(c.choices[0].text for c in streamed) == cut.text
+
+
+def test_steering_at_strength_zero_changes_nothing(client, model):
+    kw = dict(model=model, messages=MESSAGES, max_tokens=16, temperature=0.8, seed=11)
+    plain = client.chat.completions.create(**kw).choices[0].message.content
+    zero = client.chat.completions.create(**kw, extra_body=steering(0.0)).choices[0].message.content
+    strong = client.chat.completions.create(**kw, extra_body=steering(40.0)).choices[0].message.content
+    assert zero == plain and strong != plain
+    streamed = client.chat.completions.create(**kw, extra_body=steering(40.0), stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == strong
+
+
+@pytest.mark.parametrize(
+    ("change", "param", "says"),
+    [
+        ({"max_tokens": 1501}, None, "at most 1500"),
+        ({"n": 9}, "n", "less than or equal to 8"),
+        ({"extra_body": steering(51.0)}, None, "outside"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role", "Input should be"),
+        ({"presence_penalty": 0.5}, "presence_penalty", "not supported"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
+        ({"messages": [{"role": "user", "content": "the cat " * 1500}]}, None, "at most 2000 are run"),
+    ],
+)
+def test_bad_fields_raise_bad_request(client, model, change, param, says):
+    kw = dict(model=model, messages=MESSAGES, max_tokens=4) | change
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(**kw)
+    assert err.value.status_code == 400 and says in err.value.message and err.value.param == param
+    assert err.value.type == "invalid_request_error"
+
+
+def test_unknown_model_raises_not_found(client, model):
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="gpt-nope", messages=MESSAGES)
+    assert err.value.code == "model_not_found" and model in err.value.message
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-nope")
+
+
+def test_full_queue_raises_a_retryable_error(client, model):
+    """One long generation holds the worker, two requests fill the queue (size 2), the next is refused."""
+    long = client.completions.create(
+        model=model, prompt="The", max_tokens=1500, temperature=0, frequency_penalty=-2.0, stream=True
+    )  # repeats itself: never ends early
+    next(iter(long))  # generating: the worker is busy
+    answers: list = []
+
+    def queued():
+        try:
+            answers.append(client.completions.create(model=model, prompt="The", max_tokens=1).choices[0].finish_reason)
+        except openai.APIStatusError as e:
+            answers.append(e)
+
+    threads = [threading.Thread(target=queued) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)  # both queued behind the long one
+    with pytest.raises(openai.InternalServerError) as err:
+        client.completions.create(model=model, prompt="The", max_tokens=1)
+    assert err.value.status_code == 503 and err.value.response.headers["retry-after"] == "2"
+    assert "queue is full" in err.value.message
+    long.close()  # the client goes away: the long rows stop, the queued ones run
+    for t in threads:
+        t.join(timeout=60)
+    assert answers == ["length", "length"]
+
+
+def test_rate_limit_raises_rate_limit_error(tiny_db, tmp_path_factory):
+    env = {"QSCOPE_RATE_OPENAI_PER_MIN": "1", "QSCOPE_RATE_OPENAI_BURST": "1"}
+    with serving(tiny_db, tmp_path_factory, **env) as base:
+        c = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=120)
+        model = c.models.list().data[0].id
+        c.completions.create(model=model, prompt="The", max_tokens=2)
+        with pytest.raises(openai.RateLimitError) as err:
+            c.completions.create(model=model, prompt="The", max_tokens=2)
+    assert err.value.status_code == 429 and int(err.value.response.headers["retry-after"]) > 0
+    assert "Too many completion requests" in err.value.message and err.value.code == "rate_limit_exceeded"
