@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
 from qscope.live.runner import LiveUnavailable
@@ -29,6 +29,7 @@ from qscope.steer.rows import Choice, RowsCollector, make_rows_job
 from qscope.steer.service import Steering
 from qscope.steer.spec import SpecError, SteerSpec
 from qscope.steer.worker import QueueFull, SteerJob
+from qscope.web import sse
 from qscope.web.catalog import Catalog, ModelEntry, NotFound
 from qscope.web.channel import channel, outcome
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
@@ -189,8 +190,7 @@ async def _complete(
     )
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-        return StreamingResponse(_stream(q, job, head, n, usage, echo), media_type="text/event-stream", headers=headers)
+        return sse.stream(_stream(q, job, head, n, usage, echo))
     return await _whole(request, q, job, head, echo)
 
 
@@ -225,30 +225,26 @@ def _delta(head: Head, index: int, text: str | None = None, finish: str | None =
     return {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
 
 
-def _sse(obj: dict | str) -> str:
-    return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n"
-
-
-async def _stream(q: asyncio.Queue, job: SteerJob, head: Head, n: int, usage: bool, echo: str) -> AsyncIterator[str]:
+async def _stream(q: asyncio.Queue, job: SteerJob, head: Head, n: int, usage: bool, echo: str) -> AsyncIterator[bytes]:
     """OpenAI's chunks: the role (chat) or the echoed prompt first, text deltas, a finish chunk per choice,
     the usage chunk when asked for, then [DONE]."""
     try:
         for i in range(n):
             if head.chat or echo:
-                yield _sse(head.body([_delta(head, i, echo, first=head.chat)], chunk=True))
+                yield sse.event(head.body([_delta(head, i, echo, first=head.chat)], chunk=True))
         while True:
             kind, data = await q.get()
             if kind == "delta":
-                yield _sse(head.body([_delta(head, data[0], data[1])], chunk=True))
+                yield sse.event(head.body([_delta(head, data[0], data[1])], chunk=True))
             elif kind == "done":
                 for c in data:
-                    yield _sse(head.body([_delta(head, c.index, finish=c.finish_reason)], chunk=True))
+                    yield sse.event(head.body([_delta(head, c.index, finish=c.finish_reason)], chunk=True))
                 if usage:
-                    yield _sse(head.body([], chunk=True, usage=head.usage(data)))
+                    yield sse.event(head.body([], chunk=True, usage=head.usage(data)))
                 break
             elif kind == "error":
-                yield _sse({"error": {"message": data, "type": "server_error", "param": None, "code": None}})
+                yield sse.event({"error": {"message": data, "type": "server_error", "param": None, "code": None}})
                 break
-        yield _sse("[DONE]")
+        yield sse.event("[DONE]")
     finally:
         job.cancel.set()  # the client went away (or all is sent): its rows stop at the next step

@@ -9,7 +9,6 @@ over a limit), 404, 503 (queue full, or queued too long: Retry-After).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from typing import Annotated
@@ -23,7 +22,7 @@ from qscope.steer.runs import DamagedRun
 from qscope.steer.service import Steering
 from qscope.steer.spec import SavedRun, ShareRequest, SpecError, SteerResult, SteerSpec
 from qscope.steer.worker import SteerJob, WaitedTooLong, make_job
-from qscope.web import urls
+from qscope.web import sse, urls
 from qscope.web.catalog import Catalog, NotFound
 from qscope.web.channel import channel, outcome
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
@@ -133,27 +132,26 @@ async def steer_api(spec: SteerSpec, request: Request, catalog: CatalogDep, live
 @api.post(
     "/stream",
     summary="The same, streamed as server-sent events (token, done, error)",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    response_class=StreamingResponse,  # not EventSourceResponse: FastAPI would iterate the route itself
+    responses=sse.DOCUMENTED,
 )
 async def steer_stream(spec: SteerSpec, catalog: CatalogDep, live: LiveDep, steering: SteeringDep):
     q, emit = channel()
     job, spec = _submit(spec, catalog, live, steering, emit)
 
-    async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[bytes]:
         try:
             while True:
                 kind, data = await q.get()
                 if kind == "done":
                     data = steering.remember(spec, data).model_dump()
-                yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+                yield sse.event(data, kind)
                 if kind in ("done", "error"):
                     return
         finally:
             job.cancel.set()  # the client went away (or all is sent): its rows stop at the next step
 
-    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return sse.stream(events())
 
 
 @api.get(

@@ -26,7 +26,7 @@ from qscope.steer.evaluate.result import EvalResult
 from qscope.steer.evaluate.suggest import suggest
 from qscope.steer.evaluate.target import from_live
 from qscope.steer.spec import FeatureSteer, SpecError, SteerSpec
-from qscope.web import sweep_plots, urls
+from qscope.web import sse, sweep_plots, urls
 from qscope.web.catalog import Catalog, NotFound
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
 from qscope.web.errors import Unprocessable
@@ -181,28 +181,27 @@ def cancel_eval(job_id: str, evaluations: EvaluationsDep) -> JobView:
 @api.get(
     "/{job_id}/events",
     summary="Progress as server-sent events: progress ..., then end",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    response_class=StreamingResponse,  # not EventSourceResponse: FastAPI would iterate the route itself
+    responses=sse.DOCUMENTED,
 )
 async def eval_events(job_id: str, evaluations: EvaluationsDep):
     job_view(evaluations, job_id, with_result=False)  # 404 before the stream starts
 
-    async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[bytes]:
         seen, until = None, time.monotonic() + STREAM_S
-        yield "retry: 1000\n\n"
+        yield sse.retry(1000)
         while time.monotonic() < until:  # then the browser reconnects: a stopping server never waits long for us
             view = await asyncio.to_thread(job_view, evaluations, job_id, False)
             state = (view.status, json.dumps(view.progress, sort_keys=True))
             if state != seen:
                 seen = state
-                yield f"event: progress\ndata: {view.model_dump_json(exclude={'result'})}\n\n"
+                yield sse.event(view.model_dump_json(exclude={"result"}), "progress")
             if view.status in FINAL:
-                yield f"event: end\ndata: {view.model_dump_json(exclude={'result'})}\n\n"
+                yield sse.event(view.model_dump_json(exclude={"result"}), "end")
                 return
             await asyncio.sleep(0.4)
 
-    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return sse.stream(events())
 
 
 def _initial_spec(
