@@ -22,14 +22,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from qscope.jobs import Cancelled
 from qscope.model import capture
 from qscope.sae import Sae
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
-
-
-class Cancelled(Exception):
-    """The run was cancelled between two batches."""
 
 
 @dataclass

@@ -75,10 +75,10 @@ def discover_cmd(
 ) -> None:
     """Find the features that tell set A (the behaviour) from set B: ranked on a train split, validated on a
     held-out test split, beside a random-feature baseline and a label-shuffle control."""
-    from qscope.discover.activations import Cancelled
     from qscope.discover.discovery import DiscoverOptions, discover
     from qscope.discover.examples import ExamplesError
     from qscope.discover.requests import ExamplesIn, FileIn, example_set
+    from qscope.jobs import Cancelled
 
     settings = get_settings()
     if detector is not None and not DETECTOR_RE.fullmatch(detector):

@@ -42,11 +42,11 @@ def footprint_cmd(
     """The feature footprint of a dataset (and its comparison with a second): which features it activates,
     their overlap, how much of A's footprint B covers, the features only one has. Written as Parquet or DuckDB."""
     from qscope.discover import footprint_io
-    from qscope.discover.activations import Cancelled
     from qscope.discover.examples import ExamplesError
     from qscope.discover.footprinting import run_footprints
     from qscope.discover.footprints import By
     from qscope.discover.requests import ExamplesIn, datasets
+    from qscope.jobs import Cancelled
 
     settings = get_settings()
     if by not in ("examples", "mass"):

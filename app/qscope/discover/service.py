@@ -29,8 +29,8 @@ from qscope.discover.discovery import DiscoverOptions, Discovery, discover
 from qscope.discover.examples import ExampleLimits, ExamplesError, ExampleSet, split_lines
 from qscope.discover.footprinting import FootprintRecord, record, run_footprints
 from qscope.discover.footprints import By
-from qscope.discover.jobs import Job, Jobs
 from qscope.discover.store import DiscoverStore, Listed, new_id
+from qscope.jobs import Job, JobRunner
 from qscope.sae import Sae
 
 
@@ -75,7 +75,7 @@ class Discovering:
         self.max_tokens = settings.discover_max_tokens
         self.batch_tokens = settings.discover_batch_tokens
         self.max_detect_texts = settings.discover_max_detect_texts
-        self.jobs = Jobs(max_waiting=settings.discover_queue_size)
+        self.jobs = JobRunner("jobs", max_waiting=settings.discover_queue_size)
         self.db_url = settings.app_db_url
         self._db: DiscoverStore | None = None
         self._lock = threading.Lock()
@@ -100,10 +100,10 @@ class Discovering:
                 options,
                 self.max_tokens,
                 served.label_of,
-                job.progress,
+                job.report,
                 job.cancel,
             )
-            job.progress("save", 0, 1)
+            job.report("save", 0, 1)
             return self.save_discovery(d)
 
         return self.jobs.submit("discover", f"{examples.names[0]} vs {examples.names[1]}", run)
@@ -174,7 +174,7 @@ class Discovering:
                 top,
                 served.label_of,
                 notes,
-                job.progress,
+                job.report,
                 job.cancel,
             )
             return self.save_footprint(rec)

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from qscope.jobs import QueueFull
 from qscope.steer.edits import Edit
 from qscope.steer.engine import Row, RowOut, generate
 from qscope.steer.spec import Completion, SpecError, SteerLimits, SteerResult, SteerSpec, TokenOut
@@ -45,14 +46,6 @@ JobKind = Literal["pair", "rows"]  # pair: [default, steered] -> SteerResult; ro
 
 class WaitedTooLong(str):
     """The `error` a job gets when it waited in the queue past the worker's max_wait_s (a str: it is sent as is)."""
-
-
-class QueueFull(RuntimeError):
-    """The queue holds as many jobs as it may; retry after `retry_after_s`."""
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 @dataclass

@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 from qscope.discover.demo import corpus_dir_of
 from qscope.discover.detectors import DetectorError
 from qscope.discover.examples import ExamplesError
-from qscope.discover.jobs import Job, JobsFull
 from qscope.discover.service import Discovering, Served
+from qscope.jobs import Job, QueueFull
 from qscope.live.runner import LiveModels
 from qscope.store.meta import settings_of
 from qscope.web import urls
@@ -133,7 +133,7 @@ def job_json(job: Job) -> dict:
     }
 
 
-def busy(e: JobsFull) -> JSONResponse:
+def busy(e: QueueFull) -> JSONResponse:
     return JSONResponse(
         {"status": 503, "error": str(e)}, status_code=503, headers={"Retry-After": str(e.retry_after_s)}
     )

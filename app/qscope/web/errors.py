@@ -11,9 +11,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
+from qscope.jobs import QueueFull
 from qscope.live.runner import LiveUnavailable, TextTooLong
 from qscope.steer.spec import SpecError
-from qscope.steer.worker import QueueFull
 from qscope.store.queries import QueryTimeout
 from qscope.web import urls
 from qscope.web.catalog import NotFound

@@ -1,6 +1,7 @@
-"""Evaluation jobs of one server: queued, run one at a time on a thread of their own, their model work sent to
-the steering worker as background work (so live /steer users keep priority), progress kept in memory for the
-page's event stream and written to the app database as a heartbeat, cancellable until they finish.
+"""Evaluation jobs of one server, run by the server's job runner (qscope.jobs: queue, a client's share, cancel,
+progress): their model work is sent to the steering worker as background work (so live /steer users keep
+priority), their progress is kept in memory for the page's event stream and written to the app database as a
+heartbeat.
 
 A finished job's recipe is saved by qscope.steer.evaluate.recipes in one transaction; a failed or cancelled job
 keeps no result. When the server stops, its unfinished jobs are marked failed.
@@ -9,21 +10,20 @@ keeps no result. When the server stops, its unfinished jobs are marked failed.
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from qscope.config import Settings
+from qscope.jobs import Cancelled, Job, JobRunner
 from qscope.steer.evaluate.plan import Plan, Target
 from qscope.steer.evaluate.recipes import RecipeStore
 from qscope.steer.evaluate.request import EvalLimits
 from qscope.steer.evaluate.result import Identity, title_of
-from qscope.steer.evaluate.run import Cancelled, Work, execute
-from qscope.steer.worker import Background, QueueFull, SteerWorker
+from qscope.steer.evaluate.run import Work, execute
+from qscope.steer.worker import Background, SteerWorker
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 2.0
@@ -44,17 +44,38 @@ class Progress:
 
 @dataclass
 class EvalJob:
-    id: str
+    """An evaluation and the runner's job that runs it."""
+
     plan: Plan
     target: Target
     title: str
-    status: str = "queued"
-    error: str = ""
-    progress: Progress = field(default_factory=Progress)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    version: int = 0  # bumped on every change, for the event stream
-    started: float = 0.0
+    job: Job
     written: float = 0.0  # when the progress last went to the database
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def status(self) -> str:
+        return self.job.state
+
+    @property
+    def error(self) -> str:
+        return self.job.error or ""
+
+    @property
+    def version(self) -> int:
+        return self.job.version
+
+    @property
+    def progress(self) -> Progress:
+        j = self.job
+        phase = j.state if j.finished else (j.phase or "queued")
+        elapsed = j.elapsed_s
+        rows_per_s = j.done / elapsed if elapsed > 0 else 0.0
+        eta = (j.total - j.done) / rows_per_s if rows_per_s > 0 else None
+        return Progress(phase, j.done, int(j.total), elapsed, rows_per_s, eta, j.detail)
 
 
 def eval_limits(settings: Settings) -> EvalLimits:
@@ -89,15 +110,14 @@ class Evaluations:
         limits: EvalLimits | None = None,
         batch_rows: int = 64,
         max_waiting: int = 4,
+        per_client: int | None = None,
     ) -> None:
-        self.db_url, self.worker, self.batch_rows, self.max_waiting = db_url, worker, batch_rows, max_waiting
+        self.db_url, self.worker, self.batch_rows = db_url, worker, batch_rows
         self.limits = limits or EvalLimits()
         self.jobs: dict[str, EvalJob] = {}
-        self._queue: deque[EvalJob] = deque()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self.runner = JobRunner("steer-eval", max_waiting, per_client, keep=KEEP, on_end=self._ended)
         self._store: RecipeStore | None = None
-        self._stopping = False
+        self._lock = threading.Lock()
 
     @property
     def store(self) -> RecipeStore:
@@ -106,100 +126,96 @@ class Evaluations:
                 self._store = RecipeStore(self.db_url)
             return self._store
 
-    def submit(self, plan: Plan, target: Target) -> EvalJob:
-        """Queue an evaluation; QueueFull (503) when max_waiting jobs already wait."""
-        with self._lock:
-            if self._stopping:
-                raise QueueFull("the server is stopping; try again when it is back", 30)
-            if len(self._queue) >= self.max_waiting:
-                raise QueueFull(f"{len(self._queue)} evaluations are waiting already; try again when one ends", 30)
-            job = EvalJob(secrets.token_urlsafe(8), plan, target, title_of(plan.request, len(plan.prompts)))
-            job.progress.total = len(plan.rows)
-        self.store.add_job(job.id, target.model_id, plan.request.model_dump_json())
-        with self._lock:
-            self.jobs[job.id] = job
-            self._queue.append(job)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="steer-eval", daemon=True)
-                self._thread.start()
-        return job
+    def submit(self, plan: Plan, target: Target, client: str = "") -> EvalJob:
+        """Queue an evaluation; QueueFull (503) when the queue or this client's share of it is full."""
+        title = title_of(plan.request, len(plan.prompts))
+        registered, holder = threading.Event(), list[EvalJob]()  # the runner may take it before submit recorded it
+
+        def run(job: Job) -> str:
+            registered.wait()
+            if not holder:
+                raise RuntimeError("the evaluation could not be recorded")
+            return self._run(holder[0])
+
+        job = self.runner.submit("steer-eval", title, run, client)
+        try:
+            ev = EvalJob(plan, target, title, job)
+            job.total = len(plan.rows)
+            self.store.add_job(job.id, target.model_id, plan.request.model_dump_json())
+            with self._lock:
+                self.jobs[job.id] = ev
+                for old in [j for j in self.jobs.values() if j.job.finished][:-KEEP]:
+                    self.jobs.pop(old.id, None)  # finished jobs beyond the last KEEP are read from the database
+            holder.append(ev)
+        finally:
+            registered.set()
+        return ev
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued or running job of this server; False when it is not one."""
-        job = self.jobs.get(job_id)
-        if job is None or job.status not in ("queued", "running"):
+        ev = self.jobs.get(job_id)
+        if ev is None or ev.job.finished:
             return False
-        job.cancel.set()
-        with self._lock:
-            if job in self._queue:
-                self._queue.remove(job)
-                self._end(job, "cancelled", "cancelled before it started")
+        self.runner.cancel(job_id)
         return True
 
-    def position(self, job: EvalJob) -> int:
-        """How many jobs wait before this one."""
-        with self._lock:
-            return list(self._queue).index(job) if job in self._queue else 0
+    def position(self, ev: EvalJob) -> int:
+        """How many jobs start before this one."""
+        return self.runner.position(ev.job)
 
-    def _loop(self) -> None:
-        while True:
-            with self._lock:
-                if not self._queue or self._stopping:
-                    self._thread = None
-                    return
-                job = self._queue.popleft()
-            self._run(job)
-
-    def _run(self, job: EvalJob) -> None:
-        job.status, job.started = "running", time.monotonic()
-        self._touch(job, "identifying", force=True)
+    def _run(self, ev: EvalJob) -> str:
+        self._touch(ev, "identifying", force=True)
         try:
-            ident = self._identify(job)
-            step = lambda phase, done, total: self._step(job, phase, done)  # noqa: E731
+            ident = self._identify(ev)
+            step = lambda phase, done, total: self._step(ev, phase, done)  # noqa: E731
             result = execute(
-                job.plan,
-                job.target,
-                self._runner(job),
+                ev.plan,
+                ev.target,
+                self._runner(ev),
                 ident,
                 batch_rows=self.batch_rows,
                 progress=step,
-                cancel=job.cancel,
+                cancel=ev.job.cancel,
             )
-            if job.cancel.is_set():
+            if ev.job.cancel.is_set():
                 raise Cancelled
-            self._touch(job, "saving", force=True)
-            job.progress.phase = "done"
-            self.store.finish(job.id, result, job.title, asdict(job.progress))
-            self._end(job, "done", "", write=False)
+            self._touch(ev, "saving", force=True)
+            ev.job.report("done", ev.job.done, ev.job.total)
+            self.store.finish(ev.id, result, ev.title, asdict(ev.progress) | {"phase": "done"})
+            ev.written = -1.0  # the record is final: _ended writes nothing more
+            return ev.id
         except Cancelled:
-            if self._stopping:
-                self._end(job, "failed", STOPPED)
-            else:
-                self._end(job, "cancelled", "cancelled while it ran: no result was kept")
-        except Exception as e:  # a failed evaluation must not take the thread down; its page says why
-            log.exception("steer-eval: job %s failed", job.id)
-            self._end(job, "failed", STOPPED if self._stopping else f"the evaluation failed: {e}")
+            raise
+        except Exception as e:  # a failed evaluation's page says why
+            log.exception("steer-eval: job %s failed", ev.id)
+            raise RuntimeError(f"the evaluation failed: {e}") from e
 
-    def _identify(self, job: EvalJob) -> Identity:
-        t = job.target
+    def _ended(self, job: Job) -> None:
+        ev = self.jobs.get(job.id)
+        if ev is None or ev.written < 0:
+            return
+        self.store.update_job(job.id, job.state, asdict(ev.progress), job.error or "")
+
+    def _identify(self, ev: EvalJob) -> Identity:
+        t = ev.target
         total = t.bytes_to_hash()
         read = [0]
 
         def on_bytes(n: int) -> None:
             read[0] += n
-            job.progress.detail = f"hashing the model, SAE and store files: {read[0] >> 20:,} of {total >> 20:,} MB"
-            self._touch(job, "identifying")
+            ev.job.detail = f"hashing the model, SAE and store files: {read[0] >> 20:,} of {total >> 20:,} MB"
+            self._touch(ev, "identifying")
 
         ident = t.identify(on_bytes)
-        job.progress.detail = ""
+        ev.job.detail = ""
         return ident
 
-    def _runner(self, job: EvalJob) -> Callable:
+    def _runner(self, ev: EvalJob) -> Callable:
         def run(work: Work):
             future: Future = Future()
 
             def background(yield_: Callable[[], None]) -> None:
-                if job.cancel.is_set():
+                if ev.job.cancel.is_set():
                     future.set_exception(Cancelled())
                     return
                 try:
@@ -212,45 +228,31 @@ class Evaluations:
                 try:
                     return future.result(timeout=HEARTBEAT_S)
                 except TimeoutError:
-                    self._touch(job, job.progress.phase)
+                    self._touch(ev, ev.job.phase)
 
         return run
 
-    def _step(self, job: EvalJob, phase: str, done: float) -> None:
-        p = job.progress
-        p.done = done
-        p.elapsed_s = time.monotonic() - job.started
-        p.rows_per_s = done / p.elapsed_s if p.elapsed_s > 0 else 0.0
-        p.eta_s = (p.total - done) / p.rows_per_s if p.rows_per_s > 0 else None
+    def _step(self, ev: EvalJob, phase: str, done: float) -> None:
+        ev.job.report(phase, done, ev.job.total)
+        p = ev.progress
         if phase == "measuring":  # a batch is done: one plain line for the server's log
             eta = f"{p.eta_s:.0f} s" if p.eta_s is not None else "?"
-            log.info("steer-eval %s: %d/%d rows, %.1f rows/s, ETA %s", job.id, done, p.total, p.rows_per_s, eta)
-        self._touch(job, phase)
+            log.info("steer-eval %s: %d/%d rows, %.1f rows/s, ETA %s", ev.id, done, p.total, p.rows_per_s, eta)
+        self._touch(ev, phase)
 
-    def _touch(self, job: EvalJob, phase: str, force: bool = False) -> None:
+    def _touch(self, ev: EvalJob, phase: str, force: bool = False) -> None:
         """Record progress in memory, and in the database at most every HEARTBEAT_S (or when forced)."""
-        job.progress.phase, job.version = phase, job.version + 1
+        if phase != ev.job.phase:
+            ev.job.report(phase, ev.job.done, ev.job.total)
+        else:
+            ev.job.version += 1
         now = time.monotonic()
-        if force or now - job.written >= HEARTBEAT_S:
-            job.written = now
-            self.store.update_job(job.id, job.status, asdict(job.progress))
-
-    def _end(self, job: EvalJob, status: str, error: str, write: bool = True) -> None:
-        job.status, job.error = status, error
-        job.progress.phase, job.version = status, job.version + 1
-        if write:
-            self.store.update_job(job.id, status, asdict(job.progress), error)
-        with self._lock:  # finished jobs beyond the last KEEP are read from the database
-            ended = [j for j in self.jobs.values() if j.status not in ("queued", "running")]
-            for old in ended[:-KEEP]:
-                self.jobs.pop(old.id, None)
+        if force or now - ev.written >= HEARTBEAT_S:
+            ev.written = now
+            self.store.update_job(ev.id, ev.status, asdict(ev.progress))
 
     def shutdown(self) -> None:
         """The server is stopping: cancel what runs, and mark this server's unfinished jobs failed."""
-        self._stopping = True
-        for job in list(self.jobs.values()):
-            if job.status in ("queued", "running"):
-                job.cancel.set()
-                job.status, job.error = "failed", STOPPED
+        self.runner.shutdown(STOPPED)
         if self._store is not None:
             self._store.fail_running(STOPPED)

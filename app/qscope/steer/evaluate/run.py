@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
+from qscope.jobs import Cancelled
 from qscope.steer.engine import Row, RowOut, generate
 from qscope.steer.evaluate.measures import read_back, text_metrics
 from qscope.steer.evaluate.plan import Plan, PlannedRow, Target
@@ -28,10 +29,6 @@ READ_BACK_BYTES = 256 << 20  # logits and SAE activations of one read-back forwa
 
 class Runner(Protocol):
     def __call__(self, work: Work[T]) -> T: ...
-
-
-class Cancelled(Exception):
-    """The evaluation was cancelled; nothing of it is kept."""
 
 
 def inline(work: Work[T]) -> T:

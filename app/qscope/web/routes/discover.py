@@ -13,9 +13,9 @@ from fastapi.responses import JSONResponse, Response
 
 from qscope.discover.demo import DEMOS, available, demo_examples
 from qscope.discover.discovery import DiscoverOptions, Discovery
-from qscope.discover.jobs import Job, JobsFull
 from qscope.discover.requests import DiscoverRequest, example_set
 from qscope.discover.store import Listed
+from qscope.jobs import Job, QueueFull
 from qscope.web import discover_plots, urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LiveDep
@@ -144,7 +144,7 @@ async def discover_api(
         examples = example_set(body, discovering.limits, model.corpus_dir, body.options.seed)
     try:
         job = discovering.start_discovery(model, examples, body.options)
-    except JobsFull as e:
+    except QueueFull as e:
         return busy(e)
     return await job_answer(request, job, body.wait, discovering.discovery, urls.discovery)
 

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from qscope.discover.footprinting import FootprintRecord
-from qscope.discover.jobs import JobsFull
 from qscope.discover.requests import FootprintRequest, FootprintUpload, datasets
 from qscope.discover.store import Listed
+from qscope.jobs import QueueFull
 from qscope.web import urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LiveDep
@@ -91,7 +91,7 @@ async def footprints_api(
         a, b, names, notes = datasets(body, discovering.limits, model.corpus_dir)
     try:
         job = discovering.start_footprint(model, a, b, names, notes, body.by, body.share, body.top)
-    except JobsFull as e:
+    except QueueFull as e:
         return busy(e)
     return await job_answer(request, job, body.wait, discovering.footprint, urls.footprint)
 

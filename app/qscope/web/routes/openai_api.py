@@ -23,12 +23,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
+from qscope.jobs import QueueFull
 from qscope.live.runner import LiveUnavailable
 from qscope.steer.edits import resolve_edits
 from qscope.steer.rows import Choice, RowsCollector, make_rows_job
 from qscope.steer.service import Steering
 from qscope.steer.spec import SpecError, SteerSpec
-from qscope.steer.worker import QueueFull, SteerJob
+from qscope.steer.worker import SteerJob
 from qscope.web import sse
 from qscope.web.catalog import Catalog, ModelEntry, NotFound
 from qscope.web.channel import channel, outcome
