@@ -5,7 +5,8 @@ second dataset, fire_b, mass_b, in_b (fire: share of the examples it fires on; m
 mass; in: whether it is in that dataset's footprint at the file's settings). The settings and sizes travel as
 JSON: in the Parquet key-value metadata under "qscope", or in the DuckDB table `meta`. Features absent from the
 file fired on neither dataset, so reading the rows back gives the same footprints and comparison. Files are
-written beside their destination and renamed into place: a reader never sees half a file.
+written beside their destination and renamed into place: a reader never sees half a file. Reading treats the
+file as a stranger's upload (qscope.store.untrusted): its tables' named columns only, within bounds.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def read(path: Path, name: str | None = None, bounds: Bounds | None = None) -> F
         else:
             raise FootprintFileError(f"{name}: give a .parquet or .duckdb footprint file")
     except untrusted.UntrustedFileError as e:
-        raise FootprintFileError(f"{e} (not a footprint file written by qscope)") from e
+        raise FootprintFileError(str(e)) from e
     if not found:
         raise FootprintFileError(f"{name}: {what}, but not a footprint written by qscope (no 'qscope' metadata)")
     return _rebuild(cols, _checked_meta(name, found[0]), name)
@@ -199,7 +200,8 @@ def _rebuild(cols: dict[str, list], meta: dict, name: str) -> FootprintFile:
     keys = list(zip(cols["sae_id"], cols["feature"], strict=True))
     if len(set(keys)) != len(keys):
         raise FootprintFileError(f"{name}: a feature appears in more than one row")
-    shares = {c: np.asarray(cols[c], np.float64) for c in ("fire_a", "mass_a", "fire_b", "mass_b") if c in cols}
+    share_columns: tuple[str, ...] = ("fire_a", "mass_a", "fire_b", "mass_b")
+    shares = {c: np.asarray(cols[c], np.float64) for c in share_columns if c in cols}
     for column, values in shares.items():
         if values.size and not (values.min() >= 0 and values.max() <= 1 + 1e-6):
             raise FootprintFileError(f"{name}: column {column} holds shares outside [0, 1]")

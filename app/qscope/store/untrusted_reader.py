@@ -37,7 +37,7 @@ def _limit_resources(bounds: dict) -> None:
 def _connect(req: dict):
     import duckdb
 
-    config = {
+    config: dict[str, str | bool | int | float | list[str]] = {
         "threads": 1,
         "memory_limit": f"{int(req['bounds']['memory_mb'])}MB",
         "autoload_known_extensions": False,
@@ -45,8 +45,8 @@ def _connect(req: dict):
         "allow_community_extensions": False,
     }
     if req["format"] == "duckdb":
-        locked = {"enable_external_access": False, "lock_configuration": True}
-        return duckdb.connect(req["path"], read_only=True, config=config | locked)
+        locked = config | {"enable_external_access": False, "lock_configuration": True}
+        return duckdb.connect(req["path"], read_only=True, config=locked)
     con = duckdb.connect(":memory:", config=config)
     con.execute("SET allowed_paths = ?", [[req["path"]]])  # the one file read_parquet may open
     con.execute("SET enable_external_access = false")
@@ -172,9 +172,11 @@ def main() -> None:
         out = read(req)
     except Refused as e:
         out = {"error": f"{req['name']}: {e}"}
+    except (duckdb.OutOfMemoryException, MemoryError):
+        out = {"error": f"{req['name']}: reading it needs more memory than a file may take"}
     except duckdb.Error as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__  # the rest quotes our SQL
-        out = {"error": f"{req['name']} could not be read as a {req['format']} file: {first}"}
+        out = {"error": f"{req['name']} is not a readable {req['format']} file: {first}"}
     if "error" in out:  # the sender's name for the file, never the server's path
         out["error"] = hide_paths(out["error"], req["path"], req["name"])
     sys.stdout.write(json.dumps(out))
