@@ -174,6 +174,8 @@ def test_damaged_files_name_no_server_path(client, tmp_path):
         junk = tmp_path / name
         junk.write_bytes(b"junk" * 1000)
         assert_refused(upload(client, junk), name)
+    long_name = upload(client, junk, "x" * 300 + ".parquet")
+    assert long_name.status_code == 422 and "name" in long_name.json()["error"]
 
 
 def test_honest_duckdb_and_parquet_uploads_are_drawn(client, tmp_path):
@@ -186,6 +188,7 @@ def test_honest_duckdb_and_parquet_uploads_are_drawn(client, tmp_path):
         assert r.status_code == 200, r.text
         c = r.json()["comparison"]
         assert c["overlap"] == pytest.approx(1 / 3) and c["only_a"][0]["label"] == "one"
+    assert f"{MAX_ROWS:,} rows" in client.get("/footprints").text  # the page states the bound
 
 
 def test_the_reader_is_stopped_past_its_time_and_memory(tmp_path):

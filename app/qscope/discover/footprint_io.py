@@ -111,15 +111,15 @@ def _sql_path(path: Path) -> str:
 
 
 FOOTPRINT_COLUMNS = [
-    Column("sae_id", "text", max_chars=200),
+    Column("sae_id", "text", max_bytes=200),
     Column("feature", "integer"),
-    Column("label", "text", required=False, max_chars=2000),
+    Column("label", "text", required=False, max_bytes=2000),
     Column("fire_a", "real"),
     Column("mass_a", "real"),
     Column("fire_b", "real", required=False),
     Column("mass_b", "real", required=False),
 ]
-META_COLUMNS = [Column("key", "text", max_chars=100), Column("value", "text", max_chars=1_000_000)]
+META_COLUMNS = [Column("key", "text", max_bytes=100), Column("value", "text", max_bytes=1_000_000)]
 
 
 def read(path: Path, name: str | None = None, bounds: Bounds | None = None) -> FootprintFile:

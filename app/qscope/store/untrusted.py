@@ -40,7 +40,7 @@ class Column:
     name: str
     kind: Kind
     required: bool = True
-    max_chars: int = 1000  # text: the longest value accepted (bytes of UTF-8)
+    max_bytes: int = 1000  # text: the longest value accepted (bytes of UTF-8)
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def _run(req: Request) -> dict:
             text=True,
             timeout=b.seconds,
             cwd=Path(req.path).parent,
-            env={"PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PYTHONDONTWRITEBYTECODE": "1"},
+            env={"PYTHONPATH": _import_path(), "PYTHONDONTWRITEBYTECODE": "1"},
         )
     except subprocess.TimeoutExpired as e:
         raise UntrustedFileError(f"{req.name}: reading it took longer than {b.seconds:g} s") from e
@@ -109,6 +109,11 @@ def _run(req: Request) -> dict:
     if "error" in out:
         raise UntrustedFileError(hide_paths(str(out["error"]), req.path, req.name))
     return out
+
+
+def _import_path() -> str:
+    """This process's import path, absolute (the reader runs in the upload's folder), as PYTHONPATH."""
+    return os.pathsep.join(os.path.abspath(p) for p in sys.path if p)
 
 
 def hide_paths(message: str, path: str, name: str) -> str:

@@ -120,8 +120,8 @@ def _read_table(con, req: dict, table: str, columns: list[dict], budget: list[in
         q = _quote(col["name"])
         if col["kind"] == "text":
             longest, total = con.execute(f"SELECT max(strlen({q})), sum(strlen({q})) FROM {head}").fetchone()
-            if (longest or 0) > col["max_chars"]:
-                raise Refused(f"column {col['name']!r} of {what} holds a value over {col['max_chars']:,} bytes")
+            if (longest or 0) > col["max_bytes"]:
+                raise Refused(f"column {col['name']!r} of {what} holds a value over {col['max_bytes']:,} bytes")
             budget[0] -= int(total or 0)
             if budget[0] < 0:
                 raise Refused(f"it holds more than {req['bounds']['max_text_bytes']:,} bytes of text")
