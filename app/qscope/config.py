@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     discover_max_examples: int = Field(2000, description="Most examples per set (a discovery or a footprint).")
     discover_max_tokens: int = Field(128, description="Examples longer than this many tokens are cut to it.")
     discover_max_file_bytes: int = Field(2_000_000, description="Largest example or footprint file read (bytes).")
+    discover_max_file_rows: int = Field(
+        100_000, ge=1, description="Most rows of an uploaded footprint file (per table); more: 422."
+    )
     discover_max_body_bytes: int = Field(
         6_000_000, description="Largest request body of the discover API (files travel inside it); past it: 413."
     )

@@ -5,7 +5,8 @@ second dataset, fire_b, mass_b, in_b (fire: share of the examples it fires on; m
 mass; in: whether it is in that dataset's footprint at the file's settings). The settings and sizes travel as
 JSON: in the Parquet key-value metadata under "qscope", or in the DuckDB table `meta`. Features absent from the
 file fired on neither dataset, so reading the rows back gives the same footprints and comparison. Files are
-written beside their destination and renamed into place: a reader never sees half a file.
+written beside their destination and renamed into place: a reader never sees half a file. Reading treats the
+file as a stranger's upload (qscope.store.untrusted): its tables' named columns only, within bounds.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import duckdb
 import numpy as np
 
 from qscope.discover.footprints import By, Stats, members
+from qscope.store import untrusted
+from qscope.store.untrusted import Bounds, Column
 
 SUFFIXES = (".parquet", ".duckdb")
 
@@ -107,53 +110,111 @@ def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def read(path: Path) -> FootprintFile:
-    """A footprint file written by `write` (FootprintFileError for anything else)."""
+FOOTPRINT_COLUMNS = [
+    Column("sae_id", "text", max_bytes=200),
+    Column("feature", "integer"),
+    Column("label", "text", required=False, max_bytes=2000),
+    Column("fire_a", "real"),
+    Column("mass_a", "real"),
+    Column("fire_b", "real", required=False),
+    Column("mass_b", "real", required=False),
+]
+META_COLUMNS = [Column("key", "text", max_bytes=100), Column("value", "text", max_bytes=1_000_000)]
+
+
+def read(path: Path, name: str | None = None, bounds: Bounds | None = None) -> FootprintFile:
+    """A footprint file written by `write` (FootprintFileError for anything else), `name` naming it in messages.
+
+    The file is read as data from a stranger (qscope.store.untrusted): its tables only, within `bounds`."""
     path = Path(path)
+    name = name or path.name
     try:
         if path.suffix == ".duckdb":
-            con = duckdb.connect(str(path), read_only=True)
-            try:
-                row = con.execute("SELECT value FROM meta WHERE key = 'qscope'").fetchone()
-                if row is None:
-                    raise FootprintFileError(f"{path.name}: a DuckDB file, but not a footprint written by qscope")
-                meta = json.loads(row[0])
-                cols = con.execute("SELECT * FROM footprint").fetchnumpy()
-            finally:
-                con.close()
+            tables = untrusted.read_duckdb(path, name, {"meta": META_COLUMNS, "footprint": FOOTPRINT_COLUMNS}, bounds)
+            found = [v for k, v in zip(tables["meta"]["key"], tables["meta"]["value"], strict=True) if k == "qscope"]
+            cols = tables["footprint"]
+            what = "a DuckDB file"
         elif path.suffix == ".parquet":
-            con = duckdb.connect()
-            try:
-                kv = con.execute(f"SELECT key, value FROM parquet_kv_metadata('{_sql_path(path)}')").fetchall()
-                found = [v for k, v in kv if bytes(k) == b"qscope"]
-                if not found:
-                    raise FootprintFileError(f"{path.name}: a Parquet file, but not a footprint written by qscope")
-                meta = json.loads(bytes(found[0]).decode())
-                cols = con.execute(f"SELECT * FROM read_parquet('{_sql_path(path)}')").fetchnumpy()
-            finally:
-                con.close()
+            cols, kv = untrusted.read_parquet(path, name, FOOTPRINT_COLUMNS, bounds)
+            found = [kv["qscope"]] if "qscope" in kv else []
+            what = "a Parquet file"
         else:
-            raise FootprintFileError(f"{path.name}: give a .parquet or .duckdb footprint file")
-    except (duckdb.Error, TypeError, KeyError, json.JSONDecodeError) as e:
-        raise FootprintFileError(f"{path.name} is not a footprint file written by qscope: {e}") from e
-    return _rebuild(cols, meta)
+            raise FootprintFileError(f"{name}: give a .parquet or .duckdb footprint file")
+    except untrusted.UntrustedFileError as e:
+        raise FootprintFileError(str(e)) from e
+    if not found:
+        raise FootprintFileError(f"{name}: {what}, but not a footprint written by qscope (no 'qscope' metadata)")
+    return _rebuild(cols, _checked_meta(name, found[0]), name)
 
 
-def _rebuild(cols: dict, meta: dict) -> FootprintFile:
-    saes = meta.get("saes") or sorted(set(cols["sae_id"].tolist()))
-    sae_ids, features = cols["sae_id"].tolist(), cols["feature"].astype(np.int64)
-    keys = [(s, int(f)) for s, f in zip(sae_ids, features, strict=True)]
-    order = sorted(range(len(keys)), key=lambda i: (saes.index(keys[i][0]) if keys[i][0] in saes else 0, keys[i][1]))
+def _checked_meta(name: str, text: str) -> dict:
+    """The settings a footprint file carries, each of the type and within the bounds the record needs."""
+    try:
+        meta = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise FootprintFileError(f"{name}: its qscope metadata is not JSON") from e
+    if not isinstance(meta, dict):
+        raise FootprintFileError(f"{name}: its qscope metadata is not a JSON object")
+
+    def text_of(key: str, default: str, longest: int = 200) -> str:
+        value = meta.get(key, default)
+        if not isinstance(value, str) or len(value) > longest:
+            raise FootprintFileError(f"{name}: metadata {key!r} should be text of at most {longest} characters")
+        return value
+
+    def count_of(key: str) -> int:
+        value = meta.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 53:
+            raise FootprintFileError(f"{name}: metadata {key!r} should be a count (a whole number >= 0)")
+        return value
+
+    def texts_of(key: str, most: int, longest: int) -> list[str]:
+        value = meta.get(key, [])
+        if not (isinstance(value, list) and len(value) <= most and all(isinstance(v, str) for v in value)):
+            raise FootprintFileError(f"{name}: metadata {key!r} should be a list of at most {most} texts")
+        return [v[:longest] for v in value]
+
+    share = meta.get("share", 0.2)
+    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share <= 1:
+        raise FootprintFileError(f"{name}: metadata 'share' should be a number in (0, 1]")
+    by = meta.get("by", "examples")
+    if by not in ("examples", "mass"):
+        raise FootprintFileError(f"{name}: metadata 'by' should be 'examples' or 'mass'")
+    checked = {
+        "model_id": text_of("model_id", ""),
+        "notes": texts_of("notes", 100, 1000),
+        "by": by,
+        "share": float(share),
+        "name_a": text_of("name_a", "A"),
+        "saes": texts_of("saes", 10_000, 200),
+    }
+    checked |= {k: count_of(k) for k in ("n_examples_a", "n_tokens_a", "n_examples_b", "n_tokens_b")}
+    if "name_b" in meta:
+        checked["name_b"] = text_of("name_b", "B")
+    return checked
+
+
+def _rebuild(cols: dict[str, list], meta: dict, name: str) -> FootprintFile:
+    if ("fire_b" in cols) != ("mass_b" in cols):
+        raise FootprintFileError(f"{name}: a second dataset needs both fire_b and mass_b")
+    keys = list(zip(cols["sae_id"], cols["feature"], strict=True))
+    if len(set(keys)) != len(keys):
+        raise FootprintFileError(f"{name}: a feature appears in more than one row")
+    share_columns: tuple[str, ...] = ("fire_a", "mass_a", "fire_b", "mass_b")
+    shares = {c: np.asarray(cols[c], np.float64) for c in share_columns if c in cols}
+    for column, values in shares.items():
+        if values.size and not (values.min() >= 0 and values.max() <= 1 + 1e-6):
+            raise FootprintFileError(f"{name}: column {column} holds shares outside [0, 1]")
+    rank = {s: i for i, s in enumerate(meta["saes"] or sorted({k[0] for k in keys}))}
+    order = sorted(range(len(keys)), key=lambda i: (rank.get(keys[i][0], 0), keys[i][1]))
     keys = [keys[i] for i in order]
-    labels = {keys[j]: str(cols["label"][i] or "") for j, i in enumerate(order)}
+    label_col = cols.get("label") or [""] * len(order)
+    labels = {keys[j]: label_col[i] for j, i in enumerate(order)}
 
-    def side(name: str, tag: str) -> Stats:
-        fire, mass = (
-            np.asarray(cols[f"fire_{tag}"], np.float64)[order],
-            np.asarray(cols[f"mass_{tag}"], np.float64)[order],
-        )
-        return Stats(name, keys, fire, mass, int(meta.get(f"n_examples_{tag}", 0)), int(meta.get(f"n_tokens_{tag}", 0)))
+    def side(set_name: str, tag: str) -> Stats:
+        fire, mass = shares[f"fire_{tag}"][order], shares[f"mass_{tag}"][order]
+        return Stats(set_name, keys, fire, mass, meta[f"n_examples_{tag}"], meta[f"n_tokens_{tag}"])
 
-    a = side(meta.get("name_a", "A"), "a")
+    a = side(meta["name_a"], "a")
     b = side(meta.get("name_b", "B"), "b") if "fire_b" in cols else None
-    return FootprintFile(a, b, meta.get("by", "examples"), float(meta.get("share", 0.2)), labels, meta)
+    return FootprintFile(a, b, meta["by"], meta["share"], labels, meta)

@@ -81,7 +81,7 @@ class FootprintRequest(ExamplesIn):
 
 
 class FootprintUpload(BaseModel):
-    name: str = Field(description="The file name: .parquet or .duckdb (written by `qscope footprint`).")
+    name: str = Field(max_length=200, description="The file name: .parquet or .duckdb (written by `qscope footprint`).")
     data_b64: str = Field(description="The file's bytes, base64.")
 
 

@@ -32,6 +32,7 @@ from qscope.discover.footprints import By
 from qscope.discover.store import DiscoverStore, Listed, new_id
 from qscope.jobs import Job, JobRunner
 from qscope.sae import Sae
+from qscope.store.untrusted import Bounds, hide_paths
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Discovering:
             max_chars=settings.max_chars,
             max_file_bytes=settings.discover_max_file_bytes,
         )
+        self.upload_bounds = Bounds(max_rows=settings.discover_max_file_rows)
         self.max_tokens = settings.discover_max_tokens
         self.batch_tokens = settings.discover_batch_tokens
         self.max_detect_texts = settings.discover_max_detect_texts
@@ -208,12 +210,12 @@ class Discovering:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(data)
             try:
-                f = footprint_io.read(path)
+                f = footprint_io.read(path, name, self.upload_bounds)
             except footprint_io.FootprintFileError as e:
-                raise ExamplesError(str(e).replace(path.name, name)) from e
+                raise ExamplesError(hide_paths(str(e), str(path), name)) from e
         labels = f.labels
         rec = record(
-            f.meta.get("model_id", ""),
+            f.meta["model_id"],
             f.a,
             f.b,
             f.by,
@@ -221,7 +223,7 @@ class Discovering:
             top,
             lambda s, n: labels.get((s, n), ""),
             source=name,
-            notes=list(f.meta.get("notes", [])),
+            notes=f.meta["notes"],
         )
         self.save_footprint(rec)
         return rec

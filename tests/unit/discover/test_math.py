@@ -174,7 +174,7 @@ def test_footprint_file_round_trip(tmp_path, suffix):
 def test_footprint_file_refusals(tmp_path):
     bad = tmp_path / "x.parquet"
     bad.write_bytes(b"not parquet")
-    with pytest.raises(footprint_io.FootprintFileError, match="not a footprint file"):
+    with pytest.raises(footprint_io.FootprintFileError, match="x.parquet is not a readable parquet file"):
         footprint_io.read(bad)
     with pytest.raises(footprint_io.FootprintFileError, match=".parquet or .duckdb"):
         footprint_io.write(tmp_path / "x.csv", _stats("A", [1], [1]), None, "examples", 0.2, {}, {})

@@ -61,7 +61,11 @@ def footprints_page(
 ):
     model_id = model_id_of(catalog, model_id)
     a, b, name_a, name_b = prefill(live, model_id, demo, n, request.app.state.settings.seed)
-    limits = {"max_examples": discovering.limits.max_examples, "max_file_bytes": discovering.limits.max_file_bytes}
+    limits = {
+        "max_examples": discovering.limits.max_examples,
+        "max_file_bytes": discovering.limits.max_file_bytes,
+        "max_file_rows": discovering.upload_bounds.max_rows,
+    }
     page = FootprintsPage(
         model_id,
         [m.model_id for m in catalog],
