@@ -22,6 +22,8 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
+from openai.types import Completion, CompletionChoice, CompletionUsage, Model
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from qscope.jobs import QueueFull
 from qscope.live.runner import LiveUnavailable
@@ -78,7 +80,7 @@ def _entry(catalog: Catalog, model_id: str) -> ModelEntry:
 
 def _card(entry: ModelEntry) -> dict:
     created = min(int(s.store.path.stat().st_mtime) for s in entry.saes) if entry.saes else 0
-    return {"id": entry.model_id, "object": "model", "created": created, "owned_by": "qscope"}
+    return Model(id=entry.model_id, object="model", created=created, owned_by="qscope").model_dump(mode="json")
 
 
 @router.get("/models", summary="The models served (OpenAI's model list)")
@@ -132,23 +134,34 @@ class Head:
     chat: bool
     prompt_tokens: int
 
-    def body(self, choices: list[dict], chunk: bool = False, **extra: Any) -> dict:
-        obj = "text_completion"
-        if self.chat:
-            obj = "chat.completion.chunk" if chunk else "chat.completion"
-        return {
+    def body(self, choices: list[dict], chunk: bool = False, usage: CompletionUsage | None = None) -> dict:
+        """The answer, or one chunk of a stream, as openai.types has it (only the fields given are sent)."""
+        fields: dict[str, Any] = {
             "id": self.id,
-            "object": obj,
             "created": self.created,
             "model": self.model,
             "system_fingerprint": None,
             "choices": choices,
-            **extra,
         }
+        if usage is not None:
+            fields["usage"] = usage
+        if self.chat:
+            kind = ChatCompletionChunk if chunk else ChatCompletion
+            obj = "chat.completion.chunk" if chunk else "chat.completion"
+            return kind.model_validate(fields | {"object": obj}).model_dump(mode="json", exclude_unset=True)
+        if any(c["finish_reason"] is None for c in choices):
+            # a text chunk before its end: OpenAI streams it with finish_reason null, which its Completion type
+            # (made for whole answers) does not allow, so it is built unchecked, as the openai client reads it
+            parts = [CompletionChoice.model_construct(**c) for c in choices]
+            chunk_obj = Completion.model_construct(**(fields | {"object": "text_completion", "choices": parts}))
+            return chunk_obj.model_dump(mode="json", exclude_unset=True)
+        return Completion.model_validate(fields | {"object": "text_completion"}).model_dump(
+            mode="json", exclude_unset=True
+        )
 
-    def usage(self, choices: list[Choice]) -> dict:
+    def usage(self, choices: list[Choice]) -> CompletionUsage:
         done, prompt = sum(c.tokens for c in choices), self.prompt_tokens
-        return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+        return CompletionUsage(prompt_tokens=prompt, completion_tokens=done, total_tokens=prompt + done)
 
 
 def _job(spec: SteerSpec, n: int, catalog: Catalog, live, steering: Steering, emit, max_prompt_tokens: int) -> SteerJob:
