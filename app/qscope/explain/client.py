@@ -1,9 +1,12 @@
 """The explainer's client: chat completions from any OpenAI-compatible endpoint (qscope serve's own /v1, vLLM,
-llama.cpp, Ollama, OpenAI), with retries.
+llama.cpp, Ollama, OpenAI) through the `openai` package's client, with retries.
 
 `endpoint` is the API's base URL, as OpenAI clients take it (``http://127.0.0.1:8000/v1``); requests go to
 ``{endpoint}/chat/completions`` with the API key, when there is one, as a bearer token. Safe to call from many
-threads at once (each call is its own HTTP request), which is how many requests are kept in flight.
+threads at once (the openai client is), which is how many requests are kept in flight.
+
+The retries are this module's rather than the client's own (it is made with max_retries=0): an answer that is not
+a chat completion is retried too, and the waits go through an injectable `sleep`.
 
 What is retried, with exponential backoff and jitter (or the server's Retry-After): a connection that fails or
 times out (the endpoint down or slow), 408, 409, 429 and 5xx answers, and answers that are not a chat completion
@@ -16,9 +19,9 @@ from __future__ import annotations
 import json
 import random
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
+
+import openai
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -54,6 +57,11 @@ class OpenAIChat:
     ) -> None:
         self.url = endpoint.rstrip("/") + "/chat/completions"
         self.model, self.api_key, self.timeout_s = model, api_key, timeout_s
+        # no key: no Authorization header at all (the client needs some key, and would read OPENAI_API_KEY)
+        self.headers = {} if api_key else {"Authorization": openai.omit}
+        self.client = openai.OpenAI(
+            base_url=endpoint.rstrip("/"), api_key=api_key or "unused", max_retries=0, timeout=timeout_s
+        )
         self.retries, self.backoff_s, self.max_backoff_s, self.sleep = retries, backoff_s, max_backoff_s, sleep
         self.name = model
 
@@ -79,24 +87,20 @@ class OpenAIChat:
         raise ExplainerError(f"{last} (tried {self.retries + 1} times)", retryable=True)
 
     def _once(self, body: dict) -> str:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as r:
-                raw = r.read()
-        except urllib.error.HTTPError as e:
-            message = _error_message(e.read())
-            if e.code in RETRY_STATUS:
+            create = self.client.chat.completions.with_raw_response.create
+            raw = create(**body, extra_headers=self.headers).http_response.content
+        except openai.APIStatusError as e:
+            message = _error_message(e.response.content)
+            if e.status_code in RETRY_STATUS:
                 raise _Again(
-                    f"{self.url} answered {e.code}: {message}", _retry_after(e.headers.get("Retry-After"))
+                    f"{self.url} answered {e.status_code}: {message}",
+                    _retry_after(e.response.headers.get("Retry-After")),
                 ) from e
-            hint = " (is --endpoint the API's base URL, ending in /v1?)" if e.code in (404, 405) else ""
-            raise ExplainerError(f"{self.url} refused the request ({e.code}): {message}{hint}") from e
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise _Again(f"{self.url} did not answer: {reason}") from e
+            hint = " (is --endpoint the API's base URL, ending in /v1?)" if e.status_code in (404, 405) else ""
+            raise ExplainerError(f"{self.url} refused the request ({e.status_code}): {message}{hint}") from e
+        except openai.APIConnectionError as e:  # the endpoint down, or slower than timeout_s
+            raise _Again(f"{self.url} did not answer: {e.__cause__ or e}") from e
         return _content(raw, self.url)
 
 
