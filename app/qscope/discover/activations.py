@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -157,6 +157,7 @@ class Pooled:
     mean: dict[str, np.ndarray]
     n_counted: dict[str, np.ndarray]  # sae_id -> int32 [E] tokens that counted per example
     seconds: float = 0.0
+    residual: dict[str, np.ndarray] = field(default_factory=dict)  # site -> float32 [E, D]: mean over counted tokens
 
     def matrix(self, kind: str = "max") -> tuple[np.ndarray, list[tuple[str, int]]]:
         """All SAEs side by side: float32 [E, sum F] and the (sae_id, feature) of each column."""
@@ -177,7 +178,16 @@ def pool(
     out_max = {s: np.zeros((E, sae.d_sae), np.float32) for s, sae in runner.saes.items()}
     out_mean = {s: np.zeros((E, sae.d_sae), np.float32) for s, sae in runner.saes.items()}
     n_counted = {s: np.zeros(E, np.int32) for s in runner.saes}
+    reader_of = {sae.require_site(): s for s, sae in runner.saes.items()}  # site -> an SAE there (its counted mask)
+    residual: dict[str, np.ndarray] = {}
     for batch in iter_batches(runner, ids, progress=progress, cancel=cancel):
+        for site, sae_id in reader_of.items():  # the residual itself, for the baselines (qscope.discover.baselines)
+            if site in batch.hidden:
+                h_BTD, m_BT = batch.hidden[site].float(), batch.counted[sae_id]
+                mean_BD = (h_BTD * m_BT[..., None]).sum(1) / m_BT.sum(1).clamp(min=1)[:, None]
+                residual.setdefault(site, np.zeros((E, h_BTD.shape[-1]), np.float32))[batch.index] = (
+                    mean_BD.cpu().numpy()
+                )
         for sae_id in runner.saes:
             f_BTF, m_BT = batch.feats(sae_id), batch.counted[sae_id]
             n_B = m_BT.sum(1)
@@ -185,7 +195,7 @@ def pool(
             f_BTF = f_BTF.float().masked_fill(~m_BT[..., None], 0.0)  # activations are >= 0: zero is neutral for max
             out_max[sae_id][batch.index] = f_BTF.amax(1).cpu().numpy()
             out_mean[sae_id][batch.index] = (f_BTF.sum(1) / n_B.clamp(min=1)[:, None]).cpu().numpy()
-    return Pooled(out_max, out_mean, n_counted, time.perf_counter() - start)
+    return Pooled(out_max, out_mean, n_counted, time.perf_counter() - start, residual)
 
 
 @dataclass

@@ -170,3 +170,46 @@ def compare(a: Judged, b: Judged, s_a: np.ndarray, s_b: np.ndarray, y_test: np.n
     else:
         text = f"{a.method} and {b.method} match: {d:+.2f} AUROC, 95% interval {lo:+.2f} to {hi:+.2f} includes 0"
     return Comparison(a.method, b.method, d, (lo, hi), text)
+
+
+@dataclass
+class SiteComparison:
+    """One hooked site: every method judged on the same split, and the best feature method against the best
+    baseline (the sentence a person reads)."""
+
+    site: str
+    methods: list[Judged]
+    comparison: Comparison
+
+
+FEATURE_METHODS = ("best feature", "sparse regression over features")
+BASELINES = ("DiffMean", "probe")
+
+
+def compare_site(
+    site: str,
+    H_ED: np.ndarray,
+    feature_scores: dict[str, np.ndarray],
+    y_E: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    seed: int = 0,
+) -> tuple[SiteComparison, dict[str, Direction]]:
+    """The baselines fitted on the site's residual `H_ED` beside the feature methods' scores (name -> a score per
+    example, higher for set A); the fitted directions by name, for their decomposition over the site's SAEs."""
+    directions = {"DiffMean": diffmean(H_ED, y_E, train), "probe": fit_probe(H_ED, y_E, train, seed)}
+    scores = dict(feature_scores) | {name: d.score(H_ED) for name, d in directions.items()}
+    boot = Resamples(np.asarray(y_E)[test], seed=seed)
+    judged = {name: judge(name, site, s, y_E, train, test, boot) for name, s in scores.items()}
+    best_feature = max((judged[n] for n in feature_scores), key=lambda j: j.test_auroc)
+    best_baseline = max((judged[n] for n in directions), key=lambda j: j.test_auroc)
+    y_te = np.asarray(y_E)[test]
+    comparison = compare(
+        best_feature,
+        best_baseline,
+        scores[best_feature.method][test],
+        scores[best_baseline.method][test],
+        y_te,
+        boot,
+    )
+    return SiteComparison(site, list(judged.values()), comparison), directions

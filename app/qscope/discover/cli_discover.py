@@ -175,6 +175,12 @@ def _print_discovery(d) -> None:
             f"L1 logistic regression ({len(d.logreg.detector.terms)} features, C={d.logreg.detector.C:g}): test "
             f"precision {fmt(t.precision)}, recall {fmt(t.recall)}, F1 {fmt(t.f1)}, AUROC {fmt(t.auroc)}"
         )
+    for b in d.baselines or []:
+        c = b.comparison
+        say(f"against the baselines at {c.site}: {c.comparison.sentence}")
+        for m in c.methods:
+            lo, hi = m.auroc_interval
+            say(f"  {m.method}: test AUROC {fmt(m.test_auroc)} ({fmt(lo)} to {fmt(hi)}), test F1 {fmt(m.test_f1)}")
 
 
 def _summary(d) -> dict:

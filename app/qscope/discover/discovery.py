@@ -1,6 +1,7 @@
 """One discovery, end to end: cleaned example sets -> tokens -> pooled activations of every feature of every SAE
--> seeded split -> ranked features with controls -> an L1 logistic-regression detector. The result is one
-pydantic model (`Discovery`): what the API answers, the page shows and the app database stores.
+-> seeded split -> ranked features with controls -> an L1 logistic-regression detector -> the simple baselines on
+each hooked site's residual (DiffMean, a probe) beside the features, and their directions read as features. The
+result is one pydantic model (`Discovery`): what the API answers, the page shows and the app database stores.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from qscope.discover.activations import Encoded, Progress, Runner, pool, tokenize
+from qscope.discover.activations import Encoded, Pooled, Progress, Runner, pool, tokenize
+from qscope.discover.baselines import SiteComparison, compare_site
+from qscope.discover.decompose import Decomposition, decompose
 from qscope.discover.detectors import Detector, SplitScores, evaluate, fit_logreg
 from qscope.discover.examples import ExampleSet, split_indices
+from qscope.discover.metrics import auroc_from_ranks, column_ranks
 from qscope.discover.ranking import FeatureScore, Ranking, RankInputs, rank
 
 LabelOf = Callable[[str, int], str]
@@ -29,6 +34,7 @@ class DiscoverOptions(BaseModel):
     n_random: int = Field(200, ge=1, le=5000, description="Random live features in the baseline.")
     n_shuffles: int = Field(20, ge=2, le=200, description="Label shuffles in the control.")
     logreg: bool = Field(True, description="Also fit an L1 logistic regression over every feature.")
+    baselines: bool = Field(True, description="Also fit DiffMean and a probe on each site's residual, beside them.")
 
 
 @dataclass
@@ -38,6 +44,14 @@ class ExampleOut:
     split: str  # 'train' | 'test'
     n_tokens: int
     truncated: bool
+
+
+@dataclass
+class SiteBaselines:
+    """The features against the baselines at one hooked site, and the baselines' directions read as features."""
+
+    comparison: SiteComparison
+    directions: dict[str, list[Decomposition]]  # "DiffMean" | "probe" -> one reading per SAE at the site
 
 
 @dataclass
@@ -60,6 +74,7 @@ class Discovery(BaseModel):
     ranking: Ranking
     labels: dict[str, str] = Field(default_factory=dict, description="'sae_id/feature' -> label, listed ones")
     logreg: LogRegResult | None = None
+    baselines: list[SiteBaselines] | None = None  # None: not asked for (or a discovery saved before they existed)
     n_tokens: int
     max_tokens: int
     seconds: dict[str, float]
@@ -128,8 +143,14 @@ def discover(
     if options.logreg:
         with phases("logistic regression"):
             logreg = _logreg(inputs, options.seed, label_of)
+    baselines = None
+    if options.baselines:
+        with phases("baselines (DiffMean, probe)"):
+            baselines = _baselines(runner, pooled, inputs, logreg, options.seed)
     listed = [(s.sae_id, s.feature) for s in [*ranking.a_side, *ranking.b_side]]
     listed += logreg.detector.keys if logreg else []
+    for b in baselines or []:
+        listed += [(r.sae_id, p.feature) for rs in b.directions.values() for r in rs for p in r.by_cosine[:5]]
     notes = list(examples.notes)
     if enc.truncated:
         notes.append(f"{enc.truncated} example(s) longer than {max_tokens} tokens cut to their first {max_tokens}")
@@ -143,6 +164,7 @@ def discover(
         ranking=ranking,
         labels={f"{s}/{f}": label_of(s, f) for s, f in listed} if label_of else {},
         logreg=logreg,
+        baselines=baselines,
         n_tokens=enc.n_tokens,
         max_tokens=max_tokens,
         seconds=phases.seconds,
@@ -171,3 +193,37 @@ def _logreg(inputs: RankInputs, seed: int, label_of: LabelOf | None) -> LogRegRe
     return LogRegResult(
         detector, evaluate(detector, X[inputs.train], y_tr), evaluate(detector, X[inputs.test], inputs.y[inputs.test])
     )
+
+
+def _baselines(
+    runner: Runner, pooled: Pooled, inputs: RankInputs, logreg: LogRegResult | None, seed: int
+) -> list[SiteBaselines]:
+    """Per hooked site: its best single feature (by train AUROC, either side) and the sparse regression over every
+    feature, against DiffMean and a probe on the site's residual, all on the same split."""
+    y, train = inputs.y, inputs.train
+    both = 0 < int(y[inputs.test].sum()) < len(inputs.test) and 0 < int(y[train].sum()) < len(train)
+    if not both:
+        return []
+    col = {k: i for i, k in enumerate(inputs.keys)}
+    shared: dict[str, np.ndarray] = {}
+    if logreg is not None:
+        shared["sparse regression over features"] = logreg.detector.score(
+            inputs.X_max[:, [col[k] for k in logreg.detector.keys]]
+        )
+    out = []
+    for site, H_ED in pooled.residual.items():
+        sae_ids = [s for s, sae in runner.saes.items() if sae.require_site() == site]
+        cols = np.array([i for i, (s, _) in enumerate(inputs.keys) if s in sae_ids])
+        X_tr = inputs.X_max[train][:, cols]
+        auc = auroc_from_ranks(column_ranks(X_tr), y[train])
+        best = int(np.nanargmax(np.abs(np.nan_to_num(auc, nan=0.5) - 0.5)))
+        sign = 1.0 if auc[best] >= 0.5 else -1.0
+        scores = {"best feature": sign * inputs.X_max[:, cols[best]]} | shared
+        comparison, directions = compare_site(site, H_ED, scores, y, train, inputs.test, seed)
+        norm = float(np.linalg.norm(H_ED, axis=1).mean())
+        readings = {
+            name: [decompose(s, runner.saes[s], torch.from_numpy(d.w_D), norm) for s in sae_ids]
+            for name, d in directions.items()
+        }
+        out.append(SiteBaselines(comparison, readings))
+    return out

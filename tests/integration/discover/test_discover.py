@@ -129,3 +129,30 @@ def test_a_feature_not_listed_is_read_from_the_model(served, found):
     ).max[sae_id][:, other]
     fired = expected[found.test] > saved.detector.terms[0].threshold
     assert saved.test.tp == int((fired & (found.y[found.test] == 1)).sum())
+
+
+def test_every_site_carries_the_baselines_on_the_same_split(served, code_vs_prose, found):
+    assert found.baselines is not None and len(found.baselines) == len({s.require_site() for s in served.saes.values()})
+    ids = tokenize(served.tokenizer, code_vs_prose.texts, 64).ids
+    residual = pool(runner(served), ids).residual
+    train, y = found.train, found.y
+    for b in found.baselines:
+        c = b.comparison
+        methods = {m.method: m for m in c.methods}
+        assert set(methods) == {"best feature", "sparse regression over features", "DiffMean", "probe"}
+        for m in c.methods:
+            assert m.auroc_interval[0] <= m.test_auroc <= m.auroc_interval[1] and m.site == c.site
+        # DiffMean by hand: the train means of each set's mean-pooled residual, their difference, its projection
+        H = residual[c.site].astype(np.float64)
+        w = H[train][y[train] == 1].mean(0) - H[train][y[train] == 0].mean(0)
+        s = H @ w
+        test = found.test
+        pairs = [(a > o) + 0.5 * (a == o) for a in s[test][y[test] == 1] for o in s[test][y[test] == 0]]
+        assert methods["DiffMean"].test_auroc == pytest.approx(np.mean(pairs), abs=1e-6)
+        # the sentence follows the interval of the difference
+        lo, hi = c.comparison.interval
+        better = "is better than" in c.comparison.sentence
+        assert better == (lo > 0 or hi < 0)
+        for readings in b.directions.values():
+            assert {r.sae_id for r in readings} == {s for s, sae in served.saes.items() if sae.require_site() == c.site}
+            assert all(0.0 <= r.share <= 1.0 + 1e-6 and len(r.by_cosine) == 10 for r in readings)
