@@ -176,6 +176,10 @@ def test_a_recipe_stored_with_a_nan_strength_still_renders_and_runs_again(client
         stored["request"]["strengths"] = [None, *stored["request"]["strengths"]]
         stored["strengths"] = [None, *stored["strengths"]]
         s.add(recipes.RecipeRow(**{**row_fields(row), "id": "old-nan", "result": json.dumps(stored)}))
+    store.add_job("old-nan", "tiny-demo", "{}")
+    store.update_job("old-nan", "done", {})
+    for url in ("/steer-eval/old-nan", "/steer-eval/old-nan.json"):
+        assert client.get(url).status_code == 200, url
     for url in ("/recipes/old-nan", "/recipes/old-nan.json", "/recipes/old-nan.md"):
         assert client.get(url).status_code == 200, url
     recipe = client.get("/recipes/old-nan.json").json()
