@@ -113,6 +113,10 @@ def test_steering_at_strength_zero_changes_nothing(client, model):
         ({"presence_penalty": 0.5}, "presence_penalty", "not supported"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
         ({"messages": [{"role": "user", "content": "the cat " * 1500}]}, None, "at most 2000 are run"),
+        ({"max_tokens": "5"}, "max_tokens", "valid integer"),  # integers are strict: no text, float or bool
+        ({"max_tokens": 2.0}, "max_tokens", "valid integer"),
+        ({"max_tokens": True}, "max_tokens", "valid integer"),
+        ({"temperature": "NaN"}, "temperature", "finite number"),  # not "<= 2"
     ],
 )
 def test_bad_fields_raise_bad_request(client, model, change, param, says):

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from qscope.discover.metrics import auroc, auroc_from_ranks, best_thresholds, column_ranks, confusion
+from qscope.inputs.numbers import Finite
 
 MAX_TERMS = 5
 C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -29,7 +30,7 @@ class DetectorError(ValueError):
 class Term(BaseModel):
     sae_id: str
     feature: int = Field(ge=0)
-    threshold: float | None = Field(
+    threshold: Finite | None = Field(
         None,
         description="Fires when the max activation is above this; default: the F1-best threshold on the train split.",
     )
@@ -41,7 +42,7 @@ class DetectorSpec(BaseModel):
     kind: Literal["rule", "logreg"] = "rule"
     combine: Literal["any", "all"] = Field("any", description="rule: fire when any term / all terms fire.")
     terms: list[Term] = Field(default_factory=list, description="rule: 1 to 5 features.")
-    C: float | None = Field(
+    C: Finite | None = Field(
         None, gt=0, description="logreg: inverse L1 strength; default: chosen by cross-validation on train."
     )
 

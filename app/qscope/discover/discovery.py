@@ -23,13 +23,15 @@ from qscope.discover.detectors import Detector, SplitScores, evaluate, fit_logre
 from qscope.discover.examples import ExampleSet, split_indices
 from qscope.discover.metrics import auroc_from_ranks, column_ranks
 from qscope.discover.ranking import FeatureScore, Ranking, RankInputs, rank
+from qscope.inputs.numbers import Finite
 
 LabelOf = Callable[[str, int], str]
 
 
 class DiscoverOptions(BaseModel):
-    test_share: float = Field(0.3, gt=0, lt=1, description="Share of each set held out for testing.")
-    seed: int = Field(0, ge=0, description="Seed of the split, the random features and the shuffles.")
+    test_share: Finite = Field(0.3, gt=0, lt=1, description="Share of each set held out for testing.")
+    # below 2**32: scikit-learn's random_state (the logistic regression) takes no larger seed
+    seed: int = Field(0, ge=0, lt=2**32, description="Seed of the split, the random features and the shuffles.")
     top: int = Field(30, ge=1, le=200, description="Features listed per side.")
     n_random: int = Field(200, ge=1, le=5000, description="Random live features in the baseline.")
     n_shuffles: int = Field(20, ge=2, le=200, description="Label shuffles in the control.")

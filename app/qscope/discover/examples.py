@@ -9,14 +9,14 @@ count for either side), and says how many of each it dropped: nothing is dropped
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from qscope.inputs import files
 
 SEPARATOR = "---"
 POSITIVE_WORDS = {"1", "true", "yes", "pos", "positive", "+", "+1"}
@@ -81,12 +81,16 @@ def check_size(name: str, size: int, limits: ExampleLimits) -> None:
 
 
 def read_file(name: str, content: str, *, text_field: str = "text", label_field: str | None = None) -> list:
-    """The rows of one file: [(text, raw label or None)]. With label_field the file must have that field."""
+    """The rows of one file: [(text, raw label or None)]. With label_field the file must have that field. The file
+    is read by qscope.inputs.files; ExamplesError says why it cannot be."""
     suffix = Path(name).suffix.lower()
-    if suffix == ".csv":
-        return _read_csv(name, content, text_field, label_field)
-    if suffix == ".jsonl":
-        return _read_jsonl(name, content, text_field, label_field)
+    try:
+        if suffix == ".csv":
+            return _read_csv(name, files.csv_rows(content, name), text_field, label_field)
+        if suffix == ".jsonl":
+            return _read_jsonl(name, files.json_lines(content, name), text_field, label_field)
+    except files.UploadError as e:
+        raise ExamplesError(str(e)) from None
     if suffix == ".txt" or not suffix:
         if label_field:
             raise ExamplesError(f"{name}: a .txt file has no label column; give .csv or .jsonl, or one file per set")
@@ -95,12 +99,8 @@ def read_file(name: str, content: str, *, text_field: str = "text", label_field:
     raise ExamplesError(f"{name}: unknown file type {suffix!r}; give .txt, .jsonl or .csv")
 
 
-def _read_csv(name: str, content: str, text_field: str, label_field: str | None) -> list:
-    reader = csv.DictReader(io.StringIO(content))
-    try:
-        columns = reader.fieldnames or []
-    except csv.Error as e:
-        raise ExamplesError(f"{name}: not a readable CSV file: {e}") from e
+def _read_csv(name: str, rows: list[list[str]], text_field: str, label_field: str | None) -> list:
+    columns = rows[0] if rows else []
     for needed, what in ((text_field, "text"), (label_field, "label")):
         if needed and needed not in columns:
             shown = ", ".join(repr(c) for c in columns) or "none"
@@ -108,21 +108,18 @@ def _read_csv(name: str, content: str, text_field: str, label_field: str | None)
                 f"{name}: the CSV has no {what} column {needed!r} (its columns: {shown}); "
                 f"name the {what} column with {what}_column"
             )
-    try:
-        return [(row[text_field] or "", row[label_field] if label_field else None) for row in reader]
-    except csv.Error as e:
-        raise ExamplesError(f"{name}: not a readable CSV file: {e}") from e
+    last = {c: i for i, c in enumerate(columns)}  # a column named twice: its last one, as csv.DictReader reads it
+
+    def cell(row: list[str], column: str) -> str:
+        return row[last[column]] if last[column] < len(row) else ""
+
+    body = [row for row in rows[1:] if row]  # blank lines are no rows
+    return [(cell(row, text_field), cell(row, label_field) if label_field else None) for row in body]
 
 
-def _read_jsonl(name: str, content: str, text_field: str, label_field: str | None) -> list:
+def _read_jsonl(name: str, lines: Iterator[tuple[int, Any]], text_field: str, label_field: str | None) -> list:
     rows = []
-    for n, line in enumerate(content.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ExamplesError(f"{name}, line {n}: not JSON ({e.msg})") from e
+    for n, obj in lines:
         if not isinstance(obj, dict) or not isinstance(obj.get(text_field), str):
             raise ExamplesError(f"{name}, line {n}: no string field {text_field!r}; name it with text_column")
         if label_field and label_field not in obj:

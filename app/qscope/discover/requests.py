@@ -28,6 +28,7 @@ from qscope.discover.examples import (
     split_labelled,
     split_lines,
 )
+from qscope.inputs.numbers import Finite
 
 
 class FileIn(BaseModel):
@@ -75,7 +76,7 @@ class FootprintRequest(ExamplesIn):
         "`share` of the examples; mass: the fewest features carrying `share` "
         "of the activation mass.",
     )
-    share: float = Field(0.2, gt=0, le=1)
+    share: Finite = Field(0.2, gt=0, le=1)
     top: int = Field(50, ge=1, le=500, description="Features listed per group.")
     wait: bool = False
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from qscope.inputs.numbers import Finite  # every float of a request is finite: NaN would reach the logits
 from qscope.tokens import has_surrogate
 
 Mode = Literal["add", "clamp", "multiply", "ablate"]
 Where = Literal["prompt", "generated", "both"]
-FINITE = ConfigDict(allow_inf_nan=False)  # every float of a request is finite: NaN would reach the logits
 
 
 def _text(value: str) -> str:
@@ -34,12 +34,10 @@ class SpecError(ValueError):
 
 
 class FeatureSteer(BaseModel):
-    model_config = FINITE
-
     sae_id: str = Field(description="The SAE the feature belongs to (its layer is where the hook goes).")
     feature: int = Field(ge=0, description="Feature index in that SAE.")
     mode: Mode = Field("add", description="add | clamp | multiply | ablate.")
-    strength: float = Field(
+    strength: Finite = Field(
         1.0, description="add/clamp: multiple of the feature's max activation; multiply: factor; ablate: unused."
     )
     from_position: int = Field(
@@ -60,7 +58,6 @@ class SteerSpec(BaseModel):
 
     # the schema says what check() refuses: an empty prompt without messages
     model_config = ConfigDict(
-        allow_inf_nan=False,
         json_schema_extra={
             "anyOf": [
                 {"required": ["prompt"], "properties": {"prompt": {"minLength": 1}}},
@@ -76,11 +73,22 @@ class SteerSpec(BaseModel):
     )
     features: list[FeatureSteer] = Field(default_factory=list)
     where: Where = Field("both", description="Steer the prompt's positions, the generated ones, or both.")
-    temperature: float = Field(0.7, ge=0, le=5, description="0 means greedy.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    temperature: Finite = Field(0.7, ge=0, le=5, description="0 means greedy.")
+    top_p: Finite = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="Both rows sample with this seed.")
     max_new_tokens: int = Field(32, ge=1, description="Tokens to generate per row.")
-    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="Subtracted per earlier occurrence.")
+    frequency_penalty: Finite = Field(0.0, ge=-2, le=2, description="Subtracted per earlier occurrence.")
+
+    def with_prompt(self, prompt: str, chat: bool = False) -> SteerSpec:
+        """This spec with another prompt (sent as one user message through the chat template when `chat`), validated
+        again as a request would be; SpecError says what is wrong with the prompt."""
+        messages = [{"role": "user", "content": prompt}] if chat else None
+        try:
+            return SteerSpec.model_validate({**self.model_dump(), "prompt": prompt, "messages": messages})
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise SpecError(f"{where}: {first['msg']}") from None
 
 
 class TokenOut(BaseModel):

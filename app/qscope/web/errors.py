@@ -4,6 +4,7 @@ bad input. Each answers in the format asked for: HTML, or JSON for a `.json` pat
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -64,6 +65,18 @@ def refusal(scope: Scope, status: int, message: str, headers: dict[str, str]) ->
     return response
 
 
+# pydantic's words for a float field that got something else; the request models' floats are strict and finite
+# (qscope.inputs.numbers.Finite), so "NaN" sent as text is told what would do, not that it is not a number
+FLOAT_ERRORS = {"float_type", "float_parsing", "finite_number"}
+
+
+def error_text(err: Any) -> str:
+    """What one of pydantic's errors says, in the words every 422 and /v1 400 uses."""
+    if err.get("type") in FLOAT_ERRORS:
+        return "Input should be a finite number"
+    return str(err.get("msg", "invalid"))
+
+
 def validation_message(exc: RequestValidationError) -> str:
     """'page: must be at least 1; sort: ...' from pydantic's error list."""
     parts = []
@@ -72,7 +85,7 @@ def validation_message(exc: RequestValidationError) -> str:
         name = ".".join(loc) or "request"
         given = err.get("input")
         shown = f" (got {given!r})" if isinstance(given, str | int | float) else ""
-        parts.append(f"{name}: {err.get('msg', 'invalid')}{shown}")
+        parts.append(f"{name}: {error_text(err)}{shown}")
     return "; ".join(parts) or "invalid request"
 
 

@@ -2,10 +2,11 @@
 OpenAI clients parse, and the translation of a request into a SteerSpec for the steering worker.
 
 Sampling fields keep OpenAI's names and ranges: temperature (0-2, default 1; 0 is greedy), top_p, max_tokens
-(chat also max_completion_tokens), n, seed, stop (a string or up to 4), frequency_penalty. Fields OpenAI has and
-this server cannot honour (presence_penalty, logit_bias, logprobs, tools, a JSON response_format) are refused
-with a 400 naming the field, never silently ignored; fields that change nothing here (user, stream_options
-without usage) are accepted. `steering` is this server's own field: the feature spec of /api/steer.
+(chat also max_completion_tokens), n, seed, stop (a string or up to 4), frequency_penalty. Numbers are strict: an
+integer field takes only a JSON integer (not "5", 2.0 or true), a float field only a finite JSON number. Fields
+OpenAI has and this server cannot honour (presence_penalty, logit_bias, logprobs, tools, a JSON response_format)
+are refused with a 400 naming the field, never silently ignored; fields that change nothing here (user,
+stream_options without usage) are accepted. `steering` is this server's own field: the feature spec of /api/steer.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import secrets
 from typing import Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from qscope.inputs.numbers import Finite
 from qscope.steer.spec import ChatMessage, FeatureSteer, SpecError, SteerSpec, Where
 
 MAX_N = 8  # completions per request (each is a row of the worker's batch)
@@ -70,15 +72,15 @@ class Sampling(BaseModel):
     model_config = ConfigDict(extra="ignore")  # clients send fields of newer API versions; unknown ones change nothing
 
     model: str = Field(description="A model id from GET /v1/models.")
-    temperature: float | None = Field(None, ge=0, le=2, description="Default 1; 0 is greedy.")
-    top_p: float | None = Field(None, gt=0, le=1)
-    n: int | None = Field(None, ge=1, le=MAX_N, description=f"Completions to generate (at most {MAX_N}).")
-    max_tokens: int | None = Field(None, ge=1)
-    seed: int | None = Field(None, ge=0, le=2**62, description="Completion i samples with seed + i.")
+    temperature: Finite | None = Field(None, ge=0, le=2, description="Default 1; 0 is greedy.")
+    top_p: Finite | None = Field(None, gt=0, le=1)
+    n: StrictInt | None = Field(None, ge=1, le=MAX_N, description=f"Completions to generate (at most {MAX_N}).")
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    seed: StrictInt | None = Field(None, ge=0, le=2**62, description="Completion i samples with seed + i.")
     stop: str | list[str] | None = Field(None, description=f"Up to {MAX_STOPS} strings; text ends before the first.")
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
+    frequency_penalty: Finite | None = Field(None, ge=-2, le=2)
+    presence_penalty: Finite | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, Finite] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -137,7 +139,7 @@ class Message(BaseModel):
 
 class ChatRequest(Sampling):
     messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1, description="OpenAI's newer name for max_tokens.")
+    max_completion_tokens: StrictInt | None = Field(None, ge=1, description="OpenAI's newer name for max_tokens.")
     logprobs: bool | None = None
     tools: list[Any] | None = None
     response_format: dict[str, Any] | None = None
@@ -158,8 +160,8 @@ class CompletionRequest(Sampling):
     prompt: str | list[str] = Field(description="One prompt (a string, or a list holding one string).")
     echo: bool | None = False
     suffix: str | None = None
-    logprobs: int | None = None
-    best_of: int | None = None
+    logprobs: StrictInt | None = None
+    best_of: StrictInt | None = None
 
     def to_spec(self, default_max_tokens: int) -> SteerSpec:
         self.refuse_unsupported()

@@ -165,6 +165,11 @@ def post_sets(client, **body):
         ({"a_file": {"name": "a.pdf", "content": "x"}}, "unknown file type '.pdf'"),
         ({"demo": "nope"}, "no demo set 'nope'"),
         ({"labelled_file": {"name": "d.csv", "content": "text,label\nhi,spam\n"}}, "positive_label"),
+        ({"a_file": {"name": "a.jsonl", "content": "[" * 5000 + "]" * 5000}}, "line 1: JSON nested too deeply"),
+        (
+            {"a": "x one\ny one\nz one\nw one", "b": "q two\nr two\ns two\nt two", "options": {"seed": 2**32}},
+            "options.seed",
+        ),
     ],
 )
 def test_bad_examples_get_422_naming_the_problem(client, body, says):
@@ -206,6 +211,13 @@ def test_detector_and_detect_refusals(client, discovery):
         "/api/discover", content=b"{" + b" " * 300_000 + b"}", headers={"Content-Type": "application/json"}
     )
     assert big.status_code == 413 and "200,000" in big.json()["error"]
+
+
+@pytest.mark.parametrize("threshold", ["NaN", "0.5", True])
+def test_a_detector_threshold_is_a_finite_number(client, threshold):
+    term = {"sae_id": "any", "feature": 1, "threshold": threshold}
+    r = client.post("/api/detectors", json={"discovery": "nope", "spec": {"terms": [term]}})
+    assert r.status_code == 422 and "threshold: Input should be a finite number" in r.json()["error"], r.text
 
 
 def test_footprints_self_overlap_and_demo_comparison(client):

@@ -33,6 +33,14 @@ def client(tiny_db, tmp_path_factory):
     torch.set_num_threads(before)
 
 
+GREEDY = {
+    "features": [{"sae_id": SAE, "feature": 40, "mode": "add", "strength": 1}],
+    "temperature": 0,
+    "max_new_tokens": 12,
+    "seed": 1,
+}
+
+
 def body(**kw):
     spec = {
         "features": [{"sae_id": SAE, "feature": 40, "mode": "add", "strength": 1}],
@@ -112,6 +120,16 @@ def test_recipe_reloads_with_the_same_table_and_runs_again_the_same(client, fini
         ({"spec": {"features": []}}, 422, "steers no feature"),
         ({"strengths": [0, 500]}, 422, "strength 500 of the sweep is outside"),
         ({"metrics": {"regex": "("}}, 422, "not a regular expression"),
+        ({"metrics": {"regex": "((a{65535}){65535}){65535}"}}, 422, "too large once its counted repeats"),
+        ({"strengths": ["NaN", 1]}, 422, "strengths.0: Input should be a finite number (got 'NaN')"),
+        (
+            {
+                "prompts": None,
+                "prompts_file": {"name": "p.json", "content_base64": base64.b64encode(b"[" * 3000).decode()},
+            },
+            422,
+            "the file 'p.json', line 1: JSON nested too deeply",
+        ),
         ({"prompt_set": "prose"}, 422, "give exactly one of"),
     ],
 )
@@ -119,6 +137,60 @@ def test_bad_input_gets_a_422_that_says_why(client, change, status, says):
     r = client.post("/api/steer-eval", json=body(**change))
     assert r.status_code == status, r.text
     assert says in r.json()["error"]
+
+
+def test_a_chat_evaluation_runs_its_prompts_through_the_chat_template(client):
+    r = client.post("/api/steer-eval", json=body(chat=True, strengths=[0, 2], seeds=1) | {"spec": GREEDY})
+    assert r.status_code == 202, r.text
+    job = wait(client, r.json()["json_url"])
+    assert job["status"] == "done", job["error"]
+    unsteered = {row["prompt"]: row["text"] for row in job["result"]["rows"] if row["arm"] == "unsteered"}
+    for i, prompt in enumerate(PROMPTS):  # as /api/steer answers the prompt sent as one user message
+        messages = [{"role": "user", "content": prompt}]
+        steer = client.post("/api/steer", json=GREEDY | {"messages": messages})
+        assert steer.status_code == 200, steer.text
+        assert unsteered[i] == steer.json()["default"]["text"]
+    assert job["result"]["request"]["chat"] is True
+
+
+def test_a_regex_that_runs_too_long_is_reported_not_run_for_ever(client):
+    r = client.post("/api/steer-eval", json=body(metrics={"regex": "(.|.|.)*(?!)"}, seeds=1) | {"spec": GREEDY})
+    assert r.status_code == 202, r.text
+    job = wait(client, r.json()["json_url"], timeout=120)
+    assert job["status"] == "done", job["error"]
+    assert any("timed out" in note for note in job["result"]["notes"]), job["result"]["notes"]
+    assert any(row["metrics"]["regex"] is None for row in job["result"]["rows"])  # not measured: null
+
+
+def test_a_recipe_stored_with_a_nan_strength_still_renders_and_runs_again(client, finished):
+    """Before strengths had to be finite, "NaN" was taken and stored as null: such a recipe answered 500."""
+    from sqlalchemy.orm import Session
+
+    from qscope.steer.evaluate import recipes
+
+    started, _ = finished
+    store = client.app.state.evaluations.store
+    with Session(store.engine) as s, s.begin():
+        row = s.get(recipes.RecipeRow, started["id"])
+        stored = json.loads(row.result)
+        stored["request"]["strengths"] = [None, *stored["request"]["strengths"]]
+        stored["strengths"] = [None, *stored["strengths"]]
+        s.add(recipes.RecipeRow(**{**row_fields(row), "id": "old-nan", "result": json.dumps(stored)}))
+    store.add_job("old-nan", "tiny-demo", "{}")
+    store.update_job("old-nan", "done", {})
+    for url in ("/steer-eval/old-nan", "/steer-eval/old-nan.json"):
+        assert client.get(url).status_code == 200, url
+    for url in ("/recipes/old-nan", "/recipes/old-nan.json", "/recipes/old-nan.md"):
+        assert client.get(url).status_code == 200, url
+    recipe = client.get("/recipes/old-nan.json").json()
+    assert None not in recipe["request"]["strengths"] and "not a finite number" in " ".join(recipe["notes"])
+    again = client.post("/api/recipes/old-nan/run-again", json={})
+    assert again.status_code == 202, again.text
+    client.post(again.json()["cancel_url"])
+
+
+def row_fields(row) -> dict:
+    return {c: getattr(row, c) for c in ("id", "created_at", "model_id", "title", "verdict", "strength", "result")}
 
 
 def test_cancel_mid_run_keeps_nothing(client):

@@ -1,6 +1,9 @@
 """Discover's pure parts, by hand: metrics, thresholds, ranking and its controls, detectors, footprints and their
 files, example parsing and cleaning. No model here (tests/integration/discover/test_discover.py runs mini-Qwen)."""
 
+import csv
+import io
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -201,6 +204,13 @@ def test_build_set_cleans_and_says_so():
         build_set(["a", "b", "c", "d"], ["e", "f"], ExampleLimits(max_examples=3, min_per_class=2))
 
 
+def test_csv_rows_read_as_csv_dict_reader_reads_them():
+    """The shared reader (qscope.inputs.files) replaced csv.DictReader here: the same rows come out."""
+    content = 'label,text,text\n1,first,"second, quoted"\n\n0,"multi\nline"\n1\n0,a,b,extra\n'
+    expected = [(row["text"] or "", row["label"]) for row in csv.DictReader(io.StringIO(content))]
+    assert read_file("x.csv", content, label_field="label") == expected
+
+
 def test_files_and_labels():
     rows = read_file("x.csv", "text,label\nhello,1\nworld,0\n", label_field="label")
     assert rows == [("hello", "1"), ("world", "0")]
@@ -210,6 +220,10 @@ def test_files_and_labels():
     assert [label_of(r, None) for _, r in rows] == [1, 0]
     with pytest.raises(ExamplesError, match="line 1: not JSON"):
         read_file("x.jsonl", "{oops\n")
+    with pytest.raises(ExamplesError, match="line 2: JSON nested too deeply"):
+        read_file("x.jsonl", '{"text": "a"}\n' + '{"text": ' * 5000 + '"b"' + "}" * 5000)
+    with pytest.raises(ExamplesError, match="line 1: NaN is not a finite number"):
+        read_file("x.jsonl", '{"text": "a", "label": NaN}\n', label_field="label")
     with pytest.raises(ExamplesError, match="positive_label"):
         label_of("spam", None)
     assert label_of("spam", "spam") == 1 and label_of("ham", "spam") == 0

@@ -2,9 +2,12 @@
 
 import base64
 import math
+import time
 
 import pytest
+from pydantic import ValidationError
 
+from qscope.inputs.patterns import UserPattern
 from qscope.steer.evaluate import arms
 from qscope.steer.evaluate.measures import distinct_n, interval, longest_repeat, script_share, t_quantile, text_metrics
 from qscope.steer.evaluate.request import EvalLimits, EvalRequest, TextMetrics, parse_prompt_file, read_prompts
@@ -50,6 +53,41 @@ def test_prompt_files():
         parse_prompt_file("a.txt", b"abc\x00def")
     with pytest.raises(SpecError, match="line 2: not JSON"):
         parse_prompt_file("a.jsonl", b'"one"\n{oops\n')
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [("p.json", b"[" * 5000 + b"]" * 5000), ("p.jsonl", b'"one"\n' + b'{"p": ' * 5000 + b"1" + b"}" * 5000)],
+)
+def test_a_prompt_file_nested_past_reason_is_refused(name, data):
+    with pytest.raises(SpecError, match="nested too deeply"):
+        parse_prompt_file(name, data)
+
+
+def test_a_user_regex_cannot_hold_the_evaluation():
+    """`re` backtracks on (.|.)*@@ for ever (the server froze); here it ends at once, and a pattern that does run
+    too long is reported as not measured (NaN), not run again."""
+    t0 = time.monotonic()
+    assert text_metrics("x" * 5000 + "@", [1], TextMetrics(regex="(.|.)*@@"))["regex"] == 0.0
+    pattern = UserPattern("(.|.|.)*(?!)")
+    asked = TextMetrics(regex=pattern.pattern)
+    assert math.isnan(text_metrics("the cat sat on the mat, said the dog", [1], asked, pattern)["regex"])
+    assert pattern.timed_out and math.isnan(text_metrics("x", [1], asked, pattern)["regex"])
+    assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"strengths": ["NaN", 1]}, "strengths.0"),
+        ({"strengths": [0, "1.5"]}, "strengths.1"),
+        ({"max_ppl_ratio": "Infinity"}, "max_ppl_ratio"),
+        ({"metrics": {"regex": "((a{65535}){65535}){65535}"}}, "too large"),
+    ],
+)
+def test_requests_carry_only_finite_numbers_and_bounded_patterns(change, says):
+    with pytest.raises(ValidationError, match=says):
+        EvalRequest.model_validate({"spec": {"prompt": "x"}, "prompts": ["a", "b"], **change})
 
 
 def spec(**kw):

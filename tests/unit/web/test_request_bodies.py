@@ -38,6 +38,15 @@ def test_non_finite_numbers_are_refused(client, path, number):
     assert "features[0].strength" in error and "finite" in error, error
 
 
+@pytest.mark.parametrize("number", ['"NaN"', '"1.5"', '"inf"', "true"])
+@pytest.mark.parametrize("path", ROUTES[:2])
+def test_numbers_sent_as_text_or_booleans_are_refused(client, path, number):
+    """JSON's NaN is caught before the route; pydantic's lax float took the string "NaN" (and true as 1.0)."""
+    r = client.post(path, content=steer_body(strength=number), headers=JSON)
+    assert r.status_code == 422, r.text
+    assert "features.0.strength: Input should be a finite number" in r.json()["error"]
+
+
 @pytest.mark.parametrize("text", [r'"\ud800"', r'"a\udfff b"', r'"\ud83d"', r'"x\ud83d\ud83d\ude00"'])
 @pytest.mark.parametrize("path", ROUTES[:2])
 def test_lone_surrogates_are_refused(client, path, text):

@@ -7,7 +7,6 @@ POST /api/steer takes); command-line options fill in or replace its prompt set, 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from qscope.inputs import files
 from qscope.steer.evaluate.plan import Plan, prepare
 from qscope.steer.evaluate.prompt_sets import builtin
 from qscope.steer.evaluate.request import EvalLimits, EvalRequest
@@ -29,8 +29,8 @@ def load_request(path: Path, overrides: dict) -> EvalRequest:
     """The request in `path` (a request or a bare spec) with the non-None overrides applied; SpecError when the
     file is not one. `prompts_path` in overrides names a prompt file, sent as the server would get it."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raw = files.json_value(files.text_of(path.name, path.read_bytes()), path.name)
+    except (OSError, files.UploadError) as e:
         raise SpecError(f"cannot read {path}: {e}") from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path} holds no JSON object: give a steering spec or an evaluation request")

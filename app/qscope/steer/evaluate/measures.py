@@ -5,7 +5,8 @@
   and the concept: the SAE's target feature on those tokens, as the fraction where it fires (> 0) and its mean
   activation. No judge model: the model and the SAE themselves say how much the text expresses the feature.
 - Text metrics (`text_metrics`): length, distinct-n and the longest repeated n-gram of the generated token ids,
-  and when asked: required / forbidden terms, a regex, the share of the letters in a script.
+  and when asked: required / forbidden terms, a regex (run by qscope.inputs.patterns, under a time limit), the
+  share of the letters in a script.
 - `interval`: mean and 95% Student-t confidence interval, NaN values left out.
 
 Shapes: B rows, L padded length, K generated positions kept, V vocabulary, D d_model.
@@ -14,7 +15,6 @@ Shapes: B rows, L padded length, K generated positions kept, V vocabulary, D d_m
 from __future__ import annotations
 
 import math
-import re
 import threading
 import unicodedata
 from collections.abc import Sequence
@@ -24,6 +24,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from qscope.inputs.patterns import UserPattern
 from qscope.model import hooks
 from qscope.sae import Sae
 from qscope.steer.engine import left_pad
@@ -163,8 +164,12 @@ def script_share(text: str, script: str) -> float:
     return sum(unicodedata.name(ch, "").startswith(prefixes) for ch in letters) / len(letters)
 
 
-def text_metrics(text: str, ids: Sequence[int], asked: TextMetrics) -> dict[str, float]:
-    """The text measures of one generated row: always length, distinct-n and longest repeat; the rest if asked."""
+def text_metrics(
+    text: str, ids: Sequence[int], asked: TextMetrics, pattern: UserPattern | None = None
+) -> dict[str, float]:
+    """The text measures of one generated row: always length, distinct-n and longest repeat; the rest if asked.
+    `pattern` is asked.regex compiled once per evaluation, so that its time budget covers every row; the regex
+    measure is NaN (not measured) once the pattern has timed out."""
     out = {
         "tokens": float(len(ids)),
         "chars": float(len(text)),
@@ -177,7 +182,8 @@ def text_metrics(text: str, ids: Sequence[int], asked: TextMetrics) -> dict[str,
     if asked.forbidden:
         out["forbidden"] = float(any(t.lower() in low for t in asked.forbidden))
     if asked.regex:
-        out["regex"] = float(re.search(asked.regex, text) is not None)
+        found = (pattern or UserPattern(asked.regex)).search(text)
+        out["regex"] = math.nan if found is None else float(found)
     for script in asked.scripts:
         out[f"script_{script}"] = script_share(text, script)
     return out

@@ -53,9 +53,8 @@ def _goal(req: EvalRequest, concept: ConceptFeature) -> str:
 def _tokenize(req: EvalRequest, target: Target, texts: Sequence[str], steer_limits: SteerLimits) -> list[list[int]]:
     out, tok = [], target.lm.require_tokenizer()
     for i, text in enumerate(texts):
-        messages = [{"role": "user", "content": text}] if req.chat else None
-        ids = encode_prompt(tok, req.spec.model_copy(update={"prompt": text, "messages": messages}))
         try:
+            ids = encode_prompt(tok, req.spec.with_prompt(text, chat=req.chat))
             steer_limits.check_prompt(len(ids))
         except SpecError as e:
             raise SpecError(f"prompt {i + 1}: {e}") from None
@@ -74,7 +73,7 @@ def prepare(
     sweep = arms.sweep(req.strengths, features)
     points = arms.points(sweep, features, req.random_controls, bool(req.instruction))
     limits.check_rows(len(prompts), len(seeds), len(points))
-    steer_limits.check(req.spec.model_copy(update={"prompt": prompts[0], "messages": None}))
+    steer_limits.check(req.spec.with_prompt(prompts[0]))
     for s in sweep:
         if abs(s) > steer_limits.max_strength:
             raise SpecError(f"strength {s:g} of the sweep is outside ±{steer_limits.max_strength:g}")

@@ -6,6 +6,9 @@ recipe is written in the same transaction that marks its job done, so a job is n
 and a recipe never half-written. A job left running by a process that is gone (the server stopped or was
 killed) is marked failed when it is next read: its owner is this host's pid that no longer runs, a previous
 run of this very process, or its heartbeat is older than STALE_S.
+
+A recipe stored before every request float had to be finite may hold a strength that was NaN, written as null;
+it is read without that strength (and says so in its notes), so that its pages render and it can run again.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from pydantic import ValidationError
 from sqlalchemy import DateTime, Float, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -81,6 +85,23 @@ class RecipeInfo:
     title: str
     verdict: str
     strength: float | None
+
+
+def _stored(text: str) -> EvalResult:
+    """A stored recipe; one from before strengths had to be finite is read without its null (once NaN) ones."""
+    try:
+        return EvalResult.model_validate_json(text)
+    except ValidationError:
+        data = json.loads(text)
+        lists = (data.get("request", {}), "strengths"), (data, "strengths"), (data.get("verdict", {}), "beats_controls")
+        dropped = 0
+        for holder, key in lists:
+            values = holder.get(key) or []
+            holder[key] = [v for v in values if v is not None]
+            dropped += len(values) - len(holder[key])
+        if dropped:
+            data["notes"] = [*data.get("notes", []), "a strength that was not a finite number (NaN) was left out"]
+        return EvalResult.model_validate_json(json.dumps(data))
 
 
 def _now() -> datetime:
@@ -187,7 +208,7 @@ class RecipeStore:
     def recipe(self, recipe_id: str) -> EvalResult | None:
         with Session(self.engine) as s:
             row = s.get(RecipeRow, recipe_id)
-            return EvalResult.model_validate_json(row.result) if row else None
+            return _stored(row.result) if row else None
 
     def recipes(self, limit: int = 100, offset: int = 0) -> list[RecipeInfo]:
         with Session(self.engine) as s:

@@ -1,5 +1,6 @@
 """What a steering evaluation asks for (pydantic, so it doubles as the API schema), its limits, and the prompt
-set: pasted lines, a list, an uploaded .txt / .jsonl / .csv / .json file, or a built-in set.
+set: pasted lines, a list, an uploaded .txt / .jsonl / .csv / .json file (read by qscope.inputs.files), or a
+built-in set.
 
 Strength sweep: each sweep value s replaces the strength of every feature of the spec (keeping the sign the spec
 gives it), so s is in the spec's own units (add and clamp: a multiple of the feature's max activation). An
@@ -10,15 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import csv
-import io
-import json
-import re
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from qscope.inputs import files, patterns
+from qscope.inputs.numbers import Finite
 from qscope.steer.spec import SpecError, SteerSpec
 
 DEFAULT_STRENGTHS = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
@@ -36,7 +35,12 @@ class TextMetrics(BaseModel):
 
     required: list[str] = Field(default_factory=list, description="Terms every output should hold (any case).")
     forbidden: list[str] = Field(default_factory=list, description="Terms no output should hold (any case).")
-    regex: str | None = Field(None, max_length=200, description="A Python regular expression searched in each output.")
+    regex: str | None = Field(
+        None,
+        max_length=patterns.MAX_CHARS,
+        description="A Python regular expression searched in each output, under a time limit: once it runs too "
+        "long, the evaluation stops measuring it and says so in its notes.",
+    )
     scripts: list[Script] = Field(
         default_factory=list, description="Share of the output's letters in each script (code-switching)."
     )
@@ -46,10 +50,7 @@ class TextMetrics(BaseModel):
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value:
-            try:
-                re.compile(value)
-            except re.error as e:
-                raise ValueError(f"not a regular expression: {e}") from None
+            patterns.UserPattern(value)  # PatternError (a ValueError) says why not
         return value or None
 
 
@@ -67,14 +68,14 @@ class EvalRequest(BaseModel):
     prompts_text: str | None = Field(None, description="The prompts pasted, one per line.")
     prompts_file: PromptFile | None = Field(None, description="The prompts as an uploaded file.")
     prompt_set: str | None = Field(None, description="The name of a built-in prompt set.")
-    strengths: list[float] = Field(default_factory=lambda: list(DEFAULT_STRENGTHS), description="The sweep.")
+    strengths: list[Finite] = Field(default_factory=lambda: list(DEFAULT_STRENGTHS), description="The sweep.")
     seeds: int = Field(2, ge=1, description="Sampling seeds per prompt (spec.seed, +1, ...); 1 when greedy.")
     random_controls: int = Field(3, ge=0, description="Random features of the same SAE, max activation close.")
     instruction: str = Field("", description="Prefix for the prompt-only and prompt + steering arms (verbatim).")
     chat: bool = Field(False, description="Send each prompt as a user message through the chat template.")
     goal: Goal = Field("auto", description="increase or decrease the concept; auto: decrease for ablate or < 0.")
     concept: ConceptFeature | None = Field(None, description="The feature read back; default: the first steered.")
-    max_ppl_ratio: float = Field(2.0, gt=1, le=100, description="Fluency threshold: perplexity / unsteered's.")
+    max_ppl_ratio: Finite = Field(2.0, gt=1, le=100, description="Fluency threshold: perplexity / unsteered's.")
     metrics: TextMetrics = Field(default_factory=TextMetrics)
 
 
@@ -151,35 +152,26 @@ def _decode_b64(f: PromptFile) -> bytes:
 
 def parse_prompt_file(name: str, data: bytes) -> list[str]:
     """Prompts from a file's bytes: .jsonl (a string or an object with "prompt" or "text" per line), .csv (the
-    "prompt" or "text" column, else the first), .json (a list of such), anything else one prompt per line."""
+    "prompt" or "text" column, else the first), .json (a list of such), anything else one prompt per line. The
+    file is read by qscope.inputs.files; SpecError says why it cannot be."""
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise SpecError(f"the file {name!r} is not text (not UTF-8 at byte {e.start})") from None
-    if "\x00" in text:
-        raise SpecError(f"the file {name!r} is not text (it holds NUL bytes)")
+        return _prompts_of(name, files.text_of(name, data))
+    except files.UploadError as e:
+        raise SpecError(str(e)) from None
+
+
+def _prompts_of(name: str, text: str) -> list[str]:
     suffix = name.lower().rsplit(".", 1)[-1] if "." in name else ""
     if suffix == "jsonl":
-        return [
-            _prompt_of(_json(line, name, i + 1), name, i + 1)
-            for i, line in enumerate(text.splitlines())
-            if line.strip()
-        ]
+        return [_prompt_of(item, name, n) for n, item in files.json_lines(text, name)]
     if suffix == "json":
-        items = _json(text, name, 1)
+        items = files.json_value(text, name)
         if not isinstance(items, list):
             raise SpecError(f"the file {name!r} is not a JSON list of prompts")
         return [_prompt_of(x, name, i + 1) for i, x in enumerate(items)]
     if suffix == "csv":
-        return _csv_prompts(text, name)
+        return _csv_prompts(files.csv_rows(text, name))
     return text.splitlines()
-
-
-def _json(text: str, name: str, line: int):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SpecError(f"the file {name!r}, line {line}: not JSON ({e.msg})") from None
 
 
 def _prompt_of(item, name: str, line: int) -> str:
@@ -192,11 +184,7 @@ def _prompt_of(item, name: str, line: int) -> str:
     raise SpecError(f'the file {name!r}, item {line}: expected a string or an object with a "prompt" field')
 
 
-def _csv_prompts(text: str, name: str) -> list[str]:
-    try:
-        rows = list(csv.reader(io.StringIO(text)))
-    except csv.Error as e:
-        raise SpecError(f"the file {name!r} is not CSV: {e}") from None
+def _csv_prompts(rows: list[list[str]]) -> list[str]:
     if not rows:
         return []
     header = [h.strip().lower() for h in rows[0]]

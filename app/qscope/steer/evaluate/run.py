@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
+from qscope.inputs.patterns import UserPattern
 from qscope.jobs import Cancelled
 from qscope.steer.engine import Row, RowOut, generate
 from qscope.steer.evaluate.measures import read_back, text_metrics
@@ -121,6 +122,8 @@ def execute(
     cancel = cancel or threading.Event()
     report = progress or (lambda phase, done, total: None)
     spec, total, t0 = plan.request.spec, len(plan.rows), time.perf_counter()
+    regex = plan.request.metrics.regex
+    pattern = UserPattern(regex) if regex else None  # one time budget for the whole evaluation
     results: list[RowResult] = []
     for start in range(0, total, batch_rows):
         batch = plan.rows[start : start + batch_rows]
@@ -129,7 +132,7 @@ def execute(
         if cancel.is_set():
             raise Cancelled
         measured = runner(_read_back(plan, target, rows, outs))
-        results += [_row_result(plan, target, r, o, m) for r, o, m in zip(batch, outs, measured, strict=True)]
+        results += [_row_result(plan, target, r, o, m, pattern) for r, o, m in zip(batch, outs, measured, strict=True)]
         report("measuring", start + len(batch), total)
     seconds = time.perf_counter() - t0
     table = summarize(results)
@@ -150,13 +153,24 @@ def execute(
         identity=identity,
         seconds=round(seconds, 3),
         rows_per_s=round(total / max(seconds, 1e-9), 3),
-        notes=plan.notes,
+        notes=plan.notes + _pattern_notes(pattern, results),
     )
 
 
-def _row_result(plan: Plan, target: Target, r: PlannedRow, out: RowOut, m) -> RowResult:
+def _pattern_notes(pattern: UserPattern | None, results: list[RowResult]) -> list[str]:
+    """A note when the regex measure timed out, saying on how many outputs it was not measured."""
+    if pattern is None or not pattern.timed_out:
+        return []
+    missed = sum(r.metrics.get("regex") is None for r in results)
+    return [
+        f"the regex {pattern.pattern!r} timed out (over {pattern.search_s:g} s on one output, or "
+        f"{pattern.budget_s:g} s in all): it was not measured on {missed} of {len(results)} outputs"
+    ]
+
+
+def _row_result(plan: Plan, target: Target, r: PlannedRow, out: RowOut, m, pattern: UserPattern | None) -> RowResult:
     text = str(target.lm.require_tokenizer().decode(out.ids, skip_special_tokens=True))
-    metrics = {k: _none(v) for k, v in text_metrics(text, out.ids, plan.request.metrics).items()}
+    metrics = {k: _none(v) for k, v in text_metrics(text, out.ids, plan.request.metrics, pattern).items()}
     return RowResult(
         arm=r.point.arm,
         strength=r.point.strength,

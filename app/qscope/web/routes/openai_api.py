@@ -36,6 +36,7 @@ from qscope.web import sse
 from qscope.web.catalog import Catalog, ModelEntry, NotFound
 from qscope.web.channel import channel, outcome
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
+from qscope.web.errors import error_text
 from qscope.web.openai_schema import ChatRequest, CompletionRequest, ParamError, Sampling, openai_error
 
 
@@ -51,7 +52,7 @@ class OpenAIErrorRoute(APIRoute):
             except RequestValidationError as e:
                 errs = e.errors()
                 params = [".".join(str(x) for x in err["loc"] if x != "body") or "body" for err in errs]
-                text = "; ".join(f"{p}: {err['msg']}" for p, err in zip(params, errs, strict=True))
+                text = "; ".join(f"{p}: {error_text(err)}" for p, err in zip(params, errs, strict=True))
                 return openai_error(400, f"Bad parameter: {text}", param=params[0] if params else None)
             except ParamError as e:
                 return openai_error(400, str(e), param=e.param)
