@@ -209,3 +209,26 @@ def test_a_shared_run_is_explained_by_its_id(client):
     assert r.status_code == 200 and r.json()["result"]["why"]["target"]["id"] == run["steered"]["tokens"][2]["id"]
     page = client.get(saved["url"])
     assert f'data-run="{saved["id"]}"' in page.text and 'data-i="0"' in page.text
+
+
+def test_suppression_regenerates_from_the_very_token_ids_attributed(client):
+    """Decoding 'x = (1,' + ' ' + ' ' and tokenizing it again gives one '  ' token: the suppression run must start
+    from the ids the attribution ran on, so its original continues the context that was attributed."""
+    text, pos = "x = (1,  2)", 7
+    ids = token_ids(client, text)
+    live = client.app.state.live
+    tokenizer = live.get(next(iter(live.models))).load()[0].tokenizer
+    assert token_ids(client, tokenizer.decode(ids[:pos])) != ids[:pos]  # the text holds the case
+    body = client.post("/api/attribute", json={"text": text, "pos": pos}).json()
+    suppress = body["suppress"]
+    assert suppress["prompt_ids"] == ids[:pos] and body["from_position"] == pos - 1 == body["why"]["at"]
+    r = client.post("/api/steer", json=suppress)
+    assert r.status_code == 200, r.text
+    # greedy from the attributed context: the first token is the model's top prediction where it was attributed
+    assert r.json()["default"]["tokens"][0]["id"] == body["why"]["top"][0]["id"]
+    assert r.json()["default"]["tokens"][0]["prob"] == pytest.approx(body["why"]["top"][0]["prob"], rel=1e-3)
+
+
+def test_prompt_ids_out_of_the_vocabulary_are_a_422(client):
+    r = client.post("/api/steer", json={"prompt_ids": [1, 10**6], "max_new_tokens": 2})
+    assert r.status_code == 422 and "not in the vocabulary" in r.text

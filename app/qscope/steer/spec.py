@@ -17,7 +17,8 @@ from qscope.tokens import has_surrogate
 
 Mode = Literal["add", "clamp", "multiply", "ablate"]
 Where = Literal["prompt", "generated", "both"]
-FINITE = ConfigDict(allow_inf_nan=False)  # every float of a request is finite: NaN would reach the logits
+FINITE = ConfigDict(allow_inf_nan=False)
+MAX_PROMPT_IDS = 100_000  # a bound on the list a request may send; SteerLimits.max_prompt_tokens is the real one  # every float of a request is finite: NaN would reach the logits
 
 
 def _text(value: str) -> str:
@@ -65,6 +66,7 @@ class SteerSpec(BaseModel):
             "anyOf": [
                 {"required": ["prompt"], "properties": {"prompt": {"minLength": 1}}},
                 {"required": ["messages"], "properties": {"messages": {"type": "array", "minItems": 1}}},
+                {"required": ["prompt_ids"], "properties": {"prompt_ids": {"type": "array", "minItems": 1}}},
             ]
         },
     )
@@ -73,6 +75,13 @@ class SteerSpec(BaseModel):
     prompt: Text = Field("", description="Raw prompt text (ignored when `messages` is given).")
     messages: list[ChatMessage] | None = Field(
         None, description="Chat messages, rendered with the model's chat template (needs one)."
+    )
+    prompt_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None,
+        max_length=MAX_PROMPT_IDS,
+        description="The prompt as token ids, run exactly as given (`prompt` and `messages` then only label it): "
+        "what a suppression regenerates from, since decoding ids and tokenizing the text again can give other "
+        "tokens.",
     )
     features: list[FeatureSteer] = Field(default_factory=list)
     where: Where = Field("both", description="Steer the prompt's positions, the generated ones, or both.")
@@ -135,7 +144,7 @@ class SteerLimits:
         for f in spec.features:
             if abs(f.strength) > self.max_strength:
                 raise SpecError(f"strength {f.strength:g} of feature {f.feature} is outside ±{self.max_strength:g}")
-        if not spec.messages and not spec.prompt:
+        if not spec.messages and not spec.prompt and not spec.prompt_ids:
             raise SpecError("the prompt is empty: type a prompt to generate from (in the API: `prompt` or `messages`)")
 
     def check_prompt(self, n_tokens: int) -> None:

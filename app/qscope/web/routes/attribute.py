@@ -152,22 +152,24 @@ def attributed(q: AttributeRequest, catalog: Catalog, live, steering: Steering, 
         )
     except (WhyError, SpecError) as e:
         raise Unprocessable(f"Bad parameter: {e}") from e
-    return _with_suppression(q, why, src.runner, src.spec, src.original, steering)
+    return _with_suppression(q, why, src, steering)
 
 
-def _with_suppression(q, why: Why, runner: LiveModel, spec: SteerSpec | None, original, steering) -> Attributed:
+def _with_suppression(q, why: Why, src: Source, steering) -> Attributed:
     keep = q.run is not None and q.side == "steered"
-    if spec is None:  # a text: generate on from the tokens before the explained one
-        lm, _ = runner.load()
-        tokenizer = lm.require_tokenizer()
-        prompt = tokenizer.decode(tokenizer(q.text, add_special_tokens=False)["input_ids"][: why.pos])
+    spec = src.spec
+    if spec is None:  # a text: generate on from the very tokens before the explained one
+        # the ids themselves, not their text: decoding and tokenizing again can merge tokens ("  " for " ", " ")
+        # and the run would start from another context than the one attributed
+        prompt_ids = src.ids[: why.pos]
         spec = SteerSpec(
-            model_id=runner.model_id,
-            prompt=prompt,
+            model_id=src.runner.model_id,
+            prompt="".join(why.shown[: why.pos]),
+            prompt_ids=prompt_ids,
             temperature=0.0,
             max_new_tokens=min(SUPPRESS_TOKENS, steering.limits.max_new_tokens),
         )
-        from_position = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) - 1
+        from_position = why.at
         explained = 0
     else:
         from_position, explained = why.at, q.pos
@@ -175,7 +177,7 @@ def _with_suppression(q, why: Why, runner: LiveModel, spec: SteerSpec | None, or
     top = [(f.sae_id, f.feature) for f in why.features[: min(SUPPRESS_TOP, room)]]
     suppress = suppress_spec(spec, top, from_position, keep)
     params = q.model_dump(exclude={"panel"}, exclude_defaults=True)
-    return Attributed(why, suppress, len(top), from_position, explained, original, room, urls.attribute(**params))
+    return Attributed(why, suppress, len(top), from_position, explained, src.original, room, urls.attribute(**params))
 
 
 @router.get("/attribute")
