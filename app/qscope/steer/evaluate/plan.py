@@ -54,7 +54,7 @@ def _tokenize(req: EvalRequest, target: Target, texts: Sequence[str], steer_limi
     out, tok = [], target.lm.require_tokenizer()
     for i, text in enumerate(texts):
         messages = [{"role": "user", "content": text}] if req.chat else None
-        ids = encode_prompt(tok, req.spec.model_copy(update={"prompt": text, "messages": messages}))
+        ids = encode_prompt(tok, req.spec.model_copy(update={"prompt": text, "messages": messages, "prompt_ids": None}))
         try:
             steer_limits.check_prompt(len(ids))
         except SpecError as e:
@@ -74,7 +74,7 @@ def prepare(
     sweep = arms.sweep(req.strengths, features)
     points = arms.points(sweep, features, req.random_controls, bool(req.instruction))
     limits.check_rows(len(prompts), len(seeds), len(points))
-    steer_limits.check(req.spec.model_copy(update={"prompt": prompts[0], "messages": None}))
+    steer_limits.check(req.spec.model_copy(update={"prompt": prompts[0], "messages": None, "prompt_ids": None}))
     for s in sweep:
         if abs(s) > steer_limits.max_strength:
             raise SpecError(f"strength {s:g} of the sweep is outside ±{steer_limits.max_strength:g}")
