@@ -3,7 +3,9 @@ checked against. Nothing here touches torch.
 
 Units: `add` strength is a multiple of the feature's max activation in the harvest (1.0 = as strong as it ever
 fired); `clamp` sets the activation to strength x max_act; `multiply` scales the activation by strength;
-`ablate` clamps it to 0 (strength ignored).
+`ablate` clamps it to 0 (strength ignored); `subtract` takes the feature's own contribution away from the residual,
+activation x decoder row, which is what an attribution estimates (strength ignored; weaker than ablate, after which
+the feature is 0 even when the edited residual is encoded again).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from qscope.tokens import has_surrogate
 
-Mode = Literal["add", "clamp", "multiply", "ablate"]
+Mode = Literal["add", "clamp", "multiply", "ablate", "subtract"]
+OFF_MODES: tuple[Mode, ...] = ("ablate", "subtract")  # modes that turn a feature off (strength unused)
 Where = Literal["prompt", "generated", "both"]
 FINITE = ConfigDict(allow_inf_nan=False)
 MAX_PROMPT_IDS = 100_000  # a bound on the list a request may send; SteerLimits.max_prompt_tokens is the real one  # every float of a request is finite: NaN would reach the logits
@@ -39,9 +42,14 @@ class FeatureSteer(BaseModel):
 
     sae_id: str = Field(description="The SAE the feature belongs to (its layer is where the hook goes).")
     feature: int = Field(ge=0, description="Feature index in that SAE.")
-    mode: Mode = Field("add", description="add | clamp | multiply | ablate.")
+    mode: Mode = Field(
+        "add",
+        description="add | clamp | multiply | ablate (to 0 when the edited state is encoded again) | subtract "
+        "(take away exactly activation x decoder row: what an attribution estimates).",
+    )
     strength: float = Field(
-        1.0, description="add/clamp: multiple of the feature's max activation; multiply: factor; ablate: unused."
+        1.0,
+        description="add/clamp: multiple of the feature's max activation; multiply: factor; ablate, subtract: unused.",
     )
     from_position: int = Field(
         0,

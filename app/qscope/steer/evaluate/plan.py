@@ -14,7 +14,7 @@ from qscope.steer.edits import Edit, resolve_edits
 from qscope.steer.evaluate import arms
 from qscope.steer.evaluate.request import ConceptFeature, EvalLimits, EvalRequest, read_prompts
 from qscope.steer.evaluate.target import Target
-from qscope.steer.spec import SpecError, SteerLimits
+from qscope.steer.spec import OFF_MODES, SpecError, SteerLimits
 from qscope.steer.worker import encode_prompt
 
 
@@ -46,7 +46,7 @@ def _goal(req: EvalRequest, concept: ConceptFeature) -> str:
         return req.goal
     for f in req.spec.features:
         if (f.sae_id, f.feature) == (concept.sae_id, concept.feature):
-            return "decrease" if f.mode == "ablate" or f.strength < 0 else "increase"
+            return "decrease" if f.mode in OFF_MODES or f.strength < 0 else "increase"
     return "increase"
 
 
@@ -92,7 +92,7 @@ def prepare(
     notes = []
     if req.spec.temperature == 0 and req.seeds > 1:
         notes.append("greedy decoding (temperature 0): one seed per prompt, since every seed gives the same text")
-    if all(f.mode == "ablate" for f in features):
+    if all(f.mode in OFF_MODES for f in features):
         notes.append("a spec of ablations only: the sweep is 0 (not steered) and 1 (ablated)")
     request = req.model_copy(
         update={"prompts": prompts, "prompts_text": None, "prompts_file": None, "prompt_set": None}
