@@ -54,7 +54,8 @@ def test_click_a_token_see_why_then_suppress_and_regenerate(page, server):  # no
     original, suppressed = (panel.locator(f".why-{c}").inner_text() for c in ("original", "suppressed"))
     assert original == default_text
     # the same run built by hand: the default prompt and settings, the ticked features ablated from the position
-    ablate = [{"sae_id": s, "feature": f, "mode": "subtract", "from_position": data["from_position"]} for s, f in picked]
+    start = data["from_position"]
+    ablate = [{"sae_id": s, "feature": f, "mode": "subtract", "from_position": start} for s, f in picked]
     by_hand = steer_api(
         server, {"prompt": "The cat sat on the", "temperature": 0, "max_new_tokens": 12, "features": ablate}
     )

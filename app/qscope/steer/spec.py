@@ -20,8 +20,8 @@ from qscope.tokens import has_surrogate
 Mode = Literal["add", "clamp", "multiply", "ablate", "subtract"]
 OFF_MODES: tuple[Mode, ...] = ("ablate", "subtract")  # modes that turn a feature off (strength unused)
 Where = Literal["prompt", "generated", "both"]
-FINITE = ConfigDict(allow_inf_nan=False)
-MAX_PROMPT_IDS = 100_000  # a bound on the list a request may send; SteerLimits.max_prompt_tokens is the real one  # every float of a request is finite: NaN would reach the logits
+FINITE = ConfigDict(allow_inf_nan=False)  # every float of a request is finite: NaN would reach the logits
+MAX_PROMPT_IDS = 100_000  # a bound on the list a request may send; SteerLimits.max_prompt_tokens is the real one
 
 
 def _text(value: str) -> str:

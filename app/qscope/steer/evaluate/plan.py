@@ -8,12 +8,13 @@ that the seeds of one point sit in the same batch and share its prompt pass.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from qscope.steer.edits import Edit, resolve_edits
 from qscope.steer.evaluate import arms
 from qscope.steer.evaluate.request import ConceptFeature, EvalLimits, EvalRequest, read_prompts
 from qscope.steer.evaluate.target import Target
+from qscope.steer.evaluate.writes import FeatureProfile, Measure, choose
 from qscope.steer.spec import OFF_MODES, SpecError, SteerLimits
 from qscope.steer.worker import encode_prompt
 
@@ -39,6 +40,9 @@ class Plan:
     edits: dict[arms.Point, dict[str, list[Edit]]]
     rows: list[PlannedRow]
     notes: list[str]
+    measure: Measure = "reads"  # what the verdict goes by (qscope.steer.evaluate.writes)
+    measure_reason: str = ""
+    profile: FeatureProfile = field(default_factory=FeatureProfile)  # its promoted tokens and sharpnesses
 
 
 def _goal(req: EvalRequest, concept: ConceptFeature) -> str:
@@ -98,7 +102,13 @@ def prepare(
         update={"prompts": prompts, "prompts_text": None, "prompts_file": None, "prompt_set": None}
     )
     goal = _goal(req, concept)
-    return Plan(request, prompts, prompt_ids, instructed, sweep, seeds, goal, concept, controls, edits, rows, notes)
+    profile = target.profile(concept.sae_id, concept.feature) if target.profile else FeatureProfile()
+    measure, why = choose(req.measure, profile if target.profile else None)
+    if measure == "writes" and not profile.weights:
+        measure, why = "reads", "the store gives the feature no promoted token, so reads"
+    plan = Plan(request, prompts, prompt_ids, instructed, sweep, seeds, goal, concept, controls, edits, rows, notes)
+    plan.measure, plan.measure_reason, plan.profile = measure, why, profile
+    return plan
 
 
 def _check_feature(target: Target, sae_id: str, feature: int, scaled: bool) -> None:
