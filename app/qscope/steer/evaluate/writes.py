@@ -15,13 +15,16 @@ The goal names the measure (`measure`: reads | writes); `auto` picks by comparin
 feature is, both read from its top contexts in the store, on the same footing (SHARP_TOKENS tokens each):
 
 - reads sharpness: the share of its top contexts whose marked token (where it fires at its max) is one of its
-  SHARP_TOKENS most common marked tokens;
+  SHARP_TOKENS most common marked tokens, those counted on the other half of the contexts (the tokens are
+  picked on the even ranks and the share taken on the odd ones: picked and scored on the same contexts, five
+  tokens would cover most of a few dozen contexts whatever the feature);
 - writes sharpness: the share of its top contexts whose next token (the one the model predicted there) is one
-  of its SHARP_TOKENS top promoted tokens.
+  of its SHARP_TOKENS top promoted tokens (picked from the weights, not from these contexts).
 
 `writes` when the writes sharpness is the larger (its logit effects say more about what follows where it fires
-than its input tokens say about where it fires), else `reads`; `reads` when the store has no logit effects or
-no top context with a next token.
+than its input tokens say about where it fires), else `reads`; `reads` when the store has no logit effects,
+fewer than two top contexts, or none with a next token. On the tiny default store it picks writes for 23 of the
+887 live features.
 """
 
 from __future__ import annotations
@@ -69,11 +72,11 @@ def profile_of(detail: FeatureDetail) -> FeatureProfile:
     """The profile of a feature from its store card: logit effects and top contexts."""
     weights = write_weights([(e.token_id, e.value) for e in detail.logits_pos])
     top = [c for c in detail.top if c.act > 0]
-    if not top:
+    if len(top) < 2:
         return FeatureProfile(weights)
     marked = [c.tokens[c.pos] for c in top]
-    common = {t for t, _ in Counter(marked).most_common(SHARP_TOKENS)}
-    reads = sum(t in common for t in marked) / len(marked)
+    common = {t for t, _ in Counter(marked[0::2]).most_common(SHARP_TOKENS)}  # picked on the even ranks
+    reads = sum(t in common for t in marked[1::2]) / len(marked[1::2])  # scored on the odd ones
     promoted = {e.token for e in detail.logits_pos[:SHARP_TOKENS] if e.value > 0}
     following = [c.tokens[c.pos + 1] for c in top if c.pos + 1 < len(c.tokens)]
     writes = sum(t in promoted for t in following) / len(following) if following and promoted else None
@@ -90,6 +93,6 @@ def choose(asked: str, profile: FeatureProfile | None) -> tuple[Measure, str]:
     measure: Measure = "writes" if w > r else "reads"
     return measure, (
         f"auto: {measure}, since the feature's top contexts are followed by one of its {SHARP_TOKENS} top promoted "
-        f"tokens {100 * w:.0f}% of the time and marked on one of its {SHARP_TOKENS} most common tokens "
-        f"{100 * r:.0f}% of the time"
+        f"tokens {100 * w:.0f}% of the time and marked on one of its {SHARP_TOKENS} most common marked tokens "
+        f"{100 * r:.0f}% of the time (counted on the other half of its top contexts)"
     )
