@@ -1,6 +1,6 @@
 // "Why this token?": open the attribution panel (#why) from a clicked token on the steer page, a shared run or
 // /inspect; ask it again with another target; "Suppress and regenerate" streams the same prompt with the ticked
-// features ablated (POST /api/steer/stream) beside the original. Event delegation: panels loaded later work too.
+// features turned off by the chosen rule (POST /api/steer/stream) beside the original. Event delegation: panels loaded later work too.
 (() => {
   const el = window.qscopeEl; // qscope.js
 
@@ -78,9 +78,11 @@
     if (!picks.length) { status.textContent = "Tick at least one feature to suppress."; return; }
     if (picks.length > data.max_ablate) { status.textContent = `At most ${data.max_ablate} features may be ablated in one request.`; return; }
     const from = panel.querySelector(".why-scope").value === "from" ? data.from_position : 0;
+    const mode = panel.querySelector(".why-mode").value; // subtract (what was attributed) or ablate
     const spec = structuredClone(data.suppress);
     spec.features = spec.features.slice(0, spec.features.length - data.ablated)
-      .concat(picks.map((p) => ({ ...p, mode: "ablate", strength: 0, from_position: from })));
+      .concat(picks.map((p) => ({ ...p, mode, strength: 0, from_position: from })));
+    panel.querySelector(".why-ran").textContent = `(${mode}, ${from ? `from position ${from} on` : "everywhere"})`;
     const cols = { default: panel.querySelector(".why-original"), steered: panel.querySelector(".why-suppressed") };
     cols.default.replaceChildren();
     cols.steered.replaceChildren();

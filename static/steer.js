@@ -104,7 +104,7 @@
     }
     const feat = el("input", { type: "number", name: "feature", min: "0", value: f.feature ?? 0, "aria-label": "feature index" });
     const mode = el("select", { name: "mode", "aria-label": "mode" });
-    for (const m of ["add", "clamp", "multiply", "ablate"]) mode.append(el("option", m === f.mode ? { value: m, selected: "" } : { value: m }, m));
+    for (const m of ["add", "clamp", "multiply", "ablate", "subtract"]) mode.append(el("option", m === f.mode ? { value: m, selected: "" } : { value: m }, m));
     const strength = el("input", { type: "number", name: "strength", step: "0.5", value: f.strength ?? 4, "aria-label": "strength" });
     const rm = el("button", { type: "button", class: "btn", title: "remove this feature", "aria-label": "remove" }, "✕");
     rm.onclick = () => { row.remove(); empty(); };

@@ -28,7 +28,7 @@
       for (const s of init.saes[f.model_id.value] || []) sae.append(el("option", s === x.sae_id ? { selected: "" } : {}, s));
       const feat = el("input", { type: "number", name: "feature", min: "0", value: x.feature ?? 0, "aria-label": "feature" });
       const mode = el("select", { name: "mode", "aria-label": "mode" });
-      for (const m of ["add", "clamp", "multiply", "ablate"]) mode.append(el("option", m === x.mode ? { selected: "" } : {}, m));
+      for (const m of ["add", "clamp", "multiply", "ablate", "subtract"]) mode.append(el("option", m === x.mode ? { selected: "" } : {}, m));
       const sign = el("select", { name: "sign", "aria-label": "direction" });
       for (const [v, t] of [["1", "+ (swept up)"], ["-1", "− (swept negative)"]]) {
         sign.append(el("option", (x.strength ?? 1) < 0 === (v === "-1") ? { value: v, selected: "" } : { value: v }, t));
@@ -100,9 +100,10 @@
     function estimate() {
       const strengths = [...new Set(words(f.strengths.value).map(Number))];
       const modes = [...list.querySelectorAll("[name=mode]")].map((m) => m.value);
-      const sweep = modes.length && modes.every((m) => m === "ablate") ? [0, 1] : strengths;
+      const off = (m) => m === "ablate" || m === "subtract"; // OFF_MODES: on or off, no strength
+      const sweep = modes.length && modes.every(off) ? [0, 1] : strengths;
       const steered = sweep.filter((s) => s !== 0).length;
-      const points = 1 + sweep.length + (modes.some((m) => m !== "ablate") ? steered : 0)
+      const points = 1 + sweep.length + (modes.some((m) => !off(m)) ? steered : 0)
         + Number(f.random_controls.value) * steered + (f.instruction.value ? 1 + steered : 0);
       const src = source();
       const n = src === "set" ? Number(f.prompt_set.selectedOptions[0].dataset.n)

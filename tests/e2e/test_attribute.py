@@ -29,7 +29,7 @@ def test_click_a_token_see_why_then_suppress_and_regenerate(page, server):  # no
     page.fill("input[name=max_new_tokens]", "12")
     page.fill("input[name=temperature]", "0")
     page.locator("#run").click()
-    expect(page.locator("#status")).to_have_text("done")
+    expect(page.locator("#status")).to_have_text("done", timeout=60_000)  # a shared, loaded CPU
     default_text = page.locator("#out-default").inner_text()
 
     token = page.locator("#out-default .st[data-i='4']")
@@ -54,14 +54,32 @@ def test_click_a_token_see_why_then_suppress_and_regenerate(page, server):  # no
     original, suppressed = (panel.locator(f".why-{c}").inner_text() for c in ("original", "suppressed"))
     assert original == default_text
     # the same run built by hand: the default prompt and settings, the ticked features ablated from the position
-    ablate = [{"sae_id": s, "feature": f, "mode": "ablate", "from_position": data["from_position"]} for s, f in picked]
+    start = data["from_position"]
+    ablate = [{"sae_id": s, "feature": f, "mode": "subtract", "from_position": start} for s, f in picked]
     by_hand = steer_api(
         server, {"prompt": "The cat sat on the", "temperature": 0, "max_new_tokens": 12, "features": ablate}
     )
     assert suppressed == by_hand["steered"]["text"] and original == by_hand["default"]["text"]
     before = "".join(page.locator("#out-default .st").nth(i).inner_text() for i in range(4))
     assert suppressed.startswith(before)  # ablated from where token 4 was predicted: tokens 0-3 are as they were
+    expect(panel.locator(".why-ran")).to_have_text(f"(subtract, from position {data['from_position']} on)")
     shot(page, "12_why_suppressed")
+
+    # the stronger rule, by name: the panel says it ran, and it is the steering API's ablate
+    panel.locator(".why-mode").select_option("ablate")
+    panel.locator(".why-run").click()
+    expect(panel.locator(".why-ran")).to_have_text(f"(ablate, from position {data['from_position']} on)")
+    expect(panel.locator(".why-status")).to_contain_text("done", timeout=120_000)
+    strong = steer_api(
+        server,
+        {
+            "prompt": "The cat sat on the",
+            "temperature": 0,
+            "max_new_tokens": 12,
+            "features": [{**f, "mode": "ablate"} for f in ablate],
+        },
+    )
+    assert panel.locator(".why-suppressed").inner_text() == strong["steered"]["text"]
 
     # the steered side, then a shared run
     page.locator("#out-steered .st[data-i='2']").click()

@@ -5,6 +5,11 @@ the strongest top contexts and one sample of each of the strongest bins are *sho
 *held out* for scoring, taken in turn from the remaining top contexts and the bins so that they span the whole
 activation range. Every context is cut to a window around its marked token.
 
+The harvest keeps a token that is both among a feature's top activations and in an interval bin twice (a top
+context and an interval sample of the same window and position), so the split goes by a context's identity
+(`context_key`): each context is used once, shown or held out, never both, so a score never counts a text the
+explainer saw.
+
 The explainer sees each shown context with the tokens where the feature fires marked <<like this>> and the
 activations of its strongest marked tokens on a 0-10 scale (10 = the feature's max activation), and the tokens the
 feature promotes and suppresses (its logit effects). It answers one short phrase; `clean_explanation` takes the
@@ -33,12 +38,23 @@ SCORER_SYSTEM = (
 )
 
 
+ContextKey = tuple[int, int, tuple[str, ...]]
+
+
+def context_key(ctx: Context) -> ContextKey:
+    """What identifies a harvested context: its corpus window, the marked token's index in the stored cut, and the
+    cut's tokens. The window and the index alone do not: a cut starts `before` tokens ahead of its marked token,
+    so every marked token that far into its window has the same index; the tokens tell those apart."""
+    return ctx.window, ctx.pos, tuple(ctx.tokens)
+
+
 @dataclass
 class Example:
     """One context window: its tokens and the feature's activation on each (0 where it does not fire)."""
 
     tokens: list[str]
     acts: list[float]
+    key: ContextKey | None = None  # the identity of the context it was cut from (context_key)
 
 
 @dataclass
@@ -69,7 +85,7 @@ def window(ctx: Context, before: int, after: int) -> Example:
             continue
         tokens.append(piece)
         kept.append(acts[i])
-    return Example(tokens, kept)
+    return Example(tokens, kept, context_key(ctx))
 
 
 def split_examples(
@@ -82,19 +98,32 @@ def split_examples(
     n_logits: int = 10,
 ) -> FeatureExamples:
     """The shown and held-out examples of a feature (see the module docstring)."""
-    top = [c for c in detail.top if c.act > 0]
-    bins = [[c for c in b.contexts if c.act > 0] for b in detail.intervals]
-    bins = [b for b in bins if b]
-    shown = top[:n_top] + [b[0] for b in bins[:n_bins]]
+    seen: set[ContextKey] = set()
+
+    def unseen(contexts: list[Context]) -> list[Context]:
+        return [c for c in contexts if c.act > 0 and context_key(c) not in seen]
+
+    def take(c: Context) -> Context:
+        seen.add(context_key(c))
+        return c
+
+    top = unseen(detail.top)
+    shown = [take(c) for c in top[:n_top] if context_key(c) not in seen]  # `seen` grows: a repeat is skipped
+    bins = [b for b in (unseen(b.contexts) for b in detail.intervals) if b]
+    for b in bins[:n_bins]:  # one sample of each strongest bin, the first one not shown already
+        if fresh := unseen(b):
+            shown.append(take(fresh[0]))
     rest_top = top[n_top:]
-    rest_bins = [b[1:] if i < n_bins else b for i, b in enumerate(bins)]
+    rest_bins = [list(b) for b in bins]
     held: list[Context] = []
     while len(held) < n_held and (rest_top or any(rest_bins)):  # in turn: top, then one of each bin
-        if rest_top:
-            held.append(rest_top.pop(0))
+        if rest_top and context_key(c := rest_top.pop(0)) not in seen:
+            held.append(take(c))
         for b in rest_bins:
-            if b and len(held) < n_held:
-                held.append(b.pop(0))
+            while b and len(held) < n_held:
+                if context_key(c := b.pop(0)) not in seen:
+                    held.append(take(c))
+                    break
     return FeatureExamples(
         detail.row.sae_id,
         detail.row.feature,

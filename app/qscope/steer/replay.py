@@ -1,6 +1,7 @@
 """A steering run seen again: hooks that replay its steered row over the whole sequence in one forward pass (so
 an attribution sees the model as it ran), and the spec that suppresses features in it ("Suppress and
-regenerate": the same prompt and settings, the chosen features ablated from one position on, or everywhere).
+regenerate": the same prompt and settings, the chosen features turned off from one position on, or everywhere, by
+the `subtract` rule, which takes away exactly what an attribution estimates, or by `ablate`).
 
 In generation the prompt pass steers the prompt's positions (where != "generated") and each later step steers
 the token it feeds (where != "prompt"); over the whole sequence that is a mask on positions: < the prompt's
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor
 
 from qscope.steer.edits import Edit, PositionedSteer
-from qscope.steer.spec import FeatureSteer, SteerSpec, Where
+from qscope.steer.spec import FeatureSteer, Mode, SteerSpec, Where
 
 
 def position_mask(where: Where, prompt_len: int, n_tokens: int) -> Tensor:
@@ -44,13 +45,18 @@ def replay_hooks(edits: dict[str, list[Edit]], where: Where, prompt_len: int) ->
 
 
 def suppress_spec(
-    spec: SteerSpec, features: Sequence[tuple[str, int]], from_position: int, keep_steering: bool
+    spec: SteerSpec,
+    features: Sequence[tuple[str, int]],
+    from_position: int,
+    keep_steering: bool,
+    mode: Mode = "subtract",
 ) -> SteerSpec:
-    """`spec` with `features` ablated from token position `from_position` on (0: everywhere). keep_steering:
-    the run's own features stay (a steered row); else they go and the ablations apply wherever they reach."""
+    """`spec` with `features` turned off by `mode` (an OFF_MODES rule) from token position `from_position` on
+    (0: everywhere). keep_steering: the run's own features stay (a steered row); else they go and the
+    suppressions apply wherever they reach."""
     kept = list(spec.features) if keep_steering else []
     ablate = [
-        FeatureSteer(sae_id=sae_id, feature=feature, mode="ablate", strength=0.0, from_position=from_position)
+        FeatureSteer(sae_id=sae_id, feature=feature, mode=mode, strength=0.0, from_position=from_position)
         for sae_id, feature in features
     ]
     return spec.model_copy(update={"features": kept + ablate, "where": spec.where if keep_steering else "both"})

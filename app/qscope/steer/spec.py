@@ -3,7 +3,9 @@ checked against. Nothing here touches torch.
 
 Units: `add` strength is a multiple of the feature's max activation in the harvest (1.0 = as strong as it ever
 fired); `clamp` sets the activation to strength x max_act; `multiply` scales the activation by strength;
-`ablate` clamps it to 0 (strength ignored).
+`ablate` clamps it to 0 (strength ignored); `subtract` takes the feature's own contribution away from the residual,
+activation x decoder row, which is what an attribution estimates (strength ignored; weaker than ablate, after which
+the feature is 0 even when the edited residual is encoded again).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from qscope.inputs.numbers import Finite  # every float of a request is finite: NaN would reach the logits
 from qscope.tokens import has_surrogate
 
-Mode = Literal["add", "clamp", "multiply", "ablate"]
+Mode = Literal["add", "clamp", "multiply", "ablate", "subtract"]
+OFF_MODES: tuple[Mode, ...] = ("ablate", "subtract")  # modes that turn a feature off (strength unused)
 Where = Literal["prompt", "generated", "both"]
+MAX_PROMPT_IDS = 100_000  # a bound on the list a request may send; SteerLimits.max_prompt_tokens is the real one
 
 
 def _text(value: str) -> str:
@@ -36,9 +40,14 @@ class SpecError(ValueError):
 class FeatureSteer(BaseModel):
     sae_id: str = Field(description="The SAE the feature belongs to (its layer is where the hook goes).")
     feature: int = Field(ge=0, description="Feature index in that SAE.")
-    mode: Mode = Field("add", description="add | clamp | multiply | ablate.")
+    mode: Mode = Field(
+        "add",
+        description="add | clamp | multiply | ablate (to 0 when the edited state is encoded again) | subtract "
+        "(take away exactly activation x decoder row: what an attribution estimates).",
+    )
     strength: Finite = Field(
-        1.0, description="add/clamp: multiple of the feature's max activation; multiply: factor; ablate: unused."
+        1.0,
+        description="add/clamp: multiple of the feature's max activation; multiply: factor; ablate, subtract: unused.",
     )
     from_position: int = Field(
         0,
@@ -62,6 +71,7 @@ class SteerSpec(BaseModel):
             "anyOf": [
                 {"required": ["prompt"], "properties": {"prompt": {"minLength": 1}}},
                 {"required": ["messages"], "properties": {"messages": {"type": "array", "minItems": 1}}},
+                {"required": ["prompt_ids"], "properties": {"prompt_ids": {"type": "array", "minItems": 1}}},
             ]
         },
     )
@@ -70,6 +80,13 @@ class SteerSpec(BaseModel):
     prompt: Text = Field("", description="Raw prompt text (ignored when `messages` is given).")
     messages: list[ChatMessage] | None = Field(
         None, description="Chat messages, rendered with the model's chat template (needs one)."
+    )
+    prompt_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None,
+        max_length=MAX_PROMPT_IDS,
+        description="The prompt as token ids, run exactly as given (`prompt` and `messages` then only label it): "
+        "what a suppression regenerates from, since decoding ids and tokenizing the text again can give other "
+        "tokens.",
     )
     features: list[FeatureSteer] = Field(default_factory=list)
     where: Where = Field("both", description="Steer the prompt's positions, the generated ones, or both.")
@@ -84,7 +101,9 @@ class SteerSpec(BaseModel):
         again as a request would be; SpecError says what is wrong with the prompt."""
         messages = [{"role": "user", "content": prompt}] if chat else None
         try:
-            return SteerSpec.model_validate({**self.model_dump(), "prompt": prompt, "messages": messages})
+            return SteerSpec.model_validate(
+                {**self.model_dump(), "prompt": prompt, "messages": messages, "prompt_ids": None}
+            )
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
@@ -143,7 +162,7 @@ class SteerLimits:
         for f in spec.features:
             if abs(f.strength) > self.max_strength:
                 raise SpecError(f"strength {f.strength:g} of feature {f.feature} is outside ±{self.max_strength:g}")
-        if not spec.messages and not spec.prompt:
+        if not spec.messages and not spec.prompt and not spec.prompt_ids:
             raise SpecError("the prompt is empty: type a prompt to generate from (in the API: `prompt` or `messages`)")
 
     def check_prompt(self, n_tokens: int) -> None:

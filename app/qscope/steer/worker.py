@@ -76,7 +76,11 @@ class SteerJob:
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, spec: SteerSpec) -> list[int]:
-    """The prompt's token ids: the chat template for `messages`, else the raw text."""
+    """The prompt's token ids: `prompt_ids` as given, else the chat template for `messages`, else the raw text."""
+    if spec.prompt_ids:
+        if bad := [i for i in spec.prompt_ids if i >= len(tokenizer)]:
+            raise SpecError(f"prompt_ids: token id {bad[0]} is not in the vocabulary (ids 0..{len(tokenizer) - 1})")
+        return list(spec.prompt_ids)
     if not spec.messages:  # None or []: the raw prompt
         return tokenizer(spec.prompt, add_special_tokens=False)["input_ids"]
     if not getattr(tokenizer, "chat_template", None):

@@ -21,7 +21,7 @@ BANDS = ("unsteered", "prompt-only")
 OFFSET = {"intervention": 0.0, "negated": -0.12, "random": 0.12, "prompt+steering": 0.24}
 
 
-CORE = ("concept", "concept_act", "ppl", "ppl_ratio")
+CORE = ("concept", "concept_act", "writes", "ppl", "ppl_ratio")
 
 
 def _value(p: PointSummary, measure: str) -> Interval:
@@ -46,7 +46,7 @@ def sweep_chart(
     fmt: Callable[[float], str] = lambda v: f"{v:.3g}",
     threshold: float | None = None,
 ) -> Markup:
-    """measure ('concept', 'ppl_ratio', ... or a text metric) against the sweep; threshold: a dashed line."""
+    """measure ('concept', 'writes', 'ppl_ratio', ... or a text metric) against the sweep; threshold: a dashed line."""
     measured = [p for p in table if p.arm in LINES + BANDS and (measure in CORE or measure in p.metrics)]
     lo, hi = _bounds(measured, measure, threshold)
     iw, ih, n = W - PAD_L - PAD_R, H - PAD_T - PAD_B, max(len(strengths), 1)

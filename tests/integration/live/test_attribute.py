@@ -197,3 +197,30 @@ def test_bad_inputs(tiny):
         attribute(lm.model, saes, [], Target(1))
     with pytest.raises(AttributionError, match="no SAE"):
         target_value(lm.model, saes, p, Target(1), Change("nope", 1))
+
+
+def test_the_default_suppression_is_the_ablation_the_attribution_estimates(tiny):
+    """The attribution is the first-order estimate of removing f * W_dec[f] (error term held). The `subtract`
+    steering edit (the default "suppress and regenerate") makes exactly that change; `ablate` makes a larger
+    one (divided by the encoder gain), so its effect on the target differs."""
+    lm, saes = tiny
+    t = ids(lm, PROMPT)
+    target = Target(t[-1])
+    att = attribute(lm.model, saes, t[:-1], target)
+    for s in att.saes:
+        sae = saes[s.sae_id]
+        feature = int(s.feature[s.attr.argmax()])
+        plain = target_value(lm.model, saes, t[:-1], target, Change(s.sae_id, feature, scale=0.0))
+
+        edited = {
+            mode: target_value(
+                lm.model,
+                saes,
+                t[:-1],
+                target,
+                steer=replay_hooks({sae.site: [Edit(sae, feature, mode, 0.0)]}, "both", len(t) - 1),
+            )
+            for mode in ("subtract", "ablate")
+        }
+        assert edited["subtract"] == pytest.approx(plain, abs=1e-4), s.sae_id
+        assert abs(edited["ablate"] - plain) > 1e-3, s.sae_id

@@ -98,6 +98,10 @@ def test_read_back_equals_a_reference_computation(target, chosen):
         random_controls=1,
         instruction="Code: ",
     )
+    store = Store(target.store_path)
+    with store.reader() as reader:
+        promoted = [(e.token_id, e.value) for e in reader.feature(chosen.sae_id, chosen.feature).logits_pos]
+    store.close()
     picked = [r for r in result.rows if r.n_tokens > 0][::3]
     assert len(picked) >= 4 and {r.arm for r in picked} >= {"unsteered", "intervention"}
     for r in picked:
@@ -106,9 +110,15 @@ def test_read_back_equals_a_reference_computation(target, chosen):
         torch.testing.assert_close(r.nll, nll, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(r.concept, fires, atol=1e-6, rtol=0)
         torch.testing.assert_close(r.concept_act, act, atol=1e-4, rtol=1e-4)
+        # writes, by hand: each generated token's logit effect over the strongest promoted one's, 0 off the list
+        effects = dict(promoted[:10])
+        by_hand = sum(effects.get(t, 0.0) / promoted[0][1] for t in r.token_ids) / len(r.token_ids)
+        assert r.writes == pytest.approx(by_hand, abs=1e-6)
     p = next(p for p in result.table if p.arm == "intervention" and p.strength == 4)
     rows = [r for r in result.rows if r.arm == "intervention" and r.strength == 4]
     assert p.concept.mean == pytest.approx(sum(r.concept for r in rows) / len(rows))
+    assert p.writes.mean == pytest.approx(sum(r.writes for r in rows) / len(rows))
+    assert result.measure in ("reads", "writes") and result.verdict.measure == result.measure
 
 
 def test_strong_add_beats_random_controls_and_a_random_feature_does_not_work(target, chosen):
@@ -187,3 +197,17 @@ def test_seeds_share_one_prompt_pass_and_give_the_same_rows(target):
         handle.remove()
     assert first_shared[0] == 2 and sizes[0][0] == 6
     assert [o.ids for o in shared] == [o.ids for o in plain]
+
+
+def test_the_request_names_the_measure_or_auto_picks_the_sharper_side(target, chosen):
+    spec = SteerSpec(features=[chosen], temperature=0.7, max_new_tokens=8)
+
+    def plan(**kw):
+        req = EvalRequest(spec=spec, prompts=SETS["prose"].prompts[:2], strengths=[0, 1], **kw)
+        return prepare(req, target, EvalLimits(), SteerLimits(), builtin())
+
+    assert plan(measure="reads").measure == "reads" and plan(measure="writes").measure == "writes"
+    auto = plan()
+    r, w = auto.profile.reads_sharpness, auto.profile.writes_sharpness
+    assert r is not None and w is not None and auto.profile.weights
+    assert auto.measure == ("writes" if w > r else "reads") and auto.measure_reason.startswith("auto: ")

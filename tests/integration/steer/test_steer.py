@@ -117,3 +117,37 @@ def test_greedy_batched_equals_one_at_a_time(tiny):
     for row, out in zip(rows, batched, strict=True):
         assert generate(lm.model, [row])[0].ids == out.ids
     assert batched[0].ids != batched[1].ids  # the steering does something
+
+
+def hand_sae():
+    """A 2-d, 2-feature relu SAE with hand-set weights: feature 0 reads x0 with encoder gain 0.5."""
+    from qscope.sae import Sae
+    from qscope.sae.formats.common import SaeSpec
+
+    W_enc = torch.tensor([[0.5, 0.0], [0.0, 1.0]])
+    W_dec = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    return Sae(SaeSpec(W_enc, torch.zeros(2), W_dec, torch.zeros(2), "relu", site="model.layers.0"))
+
+
+def test_suppression_by_default_takes_away_exactly_activation_times_decoder_row():
+    """What an attribution estimates is the effect of a_f * W_dec[f]; the default suppression removes that and no
+    more (`subtract`); `ablate`, by name, divides it by the encoder gain (here 0.5: twice as much)."""
+    from qscope.steer.replay import suppress_spec
+    from qscope.steer.spec import SteerSpec
+
+    sae = hand_sae()
+    h_BTD = torch.tensor([[[4.0, 1.0], [-2.0, 3.0]]])  # feature 0: a = 2 at position 0, 0 at position 1
+    a_T = sae.encode(h_BTD[0])[:, 0]
+    assert a_T.tolist() == [2.0, 0.0]
+    mask = torch.ones(1, 2, dtype=torch.bool)
+
+    def suppressed(**kw):
+        spec = suppress_spec(SteerSpec(prompt="x"), [("s", 0)], 0, False, **kw)
+        edits = resolve_edits(spec.features, {"s": sae}, lambda s, f: 1.0)
+        return steer_hidden(h_BTD, [edits["model.layers.0"]], mask)
+
+    removed = h_BTD - suppressed()
+    torch.testing.assert_close(removed[0], a_T[:, None] * sae.W_dec[0], rtol=0, atol=0)
+    torch.testing.assert_close((h_BTD - suppressed(mode="ablate"))[0], 2 * a_T[:, None] * sae.W_dec[0])
+    assert sae.encode(suppressed(mode="ablate")[0])[0, 0] == 0  # ablate: 0 once encoded again
+    assert sae.encode(suppressed()[0])[0, 0] == 1.0  # subtract: (1 - gain) * a, as a real SAE leaves it

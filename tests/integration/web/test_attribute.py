@@ -55,8 +55,9 @@ def test_api_attributes_a_token_of_a_text(client):
     top = why["features"][0]
     assert top["positions"] and all(0 <= p["pos"] <= 5 for p in top["positions"])
     assert sum(p["attr"] for p in top["positions"]) == pytest.approx(top["attribution"], rel=0.3)
-    ablated = [f for f in body["suppress"]["features"] if f["mode"] == "ablate"]
-    assert body["ablated"] == len(ablated) == 3 and {f["from_position"] for f in ablated} == {5}
+    ablated = [f for f in body["suppress"]["features"] if f["mode"] == "subtract"]  # the default rule
+    assert body["suppress_mode"] == "subtract" and body["ablated"] == len(ablated) == 3
+    assert {f["from_position"] for f in ablated} == {5}
     assert body["suppress"]["prompt"] and body["explained"] == 0 and body["url"].startswith("/attribute?")
 
 
@@ -175,7 +176,7 @@ def texts_of(client, spec):
 
 
 @pytest.mark.parametrize("side", ["default", "steered"])
-def test_suppress_and_regenerate_is_an_ablate_run_built_by_hand(client, side):
+def test_suppress_and_regenerate_is_a_subtract_run_built_by_hand(client, side):
     spec, run = steer(client)
     body = client.post("/api/attribute", json={"run": run["run"], "side": side, "pos": 3}).json()
     suppress, prompt_len = body["suppress"], len(token_ids(client, spec["prompt"]))
@@ -186,7 +187,7 @@ def test_suppress_and_regenerate_is_an_ablate_run_built_by_hand(client, side):
         by_hand = {
             **spec,
             "features": kept
-            + [{"sae_id": s, "feature": f, "mode": "ablate", "from_position": start} for s, f in picked],
+            + [{"sae_id": s, "feature": f, "mode": "subtract", "from_position": start} for s, f in picked],
         }
         ours = {
             **suppress,
@@ -209,3 +210,42 @@ def test_a_shared_run_is_explained_by_its_id(client):
     assert r.status_code == 200 and r.json()["result"]["why"]["target"]["id"] == run["steered"]["tokens"][2]["id"]
     page = client.get(saved["url"])
     assert f'data-run="{saved["id"]}"' in page.text and 'data-i="0"' in page.text
+
+
+def test_suppression_regenerates_from_the_very_token_ids_attributed(client):
+    """Decoding 'x = (1,' + ' ' + ' ' and tokenizing it again gives one '  ' token: the suppression run must start
+    from the ids the attribution ran on, so its original continues the context that was attributed."""
+    text, pos = "x = (1,  2)", 7
+    ids = token_ids(client, text)
+    live = client.app.state.live
+    tokenizer = live.get(next(iter(live.models))).load()[0].tokenizer
+    assert token_ids(client, tokenizer.decode(ids[:pos])) != ids[:pos]  # the text holds the case
+    body = client.post("/api/attribute", json={"text": text, "pos": pos}).json()
+    suppress = body["suppress"]
+    assert suppress["prompt_ids"] == ids[:pos] and body["from_position"] == pos - 1 == body["why"]["at"]
+    r = client.post("/api/steer", json=suppress)
+    assert r.status_code == 200, r.text
+    # greedy from the attributed context: the first token is the model's top prediction where it was attributed
+    assert r.json()["default"]["tokens"][0]["id"] == body["why"]["top"][0]["id"]
+    assert r.json()["default"]["tokens"][0]["prob"] == pytest.approx(body["why"]["top"][0]["prob"], rel=1e-3)
+
+
+def test_prompt_ids_out_of_the_vocabulary_are_a_422(client):
+    r = client.post("/api/steer", json={"prompt_ids": [1, 10**6], "max_new_tokens": 2})
+    assert r.status_code == 422 and "not in the vocabulary" in r.text
+
+
+def test_the_suppression_rule_is_chosen_by_name_and_said(client):
+    """subtract (what was attributed) by default, ablate when asked; the answer and the panel say which."""
+    default = client.post("/api/attribute", json={"text": TEXT, "pos": 6}).json()
+    strong = client.post("/api/attribute", json={"text": TEXT, "pos": 6, "suppress_mode": "ablate"}).json()
+    assert default["suppress_mode"] == "subtract" and strong["suppress_mode"] == "ablate"
+    assert {f["mode"] for f in default["suppress"]["features"]} == {"subtract"}
+    assert {f["mode"] for f in strong["suppress"]["features"]} == {"ablate"}
+    texts_of(client, default["suppress"]), texts_of(client, strong["suppress"])  # each a spec /api/steer runs
+    part = client.get(f"/attribute?text={TEXT}&pos=6&panel=true", headers={"HX-Request": "true"}).text
+    assert '<option value="subtract" selected>' in part and "exactly the contribution the attribution" in part
+    part = client.get(f"/attribute?text={TEXT}&pos=6&panel=true&suppress_mode=ablate", headers={"HX-Request": "true"})
+    assert '<option value="ablate" selected>' in part.text
+    bad = client.post("/api/attribute", json={"text": TEXT, "pos": 6, "suppress_mode": "zero"})
+    assert bad.status_code == 422

@@ -78,6 +78,10 @@ def test_a_job_runs_to_a_recipe(client, finished):
     assert len(result["rows"]) == started["rows"] and result["identity"]["saes"][0]["sha256"]
     page = client.get(started["url"]).text
     assert page.count('class="plot sweep"') == 2 and 'id="recipe-link"' in page and "Verdict" in page
+    # both measures, and which one the verdict goes by, and why
+    assert result["measure"] in ("reads", "writes") and result["verdict"]["measure"] == result["measure"]
+    assert result["measure_reason"] and all(p["writes"]["n"] > 0 for p in result["table"])
+    assert "reads (fires)" in page and "writes (promoted)" in page and f"<b>{result['measure']}</b>" in page
 
 
 def test_recipe_reloads_with_the_same_table_and_runs_again_the_same(client, finished):
@@ -89,6 +93,7 @@ def test_recipe_reloads_with_the_same_table_and_runs_again_the_same(client, fini
     md = client.get(started["recipe_url"] + ".md")
     assert md.headers["content-type"].startswith("text/markdown") and md.text.startswith("# Recipe: add layer1#40")
     assert "| intervention | 8 |" in md.text and "sha256" in md.text
+    assert "writes (promoted)" in md.text and f"The verdict goes by **{recipe['measure']}**" in md.text
     listed = client.get("/recipes.json").json()["recipes"]
     assert started["id"] in [r["id"] for r in listed]
     assert started["recipe_url"] in client.get("/recipes").text
@@ -277,3 +282,8 @@ def test_suggest_finds_the_feature_a_set_was_made_for(client):
     assert got["feature"]["mode"] == "add" and got["feature"]["sae_id"].endswith("layer1")
     assert got["url"].endswith(f"/{got['feature']['feature']}")
     assert client.get("/api/steer-eval/suggest", params={"prompt_set": "prose"}).status_code == 422
+
+
+def test_an_unknown_measure_is_a_422(client):
+    r = client.post("/api/steer-eval", json=body(measure="vibes"))
+    assert r.status_code == 422 and "measure" in r.text

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from qscope.sae import Sae
-from qscope.steer.spec import FeatureSteer
+from qscope.steer.spec import OFF_MODES, FeatureSteer
 
 UNSTEERED, INTERVENTION, NEGATED, RANDOM = "unsteered", "intervention", "negated", "random"
 PROMPT_ONLY, PROMPT_STEER = "prompt-only", "prompt+steering"
@@ -42,7 +42,7 @@ class Point:
 
 def sweep(strengths: Sequence[float], features: Sequence[FeatureSteer]) -> list[float]:
     """The strengths to run, in order, once each; [0, 1] for a spec of ablations only (any s > 0 is the same)."""
-    if all(f.mode == "ablate" for f in features):
+    if all(f.mode in OFF_MODES for f in features):
         return [0.0, 1.0]
     return list(dict.fromkeys(float(s) for s in strengths))
 
@@ -51,7 +51,7 @@ def points(sweep_: Sequence[float], features: Sequence[FeatureSteer], n_random: 
     """Every (arm, strength) point of an evaluation, controls at the non-zero strengths only."""
     steered = [s for s in sweep_ if s != 0]
     out = [Point(UNSTEERED, None)] + [Point(INTERVENTION, s) for s in sweep_]
-    if any(f.mode != "ablate" for f in features):
+    if any(f.mode not in OFF_MODES for f in features):
         out += [Point(NEGATED, s) for s in steered]
     out += [Point(RANDOM, s, c) for c in range(n_random) for s in steered]
     if instructed:
@@ -64,7 +64,7 @@ def at_strength(features: Sequence[FeatureSteer], s: float, negate: bool = False
     ablation is kept at any s != 0 and dropped at 0."""
     out = []
     for f in features:
-        if f.mode == "ablate":
+        if f.mode in OFF_MODES:
             if s != 0:
                 out.append(f)
             continue

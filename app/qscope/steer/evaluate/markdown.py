@@ -18,6 +18,16 @@ def _num(iv: Interval) -> str:
     return f"{iv.mean:.3g} [{iv.lo:.3g}, {iv.hi:.3g}]"
 
 
+def _share(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def _promoted(result: EvalResult) -> str:
+    if not result.promoted:
+        return "the store gives it none"
+    return f"{len(result.promoted)} tokens, ids " + ", ".join(f"{t} ({w:.2f})" for t, w in result.promoted.items())
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ⏎ ")
 
@@ -27,7 +37,10 @@ def to_markdown(result: EvalResult, title: str, url: str = "") -> str:
     v, spec = result.verdict, result.request.spec
     works = v.strength is not None and v.status != "no better than controls"
     strength = f" at strength {v.strength:g}" if works else ""
-    verdict = f"**Verdict: {v.status}{strength}** (goal: {v.goal} the concept). {v.reason}."
+    verdict = (
+        f"**Verdict: {v.status}{strength}** (goal: {v.goal} the concept, measured by what the feature "
+        f"{v.measure}). {v.reason}."
+    )
     lines = [f"# Recipe: {title}", "", verdict, ""]
     if url:
         lines += [f"Permalink: {url} (JSON: {url}.json)", ""]
@@ -41,6 +54,10 @@ def to_markdown(result: EvalResult, title: str, url: str = "") -> str:
         f"{spec.max_new_tokens} new tokens. Fluency threshold: perplexity at most "
         f"{result.request.max_ppl_ratio:g}x the unsteered.",
         "",
+        f"Measures: *reads* = the share of generated tokens where the concept feature fires (read back through the "
+        f"unsteered model); *writes* = the share of generated tokens among its top promoted tokens, weighted by "
+        f"logit effect ({_promoted(result)}). The verdict goes by **{v.measure}**: {result.measure_reason}.",
+        "",
     ]
     if result.request.instruction:
         lines += [f"Instruction (prompt-only arms): `{_cell(result.request.instruction)}`", ""]
@@ -50,14 +67,15 @@ def to_markdown(result: EvalResult, title: str, url: str = "") -> str:
         "",
         "## Sweep",
         "",
-        "| arm | strength | rows | concept (fires) | mean activation | perplexity | ppl / unsteered |",
-        "|---|---|---|---|---|---|---|",
+        "| arm | strength | rows | reads (fires) | mean activation | writes (promoted) | perplexity "
+        "| ppl / unsteered |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for p in result.table:
         s = "–" if p.strength is None else f"{p.strength:g}"
         lines.append(
-            f"| {p.arm} | {s} | {p.rows} | {_pct(p.concept)} | {_num(p.concept_act)} | {_num(p.ppl)} | "
-            f"{_num(p.ppl_ratio)} |"
+            f"| {p.arm} | {s} | {p.rows} | {_pct(p.concept)} | {_num(p.concept_act)} | {_pct(p.writes)} | "
+            f"{_num(p.ppl)} | {_num(p.ppl_ratio)} |"
         )
     names = list(dict.fromkeys(k for p in result.table for k in p.metrics))
     if names:
@@ -91,10 +109,15 @@ def _examples(result: EvalResult) -> list[str]:
     out = ["", f"## Examples at strength {ex.strength:g}" if ex.strength is not None else "## Examples", ""]
     for name, items in (("Most", ex.best), ("Least", ex.worst)):
         if items:
-            out += [f"{name} concept:", "", "| prompt | steered | unsteered | fires |", "|---|---|---|---|"]
             out += [
-                f"| {_cell(e.prompt)} | {_cell(e.text)} | {_cell(e.unsteered)} | "
-                f"{'–' if e.concept is None else f'{100 * e.concept:.0f}%'} |"
+                f"{name} concept ({result.verdict.measure}):",
+                "",
+                "| prompt | steered | unsteered | reads | writes |",
+                "|---|---|---|---|---|",
+            ]
+            out += [
+                f"| {_cell(e.prompt)} | {_cell(e.text)} | {_cell(e.unsteered)} | {_share(e.concept)} | "
+                f"{_share(e.writes)} |"
                 for e in items
             ]
             out.append("")

@@ -8,13 +8,14 @@ that the seeds of one point sit in the same batch and share its prompt pass.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from qscope.steer.edits import Edit, resolve_edits
 from qscope.steer.evaluate import arms
 from qscope.steer.evaluate.request import ConceptFeature, EvalLimits, EvalRequest, read_prompts
 from qscope.steer.evaluate.target import Target
-from qscope.steer.spec import SpecError, SteerLimits
+from qscope.steer.evaluate.writes import FeatureProfile, Measure, choose
+from qscope.steer.spec import OFF_MODES, SpecError, SteerLimits
 from qscope.steer.worker import encode_prompt
 
 
@@ -39,6 +40,9 @@ class Plan:
     edits: dict[arms.Point, dict[str, list[Edit]]]
     rows: list[PlannedRow]
     notes: list[str]
+    measure: Measure = "reads"  # what the verdict goes by (qscope.steer.evaluate.writes)
+    measure_reason: str = ""
+    profile: FeatureProfile = field(default_factory=FeatureProfile)  # its promoted tokens and sharpnesses
 
 
 def _goal(req: EvalRequest, concept: ConceptFeature) -> str:
@@ -46,7 +50,7 @@ def _goal(req: EvalRequest, concept: ConceptFeature) -> str:
         return req.goal
     for f in req.spec.features:
         if (f.sae_id, f.feature) == (concept.sae_id, concept.feature):
-            return "decrease" if f.mode == "ablate" or f.strength < 0 else "increase"
+            return "decrease" if f.mode in OFF_MODES or f.strength < 0 else "increase"
     return "increase"
 
 
@@ -91,13 +95,19 @@ def prepare(
     notes = []
     if req.spec.temperature == 0 and req.seeds > 1:
         notes.append("greedy decoding (temperature 0): one seed per prompt, since every seed gives the same text")
-    if all(f.mode == "ablate" for f in features):
+    if all(f.mode in OFF_MODES for f in features):
         notes.append("a spec of ablations only: the sweep is 0 (not steered) and 1 (ablated)")
     request = req.model_copy(
         update={"prompts": prompts, "prompts_text": None, "prompts_file": None, "prompt_set": None}
     )
     goal = _goal(req, concept)
-    return Plan(request, prompts, prompt_ids, instructed, sweep, seeds, goal, concept, controls, edits, rows, notes)
+    profile = target.profile(concept.sae_id, concept.feature) if target.profile else FeatureProfile()
+    measure, why = choose(req.measure, profile if target.profile else None)
+    if measure == "writes" and not profile.weights:
+        measure, why = "reads", "the store gives the feature no promoted token, so reads"
+    plan = Plan(request, prompts, prompt_ids, instructed, sweep, seeds, goal, concept, controls, edits, rows, notes)
+    plan.measure, plan.measure_reason, plan.profile = measure, why, profile
+    return plan
 
 
 def _check_feature(target: Target, sae_id: str, feature: int, scaled: bool) -> None:

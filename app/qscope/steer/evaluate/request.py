@@ -75,6 +75,11 @@ class EvalRequest(BaseModel):
     chat: bool = Field(False, description="Send each prompt as a user message through the chat template.")
     goal: Goal = Field("auto", description="increase or decrease the concept; auto: decrease for ablate or < 0.")
     concept: ConceptFeature | None = Field(None, description="The feature read back; default: the first steered.")
+    measure: Literal["auto", "reads", "writes"] = Field(
+        "auto",
+        description="What the verdict goes by: reads (the concept fires on the output), writes (the share of its "
+        "top promoted tokens in the output); auto: the sharper side of the feature (docs/steer-eval.md).",
+    )
     max_ppl_ratio: Finite = Field(2.0, gt=1, le=100, description="Fluency threshold: perplexity / unsteered's.")
     metrics: TextMetrics = Field(default_factory=TextMetrics)
 

@@ -10,6 +10,7 @@ from qscope.steer.evaluate.request import ConceptFeature, EvalRequest
 from qscope.steer.spec import FeatureSteer
 
 Status = Literal["works", "works but hurts fluency", "no better than controls"]
+MeasureName = Literal["reads", "writes"]  # qscope.steer.evaluate.writes
 
 
 class Interval(BaseModel):
@@ -29,6 +30,11 @@ class PointSummary(BaseModel):
     rows: int
     concept: Interval = Field(description="Fraction of generated tokens where the concept feature fires.")
     concept_act: Interval = Field(description="Mean activation of the concept feature on generated tokens.")
+    writes: Interval = Field(
+        default_factory=lambda: Interval(mean=None, lo=None, hi=None, n=0),
+        description="Share of generated tokens among the concept feature's top promoted tokens, weighted by "
+        "logit effect (the strongest 1).",
+    )
     ppl: Interval = Field(description="Perplexity under the unsteered model: exp of the mean per-row NLL.")
     ppl_ratio: Interval = Field(
         description="Perplexity / the unsteered row's of the same prompt and seed (geometric mean)."
@@ -40,8 +46,9 @@ class Verdict(BaseModel):
     status: Status
     strength: float | None = Field(description="The strongest strength that works (or the one that came closest).")
     goal: Literal["increase", "decrease"]
+    measure: MeasureName = Field("reads", description="What it goes by: reads (`concept`) or writes (`writes`).")
     max_ppl_ratio: float
-    beats_controls: list[float] = Field(description="Every strength whose concept beats every control.")
+    beats_controls: list[float] = Field(description="Every strength whose measure beats every control.")
     reason: str
 
 
@@ -59,6 +66,7 @@ class RowResult(BaseModel):
     stopped: str
     concept: float | None
     concept_act: float | None
+    writes: float | None = None
     nll: float | None
     metrics: dict[str, float | None]
 
@@ -70,6 +78,7 @@ class Example(BaseModel):
     text: str
     unsteered: str
     concept: float | None
+    writes: float | None = None
     ppl_ratio: float | None
 
 
@@ -106,6 +115,13 @@ class EvalResult(BaseModel):
     strengths: list[float]
     goal: Literal["increase", "decrease"]
     concept: ConceptFeature
+    measure: MeasureName = Field("reads", description="What the verdict goes by (qscope.steer.evaluate.writes).")
+    measure_reason: str = Field("", description="Why: asked for, or the auto rule's figures.")
+    reads_sharpness: float | None = Field(None, description="Share of top contexts marked on its top tokens.")
+    writes_sharpness: float | None = Field(None, description="Share of top contexts followed by its top promoted.")
+    promoted: dict[int, float] = Field(
+        default_factory=dict, description="The writes measure's tokens: id -> logit effect / the strongest one's."
+    )
     controls: list[list[FeatureSteer]] = Field(description="The random control sets, feature for feature.")
     table: list[PointSummary]
     verdict: Verdict

@@ -21,6 +21,7 @@ from qscope.steer.evaluate.plan import Plan, PlannedRow, Target
 from qscope.steer.evaluate.result import EvalResult, Identity, RowResult
 from qscope.steer.evaluate.table import examples, summarize
 from qscope.steer.evaluate.verdict import decide
+from qscope.steer.evaluate.writes import writes_share
 
 T = TypeVar("T")
 Work = Callable[[Callable[[], None]], T]  # work(yield_): runs on the model, calls yield_() between steps
@@ -136,7 +137,7 @@ def execute(
         report("measuring", start + len(batch), total)
     seconds = time.perf_counter() - t0
     table = summarize(results)
-    verdict = decide(table, plan.goal, plan.request.max_ppl_ratio)
+    verdict = decide(table, plan.goal, plan.request.max_ppl_ratio, plan.measure)
     shown = verdict.strength if verdict.strength is not None else max(plan.sweep, key=abs)
     return EvalResult(
         request=plan.request,
@@ -145,10 +146,15 @@ def execute(
         strengths=plan.sweep,
         goal=plan.goal,
         concept=plan.concept,
+        measure=plan.measure,
+        measure_reason=plan.measure_reason,
+        reads_sharpness=plan.profile.reads_sharpness,
+        writes_sharpness=plan.profile.writes_sharpness,
+        promoted=plan.profile.weights,
         controls=plan.controls,
         table=table,
         verdict=verdict,
-        examples=examples(results, plan.prompts, shown, plan.goal),
+        examples=examples(results, plan.prompts, shown, plan.goal, plan.measure),
         rows=results,
         identity=identity,
         seconds=round(seconds, 3),
@@ -183,6 +189,7 @@ def _row_result(plan: Plan, target: Target, r: PlannedRow, out: RowOut, m, patte
         stopped=out.stopped,
         concept=_none(m.fires),
         concept_act=_none(m.act),
+        writes=_none(writes_share(out.ids, plan.profile.weights)) if plan.profile.weights else None,
         nll=_none(m.nll),
         metrics=metrics,
     )

@@ -52,6 +52,7 @@ def summarize(rows: Sequence[RowResult]) -> list[PointSummary]:
                 rows=len(rs),
                 concept=_iv([r.concept for r in rs]),
                 concept_act=_iv([r.concept_act for r in rs]),
+                writes=_iv([r.writes for r in rs]),
                 ppl=_iv([r.nll for r in rs], _exp),
                 ppl_ratio=_iv([ratios[i] for i in idx], _exp),
                 metrics={k: _iv([r.metrics.get(k) for r in rs]) for k in names},
@@ -64,14 +65,22 @@ def find(table: Sequence[PointSummary], arm: str, strength: float | None = None)
     return next((p for p in table if p.arm == arm and p.strength == strength), None)
 
 
-def examples(rows: Sequence[RowResult], prompts: Sequence[str], strength: float | None, goal: str) -> Examples:
-    """The intervention's outputs at `strength` that express the concept most and least (by the goal), each
-    beside the unsteered output of the same prompt and seed."""
+def examples(
+    rows: Sequence[RowResult], prompts: Sequence[str], strength: float | None, goal: str, measure: str = "reads"
+) -> Examples:
+    """The intervention's outputs at `strength` that express the concept most and least (by the goal, on the
+    verdict's measure: reads = `concept`, writes), each beside the unsteered output of the same prompt and seed."""
     base = {(r.prompt, r.seed): r for r in rows if r.arm == UNSTEERED}
     ratios = log_ratios(rows)
     at = [(i, r) for i, r in enumerate(rows) if r.arm == INTERVENTION and r.strength == strength and r.n_tokens]
     sign = -1.0 if goal == "decrease" else 1.0
-    at.sort(key=lambda ir: sign * (ir[1].concept if ir[1].concept is not None else -math.inf), reverse=True)
+    attr = "writes" if measure == "writes" else "concept"
+
+    def value(r: RowResult) -> float:
+        v = getattr(r, attr)
+        return sign * v if v is not None else -math.inf
+
+    at.sort(key=lambda ir: value(ir[1]), reverse=True)
 
     def example(i: int, r: RowResult) -> Example:
         ref = base.get((r.prompt, r.seed))
@@ -83,6 +92,7 @@ def examples(rows: Sequence[RowResult], prompts: Sequence[str], strength: float 
             text=r.text,
             unsteered=ref.text if ref else "",
             concept=r.concept,
+            writes=r.writes,
             ppl_ratio=_exp(ratio) if ratio is not None else None,
         )
 

@@ -12,6 +12,7 @@ from qscope.model import LoadedModel
 from qscope.sae import Sae
 from qscope.steer.evaluate import identity
 from qscope.steer.evaluate.result import Identity
+from qscope.steer.evaluate.writes import FeatureProfile, profile_of
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Target:
     lock: threading.Lock | None = None
     sae_files: list[tuple[str, str]] = field(default_factory=list)  # (sae_id, path)
     store_path: str | None = None
+    profile: Callable[[str, int], FeatureProfile] | None = None  # a feature's logit effects and sharpnesses
 
     def bytes_to_hash(self) -> int:
         """What `identify` reads: the model's, the SAEs' and the store's bytes."""
@@ -39,8 +41,9 @@ class Target:
 
 
 def from_live(live) -> Target:
-    """The Target of a qscope.live.runner.LiveModel: its model and SAEs (loaded now), its lock, and the max
-    activations its feature store recorded (read once per SAE, then cached on the store)."""
+    """The Target of a qscope.live.runner.LiveModel: its model and SAEs (loaded now), its lock, the max
+    activations its feature store recorded (read once per SAE, then cached on the store), and a feature's
+    profile from its card (logit effects, sharpnesses: qscope.steer.evaluate.writes)."""
     lm, saes = live.load()
     store = live.store
 
@@ -51,5 +54,10 @@ def from_live(live) -> Target:
 
         return store.cached(("max_acts", sae_id), read)
 
+    def profile(sae_id: str, feature: int) -> FeatureProfile:
+        with store.reader() as r:
+            detail = r.feature(sae_id, feature)
+        return profile_of(detail) if detail is not None else FeatureProfile()
+
     files = [(sae_id, store.saes[sae_id].source) for sae_id in saes]
-    return Target(live.model_id, lm, saes, max_acts, live.lock, files, str(store.path))
+    return Target(live.model_id, lm, saes, max_acts, live.lock, files, str(store.path), profile)

@@ -1,6 +1,8 @@
 """The verdict of an evaluation, computed from the sweep table and nothing else.
 
-At each non-zero strength s the intervention's concept interval is compared with every control's: unsteered,
+The verdict goes by one measure, the request's (qscope.steer.evaluate.writes): *reads* (`concept`, the share of
+generated tokens where the feature fires) or *writes* (the weighted share of its top promoted tokens). At each
+non-zero strength s the intervention's interval of that measure is compared with every control's: unsteered,
 the zero-strength row, prompt-only, and the negated and random arms at s. It *beats* them when the intervals do
 not overlap in the goal's direction (increase: its lower bound above every control's upper bound). It is
 *fluent* when its perplexity ratio to the unsteered rows is at most the threshold. The verdict:
@@ -13,15 +15,23 @@ not overlap in the goal's direction (increase: its lower bound above every contr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from qscope.steer.evaluate.arms import INTERVENTION, NEGATED, PROMPT_ONLY, RANDOM, UNSTEERED
 from qscope.steer.evaluate.result import Interval, PointSummary, Verdict
 from qscope.steer.evaluate.table import find
 
+Of = Callable[[PointSummary], Interval]  # the measure's interval of a table line
 
-def controls_at(table: Sequence[PointSummary], s: float) -> list[tuple[str, PointSummary]]:
-    """The controls an intervention at strength s must beat: (name, summary), those that were run."""
+
+def measure_of(measure: str) -> Of:
+    return (lambda p: p.writes) if measure == "writes" else (lambda p: p.concept)
+
+
+def controls_at(table: Sequence[PointSummary], s: float, of: Of | None = None) -> list[tuple[str, PointSummary]]:
+    """The controls an intervention at strength s must beat: (name, summary), those that were run and measured
+    (`of`: the measure's interval; reads by default)."""
+    of = of or measure_of("reads")
     found = [
         ("unsteered", find(table, UNSTEERED)),
         ("zero strength", find(table, INTERVENTION, 0.0)),
@@ -29,7 +39,7 @@ def controls_at(table: Sequence[PointSummary], s: float) -> list[tuple[str, Poin
         ("negated", find(table, NEGATED, s)),
         ("random features", find(table, RANDOM, s)),
     ]
-    return [(name, p) for name, p in found if p is not None and p.concept.n > 0]
+    return [(name, p) for name, p in found if p is not None and of(p).n > 0]
 
 
 def beats(a: Interval, b: Interval, goal: str) -> bool:
@@ -47,50 +57,59 @@ def _iv(iv: Interval) -> str:
     return f"{_pct(iv.mean)} [{_pct(iv.lo)}–{_pct(iv.hi)}]"
 
 
-def _beats_all(table: Sequence[PointSummary], p: PointSummary, goal: str) -> bool:
-    return all(beats(p.concept, c.concept, goal) for _, c in controls_at(table, p.strength or 0.0))
+def _beats_all(table: Sequence[PointSummary], p: PointSummary, goal: str, of: Of) -> bool:
+    return all(beats(of(p), of(c), goal) for _, c in controls_at(table, p.strength or 0.0, of))
 
 
-def decide(table: Sequence[PointSummary], goal: str, max_ppl_ratio: float) -> Verdict:
-    """The verdict (see the module docstring)."""
-    steered = [p for p in table if p.arm == INTERVENTION and p.strength and p.concept.n > 0]
-    winners = [p for p in steered if _beats_all(table, p, goal)]
+def _what(measure: str) -> str:
+    return "its promoted tokens made up (weighted)" if measure == "writes" else "the concept feature fired on"
+
+
+def decide(table: Sequence[PointSummary], goal: str, max_ppl_ratio: float, measure: str = "reads") -> Verdict:
+    """The verdict on `measure` (reads | writes; see the module docstring)."""
+    of = measure_of(measure)
+    steered = [p for p in table if p.arm == INTERVENTION and p.strength and of(p).n > 0]
+    winners = [p for p in steered if _beats_all(table, p, goal, of)]
     fluent = [p for p in winners if p.ppl_ratio.mean is not None and p.ppl_ratio.mean <= max_ppl_ratio]
-    base = dict(goal=goal, max_ppl_ratio=max_ppl_ratio, beats_controls=[p.strength for p in winners])
+    base = dict(goal=goal, measure=measure, max_ppl_ratio=max_ppl_ratio, beats_controls=[p.strength for p in winners])
     if fluent:
         best = max(fluent, key=lambda p: abs(p.strength or 0))
-        return Verdict(status="works", strength=best.strength, reason=_works(table, best, goal, max_ppl_ratio), **base)
+        reason = _works(table, best, goal, max_ppl_ratio, measure)
+        return Verdict(status="works", strength=best.strength, reason=reason, **base)
     if winners:
         best = min(winners, key=lambda p: p.ppl_ratio.mean if p.ppl_ratio.mean is not None else float("inf"))
         reason = (
-            f"the concept beats every control at strength {', '.join(f'{p.strength:g}' for p in winners)}, "
+            f"the {measure} measure beats every control at strength {', '.join(f'{p.strength:g}' for p in winners)}, "
             f"but perplexity rises to {best.ppl_ratio.mean:.2f}x the unsteered at best (strength "
             f"{best.strength:g}; threshold {max_ppl_ratio:g}x)"
         )
         return Verdict(status="works but hurts fluency", strength=best.strength, reason=reason, **base)
-    return _no_better(table, steered, goal, max_ppl_ratio, base)
+    return _no_better(table, steered, goal, base, measure)
 
 
-def _works(table: Sequence[PointSummary], p: PointSummary, goal: str, max_ppl_ratio: float) -> str:
-    controls = controls_at(table, p.strength or 0.0)
+def _works(table: Sequence[PointSummary], p: PointSummary, goal: str, max_ppl_ratio: float, measure: str) -> str:
+    of = measure_of(measure)
+    controls = controls_at(table, p.strength or 0.0, of)
     edge = max if goal == "increase" else min
-    name, c = edge(controls, key=lambda nc: nc[1].concept.mean or 0.0)
+    name, c = edge(controls, key=lambda nc: of(nc[1]).mean or 0.0)
     ratio = p.ppl_ratio.mean or 0.0
     return (
-        f"at strength {p.strength:g} the concept feature fired on {_iv(p.concept)} of generated tokens; the "
-        f"{'highest' if goal == 'increase' else 'lowest'} control ({name}) {_iv(c.concept)}; perplexity "
+        f"at strength {p.strength:g} {_what(measure)} {_iv(of(p))} of generated tokens; the "
+        f"{'highest' if goal == 'increase' else 'lowest'} control ({name}) {_iv(of(c))}; perplexity "
         f"{ratio:.2f}x the unsteered (threshold {max_ppl_ratio:g}x)"
     )
 
 
-def _no_better(table, steered, goal: str, max_ppl_ratio: float, base: dict) -> Verdict:
+def _no_better(table, steered, goal: str, base: dict, measure: str) -> Verdict:
     if not steered:
         return Verdict(status="no better than controls", strength=None, reason="no steered row was measured", **base)
-    key = (lambda p: p.concept.lo or 0.0) if goal == "increase" else (lambda p: -(p.concept.hi or 1.0))
+    of = measure_of(measure)
+    key = (lambda p: of(p).lo or 0.0) if goal == "increase" else (lambda p: -(of(p).hi or 1.0))
     best = max(steered, key=key)
-    held = [name for name, c in controls_at(table, best.strength or 0.0) if not beats(best.concept, c.concept, goal)]
+    controls = controls_at(table, best.strength or 0.0, of)
+    held = [name for name, c in controls if not beats(of(best), of(c), goal)]
     reason = (
-        f"no strength beats every control; the closest, strength {best.strength:g} ({_iv(best.concept)} of "
-        f"generated tokens), overlaps {', '.join(held) or 'a control'}"
+        f"no strength beats every control on the {measure} measure; the closest, strength {best.strength:g} "
+        f"({_what(measure)} {_iv(of(best))} of generated tokens), overlaps {', '.join(held) or 'a control'}"
     )
     return Verdict(status="no better than controls", strength=best.strength, reason=reason, **base)
