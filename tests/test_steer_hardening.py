@@ -203,7 +203,7 @@ def test_queue_wait_past_its_limit_is_a_503_with_retry_after(client):
     try:
         caller.start()
         deadline = time.monotonic() + 30
-        while stalled.queue.qsize() == 0:
+        while stalled.queued() == 0:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         time.sleep(0.4)

@@ -101,7 +101,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(QueueFull)
     async def queue_full(request: Request, exc: QueueFull) -> Response:
-        response = error_response(request, 503, str(exc))
+        response = error_response(request, exc.status, str(exc))  # 503 the queue is full, 429 the client's share
         response.headers["Retry-After"] = str(exc.retry_after_s)
         return response
 

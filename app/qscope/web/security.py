@@ -168,7 +168,7 @@ class Guard:
             bucket, what = self.inspect, "searches that run the model"
         elif scope["method"] == "POST" and scope["path"] in DISCOVER_PATHS:
             bucket, what = self.inspect, "model runs"
-        if bucket is not None and (wait := bucket.take(_client(scope))):
+        if bucket is not None and (wait := bucket.take(client_key(scope))):
             retry = max(1, math.ceil(wait))
             return 429, f"Too many {what} from your address; try again in {retry} s.", {"Retry-After": str(retry)}
         return None
@@ -178,7 +178,10 @@ def _header(scope: Scope, name: bytes) -> str:
     return dict(scope["headers"]).get(name, b"").decode("latin-1")
 
 
-def _client(scope: Scope) -> str:
+def client_key(scope: Scope) -> str:
+    """Who sent a request, as every per-client limit counts it: the client address (uvicorn puts the proxy's
+    X-Forwarded-For there when FORWARDED_ALLOW_IPS trusts the proxy). The rate buckets and the fair shares of the
+    queues (qscope.fairness) both key on it."""
     client = scope.get("client")
     return client[0] if client else "unknown"
 
