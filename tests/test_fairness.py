@@ -3,10 +3,17 @@ it with a clock moved by hand: one client's flood is capped and does not starve 
 past its limit is withdrawn when the limit passes, not when the worker comes round to it."""
 
 import asyncio
+import threading
+import time
+from types import SimpleNamespace
 
 import pytest
 
+from qscope.discover.jobs import Jobs, JobsFull
 from qscope.fairness import FairQueue, Refused
+from qscope.steer.evaluate.jobs import Evaluations
+from qscope.steer.evaluate.request import EvalRequest
+from qscope.steer.spec import SteerSpec
 from qscope.steer.worker import QueueFull, SteerJob, SteerWorker, WaitedTooLong
 
 
@@ -134,3 +141,64 @@ def test_expiry_reaches_a_waiting_request_at_the_limit():
 
     kind, data = asyncio.run(wait_for_answer())
     assert kind == "error" and isinstance(data, WaitedTooLong)
+
+
+def wait_until(condition, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_discover_jobs_cap_each_client_and_take_clients_in_turn():
+    jobs = Jobs(max_waiting=8, per_client=2)
+    release = threading.Event()
+    ran: list[str] = []
+
+    def work(name: str):
+        def fn(job):
+            release.wait(30)
+            ran.append(name)
+            return name
+
+        return fn
+
+    first = jobs.submit("discover", "a0", work("a0"), client="10.0.0.1")
+    wait_until(lambda: first.state == "running")  # holds the one job thread
+    flood = [jobs.submit("discover", f"a{i}", work(f"a{i}"), client="10.0.0.1") for i in (1, 2)]
+    with pytest.raises(JobsFull) as err:
+        jobs.submit("discover", "a3", work("a3"), client="10.0.0.1")
+    assert err.value.status == 429 and "at most 2 per client" in str(err.value)
+    other = jobs.submit("discover", "b0", work("b0"), client="10.0.0.2")  # the queue is not the flood's alone
+    cancelled = jobs.cancel(flood[1].id)
+    assert cancelled is not None and cancelled.state == "cancelled"
+    jobs.submit("discover", "a3", work("a3"), client="10.0.0.1")  # the cancelled job's place is free again
+    release.set()
+    wait_until(lambda: len(ran) == 4)
+    assert ran == ["a0", "a1", "b0", "a3"] and other.state == "done"
+
+
+def test_evaluations_cap_each_client(tmp_path):
+    """The queueing of steering evaluations (their run is held here: no model needed to queue)."""
+    evaluations = Evaluations(f"sqlite:///{tmp_path}/app.db", SteerWorker(), max_waiting=4, per_client=1)
+    release = threading.Event()
+    started: list[str] = []
+
+    def run(job):
+        started.append(job.id)
+        release.wait(30)
+        evaluations._end(job, "done", "")
+
+    evaluations._run = run  # type: ignore[method-assign]
+    request = EvalRequest(spec=SteerSpec(prompt="x", features=[]), prompts=["a"])
+    plan, target = SimpleNamespace(request=request, prompts=["a"], rows=[]), SimpleNamespace(model_id="m")
+    running = evaluations.submit(plan, target, client="10.0.0.1")
+    wait_until(lambda: started == [running.id])
+    evaluations.submit(plan, target, client="10.0.0.1")
+    with pytest.raises(QueueFull) as err:
+        evaluations.submit(plan, target, client="10.0.0.1")
+    assert err.value.status == 429
+    other = evaluations.submit(plan, target, client="10.0.0.2")
+    assert evaluations.position(other) == 1
+    release.set()
+    wait_until(lambda: len(started) == 3)

@@ -4,13 +4,14 @@ each reporting its phase and progress, each cancellable; finished ones are kept 
 A job is a function of the Job (it calls `job.progress(phase, done, total)` and watches `job.cancel`) that returns
 the id of what it saved. Progress is logged as plain lines with rate and ETA, at most every few
 seconds per job. One thread is enough: every job runs the one live model, whose lock it shares with the
-other live requests batch by batch.
+other live requests batch by batch. Waiting jobs are a qscope.fairness.FairQueue: each client (its address) may
+have `per_client` of them waiting (past it: JobsFull with status 429, for that client only), and they are taken in
+turn across clients, so one client's nine discoveries do not fill the queue or go first.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import secrets
 import threading
 import time
@@ -19,17 +20,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qscope.discover.activations import Cancelled
+from qscope.fairness import FairQueue, Refused
 
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 5.0
 
 
 class JobsFull(RuntimeError):
-    """Too many jobs waiting; retry after `retry_after_s`."""
+    """Too many jobs waiting (status 503), or too many of this client's (status 429); retry after `retry_after_s`."""
 
-    def __init__(self, message: str, retry_after_s: int = 5) -> None:
+    def __init__(self, message: str, retry_after_s: int = 5, status: int = 503) -> None:
         super().__init__(message)
-        self.retry_after_s = retry_after_s
+        self.retry_after_s, self.status = retry_after_s, status
 
 
 @dataclass
@@ -73,20 +75,23 @@ class Job:
 class Jobs:
     """The queue and worker thread; `submit` returns at once with the Job."""
 
-    def __init__(self, max_waiting: int = 8, keep: int = 128) -> None:
-        self.queue: queue.Queue = queue.Queue(maxsize=max_waiting)
+    def __init__(self, max_waiting: int = 8, keep: int = 128, per_client: int | None = None) -> None:
+        self.waiting: FairQueue[tuple[Job, Callable[[Job], str]]] = FairQueue(max_waiting, per_client)
         self.keep = keep
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
 
-    def submit(self, kind: str, name: str, fn: Callable[[Job], str]) -> Job:
+    def submit(self, kind: str, name: str, fn: Callable[[Job], str], client: str = "") -> Job:
+        """Queue a job of `client` (JobsFull when the queue, or the client's share of it, is full)."""
         job = Job(secrets.token_urlsafe(8), kind, name)
-        try:
-            self.queue.put_nowait((job, fn))
-        except queue.Full as e:
-            raise JobsFull(f"{self.queue.maxsize} jobs are already waiting; try again shortly") from e
         with self._lock:
+            try:
+                self.waiting.add(client, (job, fn), what="jobs")
+            except Refused as e:
+                raise JobsFull(str(e), status=429 if e.mine else 503) from None
+            self._arrived.notify()
             self.jobs[job.id] = job
             while len(self.jobs) > self.keep:
                 oldest = next(iter(self.jobs))
@@ -106,17 +111,25 @@ class Jobs:
         job = self.get(job_id)
         if job is not None and not job.finished:
             job.cancel.set()
-            if job.state == "queued":
-                job.state = "cancelled"
+            with self._lock:
+                if job.state == "queued":
+                    job.state = "cancelled"
+                    waiting = next((w for w in self.waiting.order() if w[0] is job), None)
+                    if waiting is not None:  # leaves the queue now: its place goes to another job
+                        self.waiting.remove(waiting)
         return job
 
     def _work(self) -> None:
         while True:
-            job, fn = self.queue.get()
+            with self._lock:
+                while (taken := self.waiting.take()) is None:
+                    self._arrived.wait()
+                job, fn = taken
+                if not job.cancel.is_set():
+                    job.state = "running"
             if job.cancel.is_set():
                 job.state = "cancelled"
                 continue
-            job.state = "running"
             started = time.perf_counter()
             try:
                 job.result = fn(job)

@@ -3,7 +3,9 @@ the steering worker as background work (so live /steer users keep priority), pro
 page's event stream and written to the app database as a heartbeat, cancellable until they finish.
 
 A finished job's recipe is saved by qscope.steer.evaluate.recipes in one transaction; a failed or cancelled job
-keeps no result. When the server stops, its unfinished jobs are marked failed.
+keeps no result. When the server stops, its unfinished jobs are marked failed. Waiting jobs are a
+qscope.fairness.FairQueue: at most `max_waiting` in all (503 past it) and `per_client` of one client (429 past
+it, for that client only), started in turn across clients.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import logging
 import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 
 from qscope.config import Settings
+from qscope.fairness import FairQueue, Refused
 from qscope.steer.evaluate.plan import Plan, Target
 from qscope.steer.evaluate.recipes import RecipeStore
 from qscope.steer.evaluate.request import EvalLimits
@@ -76,6 +78,7 @@ def from_settings(settings: Settings, worker: SteerWorker) -> Evaluations:
         eval_limits(settings),
         settings.steer_eval_batch_rows,
         settings.steer_eval_max_waiting,
+        settings.steer_eval_waiting_per_client,
     )
 
 
@@ -89,11 +92,12 @@ class Evaluations:
         limits: EvalLimits | None = None,
         batch_rows: int = 64,
         max_waiting: int = 4,
+        per_client: int | None = None,
     ) -> None:
         self.db_url, self.worker, self.batch_rows, self.max_waiting = db_url, worker, batch_rows, max_waiting
         self.limits = limits or EvalLimits()
         self.jobs: dict[str, EvalJob] = {}
-        self._queue: deque[EvalJob] = deque()
+        self._queue: FairQueue[EvalJob] = FairQueue(max_waiting, per_client)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._store: RecipeStore | None = None
@@ -106,19 +110,26 @@ class Evaluations:
                 self._store = RecipeStore(self.db_url)
             return self._store
 
-    def submit(self, plan: Plan, target: Target) -> EvalJob:
-        """Queue an evaluation; QueueFull (503) when max_waiting jobs already wait."""
+    def submit(self, plan: Plan, target: Target, client: str = "") -> EvalJob:
+        """Queue an evaluation of `client`; QueueFull when max_waiting jobs already wait (503), or per_client of
+        this client's (429)."""
+        job = EvalJob(secrets.token_urlsafe(8), plan, target, title_of(plan.request, len(plan.prompts)))
+        job.progress.total = len(plan.rows)
         with self._lock:
             if self._stopping:
                 raise QueueFull("the server is stopping; try again when it is back", 30)
-            if len(self._queue) >= self.max_waiting:
-                raise QueueFull(f"{len(self._queue)} evaluations are waiting already; try again when one ends", 30)
-            job = EvalJob(secrets.token_urlsafe(8), plan, target, title_of(plan.request, len(plan.prompts)))
-            job.progress.total = len(plan.rows)
-        self.store.add_job(job.id, target.model_id, plan.request.model_dump_json())
+            try:  # holds its place while the database row is written; withdrawn if that fails
+                self._queue.add(client, job, what="evaluations")
+            except Refused as e:
+                raise QueueFull.of(e, 30) from None
+        try:
+            self.store.add_job(job.id, target.model_id, plan.request.model_dump_json())
+        except Exception:
+            with self._lock:
+                self._queue.remove(job)
+            raise
         with self._lock:
             self.jobs[job.id] = job
-            self._queue.append(job)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="steer-eval", daemon=True)
                 self._thread.start()
@@ -131,23 +142,25 @@ class Evaluations:
             return False
         job.cancel.set()
         with self._lock:
-            if job in self._queue:
-                self._queue.remove(job)
-                self._end(job, "cancelled", "cancelled before it started")
+            waiting = self._queue.remove(job)
+        if waiting:
+            self._end(job, "cancelled", "cancelled before it started")
         return True
 
     def position(self, job: EvalJob) -> int:
         """How many jobs wait before this one."""
         with self._lock:
-            return list(self._queue).index(job) if job in self._queue else 0
+            order = self._queue.order()
+        return order.index(job) if job in order else 0
 
     def _loop(self) -> None:
         while True:
             with self._lock:
-                if not self._queue or self._stopping:
+                # a job whose database row is still being written (submit) is not taken yet
+                job = None if self._stopping else self._queue.take(lambda j: j.id in self.jobs)
+                if job is None:
                     self._thread = None
                     return
-                job = self._queue.popleft()
             self._run(job)
 
     def _run(self, job: EvalJob) -> None:
