@@ -209,3 +209,16 @@ def test_a_shared_run_is_explained_by_its_id(client):
     assert r.status_code == 200 and r.json()["result"]["why"]["target"]["id"] == run["steered"]["tokens"][2]["id"]
     page = client.get(saved["url"])
     assert f'data-run="{saved["id"]}"' in page.text and 'data-i="0"' in page.text
+
+
+def test_a_repeated_sae_id_counts_once_and_the_count_is_bounded(client):
+    once = client.post("/api/attribute", json={"text": TEXT, "pos": 6, "top": 5, "sae_id": [SAE1, SAE0]})
+    repeated = client.post(
+        "/api/attribute", json={"text": TEXT, "pos": 6, "top": 5, "sae_id": [SAE1, SAE0] + [SAE1] * 1000}
+    )
+    assert once.status_code == repeated.status_code == 200, repeated.text
+    assert len(repeated.content) == len(once.content)  # the answer does not grow with the repeats
+    assert [s["sae_id"] for s in repeated.json()["why"]["saes"]] == [SAE1, SAE0]
+    assert repeated.json()["url"].count("sae_id=") == 2  # kept in the order first given
+    many = client.post("/api/attribute", json={"text": TEXT, "pos": 6, "sae_id": [f"sae{i}" for i in range(65)]})
+    assert many.status_code == 422 and "at most 64" in many.json()["error"]

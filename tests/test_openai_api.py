@@ -243,3 +243,9 @@ def test_one_client_flooding_leaves_room_and_turns_for_another(tiny_db, tmp_path
     assert refused == [429, 429, 429]
     assert "b" in finished and len(finished) == 4, finished
     assert finished.index("b") <= 1, finished  # served in turn, not after the whole flood
+
+
+def test_an_unknown_long_model_name_is_echoed_short(client):
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="m" * 50_000, messages=MESSAGES)
+    assert "m" * 64 + "..." in err.value.message and "m" * 65 not in err.value.message

@@ -205,3 +205,19 @@ def test_suggest_finds_the_feature_a_set_was_made_for(client):
     assert got["feature"]["mode"] == "add" and got["feature"]["sae_id"].endswith("layer1")
     assert got["url"].endswith(f"/{got['feature']['feature']}")
     assert client.get("/api/steer-eval/suggest", params={"prompt_set": "prose"}).status_code == 422
+
+
+def test_recipe_markdown_carries_html_and_markdown_from_users_as_text(client):
+    hostile = ["<script>alert(1)</script> The cat", "[click](javascript:alert(1)) Once", "<img src=x onerror=alert(1)>"]
+    r = client.post(
+        "/api/steer-eval",
+        json=body(prompts=hostile, instruction="<b>bold</b> `tick`", strengths=[2], seeds=1, random_controls=1),
+    )
+    assert r.status_code == 202, r.text
+    job = wait(client, r.json()["json_url"])
+    assert job["status"] == "done", job
+    md = client.get(r.json()["recipe_url"] + ".md").text
+    assert "<script" not in md and "<img" not in md and "<b>" not in md and "[click](" not in md
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; The cat" in md and "&lt;img src=x onerror=alert(1)&gt;" in md
+    assert "\\[click\\](javascript:alert(1)) Once" in md  # no link: the brackets are escaped
+    assert "Instruction (prompt-only arms): &lt;b&gt;bold&lt;/b&gt; \\`tick\\`" in md

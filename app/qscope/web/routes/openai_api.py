@@ -32,6 +32,7 @@ from qscope.steer.worker import QueueFull, SteerJob, WaitedTooLong
 from qscope.web.catalog import Catalog, ModelEntry, NotFound
 from qscope.web.channel import Waiting, channel, next_event, outcome
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
+from qscope.web.errors import bounded
 from qscope.web.openai_schema import ChatRequest, CompletionRequest, ParamError, Sampling, openai_error
 from qscope.web.security import client_key
 
@@ -55,7 +56,7 @@ class OpenAIErrorRoute(APIRoute):
             except SpecError as e:
                 return openai_error(400, str(e))
             except NotFound as e:
-                return openai_error(404, e.message, param="model", code="model_not_found")
+                return openai_error(404, bounded(e.message), param="model", code="model_not_found")
             except QueueFull as e:  # 503 the queue is full, 429 this client's share of it
                 return openai_error(e.status, str(e), headers={"Retry-After": str(e.retry_after_s)})
             except LiveUnavailable as e:
