@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         60.0, description="A steering request's rows stop after generating for this many seconds (queue wait apart)."
     )
     steer_queue_size: int = Field(16, description="Steering requests that may wait; past it: 503 + Retry-After.")
+    steer_queue_per_client: int = Field(
+        8,
+        description="Steering requests (/api/steer, /v1) of one client IP that may wait; past it: 429 + Retry-After "
+        "for that client (0: no share, only the queue size). Waiting requests are served fairly across clients.",
+    )
     steer_queue_wait_s: float = Field(
         30.0, description="A steering request still queued after this many seconds gets 503 + Retry-After."
     )
@@ -77,6 +82,9 @@ class Settings(BaseSettings):
     discover_max_detect_texts: int = Field(64, description="Most texts one POST /api/detect may score.")
     discover_batch_tokens: int = Field(4096, description="Padded tokens per forward pass of a discovery.")
     discover_queue_size: int = Field(8, description="Discover and footprint jobs that may wait; past it: 503.")
+    discover_queue_per_client: int = Field(
+        2, description="Discover and footprint jobs of one client IP that may wait; past it: 429 (0: no share)."
+    )
     # steering evaluations (/steer-eval, POST /api/steer-eval, `qscope steer-eval`): limits and batching
     steer_eval_max_prompts: int = Field(64, description="Most prompts in one evaluation's prompt set.")
     steer_eval_max_prompt_chars: int = Field(2000, description="Longest prompt of an evaluation (characters).")
@@ -88,6 +96,9 @@ class Settings(BaseSettings):
     )
     steer_eval_batch_rows: int = Field(64, description="Rows of one evaluation batch (one batched generation).")
     steer_eval_max_waiting: int = Field(4, description="Evaluations that may wait for their turn; past it: 503.")
+    steer_eval_waiting_per_client: int = Field(
+        2, description="Evaluations of one client IP that may wait for their turn; past it: 429 (0: no share)."
+    )
     # hardening of the server (app/qscope/web/security.py): sizes, per-client rates, cross-origin access
     live_wait_s: float = Field(30.0, description="An /inspect run waits this long for the model, then 503.")
     max_body_bytes: int = Field(64_000, description="Largest request body; past it: 413.")

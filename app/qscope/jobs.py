@@ -3,10 +3,11 @@
 A runner keeps a queue and one thread that runs its jobs in turn (every job runs the one live model, whose lock it
 shares with the live requests batch by batch, so one thread is enough). A job is a function of its `Job`: it
 reports its phase and progress with `job.report(phase, done, total)`, watches `job.cancel` inside its long loops
-and raises `Cancelled` when it is set, and returns what it made (an id). The queue is bounded in all and per
-client (a client's share), and the next job is taken from the clients in turn, so one client's many jobs never
-keep another's waiting behind all of them. Progress carries the rate and the time left of the phase; the log gets
-a plain line per phase and one every few seconds. Finished jobs are kept a while for their status URL.
+and raises `Cancelled` when it is set, and returns what it made (an id). Who waits and who goes next is
+qscope.fairness' FairQueue: bounded in all and per client (a client's share), clients served in turn, so one
+client's many jobs never keep another's waiting behind all of them. Progress carries the rate and the time left
+of the phase; the log gets a plain line per phase and one every few seconds. Finished jobs are kept a while
+for their status URL.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from qscope.fairness import FairQueue, Refused
+
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 5.0
 FINISHED = ("done", "failed", "cancelled")
@@ -30,11 +33,17 @@ class Cancelled(Exception):
 
 
 class QueueFull(RuntimeError):
-    """Too many jobs waiting (in all, or from this client); retry after `retry_after_s`."""
+    """Too many waiting: in all (status 503, everyone waits) or of this client's (status 429, only it waits);
+    retry after `retry_after_s`. The job runner and the steering worker raise it."""
 
-    def __init__(self, message: str, retry_after_s: int = 5) -> None:
+    def __init__(self, message: str, retry_after_s: int = 5, status: int = 503) -> None:
         super().__init__(message)
-        self.retry_after_s = retry_after_s
+        self.retry_after_s, self.status = retry_after_s, status
+
+    @classmethod
+    def of(cls, refused: Refused, retry_after_s: int) -> QueueFull:
+        """The refusal of a fair queue: 429 when the client's own share is full, else 503."""
+        return cls(str(refused), retry_after_s, 429 if refused.mine else 503)
 
 
 @dataclass
@@ -114,9 +123,7 @@ class JobRunner:
         self.name, self.max_waiting, self.per_client, self.keep = name, max_waiting, per_client, keep
         self.on_end, self.clock = on_end, clock
         self.jobs: OrderedDict[str, Job] = OrderedDict()
-        self._waiting: list[tuple[Job, Run]] = []
-        self._served: dict[str, int] = {}  # client -> the count of jobs started when its last one started
-        self._started = 0
+        self._waiting: FairQueue[tuple[Job, Run]] = FairQueue(max_waiting, per_client)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -127,12 +134,10 @@ class JobRunner:
         with self._lock:
             if self._stopping:
                 raise QueueFull("the server is stopping; try again when it is back", 30)
-            if len(self._waiting) >= self.max_waiting:
-                raise QueueFull(f"{len(self._waiting)} jobs are already waiting; try again shortly")
-            mine = sum(j.client == client for j, _ in self._waiting)
-            if self.per_client is not None and mine >= self.per_client:
-                raise QueueFull(f"{mine} of your jobs are already waiting; try again when one has started")
-            self._waiting.append((job, fn))
+            try:
+                self._waiting.add(client, (job, fn), what="jobs")
+            except Refused as e:
+                raise QueueFull.of(e, 5) from None
             self.jobs[job.id] = job
             self._forget_old()
             if self._thread is None or not self._thread.is_alive():
@@ -151,52 +156,36 @@ class JobRunner:
             return job
         job.cancel.set()
         with self._lock:
-            waiting = [w for w in self._waiting if w[0] is job]
-            for w in waiting:
-                self._waiting.remove(w)
-        if waiting:
+            waiting = next((w for w in self._waiting.order() if w[0] is job), None)
+            if waiting is not None:
+                self._waiting.remove(waiting)
+        if waiting is not None:
             self._end(job, "cancelled", "cancelled before it started")
         return job
 
     def position(self, job: Job) -> int:
         """How many jobs will start before this one (0 once it runs)."""
         with self._lock:
-            order = [j for j, _ in self._fair_order()]
+            order = [j for j, _ in self._waiting.order()]
             return order.index(job) if job in order else 0
 
     def shutdown(self, error: str) -> None:
         """The server is stopping: nothing more is taken; what waits or runs ends failed with `error`."""
         with self._lock:
             self._stopping = True
-            self._waiting = []
+            self._waiting = FairQueue(0)
         for job in list(self.jobs.values()):
             if not job.finished:
                 job.cancel.set()
                 job.end("failed", error)
 
-    def _fair_order(self) -> list[tuple[Job, Run]]:
-        """The waiting jobs in the order they will start: clients in turn (the one served longest ago first),
-        each client's own jobs first come, first served."""
-        by_client: dict[str, list[tuple[Job, Run]]] = {}
-        for w in self._waiting:
-            by_client.setdefault(w[0].client, []).append(w)
-        turns = sorted(by_client, key=lambda c: (self._served.get(c, -1), by_client[c][0][0].created))
-        order: list[tuple[Job, Run]] = []
-        while any(by_client.values()):
-            for c in turns:
-                if by_client[c]:
-                    order.append(by_client[c].pop(0))
-        return order
-
     def _next(self) -> tuple[Job, Run] | None:
         with self._lock:
-            if not self._waiting or self._stopping:
+            taken = None if self._stopping else self._waiting.take()
+            if taken is None:
                 self._thread = None
                 return None
-            job, fn = self._fair_order()[0]
-            self._waiting.remove((job, fn))
-            self._started += 1
-            self._served[job.client] = self._started
+            job, fn = taken
             job.state, job.started = "running", self.clock()
             return job, fn
 

@@ -173,3 +173,83 @@ def test_rate_limit_raises_rate_limit_error(tiny_db, tmp_path_factory):
             c.completions.create(model=model, prompt="The", max_tokens=2)
     assert err.value.status_code == 429 and int(err.value.response.headers["retry-after"]) > 0
     assert "Too many completion requests" in err.value.message and err.value.code == "rate_limit_exceeded"
+
+
+def _hold_the_worker(c, model: str):
+    """A streamed generation that repeats itself (never ends early): the worker is busy until it is closed."""
+    long = c.completions.create(
+        model=model, prompt="The", max_tokens=1500, temperature=0, frequency_penalty=-2.0, stream=True
+    )
+    next(iter(long))  # generating
+    return long
+
+
+def test_a_request_queued_past_the_wait_limit_gets_503_with_retry_after_at_the_limit(tiny_db, tmp_path_factory):
+    env = {**SERVER_ENV, "QSCOPE_STEER_QUEUE_WAIT_S": "1"}
+    with serving(tiny_db, tmp_path_factory, **env) as base:
+        c = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=120)
+        model = c.models.list().data[0].id
+        long = _hold_the_worker(c, model)
+        started = time.monotonic()
+        with pytest.raises(openai.InternalServerError) as err:
+            c.completions.create(model=model, prompt="The", max_tokens=1)
+        waited = time.monotonic() - started
+        long.close()
+    assert err.value.status_code == 503 and err.value.response.headers["retry-after"] == "2"
+    assert "waited" in err.value.message and "queue" in err.value.message
+    assert err.value.body["type"] == "server_error" and err.value.code == "overloaded"  # OpenAI's error body
+    assert waited < 10, waited  # answered when the limit passed, not when the long generation ended (60 s)
+
+
+def test_one_client_flooding_leaves_room_and_turns_for_another(tiny_db, tmp_path_factory):
+    """Client A holds the worker and sends as many requests as the queue holds; it gets its share (3), the rest
+    429; client B (another address, via the trusted proxy header) is admitted and served before A's last ones."""
+    env = {
+        **SERVER_ENV,
+        "QSCOPE_STEER_QUEUE_SIZE": "6",
+        "QSCOPE_STEER_QUEUE_PER_CLIENT": "3",
+        "QSCOPE_STEER_MAX_BATCH_ROWS": "1",  # one request per batch: the order they are served in shows
+    }
+    with serving(tiny_db, tmp_path_factory, **env) as base:
+
+        def client(address: str):
+            headers = {"X-Forwarded-For": address}
+            return openai.OpenAI(
+                base_url=base + "/v1", api_key="unused", max_retries=0, timeout=120, default_headers=headers
+            )
+
+        a, b = client("10.0.0.1"), client("10.0.0.2")
+        model = a.models.list().data[0].id
+        long = _hold_the_worker(a, model)
+        finished: list[str] = []
+        refused: list[int] = []
+
+        def ask(c, name: str):
+            try:
+                c.completions.create(model=model, prompt="The", max_tokens=1)
+                finished.append(name)
+            except openai.APIStatusError as e:
+                refused.append(e.status_code)
+
+        flood = [threading.Thread(target=ask, args=(a, f"a{i}")) for i in range(6)]
+        for t in flood:
+            t.start()
+        deadline = time.monotonic() + 30
+        while len(refused) < 3:  # A's share is full
+            assert time.monotonic() < deadline, refused
+            time.sleep(0.05)
+        other = threading.Thread(target=ask, args=(b, "b"))
+        other.start()
+        time.sleep(0.5)  # B's request is queued behind A's three
+        long.close()
+        for t in [*flood, other]:
+            t.join(60)
+    assert refused == [429, 429, 429]
+    assert "b" in finished and len(finished) == 4, finished
+    assert finished.index("b") <= 1, finished  # served in turn, not after the whole flood
+
+
+def test_an_unknown_long_model_name_is_echoed_short(client):
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="m" * 50_000, messages=MESSAGES)
+    assert "m" * 64 + "..." in err.value.message and "m" * 65 not in err.value.message

@@ -48,8 +48,9 @@ def test_a_clients_share_is_bounded_and_others_still_get_in():
     assert started.wait(WAIT_S)  # running: no longer waiting
     runner.submit("k", "a1", fn, client="a")
     runner.submit("k", "a2", fn, client="a")
-    with pytest.raises(QueueFull, match="of your jobs are already waiting"):
+    with pytest.raises(QueueFull, match="of your jobs are waiting already") as mine:
         runner.submit("k", "a3", fn, client="a")
+    assert mine.value.status == 429
     runner.submit("k", "b1", fn, client="b")  # another client is still served
     release.set()
 
@@ -59,9 +60,10 @@ def test_the_queue_in_all_is_bounded():
     fn, started, release = blocker()
     runner.submit("k", "running", fn)
     assert started.wait(WAIT_S)
-    runner.submit("k", "waits", fn)
-    with pytest.raises(QueueFull, match="1 jobs are already waiting"):
-        runner.submit("k", "one too many", fn)
+    runner.submit("k", "waits", fn, client="a")
+    with pytest.raises(QueueFull, match="the queue is full") as full:
+        runner.submit("k", "one too many", fn, client="b")
+    assert full.value.status == 503
     release.set()
 
 
@@ -72,11 +74,11 @@ def test_clients_take_turns_and_each_clients_jobs_keep_their_order():
     first = runner.submit("k", "a0", fn, client="a")
     assert started.wait(WAIT_S)
     jobs = [runner.submit("k", n, recorder(order, n), client=n[0]) for n in ("a1", "a2", "a3", "b1", "b2")]
-    assert [runner.position(j) for j in jobs] == [1, 3, 4, 0, 2]  # b was never served: it goes first, then turns
+    assert [runner.position(j) for j in jobs] == [0, 2, 4, 1, 3]  # clients in turn, each in its own order
     release.set()
     for j in [first, *jobs]:
         wait_finished(j)
-    assert order == ["b1", "a1", "b2", "a2", "a3"]
+    assert order == ["a1", "b1", "a2", "b2", "a3"]
 
 
 def test_cancel_a_waiting_job_ends_it_at_once_and_a_running_one_at_its_next_check():

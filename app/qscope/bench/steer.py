@@ -47,7 +47,7 @@ def concurrent(worker: SteerWorker, lm, rows_of, n: int) -> float:
     jobs = [SteerJob(lm.model, lm.tokenizer, rows_of(), emit) for _ in range(n)]
     t = time.perf_counter()
     for j in jobs:
-        worker.queue.put_nowait(j)
+        worker.submit(j, start=False)
     worker.start()
     for _ in range(n):
         left.acquire()

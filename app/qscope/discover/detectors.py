@@ -10,6 +10,7 @@ that count. Its score is > 0 exactly when it fires:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -126,11 +127,14 @@ def fit_logreg(
     C: float | None = None,
     seed: int = 0,
     screen: int | None = 512,
+    check: Callable[[], None] | None = None,
 ) -> Detector:
     """An L1 logistic regression on train activations of the features [E, F] (each scaled by its train max);
     C by stratified cross-validation (AUROC) when not given. The nonzero weights are the detector's terms.
     With `screen`, only that many features enter the fit: those whose train AUROC is furthest from 1/2 (chosen
-    on train alone; L1 keeps few of them anyway, and the fit costs a fraction)."""
+    on train alone; L1 keeps few of them anyway, and the fit costs a fraction). `check()` is called between the
+    blocks of the screen and before every fit; it raises to stop (a cancelled discovery stops within a block
+    or one fit of a few hundred columns, not after them all)."""
     from sklearn.linear_model import LogisticRegression
 
     scale_F = X_EF.max(axis=0)
@@ -138,10 +142,12 @@ def fit_logreg(
     if len(live) == 0:
         raise DetectorError("no feature fires on the train examples: nothing to fit")
     if screen is not None and len(live) > screen:
-        auc = auroc_from_ranks(column_ranks(X_EF[:, live]), y_E)
+        auc = auroc_from_ranks(column_ranks(X_EF[:, live], check), y_E)
         live = np.sort(live[np.argsort(-np.abs(auc - 0.5), kind="stable")[:screen]])
     Z = X_EF[:, live] / scale_F[live]
-    C = C if C is not None else _choose_C(Z, y_E, seed)
+    C = C if C is not None else _choose_C(Z, y_E, seed, check)
+    if check is not None:
+        check()
     model = LogisticRegression(C=C, l1_ratio=1.0, solver="liblinear", random_state=seed, max_iter=500)
     model.fit(Z, y_E)
     coef = model.coef_[0]
@@ -155,7 +161,7 @@ def fit_logreg(
     return Detector(kind="logreg", terms=terms, intercept=float(model.intercept_[0]), C=C)
 
 
-def _choose_C(Z: np.ndarray, y: np.ndarray, seed: int) -> float:
+def _choose_C(Z: np.ndarray, y: np.ndarray, seed: int, check: Callable[[], None] | None = None) -> float:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
@@ -167,6 +173,8 @@ def _choose_C(Z: np.ndarray, y: np.ndarray, seed: int) -> float:
     for C in C_GRID:
         scores = np.zeros(len(y))
         for tr, te in cv.split(Z, y):
+            if check is not None:
+                check()
             model = LogisticRegression(C=C, l1_ratio=1.0, solver="liblinear", random_state=seed, max_iter=500)
             scores[te] = model.fit(Z[tr], y[tr]).decision_function(Z[te])
         auc = auroc(scores, y)

@@ -24,6 +24,7 @@ from qscope.discover.examples import ExampleSet, split_indices
 from qscope.discover.metrics import auroc_from_ranks, column_ranks
 from qscope.discover.ranking import FeatureScore, Ranking, RankInputs, rank
 from qscope.inputs.numbers import Finite
+from qscope.jobs import Cancelled
 
 LabelOf = Callable[[str, int], str]
 
@@ -130,7 +131,13 @@ def discover(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
 ) -> Discovery:
-    """Rank every feature of every SAE of `runner` on `examples` (Cancelled when `cancel` is set)."""
+    """Rank every feature of every SAE of `runner` on `examples` (Cancelled when `cancel` is set: checked
+    between batches, blocks of columns, shuffles and fits, so it takes effect within a second or two)."""
+
+    def check() -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled")
+
     phases = _Phases(progress)
     with phases("tokenize (examples)", len(examples.texts)):
         enc = tokenize(tokenizer, examples.texts, max_tokens)
@@ -140,15 +147,16 @@ def discover(
         train, test = split_indices(examples.labels, options.test_share, options.seed)
         X_max, keys = pooled.matrix("max")
         inputs = RankInputs(X_max, pooled.matrix("mean")[0], keys, examples.labels, train, test)
-        ranking = rank(inputs, options.top, options.n_random, options.n_shuffles, options.seed)
+        ranking = rank(inputs, options.top, options.n_random, options.n_shuffles, options.seed, check)
     logreg = None
     if options.logreg:
         with phases("logistic regression"):
-            logreg = _logreg(inputs, options.seed, label_of)
+            logreg = _logreg(inputs, options.seed, label_of, check)
     baselines = None
     if options.baselines:
         with phases("baselines (DiffMean, probe)"):
             baselines = _baselines(runner, pooled, inputs, logreg, options.seed)
+    check()  # a cancel that came after the last check: nothing is saved
     listed = [(s.sae_id, s.feature) for s in [*ranking.a_side, *ranking.b_side]]
     listed += logreg.detector.keys if logreg else []
     for b in baselines or []:
@@ -182,11 +190,13 @@ def _examples_out(examples: ExampleSet, enc: Encoded, test: np.ndarray) -> list[
     ]
 
 
-def _logreg(inputs: RankInputs, seed: int, label_of: LabelOf | None) -> LogRegResult | None:
+def _logreg(
+    inputs: RankInputs, seed: int, label_of: LabelOf | None, check: Callable[[], None] | None = None
+) -> LogRegResult | None:
     X_tr, y_tr = inputs.X_max[inputs.train], inputs.y[inputs.train]
     if not (X_tr > 0).any():
         return None
-    detector = fit_logreg(X_tr, y_tr, inputs.keys, seed=seed)
+    detector = fit_logreg(X_tr, y_tr, inputs.keys, seed=seed, check=check)
     if label_of:
         for term in detector.terms:
             term.label = label_of(term.sae_id, term.feature)

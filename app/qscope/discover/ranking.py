@@ -10,6 +10,7 @@ feature of each shuffle, judged on test, should sit near 1/2: its spread is the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,11 +79,20 @@ class RankInputs:
     test: np.ndarray  # int [E_test]
 
 
-def rank(inp: RankInputs, top: int = 30, n_random: int = 200, n_shuffles: int = 20, seed: int = 0) -> Ranking:
+def rank(
+    inp: RankInputs,
+    top: int = 30,
+    n_random: int = 200,
+    n_shuffles: int = 20,
+    seed: int = 0,
+    check: Callable[[], None] | None = None,
+) -> Ranking:
+    """The ranking (see the module docstring); `check()`, called between blocks of columns and shuffles, raises
+    to stop it."""
     live = np.flatnonzero(inp.X_max.max(axis=0) > 0)
     X = inp.X_max[:, live]
     y_tr, y_te = inp.y[inp.train], inp.y[inp.test]
-    ranks_tr, ranks_te = column_ranks(X[inp.train]), column_ranks(X[inp.test])
+    ranks_tr, ranks_te = column_ranks(X[inp.train], check), column_ranks(X[inp.test], check)
     auc_tr, auc_te = auroc_from_ranks(ranks_tr, y_tr), auroc_from_ranks(ranks_te, y_te)
     diff = X[inp.train][y_tr == 1].mean(0) - X[inp.train][y_tr == 0].mean(0)
     order = np.lexsort((-diff, -auc_tr))  # train AUROC, then mean difference
@@ -93,7 +103,7 @@ def rank(inp: RankInputs, top: int = 30, n_random: int = 200, n_shuffles: int = 
         a_side=_scores(inp, live, a_cols, auc_tr, auc_te, positive=1),
         b_side=_scores(inp, live, b_cols, 1 - auc_tr, 1 - auc_te, positive=0),
         baseline=_baseline(auc_te, n_random, rng),
-        shuffle=_shuffle(ranks_tr, ranks_te, inp, n_shuffles, rng),
+        shuffle=_shuffle(ranks_tr, ranks_te, inp, n_shuffles, rng, check),
         n_features=inp.X_max.shape[1],
         n_live=len(live),
     )
@@ -147,10 +157,17 @@ def _baseline(auc_te: np.ndarray, n: int, rng: np.random.Generator) -> Baseline:
 
 
 def _shuffle(
-    ranks_tr: np.ndarray, ranks_te: np.ndarray, inp: RankInputs, n: int, rng: np.random.Generator
+    ranks_tr: np.ndarray,
+    ranks_te: np.ndarray,
+    inp: RankInputs,
+    n: int,
+    rng: np.random.Generator,
+    check: Callable[[], None] | None = None,
 ) -> ShuffleControl:
     train_aucs, test_aucs = [], []
     for _ in range(n if ranks_tr.shape[1] else 0):
+        if check is not None:
+            check()
         y = rng.permutation(inp.y)
         y_tr, y_te = y[inp.train], y[inp.test]
         auc_tr = auroc_from_ranks(ranks_tr, y_tr)

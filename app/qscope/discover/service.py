@@ -77,7 +77,7 @@ class Discovering:
         self.max_tokens = settings.discover_max_tokens
         self.batch_tokens = settings.discover_batch_tokens
         self.max_detect_texts = settings.discover_max_detect_texts
-        self.jobs = JobRunner("jobs", max_waiting=settings.discover_queue_size)
+        self.jobs = JobRunner("jobs", settings.discover_queue_size, settings.discover_queue_per_client)
         self.db_url = settings.app_db_url
         self._db: DiscoverStore | None = None
         self._lock = threading.Lock()
@@ -92,7 +92,9 @@ class Discovering:
     def runner(self, served: Served, sae_ids: list[str] | None = None) -> Runner:
         return runner_for(served, self.batch_tokens, sae_ids, lock=served.lock)
 
-    def start_discovery(self, served: Served, examples: ExampleSet, options: DiscoverOptions) -> Job:
+    def start_discovery(self, served: Served, examples: ExampleSet, options: DiscoverOptions, client: str = "") -> Job:
+        """Queue a discovery as `client`'s job (QueueFull past the queue or the client's share of it)."""
+
         def run(job: Job) -> str:
             d = discover(
                 examples,
@@ -108,7 +110,7 @@ class Discovering:
             job.report("save", 0, 1)
             return self.save_discovery(d)
 
-        return self.jobs.submit("discover", f"{examples.names[0]} vs {examples.names[1]}", run)
+        return self.jobs.submit("discover", f"{examples.names[0]} vs {examples.names[1]}", run, client)
 
     def save_discovery(self, d: Discovery) -> str:
         top = d.ranking.a_side[0].test_auroc if d.ranking.a_side else None
@@ -161,6 +163,7 @@ class Discovering:
         by: By,
         share: float,
         top: int,
+        client: str = "",
     ) -> Job:
         def run(job: Job) -> str:
             rec, _, _ = run_footprints(
@@ -181,7 +184,8 @@ class Discovering:
             )
             return self.save_footprint(rec)
 
-        return self.jobs.submit("footprint", names[0] if b is None else f"{names[0]} vs {names[1]}", run)
+        name = names[0] if b is None else f"{names[0]} vs {names[1]}"
+        return self.jobs.submit("footprint", name, run, client)
 
     def save_footprint(self, rec: FootprintRecord) -> str:
         figure = rec.comparison.overlap if rec.comparison else None

@@ -34,6 +34,7 @@ class Steering:
             settings.steer_max_batch_rows,
             max_wait_s=settings.steer_queue_wait_s,
             gather_s=settings.steer_batch_wait_ms / 1000,
+            per_client=settings.steer_queue_per_client,
         )
         self.db_url = settings.app_db_url
         self._runs: RunStore | None = None

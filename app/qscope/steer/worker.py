@@ -1,10 +1,14 @@
 """The model worker: one thread per process owns the device and runs every steering generation.
 
 Requests become `SteerJob`s (built by `make_job`, which checks the limits and tokenizes in the caller's thread, so a
-bad request fails before it queues). Jobs wait in a bounded queue; a full queue raises QueueFull (HTTP 503), and a
-job that waited longer than `max_wait_s` is answered with a `WaitedTooLong` error (HTTP 503) instead of running.
-When the worker is free it takes the first job and every job queued behind it for the same model (up to
-max_batch_rows rows) and runs them as one batched generation. Tokens and the final result go back through
+bad request fails before it queues). Each job carries its client's key (the address the rate limiter uses); the
+waiting jobs are a qscope.fairness.FairQueue: at most `queue_size` in all (past it: QueueFull, HTTP 503) and
+`per_client` of one client (past it: QueueFull with status 429, for that client only), taken in fair order across
+clients, weighted by rows, so one client's flood does not starve the others. A job still queued after
+`max_wait_s` is answered with a `WaitedTooLong` error (HTTP 503) instead of running: its waiting request calls
+`expire` when the limit passes (qscope.web.channel), and the worker checks again when it takes a job.
+When the worker is free it takes the next job and every job queued for the same model (up to max_batch_rows
+rows, in the same fair order) and runs them as one batched generation. Tokens and the final result go back through
 each job's `emit` callback, from the worker thread; a job's result goes out as soon as its own rows stop, while
 longer rows of its batch run on. Setting `job.cancel` stops the job's rows at the next step. A row's time limit
 counts from the start of its generation, not from when it was queued.
@@ -31,6 +35,7 @@ from typing import Any, Literal
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from qscope.fairness import FairQueue, Refused
 from qscope.jobs import QueueFull
 from qscope.steer.edits import Edit
 from qscope.steer.engine import Row, RowOut, generate
@@ -58,8 +63,9 @@ class SteerJob:
     emit: Emit
     lock: threading.Lock | None = None  # held around each forward (shared with the app's other model users)
     cancel: threading.Event = field(default_factory=threading.Event)  # shared by the rows
-    queued_at: float | None = None  # time.monotonic() when submitted
+    queued_at: float | None = None  # the worker's clock when submitted
     kind: JobKind = "pair"  # "rows": only the rows asked for (qscope.steer.rows), named 0..n-1
+    client: str = ""  # whose request (qscope.web.security.client_key): the fair queue shares by it
 
     def row_names(self) -> tuple:
         return ROW_NAMES[: len(self.rows)] if self.kind == "pair" else tuple(range(len(self.rows)))
@@ -172,9 +178,6 @@ class Background:
     run: Callable[[Callable[[], None]], None]
 
 
-_WAKE: Any = type("_Wake", (), {"model": None, "rows": ()})()  # ends the worker's wait for a live job
-
-
 class SteerWorker:
     """The single model worker of a process (see the module docstring)."""
 
@@ -185,28 +188,38 @@ class SteerWorker:
         retry_after_s: int = 2,
         max_wait_s: float | None = None,
         gather_s: float = 0.0,
+        per_client: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.queue: queue.Queue[SteerJob] = queue.Queue(maxsize=queue_size)
+        self.waiting: FairQueue[SteerJob] = FairQueue(queue_size, per_client)  # guarded by _cond
         self.max_batch_rows, self.retry_after_s, self.max_wait_s = max_batch_rows, retry_after_s, max_wait_s
         # how long a batch that is not full waits for more jobs: clients with many requests in flight send the
         # next ones a moment after a batch ends, and without a wait the first of them would run alone
         self.gather_s = gather_s
+        self.clock = clock  # queue waits are measured on it (tests move it by hand)
         self.batches = 0  # generations started, for tests and the benchmark (counted before any job hears back)
-        self._pending: list[SteerJob] = []  # taken from the queue but for another model than the batch's
         self.background: queue.Queue[Background] = queue.Queue()  # runs when no live job waits
+        self._cond = threading.Condition()  # a job or background work arrived
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    def submit(self, job: SteerJob) -> None:
-        job.queued_at = time.monotonic()
-        try:
-            self.queue.put_nowait(job)
-        except queue.Full:
-            raise QueueFull(
-                f"the steering queue is full ({self.queue.maxsize} requests waiting); try again shortly",
-                self.retry_after_s,
-            ) from None
-        self.start()
+    def queued(self) -> int:
+        """Live jobs waiting now."""
+        with self._cond:
+            return len(self.waiting)
+
+    def submit(self, job: SteerJob, start: bool = True) -> None:
+        """Queue a live job (QueueFull when the queue, or its client's share of it, is full) and start the thread
+        (unless `start` is False: the benchmark queues many before the first batch)."""
+        with self._cond:
+            try:
+                self.waiting.add(job.client, job, cost=len(job.rows), what="steering requests")
+            except Refused as e:
+                raise QueueFull.of(e, self.retry_after_s) from None
+            job.queued_at = self.clock()
+            self._cond.notify_all()
+        if start:
+            self.start()
 
     def start(self) -> None:
         with self._start_lock:
@@ -217,39 +230,51 @@ class SteerWorker:
     def submit_background(self, work: Background) -> None:
         """Queue background work (unbounded: its clients bound themselves); it runs when no live job waits."""
         self.background.put(work)
-        try:
-            self.queue.put_nowait(_WAKE)  # the worker may be waiting for a live job
-        except queue.Full:
-            pass  # live jobs wait: the worker comes back to the background queue after them
+        with self._cond:
+            self._cond.notify_all()  # the worker may be waiting for a live job
         self.start()
 
-    def _loop(self) -> None:
-        while True:
-            first = self._pending.pop(0) if self._pending else self._next_job()
-            if isinstance(first, Background):
-                self._run_background(first)
-            elif first is not _WAKE and not self._expired(first):
-                self.run_batch(self._coalesce(first))
+    def deadline(self, job: SteerJob) -> float | None:
+        """When (on the worker's clock) the job has waited as long as it may, or None for no limit."""
+        if self.max_wait_s is None or job.queued_at is None:
+            return None
+        return job.queued_at + self.max_wait_s
+
+    def expire(self, job: SteerJob) -> bool:
+        """Called when the job's deadline passes: if it still waits, it leaves the queue and is told why (a
+        WaitedTooLong error); False when it has started (or ended) already."""
+        with self._cond:
+            overdue = self._overdue(job) is not None and self.waiting.remove(job)
+        return overdue and self._expired(job)
+
+    def _overdue(self, job: SteerJob) -> float | None:
+        """How long the job has waited, when that is past max_wait_s; else None."""
+        waited = self.clock() - job.queued_at if job.queued_at is not None else 0.0
+        return waited if self.max_wait_s is not None and waited > self.max_wait_s else None
 
     def _expired(self, job: SteerJob) -> bool:
         """Whether the job waited past max_wait_s; if so it is told, and will not run."""
-        waited = time.monotonic() - job.queued_at if job.queued_at is not None else 0.0
-        if self.max_wait_s is None or waited <= self.max_wait_s:
+        waited = self._overdue(job)
+        if waited is None:
             return False
         message = f"the request waited {waited:.0f} s in the steering queue (at most {self.max_wait_s:g}); try again"
         job.emit_safely("error", WaitedTooLong(message))
         return True
 
-    def _next_job(self) -> SteerJob | Background:
-        """A waiting live job first, else background work, else wait for a live job (or a wake-up)."""
-        try:
-            return self.queue.get_nowait()
-        except queue.Empty:
-            pass
-        try:
-            return self.background.get_nowait()
-        except queue.Empty:
-            return self.queue.get()
+    def _loop(self) -> None:
+        while True:
+            batch = self.take_batch()
+            if batch:
+                self.run_batch(batch)
+                continue
+            try:
+                work = self.background.get_nowait()
+            except queue.Empty:
+                with self._cond:
+                    if not len(self.waiting) and self.background.empty():
+                        self._cond.wait()
+                continue
+            self._run_background(work)
 
     def _run_background(self, work: Background) -> None:
         try:
@@ -259,34 +284,39 @@ class SteerWorker:
 
     def serve_live(self) -> None:
         """Run the live jobs waiting now, each batch to its end (background work calls this between steps)."""
+        while batch := self.take_batch():
+            self.run_batch(batch)
+
+    def take_batch(self) -> list[SteerJob]:
+        """The next job in fair order and the jobs queued (or arriving within gather_s) for the same model, up to
+        max_batch_rows rows, in the same order; [] when none waits. Jobs that waited too long are answered."""
         while True:
-            try:
-                job = self._pending.pop(0) if self._pending else self.queue.get_nowait()
-            except queue.Empty:
-                return
-            if job is not _WAKE and not self._expired(job):
-                self.run_batch(self._coalesce(job))
+            with self._cond:
+                first = self.waiting.take()
+            if first is None:
+                return []
+            if not self._expired(first):
+                return self._coalesce(first)
 
     def _coalesce(self, first: SteerJob) -> list[SteerJob]:
-        """`first` and the jobs queued behind it (or arriving within gather_s) for the same model, up to
-        max_batch_rows rows."""
         batch, n_rows = [first], len(first.rows)
         deadline = time.monotonic() + self.gather_s
+
+        def fits(job: SteerJob) -> bool:
+            return job.model is first.model and n_rows + len(job.rows) <= self.max_batch_rows
+
         while n_rows < self.max_batch_rows:
-            try:
-                wait = deadline - time.monotonic()
-                job = self.queue.get(timeout=wait) if wait > 0 else self.queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not _WAKE and self._expired(job):
-                continue
-            if job.model is first.model and n_rows + len(job.rows) <= self.max_batch_rows:
+            with self._cond:
+                job = self.waiting.take(fits)
+                if job is None:
+                    wait = deadline - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
+                    continue
+            if not self._expired(job):
                 batch.append(job)
                 n_rows += len(job.rows)
-            else:
-                self._pending.append(job)
-                if job.model is first.model:
-                    break
         return batch
 
     def run_batch(self, jobs: list[SteerJob]) -> None:

@@ -134,6 +134,7 @@ def job_json(job: Job) -> dict:
 
 
 def busy(e: QueueFull) -> JSONResponse:
+    """503 when the job queue is full, 429 when the client's own share of it is."""
     return JSONResponse(
-        {"status": 503, "error": str(e)}, status_code=503, headers={"Retry-After": str(e.retry_after_s)}
+        {"status": e.status, "error": str(e)}, status_code=e.status, headers={"Retry-After": str(e.retry_after_s)}
     )

@@ -1,8 +1,10 @@
 """Error pages: 404s that say what exists, 422s that say which parameter is wrong and why, never a 500 for
-bad input. Each answers in the format asked for: HTML, or JSON for a `.json` path."""
+bad input. Each answers in the format asked for: HTML, or JSON for a `.json` path. A 404 echoes at most the first
+ID_SHOWN characters of an id it was given (`shown`, `bounded`): a 60 KB id is not sent back."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +36,22 @@ TITLES = {
 }
 
 
+ID_SHOWN = 64  # characters of a user's id an error message echoes
+# a quoted value in a message, as f"{value!r}" writes it: 'text' or "text", with backslash escapes inside
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'" + "|" + r'"(?:[^"\\]|\\.)*"')
+
+
+def shown(value: str) -> str:
+    """`value` as an error echoes it: its first ID_SHOWN characters, and "..." when there were more."""
+    return value if len(value) <= ID_SHOWN else value[:ID_SHOWN] + "..."
+
+
+def bounded(message: str) -> str:
+    """`message` with each quoted value in it (the ids 404 messages name with !r) cut by `shown`; one home for
+    every 404, whichever module wrote its message."""
+    return _QUOTED.sub(lambda m: m[0][0] + shown(m[0][1:-1]) + m[0][-1], message)
+
+
 class Unprocessable(Exception):
     """A request whose parameters are well-formed but unusable; the message tells the user what to change."""
 
@@ -42,6 +60,8 @@ def error_response(
     request: Request, status: int, message: str, exists: Sequence[tuple[str, str]] = (), what: str = ""
 ) -> Response:
     title = TITLES.get(status, "Error")
+    if status == 404:
+        message = bounded(message)
     if request.url.path.startswith("/v1/"):  # the OpenAI-compatible API: errors its clients can parse
         # OpenAI answers a request it cannot take with 400, never 422 (the schema documents /v1 that way)
         response: Response = openai_error(400 if status == 422 else status, message)
@@ -114,7 +134,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(QueueFull)
     async def queue_full(request: Request, exc: QueueFull) -> Response:
-        response = error_response(request, 503, str(exc))
+        response = error_response(request, exc.status, str(exc))  # 503 the queue is full, 429 the client's share
         response.headers["Retry-After"] = str(exc.retry_after_s)
         return response
 
@@ -124,7 +144,7 @@ def install(app: FastAPI) -> None:
             catalog = request.app.state.catalog
             exists = [(f"model {m.model_id}", urls.home() + "#" + m.model_id) for m in catalog]
             exists += [("search", urls.search()), ("inspect", urls.inspect())]
-            return error_response(request, 404, f"Nothing at {request.url.path}.", exists, "pages that exist")
+            return error_response(request, 404, f"Nothing at {shown(request.url.path)}.", exists, "pages that exist")
         response = error_response(request, exc.status_code, str(exc.detail))
         response.headers.update(exc.headers or {})
         if exc.status_code == 405:  # every GET route answers HEAD too (qscope.web.security)

@@ -10,13 +10,12 @@ Clients and schema-driven tests rely on this.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from starlette.routing import BaseRoute
 
+from qscope.web.methods import all_routes
 from qscope.web.security import DISCOVER_PATHS, INSPECT_PATHS, OPENAI_PATHS, SHARE_PATHS, STEER_PATHS
 from qscope.web.twins import SUFFIX, TwinRoute
 
@@ -78,20 +77,9 @@ def _kind(path: str, op: dict[str, Any]) -> str:
     return "html"
 
 
-def _all_routes(routes: Sequence[BaseRoute]) -> Iterator[BaseRoute]:
-    """Every route, those of included routers too: FastAPI (0.16x) keeps an included router as one entry of
-    app.routes that holds the router (`original_router`), not as copies of its routes."""
-    for route in routes:
-        included = getattr(route, "original_router", None)
-        if included is not None:
-            yield from _all_routes(included.routes)
-        else:
-            yield route
-
-
 def _add_twins(app: FastAPI, paths: dict[str, Any]) -> None:
     """A `.json` path beside every page path (TwinRoute), with its own operation ids."""
-    for route in _all_routes(app.routes):
+    for route in all_routes(app.routes):
         if isinstance(route, TwinRoute) and route.path_format in paths:
             ops = copy.deepcopy(paths[route.path_format])
             for op in ops.values():

@@ -4,7 +4,8 @@
   script, no eval); inline `style` attributes stay allowed (the shading of tokens is one CSS variable per span),
   `<style>` elements do not. Pages may be framed by this origin only; a feature card asked for with a real
   `embed=1` parameter sets its own policy (`csp(frame="*")`), which the Guard leaves as it is.
-- HEAD: answered as GET with the body left out (same status and headers), on every GET route.
+- HEAD: answered as GET with the body left out (same status and headers), on every GET route; a GET or HEAD of a
+  path that only takes POST is a 405 with Allow (qscope.web.methods), not a 404 of the catch-all page routes.
 - Sizes: a path + query longer than Settings.max_url_chars gets 414, a body over Settings.max_body_bytes 413
   (checked on Content-Length, and counted when the body comes chunked).
 - JSON bodies: not UTF-8, not JSON, non-finite numbers, lone surrogates get a 422 naming the place
@@ -30,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qscope.config import Settings
 from qscope.web.bodies import body_problem, is_json
+from qscope.web.methods import allowed_instead, without_get
 
 # renders a refusal (scope, status, message, headers) as the ASGI app that answers it: qscope.web.errors.refusal
 Refuse = Callable[[Scope, int, str, dict[str, str]], ASGIApp]
@@ -126,6 +128,7 @@ class Guard:
         self.inspect = RateLimiter(settings.rate_inspect_per_min, settings.rate_inspect_burst)
         self.share = RateLimiter(settings.rate_share_per_min, settings.rate_share_burst)
         self.openai = RateLimiter(settings.rate_openai_per_min, settings.rate_openai_burst)
+        self._post_only: list | None = None  # the app's routes of POST-only paths, found on the first request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -144,6 +147,12 @@ class Guard:
         status, message, headers = refusal
         await self.error(scope, status, message, headers)(scope, receive, send)
 
+    def _allowed_instead(self, scope: Scope) -> list[str]:
+        if self._post_only is None:
+            app = scope.get("app")  # set by Starlette before the middleware runs
+            self._post_only = without_get(app.routes) if app is not None else []
+        return allowed_instead(self._post_only, scope)
+
     def _body_limit(self, scope: Scope) -> int:
         return self.max_discover_body if scope["path"] in DISCOVER_PATHS else self.max_body
 
@@ -152,6 +161,8 @@ class Guard:
         url_chars = len(scope.get("raw_path") or scope["path"]) + len(scope.get("query_string", b""))
         if url_chars > self.max_url:
             return 414, f"The URL has {url_chars:,} characters; at most {self.max_url:,} are accepted.", {}
+        if scope["method"] == "GET" and (allowed := self._allowed_instead(scope)):
+            return 405, f"This path takes {' or '.join(allowed)}, not GET or HEAD.", {"Allow": ", ".join(allowed)}
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self._body_limit(scope)):
             return 413, f"The request body is over {self._body_limit(scope):,} bytes.", {}
@@ -168,7 +179,7 @@ class Guard:
             bucket, what = self.inspect, "searches that run the model"
         elif scope["method"] == "POST" and scope["path"] in DISCOVER_PATHS:
             bucket, what = self.inspect, "model runs"
-        if bucket is not None and (wait := bucket.take(_client(scope))):
+        if bucket is not None and (wait := bucket.take(client_key(scope))):
             retry = max(1, math.ceil(wait))
             return 429, f"Too many {what} from your address; try again in {retry} s.", {"Retry-After": str(retry)}
         return None
@@ -178,7 +189,10 @@ def _header(scope: Scope, name: bytes) -> str:
     return dict(scope["headers"]).get(name, b"").decode("latin-1")
 
 
-def _client(scope: Scope) -> str:
+def client_key(scope: Scope) -> str:
+    """Who sent a request, as every per-client limit counts it: the client address (uvicorn puts the proxy's
+    X-Forwarded-For there when FORWARDED_ALLOW_IPS trusts the proxy). The rate buckets and the fair shares of the
+    queues (qscope.fairness) both key on it."""
     client = scope.get("client")
     return client[0] if client else "unknown"
 

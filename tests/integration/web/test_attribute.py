@@ -249,3 +249,16 @@ def test_the_suppression_rule_is_chosen_by_name_and_said(client):
     assert '<option value="ablate" selected>' in part.text
     bad = client.post("/api/attribute", json={"text": TEXT, "pos": 6, "suppress_mode": "zero"})
     assert bad.status_code == 422
+
+
+def test_a_repeated_sae_id_counts_once_and_the_count_is_bounded(client):
+    once = client.post("/api/attribute", json={"text": TEXT, "pos": 6, "top": 5, "sae_id": [SAE1, SAE0]})
+    repeated = client.post(
+        "/api/attribute", json={"text": TEXT, "pos": 6, "top": 5, "sae_id": [SAE1, SAE0] + [SAE1] * 1000}
+    )
+    assert once.status_code == repeated.status_code == 200, repeated.text
+    assert len(repeated.content) == len(once.content)  # the answer does not grow with the repeats
+    assert [s["sae_id"] for s in repeated.json()["why"]["saes"]] == [SAE1, SAE0]
+    assert repeated.json()["url"].count("sae_id=") == 2  # kept in the order first given
+    many = client.post("/api/attribute", json={"text": TEXT, "pos": 6, "sae_id": [f"sae{i}" for i in range(65)]})
+    assert many.status_code == 422 and "at most 64" in many.json()["error"]

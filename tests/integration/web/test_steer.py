@@ -77,7 +77,7 @@ def test_full_queue_gives_503_with_retry_after(client):
     real = steering.worker
     idle = SteerWorker(queue_size=1)
     idle.start = lambda: None  # no thread: what is queued stays queued
-    idle.queue.put_nowait(object())
+    idle.waiting.add("another client", object())
     steering.worker = idle
     try:
         r = client.post("/api/steer", json=spec())
@@ -134,8 +134,8 @@ def test_worker_coalesces_queued_jobs_and_cancels_rows(client):
 
     worker = SteerWorker(queue_size=4)
     for j in (job(0), job(1, cancel_after=2), job(2)):
-        worker.queue.put_nowait(j)
-    batch = worker._coalesce(worker.queue.get())
+        worker.submit(j, start=False)
+    batch = worker.take_batch()
     assert len(batch) == 3
     worker.run_batch(batch)
     assert worker.batches == 1

@@ -287,3 +287,19 @@ def test_suggest_finds_the_feature_a_set_was_made_for(client):
 def test_an_unknown_measure_is_a_422(client):
     r = client.post("/api/steer-eval", json=body(measure="vibes"))
     assert r.status_code == 422 and "measure" in r.text
+
+
+def test_recipe_markdown_carries_html_and_markdown_from_users_as_text(client):
+    hostile = ["<script>alert(1)</script> The cat", "[click](javascript:alert(1)) Once", "<img src=x onerror=alert(1)>"]
+    r = client.post(
+        "/api/steer-eval",
+        json=body(prompts=hostile, instruction="<b>bold</b> `tick`", strengths=[2], seeds=1, random_controls=1),
+    )
+    assert r.status_code == 202, r.text
+    job = wait(client, r.json()["json_url"])
+    assert job["status"] == "done", job
+    md = client.get(r.json()["recipe_url"] + ".md").text
+    assert "<script" not in md and "<img" not in md and "<b>" not in md and "[click](" not in md
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; The cat" in md and "&lt;img src=x onerror=alert(1)&gt;" in md
+    assert "\\[click\\](javascript:alert(1)) Once" in md  # no link: the brackets are escaped
+    assert "Instruction (prompt-only arms): &lt;b&gt;bold&lt;/b&gt; \\`tick\\`" in md

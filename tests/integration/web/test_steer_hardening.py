@@ -203,7 +203,7 @@ def test_queue_wait_past_its_limit_is_a_503_with_retry_after(client):
     try:
         caller.start()
         deadline = time.monotonic() + 30
-        while stalled.queue.qsize() == 0:
+        while stalled.queued() == 0:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         time.sleep(0.4)
@@ -214,3 +214,19 @@ def test_queue_wait_past_its_limit_is_a_503_with_retry_after(client):
     r = answer["r"]
     assert r.status_code == 503 and r.headers["retry-after"], r.text
     assert "waited" in r.json()["error"] and "queue" in r.json()["error"]
+
+
+# round three: a 404 echoes at most a short prefix of the id it was given
+
+
+def test_a_404_echoes_at_most_a_prefix_of_a_long_id(client):
+    long_id = "x" * 60_000
+    r = client.post("/api/steer/share", json={"run": long_id})
+    assert r.status_code == 404, r.status_code
+    error = r.json()["error"]
+    assert "x" * 64 + "..." in error and "x" * 65 not in error and len(r.content) < 1_000, len(r.content)
+    assert error.startswith("No recent run") and error.endswith("run it again, then share.")  # the rest is intact
+    page = client.get("/steer/" + "y" * 7_000)  # a long id in the path (the URL limit is 8,000)
+    assert page.status_code == 404 and "y" * 64 + "..." in page.text and "y" * 65 not in page.text
+    nothing = client.get("/-/" + "z" * 7_000)
+    assert nothing.status_code == 404 and "z" * 65 not in nothing.text

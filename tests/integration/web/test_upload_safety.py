@@ -20,7 +20,7 @@ from qscope.store import untrusted
 from qscope.web import create_app
 
 MAX_ROWS = 1000
-SECRET = "TOP-SECRET-7f3c9a"
+PLANTED = "TOP-PLANTED-7f3c9a"
 META = """CREATE TABLE meta AS SELECT 'qscope' AS key, '{"model_id": "m", "name_a": "A"}' AS value"""
 FOOTPRINT = (
     "CREATE TABLE footprint AS SELECT 'SAE-x' AS sae_id, range::INTEGER AS feature, 'l' AS label, "
@@ -84,9 +84,9 @@ def assert_refused(r, *words: str, hidden: tuple[str, ...] = ()):
 
 @pytest.fixture
 def secret_file(tmp_path):
-    secret = tmp_path / "secret.txt"
-    secret.write_text(SECRET)
-    return secret
+    planted_file = tmp_path / "secret.txt"
+    planted_file.write_text(PLANTED)
+    return planted_file
 
 
 def test_a_view_over_a_server_file_is_refused_and_nothing_of_it_is_kept(client, app_db, tmp_path, secret_file):
@@ -96,22 +96,22 @@ def test_a_view_over_a_server_file_is_refused_and_nothing_of_it_is_kept(client, 
         f"(SELECT content FROM read_text('{secret_file}')), 'name_a', 'A') AS value",
         FOOTPRINT.format(n=4),
     )
-    assert_refused(upload(client, path), "fp.duckdb", "views", hidden=(SECRET, str(secret_file)))
-    assert SECRET not in saved_text(app_db) and SECRET not in client.get("/footprints.json").text
+    assert_refused(upload(client, path), "fp.duckdb", "views", hidden=(PLANTED, str(secret_file)))
+    assert PLANTED not in saved_text(app_db) and PLANTED not in client.get("/footprints.json").text
 
 
 def test_a_glob_view_lists_no_folder(client, app_db, tmp_path):
     folder = tmp_path / "private"
     folder.mkdir()
-    (folder / f"{SECRET}.key").write_text("x")
+    (folder / f"{PLANTED}.key").write_text("x")
     path = duckdb_file(
         tmp_path / "fp.duckdb",
         META,
         "CREATE VIEW footprint AS SELECT file AS sae_id, 1 AS feature, file AS label, 0.5::DOUBLE AS fire_a, "
         f"0.5::DOUBLE AS mass_a FROM glob('{folder}/*')",
     )
-    assert_refused(upload(client, path), "views", hidden=(SECRET, str(folder)))
-    assert SECRET not in saved_text(app_db)
+    assert_refused(upload(client, path), "views", hidden=(PLANTED, str(folder)))
+    assert PLANTED not in saved_text(app_db)
 
 
 def test_a_view_of_six_million_rows_is_refused_at_once(client, tmp_path):
@@ -132,7 +132,7 @@ def test_macros_and_computed_columns_are_refused(client, tmp_path, secret_file):
         FOOTPRINT.format(n=4),
         f"CREATE MACRO leak() AS TABLE SELECT * FROM read_text('{secret_file}')",
     )
-    assert_refused(upload(client, macro), "macro.duckdb", "macros", hidden=(SECRET,))
+    assert_refused(upload(client, macro), "macro.duckdb", "macros", hidden=(PLANTED,))
     computed = duckdb_file(
         tmp_path / "computed.duckdb",
         META,

@@ -81,6 +81,11 @@ def test_head_of_a_missing_page_is_a_404_without_a_body(client):
         ("POST", "/-/health", {"GET", "HEAD"}),
         ("PUT", "/api/steer", {"POST"}),
         ("DELETE", "/api/steer/share", {"POST"}),
+        ("HEAD", "/api/steer", {"POST"}),  # a POST-only path is not a page /{model_id}/{sae_id} that is missing
+        ("GET", "/api/steer", {"POST"}),
+        ("HEAD", "/api/attribute", {"POST"}),
+        ("HEAD", "/v1/chat/completions", {"POST"}),
+        ("GET", "/api/jobs/abc/cancel", {"POST"}),
     ],
 )
 def test_405_says_what_is_allowed(client, method, path, allowed):

@@ -4,7 +4,9 @@ priority), their progress is kept in memory for the page's event stream and writ
 heartbeat.
 
 A finished job's recipe is saved by qscope.steer.evaluate.recipes in one transaction; a failed or cancelled job
-keeps no result. When the server stops, its unfinished jobs are marked failed.
+keeps no result. When the server stops, its unfinished jobs are marked failed. Waiting jobs are a
+qscope.fairness.FairQueue: at most `max_waiting` in all (503 past it) and `per_client` of one client (429 past
+it, for that client only), started in turn across clients.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ def from_settings(settings: Settings, worker: SteerWorker) -> Evaluations:
         eval_limits(settings),
         settings.steer_eval_batch_rows,
         settings.steer_eval_max_waiting,
+        settings.steer_eval_waiting_per_client,
     )
 
 

@@ -1,5 +1,9 @@
 """A recipe as Markdown: the verdict, the spec, the sweep table, examples, prompts and the identity of what it
-ran on. Text only; the page at /recipes/{id} draws the plots."""
+ran on. Text only; the page at /recipes/{id} draws the plots.
+
+Every text a person or the model wrote (prompts, the instruction, generated examples, names, notes) goes in
+through `_text`, so HTML in it stays text wherever the Markdown is rendered (`<script>` arrives as `&lt;script&gt;`)
+and Markdown in it makes no link, image, code span, emphasis or table cell."""
 
 from __future__ import annotations
 
@@ -28,8 +32,16 @@ def _promoted(result: EvalResult) -> str:
     return f"{len(result.promoted)} tokens, ids " + ", ".join(f"{t} ({w:.2f})" for t, w in result.promoted.items())
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ⏎ ")
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}  # HTML (tags, comments, entities) stays text
+_MARKUP = set("\\`*_[]|")  # links and images need [ ], code spans `, emphasis * _, table cells |
+
+
+def _text(text: str) -> str:
+    """User or model text as inline Markdown that renders as exactly that text, on one line."""
+    out = []
+    for ch in text:
+        out.append(_ENTITIES.get(ch) or ("\\" + ch if ch in _MARKUP else ch))
+    return "".join(out).replace("\r\n", "\n").replace("\n", " ⏎ ").replace("\r", " ⏎ ")
 
 
 def to_markdown(result: EvalResult, title: str, url: str = "") -> str:
@@ -41,11 +53,13 @@ def to_markdown(result: EvalResult, title: str, url: str = "") -> str:
         f"**Verdict: {v.status}{strength}** (goal: {v.goal} the concept, measured by what the feature "
         f"{v.measure}). {v.reason}."
     )
-    lines = [f"# Recipe: {title}", "", verdict, ""]
+    lines = [f"# Recipe: {_text(title)}", "", verdict, ""]
     if url:
         lines += [f"Permalink: {url} (JSON: {url}.json)", ""]
     lines += ["## Intervention", "", "| SAE | feature | mode | strength sign |", "|---|---|---|---|"]
-    lines += [f"| {f.sae_id} | {f.feature} | {f.mode} | {'-' if f.strength < 0 else '+'} |" for f in spec.features]
+    lines += [
+        f"| {_text(f.sae_id)} | {f.feature} | {f.mode} | {'-' if f.strength < 0 else '+'} |" for f in spec.features
+    ]
     lines += [
         "",
         f"Concept read back: feature {result.concept.feature} of {result.concept.sae_id}. Sweep: "
@@ -60,7 +74,7 @@ def to_markdown(result: EvalResult, title: str, url: str = "") -> str:
         "",
     ]
     if result.request.instruction:
-        lines += [f"Instruction (prompt-only arms): `{_cell(result.request.instruction)}`", ""]
+        lines += [f"Instruction (prompt-only arms): {_text(result.request.instruction)}", ""]
     for i, c in enumerate(result.controls):
         lines.append(f"Random control set {i + 1}: " + ", ".join(f"{f.sae_id}#{f.feature}" for f in c))
     lines += [
@@ -86,7 +100,7 @@ def to_markdown(result: EvalResult, title: str, url: str = "") -> str:
                 f"| {p.arm} | {s} | " + " | ".join(_num(p.metrics[k]) if k in p.metrics else "–" for k in names) + " |"
             )
     lines += _examples(result)
-    lines += ["", "## Prompts", ""] + [f"{i + 1}. {_cell(p)}" for i, p in enumerate(result.prompts)]
+    lines += ["", "## Prompts", ""] + [f"{i + 1}. {_text(p)}" for i, p in enumerate(result.prompts)]
     ident = result.identity
     lines += ["", "## Ran on", "", f"- model `{ident.model_id}` ({ident.device}, {ident.dtype})"]
     lines += [f"  - `{f.name}` sha256 `{f.sha256}`" for f in ident.model]
@@ -98,7 +112,7 @@ def to_markdown(result: EvalResult, title: str, url: str = "") -> str:
         f"{ident.transformers_version}; {len(result.rows)} rows in {result.seconds:.1f} s "
         f"({result.rows_per_s:.1f} rows/s)"
     ]
-    lines += [f"- note: {n}" for n in result.notes]
+    lines += [f"- note: {_text(n)}" for n in result.notes]
     return "\n".join(lines) + "\n"
 
 
@@ -116,7 +130,7 @@ def _examples(result: EvalResult) -> list[str]:
                 "|---|---|---|---|---|",
             ]
             out += [
-                f"| {_cell(e.prompt)} | {_cell(e.text)} | {_cell(e.unsteered)} | {_share(e.concept)} | "
+                f"| {_text(e.prompt)} | {_text(e.text)} | {_text(e.unsteered)} | {_share(e.concept)} | "
                 f"{_share(e.writes)} |"
                 for e in items
             ]

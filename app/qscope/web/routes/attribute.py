@@ -17,7 +17,7 @@ from typing import Annotated, Literal, NamedTuple
 
 from fastapi import APIRouter, Query, Request
 from fastapi.encoders import jsonable_encoder
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from qscope.live.runner import Limits, LiveModel
 from qscope.live.why import Why, WhyError, explain
@@ -37,6 +37,7 @@ router = APIRouter(route_class=TwinRoute)
 SUPPRESS_TOKENS = 24  # tokens a suppression of a plain text generates (a run keeps its own max_new_tokens)
 SUPPRESS_TOP = 3  # features ablated by the ready-made `suppress` spec
 SuppressMode = Literal["subtract", "ablate"]  # qscope.steer.spec.OFF_MODES
+MAX_SAE_IDS = 64  # distinct SAEs one attribution may name (a repeated one counts once)
 
 
 class AttributeRequest(BaseModel):
@@ -55,13 +56,26 @@ class AttributeRequest(BaseModel):
         None, description="Token whose logit is explained (text of one token, or '#id'); default: the token at pos."
     )
     contrast: str | None = Field(None, description="Explain logit(target) - logit(contrast) instead.")
-    sae_id: list[str] = Field(default_factory=list, description="SAEs to attribute over; default: all the model's.")
+    sae_id: list[str] = Field(
+        default_factory=list,
+        description=f"SAEs to attribute over (a repeated one counts once; at most {MAX_SAE_IDS}); default: all the "
+        "model's.",
+    )
     top: int = Field(20, ge=1, le=100, description="Features listed (each way).")
     suppress_mode: SuppressMode = Field(
         "subtract",
         description="How `suppress` turns features off: subtract (exactly activation x decoder row, what the "
         "attribution estimates) or ablate (divided by the encoder gain: the feature is 0 when encoded again).",
     )
+
+    @field_validator("sae_id")
+    @classmethod
+    def _distinct(cls, sae_ids: list[str]) -> list[str]:
+        """Each SAE once, in the order first given (1,000 repeats of one id are that id), and a bounded number."""
+        distinct = list(dict.fromkeys(sae_ids))
+        if len(distinct) > MAX_SAE_IDS:
+            raise ValueError(f"{len(distinct)} distinct SAEs given; at most {MAX_SAE_IDS}")
+        return distinct
 
 
 class AttributeQuery(AttributeRequest):

@@ -30,6 +30,7 @@ from qscope.web.discovering import (
     served_async,
 )
 from qscope.web.render import jsonable, render, templates
+from qscope.web.security import client_key
 from qscope.web.twins import TwinRoute
 
 router = APIRouter(route_class=TwinRoute)  # pages: each answers at its path + .json too
@@ -143,7 +144,7 @@ async def discover_api(
         model = await served_async(catalog, live, body.model_id)
         examples = example_set(body, discovering.limits, model.corpus_dir, body.options.seed)
     try:
-        job = discovering.start_discovery(model, examples, body.options)
+        job = discovering.start_discovery(model, examples, body.options, client_key(request.scope))
     except QueueFull as e:
         return busy(e)
     return await job_answer(request, job, body.wait, discovering.discovery, urls.discovery)

@@ -29,6 +29,7 @@ from qscope.web.discovering import (
 )
 from qscope.web.render import jsonable, render
 from qscope.web.routes.discover import DemoInfo, demo_infos, job_answer, prefill
+from qscope.web.security import client_key
 from qscope.web.twins import TwinRoute
 
 router = APIRouter(route_class=TwinRoute)  # pages: each answers at its path + .json too
@@ -94,7 +95,8 @@ async def footprints_api(
         model = await served_async(catalog, live, body.model_id)
         a, b, names, notes = datasets(body, discovering.limits, model.corpus_dir)
     try:
-        job = discovering.start_footprint(model, a, b, names, notes, body.by, body.share, body.top)
+        client = client_key(request.scope)
+        job = discovering.start_footprint(model, a, b, names, notes, body.by, body.share, body.top, client)
     except QueueFull as e:
         return busy(e)
     return await job_answer(request, job, body.wait, discovering.footprint, urls.footprint)

@@ -23,6 +23,6 @@ class Health(BaseModel):
 
 @router.get("/-/health", response_model=Health, summary="Liveness: the server answers and what it serves")
 def health(request: Request, catalog: CatalogDep) -> Health:
-    waiting = request.app.state.steering.worker.queue.qsize()
+    waiting = request.app.state.steering.worker.queued()
     models, ready = [m.model_id for m in catalog], request.app.state.searcher.ready()
     return Health(status="ok", stores=len(catalog.stores), models=models, steer_waiting=waiting, search_ready=ready)

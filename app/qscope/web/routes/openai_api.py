@@ -31,13 +31,14 @@ from qscope.steer.edits import resolve_edits
 from qscope.steer.rows import Choice, RowsCollector, make_rows_job
 from qscope.steer.service import Steering
 from qscope.steer.spec import SpecError, SteerSpec
-from qscope.steer.worker import SteerJob
+from qscope.steer.worker import SteerJob, WaitedTooLong
 from qscope.web import sse
 from qscope.web.catalog import Catalog, ModelEntry, NotFound
-from qscope.web.channel import channel, outcome
+from qscope.web.channel import Waiting, channel, next_event, outcome
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
-from qscope.web.errors import error_text
+from qscope.web.errors import bounded, error_text
 from qscope.web.openai_schema import ChatRequest, CompletionRequest, ParamError, Sampling, openai_error
+from qscope.web.security import client_key
 
 
 class OpenAIErrorRoute(APIRoute):
@@ -59,9 +60,9 @@ class OpenAIErrorRoute(APIRoute):
             except SpecError as e:
                 return openai_error(400, str(e))
             except NotFound as e:
-                return openai_error(404, e.message, param="model", code="model_not_found")
-            except QueueFull as e:
-                return openai_error(503, str(e), headers={"Retry-After": str(e.retry_after_s)})
+                return openai_error(404, bounded(e.message), param="model", code="model_not_found")
+            except QueueFull as e:  # 503 the queue is full, 429 this client's share of it
+                return openai_error(e.status, str(e), headers={"Retry-After": str(e.retry_after_s)})
             except LiveUnavailable as e:
                 return openai_error(503, str(e))
 
@@ -195,7 +196,9 @@ async def _complete(
     collector = RowsCollector(n, body.stops(), out)
     job = _job(spec, n, catalog, live, steering, collector.feed, request.app.state.settings.openai_max_prompt_tokens)
     collector.job = job  # before it queues: a stop string met at the first token must already stop the row
+    job.client = client_key(request.scope)
     steering.worker.submit(job)
+    waiting = Waiting(steering.worker, job)
     head = Head(
         f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}",
         int(time.time()),
@@ -205,8 +208,8 @@ async def _complete(
     )
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse.stream(_stream(q, job, head, n, usage, echo))
-    return await _whole(request, q, job, head, echo)
+        return sse.stream(_stream(q, waiting, head, n, usage, echo))
+    return await _whole(request, q, waiting, head, echo)
 
 
 def _choice(head: Head, c: Choice, echo: str) -> dict:
@@ -216,17 +219,19 @@ def _choice(head: Head, c: Choice, echo: str) -> dict:
     return {"index": c.index, "text": echo + c.text, "logprobs": None, "finish_reason": c.finish_reason}
 
 
-async def _whole(request: Request, q: asyncio.Queue, job: SteerJob, head: Head, echo: str) -> Response:
+async def _whole(request: Request, q: asyncio.Queue, waiting: Waiting, head: Head, echo: str) -> Response:
     try:
-        if (event := await outcome(request, q)) is None:
+        if (event := await outcome(request, q, waiting)) is None:
             return Response(status_code=499)  # the client left (finally: the job stops)
         kind, data = event
         if kind == "done":
             choices = [_choice(head, c, echo) for c in data]
             return _json(head.body(choices, usage=head.usage(data)))
+        if isinstance(data, WaitedTooLong):  # busy, as a full queue is: worth retrying
+            return openai_error(503, data, headers={"Retry-After": str(waiting.worker.retry_after_s)})
         return openai_error(500, data)
     finally:
-        job.cancel.set()  # finished rows ignore it; an abandoned request stops generating
+        waiting.job.cancel.set()  # finished rows ignore it; an abandoned request stops generating
 
 
 def _json(body: dict) -> Response:
@@ -240,15 +245,19 @@ def _delta(head: Head, index: int, text: str | None = None, finish: str | None =
     return {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
 
 
-async def _stream(q: asyncio.Queue, job: SteerJob, head: Head, n: int, usage: bool, echo: str) -> AsyncIterator[bytes]:
+async def _stream(
+    q: asyncio.Queue, waiting: Waiting, head: Head, n: int, usage: bool, echo: str
+) -> AsyncIterator[bytes]:
     """OpenAI's chunks: the role (chat) or the echoed prompt first, text deltas, a finish chunk per choice,
-    the usage chunk when asked for, then [DONE]."""
+    the usage chunk when asked for, then [DONE]. (A queue-wait error comes as an error event: the 200 is sent.)"""
     try:
         for i in range(n):
             if head.chat or echo:
                 yield sse.event(head.body([_delta(head, i, echo, first=head.chat)], chunk=True))
         while True:
-            kind, data = await q.get()
+            event = await next_event(None, q, waiting)
+            assert event is not None  # without a request it waits until the worker sends one
+            kind, data = event
             if kind == "delta":
                 yield sse.event(head.body([_delta(head, data[0], data[1])], chunk=True))
             elif kind == "done":
@@ -262,4 +271,4 @@ async def _stream(q: asyncio.Queue, job: SteerJob, head: Head, n: int, usage: bo
                 break
         yield sse.event("[DONE]")
     finally:
-        job.cancel.set()  # the client went away (or all is sent): its rows stop at the next step
+        waiting.job.cancel.set()  # the client went away (or all is sent): its rows stop at the next step

@@ -79,6 +79,7 @@ def recipe_page(request: Request, recipe_id: str, evaluations: EvaluationsDep, c
 def run_again(
     recipe_id: str,
     body: RunAgain,
+    request: Request,
     catalog: CatalogDep,
     live: LiveDep,
     steering: SteeringDep,
@@ -87,7 +88,7 @@ def run_again(
     req = _recipe(evaluations, recipe_id).request
     if body.model_id:
         req = req.model_copy(update={"spec": req.spec.model_copy(update={"model_id": body.model_id})})
-    return start(req, catalog, live, steering, evaluations)
+    return start(req, request, catalog, live, steering, evaluations)
 
 
 router.include_router(pages)

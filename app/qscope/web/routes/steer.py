@@ -24,10 +24,11 @@ from qscope.steer.spec import SavedRun, ShareRequest, SpecError, SteerResult, St
 from qscope.steer.worker import SteerJob, WaitedTooLong, make_job
 from qscope.web import sse, urls
 from qscope.web.catalog import Catalog, NotFound
-from qscope.web.channel import channel, outcome
+from qscope.web.channel import Waiting, channel, next_event, outcome
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
 from qscope.web.errors import Unprocessable, error_response
 from qscope.web.render import render
+from qscope.web.security import client_key
 from qscope.web.twins import TwinRoute
 
 router = APIRouter(route_class=TwinRoute)
@@ -94,8 +95,10 @@ def _live_max_act(catalog: Catalog, model_id: str) -> Callable[[str, int], float
     return max_act
 
 
-def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -> tuple[SteerJob, SteerSpec]:
-    """Resolve the spec's model and features, build its job and queue it."""
+def _submit(
+    spec: SteerSpec, request: Request, catalog: Catalog, live, steering: Steering, emit
+) -> tuple[SteerJob, SteerSpec]:
+    """Resolve the spec's model and features, build its job and queue it (as the request's client's)."""
     model_id = _model_id(catalog, spec)
     spec = spec.model_copy(update={"model_id": model_id})
     runner = live.get(model_id)
@@ -106,6 +109,7 @@ def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -
     steering.limits.check(spec)  # before any lookup: an oversized spec costs nothing
     edits = resolve_edits(spec.features, saes, _live_max_act(catalog, model_id))
     job = make_job(spec, lm.model, lm.tokenizer, edits, steering.limits, emit, runner.lock)
+    job.client = client_key(request.scope)
     steering.worker.submit(job)
     return job, spec
 
@@ -113,9 +117,9 @@ def _submit(spec: SteerSpec, catalog: Catalog, live, steering: Steering, emit) -
 @api.post("", response_model=SteerResult, summary="Generate default and steered completions (one batch)")
 async def steer_api(spec: SteerSpec, request: Request, catalog: CatalogDep, live: LiveDep, steering: SteeringDep):
     q, emit = channel()
-    job, spec = _submit(spec, catalog, live, steering, emit)
+    job, spec = _submit(spec, request, catalog, live, steering, emit)
     try:
-        if (event := await outcome(request, q)) is None:
+        if (event := await outcome(request, q, Waiting(steering.worker, job))) is None:
             return Response(status_code=499)  # the client left (finally: the job stops)
         kind, data = event
         if kind == "done":
@@ -135,14 +139,17 @@ async def steer_api(spec: SteerSpec, request: Request, catalog: CatalogDep, live
     response_class=StreamingResponse,  # not EventSourceResponse: FastAPI would iterate the route itself
     responses=sse.DOCUMENTED,
 )
-async def steer_stream(spec: SteerSpec, catalog: CatalogDep, live: LiveDep, steering: SteeringDep):
+async def steer_stream(spec: SteerSpec, request: Request, catalog: CatalogDep, live: LiveDep, steering: SteeringDep):
     q, emit = channel()
-    job, spec = _submit(spec, catalog, live, steering, emit)
+    job, spec = _submit(spec, request, catalog, live, steering, emit)
+    waiting = Waiting(steering.worker, job)
 
     async def events() -> AsyncIterator[bytes]:
         try:
             while True:
-                kind, data = await q.get()
+                event = await next_event(None, q, waiting)
+                assert event is not None  # without a request it waits until the worker sends one
+                kind, data = event
                 if kind == "done":
                     data = steering.remember(spec, data).model_dump()
                 yield sse.event(data, kind)

@@ -31,6 +31,7 @@ from qscope.web.catalog import Catalog, NotFound
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
 from qscope.web.errors import Unprocessable
 from qscope.web.render import render, templates
+from qscope.web.security import client_key
 from qscope.web.twins import TwinRoute
 
 FINAL = ("done", "failed", "cancelled")
@@ -78,8 +79,10 @@ def _model_id(catalog: Catalog, spec: SteerSpec) -> str:
     return model_id
 
 
-def start(req: EvalRequest, catalog: Catalog, live, steering, evaluations: Evaluations) -> EvalStarted:
-    """Plan the evaluation (every limit checked, the model loaded) and queue it."""
+def start(
+    req: EvalRequest, request: Request, catalog: Catalog, live, steering, evaluations: Evaluations
+) -> EvalStarted:
+    """Plan the evaluation (every limit checked, the model loaded) and queue it as the request's client's."""
     model_id = _model_id(catalog, req.spec)
     runner = live.get(model_id)
     if runner is None:
@@ -87,7 +90,7 @@ def start(req: EvalRequest, catalog: Catalog, live, steering, evaluations: Evalu
     req = req.model_copy(update={"spec": req.spec.model_copy(update={"model_id": model_id})})
     target = from_live(runner)
     plan = prepare(req, target, evaluations.limits, steering.limits, builtin())
-    job = evaluations.submit(plan, target)
+    job = evaluations.submit(plan, target, client_key(request.scope))
     return EvalStarted(
         id=job.id,
         status=job.status,
@@ -141,9 +144,14 @@ api = APIRouter(prefix="/api/steer-eval", tags=["steer-eval"])
 
 @api.post("", status_code=202, response_model=EvalStarted, summary="Start a steering evaluation (a job)")
 def start_eval(
-    req: EvalRequest, catalog: CatalogDep, live: LiveDep, steering: SteeringDep, evaluations: EvaluationsDep
+    req: EvalRequest,
+    request: Request,
+    catalog: CatalogDep,
+    live: LiveDep,
+    steering: SteeringDep,
+    evaluations: EvaluationsDep,
 ) -> EvalStarted:
-    return start(req, catalog, live, steering, evaluations)
+    return start(req, request, catalog, live, steering, evaluations)
 
 
 class Suggestion(BaseModel):
