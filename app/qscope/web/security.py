@@ -134,7 +134,8 @@ def _host_matches(host: str, patterns: list[str]) -> bool:
     return any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in patterns)
 
 
-def _writes_words(path: str) -> bool:
+def writes_words(path: str) -> bool:
+    """Whether a POST/PATCH/DELETE to this path writes people's notes or lists (their own rate bucket)."""
     return path in WORDS_FORM_PATHS or any(path == p or path.startswith(p + "/") for p in WORDS_API_PREFIXES)
 
 
@@ -208,13 +209,12 @@ class Guard:
             bucket, what = self.inspect, "searches that run the model"
         elif scope["method"] == "POST" and scope["path"] in DISCOVER_PATHS:
             bucket, what = self.inspect, "model runs"
-        elif scope["method"] in UNSAFE_METHODS and _writes_words(scope["path"]):
+        elif scope["method"] in UNSAFE_METHODS and writes_words(scope["path"]):
             bucket, what = self.write, "writes of notes and lists"
         if bucket is not None and (wait := bucket.take(_client(scope))):
             retry = max(1, math.ceil(wait))
             return 429, f"Too many {what} from your address; try again in {retry} s.", {"Retry-After": str(retry)}
         return None
-
 
     def _cross_site(self, scope: Scope) -> str | None:
         """Why a state change is refused as sent by a page of another site, or None (not a browser's cross-site
