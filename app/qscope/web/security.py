@@ -222,10 +222,11 @@ class Guard:
         origin = _header(scope, b"origin")
         if origin and origin in self.cors_origins:
             return None
+        method = scope["method"]
         if _header(scope, b"sec-fetch-site") == "cross-site":
-            return "Refused: a page of another site may not change anything here; use this server's own pages."
+            return f"Refused: a page of another site may not send {method} requests here; use this server's pages."
         if origin and not self._own_origin(origin, _header(scope, b"host")):
-            return f"Refused: a page of {origin} may not change anything here; use this server's own pages."
+            return f"Refused: a page of {origin} may not send {method} requests here; use this server's pages."
         return None
 
     def _own_origin(self, origin: str, host: str) -> bool:
