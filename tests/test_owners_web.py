@@ -88,12 +88,12 @@ def test_a_list_is_renamed_added_to_and_deleted_by_its_owner_only(client):
 def test_a_form_made_list_hands_its_secret_in_the_fragment(client):
     r = client.post("/-/lists", data={"name": "by form"}, headers=FORM)
     page, fragment = r.headers["location"].split("#")
-    kind, list_id, secret = fragment.removeprefix("keep=").split(".")
+    kind, list_id, key = fragment.removeprefix("keep=").split(".")
     assert (kind, page) == ("list", f"/lists/{list_id}")
-    form = {"list_id": list_id, "sae_id": SAE_ID, "feature": "0", "owner_secret": secret}
+    form = {"list_id": list_id, "sae_id": SAE_ID, "feature": "0", "owner_secret": key}
     assert client.post("/-/lists/items", data=form, headers=FORM).status_code == 303
     html = client.get(page).text  # the owner's actions are on the page, hidden until the browser shows its secret
-    assert 'hidden data-owner-only data-owner-delete data-kind="list"' in html and secret not in html
+    assert 'hidden data-owner-only data-owner-delete data-kind="list"' in html and key not in html
 
 
 def test_rows_written_before_owners_show_and_cannot_be_changed(client):

@@ -18,8 +18,8 @@ class NotOwner(Exception):
 
 def new_secret() -> tuple[str, str]:
     """(secret, its hash): the secret goes to the writer once, the hash into the database."""
-    secret = secrets.token_urlsafe(SECRET_BYTES)
-    return secret, digest(secret)
+    token = secrets.token_urlsafe(SECRET_BYTES)
+    return token, digest(token)
 
 
 def digest(secret: str) -> str:

@@ -29,7 +29,7 @@ from qscope.web.routes.notes import (
     SECRET_MAX,
     TEXT_MAX,
     ExplainedDep,
-    OwnerSecret,
+    OwnerHeader,
     feature_of,
     keep_fragment,
     validated,
@@ -143,8 +143,8 @@ async def new_list_form(request: Request, catalog: CatalogDep, explained: Explai
         items = [
             _item(catalog, ItemIn(model_id=form.model_id, sae_id=form.sae_id, feature=form.feature, note=form.note))
         ]
-    lst, secret = explained.notes.create_list(_name(form.name), form.description.strip(), items)
-    return RedirectResponse(f"{urls.user_list(lst.id)}#{keep_fragment('list', lst.id, secret)}", status_code=303)
+    lst, key = explained.notes.create_list(_name(form.name), form.description.strip(), items)
+    return RedirectResponse(f"{urls.user_list(lst.id)}#{keep_fragment('list', lst.id, key)}", status_code=303)
 
 
 @router.post("/-/lists/items", include_in_schema=False)
@@ -159,13 +159,13 @@ async def add_item_form(request: Request, catalog: CatalogDep, explained: Explai
 @api.post("", status_code=201, response_model=CreatedList, summary="Make a list of features")
 def new_list_api(body: ListIn, catalog: CatalogDep, explained: ExplainedDep) -> CreatedList:
     items = [_item(catalog, it) for it in body.features]
-    lst, secret = explained.notes.create_list(_name(body.name), body.description.strip(), items)
-    return CreatedList(**_saved(lst).model_dump(), owner_secret=secret)
+    lst, key = explained.notes.create_list(_name(body.name), body.description.strip(), items)
+    return CreatedList(**_saved(lst).model_dump(), owner_secret=key)
 
 
 @api.post("/{list_id}/items", response_model=SavedList, summary="Add a feature to a list (its owner secret)")
 def add_item_api(
-    list_id: str, body: ItemIn, catalog: CatalogDep, explained: ExplainedDep, owner: OwnerSecret = None
+    list_id: str, body: ItemIn, catalog: CatalogDep, explained: ExplainedDep, owner: OwnerHeader = None
 ) -> SavedList:
     lst = explained.notes.add_item(list_id, _item(catalog, body), owner)
     if lst is None:
@@ -174,7 +174,7 @@ def add_item_api(
 
 
 @api.patch("/{list_id}", response_model=SavedList, summary="Rename or describe a list (its owner secret)")
-def edit_list_api(list_id: str, body: ListEdit, explained: ExplainedDep, owner: OwnerSecret = None) -> SavedList:
+def edit_list_api(list_id: str, body: ListEdit, explained: ExplainedDep, owner: OwnerHeader = None) -> SavedList:
     store = explained.notes_if_any()
     lst = store.get_list(list_id) if store is not None else None
     if store is None or lst is None:
@@ -188,7 +188,7 @@ def edit_list_api(list_id: str, body: ListEdit, explained: ExplainedDep, owner: 
 
 
 @api.delete("/{list_id}", status_code=204, summary="Delete a list and its items (its owner secret)")
-def delete_list_api(list_id: str, explained: ExplainedDep, owner: OwnerSecret = None) -> Response:
+def delete_list_api(list_id: str, explained: ExplainedDep, owner: OwnerHeader = None) -> Response:
     store = explained.notes_if_any()
     if store is None or not store.delete_list(list_id, owner):
         raise _no_list(list_id)

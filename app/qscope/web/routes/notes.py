@@ -36,7 +36,7 @@ def get_explained(request: Request) -> Explained:
 
 
 ExplainedDep = Annotated[Explained, Depends(get_explained)]
-OwnerSecret = Annotated[
+OwnerHeader = Annotated[
     str | None,
     Header(alias="X-Owner-Secret", max_length=SECRET_MAX, description="The owner secret returned when it was made."),
 ]
@@ -128,19 +128,19 @@ api = APIRouter(prefix="/api/notes", tags=["notes"])
 
 @router.post("/-/notes", include_in_schema=False)
 async def note_form(request: Request, catalog: CatalogDep, explained: ExplainedDep):
-    note, secret = save_note(validated(NoteIn, await form_fields(request)), catalog, explained)
+    note, key = save_note(validated(NoteIn, await form_fields(request)), catalog, explained)
     page = urls.feature(note.model_id, note.sae_id, note.feature)
-    return RedirectResponse(f"{page}#words&{keep_fragment('note', note.id, secret)}", status_code=303)
+    return RedirectResponse(f"{page}#words&{keep_fragment('note', note.id, key)}", status_code=303)
 
 
 @api.post("", status_code=201, response_model=CreatedNote, summary="Write a note or explanation on a feature")
 def note_api(body: NoteIn, catalog: CatalogDep, explained: ExplainedDep) -> CreatedNote:
-    note, secret = save_note(body, catalog, explained)
-    return CreatedNote(**_saved(note).model_dump(), owner_secret=secret)
+    note, key = save_note(body, catalog, explained)
+    return CreatedNote(**_saved(note).model_dump(), owner_secret=key)
 
 
 @api.patch("/{note_id}", response_model=SavedNote, summary="Edit a note (its owner secret in X-Owner-Secret)")
-def edit_note_api(note_id: str, body: NoteEdit, explained: ExplainedDep, owner: OwnerSecret = None) -> SavedNote:
+def edit_note_api(note_id: str, body: NoteEdit, explained: ExplainedDep, owner: OwnerHeader = None) -> SavedNote:
     store = explained.notes_if_any()
     note = store.note(note_id) if store is not None else None
     if store is None or note is None:
@@ -154,7 +154,7 @@ def edit_note_api(note_id: str, body: NoteEdit, explained: ExplainedDep, owner: 
 
 
 @api.delete("/{note_id}", status_code=204, summary="Delete a note (its owner secret in X-Owner-Secret)")
-def delete_note_api(note_id: str, explained: ExplainedDep, owner: OwnerSecret = None) -> Response:
+def delete_note_api(note_id: str, explained: ExplainedDep, owner: OwnerHeader = None) -> Response:
     store = explained.notes_if_any()
     if store is None or not store.delete_note(note_id, owner):
         raise _no_note(note_id)
