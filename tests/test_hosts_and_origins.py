@@ -122,3 +122,12 @@ def test_the_openai_api_still_answers_clients_without_origin(client):
     assert r.status_code != 403, r.text
     r = client.post("/v1/completions", json={"model": "evil", "prompt": "hi"}, headers={"Origin": "https://x.example"})
     assert r.status_code == 403 and "may not send POST" in r.json()["error"]["message"]
+
+
+def test_the_json_apis_refuse_a_form_body(client):
+    """A cross-site page can post a form without asking first, never JSON: the JSON APIs take JSON only."""
+    before = lists_total(client)
+    for kind in ("application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x"):
+        r = client.post("/api/lists", content=b'{"name": "smuggled"}', headers={"Content-Type": kind})
+        assert r.status_code == 422, (kind, r.status_code)
+    assert lists_total(client) == before

@@ -11,7 +11,8 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from qscope.config import Settings
-from qscope.explain.notes import ListItem, ListRow, NoteRow
+from qscope.explain.notes import ListItem
+from qscope.explain.notes_tables import ListRow, NoteRow
 from qscope.web import create_app
 from qscope.web.routes.lists import PAGE_SIZE
 from tests.test_web_escaping import SAE_ID, write_small_store

@@ -15,57 +15,16 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, delete, exists, func, or_, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import delete, exists, func, or_, select
+from sqlalchemy.orm import Session
 
 from qscope.appdb import open_app_db
+from qscope.explain.notes_tables import Base, ItemRow, ListRow, NoteRow
 from qscope.explain.owners import check, new_secret
 
 NOTE_KINDS = ("explanation", "note")
 SQL_WORDS = 8  # query words narrowed in SQL (NoteStore.search)
 SEARCH_ROWS = 500  # most notes, and most lists, a search checks word by word after SQL's cut (newest first)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class NoteRow(Base):
-    __tablename__ = "feature_notes"
-
-    id: Mapped[str] = mapped_column(String(16), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    model_id: Mapped[str] = mapped_column(String(200), index=True)
-    sae_id: Mapped[str] = mapped_column(String(300), index=True)
-    feature: Mapped[int] = mapped_column(Integer, index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # explanation | note
-    text: Mapped[str] = mapped_column(Text)
-    author: Mapped[str] = mapped_column(String(80))
-    owner_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # sha256 hex; None: written before
-    edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-class ListRow(Base):
-    __tablename__ = "feature_lists"
-
-    id: Mapped[str] = mapped_column(String(16), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)  # pages of /lists
-    name: Mapped[str] = mapped_column(String(200))
-    description: Mapped[str] = mapped_column(Text)
-    owner_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # sha256 hex; None: written before
-    edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-class ItemRow(Base):
-    __tablename__ = "feature_list_items"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    list_id: Mapped[str] = mapped_column(ForeignKey("feature_lists.id"), index=True)
-    position: Mapped[int] = mapped_column(Integer)
-    model_id: Mapped[str] = mapped_column(String(200))
-    sae_id: Mapped[str] = mapped_column(String(300))
-    feature: Mapped[int] = mapped_column(Integer)
-    note: Mapped[str] = mapped_column(Text)
 
 
 @dataclass

@@ -227,9 +227,9 @@ def _rows(catalog: Catalog, explained: Explained, items: list[ListItem]) -> list
     rows = []
     for it in items:
         key, label, line = (it.model_id, it.sae_id), "", None
-        served = served_of.get(key)
-        if served is not None and 0 <= it.feature < served.sae.d_sae:
-            label = served.store.label(it.sae_id, it.feature)
+        shown = served_of.get(key)
+        if shown is not None and 0 <= it.feature < shown.sae.d_sae:
+            label = shown.store.label(it.sae_id, it.feature)
             line = lines[key].get(it.feature)
         rows.append(ListRow(it, urls.feature(it.model_id, it.sae_id, it.feature), label, line))
     return rows
