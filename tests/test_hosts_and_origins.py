@@ -2,6 +2,12 @@
 hosts it serves are answered (a DNS-rebinding name gets 400), and a browser page of another site cannot write
 (403, nothing written), while clients that are not browsers (no Origin, as curl and the openai client) still can."""
 
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -131,3 +137,40 @@ def test_the_json_apis_refuse_a_form_body(client):
         r = client.post("/api/lists", content=b'{"name": "smuggled"}', headers={"Content-Type": kind})
         assert r.status_code == 422, (kind, r.status_code)
     assert lists_total(client) == before
+
+
+def test_qscope_serve_answers_the_address_it_binds_by_name(tiny_db, tmp_path):
+    """A real `qscope serve --host` (uvicorn on another loopback address): that address is a served host, a foreign
+    name is not, and the bound address names itself without QSCOPE_ALLOWED_HOSTS."""
+    from tests.test_e2e_browser import free_port, qscope_cmd
+
+    port, log = free_port(), tmp_path / "serve.log"
+    env = os.environ | {
+        "QSCOPE_DEVICE": "cpu",
+        "QSCOPE_CACHE_DIR": str(tmp_path / "cache"),
+        "QSCOPE_ALLOWED_HOSTS": "[]",
+    }
+    with open(log, "w") as out:
+        cmd = [*qscope_cmd(), "serve", "--db", str(tiny_db), "--host", "127.0.0.2", "--port", str(port)]
+        proc = subprocess.Popen(cmd, stdout=out, stderr=out, env=env)
+    try:
+        base = f"http://127.0.0.2:{port}"
+        for _ in range(600):
+            assert proc.poll() is None, log.read_text()
+            try:
+                urllib.request.urlopen(base + "/-/health", timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break  # it answers (and the assertion below says what)
+            except OSError:
+                time.sleep(0.2)
+        assert urllib.request.urlopen(base + "/-/health", timeout=5).status == 200  # Host: 127.0.0.2:port
+        asked = urllib.request.Request(base + "/-/health", headers={"Host": "evil.example"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(asked, timeout=5)
+        assert refused.value.code == 400
+        local = urllib.request.Request(base + "/-/health", headers={"Host": f"localhost:{port}"})
+        assert urllib.request.urlopen(local, timeout=5).status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
