@@ -4,6 +4,8 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# starlette's TestClient asks for Host "testserver": a name the tests' servers serve (the defaults stay local)
+os.environ.setdefault("QSCOPE_ALLOWED_HOSTS", '["testserver"]')
 
 from pathlib import Path  # noqa: E402
 

@@ -123,6 +123,15 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         [], description="Origins allowed to call the API from a browser (JSON list); empty: CORS off."
     )
+    allowed_hosts: list[str] = Field(
+        [],
+        description="Host names the server answers besides 127.0.0.1, localhost, [::1] and Settings.host (JSON "
+        "list; '*.example.org' for subdomains, '*' for any host); a request for another Host gets 400.",
+    )
+    rate_write_per_min: float = Field(
+        20.0, description="Writes of notes and lists (create, edit, delete) per client IP per minute; 0: no limit."
+    )
+    rate_write_burst: int = Field(10, description="Writes of notes and lists a client may make at once.")
 
 
 @lru_cache

@@ -123,7 +123,7 @@ def test_in_process_explainer_on_a_users_list(store, tiny_demo, tmp_path):
 
     url = f"sqlite:///{tmp_path}/app.db"
     model_id = duckdb.connect(str(store), read_only=True).execute("SELECT model_id FROM saes LIMIT 1").fetchone()[0]
-    chosen = NoteStore(url).create_list("to explain", "", [ListItem(model_id, SAE, f, "") for f in (2, 1)])
+    chosen, _ = NoteStore(url).create_list("to explain", "", [ListItem(model_id, SAE, f, "") for f in (2, 1)])
     out = tmp_path / "local.sqlite"
     args = explain_cmd(
         store, "--list", chosen.id, "--hf", str(tiny_demo / "model"), "--no-score", "--out", str(out), "--device", "cpu"

@@ -63,6 +63,15 @@ def serve_cmd(
                 "the semantic index is being built in the background"
             )
     host, port = host or settings.host, port or settings.port
+    # the Host check answers the bound address by name too; worker processes read it from the environment
+    settings = settings.model_copy(update={"host": host})
+    os.environ["QSCOPE_HOST"] = host
+    if host in ("0.0.0.0", "::") and not settings.allowed_hosts:
+        say(
+            f"hosts: bound to {host}, but only 127.0.0.1, localhost and [::1] are answered (others get 400); name "
+            """the server's public names with QSCOPE_ALLOWED_HOSTS='["qscope.example.org"]' (or '["*"]' for any)""",
+            "yellow",
+        )
     run = partial(uvicorn.run, host=host, port=port, log_level="warning", server_header=False)
     if workers > 1:
         # each worker process builds its own app from these paths (uvicorn needs an import string)

@@ -18,8 +18,6 @@ from qscope.explain.store import Explanation, ExplanationReader, explanations_pa
 from qscope.search.explained import ExplainedText
 from qscope.store.queries import Store
 
-ADD_TO_LISTS = 200  # the newest lists a feature page offers to add it to
-
 
 @dataclass
 class FeatureWords:
@@ -28,7 +26,6 @@ class FeatureWords:
     explanation: Explanation | None  # the automatic one, with its scores
     notes: list[Note] = field(default_factory=list)  # people's explanations and notes, oldest first
     lists: list[UserList] = field(default_factory=list)  # the lists that hold it
-    all_lists: list[UserList] = field(default_factory=list)  # every list, for "add to list"
 
 
 @dataclass
@@ -78,7 +75,6 @@ class Explained:
         if (notes := self.notes_if_any()) is not None:
             out.notes = notes.notes(model_id, sae_id, [feature])
             out.lists = notes.lists_with(model_id, sae_id, feature)
-            out.all_lists = notes.lists(limit=ADD_TO_LISTS)
         return out
 
     def lines(self, store: Store, model_id: str, sae_id: str, features: list[int]) -> dict[int, ExplanationLine]:

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
+from qscope.explain.owners import NotOwner
 from qscope.jobs import QueueFull
 from qscope.live.runner import LiveUnavailable, TextTooLong
 from qscope.steer.spec import SpecError
@@ -25,6 +26,8 @@ from qscope.web.render import is_partial, templates
 from qscope.web.twins import wants_json
 
 TITLES = {
+    400: "Bad request",
+    403: "Refused",
     404: "Not found",
     405: "Method not allowed",
     413: "Request too large",
@@ -122,6 +125,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(TextTooLong)
     async def unprocessable(request: Request, exc: Exception) -> Response:
         return error_response(request, 422, str(exc))
+
+    @app.exception_handler(NotOwner)
+    async def not_owner(request: Request, exc: NotOwner) -> Response:
+        return error_response(request, 403, str(exc))
 
     @app.exception_handler(SpecError)
     async def bad_spec(request: Request, exc: SpecError) -> Response:

@@ -2,7 +2,7 @@
 
 FastAPI documents every route as `200 application/json` plus its own 422 body. Here, per operation: pages give
 `text/html`, and each page's `.json` twin (qscope.web.twins) is listed as a path of its own that gives JSON, as
-`/api/` does; every error the app can return (404, 413, 414, 422, 429, 503) is listed with the body it really has
+`/api/` does; every error the app can return (403, 404, 413, 414, 422, 429, 503) is listed with the body it really has
 (`Error` in JSON, the error page in HTML). The steering request's bounds are this server's limits (Settings).
 Clients and schema-driven tests rely on this.
 """
@@ -16,7 +16,15 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from qscope.web.methods import all_routes
-from qscope.web.security import DISCOVER_PATHS, INSPECT_PATHS, OPENAI_PATHS, SHARE_PATHS, STEER_PATHS
+from qscope.web.security import (
+    DISCOVER_PATHS,
+    INSPECT_PATHS,
+    OPENAI_PATHS,
+    SHARE_PATHS,
+    STEER_PATHS,
+    UNSAFE_METHODS,
+    writes_words,
+)
 from qscope.web.twins import SUFFIX, TwinRoute
 
 ERROR = {
@@ -58,6 +66,7 @@ OPENAI_ERROR = {
 }
 REASONS = {
     400: "Bad or over-limit field (OpenAI's invalid_request_error; `param` names the field)",
+    403: "Refused: sent by a page of another site, or without the owner secret of what it changes",
     404: "Not found (the body lists what exists)",
     413: "Request body too large",
     414: "URL too long",
@@ -95,8 +104,11 @@ def _document(path: str, method: str, op: dict[str, Any]) -> None:
     elif kind == "markdown":
         ok["content"] = MARKDOWN
     errors = {404, 414, 422, 503}
-    if method == "post":
-        errors.add(413)
+    unsafe = method.upper() in UNSAFE_METHODS
+    if unsafe:
+        errors |= {403, 413}
+    if unsafe and writes_words(path):
+        errors.add(429)
     rated = (*STEER_PATHS, *INSPECT_PATHS, *SHARE_PATHS, *OPENAI_PATHS)
     if path in rated or (path in DISCOVER_PATHS and method == "post"):
         errors.add(429)

@@ -14,6 +14,14 @@
   /attribute with a text or run, POST /api/attribute, /search with a query and the "fires" kind) and the one
   that writes the app database (POST /api/steer/share) take a token from a per-client bucket (client IP); an
   empty bucket answers 429 with Retry-After.
+  Writes of notes and lists (POST/PATCH/DELETE on /-/notes, /-/lists*, /api/notes*, /api/lists*) take from a
+  bucket of their own (Settings.rate_write_per_min).
+- Hosts: a request whose Host is not one the server serves (127.0.0.1, localhost, [::1], Settings.host and
+  Settings.allowed_hosts) gets 400 (starlette's TrustedHostMiddleware), so a page on a DNS-rebinding name cannot
+  read a server on 127.0.0.1 through a visitor's browser.
+- Cross-site writes: a POST/PUT/PATCH/DELETE sent by a page of another site (`Sec-Fetch-Site: cross-site`, or an
+  `Origin` that is neither this server's Host nor a configured host) gets 403, unless Settings.cors_origins names
+  that origin. Clients that send neither header (curl, the openai client on /v1) are not browsers and go ahead.
 - CORS stays off (no Access-Control-* header) unless Settings.cors_origins names origins.
 """
 
@@ -23,10 +31,11 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qscope.config import Settings
@@ -62,6 +71,11 @@ INSPECT_PATHS = ("/inspect", "/inspect.json", "/attribute", "/attribute.json", "
 DISCOVER_PATHS = ("/api/discover", "/api/footprints", "/api/footprints/upload", "/api/detectors", "/api/detect")
 TEXT_PARAMS = ("text", "a", "b", "run")
 SEARCH_PATHS = ("/search", "/search.json")  # the "fires" kind (asked for, or by default: no kind) runs the model
+UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+WORDS_FORM_PATHS = ("/-/notes", "/-/lists", "/-/lists/items")  # people's notes and lists: written by these
+WORDS_API_PREFIXES = ("/api/notes", "/api/lists")  # ... and by these, with the paths below them
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+UNSPECIFIED_HOSTS = ("", "0.0.0.0", "[::]")  # a bind address, not a name a browser asks for
 
 
 def csp(frame: str = "'self'") -> str:
@@ -105,6 +119,28 @@ class RateLimiter:
             del self._buckets[next(iter(self._buckets))]
 
 
+def allowed_hosts(settings: Settings) -> list[str]:
+    """The Host names the server answers (lower case, IPv6 in brackets): ['*'] when the operator allows any."""
+    if "*" in settings.allowed_hosts:
+        return ["*"]
+    own = settings.host.strip().lower()
+    if ":" in own and not own.startswith("["):
+        own = f"[{own}]"
+    names = [*LOCAL_HOSTS, *([] if own in UNSPECIFIED_HOSTS else [own]), *(h.lower() for h in settings.allowed_hosts)]
+    return list(dict.fromkeys(names))
+
+
+def _host_matches(host: str, patterns: list[str]) -> bool:
+    """Whether a host name is one of `patterns` ('*.example.org' matches its subdomains), as TrustedHostMiddleware."""
+    host = host.lower()
+    return any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in patterns)
+
+
+def writes_words(path: str) -> bool:
+    """Whether a POST/PATCH/DELETE to this path writes people's notes or lists (their own rate bucket)."""
+    return path in WORDS_FORM_PATHS or any(path == p or path.startswith(p + "/") for p in WORDS_API_PREFIXES)
+
+
 def _runs_inspect(scope: Scope) -> bool:
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     return any(v.strip() for name in TEXT_PARAMS for v in query.get(name, []))
@@ -129,6 +165,9 @@ class Guard:
         self.share = RateLimiter(settings.rate_share_per_min, settings.rate_share_burst)
         self.openai = RateLimiter(settings.rate_openai_per_min, settings.rate_openai_burst)
         self._post_only: list | None = None  # the app's routes of POST-only paths, found on the first request
+        self.write = RateLimiter(settings.rate_write_per_min, settings.rate_write_burst)
+        self.cors_origins = set(settings.cors_origins)
+        self.named_hosts = [h.lower() for h in settings.allowed_hosts if h != "*"]  # an Origin may name these
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -166,6 +205,8 @@ class Guard:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self._body_limit(scope)):
             return 413, f"The request body is over {self._body_limit(scope):,} bytes.", {}
+        if scope["method"] in UNSAFE_METHODS and (why := self._cross_site(scope)):
+            return 403, why, {}
         bucket = None
         if scope["method"] == "POST" and scope["path"] in STEER_PATHS:
             bucket, what = self.steer, "steering requests"
@@ -179,10 +220,36 @@ class Guard:
             bucket, what = self.inspect, "searches that run the model"
         elif scope["method"] == "POST" and scope["path"] in DISCOVER_PATHS:
             bucket, what = self.inspect, "model runs"
+        elif scope["method"] in UNSAFE_METHODS and writes_words(scope["path"]):
+            bucket, what = self.write, "writes of notes and lists"
         if bucket is not None and (wait := bucket.take(client_key(scope))):
             retry = max(1, math.ceil(wait))
             return 429, f"Too many {what} from your address; try again in {retry} s.", {"Retry-After": str(retry)}
         return None
+
+    def _cross_site(self, scope: Scope) -> str | None:
+        """Why a state change is refused as sent by a page of another site, or None (not a browser's cross-site
+        request, or from an origin Settings.cors_origins allows)."""
+        origin = _header(scope, b"origin")
+        if origin and origin in self.cors_origins:
+            return None
+        method = scope["method"]
+        if _header(scope, b"sec-fetch-site") == "cross-site":
+            return f"Refused: a page of another site may not send {method} requests here; use this server's pages."
+        if origin and not self._own_origin(origin, _header(scope, b"host")):
+            return f"Refused: a page of {origin} may not send {method} requests here; use this server's pages."
+        return None
+
+    def _own_origin(self, origin: str, host: str) -> bool:
+        """An Origin of this server: the same host and port as the request's Host, or a host the operator named
+        (a reverse proxy may pass the server another Host than the browser's)."""
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return False  # 'null' (a sandboxed frame, a file) and anything odd
+        if parts.netloc.lower() == host.lower():
+            return True
+        name = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname or ""
+        return _host_matches(name, self.named_hosts)
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -247,13 +314,15 @@ def _without_body(send: Send) -> Send:
 
 
 def install(app: FastAPI, settings: Settings, error: Refuse) -> None:
-    """Add the Guard (outermost) and CORS when origins are configured."""
+    """Add the Guard (outermost), the Host check inside it (so its 400 carries the Guard's headers), and CORS when
+    origins are configured."""
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Content-Type", "X-Owner-Secret"],
             max_age=600,
         )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings), www_redirect=False)
     app.add_middleware(Guard, settings=settings, error=error)

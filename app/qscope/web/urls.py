@@ -72,18 +72,28 @@ def note(note_id: str, json: bool = False) -> str:
     return f"/notes/{_seg(note_id)}{JSON if json else ''}"
 
 
+def note_api(note_id: str) -> str:
+    """PATCH or DELETE (JSON, the owner secret in X-Owner-Secret): edit or delete a note."""
+    return f"/api/notes/{_seg(note_id)}"
+
+
 def notes_action() -> str:
     """POST (a form): write a note on a feature."""
     return "/-/notes"
 
 
-def lists(json: bool = False) -> str:
-    """Every list of features people made (and the form for a new one)."""
-    return f"/lists{JSON if json else ''}"
+def lists(json: bool = False, page: int = 1) -> str:
+    """The lists of features people made, a page at a time (and the form for a new one)."""
+    return f"/lists{JSON if json else ''}" + (f"?page={page}" if page > 1 else "")
 
 
 def user_list(list_id: str, json: bool = False) -> str:
     return f"/lists/{_seg(list_id)}{JSON if json else ''}"
+
+
+def list_api(list_id: str) -> str:
+    """PATCH or DELETE (JSON, the owner secret in X-Owner-Secret): rename or delete a list."""
+    return f"/api/lists/{_seg(list_id)}"
 
 
 def lists_action() -> str:

@@ -51,6 +51,7 @@ def app(tiny_db, tmp_path_factory):
         rate_inspect_per_min=0,
         rate_openai_per_min=0,
         rate_share_per_min=0,
+        rate_write_per_min=0,
         steer_max_new_tokens=32,
         steer_timeout_s=20,
     )

@@ -1,6 +1,10 @@
 """People's own explanations and notes on a feature: written with the feature page's form (POST /-/notes) or the
 JSON API (POST /api/notes), each with a permalink /notes/{id} and its `.json` twin. The feature page shows them
 beside the automatic explanation; search finds them.
+
+Whoever writes one gets its owner secret once (qscope.explain.owners): in the JSON answer, or, after the form, in
+the fragment of the page it goes to (`#keep=note.ID.SECRET`: never sent to a server, kept in the browser's
+localStorage by static/owners.js). PATCH and DELETE /api/notes/{id} take it in the X-Owner-Secret header.
 """
 
 from __future__ import annotations
@@ -8,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field, ValidationError
 
@@ -24,6 +28,7 @@ from qscope.web.twins import TwinRoute
 
 TEXT_MAX = 2000
 AUTHOR_MAX = 80
+SECRET_MAX = 100  # longer than any secret made (qscope.explain.owners), so a longer one is simply wrong
 
 
 def get_explained(request: Request) -> Explained:
@@ -31,6 +36,15 @@ def get_explained(request: Request) -> Explained:
 
 
 ExplainedDep = Annotated[Explained, Depends(get_explained)]
+OwnerHeader = Annotated[
+    str | None,
+    Header(alias="X-Owner-Secret", max_length=SECRET_MAX, description="The owner secret returned when it was made."),
+]
+
+
+def keep_fragment(kind: str, thing_id: str, secret: str) -> str:
+    """The URL fragment that hands a form's writer the owner secret (static/owners.js keeps it, then drops it)."""
+    return f"keep={kind}.{thing_id}.{secret}"
 
 
 class NoteIn(BaseModel):
@@ -42,10 +56,20 @@ class NoteIn(BaseModel):
     author: str = Field("", max_length=AUTHOR_MAX, description="Your name (optional).")
 
 
+class NoteEdit(BaseModel):
+    text: str | None = Field(None, min_length=1, max_length=TEXT_MAX, description="Default: unchanged.")
+    kind: Literal["explanation", "note"] | None = Field(None, description="Default: unchanged.")
+    author: str | None = Field(None, max_length=AUTHOR_MAX, description="Default: unchanged.")
+
+
 class SavedNote(BaseModel):
     id: str
     url: str
     feature_url: str
+
+
+class CreatedNote(SavedNote):
+    owner_secret: str = Field(description="Edits and deletes the note (X-Owner-Secret); shown this once only.")
 
 
 @dataclass
@@ -76,12 +100,26 @@ def feature_of(catalog: Catalog, model_id: str | None, sae_id: str, feature: int
     return model_id
 
 
-def save_note(body: NoteIn, catalog: Catalog, explained: Explained) -> Note:
-    text, author = body.text.strip(), body.author.strip()
-    if not text:
+def _text(text: str) -> str:
+    if not text.strip():
         raise Unprocessable("Bad parameter: text is empty: write what the feature does, or a note.")
+    return text.strip()
+
+
+def save_note(body: NoteIn, catalog: Catalog, explained: Explained) -> tuple[Note, str]:
+    text, author = _text(body.text), body.author.strip()
     model_id = feature_of(catalog, body.model_id, body.sae_id, body.feature)
     return explained.notes.add_note(model_id, body.sae_id, body.feature, text, body.kind, author)
+
+
+def _saved(note: Note) -> SavedNote:
+    return SavedNote(
+        id=note.id, url=urls.note(note.id), feature_url=urls.feature(note.model_id, note.sae_id, note.feature)
+    )
+
+
+def _no_note(note_id: str) -> NotFound:
+    return NotFound(f"No note {note_id!r}.", [("lists", urls.lists())], what="pages")
 
 
 router = APIRouter(route_class=TwinRoute)
@@ -90,16 +128,37 @@ api = APIRouter(prefix="/api/notes", tags=["notes"])
 
 @router.post("/-/notes", include_in_schema=False)
 async def note_form(request: Request, catalog: CatalogDep, explained: ExplainedDep):
-    note = save_note(validated(NoteIn, await form_fields(request)), catalog, explained)
-    return RedirectResponse(urls.feature(note.model_id, note.sae_id, note.feature) + "#words", status_code=303)
+    note, key = save_note(validated(NoteIn, await form_fields(request)), catalog, explained)
+    page = urls.feature(note.model_id, note.sae_id, note.feature)
+    return RedirectResponse(f"{page}#words&{keep_fragment('note', note.id, key)}", status_code=303)
 
 
-@api.post("", status_code=201, response_model=SavedNote, summary="Write a note or explanation on a feature")
-def note_api(body: NoteIn, catalog: CatalogDep, explained: ExplainedDep) -> SavedNote:
-    note = save_note(body, catalog, explained)
-    return SavedNote(
-        id=note.id, url=urls.note(note.id), feature_url=urls.feature(note.model_id, note.sae_id, note.feature)
-    )
+@api.post("", status_code=201, response_model=CreatedNote, summary="Write a note or explanation on a feature")
+def note_api(body: NoteIn, catalog: CatalogDep, explained: ExplainedDep) -> CreatedNote:
+    note, key = save_note(body, catalog, explained)
+    return CreatedNote(**_saved(note).model_dump(), owner_secret=key)
+
+
+@api.patch("/{note_id}", response_model=SavedNote, summary="Edit a note (its owner secret in X-Owner-Secret)")
+def edit_note_api(note_id: str, body: NoteEdit, explained: ExplainedDep, owner: OwnerHeader = None) -> SavedNote:
+    store = explained.notes_if_any()
+    note = store.note(note_id) if store is not None else None
+    if store is None or note is None:
+        raise _no_note(note_id)
+    text = _text(body.text) if body.text is not None else note.text
+    author = body.author.strip() if body.author is not None else note.author
+    edited = store.edit_note(note_id, owner, text, body.kind or note.kind, author)
+    if edited is None:
+        raise _no_note(note_id)
+    return _saved(edited)
+
+
+@api.delete("/{note_id}", status_code=204, summary="Delete a note (its owner secret in X-Owner-Secret)")
+def delete_note_api(note_id: str, explained: ExplainedDep, owner: OwnerHeader = None) -> Response:
+    store = explained.notes_if_any()
+    if store is None or not store.delete_note(note_id, owner):
+        raise _no_note(note_id)
+    return Response(status_code=204)
 
 
 @router.get("/notes/{note_id}")
@@ -107,7 +166,7 @@ def note_page(request: Request, note_id: str, catalog: CatalogDep, explained: Ex
     store = explained.notes_if_any()
     note = store.note(note_id) if store is not None else None
     if note is None:
-        raise NotFound(f"No note {note_id!r}.", [("lists", urls.lists())], what="pages")
+        raise _no_note(note_id)
     label, line = "", None
     try:
         served = catalog.sae(note.model_id, note.sae_id)
@@ -120,6 +179,7 @@ def note_page(request: Request, note_id: str, catalog: CatalogDep, explained: Ex
         "self": urls.note(note.id),
         "json": urls.note(note.id, json=True),
         "feature": urls.feature(note.model_id, note.sae_id, note.feature),
+        "api": urls.note_api(note.id),
     }
     data = NotePage(note, label, line, links)
     return render(request, "note.html", {"p": data}, data=data)
