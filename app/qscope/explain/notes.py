@@ -1,9 +1,9 @@
 """People's own words, in the app database (SQLAlchemy, as qscope.steer.runs): notes and explanations written on a
 feature, and lists of features (a name, a description, features each with a note).
 
-Each note and list has a short random id for its permalink (/notes/{id}, /lists/{id}). Tables are created on first
-use; text is stored as given (pages escape it). Search over them is a plain word match (`search`): every word of
-the query must start a word of the text.
+Each note and list has a short random id for its permalink (/notes/{id}, /lists/{id}). The tables are made on
+first use (qscope.appdb); text is stored as given (pages escape it). Search over them is a plain word match
+(`search`): every word of the query must start a word of the text.
 """
 
 from __future__ import annotations
@@ -15,16 +15,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, func, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from qscope.appdb import open_app_db
+from qscope.appdb import Base, open_app_db
 
 NOTE_KINDS = ("explanation", "note")
 SQL_WORDS = 8  # query words narrowed in SQL (NoteStore.search)
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class NoteRow(Base):
@@ -107,10 +103,10 @@ def matches(q: str, text: str) -> bool:
 
 
 class NoteStore:
-    """Notes and lists in the app database; the tables are created on first use."""
+    """Notes and lists in the app database; the schema is made or upgraded when it opens (qscope.appdb)."""
 
     def __init__(self, url: str) -> None:
-        self.engine = open_app_db(url, Base.metadata)
+        self.engine = open_app_db(url)
         self.version = 0  # bumped on every write (search indexes rebuild when it moves)
         self._lock = threading.Lock()
 
