@@ -1,7 +1,8 @@
 """A real app database from before migrations (tests/data/app-db-09f5f29.sqlite, written by qscope at commit
 09f5f29 through its own API: tests/data/make_app_db.py) is upgraded as `qscope serve` upgrades it at start, keeps
 every row as it was, and every run, note, list, recipe, discovery and detector shows on its page and its .json
-twin. `qscope app-db current|upgrade` say where a database stands; one from a newer qscope stops `serve`."""
+twin, and again once moved to a real Postgres server (tests/postgres.py). `qscope app-db current|upgrade` say where
+a database stands; one from a newer qscope stops `serve`."""
 
 import html
 import json
@@ -13,6 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from qscope.appdb import make_engine
+from qscope.appdb.backup import export_file, import_file
 from qscope.appdb.migrate import head
 from qscope.cli import cli
 from qscope.cli.app_db import upgrade_line
@@ -40,9 +43,17 @@ def upgraded(tmp_path_factory) -> tuple[Path, str]:
     return path, upgrade_line(f"sqlite:///{path}")  # what `qscope serve` does and prints at start
 
 
-@pytest.fixture(scope="module")
-def client(tiny_db, upgraded, tmp_path_factory):
-    settings = Settings(device="cpu", cache_dir=tmp_path_factory.mktemp("cache"), app_db_url=f"sqlite:///{upgraded[0]}")
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def client(request, tiny_db, upgraded, tmp_path_factory):
+    """The app on the upgraded database; then on a Postgres database it was moved to (`qscope app-db export`,
+    `import`)."""
+    tmp = tmp_path_factory.mktemp("served")
+    url = f"sqlite:///{upgraded[0]}"
+    if request.param == "postgres":
+        export_file(make_engine(url), tmp / "moved.jsonl")
+        url = request.getfixturevalue("postgres_server").database()
+        import_file(make_engine(url), tmp / "moved.jsonl")
+    settings = Settings(device="cpu", cache_dir=tmp / "cache", app_db_url=url)
     with TestClient(create_app([tiny_db], settings, warm_search=False)) as c:
         yield c
 
