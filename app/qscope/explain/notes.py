@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, func, select
+from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from qscope.appdb import Base, open_app_db
@@ -178,7 +178,10 @@ class NoteStore:
 
     def add_item(self, list_id: str, item: ListItem) -> UserList | None:
         with Session(self.engine) as session, session.begin():
-            if session.get(ListRow, list_id) is None:
+            # the list's row is written first: its lock (SQLite: the database's write lock) holds a second add to
+            # the same list until this one commits, so that one reads the position after this one's
+            touched = session.execute(update(ListRow).where(ListRow.id == list_id).values(name=ListRow.name))
+            if touched.rowcount == 0:  # type: ignore[attr-defined]
                 return None
             last = session.scalar(select(func.max(ItemRow.position)).where(ItemRow.list_id == list_id))
             session.add(
