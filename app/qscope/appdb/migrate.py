@@ -60,7 +60,7 @@ def known() -> list[str]:
 
 def first_schema() -> MetaData:
     """Revision 0001's tables (what a database from before migrations may hold)."""
-    module = scripts().get_revision(FIRST).module  # type: ignore[union-attr]
+    module = scripts().get_revision(FIRST).module
     return module.metadata
 
 
@@ -111,7 +111,7 @@ def _migrating_engine(engine: Engine) -> tuple[Engine, bool]:
     own = create_engine(url, poolclass=NullPool)
 
     @event.listens_for(own, "connect")
-    def _autocommit(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def _autocommit(dbapi_connection, _record) -> None:
         dbapi_connection.isolation_level = None  # the driver begins nothing by itself: the "begin" hook does
 
     @event.listens_for(own, "begin")
