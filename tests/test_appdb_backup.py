@@ -85,3 +85,58 @@ def test_import_refuses_and_writes_nothing(old_url, tmp_path):
 def test_export_of_a_database_never_upgraded_says_to_upgrade(old_url, tmp_path):
     code, said = run("app-db", "export", str(tmp_path / "a.jsonl"), "--url", old_url)
     assert code == 2 and "run `qscope app-db upgrade` first" in said and not (tmp_path / "a.jsonl").exists()
+
+
+NEXT = '''"""A made-up later revision (tests only): a column on feature_notes."""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("feature_notes") as batch:
+        batch.add_column(sa.Column("extra", sa.String(20), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("feature_notes") as batch:
+        batch.drop_column("extra")
+'''
+
+
+def test_a_later_revision_upgrades_and_an_older_export_imports_across_it(app_db_url, request, tmp_path, monkeypatch):
+    """With a revision 0002 added: a database at 0001 is upgraded with its rows, and an export taken at 0001 goes
+    into an empty database at 0002 (taken back to 0001 for the rows, then upgraded)."""
+    from sqlalchemy import inspect
+
+    from qscope.appdb import migrate
+    from qscope.appdb.backup import export_file, import_file
+    from qscope.cli.app_db import upgrade_line
+
+    older = f"sqlite:///{tmp_path / 'older.db'}"
+    NoteStore(older).add_note("m", "s", 4, "written at 0001")
+    export_file(make_engine(older), tmp_path / "at-0001.jsonl")
+    NoteStore(app_db_url).add_note("m", "s", 5, "kept across 0002")
+
+    shutil.copytree(migrate.MIGRATIONS, tmp_path / "migrations")
+    (tmp_path / "migrations" / "versions" / "0002_extra.py").write_text(NEXT)
+    monkeypatch.setattr(migrate, "MIGRATIONS", tmp_path / "migrations")
+    migrate.scripts.cache_clear()
+    try:
+        assert upgrade_line(app_db_url).endswith("upgraded from revision 0001 to revision 0002")
+        assert [n.text for n in NoteStore(app_db_url).all_notes()] == ["kept across 0002"]
+        assert "extra" in {c["name"] for c in inspect(make_engine(app_db_url)).get_columns("feature_notes")}
+
+        if app_db_url.startswith("sqlite"):
+            fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+        else:
+            fresh = request.getfixturevalue("postgres_server").database()
+        assert migrate.upgrade(make_engine(fresh)).after == "0002"  # an empty database at 0002, as serve leaves it
+        assert import_file(make_engine(fresh), tmp_path / "at-0001.jsonl") == {"feature_notes": 1}
+        assert migrate.current(make_engine(fresh)) == "0002"
+        assert [n.text for n in NoteStore(fresh).all_notes()] == ["written at 0001"]
+    finally:
+        migrate.scripts.cache_clear()

@@ -152,3 +152,19 @@ def test_serve_refuses_a_database_from_a_newer_qscope(old_copy, tiny_db, tmp_pat
     assert (tmp_path / "app.db").read_bytes() == before
     current = CliRunner().invoke(cli, ["app-db", "current"])
     assert current.exit_code == 1 and "newer than this qscope" in current.output
+
+
+def test_a_database_out_of_reach_is_one_line(tiny_db, monkeypatch):
+    from tests.test_e2e_browser import free_port
+
+    url = f"postgresql+psycopg://qscope:secret@127.0.0.1:{free_port()}/nowhere"  # nothing listens there
+    current = CliRunner().invoke(cli, ["app-db", "current", "--url", url])
+    assert current.exit_code == 2 and current.output.count("\n") == 1
+    assert "error: cannot use the app database postgresql+psycopg://qscope:***@127.0.0.1" in current.output
+    monkeypatch.setenv("QSCOPE_APP_DB_URL", url)
+    get_settings.cache_clear()
+    try:
+        out = CliRunner().invoke(cli, ["serve", "--db", str(tiny_db)])
+    finally:
+        get_settings.cache_clear()
+    assert out.exit_code == 2 and "cannot use the app database" in out.output and "secret" not in out.output

@@ -7,10 +7,13 @@ schema to the newest revision this qscope knows, or refuses one written by a new
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import StaticPool
 
@@ -50,7 +53,20 @@ def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
-    return create_engine(url)
+    try:
+        return create_engine(url)
+    except ModuleNotFoundError as e:  # the URL's driver (psycopg for postgresql+psycopg://) is not installed
+        raise AppDbError(f"the app database {shown(url)} needs {e.name}: pip install -e .[postgres]") from e
+
+
+@contextmanager
+def reached(url: str) -> Iterator[None]:
+    """Turn a database that cannot be reached (a Postgres server down, a wrong password) into one line."""
+    try:
+        yield
+    except OperationalError as e:
+        first = (str(e.orig or e).strip().splitlines() or [type(e).__name__])[0]
+        raise AppDbError(f"cannot use the app database {shown(url)}: {first}") from e
 
 
 def open_app_db(url: str) -> Engine:

@@ -26,14 +26,15 @@ def _url(url: str | None) -> str:
 def upgrade_line(url: str, create: bool = False) -> str:
     """Upgrade the app database at `url` and say so in one line (`qscope serve` prints it at start); a SQLite
     file nobody has written yet is made only when `create`. AppDbError for a database from a newer qscope."""
-    from qscope.appdb import is_missing_file, make_engine, shown
+    from qscope.appdb import is_missing_file, make_engine, reached, shown
     from qscope.appdb.migrate import head, upgrade
 
     if is_missing_file(url) and not create:
         return f"app database {shown(url)}: none yet (made at revision {head()} when something is first saved)"
     engine = make_engine(url)
     try:
-        done = upgrade(engine)
+        with reached(url):
+            done = upgrade(engine)
     finally:
         engine.dispose()
     if done.before == done.after:
@@ -50,20 +51,23 @@ def _fail(err: Exception) -> typer.Exit:
 @app_db_cli.command("current")
 def current_cmd(url: UrlOption = None) -> None:
     """Say which schema revision the app database is at, and whether `qscope app-db upgrade` has work to do."""
-    from qscope.appdb import is_missing_file, make_engine, shown
-    from qscope.appdb.migrate import current, has_tables, head, known
+    from qscope.appdb import AppDbError, is_missing_file, make_engine, reached, shown
+    from qscope.appdb.migrate import has_tables, head, known, revision_of
 
     url = _url(url)
     if is_missing_file(url):
         say(f"app database {shown(url)}: none yet (qscope makes it at revision {head()} when something is saved)")
         return
-    engine = make_engine(url)
     try:
-        revision = current(engine)
-        with engine.connect() as conn:
-            old_tables = revision is None and has_tables(conn)
-    finally:
-        engine.dispose()
+        engine = make_engine(url)
+        try:
+            with reached(url), engine.connect() as conn:
+                revision = revision_of(conn)
+                old_tables = revision is None and has_tables(conn)
+        finally:
+            engine.dispose()
+    except AppDbError as err:
+        raise _fail(err) from err
     if revision == head():
         say(f"app database {shown(url)}: at revision {revision} (the newest this qscope knows)")
     elif revision is not None and revision not in known():
@@ -91,19 +95,21 @@ def export_cmd(
     url: UrlOption = None,
 ) -> None:
     """Back up every table of the app database to FILE (restore with `qscope app-db import FILE`)."""
-    from qscope.appdb import AppDbError, is_missing_file, make_engine, shown
+    from qscope.appdb import AppDbError, is_missing_file, make_engine, reached, shown
     from qscope.appdb.backup import export_file
 
     url = _url(url)
     if is_missing_file(url):
         raise _fail(AppDbError(f"no app database at {shown(url)}: nothing to export"))
-    engine = make_engine(url)
     try:
-        counts = export_file(engine, file)
+        engine = make_engine(url)
+        try:
+            with reached(url):
+                counts = export_file(engine, file)
+        finally:
+            engine.dispose()
     except AppDbError as err:
         raise _fail(err) from err
-    finally:
-        engine.dispose()
     say(f"wrote {sum(counts.values())} rows of {len(counts)} tables to {file}")
 
 
@@ -113,17 +119,19 @@ def import_cmd(
     url: UrlOption = None,
 ) -> None:
     """Restore FILE into an empty app database (SQLite or Postgres), then upgrade it to the newest revision."""
-    from qscope.appdb import AppDbError, make_engine, shown
+    from qscope.appdb import AppDbError, make_engine, reached, shown
     from qscope.appdb.backup import import_file
 
     url = _url(url)
     if not file.is_file():
         raise _fail(AppDbError(f"no file {file}"))
-    engine = make_engine(url)
     try:
-        counts = import_file(engine, file)
+        engine = make_engine(url)
+        try:
+            with reached(url):
+                counts = import_file(engine, file)
+        finally:
+            engine.dispose()
     except AppDbError as err:
         raise _fail(err) from err
-    finally:
-        engine.dispose()
     say(f"imported {sum(counts.values())} rows into {len(counts)} tables of {shown(url)}")
