@@ -180,8 +180,9 @@ class NoteStore:
         with Session(self.engine) as session, session.begin():
             # the list's row is written first: its lock (SQLite: the database's write lock) holds a second add to
             # the same list until this one commits, so that one reads the position after this one's
-            touched = session.execute(update(ListRow).where(ListRow.id == list_id).values(name=ListRow.name))
-            if touched.rowcount == 0:  # type: ignore[attr-defined]
+            same_name = update(ListRow).where(ListRow.id == list_id).values(name=ListRow.name)
+            touched = session.connection().execute(same_name)
+            if touched.rowcount == 0:
                 return None
             last = session.scalar(select(func.max(ItemRow.position)).where(ItemRow.list_id == list_id))
             session.add(
