@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
 
@@ -53,7 +54,7 @@ def main(tiny_db: Path, out: Path) -> None:
         rate_share_per_min=0,
         discover_max_tokens=48,
     )
-    made: dict[str, list] = {"runs": [], "notes": [], "lists": [], "recipes": [], "discoveries": [], "detectors": []}
+    made: dict[str, Any] = {"runs": [], "notes": [], "lists": [], "recipes": [], "discoveries": [], "detectors": []}
     with TestClient(create_app([tmp / "tiny.duckdb"], settings, warm_search=False)) as c:
         model_id = next(iter(c.app.state.catalog.models))
         for prompt, strength in (("The cat sat on the", 4.0), ("Once upon a time", -2.0)):
@@ -104,7 +105,7 @@ def main(tiny_db: Path, out: Path) -> None:
         for spec in ({"kind": "rule", "combine": "any", "terms": terms}, {"kind": "logreg"}):
             det = c.post("/api/detectors", json={"discovery": discovery["id"], "spec": spec}).json()
             made["detectors"].append({"url": det["url"], "id": det["id"], "kind": det["detector"]["kind"]})
-        made["model_id"] = model_id  # type: ignore[assignment]
+        made["model_id"] = model_id
     out.with_suffix(".json").write_text(json.dumps(made, indent=1, ensure_ascii=False) + "\n")
     shutil.rmtree(tmp)
 
