@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install qscope into ./.venv, from the project's own files only.
 #   scripts/install.sh            python packages (+ Debian text corpora for the demo, where apt is usable)
-#   scripts/install.sh --test     also the test tools, Ray (the cluster extra) and Debian's headless Chromium
+#   scripts/install.sh --test     also the test tools, Ray (the cluster extra), Debian's headless Chromium and
+#                                 its Postgres server
 # torch goes in first: on a machine without CUDA we take the CPU build torch==2.13.0, so that the later
 # `pip install -e .` finds torch already satisfied and does not pull several GB of CUDA packages.
 set -euo pipefail
@@ -27,7 +28,8 @@ apt_install() {
 
 # Real prose for the mini-Qwen corpus (the stdlib sources are always there).
 apt_install python3.11-doc fortunes jargon-text
-[[ $WITH_TEST -eq 1 ]] && apt_install chromium chromium-driver
+# the browser tests' Chromium; the Postgres server the app-database tests start (tests/helpers/postgres.py)
+[[ $WITH_TEST -eq 1 ]] && apt_install chromium chromium-driver postgresql
 
 step() { echo "install.sh: $*"; }
 if [[ ! -x "$VENV/bin/python" ]]; then

@@ -72,3 +72,23 @@ def tiny_db(tiny_demo, tmp_path_factory) -> Path:
     )
     harvest(opts, Console(quiet=True), indexer=index_store)
     return out
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real Postgres server for the session (tests/helpers/postgres.py), or a skip saying why there is none."""
+    from tests.helpers.postgres import PostgresServer, why_not
+
+    if reason := why_not():
+        pytest.skip(reason)
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def app_db_url(request, tmp_path) -> str:
+    """An empty app database's URL: a SQLite file, then a fresh database on the session's Postgres server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/app.db"
+    return request.getfixturevalue("postgres_server").database()

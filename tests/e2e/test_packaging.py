@@ -72,6 +72,9 @@ def test_a_wheel_install_builds_harvests_and_serves_from_anywhere(tmp_path):
     assert str(tmp_path / "venv") in where and "site-packages" in where
 
     qscope = str(tmp_path / "venv" / "bin" / "qscope")
+    # the app database's revisions ship inside the package (Alembic reads them from qscope/appdb/migrations)
+    said = run([qscope, "app-db", "upgrade", "--url", "sqlite:///app.db"], cwd=work, env=env)
+    assert "upgraded from revision none (empty) to revision" in said
     run([qscope, "build-demo", "--tiny", "--out", "demo"], cwd=work, env=env)
     run(
         [qscope, "harvest", "--model", "demo/model", "--sae", "demo/saes", "--corpus", "demo/corpus/val.jsonl"]

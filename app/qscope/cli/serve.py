@@ -40,9 +40,12 @@ def serve_cmd(
     """Serve the explorer (feature dashboards, search, inspect, steering) for one or more feature stores.
 
     Every store, and the model and SAE files it records, is checked first: a missing or damaged one stops the
-    server with one line saying which file and why."""
+    server with one line saying which file and why. The app database is then upgraded to the newest schema
+    revision (a line names it); one from a newer qscope stops the server, untouched."""
     import uvicorn
 
+    from qscope.appdb import AppDbError
+    from qscope.cli.app_db import upgrade_line
     from qscope.search.semantic import has_cached_index
     from qscope.store.preflight import PreflightError, preflight
     from qscope.store.queries import StoreError
@@ -54,6 +57,11 @@ def serve_cmd(
         for warning in preflight(db):
             say(f"warning: {warning}", "yellow")
     except PreflightError as err:
+        say(f"error: {err}", "red")
+        raise typer.Exit(2) from err
+    try:  # before any worker starts: the schema is brought to the newest revision once, here
+        say(upgrade_line(settings.app_db_url))
+    except AppDbError as err:
         say(f"error: {err}", "red")
         raise typer.Exit(2) from err
     for path in db:

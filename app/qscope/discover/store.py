@@ -12,15 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Float, String, Text, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from qscope.appdb import open_app_db
+from qscope.appdb import Base, open_app_db
 
 KINDS = ("discovery", "detector", "footprint")
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class Record(Base):
@@ -50,10 +46,10 @@ def new_id() -> str:
 
 
 class DiscoverStore:
-    """Save and load records; tables are created on first use."""
+    """Save and load records; the schema is made or upgraded when it opens (qscope.appdb)."""
 
     def __init__(self, url: str) -> None:
-        self.engine = open_app_db(url, Base.metadata)
+        self.engine = open_app_db(url)
 
     def save(self, kind: str, record_id: str, model_id: str, name: str, body: str, figure: float | None = None) -> str:
         """Store a record under `record_id` (from new_id(), so the body can carry its own id)."""

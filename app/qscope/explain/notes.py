@@ -3,8 +3,9 @@ feature, and lists of features (a name, a description, features each with a note
 
 Each note and list has a short random id for its permalink (/notes/{id}, /lists/{id}) and an owner secret
 (qscope.explain.owners: returned once by the create methods, only its hash stored) that edits and deletes it, and
-adds to a list. Tables are created on first use; text is stored as given (pages escape it). Search over them is
-a plain word match (`search`): every word of the query must start a word of the text, narrowed in SQL first.
+adds to a list. The tables are made on first use (qscope.appdb); text is stored as given (pages escape it).
+Search over them is a plain word match (`search`): every word of the query must start a word of the text, narrowed
+in SQL first.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, exists, func, or_, select
+from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from qscope.appdb import open_app_db
-from qscope.explain.notes_tables import Base, ItemRow, ListRow, NoteRow
+from qscope.explain.notes_tables import ItemRow, ListRow, NoteRow
 from qscope.explain.owners import check, new_secret
 
 NOTE_KINDS = ("explanation", "note")
@@ -99,10 +100,10 @@ def matches(q: str, text: str) -> bool:
 
 
 class NoteStore:
-    """Notes and lists in the app database; the tables are created on first use."""
+    """Notes and lists in the app database; the schema is made or upgraded when it opens (qscope.appdb)."""
 
     def __init__(self, url: str) -> None:
-        self.engine = open_app_db(url, Base.metadata)
+        self.engine = open_app_db(url)
         self.version = 0  # bumped on every write (search indexes rebuild when it moves)
         self._lock = threading.Lock()
 
@@ -196,8 +197,12 @@ class NoteStore:
     def add_item(self, list_id: str, item: ListItem, secret: str | None) -> UserList | None:
         """The list with `item` added at its end (None: no such list; NotOwner: not its secret)."""
         with Session(self.engine) as session, session.begin():
+            # the list's row is written first: its lock (SQLite: the database's write lock) holds a second add to
+            # the same list until this one commits, so that one reads the position after this one's
+            same_name = update(ListRow).where(ListRow.id == list_id).values(name=ListRow.name)
+            touched = session.connection().execute(same_name)
             row = session.get(ListRow, list_id)
-            if row is None:
+            if touched.rowcount == 0 or row is None:
                 return None
             check(row.owner_hash, secret, "list")
             last = session.scalar(select(func.max(ItemRow.position)).where(ItemRow.list_id == list_id))

@@ -14,18 +14,14 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 from sqlalchemy import DateTime, String, Text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from qscope.appdb import open_app_db
+from qscope.appdb import Base, open_app_db
 from qscope.steer.spec import SteerResult, SteerSpec
 
 
 class DamagedRun(ValueError):
     """A saved run that no longer reads as a spec and result (saved before a check that now refuses it)."""
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class SteerRun(Base):
@@ -39,10 +35,10 @@ class SteerRun(Base):
 
 
 class RunStore:
-    """Save and load shared runs; the tables are created on first use."""
+    """Save and load shared runs; the schema is made or upgraded when it opens (qscope.appdb)."""
 
     def __init__(self, url: str) -> None:
-        self.engine = open_app_db(url, Base.metadata)
+        self.engine = open_app_db(url)
 
     def save(self, spec: SteerSpec, result: SteerResult) -> str:
         """The run's id; the row is written only the first time this spec and result are saved."""

@@ -44,6 +44,23 @@ def model_source(meta: dict[str, str]) -> str | None:
     return meta.get("model") or settings_of(meta).get("model")
 
 
+def version_problem(path: str | Path, version: str | None) -> str | None:
+    """Why this qscope cannot read a store of schema `version`, in one line that says what to run; None when it
+    can. An older (or unreadable) version is harvested again; a newer one needs a newer qscope."""
+    if version == str(SCHEMA_VERSION):
+        return None
+    if version is not None and version.isdigit() and int(version) > SCHEMA_VERSION:
+        return (
+            f"{path} is a feature store of schema version {version}, written by a newer qscope (this one reads "
+            f"version {SCHEMA_VERSION}): upgrade qscope to serve it (pip install -U qscope), or harvest it again "
+            "with this one"
+        )
+    return (
+        f"{path} is a feature store of schema version {version or 'unknown'}, older than the version "
+        f"{SCHEMA_VERSION} this qscope reads: run `qscope harvest` again to rewrite it"
+    )
+
+
 def is_current(path: str | Path) -> bool:
     """Whether `path` is a feature store this qscope reads (right schema version); False for anything else."""
     meta = read_meta(path)

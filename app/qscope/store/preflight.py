@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from qscope.store.meta import meta_of, model_source
+from qscope.store.meta import meta_of, model_source, version_problem
 from qscope.store.schema import TABLES
 
 DUCKDB_HEADERS = 3 * 4096  # the main header and two database headers precede the blocks
@@ -52,6 +52,8 @@ def check_store(path: Path) -> StoreFiles:
         if missing:
             raise PreflightError(f"{path} is not a qscope feature store (no table {missing[0]})")
         meta = meta_of(con)
+        if problem := version_problem(path, meta.get("schema_version")):
+            raise PreflightError(problem)
         saes = [r[0] for r in con.execute("SELECT DISTINCT source FROM saes ORDER BY source").fetchall()]
     except duckdb.Error as e:
         raise PreflightError(f"{path} cannot be read (corrupt or truncated?): {_first_line(e)}") from e

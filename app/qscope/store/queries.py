@@ -21,8 +21,8 @@ import duckdb
 import numpy as np
 
 from qscope.store.cards import Card, decode_card
-from qscope.store.meta import meta_of, model_source
-from qscope.store.schema import SAE_COLUMNS, SCHEMA_VERSION, SaeInfo
+from qscope.store.meta import meta_of, model_source, version_problem
+from qscope.store.schema import SAE_COLUMNS, SaeInfo
 from qscope.store.watchdog import WATCHDOG
 from qscope.tokens import characters, is_whole, readable
 
@@ -238,11 +238,8 @@ class Store:
 
 
 def _check_version(path: Path, version: str | None) -> None:
-    if version != str(SCHEMA_VERSION):
-        raise StoreError(
-            f"{path} is a feature store of schema version {version or 'unknown'}, and this qscope reads version "
-            f"{SCHEMA_VERSION}: run `qscope harvest` again to rewrite it"
-        )
+    if problem := version_problem(path, version):
+        raise StoreError(problem)
 
 
 def _read_saes(con: duckdb.DuckDBPyConnection) -> dict[str, SaeInfo]:

@@ -22,19 +22,15 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 from sqlalchemy import DateTime, Float, String, Text, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from qscope.appdb import open_app_db
+from qscope.appdb import Base, open_app_db
 from qscope.steer.evaluate.result import EvalResult
 
 STALE_S = 60.0
 HOST, PID, BOOT = socket.gethostname(), os.getpid(), secrets.token_hex(4)
 OWNER = f"{HOST}:{PID}:{BOOT}"
 GONE = "the server stopped while the evaluation ran; start it again"
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class JobRow(Base):
@@ -131,10 +127,10 @@ def _gone(owner: str, updated_at: datetime) -> bool:
 
 
 class RecipeStore:
-    """Jobs and recipes in the app database; the tables are created on first use."""
+    """Jobs and recipes in the app database; the schema is made or upgraded when it opens (qscope.appdb)."""
 
     def __init__(self, url: str) -> None:
-        self.engine = open_app_db(url, Base.metadata)
+        self.engine = open_app_db(url)
 
     def add_job(self, job_id: str, model_id: str, request_json: str) -> None:
         now = _now()
