@@ -205,3 +205,22 @@ def test_suggest_finds_the_feature_a_set_was_made_for(client):
     assert got["feature"]["mode"] == "add" and got["feature"]["sae_id"].endswith("layer1")
     assert got["url"].endswith(f"/{got['feature']['feature']}")
     assert client.get("/api/steer-eval/suggest", params={"prompt_set": "prose"}).status_code == 422
+
+
+def test_suggest_for_a_decrease_set_is_a_live_feature_suppressed(client):
+    """A "decrease" set (quote-attribution) suggests the feature that fires on the attribution lines, with a
+    negative strength: never a dead feature (whose gap was -inf, flipped to +inf by the goal's sign), which Start
+    would then refuse with 422."""
+    r = client.get("/api/steer-eval/suggest", params={"prompt_set": "quote-attribution"})
+    assert r.status_code == 200, r.text
+    feature = r.json()["feature"]
+    assert feature["mode"] == "add" and feature["strength"] < 0
+    page = client.get(r.json()["url"] + ".json").json()
+    assert page["detail"]["row"]["max_act"] > 0  # alive in the store
+    spec = {"features": [feature], "temperature": 0.8, "max_new_tokens": 2, "seed": 1}
+    started = client.post(
+        "/api/steer-eval",
+        json={"spec": spec, "prompt_set": "quote-attribution", "strengths": [1], "seeds": 1, "random_controls": 0},
+    )
+    assert started.status_code == 202, started.text
+    client.post(f"/api/steer-eval/{started.json()['id']}/cancel")
