@@ -131,7 +131,7 @@ def test_in_process_explainer_on_a_users_list(store, tiny_demo, tmp_path):
     env = os.environ | {"OMP_NUM_THREADS": "1", "QSCOPE_APP_DB_URL": url}
     done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
-    assert "2 features chosen" in done.stderr and "explained 2, scored 0, failed 0" in done.stderr
+    assert "2 features chosen" in done.stderr and "explained 2, scored 0 (0 at chance), failed 0" in done.stderr
     assert [r[0] for r in rows(out)] == [1, 2] and all(r[1] for r in rows(out))
     missing = subprocess.run(
         explain_cmd(store, "--list", "nope", "--hf", "x"), capture_output=True, text=True, timeout=300, env=env

@@ -31,6 +31,11 @@ class ExplainerError(RuntimeError):
         self.retryable = retryable
 
 
+class ContextTooLong(ExplainerError):
+    """The prompt does not fit the explainer's context (OpenAI's `context_length_exceeded`, or the same said in
+    words by a server without the code): the caller may cut the prompt and ask again."""
+
+
 class _Again(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
@@ -87,7 +92,10 @@ class OpenAIChat:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as r:
                 raw = r.read()
         except urllib.error.HTTPError as e:
-            message = _error_message(e.read())
+            raw = e.read()
+            message = _error_message(raw)
+            if e.code == 400 and _too_long(raw, message):
+                raise ContextTooLong(f"{self.url} refused the prompt as too long: {message}") from e
             if e.code in RETRY_STATUS:
                 raise _Again(
                     f"{self.url} answered {e.code}: {message}", _retry_after(e.headers.get("Retry-After"))
@@ -106,6 +114,16 @@ def _content(raw: bytes, url: str) -> str:
     except (ValueError, KeyError, IndexError, TypeError) as e:
         shown = raw[:120].decode("utf-8", "replace")
         raise _Again(f"{url} answered something that is not a chat completion: {shown!r}") from e
+
+
+def _too_long(raw: bytes, message: str) -> bool:
+    try:
+        error = json.loads(raw).get("error")
+        if isinstance(error, dict) and error.get("code") == "context_length_exceeded":
+            return True
+    except (ValueError, AttributeError):
+        pass
+    return "maximum context length" in message  # vLLM and others say it in words
 
 
 def _error_message(raw: bytes) -> str:
