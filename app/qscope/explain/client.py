@@ -100,7 +100,12 @@ class OpenAIChat:
                 raise _Again(
                     f"{self.url} answered {e.code}: {message}", _retry_after(e.headers.get("Retry-After"))
                 ) from e
-            hint = " (is --endpoint the API's base URL, ending in /v1?)" if e.code in (404, 405) else ""
+            hint = ""
+            if _code(raw) == "model_not_found":  # the endpoint is right: the model id is not one it serves
+                hint = f" (--explainer-model {body['model']!r} is not served there; {self.url.rsplit('/', 2)[0]}/models"
+                hint += " lists the ids it serves)"
+            elif e.code in (404, 405):
+                hint = " (is --endpoint the API's base URL, ending in /v1?)"
             raise ExplainerError(f"{self.url} refused the request ({e.code}): {message}{hint}") from e
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
             reason = getattr(e, "reason", e)
@@ -116,14 +121,17 @@ def _content(raw: bytes, url: str) -> str:
         raise _Again(f"{url} answered something that is not a chat completion: {shown!r}") from e
 
 
-def _too_long(raw: bytes, message: str) -> bool:
+def _code(raw: bytes) -> str | None:
+    """The `code` of an OpenAI error body, if any."""
     try:
         error = json.loads(raw).get("error")
-        if isinstance(error, dict) and error.get("code") == "context_length_exceeded":
-            return True
     except (ValueError, AttributeError):
-        pass
-    return "maximum context length" in message  # vLLM and others say it in words
+        return None
+    return error.get("code") if isinstance(error, dict) else None
+
+
+def _too_long(raw: bytes, message: str) -> bool:
+    return _code(raw) == "context_length_exceeded" or "maximum context length" in message  # vLLM says it in words
 
 
 def _error_message(raw: bytes) -> str:

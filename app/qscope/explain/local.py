@@ -50,8 +50,8 @@ class LocalChat:
 
     def chat(self, messages: list[dict], *, max_tokens: int = 64, temperature: float = 0.0, seed: int = 0) -> str:
         if self.context:
-            ids = self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
-            n = len(ids["input_ids"] if isinstance(ids, dict) else ids)
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])  # as _generate encodes it
             if n + max_tokens > self.context:
                 raise ContextTooLong(f"{n} prompt tokens + {max_tokens} to answer pass the {self.context}-token window")
         call = _Call(messages, max_tokens, temperature, seed)
