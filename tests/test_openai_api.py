@@ -155,8 +155,8 @@ def test_unknown_model_raises_not_found(client, model):
 def test_full_queue_raises_a_retryable_error(client, model):
     """One long generation holds the worker, two requests fill the queue (size 2), the next is refused."""
     long = client.completions.create(
-        model=model, prompt="The", max_tokens=1500, temperature=0, frequency_penalty=-2.0, stream=True
-    )  # repeats itself: never ends early
+        model=model, prompt="The", max_tokens=1020, temperature=0, frequency_penalty=-2.0, stream=True
+    )  # repeats itself: never ends early (1,020 tokens: as many as the tiny model's 1,024-token context holds)
     next(iter(long))  # generating: the worker is busy
     answers: list = []
 
