@@ -75,8 +75,16 @@ def test_paste_rank_save_detector_reopen(page, server):  # noqa: F811
     page.locator("#detect").click()
     expect(page.locator("#detected .detected")).to_have_count(2)
     shot(page, "13_detect")
-    page.goto(discovery_url)
-    expect(page.locator("table.ranked").first).to_be_visible()
+    for width in (1280, 390):  # the numbers come with a sentence saying what they mean, at both widths
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(discovery_url)
+        expect(page.locator("table.ranked").first).to_be_visible()
+        reading = page.locator("#reading")
+        expect(reading).to_contain_text("95th percentile of")
+        box = reading.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= width
+        shot(page, f"11_discover_reading_{width}")
+    page.set_viewport_size({"width": 1360, "height": 900})
     page.goto(server + "/detectors")
     expect(page.locator("table.grid a", has_text="code vs prose").first).to_be_visible()
     assert page.problems == []

@@ -15,6 +15,7 @@ import urllib.request
 import duckdb
 import pytest
 
+from qscope.explain.scoring import trust
 from tests.helpers.server import free_port, qscope_cmd, serving
 
 pytestmark = pytest.mark.slow
@@ -66,6 +67,15 @@ def rows(path) -> list[tuple]:
         con.close()
 
 
+def scores(path) -> dict[int, tuple]:
+    con = sqlite3.connect(path)
+    try:
+        got = con.execute("SELECT feature, detection, detection_n, fuzzing, fuzzing_n FROM explanations").fetchall()
+    finally:
+        con.close()
+    return {r[0]: r[1:] for r in got if r[1] is not None or r[3] is not None}
+
+
 def test_explain_through_qscope_serve_killed_resumed_and_shown(server, store):
     model = json.loads(get(server + "/v1/models"))["data"][0]["id"]
     env = os.environ | {"QSCOPE_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
@@ -105,6 +115,14 @@ def test_explain_through_qscope_serve_killed_resumed_and_shown(server, store):
     assert all(kept[r[0]] == r[1:3] for r in after if r[0] in kept)  # nothing written before the kill was redone
     assert (store.stat().st_size, store.stat().st_mtime_ns) == stamp  # the feature store itself is untouched
 
+    # the tiny model's prompts (about 1,200 tokens) pass its 1,024-token context: /v1 refuses them
+    # (context_length_exceeded) and the run shows fewer contexts, and says so
+    if len(after) > len(before):
+        assert "explainer prompts were cut" in second.stderr and "prompt cut to" in second.stderr, second.stderr
+    scored_now = [k for k in scores(out) if k not in {r[0] for r in before if r[5] is not None}]
+    at_chance = sum(trust(*scores(out)[k]) == "at chance" for k in scored_now)
+    assert f"scored {len(scored_now)} ({at_chance} at chance)" in second.stderr, second.stderr
+
     third = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     assert third.returncode == 0 and f"{N} already done, 0 to do" in third.stderr
 
@@ -123,7 +141,7 @@ def test_in_process_explainer_on_a_users_list(store, tiny_demo, tmp_path):
 
     url = f"sqlite:///{tmp_path}/app.db"
     model_id = duckdb.connect(str(store), read_only=True).execute("SELECT model_id FROM saes LIMIT 1").fetchone()[0]
-    chosen, _ = NoteStore(url).create_list("to explain", "", [ListItem(model_id, SAE, f, "") for f in (2, 1)])
+    chosen, _ = NoteStore(url).create_list("to explain", "", [ListItem(model_id, SAE, f, "") for f in (335, 23)])
     out = tmp_path / "local.sqlite"
     args = explain_cmd(
         store, "--list", chosen.id, "--hf", str(tiny_demo / "model"), "--no-score", "--out", str(out), "--device", "cpu"
@@ -131,8 +149,9 @@ def test_in_process_explainer_on_a_users_list(store, tiny_demo, tmp_path):
     env = os.environ | {"OMP_NUM_THREADS": "1", "QSCOPE_APP_DB_URL": url}
     done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
-    assert "2 features chosen" in done.stderr and "explained 2, scored 0, failed 0" in done.stderr
-    assert [r[0] for r in rows(out)] == [1, 2] and all(r[1] for r in rows(out))
+    assert "2 features chosen" in done.stderr and "explained 2, scored 0 (0 at chance), failed 0" in done.stderr
+    assert "2 explainer prompts were cut" in done.stderr  # 1,243 and 1,313 tokens: past the tiny model's 1,024
+    assert [r[0] for r in rows(out)] == [23, 335] and all(r[1] for r in rows(out))
     missing = subprocess.run(
         explain_cmd(store, "--list", "nope", "--hf", "x"), capture_output=True, text=True, timeout=300, env=env
     )

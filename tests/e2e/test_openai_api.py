@@ -46,8 +46,11 @@ def model(client) -> str:
     return models[0].id
 
 
-def steering(strength: float) -> dict:
-    return {"steering": {"features": [{"sae_id": SAE, "feature": 40, "mode": "add", "strength": strength}]}}
+def steering(strength: float, feature: int = 40) -> dict:
+    return {"steering": {"features": [{"sae_id": SAE, "feature": feature, "mode": "add", "strength": strength}]}}
+
+
+DEAD = 37  # never fired in the tiny store's harvest: an add of it would change nothing
 
 
 def test_chat_completion_whole_and_streamed_agree(client, model):
@@ -109,6 +112,7 @@ def test_steering_at_strength_zero_changes_nothing(client, model):
         ({"max_tokens": 1501}, None, "at most 1500"),
         ({"n": 9}, "n", "less than or equal to 8"),
         ({"extra_body": steering(51.0)}, None, "outside"),
+        ({"extra_body": steering(4.0, DEAD)}, None, "never fired in the harvest"),  # as /api/steer: refused
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role", "Input should be"),
         ({"presence_penalty": 0.5}, "presence_penalty", "not supported"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
@@ -127,6 +131,23 @@ def test_bad_fields_raise_bad_request(client, model, change, param, says):
     assert err.value.type == "invalid_request_error"
 
 
+def test_a_prompt_past_the_context_raises_context_length_exceeded(client, model):
+    """The tiny model's context is 1,024 tokens (max_position_embeddings): a 1,201-token prompt (under the 2,000-token
+    prompt limit) is refused as OpenAI does, and so is a 601-token one asking for 500 more; /v1/models says the
+    context, and with no max_tokens a prompt that fits runs to the context's end at most."""
+    assert client.models.retrieve(model).model_extra["max_model_len"] == 1024
+    for prompt, max_tokens in (("the cat " * 400, None), ("the cat " * 200, 500)):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.completions.create(model=model, prompt=prompt, **({"max_tokens": max_tokens} if max_tokens else {}))
+        assert err.value.code == "context_length_exceeded" and err.value.param == "prompt"
+        assert "maximum context length is 1024 tokens" in err.value.message
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "the cat " * 400}])
+    assert err.value.code == "context_length_exceeded" and err.value.param == "messages"
+    fits = client.completions.create(model=model, prompt="the cat " * 340, max_tokens=2, temperature=0)
+    assert fits.usage.prompt_tokens == 1021 and fits.usage.completion_tokens <= 2
+
+
 def test_unknown_model_raises_not_found(client, model):
     with pytest.raises(openai.NotFoundError) as err:
         client.chat.completions.create(model="gpt-nope", messages=MESSAGES)
@@ -138,8 +159,8 @@ def test_unknown_model_raises_not_found(client, model):
 def test_full_queue_raises_a_retryable_error(client, model):
     """One long generation holds the worker, two requests fill the queue (size 2), the next is refused."""
     long = client.completions.create(
-        model=model, prompt="The", max_tokens=1500, temperature=0, frequency_penalty=-2.0, stream=True
-    )  # repeats itself: never ends early
+        model=model, prompt="The", max_tokens=1020, temperature=0, frequency_penalty=-2.0, stream=True
+    )  # repeats itself: never ends early (1,020 tokens: as many as the tiny model's 1,024-token context holds)
     next(iter(long))  # generating: the worker is busy
     answers: list = []
 

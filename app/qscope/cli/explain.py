@@ -63,9 +63,18 @@ def explain_cmd(
         say("interrupted: what was finished is written; run the same command again to carry on", "yellow")
         raise typer.Exit(130) from err
     say(
-        f"explained {summary.explained}, scored {summary.scored}, failed {len(summary.failed)}, skipped "
+        f"explained {summary.explained}, scored {summary.scored} ({summary.at_chance} at chance), failed "
+        f"{len(summary.failed)}, skipped "
         f"{summary.skipped} (done before) in {summary.seconds:.1f} s"
     )
+    if summary.at_chance:
+        say(
+            f"{summary.at_chance} of the {summary.scored} scored explanations score at chance (neither score's 95% "
+            "interval lies above 0.5): they say nothing to trust, and pages and search mark them so",
+            "yellow",
+        )
+    if summary.cut:
+        say(f"{summary.cut} explainer prompts were cut (fewer contexts shown) to fit the explainer's context", "yellow")
     if summary.stopped:
         say(f"stopped early: {summary.stopped}; run the same command again to carry on", "red")
         raise typer.Exit(3)

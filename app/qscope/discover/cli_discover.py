@@ -26,6 +26,7 @@ from qscope.discover.cli_common import (
     say,
     write_json,
 )
+from qscope.discover.ranking import reading
 
 DETECTOR_RE = re.compile(r"top([1-5])?(?:-(any|all))?|logreg")
 
@@ -147,12 +148,17 @@ def _print_discovery(d) -> None:
         title=f"{d.names[0]} vs {d.names[1]}: {len(d.examples)} examples ({n_tr} train, {n_te} test), "
         f"{r.n_live:,} of {r.n_features:,} features fire"
     )
-    for col in ("#", "sae_id", "feature", "label", "train AUROC", "test AUROC", "test F1", "mean diff"):
+    releases = {s.sae_id.rsplit("__", 1)[0] for s in r.a_side}
+    one_release = len(releases) == 1 and all("__" in s.sae_id for s in r.a_side)
+    # the layer is what tells two rows apart: a cut sae_id ("SAE-Res-mini-qwe…") showed two layers' #2160 alike
+    table.add_column("#")
+    table.add_column(f"sae ({next(iter(releases))}__…)" if one_release else "sae_id", overflow="fold")
+    for col in ("feature", "label", "train AUROC", "test AUROC", "test F1", "mean diff"):
         table.add_column(col)
     for i, s in enumerate(r.a_side, 1):
         table.add_row(
             str(i),
-            s.sae_id,
+            s.sae_id.rsplit("__", 1)[1] if one_release else s.sae_id,
             str(s.feature),
             d.label(s.sae_id, s.feature)[:40],
             fmt(s.train_auroc),
@@ -169,6 +175,8 @@ def _print_discovery(d) -> None:
         f"label-shuffle control ({r.shuffle.n} shuffles): top feature's test AUROC {fmt(r.shuffle.test_mean)} ± "
         f"{fmt(r.shuffle.test_sd)} (chance spread {fmt(r.shuffle.null_sd)})"
     )
+    if text := reading(r):
+        say(text)
     if d.logreg:
         t = d.logreg.test
         say(

@@ -10,6 +10,7 @@ feature of each shuffle, judged on test, should sit near 1/2: its spread is the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -147,6 +148,43 @@ def _scores(
             )
         )
     return out
+
+
+def reading(r: Ranking) -> str:
+    """What the top feature's test AUROC means beside its two controls, in words (the discovery page and the CLI
+    show it under the numbers)."""
+    if not r.a_side or not r.baseline.n or math.isnan(r.baseline.p95):
+        return ""
+    top, b, s = r.a_side[0].test_auroc, r.baseline, r.shuffle
+    n = f"{b.n} random live features"
+    if top > b.p95:
+        out = [
+            f"The top feature's test AUROC, {top:.3f}, is above the 95th percentile of {n} ({b.p95:.3f}):"
+            " it separates the sets better than 19 in 20 features picked without looking."
+        ]
+    else:
+        out = [
+            f"The top feature's test AUROC, {top:.3f}, is within what {n} reach (95th percentile {b.p95:.3f}):"
+            " no better than a feature picked without looking."
+        ]
+    if b.max > top:
+        out.append(
+            f"The best random feature's {b.max:.3f} is higher, but it is the best of {b.n} judged on the test"
+            " examples themselves (a choice made by looking at the answers); the top feature was chosen on the"
+            " train examples alone, so its test AUROC is the fair one."
+        )
+    spread = max(s.test_sd, s.null_sd) if not math.isnan(s.test_sd) else s.null_sd
+    if s.n and not math.isnan(s.test_mean):
+        beats = top > s.test_mean + 2 * spread
+        out.append(
+            f"With the labels shuffled, the same choice on train reaches {s.test_mean:.3f} on test (± {spread:.3f}):"
+            + (
+                " the top feature is well clear of what choosing among many features gives by itself."
+                if beats
+                else " the top feature is not clearly above what choosing among many features gives by itself."
+            )
+        )
+    return " ".join(out)
 
 
 def _baseline(auc_te: np.ndarray, n: int, rng: np.random.Generator) -> Baseline:

@@ -34,6 +34,11 @@ class ExplainerError(RuntimeError):
         self.retryable = retryable
 
 
+class ContextTooLong(ExplainerError):
+    """The prompt does not fit the explainer's context (OpenAI's `context_length_exceeded`, or the same said in
+    words by a server without the code): the caller may cut the prompt and ask again."""
+
+
 class _Again(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
@@ -91,13 +96,21 @@ class OpenAIChat:
             create = self.client.chat.completions.with_raw_response.create
             raw = create(**body, extra_headers=self.headers).http_response.content
         except openai.APIStatusError as e:
-            message = _error_message(e.response.content)
+            raw = e.response.content
+            message = _error_message(raw)
+            if e.status_code == 400 and _too_long(raw, message):
+                raise ContextTooLong(f"{self.url} refused the prompt as too long: {message}") from e
             if e.status_code in RETRY_STATUS:
                 raise _Again(
                     f"{self.url} answered {e.status_code}: {message}",
                     _retry_after(e.response.headers.get("Retry-After")),
                 ) from e
-            hint = " (is --endpoint the API's base URL, ending in /v1?)" if e.status_code in (404, 405) else ""
+            hint = ""
+            if _code(raw) == "model_not_found":  # the endpoint is right: the model id is not one it serves
+                hint = f" (--explainer-model {body['model']!r} is not served there; {self.url.rsplit('/', 2)[0]}/models"
+                hint += " lists the ids it serves)"
+            elif e.status_code in (404, 405):
+                hint = " (is --endpoint the API's base URL, ending in /v1?)"
             raise ExplainerError(f"{self.url} refused the request ({e.status_code}): {message}{hint}") from e
         except openai.APIConnectionError as e:  # the endpoint down, or slower than timeout_s
             raise _Again(f"{self.url} did not answer: {e.__cause__ or e}") from e
@@ -110,6 +123,19 @@ def _content(raw: bytes, url: str) -> str:
     except (ValueError, KeyError, IndexError, TypeError) as e:
         shown = raw[:120].decode("utf-8", "replace")
         raise _Again(f"{url} answered something that is not a chat completion: {shown!r}") from e
+
+
+def _code(raw: bytes) -> str | None:
+    """The `code` of an OpenAI error body, if any."""
+    try:
+        error = json.loads(raw).get("error")
+    except (ValueError, AttributeError):
+        return None
+    return error.get("code") if isinstance(error, dict) else None
+
+
+def _too_long(raw: bytes, message: str) -> bool:
+    return _code(raw) == "context_length_exceeded" or "maximum context length" in message  # vLLM says it in words
 
 
 def _error_message(raw: bytes) -> str:

@@ -33,6 +33,7 @@ COLUMNS = {
     "fuzzing": "DOUBLE",
     "fuzzing_n": "INTEGER",
     "scorer": "VARCHAR",
+    "trust": "VARCHAR",
     "people": "JSON",
 }
 SUFFIXES = (".jsonl", ".parquet", ".csv")
@@ -70,6 +71,7 @@ def export_rows(store: Store, reader: ExplanationReader, notes: NoteStore | None
                 "fuzzing": e.fuzzing if e else None,
                 "fuzzing_n": e.fuzzing_n if e else None,
                 "scorer": e.scorer if e else None,
+                "trust": e.trust if e else None,  # 'beats chance', 'at chance' or 'unscored'
                 "people": people.get(key, []),
             }
         )

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import GenerationMixin
 
-from qscope.explain.client import ExplainerError
+from qscope.explain.client import ContextTooLong, ExplainerError
 from qscope.model import load_model
 
 
@@ -44,10 +44,16 @@ class LocalChat:
         tok.padding_side = "left"
         self.tokenizer, self.max_batch, self.name = tok, max_batch, self.lm.model_id
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.context = getattr(self.lm.model.config, "max_position_embeddings", None)  # None: no known bound
         self._calls: queue.Queue[_Call] = queue.Queue()
         threading.Thread(target=self._loop, name="local-explainer", daemon=True).start()
 
     def chat(self, messages: list[dict], *, max_tokens: int = 64, temperature: float = 0.0, seed: int = 0) -> str:
+        if self.context:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])  # as _generate encodes it
+            if n + max_tokens > self.context:
+                raise ContextTooLong(f"{n} prompt tokens + {max_tokens} to answer pass the {self.context}-token window")
         call = _Call(messages, max_tokens, temperature, seed)
         self._calls.put(call)
         return call.done.result()

@@ -12,17 +12,18 @@ command again resumes.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from qscope.explain.client import ExplainerError
+from qscope.explain.client import ContextTooLong, ExplainerError
 from qscope.explain.negatives import NegativePool
 from qscope.explain.progress import RunProgress
 from qscope.explain.prompts import FeatureExamples, clean_explanation, explainer_messages, split_examples
-from qscope.explain.scoring import BATCH, Score, detection_cases, fuzzing_cases, llm_judge, run_score
+from qscope.explain.scoring import BATCH, Score, detection_cases, fuzzing_cases, llm_judge, run_score, trust
 from qscope.explain.store import ExplanationWriter
 from qscope.store.queries import Store
 
@@ -58,6 +59,8 @@ class Summary:
     explained: int = 0
     scored: int = 0
     failed: list[tuple[Key, str, str]] = field(default_factory=list)  # (key, stage, message)
+    cut: int = 0  # explainer prompts cut (fewer contexts shown) to fit the explainer's context
+    at_chance: int = 0  # scored explanations whose scores do not beat chance (qscope.explain.trust)
     stopped: str | None = None  # why the run stopped before the end
     seconds: float = 0.0
 
@@ -75,6 +78,7 @@ class Runner:
     ) -> None:
         self.store, self.writer, self.explainer, self.scorer, self.pool = store, writer, explainer, scorer, pool
         self.opts, self.progress = opts, progress
+        self._counts_lock, self._cut, self._at_chance = threading.Lock(), 0, 0  # counted by the pool's threads
 
     def plan(self, keys: Sequence[Key]) -> tuple[list[tuple[Key, bool]], int]:
         """[(key, has an explanation already)] still to do, and how many keys are done."""
@@ -109,6 +113,7 @@ class Runner:
                     fut.cancel()
                 raise
         summary.seconds = time.monotonic() - t0
+        summary.cut, summary.at_chance = self._cut, self._at_chance
         return summary
 
     def _record(self, summary: Summary, key: Key, outcome: tuple[str, str, bool], streak: int) -> int:
@@ -140,29 +145,50 @@ class Runner:
             if done is not None:
                 text = done.text
             else:
-                text = self.explain(fx)
+                text, shown = self.explain(fx)
                 self.writer.put_explanation(*key, text, self.explainer.name)
+                if shown < len(fx.shown):
+                    with self._counts_lock:
+                        self._cut += 1
+                    if self.progress:
+                        self.progress.say(
+                            f"feature {key[0]}/{key[1]}: prompt cut to {shown} of {len(fx.shown)} contexts to fit "
+                            "the explainer's context",
+                            "yellow",
+                        )
             if self.opts.score and self.scorer is not None:
                 stage = "score"
                 detection, fuzzing = self.score(fx, text)
                 self.writer.put_scores(*key, detection, fuzzing, self.scorer.name)
+                if trust(detection.value, detection.n, fuzzing.value, fuzzing.n) == "at chance":
+                    with self._counts_lock:
+                        self._at_chance += 1
         except ExplainerError as e:
             self.writer.put_failure(*key, stage, str(e))
             return stage, str(e), e.retryable
         return "ok", "scored-only" if has_explanation else "explained", False
 
-    def explain(self, fx: FeatureExamples) -> str:
-        """The explanation of one feature; asks again (sampling) while an answer holds none."""
-        answer = ""
+    def explain(self, fx: FeatureExamples) -> tuple[str, int]:
+        """The explanation of one feature and how many contexts its prompt showed; asks again (sampling) while an
+        answer holds none. A prompt the explainer refuses as too long for its context shows a quarter fewer
+        contexts (the weakest go first: they are listed strongest first) until it fits."""
+        answer, shown = "", len(fx.shown)
         for attempt in range(self.opts.attempts):
-            answer = self.explainer.chat(
-                explainer_messages(fx),
-                max_tokens=self.opts.max_tokens,
-                temperature=0.0 if attempt == 0 else 0.7,
-                seed=self.opts.seed + attempt,
-            )
+            while True:
+                try:
+                    answer = self.explainer.chat(
+                        explainer_messages(replace(fx, shown=fx.shown[:shown])),
+                        max_tokens=self.opts.max_tokens,
+                        temperature=0.0 if attempt == 0 else 0.7,
+                        seed=self.opts.seed + attempt,
+                    )
+                    break
+                except ContextTooLong as e:
+                    if shown <= 1:
+                        raise ExplainerError(f"even one context does not fit the explainer's context: {e}") from e
+                    shown = max(1, shown * 3 // 4)
             if text := clean_explanation(answer):
-                return text
+                return text, shown
         raise ExplainerError(f"no usable explanation in {self.opts.attempts} answers (the last: {answer[:80]!r})")
 
     def score(self, fx: FeatureExamples, text: str) -> tuple[Score, Score]:

@@ -13,12 +13,16 @@ unreadable answer) counts as 0 and is counted in `unreadable`. A score needs cas
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from qscope.explain.prompts import Example, FeatureExamples, firing_marks, marked, parse_answers, plain, scorer_messages
 
+Trust = str  # 'beats chance' | 'at chance' | 'unscored'
+CHANCE = 0.5  # the balanced accuracy of a scorer that always says the same thing, or guesses
+Z95 = 1.96
 Judge = Callable[[list[str]], list[bool | None]]  # numbered texts -> one verdict per text (None: none given)
 Ask = Callable[[list[dict]], str]  # chat messages -> the model's answer
 BATCH = 5  # texts per scorer prompt
@@ -35,6 +39,26 @@ class Score:
     value: float | None  # balanced accuracy; None without cases of both kinds
     n: int  # cases asked about
     unreadable: int  # verdicts the scorer did not give (counted as 0)
+
+
+def interval(value: float, n: int) -> tuple[float, float]:
+    """95% Wilson interval of a score on n cases, read as a proportion of n verdicts right (for a balanced
+    accuracy on balanced cases, as ours are, about right; with unbalanced cases a little narrow)."""
+    if n <= 0:
+        return 0.0, 1.0
+    centre = (value + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 * math.sqrt(value * (1 - value) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def trust(detection: float | None, detection_n: int | None, fuzzing: float | None, fuzzing_n: int | None) -> Trust:
+    """How far to trust an explanation by its scores: 'beats chance' when at least one score's interval lies
+    wholly above chance (0.5), 'at chance' when it was scored and none does, 'unscored' otherwise. The one rule
+    the feature page, search ranking, SAE lists, lists, export and `qscope explain`'s summary all follow."""
+    scores = [(v, n) for v, n in ((detection, detection_n), (fuzzing, fuzzing_n)) if v is not None]
+    if not scores:
+        return "unscored"
+    return "beats chance" if any(interval(v, n or 0)[0] > CHANCE for v, n in scores) else "at chance"
 
 
 def balanced_accuracy(labels: Sequence[bool], verdicts: Sequence[bool]) -> float | None:

@@ -36,6 +36,11 @@ class ExplanationLine:
     by: str  # 'auto' or 'person'
     detection: float | None = None
     fuzzing: float | None = None
+    trust: str = "unscored"  # of an automatic one: 'beats chance', 'at chance' or 'unscored'
+
+    @property
+    def at_chance(self) -> bool:
+        return self.trust == "at chance"
 
 
 class Explained:
@@ -81,7 +86,7 @@ class Explained:
         """One line per explained feature, for lists: the automatic explanation with its scores, else the first
         explanation a person wrote."""
         out = {
-            f: ExplanationLine(e.text, "auto", e.detection, e.fuzzing)
+            f: ExplanationLine(e.text, "auto", e.detection, e.fuzzing, e.trust)
             for f, e in self.reader(store).many(sae_id, features).items()
         }
         if (notes := self.notes_if_any()) is not None:
@@ -98,7 +103,7 @@ class Explained:
     def texts(self) -> list[ExplainedText]:
         """Every explanation and note, for the search over them."""
         out = [
-            ExplainedText(path, e.sae_id, e.feature, e.text, f"auto ({e.explainer})")
+            ExplainedText(path, e.sae_id, e.feature, e.text, f"auto ({e.explainer})", e.trust == "at chance")
             for path, r in self.readers.items()
             for e in r.all()
         ]

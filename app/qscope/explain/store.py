@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from qscope.explain.scoring import Score
+from qscope.explain.scoring import Score, Trust, trust
 
 SUFFIX = ".explanations.sqlite"
 DDL = """
@@ -54,6 +54,10 @@ class Explanation:
     unreadable: int | None = None  # scorer verdicts missing from its answers (counted as 0)
     scorer: str | None = None
     scored_at: str | None = None
+    trust: Trust = field(init=False)  # 'beats chance', 'at chance' or 'unscored' (qscope.explain.scoring.trust)
+
+    def __post_init__(self) -> None:
+        self.trust = trust(self.detection, self.detection_n, self.fuzzing, self.fuzzing_n)
 
     @property
     def scored(self) -> bool:

@@ -30,6 +30,7 @@ class ExplainedText:
     feature: int
     text: str
     who: str  # 'auto (model name)' or 'note by NAME'
+    at_chance: bool = False  # an automatic explanation whose scores do not beat chance: never ranked first
 
 
 Source = tuple[Callable[[], str], Callable[[], list[ExplainedText]]]  # (signature, texts)
@@ -85,7 +86,10 @@ class ExplanationSearch:
             if not by_words and cos < MIN_COSINE:
                 continue
             score = cos + (1.0 if by_words else 0.0)  # a text that says the words comes before one that is close
-            why = f"{'words' if by_words else 'meaning'} ({cos:.2f}) in {e.who}: “{_short(e.text)}”"
+            if e.at_chance:
+                score -= 2.0  # any text worth trusting comes first
+            chance = ", scores at chance" if e.at_chance else ""
+            why = f"{'words' if by_words else 'meaning'} ({cos:.2f}) in {e.who}{chance}: “{_short(e.text)}”"
             key = (e.store, e.sae_id, e.feature)
             if key not in best or score > best[key][0]:
                 best[key] = (score, e, why)

@@ -11,8 +11,12 @@
 - explanation: the features' explanations, automatic and people's (qscope.search.explained), by words and by
   meaning; when the app gives it a source of explanations.
 
-Results of all kinds are merged by reciprocal-rank fusion and each hit says which kinds found it and why; hits
-found by their explanation come first (a sentence that says the concept beats a label of tokens).
+Results of all kinds are merged by reciprocal-rank fusion within three tiers, and each hit says which kinds found
+it and why: first the hits found by an explanation that beats chance (a sentence that says the concept, and is
+right about it, beats a label of tokens); then those found by meaning or by their label or top tokens; last
+those found only by running the model on the query, or only by an explanation whose scores are at chance. A
+feature that fires on the query's own tokens (' br' of "bracket", 'inese' of "Chinese") says what the query is
+spelled with, not what it means: it adds to a hit found otherwise, and alone ranks below every meaning match.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ log = logging.getLogger(__name__)
 Kind = Literal["explanation", "semantic", "text", "fires"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 RRF_K = 10  # reciprocal-rank fusion constant: a hit at rank r adds 1 / (RRF_K + r)
-EXPLAINED_FIRST = 1.0  # added to the fused score of a hit found by its explanation: more than all kinds give
+TIER = 1.0  # added to the fused score per tier above the last: more than all kinds together give (4 / RRF_K)
+MEANING_KINDS = ("semantic", "text")  # found by what the feature's label, top tokens and contexts say
 KIND_WORDS = {"semantic": "Search by meaning", "text": "Text match", "fires": "Running the model on your query"}
 
 
@@ -57,6 +62,7 @@ class Found:
     kind: str  # 'explanation' | 'semantic' | 'text' | 'fires'
     rank: int
     detail: str
+    at_chance: bool = False  # found by an automatic explanation whose scores do not beat chance
 
 
 @dataclass
@@ -65,7 +71,11 @@ class SearchHit:
     row: FeatureRow
     score: float  # reciprocal-rank fusion over the kinds that found it
     found: list[Found] = field(default_factory=list)
-    explanation: str | None = None  # filled by the search page
+    explanation: str | None = None  # filled by the search page, with its scores and their trust
+    by: str | None = None  # who wrote it: 'auto' or 'person'
+    detection: float | None = None
+    fuzzing: float | None = None
+    trust: str | None = None  # of an automatic one: 'beats chance', 'at chance' or 'unscored'
 
 
 @dataclass
@@ -76,9 +86,16 @@ class SearchResults:
     notes: list[str]  # kinds that could not run, and why
 
 
+def _tier(found: list[Found]) -> int:
+    """0: found by an explanation worth trusting; 1: by meaning, label or top tokens; 2: only by firing on the
+    query's tokens, or only by an explanation at chance."""
+    if any(f.kind == "explanation" and not f.at_chance for f in found):
+        return 0
+    return 1 if any(f.kind in MEANING_KINDS for f in found) else 2
+
+
 def _fused(found: list[Found]) -> float:
-    explained = any(f.kind == "explanation" for f in found)
-    return sum(1 / (RRF_K + f.rank) for f in found) + (EXPLAINED_FIRST if explained else 0.0)
+    return sum(1 / (RRF_K + f.rank) for f in found) + TIER * (2 - _tier(found))
 
 
 def of_harvest_max(rel: float) -> str:
@@ -175,10 +192,10 @@ class Searcher:
             except (LiveUnavailable, TextTooLong, RuntimeError) as e:  # one kind refusing stops none of the others
                 notes.append(f"{KIND_WORDS[kind]} did not run: {e}.")
                 continue
-            for rank, (model_id, row, detail) in enumerate(hits):
+            for rank, (model_id, row, detail, *at_chance) in enumerate(hits):
                 key = (model_id, row.sae_id, row.feature)
                 rows[key] = row
-                found.setdefault(key, []).append(Found(kind, rank, detail))
+                found.setdefault(key, []).append(Found(kind, rank, detail, bool(at_chance and at_chance[0])))
         merged = [SearchHit(key[0], rows[key], _fused(fs), fs) for key, fs in found.items()]
         merged.sort(key=lambda h: (-h.score, h.row.sae_id, h.row.feature))
         if "semantic" in kinds:
@@ -190,9 +207,12 @@ class Searcher:
             return []
         stores = {s.path: s for s in self.stores}
         found = self.explained.search(q, limit)
-        return self._resolve(
+        weak = {(e.store, e.sae_id, e.feature) for _, e, _ in found if e.at_chance and e.store in stores}
+        hits = self._resolve(
             [(score, stores[e.store], e.sae_id, e.feature, why) for score, e, why in found if e.store in stores]
         )
+        by_model = {(self._model_of(st, sid), sid, f) for st_path, sid, f in weak if (st := stores[st_path])}
+        return [(m, row, why, (m, row.sae_id, row.feature) in by_model) for m, row, why in hits]
 
     def pending_notes(self) -> list[str]:
         """One note per store whose semantic index is still being built (semantic search leaves it out)."""

@@ -117,13 +117,27 @@ class DensityHistogram:
     dead: int
 
 
+def _missing(resolved: Path, given: str | Path) -> str:
+    """What to say of a store path that is not a file: the stores beside it first (a misspelt name is likelier
+    than a store never harvested), then how one is made."""
+    beside = sorted(p.name for p in resolved.parent.glob("*.duckdb")) if resolved.parent.is_dir() else []
+    folder = Path(given).parent
+    if beside:
+        names = ", ".join(str(folder / n) for n in beside[:8])
+        return f"no feature store at {given}; {folder} has: {names}"
+    return (
+        f"no feature store at {given}: `make demo` (or `qscope demo`) builds and harvests the embedded default into "
+        f"data/demo.duckdb; `qscope harvest --out {given}` harvests your own model"
+    )
+
+
 class Store:
     """One feature store file, opened read-only; `reader()` gives a request its cursor."""
 
     def __init__(self, path: str | Path, timeout_s: float = 5.0, threads: int = 1) -> None:
         self.path = Path(path).resolve()
         if not self.path.is_file():
-            raise StoreError(f"no feature store at {self.path}: run `qscope harvest --out {path}` first")
+            raise StoreError(_missing(self.path, path))
         try:
             self.con = duckdb.connect(str(self.path), read_only=True)
             # one thread per query: a page's lookups are small, and requests run side by side. SET, not a

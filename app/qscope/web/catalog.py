@@ -19,6 +19,10 @@ from qscope.store.schema import SaeInfo
 from qscope.web import urls
 
 log = logging.getLogger(__name__)
+DEAD = (
+    "feature {feature} of {sae_id} never fired in the harvest (its max activation is 0): add and clamp are "
+    "multiples of that max, so they would change nothing. Pick a feature that fired, or use multiply or ablate."
+)
 
 
 class NotFound(Exception):
@@ -88,13 +92,17 @@ class Catalog:
 
     def max_act_of(self, model_id: str) -> Callable[[str, int], float]:
         """(sae_id, feature) -> the feature's harvested max activation (a steering spec's unit), for one model;
-        SpecError for a feature the store does not hold."""
+        SpecError for a feature the store does not hold, and for a dead one (max 0): asked only for add and clamp,
+        which would then change nothing. The one rule of every route that steers (/api/steer, /v1, attribution):
+        such input is refused, never ignored."""
 
         def max_act(sae_id: str, feature: int) -> float:
             with self.sae(model_id, sae_id).store.reader() as r:
                 row = r.row(sae_id, feature)
             if row is None:
                 raise SpecError(f"feature {feature} of {sae_id} is not in the feature store")
+            if not row.max_act > 0:
+                raise SpecError(DEAD.format(feature=feature, sae_id=sae_id))
             return row.max_act
 
         return max_act

@@ -187,5 +187,21 @@ class ParamError(SpecError):
         self.param = param
 
 
+class ContextLengthExceeded(ParamError):
+    """A prompt (plus the tokens asked for) longer than the served model's context: OpenAI's 400 with code
+    `context_length_exceeded`, so a client can tell it from other bad requests and shorten its prompt."""
+
+    code = "context_length_exceeded"
+
+    def __init__(self, context: int, prompt_tokens: int, asked: int | None, param: str) -> None:
+        wanted = prompt_tokens + (asked or 1)
+        tail = f" ({prompt_tokens} in the prompt, {asked} asked for the completion)" if asked else ""
+        super().__init__(
+            f"This model's maximum context length is {context} tokens. However, you requested {wanted} tokens"
+            f"{tail}. Please reduce the length of the {param} or of the completion.",
+            param,
+        )
+
+
 def _random_seed() -> int:
     return secrets.randbelow(2**31)

@@ -2,7 +2,8 @@
 95% intervals as whiskers, the arms that do not steer (unsteered, prompt-only) as horizontal bands.
 
 Like qscope.web.plots: one <svg> that scales to its container, styled by CSS classes (`.s-<arm>`), numbers and
-escaped labels only.
+escaped labels only. Ratios (perplexity / the unsteered row's) are drawn on a log axis: a sweep that reaches 182x
+on a linear axis squeezes 1x and the 2x threshold into the bottom pixels.
 """
 
 from __future__ import annotations
@@ -37,6 +38,23 @@ def _bounds(table: Sequence[PointSummary], measure: str, floor: float | None) ->
     return (lo, hi + (hi - lo) * 0.08) if hi > lo else (lo, lo + 1.0)
 
 
+def _log_bounds(table: Sequence[PointSummary], measure: str, floor: float | None) -> tuple[float, float]:
+    """log10 bounds of a positive measure, 1 (no change) and the threshold always in view."""
+    vals = [v for p in table for iv in [_value(p, measure)] for v in (iv.lo, iv.hi, iv.mean) if v is not None and v > 0]
+    vals += [1.0] + ([floor] if floor is not None and floor > 0 else [])
+    lo, hi = math.log10(min(vals)), math.log10(max(vals))
+    return (lo, hi + (hi - lo) * 0.08) if hi > lo else (lo - 0.1, lo + 0.1)
+
+
+LOG_TICKS = [(m, m * 10.0**e) for e in range(-3, 7) for m in (1, 2, 5)]
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 ticks between 10**lo and 10**hi; the decades alone when that would be more than six."""
+    ticks = [(m, t) for m, t in LOG_TICKS if lo <= math.log10(t) <= hi]
+    return [t for m, t in ticks if m == 1 or len(ticks) <= 6]
+
+
 def sweep_chart(
     table: Sequence[PointSummary],
     strengths: Sequence[float],
@@ -45,23 +63,27 @@ def sweep_chart(
     title: str,
     fmt: Callable[[float], str] = lambda v: f"{v:.3g}",
     threshold: float | None = None,
+    log: bool = False,
 ) -> Markup:
-    """measure ('concept', 'writes', 'ppl_ratio', ... or a text metric) against the sweep; threshold: a dashed line."""
+    """measure ('concept', 'writes', 'ppl_ratio', ... or a text metric) against the sweep; threshold: a dashed line;
+    log: a log10 axis (for a positive measure such as a ratio)."""
     measured = [p for p in table if p.arm in LINES + BANDS and (measure in CORE or measure in p.metrics)]
-    lo, hi = _bounds(measured, measure, threshold)
+    lo, hi = _log_bounds(measured, measure, threshold) if log else _bounds(measured, measure, threshold)
     iw, ih, n = W - PAD_L - PAD_R, H - PAD_T - PAD_B, max(len(strengths), 1)
 
     def x(i: float) -> float:
         return PAD_L + (i + 0.5) * iw / n
 
     def y(v: float) -> float:
-        return PAD_T + ih * (1 - (v - lo) / (hi - lo))
+        at = math.log10(max(v, 10.0**lo)) if log else v
+        return PAD_T + ih * (1 - (at - lo) / (hi - lo))
 
     parts = [
         f'<svg class="plot sweep" viewBox="0 0 {W} {H}" role="img" aria-label="{escape(title)}">',
         f"<title>{escape(title)}</title>",
     ]
-    parts += _axes(lo, hi, strengths, x, y, fmt)
+    ticks = _log_ticks(lo, hi) if log else None
+    parts += _axes(10.0**lo if log else lo, 10.0**hi if log else hi, strengths, x, y, fmt, ticks)
     if threshold is not None:
         parts.append(
             f'<line class="threshold" x1="{PAD_L}" x2="{W - PAD_R}" y1="{y(threshold):.1f}" '
@@ -79,14 +101,14 @@ def sweep_chart(
     return Markup("".join(parts))
 
 
-def _axes(lo, hi, strengths, x, y, fmt) -> list[str]:
+def _axes(lo, hi, strengths, x, y, fmt, ticks: list[float] | None = None) -> list[str]:
+    """Axes; `ticks`: the values to label (default: five evenly spaced)."""
     base = y(lo)
     out = [
         f'<line class="axis" x1="{PAD_L}" y1="{base:.1f}" x2="{W - PAD_R}" y2="{base:.1f}"/>',
         f'<line class="axis" x1="{PAD_L}" y1="{PAD_T}" x2="{PAD_L}" y2="{base:.1f}"/>',
     ]
-    for k in range(5):
-        v = lo + (hi - lo) * k / 4
+    for v in ticks or [lo + (hi - lo) * k / 4 for k in range(5)]:
         out.append(f'<text class="tick" x="{PAD_L - 4}" y="{y(v) + 3:.1f}" text-anchor="end">{escape(fmt(v))}</text>')
     for i, s in enumerate(strengths):
         out.append(f'<text class="tick" x="{x(i):.1f}" y="{H - 8}" text-anchor="middle">{s:g}</text>')
@@ -145,7 +167,8 @@ def _legend(arms: Sequence[str]) -> list[str]:
 
 
 def percent(v: float) -> str:
-    return f"{100 * v:.0f}%"
+    """A proportion as a percentage; a bound an interval puts below 0 is 0 (never "-0%")."""
+    return f"{100 * max(v, 0.0) + 0.0:.0f}%"
 
 
 def ratio(v: float) -> str:

@@ -2,6 +2,7 @@
 last), files written whole, detectors saved to the app database, and bad input as one line with exit code 2."""
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -53,6 +54,9 @@ def test_discover_demo_saves_a_detector(tiny_db, tmp_path, app_db):
         "float32",
     )
     assert result.exit_code == 0, text
+    assert "above the 95th percentile" in " ".join(text.split())  # the numbers' reading
+    rows = [line for line in text.splitlines() if re.match(r"\W*\d+\W+layer[01]\W+\d+", line)]
+    assert len(rows) >= 2, text  # each row names its layer whole (a cut sae_id showed two layers alike)
     summary = last_json(text)
     assert summary["top_test_auroc"] >= 0.9 and summary["top_test_auroc"] > summary["baseline_p95"]
     assert summary["examples"] == 200 and summary["test"] == 60

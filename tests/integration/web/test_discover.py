@@ -77,6 +77,8 @@ def test_discovery_result_page_and_twin(client, discovery):
         "Evaluate steer",
         f"/steer?sae_id={top['sae_id']}&amp;feature={top['feature']}",
         "/steer-eval?",
+        'id="reading"',  # the numbers with a sentence saying what they mean (issue 29, item 9)
+        f"The top feature&#39;s test AUROC, {top['test_auroc']:.3f}, is above the 95th percentile",
     ):
         assert text in page.text, text
     twin = client.get(discovery["url"] + ".json").json()

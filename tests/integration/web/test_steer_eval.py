@@ -303,3 +303,22 @@ def test_recipe_markdown_carries_html_and_markdown_from_users_as_text(client):
     assert "&lt;script&gt;alert(1)&lt;/script&gt; The cat" in md and "&lt;img src=x onerror=alert(1)&gt;" in md
     assert "\\[click\\](javascript:alert(1)) Once" in md  # no link: the brackets are escaped
     assert "Instruction (prompt-only arms): &lt;b&gt;bold&lt;/b&gt; \\`tick\\`" in md
+
+
+def test_suggest_for_a_decrease_set_is_a_live_feature_suppressed(client):
+    """A "decrease" set (quote-attribution) suggests the feature that fires on the attribution lines, with a
+    negative strength: never a dead feature (whose gap was -inf, flipped to +inf by the goal's sign), which Start
+    would then refuse with 422."""
+    r = client.get("/api/steer-eval/suggest", params={"prompt_set": "quote-attribution"})
+    assert r.status_code == 200, r.text
+    feature = r.json()["feature"]
+    assert feature["mode"] == "add" and feature["strength"] < 0
+    page = client.get(r.json()["url"] + ".json").json()
+    assert page["detail"]["row"]["max_act"] > 0  # alive in the store
+    spec = {"features": [feature], "temperature": 0.8, "max_new_tokens": 2, "seed": 1}
+    started = client.post(
+        "/api/steer-eval",
+        json={"spec": spec, "prompt_set": "quote-attribution", "strengths": [1], "seeds": 1, "random_controls": 0},
+    )
+    assert started.status_code == 202, started.text
+    client.post(f"/api/steer-eval/{started.json()['id']}/cancel")

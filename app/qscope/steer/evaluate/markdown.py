@@ -13,7 +13,8 @@ from qscope.steer.evaluate.result import EvalResult, Interval
 def _pct(iv: Interval) -> str:
     if iv.mean is None:
         return "–"
-    return f"{100 * iv.mean:.1f}% [{100 * (iv.lo or 0):.1f}, {100 * (iv.hi or 0):.1f}]"
+    lo, hi = (100 * max(v or 0.0, 0.0) + 0.0 for v in (iv.lo, iv.hi))  # a proportion: never "-0.0"
+    return f"{100 * iv.mean:.1f}% [{lo:.1f}, {hi:.1f}]"
 
 
 def _num(iv: Interval) -> str:

@@ -44,11 +44,13 @@ def default_sae(target: Target) -> str:
 
 
 def suggest(target: Target, prompt_set: PromptSet, sae_id: str | None = None) -> FeatureSteer:
-    """The set's steer on this target: mode and strength sign from the set, the feature found as above."""
+    """The set's steer on this target: mode and strength sign from the set, the feature found as above.
+
+    Whatever the goal, the feature is the one that fires on the concept (the probes) more than on the prompts: a
+    "decrease" set suppresses it with a negative strength rather than picking a feature that fires less."""
     sae_id = sae_id or default_sae(target)
     gap_F = firing_rate(target, sae_id, prompt_set.probe) - firing_rate(target, sae_id, prompt_set.prompts)
     alive_F = torch.as_tensor(target.max_acts(sae_id) > 0)
-    gap_F[~alive_F] = -float("inf")
-    sign = -1.0 if prompt_set.mode == "decrease" else 1.0
-    feature = int((sign * gap_F).argmax())
-    return FeatureSteer(sae_id=sae_id, feature=feature, mode=prompt_set.steer_mode, strength=1.0)
+    gap_F[~alive_F] = -float("inf")  # after any sign: a dead feature is never the best
+    strength = -1.0 if prompt_set.mode == "decrease" and prompt_set.steer_mode == "add" else 1.0
+    return FeatureSteer(sae_id=sae_id, feature=int(gap_F.argmax()), mode=prompt_set.steer_mode, strength=strength)

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from qscope.discover.demo import DEMOS, available, demo_examples
 from qscope.discover.discovery import DiscoverOptions, Discovery
+from qscope.discover.ranking import reading
 from qscope.discover.requests import DiscoverRequest, example_set
 from qscope.discover.store import Listed
 from qscope.jobs import Job, QueueFull
@@ -188,6 +189,7 @@ class DiscoveryPage:
     n_train: int
     n_test: int
     json_url: str
+    reading: str  # what the top feature's test AUROC means beside the controls (qscope.discover.ranking.reading)
 
 
 def _rows(d: Discovery, side: list) -> list[Row]:
@@ -218,6 +220,7 @@ def discovery_page(request: Request, discovery_id: str, discovering: Discovering
         len(d.train),
         len(d.test),
         urls.discovery(d.id, json=True),
+        reading(d.ranking),
     )
     return render(request, "discovery.html", {"p": page}, data=d.model_dump())
 

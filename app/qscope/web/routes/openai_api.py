@@ -37,7 +37,14 @@ from qscope.web.catalog import Catalog, ModelEntry, NotFound
 from qscope.web.channel import Waiting, channel, next_event, outcome
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
 from qscope.web.errors import bounded, error_text
-from qscope.web.openai_schema import ChatRequest, CompletionRequest, ParamError, Sampling, openai_error
+from qscope.web.openai_schema import (
+    ChatRequest,
+    CompletionRequest,
+    ContextLengthExceeded,
+    ParamError,
+    Sampling,
+    openai_error,
+)
 from qscope.web.security import client_key
 
 
@@ -55,6 +62,8 @@ class OpenAIErrorRoute(APIRoute):
                 params = [".".join(str(x) for x in err["loc"] if x != "body") or "body" for err in errs]
                 text = "; ".join(f"{p}: {error_text(err)}" for p, err in zip(params, errs, strict=True))
                 return openai_error(400, f"Bad parameter: {text}", param=params[0] if params else None)
+            except ContextLengthExceeded as e:
+                return openai_error(400, str(e), param=e.param, code=e.code)
             except ParamError as e:
                 return openai_error(400, str(e), param=e.param)
             except SpecError as e:
@@ -80,19 +89,31 @@ def _entry(catalog: Catalog, model_id: str) -> ModelEntry:
         raise NotFound(f"The model {model_id!r} does not exist on this server; it serves: {served}.") from e
 
 
-def _card(entry: ModelEntry) -> dict:
+def context_length(model: Any) -> int | None:
+    """The served model's context in tokens: its config's max_position_embeddings (None when it has none)."""
+    value = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def _card(entry: ModelEntry, live) -> dict:
     created = min(int(s.store.path.stat().st_mtime) for s in entry.saes) if entry.saes else 0
-    return Model(id=entry.model_id, object="model", created=created, owned_by="qscope").model_dump(mode="json")
+    card = Model(id=entry.model_id, object="model", created=created, owned_by="qscope").model_dump(mode="json")
+    runner = live.get(entry.model_id)
+    try:  # vLLM's name for the context, which explainers read to fit their prompts
+        card["max_model_len"] = context_length(runner.load()[0].model) if runner is not None else None
+    except LiveUnavailable:
+        card["max_model_len"] = None
+    return card
 
 
-@router.get("/models", summary="The models served (OpenAI's model list)")
-def list_models(catalog: CatalogDep) -> dict:
-    return {"object": "list", "data": [_card(m) for m in catalog]}
+@router.get("/models", summary="The models served (OpenAI's model list; max_model_len once a model is loaded)")
+def list_models(catalog: CatalogDep, live: LiveDep) -> dict:
+    return {"object": "list", "data": [_card(m, live) for m in catalog]}
 
 
 @router.get("/models/{model_id:path}", summary="One served model")
-def get_model(model_id: str, catalog: CatalogDep) -> dict:
-    return _card(_entry(catalog, model_id))
+def get_model(model_id: str, catalog: CatalogDep, live: LiveDep) -> dict:
+    return _card(_entry(catalog, model_id), live)
 
 
 STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {"application/json": {}, "text/event-stream": {}}}}
@@ -166,8 +187,21 @@ class Head:
         return CompletionUsage(prompt_tokens=prompt, completion_tokens=done, total_tokens=prompt + done)
 
 
+def _fit_context(job: SteerJob, context: int | None, asked: int | None, chat: bool) -> None:
+    """Refuse a prompt past the model's context, or one whose asked-for tokens (`asked`: max_tokens as sent)
+    would run past it, as OpenAI does; with no max_tokens sent, the completion stops at the context's end."""
+    if context is None:
+        return
+    prompt = len(job.rows[0].prompt_ids)
+    if prompt >= context or (asked is not None and prompt + asked > context):
+        raise ContextLengthExceeded(context, prompt, asked, "messages" if chat else "prompt")
+    for row in job.rows:
+        row.max_new_tokens = min(row.max_new_tokens, context - prompt)
+
+
 def _job(spec: SteerSpec, n: int, catalog: Catalog, live, steering: Steering, emit, max_prompt_tokens: int) -> SteerJob:
-    """The rows job of a request: its model loaded, its steering features resolved, its limits checked."""
+    """The rows job of a request: its model loaded, its steering features resolved (a dead feature refused, as
+    /api/steer does), its limits checked."""
     _entry(catalog, spec.model_id or "")
     steering.limits.check(spec)  # before anything loads: an oversized request costs nothing
     runner = live.get(spec.model_id)
@@ -195,6 +229,8 @@ async def _complete(
     q, out = channel()
     collector = RowsCollector(n, body.stops(), out)
     job = _job(spec, n, catalog, live, steering, collector.feed, request.app.state.settings.openai_max_prompt_tokens)
+    asked = getattr(body, "max_completion_tokens", None) or body.max_tokens
+    _fit_context(job, context_length(job.model), asked, chat)
     collector.job = job  # before it queues: a stop string met at the first token must already stop the row
     job.client = client_key(request.scope)
     steering.worker.submit(job)

@@ -68,7 +68,9 @@ def people_words(request: Request, results: SearchResults, q: str) -> PeopleWord
     for (model_id, sae_id), hits in by_sae.items():  # one lookup per SAE
         lines = explained.lines(catalog.sae(model_id, sae_id).store, model_id, sae_id, [h.row.feature for h in hits])
         for h in hits:
-            h.explanation = lines[h.row.feature].text if h.row.feature in lines else None
+            if (line := lines.get(h.row.feature)) is not None:
+                h.explanation, h.by, h.detection, h.fuzzing = line.text, line.by, line.detection, line.fuzzing
+                h.trust = line.trust if line.by == "auto" else None
     notes = explained.notes_if_any()
     found = notes.search(q) if notes is not None and q else ([], [])
     return PeopleWords(*found)

@@ -9,7 +9,7 @@ over a limit), 404, 503 (queue full, or queued too long: Retry-After).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Annotated
 
@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from qscope.steer.edits import resolve_edits
 from qscope.steer.runs import DamagedRun
 from qscope.steer.service import Steering
-from qscope.steer.spec import SavedRun, ShareRequest, SpecError, SteerResult, SteerSpec
+from qscope.steer.spec import SavedRun, ShareRequest, SteerResult, SteerSpec
 from qscope.steer.worker import SteerJob, WaitedTooLong, make_job
 from qscope.web import sse, urls
 from qscope.web.catalog import Catalog, NotFound
@@ -33,10 +33,6 @@ from qscope.web.twins import TwinRoute
 
 router = APIRouter(route_class=TwinRoute)
 api = APIRouter(prefix="/api/steer", tags=["steer"])
-DEAD = (
-    "feature {feature} of {sae_id} never fired in the harvest (its max activation is 0): add and clamp are "
-    "multiples of that max, so they would change nothing. Pick a feature that fired, or use multiply or ablate."
-)
 
 
 class SteerFeature(BaseModel):
@@ -82,19 +78,6 @@ def _model_id(catalog: Catalog, spec: SteerSpec) -> str:
     return model_id
 
 
-def _live_max_act(catalog: Catalog, model_id: str) -> Callable[[str, int], float]:
-    """catalog.max_act_of, refusing a dead feature: asked only for add and clamp, whose unit is the max."""
-    max_act_of = catalog.max_act_of(model_id)
-
-    def max_act(sae_id: str, feature: int) -> float:
-        value = max_act_of(sae_id, feature)
-        if not value > 0:
-            raise SpecError(DEAD.format(feature=feature, sae_id=sae_id))
-        return value
-
-    return max_act
-
-
 def _submit(
     spec: SteerSpec, request: Request, catalog: Catalog, live, steering: Steering, emit
 ) -> tuple[SteerJob, SteerSpec]:
@@ -107,7 +90,7 @@ def _submit(
     lm, saes = runner.load()
 
     steering.limits.check(spec)  # before any lookup: an oversized spec costs nothing
-    edits = resolve_edits(spec.features, saes, _live_max_act(catalog, model_id))
+    edits = resolve_edits(spec.features, saes, catalog.max_act_of(model_id))  # refuses a dead feature
     job = make_job(spec, lm.model, lm.tokenizer, edits, steering.limits, emit, runner.lock)
     job.client = client_key(request.scope)
     steering.worker.submit(job)

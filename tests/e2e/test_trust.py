@@ -1,0 +1,69 @@
+"""An explanation whose scores are at chance, in Debian's Chromium at 1280 px and 390 px (issue 29, item 2): the
+feature page shows it small under a "scores at chance" badge, not as the feature's bold headline; search ranks it
+below the feature whose label says the query, and its row shows the scores and the badge. Screenshots go to
+tests/artifacts/trust_*.png."""
+
+import shutil
+
+import pytest
+
+from qscope.explain.scoring import Score
+from qscope.explain.store import ExplanationWriter, explanations_path
+from tests.helpers.browser import ARGS, ARTIFACTS, CHROMIUM, sync_api
+from tests.helpers.server import serving
+
+pytestmark = pytest.mark.slow
+WIDTHS = (1280, 390)
+SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
+CHANCE, LABELLED = 7, 456  # 456's label starts with "·time"
+GIBBERISH = "time time ow the ·of"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_db, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e-trust")
+    db = tmp / "tiny.duckdb"
+    shutil.copy(tiny_db, db)
+    w = ExplanationWriter(explanations_path(db))
+    w.put_explanation(SAE, CHANCE, GIBBERISH, "mini-explainer")
+    w.put_scores(SAE, CHANCE, Score(0.5, 20, 0), Score(0.5, 10, 0), "mini-explainer")
+    w.close()
+    with serving(db, tmp_path_factory, OMP_NUM_THREADS="1") as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_an_explanation_at_chance_is_marked_not_headlined(browser, server, width):
+    expect = sync_api.expect
+    page = browser.new_page(viewport={"width": width, "height": 800})
+    page.set_default_timeout(90_000)
+    page.goto(f"{server}/tiny-demo/{SAE}/{CHANCE}")
+    words = page.locator("#words")
+    expect(words.locator(".badge.at-chance")).to_be_visible()
+    expect(words.locator(".expl-text")).to_have_count(0)  # not the bold headline
+    expect(words).to_contain_text(GIBBERISH)
+    words.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / f"trust_feature_{width}.png"))
+
+    page.goto(f"{server}/search?q=time&kind=explanation&kind=text")
+    rows = page.locator("table.results tbody tr")
+    expect(rows.first.locator(".badge.text")).to_have_count(1)  # a label match ("·time ...") comes first
+    chance = rows.filter(has_text=GIBBERISH)
+    expect(chance).to_contain_text(f"#{CHANCE}")
+    expect(chance.locator(".badge.at-chance")).to_be_visible()
+    expect(chance.locator(".score").first).to_have_text("det 0.50")
+    kinds = rows.evaluate_all("rs => rs.map(r => [...r.querySelectorAll('.badge')].map(b => b.className).join(' '))")
+    labels = [i for i, k in enumerate(kinds) if "text" in k.split()]
+    at_chance = [i for i, k in enumerate(kinds) if "at-chance" in k.split()]
+    assert labels and at_chance and max(labels) < min(at_chance), kinds  # below every label match
+    page.screenshot(path=str(ARTIFACTS / f"trust_search_{width}.png"))
+    page.close()
