@@ -68,7 +68,8 @@
     while (k < a.length && k < b.length && a[k] === b[k]) k++;
     if (k === a.length && k === b.length) { status.textContent = "done: the same tokens as the original"; return; }
     for (const col of ["why-original", "why-suppressed"]) panel.querySelectorAll(`.${col} .st`)[k]?.classList.add("why-diverge");
-    status.textContent = `done: the suppressed run parts from the original at token ${k}`;
+    const first = Number(panel.dataset.firstToken || 0), of = panel.dataset.tokenOf || ""; // the panel's numbering
+    status.textContent = `done: the suppressed run parts from the original at token ${first + k}${of}`;
   }
 
   async function suppress(panel) {
