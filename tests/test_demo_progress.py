@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -109,15 +110,20 @@ def test_serve_ends_on_what_to_try_first(tiny_db, tmp_path):
     env = os.environ | {"QSCOPE_DEVICE": "cpu", "QSCOPE_CACHE_DIR": str(tmp_path / "cache")}
     cmd = [sys.executable, "-c", "from qscope.cli import main; main()", "serve", "--db", str(tiny_db)]
     proc = subprocess.Popen([*cmd, "--port", str(port)], stderr=subprocess.STDOUT, stdout=subprocess.PIPE, env=env)
+    watchdog = threading.Timer(180, proc.terminate)  # a server that never says search is ready fails, not hangs
+    watchdog.start()
     lines: list[str] = []
     try:
         for raw in proc.stdout:
             lines.append(raw.decode().rstrip())
             if lines[-1].startswith("search ready"):
-                lines.append(proc.stdout.readline().decode().rstrip())
+                time.sleep(2)  # whatever it prints next, then stop it
                 break
-    finally:
         proc.terminate()
-        proc.wait(timeout=20)
-    assert lines[-1].startswith(f"open http://127.0.0.1:{port}/ and try first"), lines
+        lines += proc.stdout.read().decode().splitlines()  # the rest (the pipe's buffer included), to its end
+    finally:
+        watchdog.cancel()
+        proc.kill()
+    ready = next(i for i, line in enumerate(lines) if line.startswith("search ready"))
+    assert lines[ready + 1 :] and lines[-1].startswith(f"open http://127.0.0.1:{port}/ and try first"), lines
     assert "a search, a feature page, /steer" in lines[-1]
