@@ -222,8 +222,9 @@ def test_tokens_are_numbered_one_way_and_the_steered_feature_is_marked(client):
     assert re.search(r"</code> at token 3 of the steered completion\?</h2>", html)
     assert "Predicted at token 2 of the steered completion" in html
     assert 'data-first-token="0" data-token-of=" of the steered completion"' in html
-    assert not re.search(r"(position|token) (1[0-9]|[4-9])\b", re.sub(r"<[^>]+>", "", html))  # no prompt + completion count
-    steered_row = re.search(r'<tr><td><input[^>]*data-sae="%s" data-feature="40".*?</tr>' % SAE1, html, re.S)
+    text = re.sub(r"<[^>]+>", "", html)
+    assert not re.search(r"(position|token) (1[0-9]|[4-9])\b", text)  # no count over prompt + completion
+    steered_row = re.search(rf'<tr><td><input[^>]*data-sae="{SAE1}" data-feature="40".*?</tr>', html, re.S)
     assert steered_row and 'class="badge steered"' in steered_row.group(0)
     assert html.count('class="badge steered"') == 1
     plain = client.get(f"/attribute?run={run['run']}&side=default&pos=3&panel=true", headers={"HX-Request": "true"})

@@ -221,6 +221,7 @@ def test_sae_filter_keeps_the_url_the_view_on_the_screen(page, server):
     expect(page.locator("form.filters input[name=q]")).to_have_value("")
     page.select_option("form.filters select[name=order]", "asc")  # the next change: the view shown, plus it
     page.wait_for_url("**?sort=density&order=asc")
-    first, second = (float(page.locator("table.features td.dens .dval").nth(i).inner_text().rstrip("%")) for i in (0, 1))
+    dens = page.locator("table.features td.dens .dval")
+    first, second = (float(dens.nth(i).inner_text().rstrip("%")) for i in (0, 1))
     assert first <= second
     assert page.problems == []

@@ -16,7 +16,8 @@ WIDTHS = (1280, 390)
 SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
 MEASURE = """() => {
   const clipped = e => { for (let a = e.parentElement; a; a = a.parentElement)
-    if (a !== document.body && a !== document.documentElement && getComputedStyle(a).overflowX !== 'visible') return true;
+    if (a !== document.body && a !== document.documentElement && getComputedStyle(a).overflowX !== 'visible')
+      return true;
     return false; };
   return {
     width: window.innerWidth,
