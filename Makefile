@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-unit install install-test lint lint-imports typecheck
+.PHONY: demo demo-tiny test test-unit install install-test lint lint-imports typecheck
 
 install:
 	./scripts/install.sh
@@ -12,9 +12,17 @@ install:
 install-test:
 	./scripts/install.sh --test
 
-## Build mini-Qwen if missing, harvest it, serve it.
-demo: install
+## Build mini-Qwen if missing, harvest it, serve it. Its first line says how long, and names the quick path.
+demo:
+	@echo "make demo: builds mini-Qwen (about 8 minutes on a quiet CPU, much longer on a busy one), harvests it and serves it; for a first look in about a minute: make demo-tiny"
+	@$(MAKE) --no-print-directory install
 	$(BIN)/qscope demo
+
+## The same with the tiny build (a smaller model and SAEs, a shorter harvest): a first look in about a minute.
+demo-tiny:
+	@echo "make demo-tiny: builds the tiny mini-Qwen (about half a minute on a quiet CPU), harvests it and serves it; make demo builds the full one"
+	@$(MAKE) --no-print-directory install
+	$(BIN)/qscope demo --tiny
 
 ## Run the whole test suite (lint, format, layer contracts and types included), offline.
 test: install-test

@@ -68,7 +68,8 @@
     while (k < a.length && k < b.length && a[k] === b[k]) k++;
     if (k === a.length && k === b.length) { status.textContent = "done: the same tokens as the original"; return; }
     for (const col of ["why-original", "why-suppressed"]) panel.querySelectorAll(`.${col} .st`)[k]?.classList.add("why-diverge");
-    status.textContent = `done: the suppressed run parts from the original at token ${k}`;
+    const first = Number(panel.dataset.firstToken || 0), of = panel.dataset.tokenOf || ""; // the panel's numbering
+    status.textContent = `done: the suppressed run parts from the original at token ${first + k}${of}`;
   }
 
   async function suppress(panel) {
@@ -82,7 +83,7 @@
     const spec = structuredClone(data.suppress);
     spec.features = spec.features.slice(0, spec.features.length - data.ablated)
       .concat(picks.map((p) => ({ ...p, mode, strength: 0, from_position: from })));
-    panel.querySelector(".why-ran").textContent = `(${mode}, ${from ? `from position ${from} on` : "everywhere"})`;
+    panel.querySelector(".why-ran").textContent = `(${mode}, ${from ? `from ${panel.dataset.fromLabel} on` : "everywhere"})`; // the panel's numbering
     const cols = { default: panel.querySelector(".why-original"), steered: panel.querySelector(".why-suppressed") };
     cols.default.replaceChildren();
     cols.steered.replaceChildren();

@@ -83,4 +83,23 @@
     var ctx = e.target.closest && e.target.closest(".ctx");
     if (ctx) ctx.classList.toggle("open");
   });
+
+  // a form that puts its state in the URL (hx-push-url): typing in a field adds one history entry, its first
+  // keystroke's, and each later one replaces it (history is not flooded, and the address is always the view on
+  // the screen); fields left empty stay out of the address, so a copied link is short
+  var typingIn = null;
+  document.addEventListener("htmx:beforeHistoryUpdate", function (e) {
+    var update = e.detail.history, config = e.detail.requestConfig || {};
+    if (!update || !update.path || (config.verb || "get") !== "get") return;
+    var typed = config.triggeringEvent && config.triggeringEvent.type === "input" ? config.triggeringEvent.target : null;
+    if (typed && typed === typingIn) update.type = "replace";
+    typingIn = typed;
+    var url = new URL(update.path, window.location.href);
+    Array.from(url.searchParams.keys()).forEach(function (k) {
+      if (url.searchParams.getAll(k).every(function (v) { return v === ""; })) url.searchParams.delete(k);
+    });
+    update.path = url.pathname + url.search + url.hash;
+    // a field left after typing fires change, asking again for the view already shown: no second entry for it
+    if (update.path === window.location.pathname + window.location.search + window.location.hash) update.type = "replace";
+  });
 })();

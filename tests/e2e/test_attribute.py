@@ -3,6 +3,7 @@ features that drove it, suppress them and regenerate beside the original; the sa
 /inspect; the permalink opens the panel as a page. Screenshots in tests/artifacts/."""
 
 import json
+import re
 import urllib.request
 
 import pytest
@@ -62,13 +63,21 @@ def test_click_a_token_see_why_then_suppress_and_regenerate(page, server):  # no
     assert suppressed == by_hand["steered"]["text"] and original == by_hand["default"]["text"]
     before = "".join(page.locator("#out-default .st").nth(i).inner_text() for i in range(4))
     assert suppressed.startswith(before)  # ablated from where token 4 was predicted: tokens 0-3 are as they were
-    expect(panel.locator(".why-ran")).to_have_text(f"(subtract, from position {data['from_position']} on)")
+    expect(panel.locator(".why-ran")).to_have_text(f"(subtract, from {panel.get_attribute('data-from-label')} on)")
+    # counted as the clicked token is (data-i 4 is "token 4 of the default completion"), never from the prompt
+    expect(panel.locator("h2")).to_contain_text("at token 4 of the default completion?")
+    status = panel.locator(".why-status").inner_text()
+    parts = re.search(r"parts from the original at token (\d+) of the default completion", status)
+    assert parts or "the same tokens" in status, status
+    if parts:
+        k = int(parts.group(1))
+        assert k >= 4 and panel.locator(".why-original .st").nth(k).get_attribute("class").endswith("why-diverge")
     shot(page, "12_why_suppressed")
 
     # the stronger rule, by name: the panel says it ran, and it is the steering API's ablate
     panel.locator(".why-mode").select_option("ablate")
     panel.locator(".why-run").click()
-    expect(panel.locator(".why-ran")).to_have_text(f"(ablate, from position {data['from_position']} on)")
+    expect(panel.locator(".why-ran")).to_have_text(f"(ablate, from {panel.get_attribute('data-from-label')} on)")
     expect(panel.locator(".why-status")).to_contain_text("done", timeout=120_000)
     strong = steer_api(
         server,
@@ -83,7 +92,10 @@ def test_click_a_token_see_why_then_suppress_and_regenerate(page, server):  # no
 
     # the steered side, then a shared run
     page.locator("#out-steered .st[data-i='2']").click()
-    expect(panel.locator("h2")).to_contain_text("at token")
+    expect(panel.locator("h2")).to_contain_text("at token 2 of the steered completion")
+    steered = panel.locator(f"tr:has(.why-pick[data-sae='{SAE}'][data-feature='40']) .badge.steered")
+    assert steered.count() in (0, 1)  # the steered feature, where it is listed, says so
+    assert panel.locator(".badge.steered").count() == steered.count()
     page.locator("#share").click()
     page.wait_for_url("**/steer/*")
     page.goto(page.url)

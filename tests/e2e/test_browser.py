@@ -95,3 +95,37 @@ def test_not_found_and_embed(page, server):
     expect(page.locator("body.embed .card")).to_be_visible()
     assert page.locator("header.top").count() == 0
     shot(page, "08_embed")
+
+
+def test_sae_filter_keeps_the_url_the_view_on_the_screen(page, server):
+    """Typing in the label filter puts it in the address (one history entry for the typing, not one a keystroke);
+    back shows the form as its URL says, so the next change asks for what is on the screen plus that change."""
+    expect = sync_api.expect
+    page.problems.clear()  # the 404 the test before this one asks for on purpose
+    import json
+    import urllib.request
+
+    model = json.loads(urllib.request.urlopen(server + "/.json").read())["models"][0]
+    sae_url = f"{server}/{model['model_id']}/{model['saes'][0]['sae']['sae_id']}"
+    page.goto(sae_url)
+    page.select_option("form.filters select[name=sort]", "density")
+    page.wait_for_url("**?sort=density")
+    before = page.evaluate("history.length")
+    page.locator("form.filters input[name=q]").press_sequentially("the", delay=400)  # past the 300 ms debounce
+    page.wait_for_url("**?q=the&sort=density")
+    expect(page.locator("table.features tbody tr").first).to_be_visible()
+    assert page.evaluate("history.length") == before + 1  # the typing added one entry, not three
+    page.locator("form.filters select[name=order]").focus()  # leaving the field: no entry of its own
+    page.wait_for_timeout(500)
+    assert page.evaluate("history.length") == before + 1
+
+    page.go_back()
+    page.wait_for_url("**?sort=density")
+    expect(page.locator("form.filters select[name=sort]")).to_have_value("density")
+    expect(page.locator("form.filters input[name=q]")).to_have_value("")
+    page.select_option("form.filters select[name=order]", "asc")  # the next change: the view shown, plus it
+    page.wait_for_url("**?sort=density&order=asc")
+    dens = page.locator("table.features td.dens .dval")
+    first, second = (float(dens.nth(i).inner_text().rstrip("%")) for i in (0, 1))
+    assert first <= second
+    assert page.problems == []

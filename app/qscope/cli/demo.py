@@ -12,6 +12,8 @@ import typer
 from qscope.cli.app import DEMO_MODEL_ID, cli, console, say
 from qscope.config import get_settings
 
+FULL_TOKENS, TINY_TOKENS = 300_000, 30_000  # harvested by `qscope demo` (--tiny: a first look in about a minute)
+
 
 def _spec(tiny: bool):
     from dataclasses import replace
@@ -49,8 +51,8 @@ def build_demo_cmd(
             + (
                 "about half a minute on a quiet CPU"
                 if tiny
-                else "about 8 minutes on a quiet laptop CPU, longer on a busy one (`--tiny` builds a micro "
-                "version in under a minute)"
+                else "about 8 minutes on a quiet laptop CPU, much longer on a busy one (for a first look in about "
+                "a minute: `make demo-tiny` or `qscope demo --tiny`)"
             )
             + "; finished stages are kept and reused"
         )
@@ -63,7 +65,9 @@ def build_demo_cmd(
 def demo_cmd(
     out: Annotated[Path | None, typer.Option(help="Demo folder (default: Settings.demo_dir).")] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="Use the micro build.")] = False,
-    tokens: Annotated[int, typer.Option(help="Tokens to harvest from the demo corpus.")] = 300_000,
+    tokens: Annotated[
+        int | None, typer.Option(help="Tokens to harvest from the demo corpus (default: 300,000; --tiny: 30,000).")
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind (default: Settings.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind (default: Settings.port).")] = None,
     more: Annotated[
@@ -89,7 +93,7 @@ def demo_cmd(
             sae=[out / "saes"],
             corpus=str(out / "corpus" / "train.jsonl"),
             out=db,
-            tokens=tokens,
+            tokens=tokens or (TINY_TOKENS if tiny else FULL_TOKENS),
             model_id=f"{DEMO_MODEL_ID}{'-tiny' if tiny else ''}",
         )
     more = [p for p in more or [] if not p.is_dir() or any(p.glob("*.duckdb"))]  # an empty folder: nothing yet

@@ -88,12 +88,22 @@ def serve_cmd(
         return
     from qscope.web import create_app
 
+    url = f"http://{host}:{port}/"
+    first = (
+        f'open {url} and try first what its "Start here" list links: a search, a feature page, /steer, why this token?'
+    )
+
+    def ready(line: str) -> None:  # search ready: the last line a start prints, so the next step is said again
+        say(line)
+        say(first)
+
     try:
-        app = create_app(db, settings, say=say)
+        app = create_app(db, settings, say=ready)
     except StoreError as err:
         say(f"error: {err}", "red")
         raise typer.Exit(2) from err
-    say(f"serving {len(db)} store(s) on http://{host}:{port}/ (search gets ready in the background: a line says when)")
+    say(f"serving {len(db)} store(s) on {url} (search gets ready in the background: a line says when)")
+    say(first)
     run(app)
 
 

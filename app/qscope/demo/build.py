@@ -62,11 +62,17 @@ SAE_FIELDS = MODEL_FIELDS + (
 )
 
 
-class _Progress(Progress):
-    """A rich progress bar on a terminal; in a log (CI, docker), a plain line every tenth of a task, with the time
-    it has taken and the time left at its rate so far."""
+LOG_EVERY_S = 30.0  # in a log, a task's longest silence between two lines (besides its tenths)
 
-    def __init__(self, console: Console):
+
+class _Progress(Progress):
+    """A rich progress bar on a terminal; in a log (CI, docker), a plain line at a task's first step (so a log
+    shows a phase has started and its pace within a minute, however busy the machine), every tenth of it, and
+    at least every `every_s` seconds, each with the time it has taken and the time left at its rate so far.
+    `clock` is the time source (tests pass their own)."""
+
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic, every_s: float = LOG_EVERY_S):
+        self._clock, self._every_s = clock, every_s
         super().__init__(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -76,16 +82,18 @@ class _Progress(Progress):
             TimeRemainingColumn(),
             console=console,
             disable=not console.is_terminal,
+            get_time=clock,
         )
-        self._logged: dict = {}
+        self._logged: dict = {}  # task -> (the tenth of its last line, the clock then)
 
     def update(self, task_id, *, completed=None, total=None, info: str = "", **kwargs) -> None:
         super().update(task_id, completed=completed, total=total, info=info, **kwargs)
         task = self._tasks[task_id]
         if self.disable and task.total and completed is not None:
-            tenth = int(10 * completed / task.total)
-            if tenth > self._logged.get(task_id, 0):
-                self._logged[task_id] = tenth
+            tenth, now = int(10 * completed / task.total), self._clock()
+            last = self._logged.get(task_id)
+            if last is None or tenth > last[0] or now - last[1] >= self._every_s:
+                self._logged[task_id] = (tenth, now)
                 elapsed = task.elapsed or 0.0
                 left = elapsed * (task.total - completed) / completed if completed else 0.0
                 self.console.print(
@@ -124,6 +132,7 @@ def _stage(name: str, final: Path, digest: str, console: Console, make: Callable
 
 def build_corpus(out: Path, spec: DemoSpec, console: Console) -> dict:
     def make(tmp: Path) -> dict:
+        console.print(f"corpus: gathering {spec.corpus_chars:,} characters of real text…")
         manifest = corpus_mod.write_corpus(tmp, spec.corpus_chars, spec.seed)
         sources = ", ".join(f"{name} {v['chars'] / 1e6:.2f}M chars" for name, v in manifest.sources.items())
         console.print(
@@ -138,6 +147,7 @@ def build_model(out: Path, spec: DemoSpec, console: Console) -> dict:
     def make(tmp: Path) -> dict:
         train_texts = corpus_mod.read_texts(out / "corpus" / "train.jsonl")
         val_texts = corpus_mod.read_texts(out / "corpus" / "val.jsonl")
+        console.print(f"tokenizer: training a {spec.vocab_size:,}-token BPE on {len(train_texts):,} documents…")
         tok = train_tokenizer(train_texts, spec.vocab_size)
         save_tokenizer(tok, tmp, model_max_length(spec))
         train_NT, val_NT = pack(tok, train_texts, spec.ctx), pack(tok, val_texts, spec.ctx)
@@ -182,6 +192,10 @@ def _train_saes(out: Path, spec: DemoSpec, console: Console, tmp: Path) -> dict[
         split: pack(tok, corpus_mod.read_texts(out / "corpus" / f"{split}.jsonl"), spec.ctx)
         for split in ("train", "val")
     }
+    console.print(
+        f"SAE activations: running the model over {spec.sae_train_tokens + spec.sae_eval_tokens:,} tokens "
+        f"for layers {', '.join(map(str, spec.sae_layers))}…"
+    )
     train_acts = collect_activations(loaded.model, windows["train"], spec.sae_layers, spec.sae_train_tokens)
     val_acts = collect_activations(loaded.model, windows["val"], spec.sae_layers, spec.sae_eval_tokens)
     metrics: dict[str, dict] = {}

@@ -62,9 +62,9 @@ def attribute(json: bool = False, **params: object) -> str:
     return f"/attribute{JSON if json else ''}{_query(params)}"
 
 
-def steer(sae_id: str, feature: int) -> str:
-    """The steering page, with the feature to steer with in its query."""
-    return f"/steer{_query({'sae_id': sae_id, 'feature': int(feature)})}"
+def steer(sae_id: str, feature: int, prompt: str | None = None) -> str:
+    """The steering page, with the feature to steer with (and a prompt to start from) in its query."""
+    return f"/steer{_query({'sae_id': sae_id, 'feature': int(feature), 'prompt': prompt})}"
 
 
 def note(note_id: str, json: bool = False) -> str:
@@ -171,3 +171,13 @@ def job(job_id: str) -> str:
 
 def static(path: str) -> str:
     return f"{STATIC_PREFIX}/{path}"
+
+
+def api_docs() -> str:
+    """The HTTP API, read from the server's OpenAPI schema."""
+    return "/-/docs"
+
+
+def openai_models() -> str:
+    """The OpenAI-compatible API's model list (the way into /v1)."""
+    return "/v1/models"

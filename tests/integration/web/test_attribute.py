@@ -262,3 +262,29 @@ def test_a_repeated_sae_id_counts_once_and_the_count_is_bounded(client):
     assert repeated.json()["url"].count("sae_id=") == 2  # kept in the order first given
     many = client.post("/api/attribute", json={"text": TEXT, "pos": 6, "sae_id": [f"sae{i}" for i in range(65)]})
     assert many.status_code == 422 and "at most 64" in many.json()["error"]
+
+
+def test_tokens_are_numbered_one_way_and_the_steered_feature_is_marked(client):
+    """A run's tokens are counted as the clicked token and the form count them, by their index in the completion
+    (the prompt's as "prompt token i"); a text's by their position in it; the feature the run steered with is
+    marked "steered" wherever it is listed."""
+    _, run = steer(client)
+    panel = client.get(f"/attribute?run={run['run']}&side=steered&pos=3&panel=true", headers={"HX-Request": "true"})
+    assert panel.status_code == 200, panel.text
+    html = panel.text
+    assert re.search(r"</code> at token 3 of the steered completion\?</h2>", html)
+    assert "Predicted at token 2 of the steered completion" in html
+    assert 'data-first-token="0" data-token-of=" of the steered completion"' in html
+    text = re.sub(r"<[^>]+>", "", html)
+    assert not re.search(r"(position|token) (1[0-9]|[4-9])\b", text)  # no count over prompt + completion
+    steered_row = re.search(rf'<tr><td><input[^>]*data-sae="{SAE1}" data-feature="40".*?</tr>', html, re.S)
+    assert steered_row and 'class="badge steered"' in steered_row.group(0)
+    assert html.count('class="badge steered"') == 1
+    plain = client.get(f"/attribute?run={run['run']}&side=default&pos=3&panel=true", headers={"HX-Request": "true"})
+    assert "at token 3 of the default completion?" in plain.text and 'class="badge steered"' not in plain.text
+
+    page = client.get("/attribute", params={"text": TEXT, "pos": 6})
+    assert re.search(r"</code> at token 6\?</h2>", page.text) and "Predicted at token 5 " in page.text
+    assert "Token (position in the text)" in page.text and 'data-first-token="6" data-token-of=""' in page.text
+    run_page = client.get(f"/attribute?run={run['run']}&side=steered&pos=3")
+    assert "Token of the completion (from 0)" in run_page.text

@@ -171,3 +171,37 @@ def test_steered_tokens_carry_their_value_and_pieces_that_join_to_the_text(tiny_
         c = body[name]
         assert c["text"] == "".join(t["text"] for t in c["tokens"]) and REPLACEMENT not in c["text"]
         assert all(t["value"] for t in c["tokens"] if t["text"])
+
+
+def test_home_starts_a_newcomer_with_examples_that_work_on_what_is_served(tiny_client):
+    """The home page's "Start here": one link per thing qscope does, each picked from the store when asked (a
+    live feature, a search word that finds something) and each answering 200; the API docs and /v1 linked."""
+    import re
+
+    html = tiny_client.get("/").text
+    assert html.index('id="start"') < html.index("<h1>Models and SAEs</h1>")
+    start = html[html.index('id="start"') : html.index("</section>", html.index('id="start"'))]
+    links = dict(
+        (name, href.replace("&amp;", "&")) for href, name in re.findall(r'<a href="([^"]+)"><b>([^<]+)</b>', start)
+    )
+    assert list(links) == ["Browse", "Search", "Steer", "Evaluate", "Discover", "Why this token?"]
+    for name, href in links.items():
+        r = tiny_client.get(href)
+        assert r.status_code == 200, (name, href, r.text[:300])
+    feature = tiny_client.get(links["Browse"] + ".json")
+    assert feature.json()["detail"]["row"]["n_fired"] > 0  # a live feature, not a fixed index
+    assert tiny_client.app.state.searcher.wait_ready(600)
+    q = links["Search"].split("q=")[1]
+    assert tiny_client.get("/search.json", params={"q": q, "kind": ["text"]}).json()["hits"]
+    assert 'data-field="prompt">Once upon a time</textarea>' in tiny_client.get(links["Steer"]).text  # ready to run
+    assert 'href="/-/docs"' in start and 'href="/v1/models"' in start and "OpenAI-compatible" in start
+    assert tiny_client.get("/-/docs").status_code == 200 and tiny_client.get("/v1/models").json()["data"]
+
+
+@pytest.mark.parametrize("path", ["/", "/detectors", "/discover", "/footprints", "/recipes", "/steer-eval", "/steer"])
+def test_tab_titles_are_words_not_markup(tiny_client, path):
+    import html as html_lib
+    import re
+
+    title = html_lib.unescape(re.search(r"<title>(.*?)</title>", tiny_client.get(path).text, re.S).group(1))
+    assert "<" not in title and "qscope" in title, title

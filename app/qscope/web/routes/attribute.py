@@ -95,6 +95,13 @@ class Attributed:
     max_ablate: int  # features the steering limits leave for ablations
     url: str  # permalink of this attribution
 
+    @property
+    def steered(self) -> set[tuple[str, int]]:
+        """The features the explained completion was steered with (`suppress` keeps them first): the panel marks
+        them, since a steered feature tops the causes of its own tokens."""
+        kept = self.suppress.features[: len(self.suppress.features) - self.ablated]
+        return {(f.sae_id, f.feature) for f in kept}
+
 
 @dataclass
 class AttributePage:

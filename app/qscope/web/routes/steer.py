@@ -208,12 +208,13 @@ def steer_page(
     sae_id: str | None = None,
     feature: Annotated[int | None, Query(ge=0)] = None,
     model_id: str | None = None,
+    prompt: Annotated[str, Query(max_length=2000, description="A prompt to start from (the form, filled in).")] = "",
 ):
     features = []
     if sae_id is not None and feature is not None:
         model_id = model_id or next((m.model_id for m in catalog for s in m.saes if s.sae.sae_id == sae_id), None)
         features = [{"sae_id": sae_id, "feature": feature, "mode": "add", "strength": 4.0}]
-    spec = SteerSpec(model_id=model_id, prompt="", features=features, max_new_tokens=32)
+    spec = SteerSpec(model_id=model_id, prompt=prompt, features=features, max_new_tokens=32)
     return _page(request, catalog, steering, spec)
 
 
