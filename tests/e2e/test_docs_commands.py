@@ -17,8 +17,9 @@ from qscope.config import Settings
 from qscope.demo.spec import FULL
 from qscope.explain.client import ExplainerError, OpenAIChat
 from qscope.harvest.ids import model_id_for
+from tests.helpers import ROOT
 
-DOCS = Path(__file__).parent.parent / "docs"
+DOCS = ROOT / "docs"
 PAGES = ["explain.md"]
 
 

@@ -199,7 +199,7 @@ def test_rate_limit_raises_rate_limit_error(tiny_db, tmp_path_factory):
 def _hold_the_worker(c, model: str):
     """A streamed generation that repeats itself (never ends early): the worker is busy until it is closed."""
     long = c.completions.create(
-        model=model, prompt="The", max_tokens=1500, temperature=0, frequency_penalty=-2.0, stream=True
+        model=model, prompt="The", max_tokens=1020, temperature=0, frequency_penalty=-2.0, stream=True
     )
     next(iter(long))  # generating
     return long

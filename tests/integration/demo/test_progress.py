@@ -11,14 +11,12 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from pathlib import Path
 
 from rich.console import Console
 
 from qscope.demo.build import LOG_EVERY_S, _Progress, build_demo
 from qscope.demo.spec import TINY
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 
 def test_a_log_gets_a_line_at_the_first_step_and_per_tenth_with_the_time_left():
