@@ -3,6 +3,7 @@ feature page shows it small under a "scores at chance" badge, not as the feature
 below the feature whose label says the query, and its row shows the scores and the badge. Screenshots go to
 tests/artifacts/trust_*.png."""
 
+import re
 import shutil
 
 import pytest
@@ -15,8 +16,19 @@ from tests.helpers.server import serving
 pytestmark = pytest.mark.slow
 WIDTHS = (1280, 390)
 SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
-CHANCE, LABELLED = 7, 456  # 456's label starts with "·time"
-GIBBERISH = "time time ow the ·of"
+CHANCE = 7
+
+
+def query_word(db) -> str:
+    """A word of letters that a label of SAE starts with (the tiny model's labels depend on its build, so the
+    query is read from the store rather than written here)."""
+    from qscope.store.queries import Store
+
+    for label in Store(db).labels(SAE):
+        word = re.sub(r"[^a-z]", "", label.split()[0].lower()) if label.split() else ""
+        if len(word) >= 3:
+            return word
+    raise AssertionError("no label of letters in the tiny store")
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +36,14 @@ def server(tiny_db, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e-trust")
     db = tmp / "tiny.duckdb"
     shutil.copy(tiny_db, db)
+    word = query_word(db)
+    gibberish = f"{word} {word} ow the ·of"
     w = ExplanationWriter(explanations_path(db))
-    w.put_explanation(SAE, CHANCE, GIBBERISH, "mini-explainer")
+    w.put_explanation(SAE, CHANCE, gibberish, "mini-explainer")
     w.put_scores(SAE, CHANCE, Score(0.5, 20, 0), Score(0.5, 10, 0), "mini-explainer")
     w.close()
     with serving(db, tmp_path_factory, OMP_NUM_THREADS="1") as base:
-        yield base
+        yield base, word, gibberish
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +57,7 @@ def browser(server):
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_an_explanation_at_chance_is_marked_not_headlined(browser, server, width):
+    server, word, GIBBERISH = server
     expect = sync_api.expect
     page = browser.new_page(viewport={"width": width, "height": 800})
     page.set_default_timeout(90_000)
@@ -54,9 +69,9 @@ def test_an_explanation_at_chance_is_marked_not_headlined(browser, server, width
     words.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / f"trust_feature_{width}.png"))
 
-    page.goto(f"{server}/search?q=time&kind=explanation&kind=text")
+    page.goto(f"{server}/search?q={word}&kind=explanation&kind=text")
     rows = page.locator("table.results tbody tr")
-    expect(rows.first.locator(".badge.text")).to_have_count(1)  # a label match ("·time ...") comes first
+    expect(rows.first.locator(".badge.text")).to_have_count(1)  # a label match comes first
     chance = rows.filter(has_text=GIBBERISH)
     expect(chance).to_contain_text(f"#{CHANCE}")
     expect(chance.locator(".badge.at-chance")).to_be_visible()
