@@ -98,4 +98,7 @@ def test_a_wrong_model_id_says_so_not_that_the_endpoint_is_wrong(tiny_db, tmp_pa
             chat.chat([{"role": "user", "content": "hi"}], max_tokens=2)
     message = str(err.value)
     assert "--explainer-model 'mini-qwen' is not served there" in message and "/v1/models" in message
-    assert "ending in /v1" not in message and "tiny-demo" in message  # the server's message lists what it serves
+    from qscope.store.queries import Store
+
+    served = Store(tiny_db).model_ids[0]  # the demo folder's name: a session's own build or a given one
+    assert "ending in /v1" not in message and served in message  # the server's message lists what it serves

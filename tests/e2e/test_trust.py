@@ -42,8 +42,11 @@ def server(tiny_db, tmp_path_factory):
     w.put_explanation(SAE, CHANCE, gibberish, "mini-explainer")
     w.put_scores(SAE, CHANCE, Score(0.5, 20, 0), Score(0.5, 10, 0), "mini-explainer")
     w.close()
+    from qscope.store.queries import Store
+
+    model_id = Store(db).model_ids[0]  # the demo folder's name: it differs between a session's build and a given one
     with serving(db, tmp_path_factory, OMP_NUM_THREADS="1") as base:
-        yield base, word, gibberish
+        yield base, word, gibberish, model_id
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +60,11 @@ def browser(server):
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_an_explanation_at_chance_is_marked_not_headlined(browser, server, width):
-    server, word, GIBBERISH = server
+    server, word, GIBBERISH, model_id = server
     expect = sync_api.expect
     page = browser.new_page(viewport={"width": width, "height": 800})
     page.set_default_timeout(90_000)
-    page.goto(f"{server}/tiny-demo/{SAE}/{CHANCE}")
+    page.goto(f"{server}/{model_id}/{SAE}/{CHANCE}")
     words = page.locator("#words")
     expect(words.locator(".badge.at-chance")).to_be_visible()
     expect(words.locator(".expl-text")).to_have_count(0)  # not the bold headline

@@ -64,7 +64,8 @@ def test_a_note_by_form_shows_escaped_on_the_feature_page_and_its_permalink(clie
     html = client.get(note_url).text
     assert "&lt;script&gt;" in html and "<script>alert" not in html
     sae_page = client.get(f"/{model_id}/{SAE}.json", params={"per_page": 10}).json()
-    assert sae_page["explanations"]["5"] == {"text": HOSTILE, "by": "person", "detection": None, "fuzzing": None}
+    want = {"text": HOSTILE, "by": "person", "detection": None, "fuzzing": None, "trust": "unscored"}
+    assert sae_page["explanations"]["5"] == want  # a person's note is unscored: no trust beyond its words
 
 
 def test_notes_by_json_and_bad_input(client, model_id):

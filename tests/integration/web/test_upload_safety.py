@@ -41,6 +41,7 @@ def client(tiny_db, app_db):
         discover_max_file_bytes=3_000_000,
         discover_max_file_rows=MAX_ROWS,
         discover_max_body_bytes=5_000_000,
+        rate_inspect_per_min=0,  # every upload here is a footprint read; the per-client rate is tested elsewhere
     )
     with TestClient(create_app([tiny_db], settings, warm_search=False)) as c:
         yield c
