@@ -24,7 +24,8 @@ from qscope.search.static import StaticEmbedder
 from qscope.search.text import INDEX_QUERY_TIMEOUT_S
 from qscope.search.texts import feature_texts
 from qscope.search.vectors import EXACT_MAX, Ivf, VectorIndex, key_columns
-from qscope.store.queries import Store, file_signature
+from qscope.store.paths import file_signature
+from qscope.store.queries import Store
 
 log = logging.getLogger(__name__)
 

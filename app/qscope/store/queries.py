@@ -22,6 +22,7 @@ import numpy as np
 
 from qscope.store.cards import Card, decode_card
 from qscope.store.meta import meta_of, model_source, version_problem
+from qscope.store.paths import file_signature, missing_store
 from qscope.store.schema import SAE_COLUMNS, SaeInfo
 from qscope.store.watchdog import WATCHDOG
 from qscope.tokens import characters, is_whole, readable
@@ -117,27 +118,13 @@ class DensityHistogram:
     dead: int
 
 
-def _missing(resolved: Path, given: str | Path) -> str:
-    """What to say of a store path that is not a file: the stores beside it first (a misspelt name is likelier
-    than a store never harvested), then how one is made."""
-    beside = sorted(p.name for p in resolved.parent.glob("*.duckdb")) if resolved.parent.is_dir() else []
-    folder = Path(given).parent
-    if beside:
-        names = ", ".join(str(folder / n) for n in beside[:8])
-        return f"no feature store at {given}; {folder} has: {names}"
-    return (
-        f"no feature store at {given}: `make demo` (or `qscope demo`) builds and harvests the embedded default into "
-        f"data/demo.duckdb; `qscope harvest --out {given}` harvests your own model"
-    )
-
-
 class Store:
     """One feature store file, opened read-only; `reader()` gives a request its cursor."""
 
     def __init__(self, path: str | Path, timeout_s: float = 5.0, threads: int = 1) -> None:
         self.path = Path(path).resolve()
         if not self.path.is_file():
-            raise StoreError(_missing(self.path, path))
+            raise StoreError(missing_store(self.path, path))
         try:
             self.con = duckdb.connect(str(self.path), read_only=True)
             # one thread per query: a page's lookups are small, and requests run side by side. SET, not a
@@ -494,13 +481,6 @@ class Reader:
             "LEFT JOIN lg USING (sae_id, feature) WHERE f.n_fired > 0 ORDER BY f.sae_id, f.feature",
             [n_logits],
         ).fetchall()
-
-
-def file_signature(path: Path) -> str:
-    """Size and modification time of a store file: changes whenever the file is rewritten (the search index
-    cached beside it is stamped with it)."""
-    stat = Path(path).stat()
-    return f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
 def _escape_like(text: str) -> str:
