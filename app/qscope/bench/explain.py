@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from qscope.explain.client import ExplainerError, OpenAIChat
-from qscope.explain.command import Choice, choose
-from qscope.explain.runner import ExplainOptions, Runner
+from qscope.explain.command import FeatureChoice, choose
+from qscope.explain.runner import ExplainOptions, ExplainRunner
 from qscope.explain.store import ExplanationWriter
 from qscope.store.queries import Store
 
@@ -85,7 +85,7 @@ def timed_run(store: Store, keys, explainer: Counted, scorer, opts: ExplainOptio
     writer = ExplanationWriter(out)
     before = explainer.requests
     t = time.perf_counter()
-    summary = Runner(store, writer, explainer, scorer, None, opts).run(keys)
+    summary = ExplainRunner(store, writer, explainer, scorer, None, opts).run(keys)
     seconds = time.perf_counter() - t
     writer.close()
     if summary.failed:
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     db = Path(args.db)
     store = Store(db, timeout_s=60)
     sae_id = args.sae or next(iter(store.saes))
-    keys = choose(store, Choice([sae_id], top=args.features))
+    keys = choose(store, FeatureChoice([sae_id], top=args.features))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -38,11 +38,11 @@ def explain_cmd(
     settings = get_settings()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     keys = _list_keys(list_id, settings.app_db_url) if list_id else None  # before the model code loads: fails fast
-    from qscope.explain.command import Choice, Explainer, ExplainUsage, run_explain
+    from qscope.explain.command import Explainer, ExplainUsage, FeatureChoice, run_explain
     from qscope.explain.runner import ExplainOptions
     from qscope.store.queries import StoreError
 
-    choice = Choice(sae or [], features, top, keys)
+    choice = FeatureChoice(sae or [], features, top, keys)
     ex = Explainer(
         endpoint,
         explainer_model,

@@ -15,7 +15,7 @@ from rich.console import Console
 from qscope.explain.client import OpenAIChat
 from qscope.explain.negatives import NegativePool, build_pool
 from qscope.explain.progress import RunProgress
-from qscope.explain.runner import ExplainOptions, Key, Runner, Summary
+from qscope.explain.runner import ExplainOptions, ExplainRunner, ExplainSummary, Key
 from qscope.explain.store import ExplanationWriter, explanations_path
 from qscope.store.queries import Store
 
@@ -25,7 +25,7 @@ class ExplainUsage(ValueError):
 
 
 @dataclass
-class Choice:
+class FeatureChoice:
     """Which features to explain: an SAE's (or every SAE's) live features, a list of indices, the densest N,
     or the features of a user list."""
 
@@ -61,7 +61,7 @@ def parse_features(text: str) -> list[int]:
     return list(dict.fromkeys(out))
 
 
-def choose(store: Store, choice: Choice) -> list[Key]:
+def choose(store: Store, choice: FeatureChoice) -> list[Key]:
     """The (sae_id, feature) keys to explain, in order."""
     unknown = [s for s in choice.sae_ids if s not in store.saes]
     if unknown:
@@ -120,8 +120,14 @@ def negative_pool(
 
 
 def run_explain(
-    db: Path, out: Path | None, choice: Choice, ex: Explainer, opts: ExplainOptions, pool_size: int, console: Console
-) -> Summary:
+    db: Path,
+    out: Path | None,
+    choice: FeatureChoice,
+    ex: Explainer,
+    opts: ExplainOptions,
+    pool_size: int,
+    console: Console,
+) -> ExplainSummary:
     """The whole command; the explanations file is `out` or the one beside `db`."""
     store = Store(db, timeout_s=60)
     progress, writer = None, None
@@ -135,7 +141,7 @@ def run_explain(
             console.print(text, style=style or None, markup=False, highlight=False, soft_wrap=True)
 
         explainer, scorer = make_chats(ex)
-        runner = Runner(store, writer, explainer, scorer if opts.score else None, None, opts)
+        runner = ExplainRunner(store, writer, explainer, scorer if opts.score else None, None, opts)
         todo, skipped = runner.plan(keys)
         say(
             f"explain: {len(keys)} features chosen, {skipped} already done, {len(todo)} to do; explainer "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from qscope.explain.prompts import Example
+from qscope.explain.prompts import ContextExample
 from qscope.model import capture, load_model
 from qscope.sae import load_sae
 from qscope.store.queries import Store
@@ -28,11 +28,11 @@ class NegativePool:
     tokens: list[list[str]]  # P windows
     fires: dict[str, torch.Tensor]  # sae_id -> bool [P, F]: the feature is > 0 somewhere in the window
 
-    def negatives(self, sae_id: str, feature: int, n: int, rng: random.Random) -> list[Example]:
+    def negatives(self, sae_id: str, feature: int, n: int, rng: random.Random) -> list[ContextExample]:
         """Up to n windows where the feature is silent (fewer when it fires in most of the pool)."""
         quiet = (~self.fires[sae_id][:, feature]).nonzero()[:, 0].tolist()
         picked = rng.sample(quiet, min(n, len(quiet)))
-        return [Example(self.tokens[p], [0.0] * len(self.tokens[p])) for p in picked]
+        return [ContextExample(self.tokens[p], [0.0] * len(self.tokens[p])) for p in picked]
 
 
 def pool_contexts(store: Store, n: int, length: int, seed: int) -> list[list[int]]:

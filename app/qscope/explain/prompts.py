@@ -49,7 +49,7 @@ def context_key(ctx: Context) -> ContextKey:
 
 
 @dataclass
-class Example:
+class ContextExample:
     """One context window: its tokens and the feature's activation on each (0 where it does not fire)."""
 
     tokens: list[str]
@@ -64,13 +64,13 @@ class FeatureExamples:
     sae_id: str
     feature: int
     max_act: float
-    shown: list[Example]  # to the explainer
-    held_out: list[Example]  # firing contexts kept for scoring
+    shown: list[ContextExample]  # to the explainer
+    held_out: list[ContextExample]  # firing contexts kept for scoring
     promotes: list[str] = field(default_factory=list)
     suppresses: list[str] = field(default_factory=list)
 
 
-def window(ctx: Context, before: int, after: int) -> Example:
+def window(ctx: Context, before: int, after: int) -> ContextExample:
     """The context around its marked token, as text a reader (and the explainer) reads: each token's piece of the
     context (`Context.shown`), so a character split over byte tokens is one whole character, never `<0xE6>`;
     the tokens holding only its first bytes are dropped and their activation goes to the token completing it
@@ -85,7 +85,7 @@ def window(ctx: Context, before: int, after: int) -> Example:
             continue
         tokens.append(piece)
         kept.append(acts[i])
-    return Example(tokens, kept, context_key(ctx))
+    return ContextExample(tokens, kept, context_key(ctx))
 
 
 def split_examples(
@@ -140,11 +140,11 @@ def token_text(tok: str) -> str:
     return tok.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
 
 
-def plain(ex: Example) -> str:
+def plain(ex: ContextExample) -> str:
     return "".join(token_text(t) for t in ex.tokens)
 
 
-def marked(ex: Example, marks: list[bool]) -> str:
+def marked(ex: ContextExample, marks: list[bool]) -> str:
     """The text with the tokens where `marks` is true wrapped <<like this>> (runs of marked tokens together)."""
     out, open_ = [], False
     for tok, m in zip(ex.tokens, marks, strict=True):
@@ -157,7 +157,7 @@ def marked(ex: Example, marks: list[bool]) -> str:
     return "".join(out) + (">>" if open_ else "")
 
 
-def firing_marks(ex: Example, max_act: float) -> list[bool]:
+def firing_marks(ex: ContextExample, max_act: float) -> list[bool]:
     return [a > 0 and a >= MARK_MIN * max_act for a in ex.acts]
 
 

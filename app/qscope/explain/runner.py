@@ -53,7 +53,7 @@ class ExplainOptions:
 
 
 @dataclass
-class Summary:
+class ExplainSummary:
     todo: int
     skipped: int  # already done before this run
     explained: int = 0
@@ -65,7 +65,7 @@ class Summary:
     seconds: float = 0.0
 
 
-class Runner:
+class ExplainRunner:
     def __init__(
         self,
         store: Store,
@@ -88,9 +88,9 @@ class Runner:
         todo = [(k, k in explained) for k in keys if k not in (scored if self.opts.score else explained)]
         return todo, len(keys) - len(todo)
 
-    def run(self, keys: Sequence[Key]) -> Summary:
+    def run(self, keys: Sequence[Key]) -> ExplainSummary:
         todo, skipped = self.plan(keys)
-        summary, t0 = Summary(len(todo), skipped), time.monotonic()
+        summary, t0 = ExplainSummary(len(todo), skipped), time.monotonic()
         limit = self.opts.stop_after_failures or self.opts.concurrency + 2
         streak = 0
         with ThreadPoolExecutor(self.opts.concurrency, thread_name_prefix="explain") as pool:
@@ -116,7 +116,7 @@ class Runner:
         summary.cut, summary.at_chance = self._cut, self._at_chance
         return summary
 
-    def _record(self, summary: Summary, key: Key, outcome: tuple[str, str, bool], streak: int) -> int:
+    def _record(self, summary: ExplainSummary, key: Key, outcome: tuple[str, str, bool], streak: int) -> int:
         stage, message, retryable = outcome
         if stage == "ok":
             summary.explained += message != "scored-only"

@@ -18,7 +18,15 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from qscope.explain.prompts import Example, FeatureExamples, firing_marks, marked, parse_answers, plain, scorer_messages
+from qscope.explain.prompts import (
+    ContextExample,
+    FeatureExamples,
+    firing_marks,
+    marked,
+    parse_answers,
+    plain,
+    scorer_messages,
+)
 
 Trust = str  # 'beats chance' | 'at chance' | 'unscored'
 CHANCE = 0.5  # the balanced accuracy of a scorer that always says the same thing, or guesses
@@ -80,7 +88,7 @@ def run_score(cases: Sequence[Case], judge: Judge, batch: int = BATCH) -> Score:
     return Score(value, len(cases), sum(v is None for v in verdicts))
 
 
-def detection_cases(fx: FeatureExamples, negatives: Sequence[Example], rng: random.Random) -> list[Case]:
+def detection_cases(fx: FeatureExamples, negatives: Sequence[ContextExample], rng: random.Random) -> list[Case]:
     cases = [Case(plain(e), True) for e in fx.held_out] + [Case(plain(e), False) for e in negatives]
     rng.shuffle(cases)
     return cases

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from qscope.explain.prompts import (
-    Example,
+    ContextExample,
     clean_explanation,
     explainer_messages,
     firing_marks,
@@ -66,7 +66,7 @@ def test_explainer_prompt_marks_firing_tokens_with_activations_and_logits():
 
 
 def test_marked_runs_and_newlines():
-    ex = Example(["a", "\n", "b", "c", "d"], [0, 1, 1, 0, 1])
+    ex = ContextExample(["a", "\n", "b", "c", "d"], [0, 1, 1, 0, 1])
     assert marked(ex, [a > 0 for a in ex.acts]) == "a<<\\nb>>c<<d>>"
 
 
@@ -107,7 +107,7 @@ def test_balanced_accuracy_by_hand():
 
 
 def cases_of(fx, rng):
-    negatives = [Example(["x", " y", f" {i}"], [0.0] * 3) for i in range(4)]
+    negatives = [ContextExample(["x", " y", f" {i}"], [0.0] * 3) for i in range(4)]
     return detection_cases(fx, negatives, rng), fuzzing_cases(fx, rng)
 
 
