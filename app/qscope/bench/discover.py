@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from qscope.discover.activations import Runner, plan, tokenize
+from qscope.discover.activations import ActivationRunner, plan, tokenize
 from qscope.discover.demo import demo_examples
 from qscope.discover.discovery import DiscoverOptions, discover
 from qscope.discover.examples import ExampleLimits, build_set
@@ -26,7 +26,7 @@ from qscope.model import capture, load_model
 from qscope.sae import find_sae_files, load_sae
 
 
-def floor(runner: Runner, ids: list[list[int]]) -> None:
+def floor(runner: ActivationRunner, ids: list[list[int]]) -> None:
     """Forward (to the deepest SAE site) + encode of every SAE, nothing kept: the least any discovery must do."""
     sites = list(dict.fromkeys(s.require_site() for s in runner.saes.values()))
     device = next(runner.model.parameters()).device
@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     saes = {sae_id_for(f): load_sae(f, device=lm.device) for f in files}
     _, a, b = demo_examples(root / "corpus", args.demo, args.n)
     examples = build_set(a, b, ExampleLimits())
-    runner = Runner(lm.model, saes, batch_tokens=args.tokens_per_batch, pad_id=lm.require_tokenizer().pad_token_id or 0)
+    runner = ActivationRunner(
+        lm.model, saes, batch_tokens=args.tokens_per_batch, pad_id=lm.require_tokenizer().pad_token_id or 0
+    )
     ids = tokenize(lm.require_tokenizer(), examples.texts, args.max_tokens).ids
     n_ex, n_tok = len(ids), sum(map(len, ids))
 

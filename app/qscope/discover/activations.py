@@ -52,7 +52,7 @@ def tokenize(tokenizer, texts: Sequence[str], max_tokens: int) -> Encoded:
 
 
 @dataclass
-class Runner:
+class ActivationRunner:
     """What a run needs: the model, the SAEs to encode with, and how tokens are counted and batched."""
 
     model: nn.Module
@@ -115,7 +115,7 @@ def counted_mask(hidden_BTD: Tensor, lengths: Sequence[int], skip_first: bool, s
 
 
 def iter_batches(
-    runner: Runner,
+    runner: ActivationRunner,
     ids: Sequence[Sequence[int]],
     sae_ids: Sequence[str] | None = None,
     progress: Progress | None = None,
@@ -167,7 +167,7 @@ class Pooled:
 
 
 def pool(
-    runner: Runner,
+    runner: ActivationRunner,
     ids: Sequence[Sequence[int]],
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
@@ -207,7 +207,7 @@ class TokenActs:
 
 
 def token_acts(
-    runner: Runner,
+    runner: ActivationRunner,
     ids: Sequence[Sequence[int]],
     features: Sequence[tuple[str, int]],
     cancel: threading.Event | None = None,
@@ -239,7 +239,7 @@ class Totals:
 
 
 def totals(
-    runner: Runner,
+    runner: ActivationRunner,
     ids: Sequence[Sequence[int]],
     progress: Progress | None = None,
     cancel: threading.Event | None = None,

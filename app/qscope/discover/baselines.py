@@ -146,7 +146,7 @@ def _interval(values_B: np.ndarray) -> tuple[float, float]:
 
 
 @dataclass
-class Comparison:
+class MethodComparison:
     """Method a against method b on test AUROC: the difference a - b, its paired interval, and what it says."""
 
     a: str
@@ -156,7 +156,9 @@ class Comparison:
     sentence: str
 
 
-def compare(a: Judged, b: Judged, s_a: np.ndarray, s_b: np.ndarray, y_test: np.ndarray, boot: Resamples) -> Comparison:
+def compare(
+    a: Judged, b: Judged, s_a: np.ndarray, s_b: np.ndarray, y_test: np.ndarray, boot: Resamples
+) -> MethodComparison:
     """a's test AUROC minus b's, with the interval of that difference over the shared resamples (s_a, s_b: each
     method's scores of the test examples). The sentence is computed from the interval: a side is better only
     when the whole interval is on its side of 0."""
@@ -169,7 +171,7 @@ def compare(a: Judged, b: Judged, s_a: np.ndarray, s_b: np.ndarray, y_test: np.n
         text = f"{b.method} is better than {a.method} by {-d:.2f} AUROC (95% interval {-hi:.2f} to {-lo:.2f})"
     else:
         text = f"{a.method} and {b.method} match: {d:+.2f} AUROC, 95% interval {lo:+.2f} to {hi:+.2f} includes 0"
-    return Comparison(a.method, b.method, d, (lo, hi), text)
+    return MethodComparison(a.method, b.method, d, (lo, hi), text)
 
 
 @dataclass
@@ -179,7 +181,7 @@ class SiteComparison:
 
     site: str
     methods: list[Judged]
-    comparison: Comparison
+    comparison: MethodComparison
 
 
 FEATURE_METHODS = ("best feature", "sparse regression over features")

@@ -58,10 +58,10 @@ def progress_fn(bars: Progress) -> Callable[[str, int, int], None]:
 
 
 def load_served(db: Path | None, device: str | None, dtype: str | None):
-    """A `Served` for the CLI from a feature store: its model and SAEs (the files the harvest read), their ids
+    """A `ServedModel` for the CLI from a feature store: its model and SAEs (the files the harvest read), their ids
     and labels as the server shows them, and the demo corpus when it has one."""
     from qscope.discover.demo import corpus_dir_of
-    from qscope.discover.service import Served
+    from qscope.discover.service import ServedModel
     from qscope.live.runner import LiveModel, LiveUnavailable
     from qscope.store.meta import settings_of
     from qscope.store.queries import Store, StoreError
@@ -80,7 +80,7 @@ def load_served(db: Path | None, device: str | None, dtype: str | None):
     except LiveUnavailable as e:
         raise fail(str(e)) from e
     harvested = settings_of(store.meta)
-    return Served(
+    return ServedModel(
         model_id,
         lm.model,
         lm.require_tokenizer(),

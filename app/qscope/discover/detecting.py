@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from transformers import PreTrainedTokenizerBase
 
-from qscope.discover.activations import Runner, pool, token_acts, tokenize
+from qscope.discover.activations import ActivationRunner, pool, token_acts, tokenize
 from qscope.discover.detectors import Detector, DetectorSpec, SplitScores, evaluate, fit_logreg, fit_rule
 from qscope.discover.discovery import Discovery
 
@@ -46,7 +46,7 @@ class SavedDetector(BaseModel):
 
 def pooled_columns(d: Discovery, keys: list[tuple[str, int]], runner_of) -> np.ndarray:
     """float32 [E, N]: each example's max activation of each feature, from the discovery's strips when it listed
-    the feature, else from the model (`runner_of(sae_ids)` gives a Runner and tokenizer)."""
+    the feature, else from the model (`runner_of(sae_ids)` gives an ActivationRunner and tokenizer)."""
     X = np.zeros((len(d.examples), len(keys)), np.float32)
     missing = []
     for n, (sae_id, feature) in enumerate(keys):
@@ -135,7 +135,7 @@ class DetectResult(BaseModel):
 
 @dataclass
 class DetectInputs:
-    runner: Runner
+    runner: ActivationRunner
     tokenizer: PreTrainedTokenizerBase
     decode: Callable[[list[int]], list[str]]  # token ids -> token strings
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from qscope.discover.activations import Encoded, Pooled, Progress, Runner, pool, tokenize
+from qscope.discover.activations import ActivationRunner, Encoded, Pooled, Progress, pool, tokenize
 from qscope.discover.baselines import SiteComparison, compare_site
 from qscope.discover.decompose import Decomposition, decompose
 from qscope.discover.detectors import Detector, SplitScores, evaluate, fit_logreg
@@ -122,7 +122,7 @@ class _Phases:
 
 def discover(
     examples: ExampleSet,
-    runner: Runner,
+    runner: ActivationRunner,
     tokenizer,
     model_id: str,
     options: DiscoverOptions,
@@ -208,7 +208,7 @@ def _logreg(
 
 
 def _baselines(
-    runner: Runner, pooled: Pooled, inputs: RankInputs, logreg: LogRegResult | None, seed: int
+    runner: ActivationRunner, pooled: Pooled, inputs: RankInputs, logreg: LogRegResult | None, seed: int
 ) -> list[SiteBaselines]:
     """Per hooked site: its best single feature (by train AUROC, either side) and the sparse regression over every
     feature, against DiffMean and a probe on the site's residual, all on the same split."""

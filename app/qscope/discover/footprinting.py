@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from qscope.discover.activations import Progress, Runner, tokenize, totals
-from qscope.discover.footprints import By, Comparison, Stats, Summary, compare, stats, summarize
+from qscope.discover.activations import ActivationRunner, Progress, tokenize, totals
+from qscope.discover.footprints import By, FootprintComparison, FootprintSummary, Stats, compare, stats, summarize
 
 LabelOf = Callable[[str, int], str]
 
@@ -25,9 +25,9 @@ class FootprintRecord(BaseModel):
     share: float
     source: str = Field("examples", description="'examples' (run here) or the footprint file it was read from.")
     notes: list[str] = Field(default_factory=list)
-    a: Summary
-    b: Summary | None = None
-    comparison: Comparison | None = None
+    a: FootprintSummary
+    b: FootprintSummary | None = None
+    comparison: FootprintComparison | None = None
     n_features: int
     seconds: float = 0.0
 
@@ -35,7 +35,7 @@ class FootprintRecord(BaseModel):
 def dataset_stats(
     name: str,
     texts: list[str],
-    runner: Runner,
+    runner: ActivationRunner,
     tokenizer,
     max_tokens: int,
     progress: Progress | None = None,
@@ -87,7 +87,7 @@ def run_footprints(
     a: list[str],
     b: list[str] | None,
     names: tuple[str, str],
-    runner: Runner,
+    runner: ActivationRunner,
     tokenizer,
     max_tokens: int,
     by: By,

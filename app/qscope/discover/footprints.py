@@ -79,7 +79,7 @@ class SaeOverlap:
 
 
 @dataclass
-class Comparison:
+class FootprintComparison:
     name_a: str
     name_b: str
     by: str
@@ -106,14 +106,14 @@ def _ratio(num: float, den: float) -> float | None:
     return float(num / den) if den else None
 
 
-def compare(a: Stats, b: Stats, by: By = "examples", share: float = 0.2, top: int = 50) -> Comparison:
+def compare(a: Stats, b: Stats, by: By = "examples", share: float = 0.2, top: int = 50) -> FootprintComparison:
     """The comparison of A's and B's footprints (same features in the same order on both sides)."""
     if a.keys != b.keys:
         raise ValueError("the two datasets were run through different SAEs: their footprints cannot be compared")
     in_a, in_b = members(a, by, share), members(b, by, share)
     both, either = in_a & in_b, in_a | in_b
     weight_a, weight_b = (a.fire_share, b.fire_share) if by == "examples" else (a.mass_share, b.mass_share)
-    return Comparison(
+    return FootprintComparison(
         name_a=a.name,
         name_b=b.name,
         by=by,
@@ -166,7 +166,7 @@ def _per_sae(keys: list[tuple[str, int]], in_a: np.ndarray, in_b: np.ndarray) ->
 
 
 @dataclass
-class Summary:
+class FootprintSummary:
     """One dataset's footprint on its own."""
 
     name: str
@@ -178,12 +178,12 @@ class Summary:
     top: list[FeatureShare] = field(default_factory=list)  # its features, largest share first
 
 
-def summarize(s: Stats, by: By = "examples", share: float = 0.2, top: int = 50) -> Summary:
+def summarize(s: Stats, by: By = "examples", share: float = 0.2, top: int = 50) -> FootprintSummary:
     inside = members(s, by, share)
     weight = s.fire_share if by == "examples" else s.mass_share
     zeros = np.zeros(len(s.keys))
     empty = Stats("", s.keys, zeros, zeros, 0, 0)
-    return Summary(
+    return FootprintSummary(
         s.name,
         by,
         share,

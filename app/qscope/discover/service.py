@@ -1,7 +1,7 @@
 """The discover service of one server: limits, the job queue, the app database, and the operations the routes
 call (start a discovery or a footprint, fit and save a detector, detect). Built once by create_app.
 
-The routes hand it a `Served`: the live model of a store as discovery sees it (model, tokenizer, SAEs, the
+The routes hand it a `ServedModel`: the live model of a store as discovery sees it (model, tokenizer, SAEs, the
 model's lock, how tokens are counted, labels, the demo corpus), so this layer never imports the web or the
 live-run machinery.
 """
@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from qscope.config import Settings
 from qscope.discover import footprint_io
-from qscope.discover.activations import Runner
+from qscope.discover.activations import ActivationRunner
 from qscope.discover.detecting import DetectInputs, DetectResult, SavedDetector, detect, fit_on_discovery
 from qscope.discover.detectors import DetectorSpec
 from qscope.discover.discovery import DiscoverOptions, Discovery, discover
@@ -36,7 +36,7 @@ from qscope.store.untrusted import Bounds, hide_paths
 
 
 @dataclass
-class Served:
+class ServedModel:
     model_id: str
     model: nn.Module
     tokenizer: PreTrainedTokenizerBase
@@ -50,12 +50,12 @@ class Served:
 
 
 def runner_for(
-    served: Served, batch_tokens: int, sae_ids: list[str] | None = None, lock: threading.Lock | None = None
-) -> Runner:
+    served: ServedModel, batch_tokens: int, sae_ids: list[str] | None = None, lock: threading.Lock | None = None
+) -> ActivationRunner:
     """The activation runner of a served model over all its SAEs, or those of `sae_ids` it has."""
     saes = served.saes if sae_ids is None else {s: served.saes[s] for s in sae_ids if s in served.saes}
     pad = served.tokenizer.pad_token_id
-    return Runner(
+    return ActivationRunner(
         served.model,
         saes,
         served.skip_first,
@@ -89,10 +89,12 @@ class Discovering:
                 self._db = DiscoverStore(self.db_url)
             return self._db
 
-    def runner(self, served: Served, sae_ids: list[str] | None = None) -> Runner:
+    def runner(self, served: ServedModel, sae_ids: list[str] | None = None) -> ActivationRunner:
         return runner_for(served, self.batch_tokens, sae_ids, lock=served.lock)
 
-    def start_discovery(self, served: Served, examples: ExampleSet, options: DiscoverOptions, client: str = "") -> Job:
+    def start_discovery(
+        self, served: ServedModel, examples: ExampleSet, options: DiscoverOptions, client: str = ""
+    ) -> Job:
         """Queue a discovery as `client`'s job (QueueFull past the queue or the client's share of it)."""
 
         def run(job: Job) -> str:
@@ -121,7 +123,7 @@ class Discovering:
         body = self._body("discovery", discovery_id)
         return Discovery.model_validate_json(body) if body else None
 
-    def fit_detector(self, served: Served, d: Discovery, spec: DetectorSpec, name: str) -> SavedDetector:
+    def fit_detector(self, served: ServedModel, d: Discovery, spec: DetectorSpec, name: str) -> SavedDetector:
         def runner_of(sae_ids):
             return self.runner(served, sae_ids), served.tokenizer
 
@@ -134,7 +136,7 @@ class Discovering:
         body = self._body("detector", detector_id)
         return SavedDetector.model_validate_json(body) if body else None
 
-    def detect(self, served: Served, saved: SavedDetector, texts: str | list[str]) -> DetectResult:
+    def detect(self, served: ServedModel, saved: SavedDetector, texts: str | list[str]) -> DetectResult:
         texts = split_lines(texts)[0] if isinstance(texts, str) else [t for t in texts if t.strip()]
         if not texts:
             raise ExamplesError("texts: nothing to score (every line is empty)")
@@ -155,7 +157,7 @@ class Discovering:
 
     def start_footprint(
         self,
-        served: Served,
+        served: ServedModel,
         a: list[str],
         b: list[str] | None,
         names: tuple[str, str],

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from qscope.discover.demo import corpus_dir_of
 from qscope.discover.detectors import DetectorError
 from qscope.discover.examples import ExamplesError
-from qscope.discover.service import Discovering, Served
+from qscope.discover.service import Discovering, ServedModel
 from qscope.jobs import Job, QueueFull
 from qscope.live.runner import LiveModels
 from qscope.store.meta import settings_of
@@ -47,14 +47,14 @@ def corpus_dir(live: LiveModels, model_id: str) -> Path | None:
     return corpus_dir_of(runner.store.model_source, settings_of(runner.store.meta).get("corpus"))
 
 
-def served(catalog: Catalog, live: LiveModels, model_id: str | None) -> Served:
+def served(catalog: Catalog, live: LiveModels, model_id: str | None) -> ServedModel:
     """The live model (loaded on first use) of `model_id` (default: the first served)."""
     model_id = model_id_of(catalog, model_id)
     runner = live.get(model_id)
     if runner is None:
         raise NotFound(f"No live model for {model_id!r}.")
     lm, saes = runner.load()
-    return Served(
+    return ServedModel(
         model_id,
         lm.model,
         lm.require_tokenizer(),
@@ -103,7 +103,7 @@ WAITED: dict[int | str, dict[str, Any]] = {
 JOB_POST: dict[str, Any] = {"status_code": 202, "response_model": JobOut, "responses": WAITED}  # a POST starting a job
 
 
-async def served_async(catalog: Catalog, live: LiveModels, model_id: str | None) -> Served:
+async def served_async(catalog: Catalog, live: LiveModels, model_id: str | None) -> ServedModel:
     """`served` off the event loop (its first use loads the model)."""
     return await asyncio.to_thread(served, catalog, live, model_id)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from qscope.discover.activations import Cancelled, Runner, pool, tokenize
+from qscope.discover.activations import ActivationRunner, Cancelled, pool, tokenize
 from qscope.discover.cli_common import load_served
 from qscope.discover.demo import available, demo_examples
 from qscope.discover.detecting import fit_on_discovery
@@ -31,8 +31,8 @@ def code_vs_prose(served):
     return build_set(a, b, ExampleLimits(), (demo.a_name, demo.b_name))
 
 
-def runner(served, **kw) -> Runner:
-    return Runner(served.model, served.saes, served.skip_first, served.sink_norm_ratio, **kw)
+def runner(served, **kw) -> ActivationRunner:
+    return ActivationRunner(served.model, served.saes, served.skip_first, served.sink_norm_ratio, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +123,14 @@ def test_a_feature_not_listed_is_read_from_the_model(served, found):
     other = next(f for f in range(100) if (sae_id, f) not in listed)
 
     def runner_of(sae_ids):
-        return Runner(
+        return ActivationRunner(
             served.model, {s: served.saes[s] for s in sae_ids}, served.skip_first, served.sink_norm_ratio
         ), served.tokenizer
 
     saved = fit_on_discovery(found, DetectorSpec(terms=[Term(sae_id=sae_id, feature=other)]), "", runner_of)
     ids = tokenize(served.tokenizer, [e.text for e in found.examples], found.max_tokens).ids
     expected = pool(
-        Runner(served.model, {sae_id: served.saes[sae_id]}, served.skip_first, served.sink_norm_ratio), ids
+        ActivationRunner(served.model, {sae_id: served.saes[sae_id]}, served.skip_first, served.sink_norm_ratio), ids
     ).max[sae_id][:, other]
     fired = expected[found.test] > saved.detector.terms[0].threshold
     assert saved.test.tp == int((fired & (found.y[found.test] == 1)).sum())
