@@ -28,7 +28,7 @@ import torch
 
 from qscope.bench import real_shape
 from qscope.config import get_settings
-from qscope.live.attribute import Target, attribute
+from qscope.live.attribute import AttributionTarget, attribute
 from qscope.model import load_model
 from qscope.sae import find_sae_files, load_sae
 
@@ -108,9 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     def forward(keep: int = 0):
         return lm.model(input_ids=input_ids, use_cache=False, logits_to_keep=keep)
 
-    attribution = lambda: attribute(lm.model, saes, ids, Target(None))  # noqa: E731
+    attribution = lambda: attribute(lm.model, saes, ids, AttributionTarget(None))  # noqa: E731
     first = dict([next(iter(saes.items()))])  # the earliest SAE alone: the whole backward, one encode
-    one_sae = lambda: attribute(lm.model, first, ids, Target(None))  # noqa: E731
+    one_sae = lambda: attribute(lm.model, first, ids, AttributionTarget(None))  # noqa: E731
     plain, last_only, att, one = best_in_turn([forward, lambda: forward(1), attribution, one_sae], args.reps)
     active = sum(len(s.pos) for s in attribution().saes)
     report = {

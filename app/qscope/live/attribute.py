@@ -46,7 +46,7 @@ class AttributionError(ValueError):
 
 
 @dataclass(frozen=True)
-class Target:
+class AttributionTarget:
     """What is explained: logit(token) - logit(contrast); token None means the model's top prediction."""
 
     token: int | None
@@ -100,7 +100,7 @@ class SaeAttribution:
 class Attribution:
     """Every SAE's attributions of one target, read at the last position of the ids."""
 
-    target: Target  # with token resolved
+    target: AttributionTarget  # with token resolved
     value: float  # y itself
     logit: float
     contrast_logit: float | None
@@ -189,7 +189,7 @@ def _check_token(token: int | None, vocab: int) -> None:
         raise AttributionError(f"token id {token} is not in the vocabulary (0..{vocab - 1})")
 
 
-def _objective(logits_V: Tensor, target: Target) -> Tensor:
+def _objective(logits_V: Tensor, target: AttributionTarget) -> Tensor:
     y = logits_V[target.token]
     return y if target.contrast is None else y - logits_V[target.contrast]
 
@@ -198,7 +198,7 @@ def attribute(
     model: nn.Module,
     saes: Mapping[str, Sae],
     ids: Sequence[int],
-    target: Target,
+    target: AttributionTarget,
     steer: Mapping[str, HookFn] | None = None,
     n_top: int = 5,
 ) -> Attribution:
@@ -211,7 +211,7 @@ def attribute(
         _check_token(target.token, logits_V.shape[0])
         _check_token(target.contrast, logits_V.shape[0])
         if target.token is None:
-            target = Target(int(logits_V.argmax()), target.contrast)
+            target = AttributionTarget(int(logits_V.argmax()), target.contrast)
         y = _objective(logits_V.to(torch.promote_types(logits_V.dtype, torch.float32)), target)
         spliced = [s for s in splices.values() if s.saes]
         leaves: list[Tensor] = [
@@ -262,7 +262,7 @@ def target_value(
     model: nn.Module,
     saes: Mapping[str, Sae],
     ids: Sequence[int],
-    target: Target,
+    target: AttributionTarget,
     change: Change | None = None,
     steer: Mapping[str, HookFn] | None = None,
 ) -> float:

@@ -57,7 +57,7 @@ class Difference:
 
 
 @dataclass
-class Comparison:
+class TextSetComparison:
     model_id: str
     texts_a: list[str]
     texts_b: list[str]
@@ -125,7 +125,7 @@ def _max_per_text(run: TextRun) -> dict[tuple[str, int], float]:
     return {k: float(np.where(ranked_T, v, 0.0).max()) for k, v in _dense(run).items()}
 
 
-def compare(runs_a: list[TextRun], runs_b: list[TextRun], store: Store, n: int = 30) -> Comparison:
+def compare(runs_a: list[TextRun], runs_b: list[TextRun], store: Store, n: int = 30) -> TextSetComparison:
     """Features whose activation (max per text, mean over the set) differs most between the two sets."""
     maxes_a = [_max_per_text(r) for r in runs_a]
     maxes_b = [_max_per_text(r) for r in runs_b]
@@ -142,4 +142,4 @@ def compare(runs_a: list[TextRun], runs_b: list[TextRun], store: Store, n: int =
         diffs.append(Difference(model_id, row, mean_a, mean_b, (mean_a - mean_b) / row.max_act))
     diffs.sort(key=lambda d: (-abs(d.rel_diff), d.row.sae_id, d.row.feature))
     model_id = runs_a[0].model_id if runs_a else (runs_b[0].model_id if runs_b else "")
-    return Comparison(model_id, [r.text for r in runs_a], [r.text for r in runs_b], diffs[:n])
+    return TextSetComparison(model_id, [r.text for r in runs_a], [r.text for r in runs_b], diffs[:n])

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from qscope.live.attribute import Attribution, AttributionError, HookFn, SaeAttribution, Target, attribute
+from qscope.live.attribute import Attribution, AttributionError, AttributionTarget, HookFn, SaeAttribution, attribute
 from qscope.live.runner import Limits, LiveModel, LiveUnavailable
 
 N_POSITIONS = 5  # positions listed per feature
@@ -59,7 +59,7 @@ class FeatureCause:
 
 
 @dataclass
-class SaeSummary:
+class SaeTerms:
     """One SAE's terms: features + error + bias = total (a first-order estimate beside the actual target)."""
 
     sae_id: str
@@ -85,7 +85,7 @@ class Why:
     contrast: TokenChoice | None
     value: float  # logit(target) - logit(contrast): the quantity attributed
     top: list[TokenChoice]  # the model's most likely tokens at `at`
-    saes: list[SaeSummary]
+    saes: list[SaeTerms]
     features: list[FeatureCause]  # the largest positive attributions, largest first
     against: list[FeatureCause]  # the most negative, most negative first
 
@@ -151,7 +151,7 @@ def explain(
     if not runner.lock.acquire(timeout=limits.wait_s):
         raise LiveUnavailable(f"the model is busy (waited {limits.wait_s:g} s for other runs); try again shortly")
     try:
-        att = attribute(lm.model, chosen, ids[:pos], Target(token, other), steer)
+        att = attribute(lm.model, chosen, ids[:pos], AttributionTarget(token, other), steer)
     except AttributionError as e:
         raise WhyError(str(e)) from e
     finally:
@@ -188,9 +188,9 @@ def _why(runner: LiveModel, ids: list[int], pos: int, att: Attribution, n: int) 
     )
 
 
-def _summary(s: SaeAttribution, T: int) -> SaeSummary:
+def _summary(s: SaeAttribution, T: int) -> SaeTerms:
     strip = np.bincount(s.pos, weights=s.attr, minlength=T)
-    return SaeSummary(
+    return SaeTerms(
         s.sae_id, s.layer, len(s.pos), s.features, s.error, s.bias, s.total, strip.tolist(), s.error_T.tolist()
     )
 

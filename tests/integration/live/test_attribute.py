@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from qscope.live.attribute import AttributionError, Change, Target, attribute, target_value
+from qscope.live.attribute import AttributionError, AttributionTarget, Change, attribute, target_value
 from qscope.model import hooks, load_model
 from qscope.sae import find_sae_files, load_sae
 from qscope.steer.edits import Edit
@@ -50,7 +50,7 @@ def test_hooks_leave_the_forward_pass_alone(tiny):
     lm, saes = tiny
     p = ids(lm, PROMPT)
     plain = lm.model(torch.tensor([p]), logits_to_keep=1).logits[0, -1]  # the LM head on the last row, as here
-    target = Target(int(plain.argmax()), int(plain.argmin()))
+    target = AttributionTarget(int(plain.argmax()), int(plain.argmin()))
     att = attribute(lm.model, saes, p, target)
     assert att.logit == float(plain[target.token]) and att.contrast_logit == float(plain[target.contrast])
     assert att.value == pytest.approx(float(plain[target.token] - plain[target.contrast]), abs=1e-5)
@@ -65,7 +65,7 @@ def test_attribution_equals_the_finite_difference_through_the_same_hook(tiny, ti
     lm, _ = tiny
     model, saes = tiny64
     p = ids(lm, PROMPT)
-    target = Target(ids(lm, " was")[0])
+    target = AttributionTarget(ids(lm, " was")[0])
     att = attribute(model, saes, p, target)
     checked = 0
     for s in att.saes:  # both SAEs: the earlier one's gradient passes through the later one's hook
@@ -90,7 +90,7 @@ def test_float32_attributions_agree_with_float64(tiny, tiny64):
     lm, saes = tiny
     model64, saes64 = tiny64
     p = ids(lm, PROMPT)
-    target = Target(ids(lm, " was")[0], ids(lm, " is")[0])
+    target = AttributionTarget(ids(lm, " was")[0], ids(lm, " is")[0])
     at32, at64 = attribute(lm.model, saes, p, target), attribute(model64, saes64, p, target)
     for a32, a64 in zip(at32.saes, at64.saes, strict=True):
         assert (a32.pos == a64.pos).all() and (a32.feature == a64.feature).all()
@@ -105,7 +105,7 @@ def test_site_terms_sum_to_h_dot_gradient(tiny64, tiny):
     lm, _ = tiny
     model, saes = tiny64
     p = ids(lm, PROMPT)
-    target = Target(ids(lm, " was")[0])
+    target = AttributionTarget(ids(lm, " was")[0])
     seen = {}
 
     def leaf(h_BTD):
@@ -127,8 +127,8 @@ def test_contrast_is_the_difference_of_two_attributions(tiny64, tiny):
     model, saes = tiny64
     p = ids(lm, PROMPT)
     a, b = ids(lm, " was")[0], ids(lm, " is")[0]
-    both = attribute(model, saes, p, Target(a, b))
-    only_a, only_b = attribute(model, saes, p, Target(a)), attribute(model, saes, p, Target(b))
+    both = attribute(model, saes, p, AttributionTarget(a, b))
+    only_a, only_b = attribute(model, saes, p, AttributionTarget(a)), attribute(model, saes, p, AttributionTarget(b))
     for d, x, y in zip(both.saes, only_a.saes, only_b.saes, strict=True):
         torch.testing.assert_close(torch.from_numpy(d.attr), torch.from_numpy(x.attr - y.attr))
         assert d.error == pytest.approx(x.error - y.error)
@@ -143,7 +143,7 @@ def test_ablating_the_top_feature_lowers_the_target_more_than_a_random_one(tiny,
         if len(t) < 16:
             continue
         for pos in (8, 15, len(t) - 1):
-            target = Target(t[pos])
+            target = AttributionTarget(t[pos])
             att = attribute(lm.model, saes, t[:pos], target)
             s = max(att.saes, key=lambda s: s.attr.max())
             best = int(s.feature[s.attr.argmax()])  # one (position, feature) pair; the ablation takes it everywhere
@@ -168,7 +168,9 @@ def test_replayed_steering_gives_the_probabilities_the_generation_had(tiny):
         out = generate(lm.model, [Row(p, edits, where=where, max_new_tokens=8)])[0]
         seq = p + out.ids
         for i in (0, 3, 7):
-            att = attribute(lm.model, saes, seq[: len(p) + i], Target(out.ids[i]), replay_hooks(edits, where, len(p)))
+            att = attribute(
+                lm.model, saes, seq[: len(p) + i], AttributionTarget(out.ids[i]), replay_hooks(edits, where, len(p))
+            )
             assert att.prob == pytest.approx(out.probs[i], rel=1e-4), (where, i)
 
 
@@ -192,11 +194,11 @@ def test_bad_inputs(tiny):
     lm, saes = tiny
     p = ids(lm, PROMPT)
     with pytest.raises(AttributionError, match="not in the vocabulary"):
-        attribute(lm.model, saes, p, Target(lm.vocab_size))
+        attribute(lm.model, saes, p, AttributionTarget(lm.vocab_size))
     with pytest.raises(AttributionError, match="no tokens"):
-        attribute(lm.model, saes, [], Target(1))
+        attribute(lm.model, saes, [], AttributionTarget(1))
     with pytest.raises(AttributionError, match="no SAE"):
-        target_value(lm.model, saes, p, Target(1), Change("nope", 1))
+        target_value(lm.model, saes, p, AttributionTarget(1), Change("nope", 1))
 
 
 def test_the_default_suppression_is_the_ablation_the_attribution_estimates(tiny):
@@ -205,7 +207,7 @@ def test_the_default_suppression_is_the_ablation_the_attribution_estimates(tiny)
     one (divided by the encoder gain), so its effect on the target differs."""
     lm, saes = tiny
     t = ids(lm, PROMPT)
-    target = Target(t[-1])
+    target = AttributionTarget(t[-1])
     att = attribute(lm.model, saes, t[:-1], target)
     for s in att.saes:
         sae = saes[s.sae_id]

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 
-from qscope.live.inspect import Analysis, Comparison, analyze, compare, split_set
+from qscope.live.inspect import Analysis, TextSetComparison, analyze, compare, split_set
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LimitsDep, LiveDep, SettingsDep
 from qscope.web.errors import Unprocessable
@@ -26,7 +26,7 @@ class InspectPage:
     a: str
     b: str
     analysis: Analysis | None
-    comparison: Comparison | None
+    comparison: TextSetComparison | None
     note: str | None  # why live runs are not available here, if they are not
     max_chars: int  # the longest text a run takes (the page counts as you type)
 
