@@ -22,7 +22,7 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
-class Refused(Exception):
+class QueueRefused(Exception):
     """Not admitted. `mine`: the client's own share is full (only that client must wait: HTTP 429); else the
     whole queue is (everyone waits: HTTP 503)."""
 
@@ -57,16 +57,18 @@ class FairQueue(Generic[T]):
         return sum(1 for e in self._entries if e.client == client)
 
     def add(self, client: str, item: T, cost: float = 1.0, what: str = "requests") -> None:
-        """Queue `item` of `client`; Refused when its share, or the queue, is full (`what` names the items)."""
+        """Queue `item` of `client`; QueueRefused when its share, or the queue, is full (`what` names the items)."""
         mine = [e for e in self._entries if e.client == client]
         if len(mine) >= self.per_client:
-            raise Refused(
+            raise QueueRefused(
                 f"{len(mine)} of your {what} are waiting already (at most {self.per_client} per client); "
                 "try again when one ends",
                 mine=True,
             )
         if len(self._entries) >= self.capacity:
-            raise Refused(f"the queue is full ({len(self._entries)} {what} waiting); try again shortly", mine=False)
+            raise QueueRefused(
+                f"the queue is full ({len(self._entries)} {what} waiting); try again shortly", mine=False
+            )
         last = max((e.tag for e in mine), default=0.0)
         self._seq += 1
         self._entries.append(_Entry(max(last, self._virtual) + max(cost, 0.0), self._seq, client, item))

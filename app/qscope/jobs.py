@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from qscope.fairness import FairQueue, Refused
+from qscope.fairness import FairQueue, QueueRefused
 
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 5.0
@@ -41,7 +41,7 @@ class QueueFull(RuntimeError):
         self.retry_after_s, self.status = retry_after_s, status
 
     @classmethod
-    def of(cls, refused: Refused, retry_after_s: int) -> QueueFull:
+    def of(cls, refused: QueueRefused, retry_after_s: int) -> QueueFull:
         """The refusal of a fair queue: 429 when the client's own share is full, else 503."""
         return cls(str(refused), retry_after_s, 429 if refused.mine else 503)
 
@@ -136,7 +136,7 @@ class JobRunner:
                 raise QueueFull("the server is stopping; try again when it is back", 30)
             try:
                 self._waiting.add(client, (job, fn), what="jobs")
-            except Refused as e:
+            except QueueRefused as e:
                 raise QueueFull.of(e, 5) from None
             self.jobs[job.id] = job
             self._forget_old()

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from qscope.fairness import FairQueue, Refused
+from qscope.fairness import FairQueue, QueueRefused
 from qscope.jobs import JobRunner
 from qscope.steer.evaluate.jobs import Evaluations
 from qscope.steer.evaluate.request import EvalRequest
@@ -28,13 +28,13 @@ def test_a_flood_is_capped_per_client_and_the_queue_stays_open_to_others():
     q: FairQueue[str] = FairQueue(capacity=6, per_client=3)
     for i in range(3):
         q.add("a", f"a{i}")
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(QueueRefused) as refused:
         q.add("a", "a3")
     assert refused.value.mine and "at most 3 per client" in str(refused.value)
     q.add("b", "b0")  # another client still gets in
     q.add("c", "c0")
     q.add("c", "c1")
-    with pytest.raises(Refused) as full:
+    with pytest.raises(QueueRefused) as full:
         q.add("d", "d0")
     assert not full.value.mine and "queue is full" in str(full.value)
 

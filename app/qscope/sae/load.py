@@ -19,7 +19,7 @@ from qscope.sae.formats.common import SaeFormatError, SaeSpec
 from qscope.sae.module import Sae
 
 
-class Reader(NamedTuple):
+class FormatReader(NamedTuple):
     """One release format: read its files into an SaeSpec; tell the layer from the name or config alone."""
 
     read: Callable[[Path, Path | None, int | None], SaeSpec]  # (weights, config file, k) -> spec
@@ -27,10 +27,10 @@ class Reader(NamedTuple):
 
 
 READERS = {
-    "qwen-scope": Reader(qwen_scope.read, qwen_scope.peek_layer),
-    "saelens": Reader(saelens.read, saelens.peek_layer),
-    "llamascope": Reader(llamascope.read, llamascope.peek_layer),
-    "sparsify": Reader(sparsify.read, sparsify.peek_layer),
+    "qwen-scope": FormatReader(qwen_scope.read, qwen_scope.peek_layer),
+    "saelens": FormatReader(saelens.read, saelens.peek_layer),
+    "llamascope": FormatReader(llamascope.read, llamascope.peek_layer),
+    "sparsify": FormatReader(sparsify.read, sparsify.peek_layer),
 }
 CONFIG_NAMES = ("cfg.json", "config.json", "hyperparams.json")
 LOOKED_FOR = (

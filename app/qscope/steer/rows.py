@@ -110,7 +110,7 @@ class StopScanner:
 
 
 @dataclass
-class Choice:
+class FinishedRow:
     """One finished row, as the OpenAI endpoints report it."""
 
     index: int
@@ -123,7 +123,7 @@ class RowsCollector:
     """Turns a rows job's worker events into per-row text deltas, stopping rows at their stop strings.
 
     `feed` is the job's emit (it runs in the worker thread); it passes on ("delta", (row, text)),
-    ("done", [Choice]) and ("error", message) to `out`."""
+    ("done", [FinishedRow]) and ("error", message) to `out`."""
 
     def __init__(self, n: int, stops: Sequence[str], out: Callable[[str, Any], None]) -> None:
         self.scanners = [StopScanner(stops) for _ in range(n)]
@@ -145,10 +145,10 @@ class RowsCollector:
         else:
             self.out(kind, data)
 
-    def _choice(self, i: int, done: Completion) -> Choice:
+    def _choice(self, i: int, done: Completion) -> FinishedRow:
         scanner = self.scanners[i]
         rest = scanner.rest()
         if rest:
             self.out("delta", (i, rest))
         reason = "stop" if scanner.hit or done.stopped == "eos" else "length"
-        return Choice(i, scanner.text, reason, len(done.tokens))
+        return FinishedRow(i, scanner.text, reason, len(done.tokens))

@@ -35,7 +35,7 @@ from typing import Any, Literal
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from qscope.fairness import FairQueue, Refused
+from qscope.fairness import FairQueue, QueueRefused
 from qscope.jobs import QueueFull
 from qscope.steer.edits import Edit
 from qscope.steer.engine import Row, RowOut, generate
@@ -214,7 +214,7 @@ class SteerWorker:
         with self._cond:
             try:
                 self.waiting.add(job.client, job, cost=len(job.rows), what="steering requests")
-            except Refused as e:
+            except QueueRefused as e:
                 raise QueueFull.of(e, self.retry_after_s) from None
             job.queued_at = self.clock()
             self._cond.notify_all()

@@ -22,7 +22,7 @@ FAMILIES = {
 KV_ROWS, KV_BYTES = 64, 1_000_000  # parquet key-value metadata: entries, and bytes of each value
 
 
-class Refused(Exception):
+class FileRefused(Exception):
     """The file is not what was asked for; the message says why."""
 
 
@@ -75,7 +75,7 @@ def _source(con, req: dict, table: str) -> tuple[str, dict[str, tuple[str, bool]
         [table],
     ).fetchall()
     if not kinds:
-        raise Refused(f"it has no table {table!r}")
+        raise FileRefused(f"it has no table {table!r}")
     return f"main.{_quote(table)}", {c: (t, bool(g)) for c, t, g in found}
 
 
@@ -85,12 +85,12 @@ def _refuse_code(con) -> None:
         "SELECT view_name FROM duckdb_views() WHERE NOT internal AND database_name = current_database()"
     ).fetchall()
     if views:
-        raise Refused(f"it holds views ({', '.join(v[0] for v in views[:5])}); only tables are read")
+        raise FileRefused(f"it holds views ({', '.join(v[0] for v in views[:5])}); only tables are read")
     macros = con.execute(
         "SELECT function_name FROM duckdb_functions() WHERE NOT internal AND database_name = current_database()"
     ).fetchall()
     if macros:
-        raise Refused(f"it holds macros ({', '.join(m[0] for m in macros[:5])}); only tables are read")
+        raise FileRefused(f"it holds macros ({', '.join(m[0] for m in macros[:5])}); only tables are read")
 
 
 def _read_table(con, req: dict, table: str, columns: list[dict], budget: list[int]) -> dict[str, list]:
@@ -101,18 +101,18 @@ def _read_table(con, req: dict, table: str, columns: list[dict], budget: list[in
         name, kind = col["name"], col["kind"]
         if name not in have:
             if col["required"]:
-                raise Refused(f"{what} has no column {name!r}")
+                raise FileRefused(f"{what} has no column {name!r}")
             continue
         typ, generated = have[name]
         if generated:
-            raise Refused(f"column {name!r} of {what} is computed (generated); only stored values are read")
+            raise FileRefused(f"column {name!r} of {what} is computed (generated); only stored values are read")
         if typ not in FAMILIES[kind]:
-            raise Refused(f"column {name!r} of {what} is {typ}; it should hold {kind} values")
+            raise FileRefused(f"column {name!r} of {what} is {typ}; it should hold {kind} values")
         names.append(name)
     max_rows = int(req["bounds"]["max_rows"])
     n = con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {source} LIMIT {max_rows + 1})").fetchone()[0]
     if n > max_rows:
-        raise Refused(f"{what} has more than {max_rows:,} rows")
+        raise FileRefused(f"{what} has more than {max_rows:,} rows")
     head = f"(SELECT * FROM {source} LIMIT {max_rows})"
     for col in columns:
         if col["name"] not in names:
@@ -121,18 +121,18 @@ def _read_table(con, req: dict, table: str, columns: list[dict], budget: list[in
         if col["kind"] == "text":
             longest, total = con.execute(f"SELECT max(strlen({q})), sum(strlen({q})) FROM {head}").fetchone()
             if (longest or 0) > col["max_bytes"]:
-                raise Refused(f"column {col['name']!r} of {what} holds a value over {col['max_bytes']:,} bytes")
+                raise FileRefused(f"column {col['name']!r} of {what} holds a value over {col['max_bytes']:,} bytes")
             budget[0] -= int(total or 0)
             if budget[0] < 0:
-                raise Refused(f"it holds more than {req['bounds']['max_text_bytes']:,} bytes of text")
+                raise FileRefused(f"it holds more than {req['bounds']['max_text_bytes']:,} bytes of text")
         else:
             nulls = con.execute(f"SELECT count(*) - count({q}) FROM {head}").fetchone()[0]
             if nulls:
-                raise Refused(f"column {col['name']!r} of {what} has {nulls:,} empty (NULL) values")
+                raise FileRefused(f"column {col['name']!r} of {what} has {nulls:,} empty (NULL) values")
         if col["kind"] == "real":
             bad = con.execute(f"SELECT count(*) FROM {head} WHERE NOT isfinite({q})").fetchone()[0]
             if bad:
-                raise Refused(f"column {col['name']!r} of {what} holds {bad:,} non-finite numbers (NaN or inf)")
+                raise FileRefused(f"column {col['name']!r} of {what} holds {bad:,} non-finite numbers (NaN or inf)")
     cast = {"text": "coalesce({}, '')", "integer": "{}::BIGINT", "real": "{}::DOUBLE", "boolean": "{}"}
     kind_of = {c["name"]: c["kind"] for c in columns}
     select = ", ".join(cast[kind_of[n]].format(_quote(n)) for n in names)
@@ -146,7 +146,7 @@ def _kv_metadata(con, req: dict) -> dict[str, str]:
         f"SELECT key, value, octet_length(value) FROM parquet_kv_metadata('{path}') LIMIT {KV_ROWS + 1}"
     ).fetchall()
     if len(rows) > KV_ROWS or any((size or 0) > KV_BYTES for *_, size in rows):
-        raise Refused(f"its key-value metadata is over {KV_ROWS} entries or {KV_BYTES:,} bytes an entry")
+        raise FileRefused(f"its key-value metadata is over {KV_ROWS} entries or {KV_BYTES:,} bytes an entry")
     return {bytes(k).decode(errors="replace"): bytes(v).decode(errors="replace") for k, v, _ in rows}
 
 
@@ -170,7 +170,7 @@ def main() -> None:
 
     try:
         out = read(req)
-    except Refused as e:
+    except FileRefused as e:
         out = {"error": f"{req['name']}: {e}"}
     except (duckdb.OutOfMemoryException, MemoryError):
         out = {"error": f"{req['name']}: reading it needs more memory than a file may take"}

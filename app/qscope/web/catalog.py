@@ -34,7 +34,7 @@ class NotFound(Exception):
 
 
 @dataclass
-class Served:
+class ServedSae:
     sae: SaeInfo
     store: Store
 
@@ -42,7 +42,7 @@ class Served:
 @dataclass
 class ModelEntry:
     model_id: str
-    saes: list[Served] = field(default_factory=list)
+    saes: list[ServedSae] = field(default_factory=list)
 
     @property
     def n_features(self) -> int:
@@ -53,7 +53,7 @@ class Catalog:
     def __init__(self, paths: Sequence[str | Path], timeout_s: float = 5.0, show_paths: bool = False) -> None:
         self.stores = [Store(p, timeout_s=timeout_s) for p in paths]
         self.models: dict[str, ModelEntry] = {}
-        self._saes: dict[tuple[str, str], Served] = {}
+        self._saes: dict[tuple[str, str], ServedSae] = {}
         for store in self.stores:
             for sae in store.saes.values():
                 key = (sae.model_id, sae.sae_id)
@@ -63,7 +63,7 @@ class Catalog:
                     )
                     continue
                 shown = sae if show_paths else replace(sae, source=shown_path(sae.source, store.path) or "")
-                served = Served(shown, store)
+                served = ServedSae(shown, store)
                 self._saes[key] = served
                 self.models.setdefault(sae.model_id, ModelEntry(sae.model_id)).saes.append(served)
 
@@ -79,7 +79,7 @@ class Catalog:
             )
         return self.models[model_id]
 
-    def sae(self, model_id: str, sae_id: str) -> Served:
+    def sae(self, model_id: str, sae_id: str) -> ServedSae:
         entry = self.model(model_id)
         served = self._saes.get((model_id, sae_id))
         if served is None:
@@ -107,11 +107,11 @@ class Catalog:
 
         return max_act
 
-    def find_sae(self, sae_id: str) -> Served | None:
+    def find_sae(self, sae_id: str) -> ServedSae | None:
         """The SAE with this id in any model (the first one served), for links that carry only sae_id."""
         return next((s for (_, sid), s in self._saes.items() if sid == sae_id), None)
 
-    def check_feature(self, served: Served, feature: int) -> None:
+    def check_feature(self, served: ServedSae, feature: int) -> None:
         d_sae = served.sae.d_sae
         if not 0 <= feature < d_sae:
             last = d_sae - 1

@@ -54,7 +54,7 @@ def openai_error(
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
-class Steering(BaseModel):
+class CompletionSteering(BaseModel):
     """Features to steer every completion with (the same spec as POST /api/steer)."""
 
     features: list[FeatureSteer] = Field(default_factory=list)
@@ -84,7 +84,7 @@ class Sampling(BaseModel):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
-    steering: Steering | None = Field(None, description="qscope: features to steer with, as in /api/steer.")
+    steering: CompletionSteering | None = Field(None, description="qscope: features to steer with, as in /api/steer.")
 
     def stops(self) -> list[str]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -102,7 +102,7 @@ class Sampling(BaseModel):
 
     def spec(self, default_max_tokens: int, max_tokens: int | None = None, **prompt: Any) -> SteerSpec:
         """The SteerSpec of this request (prompt= or messages=); the seed is drawn when none is given."""
-        steering = self.steering or Steering()
+        steering = self.steering or CompletionSteering()
         return SteerSpec(
             model_id=self.model,
             features=steering.features,

@@ -168,7 +168,7 @@ async def job_answer(
 
 
 @dataclass
-class Row:
+class RankedFeatureRow:
     """One ranked feature as the result page shows it."""
 
     rank: int
@@ -182,8 +182,8 @@ class Row:
 @dataclass
 class DiscoveryPage:
     d: Discovery
-    a_rows: list[Row]
-    b_rows: list[Row]
+    a_rows: list[RankedFeatureRow]
+    b_rows: list[RankedFeatureRow]
     labels: list[int]
     test: list[bool]
     n_train: int
@@ -192,9 +192,9 @@ class DiscoveryPage:
     reading: str  # what the top feature's test AUROC means beside the controls (qscope.discover.ranking.reading)
 
 
-def _rows(d: Discovery, side: list) -> list[Row]:
+def _rows(d: Discovery, side: list) -> list[RankedFeatureRow]:
     return [
-        Row(
+        RankedFeatureRow(
             i,
             s,
             d.label(s.sae_id, s.feature),

@@ -19,7 +19,7 @@ from qscope.store.queries import FeatureDetail, Neighbor
 from qscope.store.schema import SaeInfo
 from qscope.tokens import visible
 from qscope.web import urls
-from qscope.web.catalog import Catalog, NotFound, Served
+from qscope.web.catalog import Catalog, NotFound, ServedSae
 from qscope.web.deps import CatalogDep
 from qscope.web.render import render
 from qscope.web.security import csp
@@ -98,7 +98,7 @@ def feature_page(
     return _feature_page(request, model_id, served, index, catalog, embed)
 
 
-def _feature_page(request: Request, model_id: str, served: Served, feature: int, catalog: Catalog, embed: bool):
+def _feature_page(request: Request, model_id: str, served: ServedSae, feature: int, catalog: Catalog, embed: bool):
     sae_id = served.sae.sae_id
     catalog.check_feature(served, feature)
     with served.store.reader() as r:

@@ -88,7 +88,7 @@ class CreatedList(SavedList):
 
 
 @dataclass
-class ListRow:
+class ListPageRow:
     item: ListItem
     url: str
     label: str  # '' when this server does not serve the SAE
@@ -98,7 +98,7 @@ class ListRow:
 @dataclass
 class ListPage:
     list: UserList  # named as the JSON twin shows it; the annotations below name the builtin through builtins
-    rows: builtins.list[ListRow]
+    rows: builtins.list[ListPageRow]
     saes: builtins.list[tuple[str, str]]  # (model_id, sae_id) served here, for the add form
     urls: dict  # self, json, lists
 
@@ -214,7 +214,7 @@ def lists_page(
     return render(request, "lists.html", {"p": data}, data=data)
 
 
-def _rows(catalog: Catalog, explained: Explained, items: list[ListItem]) -> list[ListRow]:
+def _rows(catalog: Catalog, explained: Explained, items: list[ListItem]) -> list[ListPageRow]:
     """A row per item, with its label and explanation line; explanations looked up once per SAE, not per item."""
     served_of, lines = {}, {}
     for key in dict.fromkeys((it.model_id, it.sae_id) for it in items):
@@ -231,7 +231,7 @@ def _rows(catalog: Catalog, explained: Explained, items: list[ListItem]) -> list
         if shown is not None and 0 <= it.feature < shown.sae.d_sae:
             label = shown.store.label(it.sae_id, it.feature)
             line = lines[key].get(it.feature)
-        rows.append(ListRow(it, urls.feature(it.model_id, it.sae_id, it.feature), label, line))
+        rows.append(ListPageRow(it, urls.feature(it.model_id, it.sae_id, it.feature), label, line))
     return rows
 
 

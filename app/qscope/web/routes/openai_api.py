@@ -28,7 +28,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from qscope.jobs import QueueFull
 from qscope.live.runner import LiveUnavailable
 from qscope.steer.edits import resolve_edits
-from qscope.steer.rows import Choice, RowsCollector, make_rows_job
+from qscope.steer.rows import FinishedRow, RowsCollector, make_rows_job
 from qscope.steer.service import Steering
 from qscope.steer.spec import SpecError, SteerSpec
 from qscope.steer.worker import SteerJob, WaitedTooLong
@@ -182,7 +182,7 @@ class Head:
             mode="json", exclude_unset=True
         )
 
-    def usage(self, choices: list[Choice]) -> CompletionUsage:
+    def usage(self, choices: list[FinishedRow]) -> CompletionUsage:
         done, prompt = sum(c.tokens for c in choices), self.prompt_tokens
         return CompletionUsage(prompt_tokens=prompt, completion_tokens=done, total_tokens=prompt + done)
 
@@ -248,7 +248,7 @@ async def _complete(
     return await _whole(request, q, waiting, head, echo)
 
 
-def _choice(head: Head, c: Choice, echo: str) -> dict:
+def _choice(head: Head, c: FinishedRow, echo: str) -> dict:
     if head.chat:
         message = {"role": "assistant", "content": c.text, "refusal": None}
         return {"index": c.index, "message": message, "logprobs": None, "finish_reason": c.finish_reason}
