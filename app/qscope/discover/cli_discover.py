@@ -213,7 +213,7 @@ def _summary(d) -> dict:
 
 
 def _save(d, detector: str | None, served, settings) -> dict:
-    from qscope.discover.detecting import fit_on_discovery
+    from qscope.discover.detector_runs import fit_on_discovery
     from qscope.discover.detectors import DetectorSpec, Term
     from qscope.discover.store import DiscoverStore, new_id
 

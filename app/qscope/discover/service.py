@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase
 from qscope.config import Settings
 from qscope.discover import footprint_io
 from qscope.discover.activations import ActivationRunner
-from qscope.discover.detecting import DetectInputs, DetectResult, SavedDetector, detect, fit_on_discovery
+from qscope.discover.detector_runs import DetectInputs, DetectResult, SavedDetector, detect, fit_on_discovery
 from qscope.discover.detectors import DetectorSpec
 from qscope.discover.discovery import DiscoverOptions, Discovery, discover
 from qscope.discover.examples import ExampleLimits, ExamplesError, ExampleSet, split_lines

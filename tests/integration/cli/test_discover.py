@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from qscope.cli import cli
 from qscope.config import get_settings
 from qscope.discover import footprint_io
-from qscope.discover.detecting import SavedDetector
+from qscope.discover.detector_runs import SavedDetector
 from qscope.discover.discovery import Discovery
 from qscope.discover.footprints import compare
 from qscope.discover.store import DiscoverStore

@@ -11,7 +11,7 @@ import torch
 from qscope.discover.activations import ActivationRunner, Cancelled, pool, tokenize
 from qscope.discover.cli_common import load_served
 from qscope.discover.demo import available, demo_examples
-from qscope.discover.detecting import fit_on_discovery
+from qscope.discover.detector_runs import fit_on_discovery
 from qscope.discover.detectors import DetectorSpec, Term, fit_logreg
 from qscope.discover.discovery import DiscoverOptions, discover
 from qscope.discover.examples import ExampleLimits, build_set, split_indices

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
 
-from qscope.discover.detecting import DetectResult, SavedDetector
+from qscope.discover.detector_runs import DetectResult, SavedDetector
 from qscope.discover.requests import DetectorRequest, DetectRequest
 from qscope.discover.store import Listed
 from qscope.web import urls
