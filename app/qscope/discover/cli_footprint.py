@@ -1,5 +1,5 @@
 """`qscope footprint`: the feature footprint of a dataset and its comparison with a second, without a server,
-written as Parquet or DuckDB (qscope.discover.footprint_io) that the /footprints page can draw."""
+written as Parquet or DuckDB (qscope.discover.footprint_files) that the /footprints page can draw."""
 
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ def footprint_cmd(
 ) -> None:
     """The feature footprint of a dataset (and its comparison with a second): which features it activates,
     their overlap, how much of A's footprint B covers, the features only one has. Written as Parquet or DuckDB."""
-    from qscope.discover import footprint_io
+    from qscope.discover import footprint_files
     from qscope.discover.examples import ExamplesError
-    from qscope.discover.footprinting import run_footprints
+    from qscope.discover.footprint_runs import run_footprints
     from qscope.discover.footprints import By
     from qscope.discover.requests import ExamplesIn, datasets
     from qscope.jobs import Cancelled
@@ -54,7 +54,7 @@ def footprint_cmd(
     mode: By = "mass" if by == "mass" else "examples"
     if not 0 < share <= 1:
         raise fail(f"--share {share}: give a share in (0, 1]")
-    if out is not None and out.suffix not in footprint_io.SUFFIXES:
+    if out is not None and out.suffix not in footprint_files.SUFFIXES:
         raise fail(f"--out {out}: give a .parquet or .duckdb file name")
     if not (a or demo):
         raise fail("give dataset A's file(s) (and --b FILE to compare), or --demo NAME")
@@ -96,7 +96,7 @@ def footprint_cmd(
     if out is not None:
         labels = {(f.sae_id, f.feature): f.label for g in _label_groups(rec) for f in g}
         labels |= _all_labels(served, stats_a, stats_b)
-        footprint_io.write(out, stats_a, stats_b, mode, share, labels, {"model_id": served.model_id, "notes": notes})
+        footprint_files.write(out, stats_a, stats_b, mode, share, labels, {"model_id": served.model_id, "notes": notes})
         say(f"wrote {out}")
         summary["out"] = str(out)
     if save:

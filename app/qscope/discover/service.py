@@ -21,13 +21,13 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from qscope.config import Settings
-from qscope.discover import footprint_io
+from qscope.discover import footprint_files
 from qscope.discover.activations import ActivationRunner
 from qscope.discover.detector_runs import DetectInputs, DetectResult, SavedDetector, detect, fit_on_discovery
 from qscope.discover.detectors import DetectorSpec
 from qscope.discover.discovery import DiscoverOptions, Discovery, discover
 from qscope.discover.examples import ExampleLimits, ExamplesError, ExampleSet, split_lines
-from qscope.discover.footprinting import FootprintRecord, record, run_footprints
+from qscope.discover.footprint_runs import FootprintRecord, record, run_footprints
 from qscope.discover.footprints import By
 from qscope.discover.store import DiscoverStore, Listed, new_id
 from qscope.jobs import Job, JobRunner
@@ -210,14 +210,14 @@ class Discovering:
                 f"{name} is {len(data):,} bytes; files of at most {self.limits.max_file_bytes:,} bytes are read"
             )
         suffix = Path(name).suffix.lower()
-        if suffix not in footprint_io.SUFFIXES:
+        if suffix not in footprint_files.SUFFIXES:
             raise ExamplesError(f"{name}: give a .parquet or .duckdb file written by `qscope footprint`")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(data)
             try:
-                f = footprint_io.read(path, name, self.upload_bounds)
-            except footprint_io.FootprintFileError as e:
+                f = footprint_files.read(path, name, self.upload_bounds)
+            except footprint_files.FootprintFileError as e:
                 raise ExamplesError(hide_paths(str(e), str(path), name)) from e
         labels = f.labels
         rec = record(

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from qscope.cli import cli
 from qscope.config import get_settings
-from qscope.discover import footprint_io
+from qscope.discover import footprint_files
 from qscope.discover.detector_runs import SavedDetector
 from qscope.discover.discovery import Discovery
 from qscope.discover.footprints import compare
@@ -138,7 +138,7 @@ def test_footprint_writes_a_file_the_same_as_its_figures(tiny_db, tmp_path, suff
     )
     assert result.exit_code == 0, text
     summary = last_json(text)
-    f = footprint_io.read(out)
+    f = footprint_files.read(out)
     again = compare(f.a, f.b, f.by, f.share)
     assert again.overlap == pytest.approx(summary["overlap"]) and again.shared == summary["shared"]
     assert 0 < summary["overlap"] < 1 and f.meta["model_id"] == summary["model_id"]

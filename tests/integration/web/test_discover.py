@@ -10,7 +10,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from qscope.config import Settings
-from qscope.discover import footprint_io
+from qscope.discover import footprint_files
 from qscope.discover.footprints import Stats
 from qscope.model import capture, rank_mask
 from qscope.web import create_app
@@ -242,7 +242,7 @@ def test_footprint_file_upload_is_drawn(client, tmp_path):
     keys = [("SAE-Res-mini-qwen-W512-L0_16__layer1", f) for f in range(4)]
     a = Stats("code", keys, np.array([0.5, 0.3, 0.0, 0.0]), np.array([0.6, 0.4, 0.0, 0.0]), 10, 100)
     b = Stats("prose", keys, np.array([0.5, 0.0, 0.4, 0.0]), np.array([0.5, 0.0, 0.5, 0.0]), 10, 100)
-    path = footprint_io.write(tmp_path / "fp.parquet", a, b, "examples", 0.2, {keys[1]: "one"}, {"model_id": "m"})
+    path = footprint_files.write(tmp_path / "fp.parquet", a, b, "examples", 0.2, {keys[1]: "one"}, {"model_id": "m"})
     data = base64.b64encode(path.read_bytes()).decode()
     r = client.post("/api/footprints/upload", json={"name": "fp.parquet", "data_b64": data})
     assert r.status_code == 200, r.text

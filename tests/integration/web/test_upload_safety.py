@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from qscope.config import Settings
-from qscope.discover import footprint_io
+from qscope.discover import footprint_files
 from qscope.discover.footprints import Stats
 from qscope.store import untrusted
 from qscope.web import create_app
@@ -184,7 +184,9 @@ def test_honest_duckdb_and_parquet_uploads_are_drawn(client, tmp_path):
     a = Stats("code", keys, np.array([0.5, 0.3, 0.0, 0.0]), np.array([0.6, 0.4, 0.0, 0.0]), 10, 100)
     b = Stats("prose", keys, np.array([0.5, 0.0, 0.4, 0.0]), np.array([0.5, 0.0, 0.5, 0.0]), 10, 100)
     for suffix in (".duckdb", ".parquet"):
-        path = footprint_io.write(tmp_path / f"fp{suffix}", a, b, "examples", 0.2, {keys[1]: "one"}, {"model_id": "m"})
+        path = footprint_files.write(
+            tmp_path / f"fp{suffix}", a, b, "examples", 0.2, {keys[1]: "one"}, {"model_id": "m"}
+        )
         r = upload(client, path)
         assert r.status_code == 200, r.text
         c = r.json()["comparison"]
@@ -194,7 +196,7 @@ def test_honest_duckdb_and_parquet_uploads_are_drawn(client, tmp_path):
 
 def test_the_reader_is_stopped_past_its_time_and_memory(tmp_path):
     path = duckdb_file(tmp_path / "fp.duckdb", META, FOOTPRINT.format(n=50_000))
-    tables = {"footprint": footprint_io.FOOTPRINT_COLUMNS}
+    tables = {"footprint": footprint_files.FOOTPRINT_COLUMNS}
     with pytest.raises(untrusted.UntrustedFileError, match="took longer than 0.05 s") as slow:
         untrusted.read_duckdb(path, "fp.duckdb", tables, untrusted.Bounds(seconds=0.05))
     too_big = "fp.duckdb (could not be read|: reading it needs more memory)"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from qscope.discover import footprint_io
+from qscope.discover import footprint_files
 from qscope.discover.detectors import Detector, DetectorSpec, FittedTerm, Term, evaluate, fit_logreg, fit_rule
 from qscope.discover.examples import (
     ExampleLimits,
@@ -163,24 +163,24 @@ def test_footprint_stats_from_counts():
 def test_footprint_file_round_trip(tmp_path, suffix):
     a = _stats("A's set", [0.5, 0.3, 0.1, 0.0, 0.0], [0.6, 0.3, 0.1, 0.0, 0.0])
     b = _stats("B", [0.25, 0.0, 0.5, 0.4, 0.0], [0.1, 0.0, 0.5, 0.4, 0.0])
-    path = footprint_io.write(tmp_path / f"fp{suffix}", a, b, "examples", 0.2, {("s", 0): "zero"}, {"model_id": "m"})
+    path = footprint_files.write(tmp_path / f"fp{suffix}", a, b, "examples", 0.2, {("s", 0): "zero"}, {"model_id": "m"})
     assert not list(tmp_path.glob(".*tmp"))  # written beside and renamed
-    f = footprint_io.read(path)
+    f = footprint_files.read(path)
     assert f.meta["model_id"] == "m" and f.by == "examples" and f.labels[("s", 0)] == "zero"
     again, before = compare(f.a, f.b, f.by, f.share), compare(a, b, "examples", 0.2)
     assert (again.overlap, again.a_covered_by_b, again.shared) == (before.overlap, before.a_covered_by_b, 1)
     assert f.a.name == "A's set" and len(f.a.keys) == 4  # the feature that fired nowhere is left out
-    single = footprint_io.read(footprint_io.write(tmp_path / f"one{suffix}", a, None, "mass", 0.5, {}, {}))
+    single = footprint_files.read(footprint_files.write(tmp_path / f"one{suffix}", a, None, "mass", 0.5, {}, {}))
     assert single.b is None and members(single.a, "mass", 0.5).sum() == 1
 
 
 def test_footprint_file_refusals(tmp_path):
     bad = tmp_path / "x.parquet"
     bad.write_bytes(b"not parquet")
-    with pytest.raises(footprint_io.FootprintFileError, match="x.parquet is not a readable parquet file"):
-        footprint_io.read(bad)
-    with pytest.raises(footprint_io.FootprintFileError, match=".parquet or .duckdb"):
-        footprint_io.write(tmp_path / "x.csv", _stats("A", [1], [1]), None, "examples", 0.2, {}, {})
+    with pytest.raises(footprint_files.FootprintFileError, match="x.parquet is not a readable parquet file"):
+        footprint_files.read(bad)
+    with pytest.raises(footprint_files.FootprintFileError, match=".parquet or .duckdb"):
+        footprint_files.write(tmp_path / "x.csv", _stats("A", [1], [1]), None, "examples", 0.2, {}, {})
 
 
 def test_split_lines_blocks_and_empties():

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from qscope.discover.footprinting import FootprintRecord
+from qscope.discover.footprint_runs import FootprintRecord
 from qscope.discover.requests import FootprintRequest, FootprintUpload, datasets
 from qscope.discover.store import Listed
 from qscope.jobs import QueueFull
