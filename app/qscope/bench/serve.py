@@ -341,8 +341,8 @@ def build_index(db: Path, choice: str = "auto", minilm_sample: int = 512) -> dic
 def minilm_rate(db: Path, sample: int, n_features: int) -> dict:
     """MiniLM's texts per second on `sample` of the store's feature texts, and its time over all of them."""
     from qscope.search.embedder import Embedder
-    from qscope.search.text import INDEX_QUERY_TIMEOUT_S
-    from qscope.search.texts import feature_texts
+    from qscope.search.semantic_text import feature_texts
+    from qscope.search.text_index import INDEX_QUERY_TIMEOUT_S
     from qscope.store.queries import Store
 
     if sample <= 0:

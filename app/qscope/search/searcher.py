@@ -1,11 +1,11 @@
 """Concept search over the features of the served stores: semantic, plain text, and "fires on this text".
 
-- semantic: each live feature's text (qscope.search.texts) embedded once with all-MiniLM-L6-v2
+- semantic: each live feature's text (qscope.search.semantic_text) embedded once with all-MiniLM-L6-v2
   (qscope.search.embedder; a large store indexed on a CPU: its static vectors, qscope.search.static); cosine
   top-N against the query embedded the same way, exact or through an inverted-file index
   (qscope.search.semantic, qscope.search.vectors).
 - text: labels with a word starting with every query word, and features whose top tokens include a token
-  equal to the query; from in-memory postings (qscope.search.text; SQL until they are built).
+  equal to the query; from in-memory postings (qscope.search.text_index; SQL until they are built).
 - fires: the model and SAEs run on the query itself (qscope.live.fires); features ranked by activation
   relative to their harvested max.
 - explanation: the features' explanations, automatic and people's (qscope.search.explained), by words and by
@@ -42,7 +42,7 @@ from qscope.search.semantic import (
     load_or_build_index,
 )
 from qscope.search.static import StaticEmbedder
-from qscope.search.text import TextSearch
+from qscope.search.text_index import TextSearch
 from qscope.store.queries import FeatureRow, Store
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The semantic index of one store: every live feature's text (qscope.search.texts) embedded with
+"""The semantic index of one store: every live feature's text (qscope.search.semantic_text) embedded with
 all-MiniLM-L6-v2 (or, for a large store built on a CPU, its static token vectors: qscope.search.static),
 searched by cosine (qscope.search.vectors). The stamp names the embedder, and queries are embedded with it.
 
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from qscope.search.embedder import Embedder
+from qscope.search.semantic_text import feature_texts
 from qscope.search.static import StaticEmbedder
-from qscope.search.text import INDEX_QUERY_TIMEOUT_S
-from qscope.search.texts import feature_texts
+from qscope.search.text_index import INDEX_QUERY_TIMEOUT_S
 from qscope.search.vectors import EXACT_MAX, Ivf, VectorIndex, key_columns
 from qscope.store.paths import file_signature
 from qscope.store.queries import Store

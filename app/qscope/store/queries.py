@@ -473,7 +473,7 @@ class Reader:
 
     def embedding_inputs(self, n_logits: int = 5) -> list[tuple]:
         """(sae_id, feature, label, top token ids, top promoted token ids) of every live feature, in (sae_id,
-        feature) order: what qscope.search.texts makes each feature's embedded text from."""
+        feature) order: what qscope.search.semantic_text makes each feature's embedded text from."""
         return self.cur.execute(
             "WITH lg AS (SELECT sae_id, feature, list(token_id ORDER BY rank) AS ids FROM logits "
             "WHERE sign > 0 AND rank < ? GROUP BY sae_id, feature) "

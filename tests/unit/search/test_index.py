@@ -1,9 +1,9 @@
-"""The in-memory search indexes (qscope.search.vectors, qscope.search.text) against brute force."""
+"""The in-memory search indexes (qscope.search.vectors, qscope.search.text_index) against brute force."""
 
 import numpy as np
 
 from qscope.search import vectors as search_index
-from qscope.search.text import TextIndex
+from qscope.search.text_index import TextIndex
 from qscope.search.vectors import VectorIndex, fit_ivf
 
 
