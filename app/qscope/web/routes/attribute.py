@@ -2,7 +2,7 @@
 
 The token explained is position `pos` of a text, or token `pos` of a steering run's completion (`run`: a shared
 run's id or a recent run's token; `side`: default or steered, the steered side replayed with its edits). The
-answer ranks the features that pushed the model to that token (qscope.live.why) and carries `suppress`, a
+answer ranks the features that pushed the model to that token (qscope.live.attribute_ranked) and carries `suppress`, a
 steering spec that turns the top ones off from the prediction position on, by `suppress_mode`: `subtract` (the
 default) takes away exactly activation x decoder row, the contribution the attribution estimated; `ablate` divides
 that by the encoder gain, so the feature is 0 when encoded again (1.3-2.1x more on the mini-Qwen). The panel's
@@ -19,8 +19,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field, field_validator
 
+from qscope.live.attribute_ranked import Why, WhyError, explain
 from qscope.live.runner import Limits, LiveModel
-from qscope.live.why import Why, WhyError, explain
 from qscope.steer.edits import resolve_edits
 from qscope.steer.replay import replay_hooks, suppress_spec
 from qscope.steer.service import Steering
