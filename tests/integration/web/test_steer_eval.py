@@ -256,6 +256,8 @@ def test_evaluate_buttons_and_the_prefilled_form(client):
     form = client.get("/steer-eval?spec=" + quote(json.dumps(spec))).text
     assert '"feature": 7' in form and '"mode": "ablate"' in form
     assert client.get("/steer-eval?spec=nonsense").status_code == 422
+    prefilled = client.get("/steer-eval?discovery=d42").text  # from a discovery's page: its DiffMean arm
+    assert 'name="diffmean_discovery" maxlength="64" size="20" value="d42"' in prefilled
     assert client.get("/steer-eval/nope").status_code == 404 and client.get("/recipes/nope.json").status_code == 404
 
 

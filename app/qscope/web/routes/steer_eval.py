@@ -247,6 +247,7 @@ def eval_form(
     sae_id: str | None = None,
     feature: Annotated[int | None, Query(ge=0)] = None,
     model_id: str | None = None,
+    discovery: Annotated[str | None, Query(max_length=64)] = None,
 ):
     initial = _initial_spec(catalog, spec, sae_id, feature, model_id)
     saes = {m.model_id: [s.sae.sae_id for s in m.saes] for m in catalog}
@@ -260,6 +261,7 @@ def eval_form(
         "steer_limits": steering.limits,
         "strengths": DEFAULT_STRENGTHS,
         "init": init,
+        "discovery": discovery or "",  # the DiffMean arm's discovery, from a discovery's page
     }
     return render(request, "steer_eval.html", context, data=defaults.model_dump())
 
