@@ -99,7 +99,7 @@ def test_the_arm_is_swept_steers_and_is_compared(target, evaluated):
 def test_a_discovery_gives_its_train_sets_and_bad_sources_are_refused(target):
     chosen = suggest(target, SETS["prose-to-code"])
     spec = SteerSpec(features=[chosen], temperature=0, max_new_tokens=4)
-    sets = {"d1": (list(CODE), list(PROSE))}
+    sets = {"d1": (list(CODE), list(PROSE)), "long": (["x" * 3000, "y"], list(PROSE))}
 
     def plan_of(source: DiffMeanSource, limits: EvalLimits | None = None):
         limits = limits or EvalLimits()
@@ -111,6 +111,9 @@ def test_a_discovery_gives_its_train_sets_and_bad_sources_are_refused(target):
     assert len(plan.diffmean.with_ids) == 6 and len(plan.diffmean.without_ids) == 8  # cut to max_prompts
     assert plan.request.diffmean.discovery is None and plan.request.diffmean.without_concept == PROSE[:8]
     assert any("the first 8 were used" in n for n in plan.notes)
+    plan = plan_of(DiffMeanSource(discovery="long"))  # a discovery's long example is cut, not refused
+    assert [len(t) for t in plan.request.diffmean.with_concept] == [2000, 1]
+    assert any("1 of the discovery's texts cut to 2,000 characters" in n for n in plan.notes)
     for source, says in [
         (DiffMeanSource(discovery="nope"), "no discovery 'nope'"),
         (DiffMeanSource(), "give either a discovery id or both"),

@@ -136,8 +136,8 @@ def _diffmean_texts(
     req: EvalRequest, limits: EvalLimits, sets_of: SetsOf | None
 ) -> tuple[EvalRequest, list[str], str | None]:
     """The request with its DiffMean source written out as two text lists (a discovery's train split, each set
-    cut to max_prompts: run again, it needs no discovery), the notes that say what was cut, and the discovery's
-    id; SpecError for a discovery that cannot be read."""
+    cut to max_prompts texts of max_prompt_chars: run again, it needs no discovery), the notes that say what was
+    cut, and the discovery's id; SpecError for a discovery that cannot be read or has fewer than 2 texts a set."""
     src = req.diffmean
     if src is None or src.discovery is None:
         if src is not None:  # kept as written, blank texts aside
@@ -159,6 +159,11 @@ def _diffmean_texts(
                 f"{limits.max_prompts} were used (max_prompts)"
             )
     with_texts, without_texts = with_texts[: limits.max_prompts], without_texts[: limits.max_prompts]
+    long = sum(len(t) > limits.max_prompt_chars for t in with_texts + without_texts)
+    if long:  # a discovery may hold longer examples than a prompt may be; their tokens are cut in any case
+        notes.append(f"diffmean: {long} of the discovery's texts cut to {limits.max_prompt_chars:,} characters")
+        with_texts = [t[: limits.max_prompt_chars] for t in with_texts]
+        without_texts = [t[: limits.max_prompt_chars] for t in without_texts]
     written = DiffMeanSource(discovery=None, with_concept=with_texts, without_concept=without_texts)
     limits.check_diffmean(written)  # each set 2..max_prompts texts of at most max_prompt_chars
     return req.model_copy(update={"diffmean": written}), notes, src.discovery
