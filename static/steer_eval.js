@@ -77,6 +77,11 @@
       if (f.concept_sae.value && f.concept_feature.value !== "") {
         body.concept = { sae_id: f.concept_sae.value, feature: num("concept_feature") };
       }
+      const lines = (t) => t.split("\n").filter((l) => l.trim());
+      if (f.diffmean_discovery.value.trim()) body.diffmean = { discovery: f.diffmean_discovery.value.trim() };
+      else if (f.diffmean_with.value.trim() || f.diffmean_without.value.trim()) {
+        body.diffmean = { with_concept: lines(f.diffmean_with.value), without_concept: lines(f.diffmean_without.value) };
+      }
       const src = source();
       if (src === "set") body.prompt_set = f.prompt_set.value;
       else if (src === "text") body.prompts_text = f.prompts_text.value;
@@ -104,7 +109,8 @@
       const sweep = modes.length && modes.every(off) ? [0, 1] : strengths;
       const steered = sweep.filter((s) => s !== 0).length;
       const points = 1 + sweep.length + (modes.some((m) => !off(m)) ? steered : 0)
-        + Number(f.random_controls.value) * steered + (f.instruction.value ? 1 + steered : 0);
+        + Number(f.random_controls.value) * steered + (f.instruction.value ? 1 + steered : 0)
+        + (f.diffmean_discovery.value.trim() || f.diffmean_with.value.trim() ? steered : 0);
       const src = source();
       const n = src === "set" ? Number(f.prompt_set.selectedOptions[0].dataset.n)
         : src === "text" ? f.prompts_text.value.split("\n").filter((l) => l.trim()).length : null;

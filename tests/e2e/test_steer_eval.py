@@ -70,13 +70,16 @@ def test_from_a_feature_page_to_a_verdict_and_a_recipe(page, server):
     page.fill("input[name=seeds]", "2")
     page.fill("input[name=random_controls]", "2")
     page.fill("input[name=max_new_tokens]", "16")
+    page.fill("textarea[name=diffmean_with]", "def f(x): return x + 1\nimport os, sys\nfor i in range(3): print(i)")
+    page.fill("textarea[name=diffmean_without]", "The sun was warm.\nWe walked home.\nShe read a book.")
     page.locator("#start").click()
     page.wait_for_url("**/steer-eval/*")
     expect(page.locator("#progress-text")).to_contain_text("rows", timeout=60_000)  # a progress event arrived
     shot(page, "11_steer_eval_progress")
     expect(page.locator("svg.plot.sweep")).to_have_count(2, timeout=180_000)  # done: the page shows the result
     expect(page.locator("#verdict")).to_be_visible()
-    assert page.locator("table.sweep-table tbody tr").count() == 1 + 3 + 2 + 2
+    assert page.locator("table.sweep-table tbody tr").count() == 1 + 3 + 2 + 2 + 2  # ..., random, diffmean
+    expect(page.locator("#comparison")).to_contain_text("DiffMean")  # the arms compared, DiffMean among them
     shot(page, "12_steer_eval_result")
 
     page.locator("#recipe-link").click()

@@ -41,6 +41,10 @@ def steer_eval_cmd(
     instruction: Annotated[str | None, typer.Option(help="Prefix of the prompt-only arms.")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Also write the recipe as Markdown here.")] = None,
     batch_rows: Annotated[int | None, typer.Option(help="Rows per batched generation.")] = None,
+    diffmean_discovery: Annotated[
+        str | None,
+        typer.Option(help="Add a DiffMean arm from this saved discovery's train split (the app database's)."),
+    ] = None,
 ) -> None:
     """Evaluate a steer over a prompt set and a strength sweep against controls, without a server: the same
     engine as POST /api/steer-eval. Prints the verdict; the result is written to --out."""
@@ -61,8 +65,9 @@ def steer_eval_cmd(
     except ValueError as err:
         say(f"error: --strengths must be numbers separated by commas: {err}", "red")
         raise typer.Exit(2) from err
-    overrides = {"prompts_path": prompts, "prompt_set": prompt_set, "strengths": sweep, "seeds": seeds}
-    overrides |= {"random_controls": random_controls, "instruction": instruction}
+    overrides: dict[str, object] = {"prompts_path": prompts, "prompt_set": prompt_set, "strengths": sweep}
+    overrides |= {"seeds": seeds, "random_controls": random_controls, "instruction": instruction}
+    overrides["diffmean"] = {"discovery": diffmean_discovery} if diffmean_discovery else None
     try:
         result = _steer_eval(load_request(spec, overrides), db, batch_rows)
     except (SpecError, StoreError, LiveUnavailable) as err:
@@ -76,11 +81,20 @@ def steer_eval_cmd(
         write_atomic(markdown, to_markdown(result, title_of(result.request, len(result.prompts))))
     v = result.verdict
     say(f"verdict: {v.status}" + (f" at strength {v.strength:g}" if v.strength is not None else "") + f": {v.reason}")
+    if result.diffmean:
+        dm = result.diffmean
+        say(
+            f"DiffMean arm: {dm.source}, {dm.n_with} with / {dm.n_without} without, at {dm.site}; strength 1 = "
+            f"{dm.residual_norm:.3g} (mean residual norm on these prompts)"
+        )
+    if result.comparison:
+        say(f"arms compared: {result.comparison.sentence}")
     say(f"{len(result.rows)} rows in {result.seconds:.1f} s ({result.rows_per_s:.1f} rows/s); wrote {out}")
 
 
 def _steer_eval(req, db: Path, batch_rows: int | None):
     """Plan and run an evaluation on the model of the store `db`, in this process."""
+    from qscope.discover.service import Discovering
     from qscope.live.runner import LiveModels
     from qscope.steer.evaluate.jobs import eval_limits
     from qscope.steer.evaluate.local import plan_local, run_local
@@ -94,5 +108,6 @@ def _steer_eval(req, db: Path, batch_rows: int | None):
     live = models.get(req.spec.model_id or store.model_ids[0])
     if live is None:
         raise SpecError(f"{db} has no model {req.spec.model_id!r}; it has {', '.join(store.model_ids)}")
-    plan, target = plan_local(req, live, eval_limits(settings), Steering(settings).limits)
+    sets_of = Discovering(settings).train_sets  # a DiffMean arm naming a discovery: the app database's
+    plan, target = plan_local(req, live, eval_limits(settings), Steering(settings).limits, sets_of)
     return run_local(plan, target, console, batch_rows or settings.steer_eval_batch_rows)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from qscope.jobs import Cancelled
 from qscope.model import capture
+from qscope.residual import counted_mask, pooled_mean
 from qscope.sae import Sae
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -99,21 +100,6 @@ def plan(ids: Sequence[Sequence[int]], batch_tokens: int, max_batch: int) -> lis
     return groups
 
 
-def counted_mask(hidden_BTD: Tensor, lengths: Sequence[int], skip_first: bool, sink_norm_ratio: float) -> Tensor:
-    """bool [B, T]: real tokens, minus position 0 and sinks (norm > ratio x the median of the row's tokens)."""
-    B, T = hidden_BTD.shape[:2]
-    len_B = torch.tensor(lengths, device=hidden_BTD.device)
-    real_BT = torch.arange(T, device=hidden_BTD.device)[None, :] < len_B[:, None]
-    keep_BT = real_BT.clone()
-    if sink_norm_ratio > 0:
-        norm_BT = hidden_BTD.float().norm(dim=-1)
-        median_B = norm_BT.masked_fill(~real_BT, float("nan")).nanmedian(dim=1).values
-        keep_BT &= norm_BT <= sink_norm_ratio * median_B[:, None]
-    if skip_first:
-        keep_BT[:, 0] &= len_B <= 1  # position 0 counts only when it is the whole example
-    return keep_BT
-
-
 def iter_batches(
     runner: ActivationRunner,
     ids: Sequence[Sequence[int]],
@@ -183,9 +169,8 @@ def pool(
     for batch in iter_batches(runner, ids, progress=progress, cancel=cancel):
         for site, sae_id in reader_of.items():  # the residual itself, for the baselines (qscope.discover.baselines)
             if site in batch.hidden:
-                h_BTD, m_BT = batch.hidden[site].float(), batch.counted[sae_id]
-                mean_BD = (h_BTD * m_BT[..., None]).sum(1) / m_BT.sum(1).clamp(min=1)[:, None]
-                residual.setdefault(site, np.zeros((E, h_BTD.shape[-1]), np.float32))[batch.index] = (
+                mean_BD = pooled_mean(batch.hidden[site], batch.counted[sae_id])
+                residual.setdefault(site, np.zeros((E, mean_BD.shape[-1]), np.float32))[batch.index] = (
                     mean_BD.cpu().numpy()
                 )
         for sae_id in runner.saes:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qscope.discover.metrics import auroc_from_ranks, best_thresholds, column_ranks, f1_at
+from qscope.residual import mean_difference
 
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 CV_FOLDS = 5
@@ -38,8 +39,7 @@ class Direction:
 
 def diffmean(H_ED: np.ndarray, y_E: np.ndarray, train: np.ndarray) -> Direction:
     """The difference of the class means of the train examples (set A minus set B)."""
-    H, y = np.asarray(H_ED, np.float64)[train], np.asarray(y_E)[train]
-    return Direction((H[y == 1].mean(0) - H[y == 0].mean(0)).astype(np.float32))
+    return Direction(mean_difference(np.asarray(H_ED)[train], np.asarray(y_E)[train]))
 
 
 def fit_probe(H_ED: np.ndarray, y_E: np.ndarray, train: np.ndarray, seed: int = 0) -> Direction:

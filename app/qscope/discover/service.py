@@ -123,6 +123,15 @@ class Discovering:
         body = self._body("discovery", discovery_id)
         return Discovery.model_validate_json(body) if body else None
 
+    def train_sets(self, discovery_id: str) -> tuple[list[str], list[str]] | None:
+        """A saved discovery's train texts of set A and of set B (a steering evaluation's DiffMean arm reads
+        them: qscope.steer.evaluate.diffmean); None when there is no such discovery."""
+        d = self.discovery(discovery_id)
+        if d is None:
+            return None
+        train = [e for e in d.examples if e.split == "train"]
+        return [e.text for e in train if e.label == 1], [e.text for e in train if e.label == 0]
+
     def fit_detector(self, served: ServedModel, d: Discovery, spec: DetectorSpec, name: str) -> SavedDetector:
         def runner_of(sae_ids):
             return self.runner(served, sae_ids), served.tokenizer

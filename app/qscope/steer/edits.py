@@ -7,6 +7,7 @@ Modes (strength units in qscope.steer.spec):
   ablate    the same with f'[feat] = 0
   subtract  h -= f[feat] * W_dec[feat] (no gain): exactly the feature's own contribution, what an attribution
             (qscope.live.attribute) estimates the effect of
+  add along a raw direction v (Edit.vector, feature -1; qscope.steer.evaluate.diffmean): h += value * unit(v)
 decode is affine, so decode(f') - decode(f) = (f'[feat] - f[feat]) * W_dec[feat]: h only moves along the
 feature's decoder direction and the SAE error term is kept. gain = W_enc[:, feat] . W_dec[feat] is how much
 the encoder's pre-activation moves per unit of that direction; a real SAE has gain < 1 (the mini-Qwen's are
@@ -41,6 +42,7 @@ class Edit:
     mode: Mode
     value: float  # add: coefficient on the unit direction; clamp: target activation; multiply: factor; ablate: 0
     start: int = 0  # first token position (0 = the first prompt token) the edit applies to
+    vector: Tensor | None = None  # an `add` along this raw direction [D] instead of the feature's (feature -1)
 
 
 def resolve_edits(
@@ -62,8 +64,12 @@ def resolve_edits(
 
 def unit_direction(sae: Sae, feature: int) -> Tensor:
     """unit(W_dec[feature]) [D]."""
-    d_D = sae.decoder_directions[feature]
-    return d_D / d_D.norm().clamp_min(1e-12)
+    return unit_vector(sae.decoder_directions[feature])
+
+
+def unit_vector(v_D: Tensor) -> Tensor:
+    """v_D / |v_D| [D]."""
+    return v_D / v_D.norm().clamp_min(1e-12)
 
 
 def encoder_gain(sae: Sae, feature: int) -> float:
@@ -97,7 +103,9 @@ class SiteSteer:
                         self.add_B1D = torch.zeros(
                             len(rows), 1, e.sae.d_in, dtype=e.sae.W_dec.dtype, device=e.sae.W_dec.device
                         )
-                    self.add_B1D[b, 0] += e.value * unit_direction(e.sae, e.feature)
+                    self.add_B1D[b, 0] += e.value * (
+                        unit_direction(e.sae, e.feature) if e.vector is None else unit_vector(e.vector)
+                    )
                 elif b not in self.by_sae.setdefault(id(e.sae), (e.sae, []))[1]:
                     self.by_sae[id(e.sae)][1].append(b)
         self.gains = {

@@ -222,7 +222,11 @@ def _prompt_key(row: Row) -> tuple:
     """What a row's prompt pass depends on: its prompt ids and, where the prompt is steered, its edits."""
     if row.where == "generated":
         return tuple(row.prompt_ids), ()
-    edits = [(site, id(e.sae), e.feature, e.mode, e.value) for site, es in sorted(row.edits.items()) for e in es]
+    edits = [
+        (site, id(e.sae), e.feature, e.mode, e.value, id(e.vector) if e.vector is not None else None)
+        for site, es in sorted(row.edits.items())
+        for e in es
+    ]
     return tuple(row.prompt_ids), tuple(edits)
 
 

@@ -17,9 +17,9 @@ from qscope.steer.evaluate.result import Interval, PointSummary
 
 W, H = 560, 230
 PAD_L, PAD_R, PAD_T, PAD_B = 44, 10, 28, 24
-LINES = ("intervention", "negated", "random", "prompt+steering")
+LINES = ("intervention", "negated", "random", "prompt+steering", "diffmean")
 BANDS = ("unsteered", "prompt-only")
-OFFSET = {"intervention": 0.0, "negated": -0.12, "random": 0.12, "prompt+steering": 0.24}
+OFFSET = {"intervention": 0.0, "negated": -0.12, "random": 0.12, "prompt+steering": 0.24, "diffmean": -0.24}
 
 
 CORE = ("concept", "concept_act", "writes", "ppl", "ppl_ratio")

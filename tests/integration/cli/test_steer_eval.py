@@ -63,3 +63,33 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tiny_db, spec_file, tmp_pa
         ["steer-eval", str(spec_file), "--set", "prose", "--out", str(out), "--db", str(tiny_db), "--strengths", "0,x"],
     )
     assert r.exit_code == 2 and "--strengths must be numbers" in r.output
+
+
+def test_cli_runs_a_diffmean_arm_and_says_how_the_arms_compare(tiny_db, tmp_path, one_torch_thread):
+    request = {
+        "spec": {"features": [{"sae_id": SAE, "feature": 40}], "max_new_tokens": 6, "seed": 2},
+        "prompts": ["The cat sat on the", "Once upon a time"],
+        "strengths": [0, 1],
+        "seeds": 1,
+        "random_controls": 0,
+        "diffmean": {
+            "with_concept": ["def f(x):\n    return x\n", "import os\nprint(os.getcwd())\n"],
+            "without_concept": ["The weather was fine.", "She walked to the station."],
+        },
+    }
+    path, out, md = tmp_path / "req.json", tmp_path / "result.json", tmp_path / "recipe.md"
+    path.write_text(json.dumps(request))
+    args = ["steer-eval", str(path), "--out", str(out), "--db", str(tiny_db), "--markdown", str(md)]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    result = EvalResult.model_validate_json(out.read_text())
+    assert result.diffmean is not None and result.comparison is not None
+    assert len(result.rows) == 2 * (1 + 2 + 1 + 1)  # prompts x (unsteered, sweep, negated, diffmean)
+    flat = " ".join(r.output.split())  # rich wraps long lines
+    assert "DiffMean arm: two prompt sets given, 2 with / 2 without" in flat
+    assert f"arms compared: {' '.join(result.comparison.sentence.split())}" in flat
+    assert "## Arms compared" in md.read_text()
+    bad = CliRunner().invoke(
+        cli, ["steer-eval", str(path), "--out", str(out), "--db", str(tiny_db), "--diffmean-discovery", "nope-x"]
+    )
+    assert bad.exit_code == 2 and "diffmean: no discovery 'nope-x'" in bad.output

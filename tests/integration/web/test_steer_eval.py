@@ -136,6 +136,10 @@ def test_recipe_reloads_with_the_same_table_and_runs_again_the_same(client, fini
             "the file 'p.json', line 1: JSON nested too deeply",
         ),
         ({"prompt_set": "prose"}, 422, "give exactly one of"),
+        ({"diffmean": {"discovery": "nope"}}, 422, "diffmean: no discovery 'nope'"),
+        ({"diffmean": {"with_concept": ["a b", "c d"]}}, 422, "without_concept is missing"),
+        ({"diffmean": {"with_concept": ["x"] * 65, "without_concept": ["y", "z"]}}, 422, "give 2 to 64 (max_prompts)"),
+        ({"diffmean": {"discovery": "d", "without_concept": ["y", "z"]}}, 422, "not both"),
     ],
 )
 def test_bad_input_gets_a_422_that_says_why(client, change, status, says):
@@ -252,6 +256,8 @@ def test_evaluate_buttons_and_the_prefilled_form(client):
     form = client.get("/steer-eval?spec=" + quote(json.dumps(spec))).text
     assert '"feature": 7' in form and '"mode": "ablate"' in form
     assert client.get("/steer-eval?spec=nonsense").status_code == 422
+    prefilled = client.get("/steer-eval?discovery=d42").text  # from a discovery's page: its DiffMean arm
+    assert 'name="diffmean_discovery" maxlength="64" size="20" value="d42"' in prefilled
     assert client.get("/steer-eval/nope").status_code == 404 and client.get("/recipes/nope.json").status_code == 404
 
 
@@ -322,3 +328,35 @@ def test_suggest_for_a_decrease_set_is_a_live_feature_suppressed(client):
     )
     assert started.status_code == 202, started.text
     client.post(f"/api/steer-eval/{started.json()['id']}/cancel")
+
+
+def test_a_diffmean_arm_from_a_discovery_is_run_compared_and_shown(client):
+    found = client.post(
+        "/api/discover",
+        json={
+            "demo": "code-vs-prose",
+            "demo_n": 12,
+            "wait": True,
+            "options": {"top": 4, "n_shuffles": 2, "n_random": 20, "logreg": False, "baselines": False},
+        },
+    )
+    assert found.status_code == 200, found.text
+    d = found.json()
+    n_with = sum(e["label"] == 1 and e["split"] == "train" for e in d["examples"])
+    r = client.post(
+        "/api/steer-eval",
+        json=body(strengths=[0, 1], seeds=1, random_controls=0, diffmean={"discovery": d["id"]}),
+    )
+    assert r.status_code == 202, r.text
+    started = r.json()
+    assert started["rows"] == 3 * (1 + 2 + 1 + 1)  # prompts x (unsteered, 2 strengths, negated, diffmean)
+    result = wait(client, started["json_url"])["result"]
+    dm, c = result["diffmean"], result["comparison"]
+    assert dm["discovery"] == d["id"] and dm["n_with"] == n_with and dm["residual_norm"] > 0
+    assert "diffmean" in {b["arm"] for b in c["arms"]} and "DiffMean" in c["sentence"]
+    # run again needs no discovery: the request keeps the texts
+    assert result["request"]["diffmean"]["discovery"] is None and len(result["request"]["diffmean"]["with_concept"])
+    page = client.get(started["recipe_url"]).text
+    assert 'id="arms-compared"' in page and "s-diffmean" in page and c["sentence"].split(" (")[0] in page
+    md = client.get(started["recipe_url"] + ".md").text
+    assert "## Arms compared" in md and f"discovery {d['id']} (its train split)" in md

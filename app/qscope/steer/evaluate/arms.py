@@ -3,8 +3,10 @@
 Arms: `unsteered`; `intervention` at every sweep strength (at 0 it is the zero-strength control); `negated`
 (every strength flipped); `random` (the same edits on features of the same SAE whose max activation is close
 to the target's, several sets); with an instruction, `prompt-only` (the instruction prefixed, no steering) and
-`prompt+steering`. Controls are not run at strength 0, where they would repeat the zero-strength row. Every
-point runs on every prompt with every seed: one row of batched generation each.
+`prompt+steering`; with a DiffMean source, `diffmean` (a raw mean-difference direction in units of the site's
+mean residual norm: qscope.steer.evaluate.diffmean). Controls and DiffMean are not run at strength 0, where they
+would repeat the zero-strength row. Every point runs on every prompt with every seed: one row of batched
+generation each.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from qscope.sae import Sae
 from qscope.steer.spec import OFF_MODES, FeatureSteer
 
 UNSTEERED, INTERVENTION, NEGATED, RANDOM = "unsteered", "intervention", "negated", "random"
-PROMPT_ONLY, PROMPT_STEER = "prompt-only", "prompt+steering"
-ARMS = (UNSTEERED, INTERVENTION, NEGATED, RANDOM, PROMPT_ONLY, PROMPT_STEER)
+PROMPT_ONLY, PROMPT_STEER, DIFFMEAN = "prompt-only", "prompt+steering", "diffmean"
+ARMS = (UNSTEERED, INTERVENTION, NEGATED, RANDOM, PROMPT_ONLY, PROMPT_STEER, DIFFMEAN)
 POOL = 24  # random controls are drawn from this many features nearest the target's max activation
 MAX_COSINE = 0.5  # a control whose decoder direction is this close to the target's is no control
 
@@ -47,8 +49,10 @@ def sweep(strengths: Sequence[float], features: Sequence[FeatureSteer]) -> list[
     return list(dict.fromkeys(float(s) for s in strengths))
 
 
-def points(sweep_: Sequence[float], features: Sequence[FeatureSteer], n_random: int, instructed: bool) -> list[Point]:
-    """Every (arm, strength) point of an evaluation, controls at the non-zero strengths only."""
+def points(
+    sweep_: Sequence[float], features: Sequence[FeatureSteer], n_random: int, instructed: bool, diffmean: bool = False
+) -> list[Point]:
+    """Every (arm, strength) point of an evaluation, controls and DiffMean at the non-zero strengths only."""
     steered = [s for s in sweep_ if s != 0]
     out = [Point(UNSTEERED, None)] + [Point(INTERVENTION, s) for s in sweep_]
     if any(f.mode not in OFF_MODES for f in features):
@@ -56,6 +60,8 @@ def points(sweep_: Sequence[float], features: Sequence[FeatureSteer], n_random: 
     out += [Point(RANDOM, s, c) for c in range(n_random) for s in steered]
     if instructed:
         out += [Point(PROMPT_ONLY, None)] + [Point(PROMPT_STEER, s) for s in steered]
+    if diffmean:
+        out += [Point(DIFFMEAN, s) for s in steered]
     return out
 
 
@@ -77,7 +83,7 @@ def point_features(
     point: Point, features: Sequence[FeatureSteer], controls: Sequence[Sequence[FeatureSteer]]
 ) -> list[FeatureSteer]:
     """What one point steers with."""
-    if point.strength is None:
+    if point.strength is None or point.arm == DIFFMEAN:  # DiffMean steers a raw direction, no feature
         return []
     if point.arm == RANDOM:
         return at_strength(controls[point.control or 0], point.strength)

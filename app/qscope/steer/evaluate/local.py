@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from qscope.inputs import files
+from qscope.steer.evaluate.diffmean import SetsOf
 from qscope.steer.evaluate.plan import Plan, prepare
 from qscope.steer.evaluate.prompt_sets import builtin
 from qscope.steer.evaluate.request import EvalLimits, EvalRequest
@@ -82,10 +83,12 @@ def _identify(target: Target, console: Console) -> Identity:
         return target.identify(on_bytes)
 
 
-def plan_local(req: EvalRequest, live, limits: EvalLimits, steer_limits: SteerLimits) -> tuple[Plan, Target]:
+def plan_local(
+    req: EvalRequest, live, limits: EvalLimits, steer_limits: SteerLimits, sets_of: SetsOf | None = None
+) -> tuple[Plan, Target]:
     target = from_live(live)
     req = req.model_copy(update={"spec": req.spec.model_copy(update={"model_id": target.model_id})})
-    return prepare(req, target, limits, steer_limits, builtin()), target
+    return prepare(req, target, limits, steer_limits, builtin(), sets_of), target
 
 
 def run_local(plan: Plan, target: Target, console: Console, batch_rows: int) -> EvalResult:

@@ -78,6 +78,7 @@ def to_markdown(result: EvalResult, title: str, url: str = "") -> str:
         lines += [f"Instruction (prompt-only arms): {_text(result.request.instruction)}", ""]
     for i, c in enumerate(result.controls):
         lines.append(f"Random control set {i + 1}: " + ", ".join(f"{f.sae_id}#{f.feature}" for f in c))
+    lines += _diffmean(result) + _comparison(result)
     lines += [
         "",
         "## Sweep",
@@ -136,4 +137,45 @@ def _examples(result: EvalResult) -> list[str]:
                 for e in items
             ]
             out.append("")
+    return out
+
+
+def _diffmean(result: EvalResult) -> list[str]:
+    dm = result.diffmean
+    if dm is None:
+        return []
+    cosine = (
+        f"; cosine with the first steered feature's decoder direction {dm.cosine:.2f}" if dm.cosine is not None else ""
+    )
+    return [
+        "",
+        f"DiffMean arm: mean(residual | with) - mean(residual | without) at {_text(dm.site)} ({_text(dm.source)}: "
+        f"{dm.n_with} texts with the concept, {dm.n_without} without), {'added' if dm.sign > 0 else 'subtracted'}; "
+        f"strength 1 = {dm.residual_norm:.4g}, the mean residual norm there over the evaluation's prompts; "
+        f"|difference| {dm.direction_norm:.4g}{cosine}.",
+    ]
+
+
+def _comparison(result: EvalResult) -> list[str]:
+    c = result.comparison
+    if c is None:
+        return []
+    out = [
+        "",
+        "## Arms compared",
+        "",
+        f"**{_text(c.sentence)}.**",
+        "",
+        f"Each arm at its best {c.measure} ({c.goal}) among its points with perplexity at most "
+        f"{c.max_ppl_ratio:g}x the unsteered; an interval that overlaps the best's is as good as it.",
+        "",
+        "| rank | arm | strength | measure | ppl / unsteered | within the bound |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, b in enumerate(c.arms):
+        s = "–" if b.strength is None else f"{b.strength:g}"
+        ratio = "–" if b.ppl_ratio is None else f"{b.ppl_ratio:.2f}"
+        rank = str(i + 1) if b.fluent else "–"
+        mark = " (as good as the best)" if b.arm in c.as_good else ""
+        out.append(f"| {rank} | {b.name}{mark} | {s} | {_pct(b.score)} | {ratio} | {'yes' if b.fluent else 'no'} |")
     return out

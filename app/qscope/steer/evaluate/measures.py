@@ -47,7 +47,9 @@ SCRIPT_PREFIXES = {
 }
 
 
-class Interval(NamedTuple):
+class MeanCI(NamedTuple):
+    """A mean over rows with its 95% Student-t interval and the count of finite values (floats; NaN for none)."""
+
     mean: float
     lo: float
     hi: float
@@ -71,18 +73,18 @@ def t_quantile(df: int) -> float:
     return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
-def interval(values: Sequence[float]) -> Interval:
+def interval(values: Sequence[float]) -> MeanCI:
     """Mean and 95% confidence interval of the finite values (NaN bounds for none; zero width for one)."""
     xs = [float(v) for v in values if v is not None and math.isfinite(v)]
     n = len(xs)
     if n == 0:
-        return Interval(math.nan, math.nan, math.nan, 0)
+        return MeanCI(math.nan, math.nan, math.nan, 0)
     mean = math.fsum(xs) / n
     if n == 1:
-        return Interval(mean, mean, mean, 1)
+        return MeanCI(mean, mean, mean, 1)
     var = math.fsum((x - mean) ** 2 for x in xs) / (n - 1)
     half = t_quantile(n - 1) * math.sqrt(var / n)
-    return Interval(mean, mean - half, mean + half, n)
+    return MeanCI(mean, mean - half, mean + half, n)
 
 
 @torch.no_grad()

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from qscope.steer.edits import Edit, resolve_edits
 from qscope.steer.evaluate import arms
-from qscope.steer.evaluate.request import ConceptFeature, EvalLimits, EvalRequest, read_prompts
+from qscope.steer.evaluate.diffmean import DiffMeanSets, SetsOf, tokenize_sets
+from qscope.steer.evaluate.request import ConceptFeature, DiffMeanSource, EvalLimits, EvalRequest, read_prompts
 from qscope.steer.evaluate.target import Target
 from qscope.steer.evaluate.writes import FeatureProfile, Measure, choose
 from qscope.steer.spec import OFF_MODES, SpecError, SteerLimits
@@ -43,6 +44,7 @@ class Plan:
     measure: Measure = "reads"  # what the verdict goes by (qscope.steer.evaluate.writes)
     measure_reason: str = ""
     profile: FeatureProfile = field(default_factory=FeatureProfile)  # its promoted tokens and sharpnesses
+    diffmean: DiffMeanSets | None = None  # the DiffMean arm's sets (its edits are made when the run starts)
 
 
 def _goal(req: EvalRequest, concept: ConceptFeature) -> str:
@@ -67,15 +69,22 @@ def _tokenize(req: EvalRequest, target: Target, texts: Sequence[str], steer_limi
 
 
 def prepare(
-    req: EvalRequest, target: Target, limits: EvalLimits, steer_limits: SteerLimits, builtin: dict[str, list[str]]
+    req: EvalRequest,
+    target: Target,
+    limits: EvalLimits,
+    steer_limits: SteerLimits,
+    builtin: dict[str, list[str]],
+    sets_of: SetsOf | None = None,
 ) -> Plan:
-    """The plan of `req` on `target`; SpecError (422) for anything over a limit or naming what does not exist."""
+    """The plan of `req` on `target`; SpecError (422) for anything over a limit or naming what does not exist.
+    `sets_of` reads a discovery's train sets, for a DiffMean arm that names one."""
     prompts = read_prompts(req, builtin, limits.max_prompt_chars)
     limits.check(req, len(prompts))  # first: what follows is sized by the request
+    req, diffmean_notes, discovery = _diffmean_texts(req, limits, sets_of)
     features = req.spec.features
     seeds = [req.spec.seed + i for i in range(1 if req.spec.temperature == 0 else req.seeds)]
     sweep = arms.sweep(req.strengths, features)
-    points = arms.points(sweep, features, req.random_controls, bool(req.instruction))
+    points = arms.points(sweep, features, req.random_controls, bool(req.instruction), req.diffmean is not None)
     limits.check_rows(len(prompts), len(seeds), len(points))
     steer_limits.check(req.spec.with_prompt(prompts[0]))
     for s in sweep:
@@ -97,6 +106,18 @@ def prepare(
         notes.append("greedy decoding (temperature 0): one seed per prompt, since every seed gives the same text")
     if all(f.mode in OFF_MODES for f in features):
         notes.append("a spec of ablations only: the sweep is 0 (not steered) and 1 (ablated)")
+    diffmean = None
+    if req.diffmean is not None and req.diffmean.with_concept and req.diffmean.without_concept:
+        tok = target.lm.require_tokenizer()
+        src = req.diffmean
+        with_ids, without_ids, cut = tokenize_sets(
+            tok, src.with_concept or [], src.without_concept or [], steer_limits.max_prompt_tokens
+        )
+        if cut:
+            diffmean_notes.append(f"diffmean: {cut} text(s) cut to their first {steer_limits.max_prompt_tokens} tokens")
+        source = f"discovery {discovery} (its train split)" if discovery else "two prompt sets given"
+        diffmean = DiffMeanSets(with_ids, without_ids, features[0].sae_id, source, discovery)
+    notes += diffmean_notes
     request = req.model_copy(
         update={"prompts": prompts, "prompts_text": None, "prompts_file": None, "prompt_set": None}
     )
@@ -107,7 +128,45 @@ def prepare(
         measure, why = "reads", "the store gives the feature no promoted token, so reads"
     plan = Plan(request, prompts, prompt_ids, instructed, sweep, seeds, goal, concept, controls, edits, rows, notes)
     plan.measure, plan.measure_reason, plan.profile = measure, why, profile
+    plan.diffmean = diffmean
     return plan
+
+
+def _diffmean_texts(
+    req: EvalRequest, limits: EvalLimits, sets_of: SetsOf | None
+) -> tuple[EvalRequest, list[str], str | None]:
+    """The request with its DiffMean source written out as two text lists (a discovery's train split, each set
+    cut to max_prompts texts of max_prompt_chars: run again, it needs no discovery), the notes that say what was
+    cut, and the discovery's id; SpecError for a discovery that cannot be read or has fewer than 2 texts a set."""
+    src = req.diffmean
+    if src is None or src.discovery is None:
+        if src is not None:  # kept as written, blank texts aside
+            src = src.model_copy(
+                update={k: [t for t in getattr(src, k) or [] if t.strip()] for k in ("with_concept", "without_concept")}
+            )
+        return req.model_copy(update={"diffmean": src}), [], None
+    if sets_of is None:
+        raise SpecError("diffmean: this server cannot read discoveries; give with_concept and without_concept")
+    sets = sets_of(src.discovery)
+    if sets is None:
+        raise SpecError(f"diffmean: no discovery {src.discovery!r} in this server's app database")
+    with_texts, without_texts = sets
+    notes = []
+    for name, texts in (("with", with_texts), ("without", without_texts)):
+        if len(texts) > limits.max_prompts:
+            notes.append(
+                f"diffmean: the discovery's train split has {len(texts)} texts {name} the concept; the first "
+                f"{limits.max_prompts} were used (max_prompts)"
+            )
+    with_texts, without_texts = with_texts[: limits.max_prompts], without_texts[: limits.max_prompts]
+    long = sum(len(t) > limits.max_prompt_chars for t in with_texts + without_texts)
+    if long:  # a discovery may hold longer examples than a prompt may be; their tokens are cut in any case
+        notes.append(f"diffmean: {long} of the discovery's texts cut to {limits.max_prompt_chars:,} characters")
+        with_texts = [t[: limits.max_prompt_chars] for t in with_texts]
+        without_texts = [t[: limits.max_prompt_chars] for t in without_texts]
+    written = DiffMeanSource(discovery=None, with_concept=with_texts, without_concept=without_texts)
+    limits.check_diffmean(written)  # each set 2..max_prompts texts of at most max_prompt_chars
+    return req.model_copy(update={"diffmean": written}), notes, src.discovery
 
 
 def _check_feature(target: Target, sae_id: str, feature: int, scaled: bool) -> None:

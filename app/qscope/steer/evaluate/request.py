@@ -54,6 +54,18 @@ class TextMetrics(BaseModel):
         return value or None
 
 
+class DiffMeanSource(BaseModel):
+    """Where the DiffMean arm's direction comes from: a saved discovery (its train examples: set A with the
+    concept, set B without), or two prompt lists. The direction is mean(residual | with) - mean(residual | without)
+    at the site of the first steered feature (qscope.steer.evaluate.diffmean)."""
+
+    discovery: str | None = Field(
+        None, max_length=64, description="Id of a saved discovery: its train split gives the two sets (A with)."
+    )
+    with_concept: list[str] | None = Field(None, description="Texts that express the concept.")
+    without_concept: list[str] | None = Field(None, description="Texts that do not.")
+
+
 class PromptFile(BaseModel):
     name: str = Field(description="File name; its extension picks the format: .txt, .jsonl, .csv or .json.")
     content_base64: str = Field(description="The file's bytes, base64-encoded.")
@@ -82,6 +94,11 @@ class EvalRequest(BaseModel):
     )
     max_ppl_ratio: Finite = Field(2.0, gt=1, le=100, description="Fluency threshold: perplexity / unsteered's.")
     metrics: TextMetrics = Field(default_factory=TextMetrics)
+    diffmean: DiffMeanSource | None = Field(
+        None,
+        description="Also run a DiffMean steering vector as its own arm, swept over the same strengths in units "
+        "of the site's mean residual norm (docs/steer-eval.md).",
+    )
 
 
 @dataclass(frozen=True)
@@ -113,6 +130,33 @@ class EvalLimits:
             )
         if not req.spec.features:
             raise SpecError("the spec steers no feature: give at least one in spec.features")
+        if req.diffmean is not None:
+            self.check_diffmean(req.diffmean)
+
+    def check_diffmean(self, source: DiffMeanSource) -> None:
+        """SpecError unless the source is exactly one of a discovery or both prompt lists, each list of 2 to
+        max_prompts non-blank texts of at most max_prompt_chars."""
+        lists = (source.with_concept, source.without_concept)
+        if source.discovery is not None:
+            if any(x is not None for x in lists):
+                raise SpecError("diffmean: give a discovery id or two prompt lists, not both")
+            return
+        if all(x is None for x in lists):
+            raise SpecError("diffmean: give either a discovery id or both with_concept and without_concept")
+        for name, texts in zip(("with_concept", "without_concept"), lists, strict=True):
+            if texts is None:
+                raise SpecError(f"diffmean: {name} is missing; give both with_concept and without_concept")
+            kept = [t for t in texts if t and t.strip()]
+            if not 2 <= len(kept) <= self.max_prompts:
+                raise SpecError(
+                    f"diffmean: {name} has {len(kept)} non-blank texts; give 2 to {self.max_prompts} (max_prompts)"
+                )
+            for i, t in enumerate(texts):
+                if len(t) > self.max_prompt_chars:
+                    raise SpecError(
+                        f"diffmean: {name} text {i + 1} has {len(t):,} characters; at most "
+                        f"{self.max_prompt_chars:,} (max_prompt_chars)"
+                    )
 
     def check_rows(self, n_prompts: int, n_seeds: int, n_points: int) -> None:
         """SpecError when prompts x seeds x arm-strength points passes max_rows."""

@@ -52,6 +52,48 @@ class Verdict(BaseModel):
     reason: str
 
 
+class DiffMeanInfo(BaseModel):
+    """The DiffMean arm's direction: where it steers, what it came from, its unit (qscope.steer.evaluate.diffmean)."""
+
+    site: str
+    sae_id: str = Field(description="The SAE of the first steered feature: the arm steers at its site.")
+    source: str = Field(description="In words: a discovery's train split, or two prompt sets given.")
+    discovery: str | None = None
+    n_with: int
+    n_without: int
+    residual_norm: float = Field(
+        description="Strength 1: the mean residual norm at the site over the evaluation's own prompts' counted "
+        "tokens (position 0 and sinks left out)."
+    )
+    direction_norm: float = Field(description="|mean(with) - mean(without)| before it is made a unit vector.")
+    sign: float = Field(description="+1: added (goal increase); -1: subtracted (goal decrease).")
+    cosine: float | None = Field(None, description="Cosine with the first steered feature's decoder direction.")
+
+
+class ArmBest(BaseModel):
+    """One arm at its best point within the fluency bound (or, when none is within it, its most fluent point)."""
+
+    arm: str
+    name: str = Field(description="The arm in words.")
+    strength: float | None
+    score: Interval = Field(description="The verdict's measure at that point.")
+    ppl_ratio: float | None
+    fluent: bool = Field(description="Whether the point keeps perplexity within the bound.")
+
+
+class ArmComparison(BaseModel):
+    """The arms ranked on the verdict's measure among their points within the fluency bound, and the sentence
+    computed from the intervals (qscope.steer.evaluate.compare)."""
+
+    goal: Literal["increase", "decrease"]
+    measure: MeasureName
+    max_ppl_ratio: float
+    arms: list[ArmBest] = Field(description="Best first; the arms with no fluent point last.")
+    best: str | None = Field(description="The best arm, None when no arm stays within the bound.")
+    as_good: list[str] = Field(description="Arms whose interval overlaps the best's: as good as it.")
+    sentence: str
+
+
 class RowResult(BaseModel):
     """One generated row and what was measured on it."""
 
@@ -125,6 +167,8 @@ class EvalResult(BaseModel):
     controls: list[list[FeatureSteer]] = Field(description="The random control sets, feature for feature.")
     table: list[PointSummary]
     verdict: Verdict
+    comparison: ArmComparison | None = Field(None, description="The arms against each other (None: saved before).")
+    diffmean: DiffMeanInfo | None = Field(None, description="The DiffMean arm's direction, when one was asked for.")
     examples: Examples
     rows: list[RowResult]
     identity: Identity

@@ -15,7 +15,11 @@ from typing import Protocol, TypeVar
 
 from qscope.inputs.patterns import UserPattern
 from qscope.jobs import Cancelled
+from qscope.steer.edits import Edit
 from qscope.steer.engine import Row, RowOut, generate
+from qscope.steer.evaluate import diffmean
+from qscope.steer.evaluate.arms import Point
+from qscope.steer.evaluate.compare import compare_arms
 from qscope.steer.evaluate.measures import read_back, text_metrics
 from qscope.steer.evaluate.plan import Plan, PlannedRow, Target
 from qscope.steer.evaluate.result import EvalResult, Identity, RowResult
@@ -38,7 +42,12 @@ def inline(work: Work[T]) -> T:
     return work(lambda: None)
 
 
-def _rows(plan: Plan, batch: Sequence[PlannedRow], max_new_tokens: int, cancel: threading.Event) -> list[Row]:
+EditsOf = dict[Point, dict[str, list[Edit]]]
+
+
+def _rows(
+    plan: Plan, edits: EditsOf, batch: Sequence[PlannedRow], max_new_tokens: int, cancel: threading.Event
+) -> list[Row]:
     spec = plan.request.spec
     out = []
     for r in batch:
@@ -46,7 +55,7 @@ def _rows(plan: Plan, batch: Sequence[PlannedRow], max_new_tokens: int, cancel: 
         out.append(
             Row(
                 ids,
-                plan.edits[r.point],
+                edits[r.point],
                 where=spec.where,
                 temperature=spec.temperature,
                 top_p=spec.top_p,
@@ -93,6 +102,17 @@ def _read_back(plan: Plan, target: Target, rows: list[Row], outs: list[RowOut]) 
     return work
 
 
+def _direction(plan: Plan, target: Target) -> Work[diffmean.DiffMeanArm]:
+    sets = plan.diffmean
+    assert sets is not None
+    first = plan.request.spec.features[0].feature
+
+    def work(yield_: Callable[[], None]) -> diffmean.DiffMeanArm:
+        return diffmean.direction(sets, plan.prompt_ids, target, plan.goal, first, yield_)
+
+    return work
+
+
 class _Steps:
     """Progress within a batch's generation: its rows count as done in proportion to the steps run (up to 90%;
     the read-back is the rest)."""
@@ -126,9 +146,14 @@ def execute(
     regex = plan.request.metrics.regex
     pattern = UserPattern(regex) if regex else None  # one time budget for the whole evaluation
     results: list[RowResult] = []
+    edits, arm = plan.edits, None
+    if plan.diffmean is not None:
+        report("direction (DiffMean)", 0, total)
+        arm = runner(_direction(plan, target))
+        edits = edits | diffmean.edits(arm, target.saes[plan.diffmean.sae_id], list(edits))
     for start in range(0, total, batch_rows):
         batch = plan.rows[start : start + batch_rows]
-        rows = _rows(plan, batch, spec.max_new_tokens, cancel)
+        rows = _rows(plan, edits, batch, spec.max_new_tokens, cancel)
         outs = runner(_generate(target, rows, _Steps(report, start, len(batch), total, spec.max_new_tokens)))
         if cancel.is_set():
             raise Cancelled
@@ -138,6 +163,7 @@ def execute(
     seconds = time.perf_counter() - t0
     table = summarize(results)
     verdict = decide(table, plan.goal, plan.request.max_ppl_ratio, plan.measure)
+    comparison = compare_arms(table, plan.goal, plan.request.max_ppl_ratio, plan.measure, verdict.status == "works")
     shown = verdict.strength if verdict.strength is not None else max(plan.sweep, key=abs)
     return EvalResult(
         request=plan.request,
@@ -154,6 +180,8 @@ def execute(
         controls=plan.controls,
         table=table,
         verdict=verdict,
+        comparison=comparison,
+        diffmean=arm.info if arm else None,
         examples=examples(results, plan.prompts, shown, plan.goal, plan.measure),
         rows=results,
         identity=identity,

@@ -28,6 +28,8 @@ class Target:
     sae_files: list[tuple[str, str]] = field(default_factory=list)  # (sae_id, path)
     store_path: str | None = None
     profile: Callable[[str, int], FeatureProfile] | None = None  # a feature's logit effects and sharpnesses
+    skip_first: bool = True  # the tokens that count (qscope.residual), as the store's harvest counted them
+    sink_norm_ratio: float = 10.0
 
     def bytes_to_hash(self) -> int:
         """What `identify` reads: the model's, the SAEs' and the store's bytes."""
@@ -60,4 +62,15 @@ def from_live(live) -> Target:
         return profile_of(detail) if detail is not None else FeatureProfile()
 
     files = [(sae_id, store.saes[sae_id].source) for sae_id in saes]
-    return Target(live.model_id, lm, saes, max_acts, live.lock, files, str(store.path), profile)
+    return Target(
+        live.model_id,
+        lm,
+        saes,
+        max_acts,
+        live.lock,
+        files,
+        str(store.path),
+        profile,
+        skip_first=live.skip_first,
+        sink_norm_ratio=live.sink_norm_ratio,
+    )

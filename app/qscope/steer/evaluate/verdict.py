@@ -53,7 +53,8 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.0f}%"
 
 
-def _iv(iv: Interval) -> str:
+def iv_text(iv: Interval) -> str:
+    """A proportion's interval in words: '40% [31%–49%]'."""
     return f"{_pct(iv.mean)} [{_pct(iv.lo)}–{_pct(iv.hi)}]"
 
 
@@ -94,8 +95,8 @@ def _works(table: Sequence[PointSummary], p: PointSummary, goal: str, max_ppl_ra
     name, c = edge(controls, key=lambda nc: of(nc[1]).mean or 0.0)
     ratio = p.ppl_ratio.mean or 0.0
     return (
-        f"at strength {p.strength:g} {_what(measure)} {_iv(of(p))} of generated tokens; the "
-        f"{'highest' if goal == 'increase' else 'lowest'} control ({name}) {_iv(of(c))}; perplexity "
+        f"at strength {p.strength:g} {_what(measure)} {iv_text(of(p))} of generated tokens; the "
+        f"{'highest' if goal == 'increase' else 'lowest'} control ({name}) {iv_text(of(c))}; perplexity "
         f"{ratio:.2f}x the unsteered (threshold {max_ppl_ratio:g}x)"
     )
 
@@ -110,6 +111,6 @@ def _no_better(table, steered, goal: str, base: dict, measure: str) -> Verdict:
     held = [name for name, c in controls if not beats(of(best), of(c), goal)]
     reason = (
         f"no strength beats every control on the {measure} measure; the closest, strength {best.strength:g} "
-        f"({_what(measure)} {_iv(of(best))} of generated tokens), overlaps {', '.join(held) or 'a control'}"
+        f"({_what(measure)} {iv_text(of(best))} of generated tokens), overlaps {', '.join(held) or 'a control'}"
     )
     return Verdict(status="no better than controls", strength=best.strength, reason=reason, **base)

@@ -200,7 +200,7 @@ def _rows(d: Discovery, side: list) -> list[RankedFeatureRow]:
             d.label(s.sae_id, s.feature),
             urls.feature(d.model_id, s.sae_id, s.feature),
             urls.steer(s.sae_id, s.feature),
-            urls.steer_eval(sae_id=s.sae_id, feature=s.feature, model_id=d.model_id),
+            urls.steer_eval(sae_id=s.sae_id, feature=s.feature, model_id=d.model_id, discovery=d.id),
         )
         for i, s in enumerate(side, 1)
     ]

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from qscope.discover.service import Discovering
 from qscope.steer.evaluate.jobs import Evaluations
 from qscope.steer.evaluate.plan import prepare
 from qscope.steer.evaluate.prompt_sets import SETS, builtin
@@ -29,6 +30,7 @@ from qscope.steer.spec import FeatureSteer, SpecError, SteerSpec
 from qscope.web import sse, sweep_plots, urls
 from qscope.web.catalog import Catalog, NotFound
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
+from qscope.web.discovering import DiscoveringDep
 from qscope.web.errors import Unprocessable
 from qscope.web.render import render, templates
 from qscope.web.security import client_key
@@ -80,7 +82,13 @@ def _model_id(catalog: Catalog, spec: SteerSpec) -> str:
 
 
 def start(
-    req: EvalRequest, request: Request, catalog: Catalog, live, steering, evaluations: Evaluations
+    req: EvalRequest,
+    request: Request,
+    catalog: Catalog,
+    live,
+    steering,
+    evaluations: Evaluations,
+    discovering: Discovering | None = None,
 ) -> EvalStarted:
     """Plan the evaluation (every limit checked, the model loaded) and queue it as the request's client's."""
     model_id = _model_id(catalog, req.spec)
@@ -89,7 +97,8 @@ def start(
         raise NotFound(f"No live model for {model_id!r}.")
     req = req.model_copy(update={"spec": req.spec.model_copy(update={"model_id": model_id})})
     target = from_live(runner)
-    plan = prepare(req, target, evaluations.limits, steering.limits, builtin())
+    sets_of = discovering.train_sets if discovering is not None else None  # a DiffMean arm naming a discovery
+    plan = prepare(req, target, evaluations.limits, steering.limits, builtin(), sets_of)
     job = evaluations.submit(plan, target, client_key(request.scope))
     return EvalStarted(
         id=job.id,
@@ -150,8 +159,9 @@ def start_eval(
     live: LiveDep,
     steering: SteeringDep,
     evaluations: EvaluationsDep,
+    discovering: DiscoveringDep,
 ) -> EvalStarted:
-    return start(req, request, catalog, live, steering, evaluations)
+    return start(req, request, catalog, live, steering, evaluations, discovering)
 
 
 class Suggestion(BaseModel):
@@ -237,6 +247,7 @@ def eval_form(
     sae_id: str | None = None,
     feature: Annotated[int | None, Query(ge=0)] = None,
     model_id: str | None = None,
+    discovery: Annotated[str | None, Query(max_length=64)] = None,
 ):
     initial = _initial_spec(catalog, spec, sae_id, feature, model_id)
     saes = {m.model_id: [s.sae.sae_id for s in m.saes] for m in catalog}
@@ -250,6 +261,7 @@ def eval_form(
         "steer_limits": steering.limits,
         "strengths": DEFAULT_STRENGTHS,
         "init": init,
+        "discovery": discovery or "",  # the DiffMean arm's discovery, from a discovery's page
     }
     return render(request, "steer_eval.html", context, data=defaults.model_dump())
 
