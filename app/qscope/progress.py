@@ -193,6 +193,10 @@ class PhaseProgress:
                 self._stop(phase)
             self._show(phase, "step")
 
+    def start(self, name: str) -> None:
+        """Start phase `name`'s clock now (declared with add); it runs until the phase is done or the job ends."""
+        self._start(self._phases[name], implicit=True)
+
     def advance(self, name: str, n: float = 1.0, info: str | None = None) -> None:
         """n more units of phase `name` done (declared on the way, unit-less, when new)."""
         phase = self._phases.get(name)

@@ -9,10 +9,10 @@ import pytest
 from rich.console import Console
 
 from qscope.config import Settings
+from qscope.harvest.build import PHASES, format_phases
 from qscope.harvest.cluster import ClusterPlan, harvest_cluster
 from qscope.harvest.options import HarvestOptions
 from qscope.harvest.pools import InlinePool
-from qscope.harvest.build import PHASES, format_phases
 from qscope.harvest.run import format_summary, harvest
 from qscope.progress import PhaseProgress
 from qscope.search.semantic import has_cached_index, index_paths, index_store
