@@ -211,6 +211,8 @@ class PhaseProgress:
             self._set_total(phase, total)
         if info is not None:
             phase.info = info
+        if not phase.started and done is not None:  # its first word: what was done before is not in its rate
+            phase.done = phase.done_before = done
         if phase.since is None and not phase.finished:
             self._start(phase, implicit=True)
         if done is not None:

@@ -78,9 +78,24 @@ def test_without_a_total_lines_keep_every_s_apart_and_tell_no_time_left():
             if len(lines_of(out)) > before:
                 said_at.append(clock.now)
     lines = lines_of(out)
-    assert lines[:2] == ["texts seen: 1", "texts seen: 121, 8.1/s"]  # its first step, then 15 s on
+    # its clock starts at the first word (that step's time is not known), its first timed step, then 15 s on
+    assert lines[:2] == ["texts seen: 2, 8.0/s", "texts seen: 122, 8.0/s"]
     assert min(b - a for a, b in zip(said_at, said_at[1:], strict=False)) >= 15
     assert len(lines) <= 2 + 125 / 15 and not any("left" in ln for ln in lines)
+
+
+def test_work_done_before_a_phase_is_first_heard_of_is_not_in_its_rate():
+    console, out = log()
+    clock = Clock()
+    with PhaseProgress(console, clock=clock) as progress:
+        report = progress.reporter()
+        report("forward + encode (tokens)", 1000, 4000)  # the first batch, timed by no one
+        clock.now += 10
+        report("forward + encode (tokens)", 2000, 4000)
+    assert lines_of(out) == [
+        "forward + encode (tokens): 1,000/4,000 (25%)",
+        "forward + encode (tokens): 2,000/4,000 (50%), 100/s, ~0:00:20 left",
+    ]
 
 
 def test_a_total_told_late_starts_the_phase_then():
