@@ -33,9 +33,9 @@ import torch
 from rich.console import Console
 
 from qscope.config import get_settings
+from qscope.harvest.build import PHASES, format_phases
 from qscope.harvest.inputs import HarvestInputs
 from qscope.harvest.options import HarvestOptions
-from qscope.harvest.progress import PHASES, format_phases
 from qscope.harvest.run import HarvestSummary, chunks_of, harvest, prepare
 from qscope.model import capture
 from qscope.search.semantic import index_store

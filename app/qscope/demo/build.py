@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from tokenizers import Tokenizer
 
 from qscope.demo import corpus as corpus_mod
@@ -32,6 +31,7 @@ from qscope.demo.tokenizer import save_tokenizer, train_tokenizer
 from qscope.demo.train_model import pack, train_model
 from qscope.demo.train_sae import collect_activations, sae_metrics, train_sae
 from qscope.model import load_model
+from qscope.progress import Clock, PhaseProgress, elapsed_line
 from qscope.sae import load_sae, save_qwen_scope
 
 CORPUS_FIELDS = ("seed", "corpus_chars")
@@ -62,43 +62,14 @@ SAE_FIELDS = MODEL_FIELDS + (
 )
 
 
-LOG_EVERY_S = 30.0  # in a log, a task's longest silence between two lines (besides its tenths)
+LOG_EVERY_S = 30.0  # in a log, a phase's longest silence between two lines (besides its tenths)
 
 
-class _Progress(Progress):
-    """A rich progress bar on a terminal; in a log (CI, docker), a plain line at a task's first step (so a log
-    shows a phase has started and its pace within a minute, however busy the machine), every tenth of it, and
-    at least every `every_s` seconds, each with the time it has taken and the time left at its rate so far.
-    `clock` is the time source (tests pass their own)."""
-
-    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic, every_s: float = LOG_EVERY_S):
-        self._clock, self._every_s = clock, every_s
-        super().__init__(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not console.is_terminal,
-            get_time=clock,
-        )
-        self._logged: dict = {}  # task -> (the tenth of its last line, the clock then)
-
-    def update(self, task_id, *, completed=None, total=None, info: str = "", **kwargs) -> None:
-        super().update(task_id, completed=completed, total=total, info=info, **kwargs)
-        task = self._tasks[task_id]
-        if self.disable and task.total and completed is not None:
-            tenth, now = int(10 * completed / task.total), self._clock()
-            last = self._logged.get(task_id)
-            if last is None or tenth > last[0] or now - last[1] >= self._every_s:
-                self._logged[task_id] = (tenth, now)
-                elapsed = task.elapsed or 0.0
-                left = elapsed * (task.total - completed) / completed if completed else 0.0
-                self.console.print(
-                    f"{task.description}: {completed}/{task.total:.0f} {info} ({elapsed:.0f}s, about {left:.0f}s left)"
-                )
+def build_progress(console: Console, clock: Clock = time.monotonic) -> PhaseProgress:
+    """The build's progress: bars in a terminal; in a log (CI, docker), a line at a phase's first step (so a log
+    shows a phase has started and its pace within a minute, however busy the machine), every tenth of it and at
+    least every LOG_EVERY_S, each with the time it has taken and the time left at its rate so far."""
+    return PhaseProgress(console, every_s=LOG_EVERY_S, line=elapsed_line, clock=clock)
 
 
 def _reusable(stage_dir: Path, digest: str) -> dict | None:
@@ -154,15 +125,17 @@ def build_model(out: Path, spec: DemoSpec, console: Console) -> dict:
         console.print(
             f"tokenizer: vocab {tok.get_vocab_size():,}; {train_NT.numel():,} train / {val_NT.numel():,} val tokens"
         )
-        with _Progress(console) as bar:
-            task = bar.add_task("train mini-Qwen", total=spec.steps, info="")
-            model, report = train_model(
-                spec,
-                tok,
-                train_NT,
-                val_NT,
-                progress=lambda step, loss: bar.update(task, completed=step + 1, info=f"loss {loss:.3f}"),
-            )
+        name = "train mini-Qwen"
+        with build_progress(console) as progress:
+            progress.add(name, spec.steps)
+            with progress.run(name):
+                model, report = train_model(
+                    spec,
+                    tok,
+                    train_NT,
+                    val_NT,
+                    progress=lambda step, loss: progress.update(name, done=step + 1, info=f"loss {loss:.3f}"),
+                )
         model.save_pretrained(tmp)
         console.print(f"model: trained ({report.params / 1e6:.2f}M parameters, {report.seconds:.0f} s)")
         return asdict(report)
@@ -199,16 +172,17 @@ def _train_saes(out: Path, spec: DemoSpec, console: Console, tmp: Path) -> dict[
     train_acts = collect_activations(loaded.model, windows["train"], spec.sae_layers, spec.sae_train_tokens)
     val_acts = collect_activations(loaded.model, windows["val"], spec.sae_layers, spec.sae_eval_tokens)
     metrics: dict[str, dict] = {}
-    with _Progress(console) as bar:
+    with build_progress(console) as progress:
         for layer in spec.sae_layers:
-            total = len(train_acts[layer]) // spec.sae_batch * spec.sae_epochs  # the bar's length from the start
-            task = bar.add_task(f"train SAE layer {layer}", total=total, info="")
+            name = f"train SAE layer {layer}"
+            progress.add(name, len(train_acts[layer]) // spec.sae_batch * spec.sae_epochs)  # its length from the start
             t0 = time.perf_counter()
 
-            def tick(step: int, total: int, fvu: float, task=task) -> None:
-                bar.update(task, completed=step + 1, total=total, info=f"fvu {fvu:.3f}")
+            def tick(step: int, total: int, fvu: float, name: str = name) -> None:
+                progress.update(name, done=step + 1, total=total, info=f"fvu {fvu:.3f}")
 
-            w = train_sae(spec, train_acts[layer], progress=tick)
+            with progress.run(name):
+                w = train_sae(spec, train_acts[layer], progress=tick)
             path = tmp / f"layer{layer}.sae.pt"
             save_qwen_scope(path, w.W_enc, w.b_enc, w.W_dec, w.b_dec)
             sae = load_sae(path)  # evaluate through the same reader a real release goes through

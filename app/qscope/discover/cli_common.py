@@ -5,20 +5,10 @@ given on the command line."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from qscope.config import get_settings
 
@@ -32,29 +22,6 @@ def say(text: str, style: str = "") -> None:
 def fail(text: str, code: int = 2) -> typer.Exit:
     say(f"error: {text}", "red")
     return typer.Exit(code)
-
-
-def bars() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-
-
-def progress_fn(bars: Progress) -> Callable[[str, int, int], None]:
-    tasks: dict[str, TaskID] = {}
-
-    def progress(phase: str, done: int, total: int) -> None:
-        if phase not in tasks:
-            tasks[phase] = bars.add_task(phase, total=total or None)
-        bars.update(tasks[phase], completed=done, total=total or None)
-
-    return progress
 
 
 def load_served(db: Path | None, device: str | None, dtype: str | None):

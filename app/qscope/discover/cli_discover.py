@@ -14,19 +14,18 @@ import typer
 
 from qscope.config import get_settings
 from qscope.discover.cli_common import (
-    bars,
     cli_runner,
     console,
     fail,
     fmt,
     limits,
     load_served,
-    progress_fn,
     read_side,
     say,
     write_json,
 )
 from qscope.discover.ranking import reading
+from qscope.progress import PhaseProgress
 
 DETECTOR_RE = re.compile(r"top([1-5])?(?:-(any|all))?|logreg")
 
@@ -111,7 +110,7 @@ def discover_cmd(
     for note in examples.notes:
         say(f"note: {note}", "yellow")
     try:
-        with bars() as shown:
+        with PhaseProgress(console) as shown:
             d = discover(
                 examples,
                 cli_runner(served, settings),
@@ -120,7 +119,7 @@ def discover_cmd(
                 options,
                 max_tokens or settings.discover_max_tokens,
                 served.label_of,
-                progress_fn(shown),
+                shown.reporter(),
             )
     except (KeyboardInterrupt, Cancelled) as e:
         raise fail("interrupted: nothing was written or saved", 130) from e

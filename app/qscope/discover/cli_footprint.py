@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from qscope.config import get_settings
-from qscope.discover.cli_common import bars, cli_runner, fail, fmt, limits, load_served, progress_fn, read_side, say
+from qscope.discover.cli_common import cli_runner, console, fail, fmt, limits, load_served, read_side, say
+from qscope.progress import PhaseProgress
 
 
 def footprint_cmd(
@@ -74,7 +75,7 @@ def footprint_cmd(
     for note in notes:
         say(f"note: {note}", "yellow")
     try:
-        with bars() as shown:
+        with PhaseProgress(console) as shown:
             rec, stats_a, stats_b = run_footprints(
                 served.model_id,
                 texts_a,
@@ -88,7 +89,7 @@ def footprint_cmd(
                 top,
                 served.label_of,
                 notes,
-                progress_fn(shown),
+                shown.reporter(),
             )
     except (KeyboardInterrupt, Cancelled) as e:
         raise fail("interrupted: nothing was written or saved", 130) from e

@@ -14,10 +14,12 @@ from rich.console import Console
 
 from qscope.explain.client import OpenAIChat
 from qscope.explain.negatives import NegativePool, build_pool
-from qscope.explain.progress import RunProgress
 from qscope.explain.runner import ExplainOptions, ExplainRunner, ExplainSummary, Key
 from qscope.explain.store import ExplanationWriter, explanations_path
+from qscope.progress import PhaseProgress
 from qscope.store.queries import Store
+
+LOG_EVERY_S = 5.0  # in a log, the longest silence of a run between two progress lines
 
 
 class ExplainUsage(ValueError):
@@ -130,7 +132,7 @@ def run_explain(
 ) -> ExplainSummary:
     """The whole command; the explanations file is `out` or the one beside `db`."""
     store = Store(db, timeout_s=60)
-    progress, writer = None, None
+    writer = None
     try:
         keys = choose(store, choice)
         if not keys:
@@ -149,11 +151,9 @@ def run_explain(
         )
         if opts.score and todo:
             runner.pool = negative_pool(store, [k for k, _ in todo], opts, pool_size, ex.device, say)
-        progress = runner.progress = RunProgress(console, len(todo))
-        return runner.run(keys)
+        with PhaseProgress(console, every_s=LOG_EVERY_S) as runner.progress:
+            return runner.run(keys)
     finally:
-        if progress is not None:
-            progress.close()
         if writer is not None:
             writer.close()
         store.close()

@@ -21,13 +21,14 @@ from typing import Protocol
 
 from qscope.explain.client import ContextTooLong, ExplainerError
 from qscope.explain.negatives import NegativePool
-from qscope.explain.progress import RunProgress
 from qscope.explain.prompts import FeatureExamples, clean_explanation, explainer_messages, split_examples
 from qscope.explain.scoring import BATCH, Score, detection_cases, fuzzing_cases, llm_judge, run_score, trust
 from qscope.explain.store import ExplanationWriter
+from qscope.progress import PhaseProgress
 from qscope.store.queries import Store
 
 Key = tuple[str, int]  # (sae_id, feature)
+PHASE = "explain"  # the run's one phase in its progress: features done of those to do
 
 
 class Chat(Protocol):
@@ -74,7 +75,7 @@ class ExplainRunner:
         scorer: Chat | None,
         pool: NegativePool | None,
         opts: ExplainOptions,
-        progress: RunProgress | None = None,
+        progress: PhaseProgress | None = None,
     ) -> None:
         self.store, self.writer, self.explainer, self.scorer, self.pool = store, writer, explainer, scorer, pool
         self.opts, self.progress = opts, progress
@@ -91,6 +92,9 @@ class ExplainRunner:
     def run(self, keys: Sequence[Key]) -> ExplainSummary:
         todo, skipped = self.plan(keys)
         summary, t0 = ExplainSummary(len(todo), skipped), time.monotonic()
+        if self.progress:
+            self.progress.add(PHASE, len(todo), "features")
+            self.progress.start(PHASE)
         limit = self.opts.stop_after_failures or self.opts.concurrency + 2
         streak = 0
         with ThreadPoolExecutor(self.opts.concurrency, thread_name_prefix="explain") as pool:
@@ -126,7 +130,7 @@ class ExplainRunner:
             if self.progress:
                 self.progress.say(f"feature {key[0]}/{key[1]}: {stage} failed: {message}", "yellow")
         if self.progress:
-            self.progress.advance(stage == "ok")
+            self.progress.advance(PHASE, info=f"{len(summary.failed)} failed" if summary.failed else "")
         return streak + 1 if stage != "ok" and retryable else 0
 
     def one(self, key: Key, has_explanation: bool) -> tuple[str, str, bool]:

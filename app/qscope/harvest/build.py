@@ -4,7 +4,7 @@ The single-process harvest has every SAE at hand and runs each phase over all of
 progress reads phase after phase); the sharded harvest finishes one SAE at a time (bounded memory) and runs
 the phases SAE by SAE. Both give the same tables: each phase of an SAE depends only on that SAE, its state and
 the SAEs it lists neighbors in, and neighbor products are shared through one PairCache whatever the order.
-Each phase shows its progress and time (qscope.harvest.progress); the cards are built on several processes
+Each phase shows its progress and time (qscope.progress); the cards are built on several processes
 (qscope.store.card_pool).
 """
 
@@ -20,7 +20,6 @@ from torch import Tensor
 from qscope.harvest.effects import LogitEffects, logit_effects, make_label, marked_texts, top_marked_tokens
 from qscope.harvest.feed import few_threads
 from qscope.harvest.neighbors import Neighbors, PairCache
-from qscope.harvest.progress import Phases
 from qscope.harvest.state import HIST_EDGES, FeatureState
 from qscope.harvest.tables import (
     MARKED_TOKENS,
@@ -30,11 +29,13 @@ from qscope.harvest.tables import (
     neighbor_columns,
     neighbor_saes,
 )
+from qscope.progress import Advance, PhaseProgress
 from qscope.sae import Sae
 from qscope.store.card_pool import build_cards_parallel
 from qscope.store.writer import Columns, SaeTables, sorted_by_feature
 
 AFTER_PASS = ("logit effects", "neighbors", "labels", "cards", "write")
+PHASES = ("pass", *AFTER_PASS, "index")  # every phase of a harvest, in the order it meets them
 
 
 @dataclass
@@ -42,7 +43,7 @@ class TableWork:
     """How the tables are built: progress, shared neighbor products, card workers, and which top contexts are
     kept (context_columns: with dedup > 0, near-identical ones count once and up to top_k distinct remain)."""
 
-    phases: Phases = field(default_factory=Phases.quiet)
+    phases: PhaseProgress = field(default_factory=PhaseProgress.quiet)
     pairs: PairCache = field(default_factory=PairCache)
     card_workers: int = 0  # processes building cards (0: qscope.store.card_pool.default_workers())
     top_k: int | None = None  # top contexts kept per feature (None: as many as the state follows)
@@ -59,10 +60,25 @@ class SaeInput:
     others: Sequence[tuple[str, Sae]] = ()
 
 
-def declare_phases(phases: Phases, n_features: int) -> None:
+def declare_phases(phases: PhaseProgress, n_features: int) -> None:
     """The phases after the pass, each of n_features features (every SAE's together)."""
     for name in AFTER_PASS:
         phases.add(name, n_features, "features")
+
+
+def format_phases(seconds: dict[str, float]) -> str:
+    """'pass 12.3 s, logit effects 1.2 s, ...' in PHASES order (phases that did not run are left out)."""
+    names = [n for n in PHASES if n in seconds] + [n for n in seconds if n not in PHASES]
+    return ", ".join(f"{n} {seconds[n]:.1f} s" for n in names)
+
+
+def scaled(advance: Advance, n: float) -> Advance:
+    """advance(n x fraction): a writer's fraction of one SAE, counted in its features."""
+
+    def step(fraction: float) -> None:
+        advance(n * fraction)
+
+    return step
 
 
 class _SaeBuild:

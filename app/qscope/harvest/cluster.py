@@ -10,7 +10,7 @@
    see qscope.harvest.shards), builds its tables (logit effects and neighbors on the driver's device, as the
    single-process run does) and adds them to the store, or to one store per SAE; then the search index of each
    store is built (when the caller passes an indexer) and the spool goes. Every phase shows its progress and
-   time (qscope.harvest.progress).
+   time (qscope.progress).
 
 The result is the single-process database of the same options on the same kind of device: every row equal,
 mean activations equal to float64 rounding. Checkpoint options (--resume, --checkpoint-every) do not apply: the
@@ -31,18 +31,18 @@ import torch
 from rich.console import Console
 from torch import Tensor
 
-from qscope.harvest.build import SaeInput, TableWork, declare_phases, sae_tables
+from qscope.harvest.build import SaeInput, TableWork, declare_phases, sae_tables, scaled
 from qscope.harvest.feed import CHUNK_ELEMENTS, chunk_windows, state_spec
 from qscope.harvest.inputs import load_inputs, sae_files
 from qscope.harvest.options import HarvestError, HarvestOptions
 from qscope.harvest.pools import InlinePool, Pool
-from qscope.harvest.progress import Phases, scaled
 from qscope.harvest.run import HarvestSummary, Indexer, index_stores, store_meta, vocab_of
 from qscope.harvest.shards import ShardTask, ShardWork, adopt_model, group_saes, merge_states, plan_tasks, task_bytes
 from qscope.harvest.spool import Spool
 from qscope.harvest.state import FeatureState
 from qscope.harvest.tables import neighbor_saes
 from qscope.model import LoadedModel
+from qscope.progress import PhaseProgress
 from qscope.sae import Sae, load_sae
 from qscope.store.writer import store_writer
 
@@ -97,7 +97,7 @@ def harvest_cluster(
     if isinstance(pool, InlinePool):
         adopt_model(opts, job.loaded)  # the tasks reuse the driver's model instead of loading a second copy
     spool = Spool(opts.out, job.key)
-    with Phases(console) as phases:
+    with PhaseProgress(console) as phases:
         done_before, pass_seconds, timings = run_tasks(job, pool, spool, console, plan, phases)
         summary, outs = finish(job, spool, per_sae_dir, time.perf_counter() - t0, phases)
         summary.indexed = index_stores(indexer, outs, phases)
@@ -134,7 +134,7 @@ def plan_job(opts: HarvestOptions, pool: Pool, plan: ClusterPlan) -> ClusterJob:
 
 
 def run_tasks(
-    job: ClusterJob, pool: Pool, spool: Spool, console: Console, plan: ClusterPlan, phases: Phases
+    job: ClusterJob, pool: Pool, spool: Spool, console: Console, plan: ClusterPlan, phases: PhaseProgress
 ) -> tuple[float, float, dict[str, float]]:
     """Run every task missing from the spool, saving each as it finishes. Returns (fraction of the job done
     before this call, seconds of this call's pass, summed task timings); raises TasksFailed if any failed."""
@@ -184,7 +184,7 @@ def _plan_line(job: ClusterJob, pool: Pool, spool: Spool, n_done: int) -> str:
 
 
 def finish(
-    job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: float, phases: Phases
+    job: ClusterJob, spool: Spool, per_sae_dir: Path | None, seconds: float, phases: PhaseProgress
 ) -> tuple[HarvestSummary, list[Path]]:
     """Merge, build and write SAE by SAE (bounded memory: one merged state, a few SAEs); the summary and the
     stores written."""

@@ -7,7 +7,7 @@ deepest one; each SAE encodes its site once, in chunks of whole windows small en
 saved every ``checkpoint_every`` batches beside the output; ``resume`` continues from it and gives the same
 database. At the end: logit effects, neighbors, labels and cards (qscope.harvest.tables), the atomic write, and
 the search index (built by the `indexer` the caller passes). Every phase shows its progress and time
-(qscope.harvest.progress).
+(qscope.progress).
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from rich.console import Console
 from torch import Tensor
 
 from qscope import __version__
-from qscope.harvest.build import TableWork, build_tables, declare_phases, job_inputs
+from qscope.harvest.build import PHASES, TableWork, build_tables, declare_phases, format_phases, job_inputs, scaled
 from qscope.harvest.checkpoint import checkpoint_dir, load_checkpoint, remove_checkpoint, save_checkpoint
 from qscope.harvest.feed import chunk_windows, feed_sae, state_spec, sync
 from qscope.harvest.inputs import HarvestInputs, load_inputs
 from qscope.harvest.options import HarvestError, HarvestInterrupted, HarvestOptions
-from qscope.harvest.progress import PHASES, Phases, format_phases, scaled
 from qscope.harvest.state import FeatureState
 from qscope.model import LoadedModel, capture, pick_device
+from qscope.progress import PhaseProgress
 from qscope.store.schema import SCHEMA_VERSION
 from qscope.store.writer import store_writer
 from qscope.tokens import vocab_bytes
@@ -85,7 +85,7 @@ def harvest(
     if not opts.resume and (checkpoint_dir(opts.out) / "state.pt").is_file():
         run.console.print(f"starting over: the checkpoint in {checkpoint_dir(opts.out)} is kept only with --resume")
     start = run.restore() if opts.resume else 0
-    with Phases(console) as phases:
+    with PhaseProgress(console) as phases:
         t_pass = time.perf_counter()
         run.corpus_pass(start, on_batch, phases)
         summary = run.finish(start, time.perf_counter() - t_pass, phases)
@@ -95,7 +95,7 @@ def harvest(
     return summary
 
 
-def index_stores(indexer: Indexer | None, stores: list[Path], phases: Phases) -> int | None:
+def index_stores(indexer: Indexer | None, stores: list[Path], phases: PhaseProgress) -> int | None:
     """Build the search index of each written store (phase "index"); features indexed, None without an
     indexer. A failure is reported and leaves the store as it is: the server builds the index when it starts."""
     if indexer is None:
@@ -116,11 +116,8 @@ def index_stores(indexer: Indexer | None, stores: list[Path], phases: Phases) ->
             try:
                 total += indexer(store, progress)
             except Exception as e:  # noqa: BLE001 - the store is written; the server can still build the index
-                phases.console.print(
-                    f"search index of {store} not built ({type(e).__name__}: {e}); `qscope serve` builds it at start",
-                    markup=False,
-                    highlight=False,
-                    soft_wrap=True,
+                phases.say(
+                    f"search index of {store} not built ({type(e).__name__}: {e}); `qscope serve` builds it at start"
                 )
     return total
 
@@ -158,7 +155,7 @@ class _Run:
         self.console.print(f"resuming from batch {start} ({start * self.opts.batch * self.opts.ctx:,} tokens done)")
         return start
 
-    def corpus_pass(self, start: int, on_batch: Callable[[int], None] | None, phases: Phases) -> None:
+    def corpus_pass(self, start: int, on_batch: Callable[[int], None] | None, phases: PhaseProgress) -> None:
         """Forward, encode and update batch by batch from `start`, with checkpoints and progress."""
         opts, windows_NT = self.opts, self.job.windows_NT
         sites = [s.require_site() for s in self.job.saes]
@@ -192,7 +189,7 @@ class _Run:
                 "rerun with --resume to finish"
             )
 
-    def finish(self, start: int, pass_seconds: float, phases: Phases) -> HarvestSummary:
+    def finish(self, start: int, pass_seconds: float, phases: PhaseProgress) -> HarvestSummary:
         """Effects, neighbors, labels and cards; the atomic write; the summary. The checkpoint goes once written."""
         job, opts = self.job, self.opts
         vocab = vocab_of(job.loaded)

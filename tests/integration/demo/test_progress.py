@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from rich.console import Console
 
-from qscope.demo.build import LOG_EVERY_S, _Progress, build_demo
+from qscope.demo.build import LOG_EVERY_S, build_demo, build_progress
 from qscope.demo.spec import TINY
 from tests.helpers import ROOT
 
@@ -22,10 +22,11 @@ from tests.helpers import ROOT
 def test_a_log_gets_a_line_at_the_first_step_and_per_tenth_with_the_time_left():
     out = io.StringIO()
     console = Console(file=out, force_terminal=False, width=200)
-    with _Progress(console) as bar:
-        task = bar.add_task("train mini-Qwen", total=100, info="")
-        for step in range(100):
-            bar.update(task, completed=step + 1, info=f"loss {1 / (step + 1):.3f}")
+    with build_progress(console) as bar:
+        bar.add(name := "train mini-Qwen", 100)
+        with bar.run(name):
+            for step in range(100):
+                bar.update(name, done=step + 1, info=f"loss {1 / (step + 1):.3f}")
     lines = out.getvalue().splitlines()
     assert len(lines) == 11, lines
     assert all(re.fullmatch(r"train mini-Qwen: \d+/100 loss [\d.]+ \(\d+s, about \d+s left\)", ln) for ln in lines)
@@ -37,15 +38,16 @@ def test_a_slow_phase_is_never_silent_for_long():
     """On a busy machine a tenth can take minutes: a line comes at least every LOG_EVERY_S (a clock we move)."""
     now = [0.0]
     out = io.StringIO()
-    with _Progress(Console(file=out, force_terminal=False, width=200), clock=lambda: now[0]) as bar:
-        task = bar.add_task("train SAE layer 1", total=800, info="")
+    with build_progress(Console(file=out, force_terminal=False, width=200), clock=lambda: now[0]) as bar:
+        bar.add(name := "train SAE layer 1", 800)
         said_at = []
-        for step in range(800):
-            now[0] += 7.0  # seven seconds a step: a tenth takes over nine minutes
-            before = out.getvalue().count("\n")
-            bar.update(task, completed=step + 1, info="fvu 0.1")
-            if out.getvalue().count("\n") > before:
-                said_at.append(now[0])
+        with bar.run(name):
+            for step in range(800):
+                now[0] += 7.0  # seven seconds a step: a tenth takes over nine minutes
+                before = out.getvalue().count("\n")
+                bar.update(name, done=step + 1, info="fvu 0.1")
+                if out.getvalue().count("\n") > before:
+                    said_at.append(now[0])
     assert said_at[0] == 7.0  # the first step's line, at once
     gaps = [b - a for a, b in zip(said_at, said_at[1:], strict=False)]
     assert max(gaps) <= LOG_EVERY_S + 7.0 and len(said_at) > 800 * 7 / (LOG_EVERY_S + 7)

@@ -9,11 +9,12 @@ import pytest
 from rich.console import Console
 
 from qscope.config import Settings
+from qscope.harvest.build import PHASES, format_phases
 from qscope.harvest.cluster import ClusterPlan, harvest_cluster
 from qscope.harvest.options import HarvestOptions
 from qscope.harvest.pools import InlinePool
-from qscope.harvest.progress import PHASES, Phases, format_phases
 from qscope.harvest.run import format_summary, harvest
+from qscope.progress import PhaseProgress
 from qscope.search.semantic import has_cached_index, index_paths, index_store
 from qscope.web import create_app
 
@@ -27,7 +28,7 @@ def log_console() -> tuple[Console, io.StringIO]:
 
 def test_plain_lines_say_progress_rate_time_left_and_done():
     console, out = log_console()
-    with Phases(console, every_s=0) as phases:
+    with PhaseProgress(console, every_s=0) as phases:
         phases.add("logit effects", 1000, "features")
         with phases.run("logit effects") as advance:
             advance(250)
@@ -41,7 +42,7 @@ def test_plain_lines_say_progress_rate_time_left_and_done():
 def test_a_terminal_gets_bars():
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=120)
-    with Phases(console) as phases:
+    with PhaseProgress(console) as phases:
         phases.add("pass", 4096, "tokens")
         with phases.run("pass") as advance:
             advance(4096)

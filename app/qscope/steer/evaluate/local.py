@@ -1,4 +1,5 @@
-"""`qscope steer-eval`: the evaluation engine run in this process, without a server, with progress bars.
+"""`qscope steer-eval`: the evaluation engine run in this process, without a server, with its progress
+(qscope.progress: bars in a terminal, lines in a log).
 
 The request file is a whole evaluation request (as POST /api/steer-eval takes) or a bare steering spec (as
 POST /api/steer takes); command-line options fill in or replace its prompt set, sweep and controls.
@@ -8,14 +9,13 @@ from __future__ import annotations
 
 import base64
 import os
-import time
 from pathlib import Path
 
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from qscope.inputs import files
+from qscope.progress import PhaseProgress
 from qscope.steer.evaluate.diffmean import SetsOf
 from qscope.steer.evaluate.plan import Plan, prepare
 from qscope.steer.evaluate.prompt_sets import builtin
@@ -58,29 +58,14 @@ def load_request(path: Path, overrides: dict) -> EvalRequest:
         raise SpecError(f"{path}: {where}: {first['msg']}") from None
 
 
-def _bar(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[count]}"),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
+MB = 1 << 20
 
 
-def _identify(target: Target, console: Console) -> Identity:
-    total = target.bytes_to_hash()
-    with _bar(console) as bar:
-        task = bar.add_task("identity (sha256)", total=max(total, 1), count="", rate="")
-
-        def on_bytes(n: int) -> None:
-            bar.advance(task, n)
-            done = int(bar.tasks[0].completed)
-            bar.update(task, count=f"{done >> 20:,}/{total >> 20:,} MB")
-
-        return target.identify(on_bytes)
+def _identify(target: Target, progress: PhaseProgress) -> Identity:
+    name = "identity (sha256)"
+    progress.add(name, target.bytes_to_hash() / MB, "MB")
+    with progress.run(name) as advance:
+        return target.identify(lambda n: advance(n / MB))
 
 
 def plan_local(
@@ -92,23 +77,16 @@ def plan_local(
 
 
 def run_local(plan: Plan, target: Target, console: Console, batch_rows: int) -> EvalResult:
-    """Run the plan here: hash the files, then generate and measure with a progress bar."""
-    ident = _identify(target, console)
-    t0 = time.monotonic()
-    with _bar(console) as bar:
-        task = bar.add_task("evaluate", total=len(plan.rows), count="", rate="")
+    """Run the plan here: hash the files, then generate and measure, showing the progress of each."""
+    with PhaseProgress(console) as progress:
+        ident = _identify(target, progress)
+        progress.add(name := "evaluate", len(plan.rows), "rows")
 
-        def progress(phase: str, done: float, total: int) -> None:
-            rate = done / max(time.monotonic() - t0, 1e-9)
-            bar.update(
-                task,
-                completed=done,
-                description=phase,
-                count=f"{int(done):,}/{total:,} rows",
-                rate=f"{rate:.1f} rows/s",
-            )
+        def report(phase: str, done: float, total: int) -> None:  # phase: generating or measuring
+            progress.update(name, done=done, total=total, info=phase)
 
-        return execute(plan, target, inline, ident, batch_rows=batch_rows, progress=progress)
+        with progress.run(name):
+            return execute(plan, target, inline, ident, batch_rows=batch_rows, progress=report)
 
 
 def write_atomic(path: Path, text: str) -> None:
