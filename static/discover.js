@@ -119,6 +119,7 @@
       if (!btn) return;
       const kind = btn.dataset.save;
       if (kind === "logreg") return save({ kind: "logreg" });
+      if (kind === "diffmean" || kind === "probe") return save({ kind, site: btn.dataset.site });
       const term = (el) => ({ sae_id: el.dataset.sae, feature: Number(el.dataset.feature) });
       if (kind === "one") return save({ kind: "rule", combine: "any", terms: [term(btn)] });
       const picked = [...document.querySelectorAll("input.pick:checked")].map(term);

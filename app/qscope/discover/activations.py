@@ -183,6 +183,46 @@ def pool(
     return Pooled(out_max, out_mean, n_counted, time.perf_counter() - start, residual)
 
 
+def reader_at(runner: ActivationRunner, site: str) -> str:
+    """An SAE of the runner at `site`: its counted mask is the site's (it depends on the residual, not the SAE)."""
+    found = [s for s, sae in runner.saes.items() if sae.require_site() == site]
+    if not found:
+        raise ValueError(f"no SAE of this model reads {site!r}; the sites here: {sorted(sites_of(runner))}")
+    return found[0]
+
+
+def sites_of(runner: ActivationRunner) -> list[str]:
+    return list(dict.fromkeys(sae.require_site() for sae in runner.saes.values()))
+
+
+def residual_means(
+    runner: ActivationRunner, ids: Sequence[Sequence[int]], site: str, cancel: threading.Event | None = None
+) -> np.ndarray:
+    """float32 [E, D]: every example's residual at `site` averaged over its counted tokens, as `pool` reads it
+    for the baselines (no SAE is encoded)."""
+    reader = reader_at(runner, site)
+    out: np.ndarray | None = None
+    for batch in iter_batches(runner, ids, [reader], cancel=cancel):
+        mean_BD = pooled_mean(batch.hidden[site], batch.counted[reader]).cpu().numpy()
+        if out is None:
+            out = np.zeros((len(ids), mean_BD.shape[-1]), np.float32)
+        out[batch.index] = mean_BD
+    return out if out is not None else np.zeros((0, 0), np.float32)
+
+
+def token_residuals(
+    runner: ActivationRunner, ids: Sequence[Sequence[int]], site: str, cancel: threading.Event | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per example: its residual at `site` on each token (float32 [T, D]) and whether each token counts (bool [T])."""
+    reader = reader_at(runner, site)
+    out: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros((0, 0), np.float32), np.zeros(0, bool))] * len(ids)
+    for batch in iter_batches(runner, ids, [reader], cancel=cancel):
+        h_BTD, m_BT = batch.hidden[site].float().cpu().numpy(), batch.counted[reader].cpu().numpy()
+        for row, (i, n) in enumerate(zip(batch.index, batch.lengths, strict=True)):
+            out[i] = (h_BTD[row, :n], m_BT[row, :n])
+    return out
+
+
 @dataclass
 class TokenActs:
     """One example's token-level activations of chosen features: float32 [T, N], and where they count."""

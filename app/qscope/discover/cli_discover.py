@@ -27,7 +27,8 @@ from qscope.discover.cli_common import (
 from qscope.discover.ranking import reading
 from qscope.progress import PhaseProgress
 
-DETECTOR_RE = re.compile(r"top([1-5])?(?:-(any|all))?|logreg")
+DETECTOR_RE = re.compile(r"top([1-5])?(?:-(any|all))?|logreg|(diffmean|probe)(?::(\S{1,200}))?")
+DETECTOR_HELP = "give top, top3-any, top2-all (N up to 5), logreg, diffmean or probe (diffmean:SITE for another site)"
 
 
 def discover_cmd(
@@ -67,7 +68,8 @@ def discover_cmd(
         str | None,
         typer.Option(
             help="Fit and save a detector (implies --save): top (the top "
-            "feature), topN-any / topN-all (a rule over the top N <= 5), or logreg."
+            "feature), topN-any / topN-all (a rule over the top N <= 5), logreg, or a baseline's direction on the "
+            "residual: diffmean or probe (at the first hooked site; diffmean:model.layers.N for another)."
         ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="torch device (default: Settings.device).")] = None,
@@ -82,7 +84,7 @@ def discover_cmd(
 
     settings = get_settings()
     if detector is not None and not DETECTOR_RE.fullmatch(detector):
-        raise fail(f"--detector {detector!r}: give top, top3-any, top2-all (N up to 5) or logreg")
+        raise fail(f"--detector {detector!r}: {DETECTOR_HELP}")
     if not (pos or neg or data or demo):
         raise fail("give the examples: --pos FILE --neg FILE, --data FILE (with a label column) or --demo NAME")
     served = load_served(db, device, dtype)
@@ -213,7 +215,7 @@ def _summary(d) -> dict:
 
 def _save(d, detector: str | None, served, settings) -> dict:
     from qscope.discover.detector_runs import fit_on_discovery
-    from qscope.discover.detectors import DetectorSpec, Term
+    from qscope.discover.detectors import DetectorError, DetectorSpec, Term
     from qscope.discover.store import DiscoverStore, new_id
 
     store = DiscoverStore(settings.app_db_url)
@@ -225,9 +227,11 @@ def _save(d, detector: str | None, served, settings) -> dict:
     if detector:
         m = DETECTOR_RE.fullmatch(detector)
         if m is None:  # checked before the run; again here so that `m` is a match below
-            raise fail(f"--detector {detector!r}: give top, top3-any, top2-all (N up to 5) or logreg")
+            raise fail(f"--detector {detector!r}: {DETECTOR_HELP}")
         if detector == "logreg":
             spec = DetectorSpec(kind="logreg")
+        elif m.group(3):
+            spec = DetectorSpec(kind=m.group(3), site=m.group(4))
         else:
             n = int(m.group(1) or 1)
             spec = DetectorSpec(
@@ -235,7 +239,11 @@ def _save(d, detector: str | None, served, settings) -> dict:
                 combine=m.group(2) or "any",
                 terms=[Term(sae_id=s.sae_id, feature=s.feature) for s in d.ranking.a_side[:n]],
             )
-        saved = fit_on_discovery(d, spec, "", lambda ids: (cli_runner(served, settings, ids), served.tokenizer))
+        try:
+            saved = fit_on_discovery(d, spec, "", lambda ids: (cli_runner(served, settings, ids), served.tokenizer))
+        except DetectorError as e:
+            store.close()
+            raise fail(f"--detector {detector!r}: {e}") from e
         saved.id = new_id()
         store.save("detector", saved.id, saved.model_id, saved.name, saved.model_dump_json(), saved.test.f1)
         t = saved.test

@@ -1,11 +1,14 @@
-"""Detectors: a rule over one to five features (thresholds combined with any / all) or a sparse (L1) logistic
-regression on SAE activations; fitted on train, scored on test, and applied to new text token by token.
+"""Detectors: a rule over one to five features (thresholds combined with any / all), a sparse (L1) logistic
+regression on SAE activations, or a baseline's direction on the raw residual (DiffMean, the probe); fitted on
+train, scored on test, and applied to new text token by token.
 
-Every detector reads the same thing discovery ranks: each feature's max activation over the tokens of an example
-that count. Its score is > 0 exactly when it fires:
+Feature detectors read what discovery ranks: each feature's max activation over the tokens of an example that
+count. Direction detectors read what the baselines read: the residual at their site averaged over the same tokens.
+A detector's score is > 0 exactly when it fires:
 - rule, any: max over terms of (x - threshold) / scale; rule, all: the min of the same (scale: the feature's
   largest train value, so terms of different magnitude compare);
-- logistic regression: intercept + sum of coef * x / scale (its log-odds).
+- logistic regression: intercept + sum of coef * x / scale (its log-odds);
+- DiffMean or probe: h . w + intercept, where the intercept puts the method's F1-best train threshold at 0.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from qscope.discover.baselines import diffmean, fit_probe
 from qscope.discover.metrics import auroc, auroc_from_ranks, best_thresholds, column_ranks, confusion
 from qscope.inputs.numbers import Finite
 
@@ -37,14 +41,26 @@ class Term(BaseModel):
     )
 
 
-class DetectorSpec(BaseModel):
-    """What to fit: a rule over 1-5 features, or an L1 logistic regression over every feature."""
+Kind = Literal["rule", "logreg", "diffmean", "probe"]
+DIRECTION_KINDS = ("diffmean", "probe")  # detectors on the raw residual (qscope.discover.baselines)
+DIRECTION_NAMES = {"diffmean": "DiffMean", "probe": "probe"}  # as the baselines name them
 
-    kind: Literal["rule", "logreg"] = "rule"
+
+class DetectorSpec(BaseModel):
+    """What to fit: a rule over 1-5 features, an L1 logistic regression over every feature, or a baseline's
+    direction on the residual of one hooked site."""
+
+    kind: Kind = "rule"
     combine: Literal["any", "all"] = Field("any", description="rule: fire when any term / all terms fire.")
     terms: list[Term] = Field(default_factory=list, description="rule: 1 to 5 features.")
     C: Finite | None = Field(
         None, gt=0, description="logreg: inverse L1 strength; default: chosen by cross-validation on train."
+    )
+    site: str | None = Field(
+        None,
+        max_length=200,
+        description="diffmean / probe: the hooked site whose residual it reads (model.layers.N); default: the "
+        "discovery's first.",
     )
 
 
@@ -58,19 +74,29 @@ class FittedTerm(BaseModel):
 
 
 class Detector(BaseModel):
-    kind: Literal["rule", "logreg"]
+    kind: Kind
     combine: Literal["any", "all"] = "any"
     terms: list[FittedTerm]
     intercept: float = 0.0
     C: float | None = None
+    site: str | None = None  # direction kinds: where the residual is read
+    direction: list[float] = Field(default_factory=list)  # direction kinds: w, one weight per residual dimension
+
+    @property
+    def reads_residual(self) -> bool:
+        """A baseline's direction on the residual (no features)."""
+        return self.kind in DIRECTION_KINDS
 
     @property
     def keys(self) -> list[tuple[str, int]]:
         return [(t.sae_id, t.feature) for t in self.terms]
 
     def score(self, X_EN: np.ndarray) -> np.ndarray:
-        """Score per example from its pooled activations of the terms' features [E, N]; fires where > 0."""
+        """Score per example from its pooled activations of the terms' features [E, N] (direction kinds: its
+        residual averaged over the counted tokens [E, D]); fires where > 0."""
         X = np.asarray(X_EN, dtype=np.float64)
+        if self.reads_residual:
+            return X.reshape(-1, len(self.direction)) @ np.asarray(self.direction, np.float64) + self.intercept
         if not self.terms:  # an L1 fit that kept no feature: the same score (its intercept) for every example
             return np.full(X.shape[0] if X.ndim == 2 else 1, self.intercept)
         X_EN = X.reshape(-1, len(self.terms))
@@ -118,6 +144,28 @@ def fit_rule(spec: DetectorSpec, X_EN: np.ndarray, y_E: np.ndarray, labels: list
             )
         )
     return Detector(kind="rule", combine=spec.combine, terms=terms)
+
+
+def fit_direction(kind: str, H_ED: np.ndarray, y_E: np.ndarray, site: str, seed: int = 0) -> Detector:
+    """A baseline fitted on train residuals [E, D] (qscope.discover.baselines: DiffMean or the probe), its
+    threshold the F1-best cut of its train scores, folded into the intercept so that it fires where score > 0."""
+    if kind not in DIRECTION_KINDS:
+        raise DetectorError(f"kind {kind!r} is not a residual direction ({', '.join(DIRECTION_KINDS)})")
+    y = np.asarray(y_E)
+    if not 0 < int(y.sum()) < len(y):
+        raise DetectorError("the train split needs examples of both sets to fit a direction")
+    everything = np.arange(len(y))
+    fitted = diffmean(H_ED, y, everything) if kind == "diffmean" else fit_probe(H_ED, y, everything, seed)
+    s_E = fitted.score(H_ED)
+    threshold = float(best_thresholds(s_E[:, None].astype(np.float32), y).threshold[0])
+    return Detector(
+        kind=kind,
+        terms=[],
+        intercept=fitted.bias - threshold,
+        C=fitted.C,
+        site=site,
+        direction=[float(v) for v in fitted.w_D],
+    )
 
 
 def fit_logreg(

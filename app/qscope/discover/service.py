@@ -157,7 +157,15 @@ class Discovering:
                 f"texts: text {too_long[0] + 1} has {len(texts[too_long[0]]):,} characters; at most "
                 f"{self.limits.max_chars:,}"
             )
-        sae_ids = list(dict.fromkeys(k[0] for k in saved.detector.keys))
+        if saved.detector.reads_residual:  # any SAE at its site: the tokens that count there are the site's
+            at_site = [s for s, sae in served.saes.items() if sae.require_site() == saved.detector.site]
+            if not at_site:
+                raise ExamplesError(
+                    f"detector: it reads {saved.detector.site}, where {served.model_id} has no SAE here"
+                )
+            sae_ids = at_site[:1]
+        else:
+            sae_ids = list(dict.fromkeys(k[0] for k in saved.detector.keys))
         missing = [s for s in sae_ids if s not in served.saes]
         if missing:
             raise ExamplesError(f"detector: it reads {missing[0]}, which {served.model_id} here does not have")

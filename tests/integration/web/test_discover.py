@@ -154,6 +154,59 @@ def test_logreg_detector(client, discovery):
     assert out.status_code == 200 and len(out.json()["results"]) == 2
 
 
+def hand_residual_mean(model, site: str, tokenizer, text: str, max_tokens: int, ratio=10.0) -> np.ndarray:
+    """The residual at `site` averaged over the tokens that count, computed here without qscope.discover."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+    hidden = capture(model, [site], torch.tensor([ids]))[site]
+    counted = rank_mask(hidden, len(ids) > 1, ratio)[0]
+    return hidden[0][counted].double().mean(0).numpy()
+
+
+@pytest.mark.parametrize("kind, method", [("diffmean", "DiffMean"), ("probe", "probe")])
+def test_a_baseline_saved_as_a_detector_scores_as_the_discovery_judged_it(client, discovery, kind, method):
+    """Issue 26: a detector from a baseline, on the discovery's own split and pooling, so its held-out AUROC and F1
+    are those the discovery's baselines table shows; /api/detect scores the mean residual on the same direction."""
+    site_row = discovery["baselines"][-1]["comparison"]
+    site = site_row["site"]
+    judged = next(m for m in site_row["methods"] if m["method"] == method)
+    r = client.post("/api/detectors", json={"discovery": discovery["id"], "spec": {"kind": kind, "site": site}})
+    assert r.status_code == 200, r.text
+    saved = r.json()
+    assert saved["detector"]["site"] == site and saved["detector"]["terms"] == []
+    assert saved["test"]["auroc"] == pytest.approx(judged["test_auroc"], abs=1e-6)
+    assert saved["test"]["f1"] == pytest.approx(judged["test_f1"], abs=1e-6)
+    page = client.get(saved["url"])
+    assert page.status_code == 200 and 'id="direction"' in page.text and site in page.text
+    assert f"{method if kind == 'diffmean' else 'probe'} on {site}" in saved["name"]
+
+    test = [e for e in discovery["examples"] if e["split"] == "test"]
+    texts = [e["text"] for label in (1, 0) for e in test if e["label"] == label][:6] + [
+        e["text"] for e in test if e["label"] == 0
+    ][:6]
+    out = client.post("/api/detect", json={"detector": saved["id"], "texts": texts})
+    assert out.status_code == 200, out.text
+    assert 0 < sum(r["fired"] for r in out.json()["results"]) < len(texts)  # both decisions are checked
+    lm, _ = client.app.state.live.get(discovery["model_id"]).load()
+    w = np.asarray(saved["detector"]["direction"])
+    for text, result in zip(texts, out.json()["results"], strict=True):
+        score = float(hand_residual_mean(lm.model, site, lm.tokenizer, text, 48) @ w + saved["detector"]["intercept"])
+        assert result["score"] == pytest.approx(score, abs=1e-3) and result["fired"] == (score > 0), text
+        tripped = [tok for tok in result["tokens"] if tok["tripped"]]
+        assert all(tok["acts"][0] > 0 and tok["counted"] for tok in tripped)
+        assert not tripped or result["fired"]
+
+
+def test_a_baseline_detector_at_a_site_that_is_not_hooked_gets_422(client, discovery):
+    r = client.post(
+        "/api/detectors", json={"discovery": discovery["id"], "spec": {"kind": "diffmean", "site": "model.layers.99"}}
+    )
+    assert r.status_code == 422 and "not hooked here" in r.json()["error"], r.text
+    long = client.post(
+        "/api/detectors", json={"discovery": discovery["id"], "spec": {"kind": "probe", "site": "x" * 300}}
+    )
+    assert long.status_code == 422, long.text
+
+
 def post_sets(client, **body):
     return client.post("/api/discover", json={"wait": True, "options": {"n_shuffles": 2}, **body})
 

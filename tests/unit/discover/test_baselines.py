@@ -7,6 +7,7 @@ import torch
 
 from qscope.discover.baselines import Resamples, compare, diffmean, fit_probe, judge
 from qscope.discover.decompose import decompose, explained_share
+from qscope.discover.detectors import DetectorError, evaluate, fit_direction
 from qscope.sae import load_sae, save_qwen_scope
 
 # four examples a side in 2-d: set A sits at x = 2, set B at x = 0; y is noise the classes share
@@ -90,3 +91,30 @@ def test_explained_share_is_the_projection_over_the_norm():
     directions = torch.tensor([[1.0, 0.0, 0.0]])
     assert explained_share(directions, torch.tensor([3.0, 4.0, 0.0])) == pytest.approx(9 / 25)
     assert explained_share(directions, torch.zeros(3)) == 0.0
+
+
+def test_a_diffmean_detector_puts_its_f1_best_train_threshold_at_zero():
+    """Issue 26: a baseline saved as a detector. Train: w = (2, 0) (above); train scores A: 4, 5 and B: 0, 1, so the
+    F1-best cut is 2.5 and the detector's score is 2x - 2.5: on test, A at x = 1.5, 2 fire and B at -0.5, 0 do not."""
+    det = fit_direction("diffmean", H[TRAIN], Y[TRAIN], "model.layers.1")
+    assert det.kind == "diffmean" and det.site == "model.layers.1" and det.keys == [] and det.reads_residual
+    np.testing.assert_allclose(det.direction, [2.0, 0.0])
+    assert det.intercept == pytest.approx(-2.5)
+    np.testing.assert_allclose(det.score(H[TEST]), [0.5, 1.5, -3.5, -2.5])
+    scores = evaluate(det, H[TEST], Y[TEST])
+    assert (scores.tp, scores.fp, scores.fn, scores.tn) == (2, 0, 0, 2) and scores.auroc == 1.0
+
+
+def test_a_probe_detector_fires_where_the_probe_scores_above_its_train_threshold():
+    det = fit_direction("probe", H, Y, "model.layers.1")
+    probe = fit_probe(H, Y, np.arange(8))
+    s = probe.score(H).astype(np.float64)
+    np.testing.assert_allclose(det.score(H), s - (probe.bias - det.intercept), rtol=1e-5, atol=1e-6)
+    assert list(det.score(H) > 0) == [True] * 4 + [False] * 4
+
+
+def test_a_direction_needs_both_sets_on_train():
+    with pytest.raises(DetectorError, match="both sets"):
+        fit_direction("diffmean", H[:4], Y[:4], "model.layers.1")
+    with pytest.raises(DetectorError, match="not a residual direction"):
+        fit_direction("rule", H, Y, "model.layers.1")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+import numpy as np
 from fastapi import APIRouter, Request
 
 from qscope.discover.detector_runs import DetectResult, SavedDetector
@@ -38,8 +39,8 @@ def _saved(discovering, detector_id: str) -> SavedDetector:
     "/api/detectors",
     tags=["detectors"],
     response_model=SavedOut,
-    summary="Fit a detector (a rule over 1-5 features, or L1 logistic regression) on a discovery's train "
-    "split, score it on its test split and save it",
+    summary="Fit a detector (a rule over 1-5 features, L1 logistic regression, or DiffMean / a probe on a "
+    "site's residual) on a discovery's train split, score it on its test split and save it",
 )
 async def create_detector(body: DetectorRequest, catalog: CatalogDep, live: LiveDep, discovering: DiscoveringDep):
     d = discovering.discovery(body.discovery)
@@ -77,6 +78,7 @@ class DetectorPage:
     terms: list[TermRow]
     discovery_url: str | None
     json_url: str
+    direction_norm: float | None = None  # direction detectors: |w|
 
 
 @router.get("/detectors/{detector_id}")
@@ -85,8 +87,13 @@ def detector_page(request: Request, detector_id: str, discovering: DiscoveringDe
     terms = [
         TermRow(n, t, urls.feature(saved.model_id, t.sae_id, t.feature)) for n, t in enumerate(saved.detector.terms)
     ]
+    norm = float(np.linalg.norm(saved.detector.direction)) if saved.detector.reads_residual else None
     page = DetectorPage(
-        saved, terms, urls.discovery(saved.discovery) if saved.discovery else None, urls.detector(saved.id, json=True)
+        saved,
+        terms,
+        urls.discovery(saved.discovery) if saved.discovery else None,
+        urls.detector(saved.id, json=True),
+        norm,
     )
     return render(request, "detector.html", {"p": page}, data=saved.model_dump())
 
