@@ -1,7 +1,9 @@
 """Detectors end to end: fit one on a discovery's examples and split, and run a saved one on new text.
 
-A rule's features are usually among those a discovery listed, whose per-example max activations it kept (its
-`strip`): then fitting costs no model run. Other features (and a logistic regression with a new C) are read
+A baseline's direction (DiffMean, the probe) is fitted on the residual of one site, averaged over the tokens that
+count exactly as the discovery's baselines read it, so its test scores are the discovery's own. A rule's features
+are usually among those a discovery listed, whose per-example max activations it kept (its `strip`): then fitting
+costs no model run. Other features (and a logistic regression with a new C) are read
 again from the model on the discovery's examples. Detection runs the model on the new texts, pools each term's
 feature over the tokens that count exactly as discovery does, applies the detector, and marks the tokens that
 tripped it.
@@ -16,8 +18,27 @@ import numpy as np
 from pydantic import BaseModel, Field
 from transformers import PreTrainedTokenizerBase
 
-from qscope.discover.activations import ActivationRunner, pool, token_acts, tokenize
-from qscope.discover.detectors import Detector, DetectorSpec, SplitScores, evaluate, fit_logreg, fit_rule
+from qscope.discover.activations import (
+    ActivationRunner,
+    pool,
+    residual_means,
+    sites_of,
+    token_acts,
+    token_residuals,
+    tokenize,
+)
+from qscope.discover.detectors import (
+    DIRECTION_KINDS,
+    DIRECTION_NAMES,
+    Detector,
+    DetectorError,
+    DetectorSpec,
+    SplitScores,
+    evaluate,
+    fit_direction,
+    fit_logreg,
+    fit_rule,
+)
 from qscope.discover.discovery import Discovery
 
 MAX_LISTED = 300  # test examples kept with a saved detector, for its page
@@ -67,7 +88,12 @@ def pooled_columns(d: Discovery, keys: list[tuple[str, int]], runner_of) -> np.n
 def fit_on_discovery(d: Discovery, spec: DetectorSpec, name: str, runner_of) -> SavedDetector:
     """Fit `spec` on the discovery's train split and score it on its test split."""
     y, train, test = d.y, d.train, d.test
-    if spec.kind == "rule":
+    if spec.kind in DIRECTION_KINDS:
+        runner, tokenizer = runner_of(None)
+        site = _site(spec, sites_of(runner))
+        X = residual_means(runner, tokenize(tokenizer, [e.text for e in d.examples], d.max_tokens).ids, site)
+        detector = fit_direction(spec.kind, X[train], y[train], site, d.options.seed)
+    elif spec.kind == "rule":
         keys = [(t.sae_id, t.feature) for t in spec.terms]
         X = pooled_columns(d, keys, runner_of)
         detector = fit_rule(spec, X[train], y[train], [d.label(s, f) for s, f in keys])
@@ -102,7 +128,20 @@ def fit_on_discovery(d: Discovery, spec: DetectorSpec, name: str, runner_of) -> 
     )
 
 
+def _site(spec: DetectorSpec, sites: list[str]) -> str:
+    """The site a direction detector reads: the one asked for (it must be hooked) or the first."""
+    if not sites:
+        raise DetectorError("this model has no SAE here, so no hooked site to read a direction at")
+    if spec.site is None:
+        return sites[0]
+    if spec.site not in sites:
+        raise DetectorError(f"site {spec.site[:64]!r} is not hooked here; give one of {', '.join(sites)}")
+    return spec.site
+
+
 def _default_name(detector: Detector, d: Discovery) -> str:
+    if detector.reads_residual:
+        return f"{d.names[0]} vs {d.names[1]} ({DIRECTION_NAMES[detector.kind]} on {detector.site})"
     n = len(detector.terms)
     what = "L1 logistic regression" if detector.kind == "logreg" else f"{n}-feature {detector.combine} rule"
     what = "1-feature rule" if detector.kind == "rule" and n == 1 else what
@@ -112,7 +151,10 @@ def _default_name(detector: Detector, d: Discovery) -> str:
 class DetectedToken(BaseModel):
     text: str
     counted: bool = Field(description="False for tokens detectors skip (position 0, high-norm sinks).")
-    acts: list[float] = Field(description="Activation of each of the detector's features on this token.")
+    acts: list[float] = Field(
+        description="Activation of each of the detector's features on this token (a direction detector: the "
+        "token's own score, h . w + intercept)."
+    )
     tripped: list[int] = Field(description="Indexes (into the detector's terms) of the features it tripped.")
 
 
@@ -144,6 +186,8 @@ def detect(saved: SavedDetector, texts: list[str], inp: DetectInputs) -> DetectR
     """Run a saved detector on texts: per text, whether it fired, its score, and the tokens that tripped it."""
     detector = saved.detector
     enc = tokenize(inp.tokenizer, texts, saved.max_tokens)
+    if detector.reads_residual:
+        return _detect_direction(saved, texts, inp, enc.ids, enc.cut)
     acts = token_acts(inp.runner, enc.ids, detector.keys)
     results = []
     for text, ids, cut, a in zip(texts, enc.ids, enc.cut, acts, strict=True):
@@ -170,4 +214,35 @@ def detect(saved: SavedDetector, texts: list[str], inp: DetectInputs) -> DetectR
             )
         )
     terms = [t.model_dump() for t in detector.terms]
+    return DetectResult(detector=saved.id, name=saved.name, terms=terms, max_tokens=saved.max_tokens, results=results)
+
+
+def _detect_direction(
+    saved: SavedDetector, texts: list[str], inp: DetectInputs, ids: list[list[int]], cut: list[bool]
+) -> DetectResult:
+    """A direction detector on texts: the score of the residual averaged over the counted tokens (the mean of the
+    tokens' own scores, h . w being linear); a token trips it when its own score is above 0 and the text fired."""
+    detector = saved.detector
+    assert detector.site is not None, "a direction detector records its site"
+    w_D = np.asarray(detector.direction, np.float64)
+    results = []
+    for text, tok_ids, was_cut, (h_TD, counted_T) in zip(
+        texts, ids, cut, token_residuals(inp.runner, ids, detector.site), strict=True
+    ):
+        token_T = h_TD.astype(np.float64) @ w_D + detector.intercept if len(tok_ids) else np.zeros(0)
+        mean_D = h_TD[counted_T].astype(np.float64).mean(0) if counted_T.any() else np.zeros(len(w_D))
+        score = float(mean_D @ w_D + detector.intercept)
+        tokens = [
+            DetectedToken(
+                text=tok,
+                counted=bool(counted_T[t]),
+                acts=[round(float(token_T[t]), 4)],
+                tripped=[0] if score > 0 and counted_T[t] and token_T[t] > 0 else [],
+            )
+            for t, tok in enumerate(inp.decode(tok_ids))
+        ]
+        results.append(
+            DetectedText(text=text, fired=score > 0, score=score, pooled=[score], truncated=was_cut, tokens=tokens)
+        )
+    terms = [{"kind": detector.kind, "site": detector.site, "method": DIRECTION_NAMES[detector.kind]}]
     return DetectResult(detector=saved.id, name=saved.name, terms=terms, max_tokens=saved.max_tokens, results=results)
