@@ -69,6 +69,28 @@ def test_discover_demo_saves_a_detector(tiny_db, tmp_path, app_db):
     assert "random features" in text and "label-shuffle control" in text and "L1 logistic regression" in text
 
 
+def test_discover_saves_a_baseline_as_a_detector(tiny_db, tmp_path, app_db):
+    """Issue 26: `--detector diffmean:SITE` saves DiffMean on that site's residual, scored as the baselines judged it."""
+    out = tmp_path / "result.json"
+    args = ["discover", "--db", str(tiny_db), "--demo", "code-vs-prose", "--demo-n", "60", "--out", str(out)]
+    result, text = run(*args, "--detector", "diffmean:model.layers.1", "--device", "cpu", "--dtype", "float32")
+    assert result.exit_code == 0, text
+    summary = last_json(text)
+    store = DiscoverStore(app_db)
+    saved = SavedDetector.model_validate_json(store.get("detector", summary["detector"]))
+    store.close()
+    assert saved.detector.kind == "diffmean" and saved.detector.site == "model.layers.1" and "DiffMean on" in saved.name
+    site = next(
+        b
+        for b in Discovery.model_validate_json(out.read_text()).baselines or []
+        if b.comparison.site == "model.layers.1"
+    )
+    judged = next(m for m in site.comparison.methods if m.method == "DiffMean")
+    assert saved.test.auroc == pytest.approx(judged.test_auroc, abs=1e-6)
+    bad, said = run(*args, "--detector", "probe:model.layers.9", "--device", "cpu")
+    assert bad.exit_code == 2 and "not hooked here" in said and "Traceback" not in said
+
+
 def test_discover_from_files(tiny_db, tmp_path, app_db):
     pos, neg = tmp_path / "code.txt", tmp_path / "prose.csv"
     pos.write_text("\n".join(f"value_{i} = table.get(key_{i}, None)" for i in range(12)) + "\n")
