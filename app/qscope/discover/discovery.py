@@ -105,7 +105,8 @@ class Discovery(BaseModel):
 
 
 class _Phases:
-    """Times the phases of a discovery and reports each one's start to `progress`."""
+    """Times the phases of a discovery and reports each one's start and end to `progress` (a phase that reports
+    its own counts, as forward + encode does, is told done with its total too)."""
 
     def __init__(self, progress: Progress | None) -> None:
         self.progress = progress
@@ -118,6 +119,8 @@ class _Phases:
         start = time.perf_counter()
         yield
         self.seconds[name] = time.perf_counter() - start
+        if self.progress:
+            self.progress(name, total, total)
 
 
 def discover(

@@ -35,10 +35,22 @@ def runner(served, **kw) -> ActivationRunner:
     return ActivationRunner(served.model, served.saes, served.skip_first, served.sink_norm_ratio, **kw)
 
 
+HEARD: list[tuple[str, int, int]] = []  # what `found` reported to its progress callback
+
+
 @pytest.fixture(scope="module")
 def found(served, code_vs_prose):
     options = DiscoverOptions(seed=0, top=10, n_shuffles=30)
-    return discover(code_vs_prose, runner(served), served.tokenizer, served.model_id, options, 64, served.label_of)
+    args = (code_vs_prose, runner(served), served.tokenizer, served.model_id, options, 64, served.label_of)
+    return discover(*args, progress=lambda phase, done, total: HEARD.append((phase, done, total)))
+
+
+def test_every_phase_is_reported_finished(found):
+    """A job's page shows each phase's count: every phase reaches its total (rank, the regression and the
+    baselines stayed at 0 of 1 while they ran and after)."""
+    last = {phase: (done, total) for phase, done, total in HEARD}
+    assert {"tokenize (examples)", "rank", "logistic regression", "baselines (DiffMean, probe)"} <= set(last)
+    assert all(done == total for done, total in last.values()), last
 
 
 def test_demo_sets_come_from_the_corpus(served):
