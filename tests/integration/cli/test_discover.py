@@ -70,7 +70,7 @@ def test_discover_demo_saves_a_detector(tiny_db, tmp_path, app_db):
 
 
 def test_discover_saves_a_baseline_as_a_detector(tiny_db, tmp_path, app_db):
-    """Issue 26: `--detector diffmean:SITE` saves DiffMean on that site's residual, scored as the baselines judged it."""
+    """Issue 26: `--detector diffmean:SITE` saves DiffMean on that site's residual, scored as the baselines did."""
     out = tmp_path / "result.json"
     args = ["discover", "--db", str(tiny_db), "--demo", "code-vs-prose", "--demo-n", "60", "--out", str(out)]
     result, text = run(*args, "--detector", "diffmean:model.layers.1", "--device", "cpu", "--dtype", "float32")
