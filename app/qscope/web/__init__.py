@@ -59,10 +59,11 @@ def create_app(
     """The app for these feature store files. warm_search: build the semantic indexes in the background
     at startup (else on the first search); say: told in one line when search is ready (the CLI prints it)."""
     settings = settings or get_settings()
-    catalog = Catalog(dbs, timeout_s=settings.query_timeout_s, show_paths=settings.show_paths)
-    live = LiveModels(catalog.stores, device=settings.device, dtype=settings.dtype, show_paths=settings.show_paths)
-    limits = Limits(max_chars=settings.max_chars, max_tokens=settings.max_tokens, wait_s=settings.live_wait_s)
-    searcher = Searcher(catalog.stores, live, limits, cache_dir=settings.cache_dir, on_ready=say)
+    catalog = Catalog(dbs, timeout_s=settings.server.query_timeout_s, show_paths=settings.server.show_paths)
+    runtime, live_bounds = settings.runtime, settings.live
+    live = LiveModels(catalog.stores, device=runtime.device, dtype=runtime.dtype, show_paths=settings.server.show_paths)
+    limits = Limits(max_chars=live_bounds.max_chars, max_tokens=live_bounds.max_tokens, wait_s=live_bounds.wait_s)
+    searcher = Searcher(catalog.stores, live, limits, cache_dir=settings.paths.cache_dir, on_ready=say)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -78,13 +79,16 @@ def create_app(
     app = FastAPI(title="qscope", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/-/openapi.json")
     app.state.catalog, app.state.live, app.state.searcher = catalog, live, searcher
     app.state.settings, app.state.limits = settings, limits
-    app.state.steering = Steering(settings)  # its worker thread starts with the first steering request
+    # its worker thread starts with the first steering request
+    app.state.steering = Steering(settings.steer, settings.app_db.url)
     # explanations beside each store, notes and lists in the app database; searched as the `explanation` kind
-    app.state.explained = explained = Explained(catalog.stores, settings.app_db_url)
+    app.state.explained = explained = Explained(catalog.stores, settings.app_db.url)
     explanation_search = ExplanationSearch(searcher.embedder, (explained.text_signature, explained.texts))
     searcher.explained = explanation_search
-    app.state.discovering = Discovering(settings)  # its job thread starts with the first discovery
-    app.state.evaluations = evaluations_from_settings(settings, app.state.steering.worker)
+    # its job thread starts with the first discovery
+    app.state.discovering = Discovering(settings.discover, settings.live.max_chars, settings.app_db.url)
+    evaluations = evaluations_from_settings(settings.steer_eval, settings.app_db.url, app.state.steering.worker)
+    app.state.evaluations = evaluations
     app.mount(urls.STATIC_PREFIX, StaticFiles(directory=str(STATIC_DIR)), name="static")
     errors.install(app)
     security.install(app, settings, errors.refusal)

@@ -6,7 +6,7 @@
   `embed=1` parameter sets its own policy (`csp(frame="*")`), which the Guard leaves as it is.
 - HEAD: answered as GET with the body left out (same status and headers), on every GET route; a GET or HEAD of a
   path that only takes POST is a 405 with Allow (qscope.web.methods), not a 404 of the catch-all page routes.
-- Sizes: a path + query longer than Settings.max_url_chars gets 414, a body over Settings.max_body_bytes 413
+- Sizes: a path + query longer than QSCOPE_MAX_URL_CHARS gets 414, a body over QSCOPE_MAX_BODY_BYTES 413
   (checked on Content-Length, and counted when the body comes chunked).
 - JSON bodies: not UTF-8, not JSON, non-finite numbers, lone surrogates get a 422 naming the place
   (qscope.web.bodies), whatever route they were sent to.
@@ -15,14 +15,14 @@
   that writes the app database (POST /api/steer/share) take a token from a per-client bucket (client IP); an
   empty bucket answers 429 with Retry-After.
   Writes of notes and lists (POST/PATCH/DELETE on /-/notes, /-/lists*, /api/notes*, /api/lists*) take from a
-  bucket of their own (Settings.rate_write_per_min).
-- Hosts: a request whose Host is not one the server serves (127.0.0.1, localhost, [::1], Settings.host and
-  Settings.allowed_hosts) gets 400 (starlette's TrustedHostMiddleware), so a page on a DNS-rebinding name cannot
+  bucket of their own (QSCOPE_RATE_WRITE_PER_MIN).
+- Hosts: a request whose Host is not one the server serves (127.0.0.1, localhost, [::1], QSCOPE_HOST and
+  QSCOPE_ALLOWED_HOSTS) gets 400 (starlette's TrustedHostMiddleware), so a page on a DNS-rebinding name cannot
   read a server on 127.0.0.1 through a visitor's browser.
 - Cross-site writes: a POST/PUT/PATCH/DELETE sent by a page of another site (`Sec-Fetch-Site: cross-site`, or an
-  `Origin` that is neither this server's Host nor a configured host) gets 403, unless Settings.cors_origins names
+  `Origin` that is neither this server's Host nor a configured host) gets 403, unless QSCOPE_CORS_ORIGINS names
   that origin. Clients that send neither header (curl, the openai client on /v1) are not browsers and go ahead.
-- CORS stays off (no Access-Control-* header) unless Settings.cors_origins names origins.
+- CORS stays off (no Access-Control-* header) unless QSCOPE_CORS_ORIGINS names origins.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qscope.config import Settings
+from qscope.config import ServerSettings, Settings
 from qscope.web.bodies import body_problem, is_json
 from qscope.web.methods import allowed_instead, without_get
 
@@ -119,14 +119,14 @@ class RateLimiter:
             del self._buckets[next(iter(self._buckets))]
 
 
-def allowed_hosts(settings: Settings) -> list[str]:
+def allowed_hosts(server: ServerSettings) -> list[str]:
     """The Host names the server answers (lower case, IPv6 in brackets): ['*'] when the operator allows any."""
-    if "*" in settings.allowed_hosts:
+    if "*" in server.allowed_hosts:
         return ["*"]
-    own = settings.host.strip().lower()
+    own = server.host.strip().lower()
     if ":" in own and not own.startswith("["):
         own = f"[{own}]"
-    names = [*LOCAL_HOSTS, *([] if own in UNSPECIFIED_HOSTS else [own]), *(h.lower() for h in settings.allowed_hosts)]
+    names = [*LOCAL_HOSTS, *([] if own in UNSPECIFIED_HOSTS else [own]), *(h.lower() for h in server.allowed_hosts)]
     return list(dict.fromkeys(names))
 
 
@@ -158,16 +158,16 @@ class Guard:
 
     def __init__(self, app: ASGIApp, settings: Settings, error: Refuse) -> None:
         self.app, self.error = app, error
-        self.max_body, self.max_url = settings.max_body_bytes, settings.max_url_chars
-        self.max_discover_body = max(settings.discover_max_body_bytes, settings.max_body_bytes)
-        self.steer = RateLimiter(settings.rate_steer_per_min, settings.rate_steer_burst)
-        self.inspect = RateLimiter(settings.rate_inspect_per_min, settings.rate_inspect_burst)
-        self.share = RateLimiter(settings.rate_share_per_min, settings.rate_share_burst)
-        self.openai = RateLimiter(settings.rate_openai_per_min, settings.rate_openai_burst)
+        self.max_body, self.max_url = settings.server.max_body_bytes, settings.server.max_url_chars
+        self.max_discover_body = max(settings.discover.max_body_bytes, settings.server.max_body_bytes)
+        self.steer = RateLimiter(settings.rates.steer_per_min, settings.rates.steer_burst)
+        self.inspect = RateLimiter(settings.rates.inspect_per_min, settings.rates.inspect_burst)
+        self.share = RateLimiter(settings.rates.share_per_min, settings.rates.share_burst)
+        self.openai = RateLimiter(settings.rates.openai_per_min, settings.rates.openai_burst)
         self._post_only: list | None = None  # the app's routes of POST-only paths, found on the first request
-        self.write = RateLimiter(settings.rate_write_per_min, settings.rate_write_burst)
-        self.cors_origins = set(settings.cors_origins)
-        self.named_hosts = [h.lower() for h in settings.allowed_hosts if h != "*"]  # an Origin may name these
+        self.write = RateLimiter(settings.rates.write_per_min, settings.rates.write_burst)
+        self.cors_origins = set(settings.server.cors_origins)
+        self.named_hosts = [h.lower() for h in settings.server.allowed_hosts if h != "*"]  # an Origin may name these
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -229,7 +229,7 @@ class Guard:
 
     def _cross_site(self, scope: Scope) -> str | None:
         """Why a state change is refused as sent by a page of another site, or None (not a browser's cross-site
-        request, or from an origin Settings.cors_origins allows)."""
+        request, or from an origin QSCOPE_CORS_ORIGINS allows)."""
         origin = _header(scope, b"origin")
         if origin and origin in self.cors_origins:
             return None
@@ -316,13 +316,13 @@ def _without_body(send: Send) -> Send:
 def install(app: FastAPI, settings: Settings, error: Refuse) -> None:
     """Add the Guard (outermost), the Host check inside it (so its 400 carries the Guard's headers), and CORS when
     origins are configured."""
-    if settings.cors_origins:
+    if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.cors_origins,
+            allow_origins=settings.server.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Content-Type", "X-Owner-Secret"],
             max_age=600,
         )
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings), www_redirect=False)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings.server), www_redirect=False)
     app.add_middleware(Guard, settings=settings, error=error)

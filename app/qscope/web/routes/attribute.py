@@ -223,7 +223,7 @@ def attribute_page(
     settings: SettingsDep,
 ):
     steering: Steering = request.app.state.steering
-    limits = replace(limits, max_tokens=settings.attribute_max_tokens)
+    limits = replace(limits, max_tokens=settings.live.attribute_max_tokens)
     result = attributed(q, catalog, live, steering, limits) if (q.text or q.run) else None
     page = AttributePage(q.model_dump(), result)
     peak = max((abs(v) for s in result.why.saes for v in s.strip), default=0.0) if result else 0.0
@@ -253,7 +253,7 @@ def attribute_api(
     limits: LimitsDep,
     settings: SettingsDep,
 ) -> Attributed:
-    limits = replace(limits, max_tokens=settings.attribute_max_tokens)
+    limits = replace(limits, max_tokens=settings.live.attribute_max_tokens)
     return attributed(body, catalog, live, request.app.state.steering, limits)
 
 

@@ -97,7 +97,7 @@ def discover_page(
     n: Annotated[int, Query(ge=4, le=1000)] = 100,
 ):
     model_id = model_id_of(catalog, model_id)
-    seed = request.app.state.settings.seed
+    seed = request.app.state.settings.runtime.seed
     a, b, name_a, name_b = prefill(live, model_id, demo, n, seed)
     runner = live.get(model_id)
     limits = {

@@ -61,7 +61,7 @@ def footprints_page(
     n: Annotated[int, Query(ge=4, le=1000)] = 200,
 ):
     model_id = model_id_of(catalog, model_id)
-    a, b, name_a, name_b = prefill(live, model_id, demo, n, request.app.state.settings.seed)
+    a, b, name_a, name_b = prefill(live, model_id, demo, n, request.app.state.settings.runtime.seed)
     limits = {
         "max_examples": discovering.limits.max_examples,
         "max_file_bytes": discovering.limits.max_file_bytes,

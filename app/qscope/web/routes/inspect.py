@@ -69,9 +69,9 @@ def inspect_page(
     elif mode == "compare" and (a.strip() or b.strip()):
         sets = split_set(a), split_set(b)
         for name, texts in zip("ab", sets, strict=True):
-            if len(texts) > settings.max_texts:
+            if len(texts) > settings.live.max_texts:
                 raise Unprocessable(
-                    f"Set {name.upper()} holds {len(texts)} texts; at most {settings.max_texts} are compared. "
+                    f"Set {name.upper()} holds {len(texts)} texts; at most {settings.live.max_texts} are compared. "
                     f"(parameter {name})"
                 )
         runs_a, runs_b = ([runner.run(t, limits) for t in texts] for texts in sets)

@@ -228,7 +228,9 @@ async def _complete(
     n = body.n or 1
     q, out = channel()
     collector = RowsCollector(n, body.stops(), out)
-    job = _job(spec, n, catalog, live, steering, collector.feed, request.app.state.settings.openai_max_prompt_tokens)
+    job = _job(
+        spec, n, catalog, live, steering, collector.feed, request.app.state.settings.steer.openai_max_prompt_tokens
+    )
     asked = getattr(body, "max_completion_tokens", None) or body.max_tokens
     _fit_context(job, context_length(job.model), asked, chat)
     collector.job = job  # before it queues: a stop string met at the first token must already stop the row
