@@ -2,7 +2,8 @@
 
 Routes live in qscope.web.routes, one module per resource; URLs are built in qscope.web.urls; responses go through
 qscope.web.render.render (full page, htmx partial or `.json` twin). The stores are opened read-only once here.
-qscope.web.security adds the headers, size and rate limits; qscope.web.openapi makes the schema match the responses.
+qscope.web.security adds the headers and size limits, qscope.web.rates the per-client rates that routes declare;
+qscope.web.openapi makes the schema match the responses.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from qscope.search.explained import ExplanationSearch
 from qscope.search.searcher import Searcher
 from qscope.steer.evaluate.jobs import from_settings as evaluations_from_settings
 from qscope.steer.service import Steering
-from qscope.web import errors, openapi, security, urls
+from qscope.web import errors, openapi, rates, security, urls
 from qscope.web.catalog import Catalog
 from qscope.web.render import STATIC_DIR
 from qscope.web.routes import (
@@ -79,6 +80,7 @@ def create_app(
     app = FastAPI(title="qscope", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/-/openapi.json")
     app.state.catalog, app.state.live, app.state.searcher = catalog, live, searcher
     app.state.settings, app.state.limits = settings, limits
+    app.state.rate_buckets = rates.buckets(settings.rates)  # the routes declare which they take from
     # its worker thread starts with the first steering request
     app.state.steering = Steering(settings.steer, settings.app_db.url)
     # explanations beside each store, notes and lists in the app database; searched as the `explanation` kind
@@ -91,7 +93,7 @@ def create_app(
     app.state.evaluations = evaluations
     app.mount(urls.STATIC_PREFIX, StaticFiles(directory=str(STATIC_DIR)), name="static")
     errors.install(app)
-    security.install(app, settings, errors.refusal)
+    security.install(app, settings.server, settings.discover.max_body_bytes, errors.refusal)
     openapi.install(app)
     # fixed paths first: /search and /-/... must not be taken for /{model_id}/{sae_id}
     for module in (

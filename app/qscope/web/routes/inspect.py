@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 
 from qscope.live.inspect import Analysis, Comparison, analyze, compare, split_set
+from qscope.web import rates
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LimitsDep, LiveDep, SettingsDep
 from qscope.web.errors import Unprocessable
@@ -40,7 +41,7 @@ def _check_len(name: str, text: str, max_chars: int) -> None:
         )
 
 
-@router.get("/inspect")
+@router.get("/inspect", dependencies=[rates.INSPECT_TEXT])
 def inspect_page(
     request: Request,
     catalog: CatalogDep,

@@ -32,7 +32,7 @@ from qscope.steer.rows import Choice, RowsCollector, make_rows_job
 from qscope.steer.service import Steering
 from qscope.steer.spec import SpecError, SteerSpec
 from qscope.steer.worker import SteerJob, WaitedTooLong
-from qscope.web import sse
+from qscope.web import rates, sse
 from qscope.web.catalog import Catalog, ModelEntry, NotFound
 from qscope.web.channel import Waiting, channel, next_event, outcome
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
@@ -124,6 +124,7 @@ STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {"application/json
     summary="Chat completions (OpenAI), optionally steered and streamed",
     response_class=Response,
     responses=STREAMED,
+    dependencies=[rates.COMPLETIONS],
 )
 async def chat_completions(
     body: ChatRequest, request: Request, catalog: CatalogDep, live: LiveDep, steering: SteeringDep
@@ -137,6 +138,7 @@ async def chat_completions(
     summary="Text completions (OpenAI), optionally steered and streamed",
     response_class=Response,
     responses=STREAMED,
+    dependencies=[rates.COMPLETIONS],
 )
 async def completions(
     body: CompletionRequest, request: Request, catalog: CatalogDep, live: LiveDep, steering: SteeringDep

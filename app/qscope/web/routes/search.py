@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request
 
 from qscope.explain.notes import Note, UserList
 from qscope.search.searcher import KINDS, Kind, Searcher, SearchResults
+from qscope.web import rates
 from qscope.web.deps import SearcherDep
 from qscope.web.render import jsonable, render
 from qscope.web.twins import TwinRoute
@@ -31,7 +32,7 @@ def _limiter(request: Request) -> CapacityLimiter:
     return state.search_limiter
 
 
-@router.get("/search")
+@router.get("/search", dependencies=[rates.SEARCH_FIRES])
 async def search_page(
     request: Request,
     searcher: SearcherDep,
