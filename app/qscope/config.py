@@ -3,7 +3,8 @@
 ``get_settings().steer.max_new_tokens`` is ``QSCOPE_STEER_MAX_NEW_TOKENS``: each group is a pydantic-settings class
 that reads its own variables (its ``env_prefix`` + the field's name; the two fields whose variable is older than
 their group say theirs as a ``validation_alias``) from the environment or a ``.env`` file. Code is handed the group
-it needs (`Steering(settings.steer, ...)`), so a limit is read where it is used and copied nowhere.
+it needs (`Steering(settings.steer, ...)`), not fields copied out of a flat object; the request bounds a group sets
+are built from it in one place each (`steer_limits`, `eval_limits`, the live `Limits` in create_app).
 
 Why groups that read the environment themselves, rather than nested models under one reader: pydantic-settings
 would name nested values ``QSCOPE_STEER__MAX_NEW_TOKENS``, and every variable users and docs name
@@ -26,7 +27,8 @@ PREFIX = "QSCOPE_"
 
 
 class SettingsGroup(BaseSettings):
-    """A group of settings, read from ``QSCOPE_`` + its env_prefix's rest + the field's name (frozen: shared)."""
+    """A group of settings, each read from its env_prefix (``QSCOPE_`` unless the group says more) + the field's
+    name; frozen, as one object is shared by the whole app."""
 
     model_config = SettingsConfigDict(
         env_prefix=PREFIX, env_file=".env", extra="ignore", populate_by_name=True, frozen=True
