@@ -36,9 +36,9 @@ def commands(page: str) -> list[str]:
 
 def demo_names(settings: Settings) -> dict[str, object]:
     """What `make demo` (`qscope demo`) makes, as cli/demo.py names it."""
-    demo = settings.demo_dir
+    demo = settings.paths.demo_dir
     return {
-        "db": str(settings.data_dir / f"{model_id_for(str(demo / 'model'))}.duckdb"),
+        "db": str(settings.paths.data_dir / f"{model_id_for(str(demo / 'model'))}.duckdb"),
         "model": DEMO_MODEL_ID,
         "saes": {f"{FULL.sae_release}__layer{n}" for n in FULL.sae_layers},
         "hf": str(demo / "model"),
@@ -59,7 +59,7 @@ def parse(line: str) -> tuple[str, dict]:
 def test_every_command_in_the_docs_runs_after_make_demo(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the docs' relative paths, as from the repository root
     settings = Settings()
-    (settings.demo_dir / "model").mkdir(parents=True)  # as build-demo leaves it: the store is named by its folder
+    (settings.paths.demo_dir / "model").mkdir(parents=True)  # as build-demo leaves it: the store is named by its folder
     names = demo_names(settings)
     found = commands(page)
     assert len(found) >= 3, found

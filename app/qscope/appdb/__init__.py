@@ -1,5 +1,5 @@
 """The app database: what people save while using the server (shared steering runs, recipes, notes and lists,
-discoveries and detectors), in SQLite by default or Postgres (Settings.app_db_url).
+discoveries and detectors), in SQLite by default or Postgres (QSCOPE_APP_DB_URL).
 
 One SQLAlchemy `Base` (one metadata) that every table model uses, so the migrations (qscope.appdb.migrate, the
 Alembic revisions in migrations/versions/) see the whole schema; `open_app_db` opens the database and brings its

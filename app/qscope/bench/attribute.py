@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's own choice)")
     ap.add_argument("--real-shape", type=int, default=0, metavar="LAYERS", help="Qwen3-1.7B's sizes, LAYERS deep")
     ap.add_argument("--width", type=int, default=32768, help="with --real-shape: features per SAE")
-    ap.add_argument("--dir", type=Path, default=get_settings().data_dir / "real-shape", help="with --real-shape")
+    ap.add_argument("--dir", type=Path, default=get_settings().paths.data_dir / "real-shape", help="with --real-shape")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -100,7 +100,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--demo", type=Path, default=get_settings().demo_dir)
+    p.add_argument("--demo", type=Path, default=get_settings().paths.demo_dir)
     p.add_argument("--tiny", action="store_true", help="build the tiny demo if the folder is missing")
     p.add_argument("--synthetic", type=Path, help="build (or reuse) a full-shape untrained stand-in here")
     p.add_argument("--tokens", type=int, default=200_000)
@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> None:
         from qscope.demo.build import build_demo
         from qscope.demo.spec import FULL, TINY
 
-        build_demo(args.demo, replace(TINY if args.tiny else FULL, seed=get_settings().seed), Console(stderr=True))
+        build_demo(
+            args.demo, replace(TINY if args.tiny else FULL, seed=get_settings().runtime.seed), Console(stderr=True)
+        )
     out = Path(tempfile.mkdtemp(prefix="bench_harvest_")) / "bench.duckdb"
     opts = HarvestOptions(
         model=args.model or str(args.demo / "model"),

@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--db", type=Path, help="feature store to serve (default: the tiny default, built if missing)")
     p.add_argument(
-        "--demo", type=Path, default=get_settings().data_dir / "bench-load", help="where the tiny default goes"
+        "--demo", type=Path, default=get_settings().paths.data_dir / "bench-load", help="where the tiny default goes"
     )
     p.add_argument("--seconds", type=float, default=20.0, help="length of the mixed phase")
     p.add_argument("--requests", type=int, default=20000, help="most requests of the mixed phase")

@@ -190,7 +190,7 @@ def project(t: dict, a: argparse.Namespace, tokens: int, sat: dict, texts: int) 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dir", type=Path, default=get_settings().data_dir / "real-shape")
+    p.add_argument("--dir", type=Path, default=get_settings().paths.data_dir / "real-shape")
     p.add_argument("--layers", type=int, default=2, help="decoder layers of the checkpoint (Qwen3-1.7B has 28)")
     p.add_argument("--width", type=int, default=32768, help="features per SAE (Qwen-Scope 1.7B: 32768)")
     p.add_argument("--saes", type=int, default=2, help="SAEs, on the deepest layers")

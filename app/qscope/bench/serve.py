@@ -405,7 +405,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="load test duration bound")
     p.add_argument("--max-requests", type=int, default=20_000, help="load test request count bound")
     p.add_argument("--raw", type=int, default=300, help="raw DuckDB lookups of each kind")
-    p.add_argument("--dir", type=Path, default=get_settings().data_dir / "bench", help="where the store is written")
+    p.add_argument(
+        "--dir", type=Path, default=get_settings().paths.data_dir / "bench", help="where the store is written"
+    )
     p.add_argument("--rebuild", action="store_true", help="rewrite the store even if one of this scale exists")
     p.add_argument(
         "--index-embedder",

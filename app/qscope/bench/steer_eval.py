@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     set_name = args.set or next(s.name for s in SETS.values() if s.probe)
     with tempfile.TemporaryDirectory() as tmp:
-        db = args.db or _demo_store(settings) or tiny_default(settings.data_dir / "bench-load")
+        db = args.db or _demo_store(settings) or tiny_default(settings.paths.data_dir / "bench-load")
         proc, port = serve(db, Path(tmp))
         try:
             model_id, feature = pick_feature(port, args, set_name)
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
 def _demo_store(settings) -> Path | None:
     from qscope.harvest.ids import model_id_for
 
-    db = settings.data_dir / f"{model_id_for(str(settings.demo_dir / 'model'))}.duckdb"
+    db = settings.paths.data_dir / f"{model_id_for(str(settings.paths.demo_dir / 'model'))}.duckdb"
     return db if db.is_file() else None
 
 

@@ -15,12 +15,12 @@ app_db_cli = QTyper(no_args_is_help=True, help="The app database: its schema rev
 cli.add_typer(app_db_cli, name="app-db")
 
 UrlOption = Annotated[
-    str | None, typer.Option("--url", help="SQLAlchemy URL of the app database (default: Settings.app_db_url).")
+    str | None, typer.Option("--url", help="SQLAlchemy URL of the app database (default: QSCOPE_APP_DB_URL).")
 ]
 
 
 def _url(url: str | None) -> str:
-    return url or get_settings().app_db_url
+    return url or get_settings().app_db.url
 
 
 def upgrade_line(url: str, create: bool = False) -> str:

@@ -20,7 +20,7 @@ def _spec(tiny: bool):
 
     from qscope.demo.spec import FULL, TINY
 
-    return replace(TINY if tiny else FULL, seed=get_settings().seed)
+    return replace(TINY if tiny else FULL, seed=get_settings().runtime.seed)
 
 
 def _figures(report: dict) -> str:
@@ -36,13 +36,13 @@ def _figures(report: dict) -> str:
 
 @cli.command("build-demo")
 def build_demo_cmd(
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: Settings.demo_dir).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: QSCOPE_DEMO_DIR).")] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="A micro version in under a minute, for tests.")] = False,
 ) -> None:
     """Build mini-Qwen offline: corpus, tokenizer, Qwen3 model and TopK SAEs (Qwen-Scope format)."""
     from qscope.demo.build import build_demo, is_built
 
-    out = out or get_settings().demo_dir
+    out = out or get_settings().paths.demo_dir
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     spec = _spec(tiny)
     if not is_built(out, spec):
@@ -63,13 +63,13 @@ def build_demo_cmd(
 
 @cli.command("demo")
 def demo_cmd(
-    out: Annotated[Path | None, typer.Option(help="Demo folder (default: Settings.demo_dir).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Demo folder (default: QSCOPE_DEMO_DIR).")] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="Use the micro build.")] = False,
     tokens: Annotated[
         int | None, typer.Option(help="Tokens to harvest from the demo corpus (default: 300,000; --tiny: 30,000).")
     ] = None,
-    host: Annotated[str | None, typer.Option(help="Address to bind (default: Settings.host).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to bind (default: Settings.port).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: QSCOPE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default: QSCOPE_PORT).")] = None,
     more: Annotated[
         list[Path] | None, typer.Option("--db", help="More stores (files or folders) to serve beside the default.")
     ] = None,
@@ -81,9 +81,9 @@ def demo_cmd(
     from qscope.store.meta import is_current
 
     settings = get_settings()
-    out = out or settings.demo_dir
+    out = out or settings.paths.demo_dir
     build_demo_cmd(out=out, tiny=tiny)
-    db = settings.data_dir / f"{model_id_for(str(out / 'model'))}{'-tiny' if tiny else ''}.duckdb"
+    db = settings.paths.data_dir / f"{model_id_for(str(out / 'model'))}{'-tiny' if tiny else ''}.duckdb"
     built = max(p.stat().st_mtime for p in (out / "saes").rglob("stage.json"))
     if db.is_file() and db.stat().st_mtime > built and is_current(db):
         console.print(f"harvest: reusing {db}")

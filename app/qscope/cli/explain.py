@@ -37,7 +37,7 @@ def explain_cmd(
     written beside the store as each is done. Run the same command again to resume."""
     settings = get_settings()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    keys = _list_keys(list_id, settings.app_db_url) if list_id else None  # before the model code loads: fails fast
+    keys = _list_keys(list_id, settings.app_db.url) if list_id else None  # before the model code loads: fails fast
     from qscope.explain.command import Explainer, ExplainUsage, FeatureChoice, run_explain
     from qscope.explain.runner import ExplainOptions
     from qscope.store.queries import StoreError
@@ -48,12 +48,12 @@ def explain_cmd(
         explainer_model,
         hf,
         scorer_model,
-        settings.explain_api_key,
+        settings.explain.api_key,
         timeout,
         retries,
-        device or settings.device,
+        device or settings.runtime.device,
     )
-    opts = ExplainOptions(concurrency=concurrency, score=score, redo=redo, seed=settings.seed)
+    opts = ExplainOptions(concurrency=concurrency, score=score, redo=redo, seed=settings.runtime.seed)
     try:
         summary = run_explain(db, out, choice, ex, opts, pool, console)
     except (ExplainUsage, StoreError) as err:
@@ -106,7 +106,7 @@ def explain_export_cmd(
     except StoreError as err:
         say(f"error: {err}", "red")
         raise typer.Exit(2) from err
-    url = get_settings().app_db_url
+    url = get_settings().app_db.url
     app_db = NoteStore(url) if notes and _db_exists(url) else None
     rows = export_rows(store, ExplanationReader(explanations_path(db)), app_db)
     write_export(rows, out)

@@ -66,7 +66,7 @@ def _indexer(device: str = "cpu", embedder: str = "auto"):
     from qscope.search.semantic import index_embedder, index_store
     from qscope.search.static import StaticEmbedder
 
-    cache_dir = get_settings().cache_dir
+    cache_dir = get_settings().paths.cache_dir
     try:
         on = str(pick_device(device))
     except ValueError:  # a bad --device: the harvest itself reports it
@@ -124,9 +124,9 @@ def harvest_cmd(
     sink_norm_ratio: Annotated[
         float, typer.Option(help="Leave out tokens with residual norm > this x the batch median; 0 keeps all.")
     ] = 10.0,
-    seed: Annotated[int | None, typer.Option(help="Seed of the interval sampling (default: Settings.seed).")] = None,
-    device: Annotated[str | None, typer.Option(help="torch device (default: Settings.device).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="Model dtype (default: Settings.dtype).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the interval sampling (default: QSCOPE_SEED).")] = None,
+    device: Annotated[str | None, typer.Option(help="torch device (default: QSCOPE_DEVICE).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Model dtype (default: QSCOPE_DTYPE).")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Batches between checkpoints; 0: none.")] = 100,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint beside --out.")] = False,
     stop_after: Annotated[int | None, typer.Option(hidden=True, help="Stop after N batches (tests).")] = None,
@@ -151,20 +151,20 @@ def harvest_cmd(
     from qscope.harvest.run import format_summary, harvest
 
     settings = get_settings()
-    if model is None and not (settings.demo_dir / "model").is_dir():
+    if model is None and not (settings.paths.demo_dir / "model").is_dir():
         say(
-            f"error: no demo model in {settings.demo_dir}: run `qscope build-demo` first, or pass --model, "
+            f"error: no demo model in {settings.paths.demo_dir}: run `qscope build-demo` first, or pass --model, "
             "--sae and --corpus",
             "red",
         )
         raise typer.Exit(2)
     if model is None:
-        model, model_id = str(settings.demo_dir / "model"), model_id or DEMO_MODEL_ID
+        model, model_id = str(settings.paths.demo_dir / "model"), model_id or DEMO_MODEL_ID
     opts = HarvestOptions(
         model=model,
-        saes=sae or [settings.demo_dir / "saes"],
-        corpus=corpus or str(settings.demo_dir / "corpus" / "train.jsonl"),
-        out=out or settings.data_dir / f"{model_id_for(model)}.duckdb",
+        saes=sae or [settings.paths.demo_dir / "saes"],
+        corpus=corpus or str(settings.paths.demo_dir / "corpus" / "train.jsonl"),
+        out=out or settings.paths.data_dir / f"{model_id_for(model)}.duckdb",
         model_id=model_id,
         tokens=tokens,
         ctx=ctx,
@@ -175,9 +175,9 @@ def harvest_cmd(
         after=after,
         skip_first=skip_first,
         sink_norm_ratio=sink_norm_ratio,
-        seed=settings.seed if seed is None else seed,
-        device=device or settings.device,
-        dtype=dtype or settings.dtype,
+        seed=settings.runtime.seed if seed is None else seed,
+        device=device or settings.runtime.device,
+        dtype=dtype or settings.runtime.dtype,
         checkpoint_every=checkpoint_every,
         resume=resume,
         stop_after=stop_after,
@@ -244,7 +244,12 @@ def harvest_release_cmd(
     pool, plan = _pool_and_plan(ray, shard_tokens, saes_per_task, task_gb, gpus_per_task)
     try:
         failed = run_release(
-            jobs, pool, console, plan, dry_run=dry_run, indexer=_indexer(get_settings().device, index_embedder.value)
+            jobs,
+            pool,
+            console,
+            plan,
+            dry_run=dry_run,
+            indexer=_indexer(get_settings().runtime.device, index_embedder.value),
         )
     finally:
         pool.close()

@@ -33,8 +33,8 @@ def serve_cmd(
     db: Annotated[
         list[Path], typer.Option("--db", help="Feature store (.duckdb) or a folder of them to serve; repeatable.")
     ],
-    host: Annotated[str | None, typer.Option(help="Address to bind (default: Settings.host).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to bind (default: Settings.port).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: QSCOPE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default: QSCOPE_PORT).")] = None,
     workers: Annotated[int, typer.Option(help="Server processes (each opens the stores once).")] = 1,
 ) -> None:
     """Serve the explorer (feature dashboards, search, inspect, steering) for one or more feature stores.
@@ -60,21 +60,21 @@ def serve_cmd(
         say(f"error: {err}", "red")
         raise typer.Exit(2) from err
     try:  # before any worker starts: the schema is brought to the newest revision once, here
-        say(upgrade_line(settings.app_db_url))
+        say(upgrade_line(settings.app_db.url))
     except AppDbError as err:
         say(f"error: {err}", "red")
         raise typer.Exit(2) from err
     for path in db:
-        if not has_cached_index(path, settings.cache_dir):
+        if not has_cached_index(path, settings.paths.cache_dir):
             say(
                 f"search: {path.name} has no semantic index yet (harvested without one): text search answers at once, "
                 "the semantic index is being built in the background"
             )
-    host, port = host or settings.host, port or settings.port
+    host, port = host or settings.server.host, port or settings.server.port
     # the Host check answers the bound address by name too; worker processes read it from the environment
-    settings = settings.model_copy(update={"host": host})
+    settings = settings.model_copy(update={"server": settings.server.model_copy(update={"host": host})})
     os.environ["QSCOPE_HOST"] = host
-    if host in ("0.0.0.0", "::") and not settings.allowed_hosts:
+    if host in ("0.0.0.0", "::") and not settings.server.allowed_hosts:
         say(
             f"hosts: bound to {host}, but only 127.0.0.1, localhost and [::1] are answered (others get 400); name "
             """the server's public names with QSCOPE_ALLOWED_HOSTS='["qscope.example.org"]' (or '["*"]' for any)""",
@@ -109,13 +109,13 @@ def serve_cmd(
 
 @cli.command("health")
 def health_cmd(
-    url: Annotated[str | None, typer.Option(help="URL to ask (default: /-/health on Settings.port here).")] = None,
+    url: Annotated[str | None, typer.Option(help="URL to ask (default: /-/health on QSCOPE_PORT here).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 5.0,
 ) -> None:
     """Exit 0 when the server answers its health URL with 200, else 1 (for container healthchecks)."""
     import urllib.request
 
-    url = url or f"http://127.0.0.1:{get_settings().port}/-/health"
+    url = url or f"http://127.0.0.1:{get_settings().server.port}/-/health"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             ok = r.status == 200

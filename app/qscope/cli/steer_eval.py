@@ -18,7 +18,7 @@ def _default_store() -> Path | None:
     from qscope.harvest.ids import model_id_for
 
     settings = get_settings()
-    db = settings.data_dir / f"{model_id_for(str(settings.demo_dir / 'model'))}.duckdb"
+    db = settings.paths.data_dir / f"{model_id_for(str(settings.paths.demo_dir / 'model'))}.duckdb"
     return db if db.is_file() else None
 
 
@@ -98,16 +98,17 @@ def _steer_eval(req, db: Path, batch_rows: int | None):
     from qscope.live.runner import LiveModels
     from qscope.steer.evaluate.jobs import eval_limits
     from qscope.steer.evaluate.local import plan_local, run_local
-    from qscope.steer.service import Steering
+    from qscope.steer.service import steer_limits
     from qscope.steer.spec import SpecError
     from qscope.store.queries import Store
 
     settings = get_settings()
     store = Store(db)
-    models = LiveModels([store], device=settings.device, dtype=settings.dtype)
+    models = LiveModels([store], device=settings.runtime.device, dtype=settings.runtime.dtype)
     live = models.get(req.spec.model_id or store.model_ids[0])
     if live is None:
         raise SpecError(f"{db} has no model {req.spec.model_id!r}; it has {', '.join(store.model_ids)}")
-    sets_of = Discovering(settings).train_sets  # a DiffMean arm naming a discovery: the app database's
-    plan, target = plan_local(req, live, eval_limits(settings), Steering(settings).limits, sets_of)
-    return run_local(plan, target, console, batch_rows or settings.steer_eval_batch_rows)
+    # a DiffMean arm naming a discovery: the app database's
+    sets_of = Discovering(settings.discover, settings.live.max_chars, settings.app_db.url).train_sets
+    plan, target = plan_local(req, live, eval_limits(settings.steer_eval), steer_limits(settings.steer), sets_of)
+    return run_local(plan, target, console, batch_rows or settings.steer_eval.batch_rows)

@@ -41,7 +41,7 @@ def load_served(db: Path | None, device: str | None, dtype: str | None):
     except StoreError as e:
         raise fail(str(e)) from e
     model_id = store.model_ids[0]
-    live = LiveModel(store, model_id, device or settings.device, dtype or settings.dtype)
+    live = LiveModel(store, model_id, device or settings.runtime.device, dtype or settings.runtime.dtype)
     try:
         lm, saes = live.load()
     except LiveUnavailable as e:
@@ -62,17 +62,17 @@ def load_served(db: Path | None, device: str | None, dtype: str | None):
 
 
 def _default_store(settings) -> Path:
-    """The store harvested from the demo's model in Settings.data_dir (as `qscope demo` makes it)."""
+    """The store harvested from the demo's model in QSCOPE_DATA_DIR (as `qscope demo` makes it)."""
     from qscope.store.meta import is_current, model_source, read_meta
 
-    demo_model = (settings.demo_dir / "model").resolve()
-    for path in sorted(settings.data_dir.glob("*.duckdb")):
+    demo_model = (settings.paths.demo_dir / "model").resolve()
+    for path in sorted(settings.paths.data_dir.glob("*.duckdb")):
         meta = read_meta(path) if is_current(path) else None
         source = model_source(meta) if meta else None
         if source and Path(source).resolve() == demo_model:
             return path
     raise fail(
-        f"no feature store of the demo model in {settings.data_dir}: run `qscope demo` (or harvest one) "
+        f"no feature store of the demo model in {settings.paths.data_dir}: run `qscope demo` (or harvest one) "
         "first, or pass --db"
     )
 
@@ -95,8 +95,8 @@ def limits(max_examples: int | None):
 
     settings = get_settings()
     return ExampleLimits(
-        max_examples=max_examples or 20 * settings.discover_max_examples,
-        max_chars=settings.max_chars,
+        max_examples=max_examples or 20 * settings.discover.max_examples,
+        max_chars=settings.live.max_chars,
         max_file_bytes=1 << 62,
     )
 
@@ -104,7 +104,7 @@ def limits(max_examples: int | None):
 def cli_runner(served, settings, sae_ids=None):
     from qscope.discover.service import runner_for
 
-    return runner_for(served, settings.discover_batch_tokens, sae_ids)
+    return runner_for(served, settings.discover.batch_tokens, sae_ids)
 
 
 def write_json(path: Path, text: str) -> None:

@@ -1,7 +1,7 @@
 """`qscope discover`: the features that tell two example sets apart, ranked on a train split and validated on a
 held-out test split beside a random-feature baseline and a label-shuffle control, without a server. The figures
 go to stdout, a JSON line last; `--save` and `--detector` keep the result (and a detector) in the app database
-(Settings.app_db_url), where `qscope serve` shows them at their permalinks."""
+(QSCOPE_APP_DB_URL), where `qscope serve` shows them at their permalinks."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def discover_cmd(
         typer.Option(help="Feature store whose model, SAEs and labels to use (default: the demo's, when harvested)."),
     ] = None,
     test_share: Annotated[float, typer.Option(help="Share of each set held out for testing.")] = 0.3,
-    seed: Annotated[int | None, typer.Option(help="Seed (default: Settings.seed).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: QSCOPE_SEED).")] = None,
     top: Annotated[int, typer.Option(help="Features listed per side.")] = 20,
     max_tokens: Annotated[int | None, typer.Option(help="Cut examples to this many tokens.")] = None,
     max_examples: Annotated[int | None, typer.Option(help="Most examples per set.")] = None,
@@ -72,8 +72,8 @@ def discover_cmd(
             "residual: diffmean or probe (at the first hooked site; diffmean:model.layers.N for another)."
         ),
     ] = None,
-    device: Annotated[str | None, typer.Option(help="torch device (default: Settings.device).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="Model dtype (default: Settings.dtype).")] = None,
+    device: Annotated[str | None, typer.Option(help="torch device (default: QSCOPE_DEVICE).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Model dtype (default: QSCOPE_DTYPE).")] = None,
 ) -> None:
     """Find the features that tell set A (the behaviour) from set B: ranked on a train split, validated on a
     held-out test split, beside a random-feature baseline and a label-shuffle control."""
@@ -88,7 +88,7 @@ def discover_cmd(
     if not (pos or neg or data or demo):
         raise fail("give the examples: --pos FILE --neg FILE, --data FILE (with a label column) or --demo NAME")
     served = load_served(db, device, dtype)
-    seed = settings.seed if seed is None else seed
+    seed = settings.runtime.seed if seed is None else seed
     example_limits = limits(max_examples)
     try:
         req = ExamplesIn(
@@ -119,7 +119,7 @@ def discover_cmd(
                 served.tokenizer,
                 served.model_id,
                 options,
-                max_tokens or settings.discover_max_tokens,
+                max_tokens or settings.discover.max_tokens,
                 served.label_of,
                 shown.reporter(),
             )
@@ -218,12 +218,12 @@ def _save(d, detector: str | None, served, settings) -> dict:
     from qscope.discover.detectors import DetectorError, DetectorSpec, Term
     from qscope.discover.store import DiscoverStore, new_id
 
-    store = DiscoverStore(settings.app_db_url)
+    store = DiscoverStore(settings.app_db.url)
     d.id = new_id()
     top = d.ranking.a_side[0].test_auroc if d.ranking.a_side else None
     store.save("discovery", d.id, d.model_id, f"{d.names[0]} vs {d.names[1]}", d.model_dump_json(), top)
     out = {"discovery": d.id, "discovery_url": f"/discover/{d.id}"}
-    say(f"saved the discovery: /discover/{d.id} (app database {settings.app_db_url})")
+    say(f"saved the discovery: /discover/{d.id} (app database {settings.app_db.url})")
     if detector:
         m = DETECTOR_RE.fullmatch(detector)
         if m is None:  # checked before the run; again here so that `m` is a match below

@@ -37,8 +37,8 @@ def footprint_cmd(
     max_tokens: Annotated[int | None, typer.Option(help="Cut examples to this many tokens.")] = None,
     max_examples: Annotated[int | None, typer.Option(help="Most examples per dataset.")] = None,
     save: Annotated[bool, typer.Option("--save", help="Keep the comparison in the app database.")] = False,
-    device: Annotated[str | None, typer.Option(help="torch device (default: Settings.device).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="Model dtype (default: Settings.dtype).")] = None,
+    device: Annotated[str | None, typer.Option(help="torch device (default: QSCOPE_DEVICE).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Model dtype (default: QSCOPE_DTYPE).")] = None,
 ) -> None:
     """The feature footprint of a dataset (and its comparison with a second): which features it activates,
     their overlap, how much of A's footprint B covers, the features only one has. Written as Parquet or DuckDB."""
@@ -83,7 +83,7 @@ def footprint_cmd(
                 names,
                 cli_runner(served, settings),
                 served.tokenizer,
-                max_tokens or settings.discover_max_tokens,
+                max_tokens or settings.discover.max_tokens,
                 mode,
                 share,
                 top,
@@ -103,7 +103,7 @@ def footprint_cmd(
     if save:
         from qscope.discover.store import DiscoverStore, new_id
 
-        store = DiscoverStore(settings.app_db_url)
+        store = DiscoverStore(settings.app_db.url)
         rec.id = new_id()
         name = names[0] if texts_b is None else f"{names[0]} vs {names[1]}"
         store.save(
@@ -115,7 +115,7 @@ def footprint_cmd(
             rec.comparison.overlap if rec.comparison else None,
         )
         store.close()
-        say(f"saved: /footprints/{rec.id} (app database {settings.app_db_url})")
+        say(f"saved: /footprints/{rec.id} (app database {settings.app_db.url})")
         summary["footprint_url"] = f"/footprints/{rec.id}"
     typer.echo(json.dumps(summary))
 

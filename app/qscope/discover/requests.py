@@ -4,7 +4,7 @@ double as the API schema), and how a request becomes example sets.
 Examples come from pasted text (one per line, or blocks between '---' lines) or lists, from files sent as their
 text (`.txt`, `.jsonl`, `.csv`: a set's own file, or one labelled file holding both sets), or from a demo set of
 the served model's corpus. Files travel inside the JSON body (a browser reads them locally), so one size rule
-covers them: Settings.discover_max_file_bytes per file.
+covers them: QSCOPE_DISCOVER_MAX_FILE_BYTES per file.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from qscope.config import Settings
+from qscope.config import DiscoverSettings
 from qscope.discover import footprint_files
 from qscope.discover.activations import ActivationRunner
 from qscope.discover.detector_runs import DetectInputs, DetectResult, SavedDetector, detect, fit_on_discovery
@@ -67,18 +67,17 @@ def runner_for(
 
 
 class Discovering:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, discover: DiscoverSettings, max_chars: int, db_url: str) -> None:
+        """max_chars: the longest example text (the live model's bound, QSCOPE_MAX_CHARS)."""
         self.limits = ExampleLimits(
-            max_examples=settings.discover_max_examples,
-            max_chars=settings.max_chars,
-            max_file_bytes=settings.discover_max_file_bytes,
+            max_examples=discover.max_examples, max_chars=max_chars, max_file_bytes=discover.max_file_bytes
         )
-        self.upload_bounds = Bounds(max_rows=settings.discover_max_file_rows)
-        self.max_tokens = settings.discover_max_tokens
-        self.batch_tokens = settings.discover_batch_tokens
-        self.max_detect_texts = settings.discover_max_detect_texts
-        self.jobs = JobRunner("jobs", settings.discover_queue_size, settings.discover_queue_per_client)
-        self.db_url = settings.app_db_url
+        self.upload_bounds = Bounds(max_rows=discover.max_file_rows)
+        self.max_tokens = discover.max_tokens
+        self.batch_tokens = discover.batch_tokens
+        self.max_detect_texts = discover.max_detect_texts
+        self.jobs = JobRunner("jobs", discover.queue_size, discover.queue_per_client)
+        self.db_url = db_url
         self._db: DiscoverStore | None = None
         self._lock = threading.Lock()
 

@@ -1,6 +1,6 @@
 """Saved discoveries, detectors and footprint comparisons in the app database (SQLAlchemy; SQLite by default).
 
-The same database as shared steering runs (Settings.app_db_url), its own tables. Each record is stored whole as
+The same database as shared steering runs (QSCOPE_APP_DB_URL), its own tables. Each record is stored whole as
 JSON under a short random id, which its permalink uses (/discover/{id}, /detectors/{id}, /footprints/{id}); a
 few columns beside it (kind, model, name, headline figure) serve the lists without parsing every record.
 """

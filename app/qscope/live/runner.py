@@ -2,7 +2,7 @@
 firing, steering).
 
 The model and SAEs are the ones the harvest read (``meta.model`` and ``saes.source``), loaded lazily on the
-first run and kept for the process. Runs are bounded (Settings.max_chars, max_tokens) and serialised by a lock:
+first run and kept for the process. Runs are bounded (QSCOPE_MAX_CHARS, max_tokens) and serialised by a lock:
 one CPU forward at a time is as fast as two interleaved ones and uses half the memory. Tokens the harvest left
 out of its rankings (position 0, high-norm sinks) are flagged the same way here.
 """
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class TextTooLong(ValueError):
-    """The text passes Settings.max_chars or max_tokens; the message says by how much."""
+    """The text passes QSCOPE_MAX_CHARS or max_tokens; the message says by how much."""
 
 
 class LiveUnavailable(RuntimeError):

@@ -4,7 +4,7 @@ searched by cosine (qscope.search.vectors). The stamp names the embedder, and qu
 
 The index is cached beside the database (``FILE.duckdb.search.npy``, ``.search.keys.npz``, ``.search.ivf.npz``
 and the stamp ``.search.json``) and rebuilt when the file changes; where that folder is read-only it goes to
-Settings.cache_dir (default ``~/.cache/qscope``). `qscope harvest` builds it right after writing the store
+QSCOPE_CACHE_DIR (default ``~/.cache/qscope``). `qscope harvest` builds it right after writing the store
 (index_store), so the server finds it ready; a store without one gets it built by the server in the background.
 """
 

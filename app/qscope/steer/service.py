@@ -10,7 +10,7 @@ import secrets
 import threading
 from collections import OrderedDict
 
-from qscope.config import Settings
+from qscope.config import SteerSettings
 from qscope.steer.runs import RunStore
 from qscope.steer.spec import SteerLimits, SteerResult, SteerSpec
 from qscope.steer.worker import SteerWorker
@@ -18,25 +18,30 @@ from qscope.steer.worker import SteerWorker
 RECENT = 256  # finished runs kept in memory for sharing
 
 
+def steer_limits(steer: SteerSettings) -> SteerLimits:
+    """The bounds on one steering request that these settings set (the server's and `qscope steer-eval`'s)."""
+    return SteerLimits(
+        max_prompt_tokens=steer.max_prompt_tokens,
+        max_new_tokens=steer.max_new_tokens,
+        max_features=steer.max_features,
+        max_strength=steer.max_strength,
+        timeout_s=steer.timeout_s,
+    )
+
+
 class Steering:
     """The steering state of one app: its worker, limits, app database and recent runs."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.limits = SteerLimits(
-            max_prompt_tokens=settings.steer_max_prompt_tokens,
-            max_new_tokens=settings.steer_max_new_tokens,
-            max_features=settings.steer_max_features,
-            max_strength=settings.steer_max_strength,
-            timeout_s=settings.steer_timeout_s,
-        )
+    def __init__(self, steer: SteerSettings, db_url: str) -> None:
+        self.limits = steer_limits(steer)
         self.worker = SteerWorker(
-            settings.steer_queue_size,
-            settings.steer_max_batch_rows,
-            max_wait_s=settings.steer_queue_wait_s,
-            gather_s=settings.steer_batch_wait_ms / 1000,
-            per_client=settings.steer_queue_per_client,
+            steer.queue_size,
+            steer.max_batch_rows,
+            max_wait_s=steer.queue_wait_s,
+            gather_s=steer.batch_wait_ms / 1000,
+            per_client=steer.queue_per_client,
         )
-        self.db_url = settings.app_db_url
+        self.db_url = db_url
         self._runs: RunStore | None = None
         self.recent: OrderedDict[str, tuple[SteerSpec, SteerResult]] = OrderedDict()
         self._lock = threading.Lock()

@@ -2,7 +2,7 @@
 
 The absolute paths of a server's disk are the operator's business: pages, `.json` twins and error bodies name a
 file relative to the store's folder when it lies inside it, else by its last part alone. Relative paths (as a
-harvest was given them) and hub ids are shown as recorded. `Settings.show_paths` turns this off for a server
+harvest was given them) and hub ids are shown as recorded. `QSCOPE_SHOW_PATHS` turns this off for a server
 only its operator uses. Also what to say of a store path that is not a file (`missing_store`), and the
 signature that stamps what is cached beside a store (`file_signature`).
 """

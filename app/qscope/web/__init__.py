@@ -2,7 +2,8 @@
 
 Routes live in qscope.web.routes, one module per resource; URLs are built in qscope.web.urls; responses go through
 qscope.web.render.render (full page, htmx partial or `.json` twin). The stores are opened read-only once here.
-qscope.web.security adds the headers, size and rate limits; qscope.web.openapi makes the schema match the responses.
+qscope.web.security adds the headers and size limits, qscope.web.rates the per-client rates that routes declare;
+qscope.web.openapi makes the schema match the responses.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from qscope.search.explained import ExplanationSearch
 from qscope.search.searcher import Searcher
 from qscope.steer.evaluate.jobs import from_settings as evaluations_from_settings
 from qscope.steer.service import Steering
-from qscope.web import errors, openapi, security, urls
+from qscope.web import errors, openapi, rates, security, urls
 from qscope.web.catalog import Catalog
 from qscope.web.render import STATIC_DIR
 from qscope.web.routes import (
@@ -59,10 +60,11 @@ def create_app(
     """The app for these feature store files. warm_search: build the semantic indexes in the background
     at startup (else on the first search); say: told in one line when search is ready (the CLI prints it)."""
     settings = settings or get_settings()
-    catalog = Catalog(dbs, timeout_s=settings.query_timeout_s, show_paths=settings.show_paths)
-    live = LiveModels(catalog.stores, device=settings.device, dtype=settings.dtype, show_paths=settings.show_paths)
-    limits = Limits(max_chars=settings.max_chars, max_tokens=settings.max_tokens, wait_s=settings.live_wait_s)
-    searcher = Searcher(catalog.stores, live, limits, cache_dir=settings.cache_dir, on_ready=say)
+    catalog = Catalog(dbs, timeout_s=settings.server.query_timeout_s, show_paths=settings.server.show_paths)
+    runtime, live_bounds = settings.runtime, settings.live
+    live = LiveModels(catalog.stores, device=runtime.device, dtype=runtime.dtype, show_paths=settings.server.show_paths)
+    limits = Limits(max_chars=live_bounds.max_chars, max_tokens=live_bounds.max_tokens, wait_s=live_bounds.wait_s)
+    searcher = Searcher(catalog.stores, live, limits, cache_dir=settings.paths.cache_dir, on_ready=say)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -78,16 +80,20 @@ def create_app(
     app = FastAPI(title="qscope", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/-/openapi.json")
     app.state.catalog, app.state.live, app.state.searcher = catalog, live, searcher
     app.state.settings, app.state.limits = settings, limits
-    app.state.steering = Steering(settings)  # its worker thread starts with the first steering request
+    app.state.rate_buckets = rates.buckets(settings.rates)  # the routes declare which they take from
+    # its worker thread starts with the first steering request
+    app.state.steering = Steering(settings.steer, settings.app_db.url)
     # explanations beside each store, notes and lists in the app database; searched as the `explanation` kind
-    app.state.explained = explained = Explained(catalog.stores, settings.app_db_url)
+    app.state.explained = explained = Explained(catalog.stores, settings.app_db.url)
     explanation_search = ExplanationSearch(searcher.embedder, (explained.text_signature, explained.texts))
     searcher.explained = explanation_search
-    app.state.discovering = Discovering(settings)  # its job thread starts with the first discovery
-    app.state.evaluations = evaluations_from_settings(settings, app.state.steering.worker)
+    # its job thread starts with the first discovery
+    app.state.discovering = Discovering(settings.discover, settings.live.max_chars, settings.app_db.url)
+    evaluations = evaluations_from_settings(settings.steer_eval, settings.app_db.url, app.state.steering.worker)
+    app.state.evaluations = evaluations
     app.mount(urls.STATIC_PREFIX, StaticFiles(directory=str(STATIC_DIR)), name="static")
     errors.install(app)
-    security.install(app, settings, errors.refusal)
+    security.install(app, settings.server, settings.discover.max_body_bytes, errors.refusal)
     openapi.install(app)
     # fixed paths first: /search and /-/... must not be taken for /{model_id}/{sae_id}
     for module in (

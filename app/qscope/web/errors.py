@@ -82,7 +82,8 @@ def error_response(
 
 
 def refusal(scope: Scope, status: int, message: str, headers: dict[str, str]) -> Response:
-    """The error response of a request refused before routing (qscope.web.security: sizes, rates)."""
+    """The error response of a request refused before routing (qscope.web.security: sizes, methods, bodies,
+    cross-site writes)."""
     response = error_response(Request(scope), status, message)
     response.headers.update(headers)
     return response

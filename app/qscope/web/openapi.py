@@ -14,17 +14,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
 from qscope.web.methods import all_routes
-from qscope.web.security import (
-    DISCOVER_PATHS,
-    INSPECT_PATHS,
-    OPENAI_PATHS,
-    SHARE_PATHS,
-    STEER_PATHS,
-    UNSAFE_METHODS,
-    writes_words,
-)
+from qscope.web.rates import rate_limit_of
+from qscope.web.security import UNSAFE_METHODS
 from qscope.web.twins import SUFFIX, TwinRoute
 
 ERROR = {
@@ -96,7 +90,17 @@ def _add_twins(app: FastAPI, paths: dict[str, Any]) -> None:
             paths[route.path_format + SUFFIX] = ops  # "/" + ".json": the home page answers at /.json
 
 
-def _document(path: str, method: str, op: dict[str, Any]) -> None:
+def _rated(app: FastAPI) -> set[tuple[str, str]]:
+    """(path, method) of every operation that declares a rate limit (qscope.web.rates), `.json` twins included."""
+    rated = set()
+    for route in all_routes(app.routes):
+        if isinstance(route, APIRoute) and rate_limit_of(route.dependant.dependencies) is not None:
+            paths = [route.path_format, *([route.path_format + SUFFIX] if isinstance(route, TwinRoute) else [])]
+            rated |= {(path, method.lower()) for path in paths for method in route.methods or ()}
+    return rated
+
+
+def _document(path: str, method: str, op: dict[str, Any], rated: bool) -> None:
     kind, responses = _kind(path, op), op["responses"]
     ok = responses.setdefault("200", {"description": "Successful Response"})
     if kind == "html":
@@ -107,10 +111,7 @@ def _document(path: str, method: str, op: dict[str, Any]) -> None:
     unsafe = method.upper() in UNSAFE_METHODS
     if unsafe:
         errors |= {403, 413}
-    if unsafe and writes_words(path):
-        errors.add(429)
-    rated = (*STEER_PATHS, *INSPECT_PATHS, *SHARE_PATHS, *OPENAI_PATHS)
-    if path in rated or (path in DISCOVER_PATHS and method == "post"):
+    if rated:
         errors.add(429)
     content = ERROR_JSON if kind == "json" else HTML  # a Markdown export's errors are the error page
     if path.startswith("/v1/"):  # OpenAI's statuses and error body
@@ -140,9 +141,10 @@ def accurate_openapi(app: FastAPI) -> dict[str, Any]:
         _limits(schema["components"]["schemas"], app.state.steering.limits)
         schema["components"]["schemas"]["OpenAIError"] = OPENAI_ERROR
         _add_twins(app, schema["paths"])
+        rated = _rated(app)
         for path, ops in schema["paths"].items():
             for method, op in ops.items():
-                _document(path, method, op)
+                _document(path, method, op, (path, method) in rated)
         app.openapi_schema = schema
     return app.openapi_schema
 

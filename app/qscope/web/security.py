@@ -6,39 +6,32 @@
   `embed=1` parameter sets its own policy (`csp(frame="*")`), which the Guard leaves as it is.
 - HEAD: answered as GET with the body left out (same status and headers), on every GET route; a GET or HEAD of a
   path that only takes POST is a 405 with Allow (qscope.web.methods), not a 404 of the catch-all page routes.
-- Sizes: a path + query longer than Settings.max_url_chars gets 414, a body over Settings.max_body_bytes 413
-  (checked on Content-Length, and counted when the body comes chunked).
+- Sizes: a path + query longer than QSCOPE_MAX_URL_CHARS gets 414, a body over QSCOPE_MAX_BODY_BYTES 413
+  (QSCOPE_DISCOVER_MAX_BODY_BYTES on the discover API, whose files travel in the body; checked on Content-Length,
+  and counted when the body comes chunked).
 - JSON bodies: not UTF-8, not JSON, non-finite numbers, lone surrogates get a 422 naming the place
   (qscope.web.bodies), whatever route they were sent to.
-- Rates: the routes that run a model (POST /api/steer*, POST /v1/*completions, /inspect with a text,
-  /attribute with a text or run, POST /api/attribute, /search with a query and the "fires" kind) and the one
-  that writes the app database (POST /api/steer/share) take a token from a per-client bucket (client IP); an
-  empty bucket answers 429 with Retry-After.
-  Writes of notes and lists (POST/PATCH/DELETE on /-/notes, /-/lists*, /api/notes*, /api/lists*) take from a
-  bucket of their own (Settings.rate_write_per_min).
-- Hosts: a request whose Host is not one the server serves (127.0.0.1, localhost, [::1], Settings.host and
-  Settings.allowed_hosts) gets 400 (starlette's TrustedHostMiddleware), so a page on a DNS-rebinding name cannot
+- Rates: not here; each route that runs a model or writes shared data declares its limit (qscope.web.rates).
+- Hosts: a request whose Host is not one the server serves (127.0.0.1, localhost, [::1], QSCOPE_HOST and
+  QSCOPE_ALLOWED_HOSTS) gets 400 (starlette's TrustedHostMiddleware), so a page on a DNS-rebinding name cannot
   read a server on 127.0.0.1 through a visitor's browser.
 - Cross-site writes: a POST/PUT/PATCH/DELETE sent by a page of another site (`Sec-Fetch-Site: cross-site`, or an
-  `Origin` that is neither this server's Host nor a configured host) gets 403, unless Settings.cors_origins names
+  `Origin` that is neither this server's Host nor a configured host) gets 403, unless QSCOPE_CORS_ORIGINS names
   that origin. Clients that send neither header (curl, the openai client on /v1) are not browsers and go ahead.
-- CORS stays off (no Access-Control-* header) unless Settings.cors_origins names origins.
+- CORS stays off (no Access-Control-* header) unless QSCOPE_CORS_ORIGINS names origins.
 """
 
 from __future__ import annotations
 
-import math
-import threading
-import time
 from collections.abc import Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qscope.config import Settings
+from qscope.config import ServerSettings
 from qscope.web.bodies import body_problem, is_json
 from qscope.web.methods import allowed_instead, without_get
 
@@ -63,17 +56,9 @@ HEADERS = [
     (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
-STEER_PATHS = ("/api/steer", "/api/steer/stream", "/api/steer-eval")  # an evaluation counts as one request
-SHARE_PATHS = ("/api/steer/share",)
-OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions")
-INSPECT_PATHS = ("/inspect", "/inspect.json", "/attribute", "/attribute.json", "/api/attribute")
-# the discover API runs the model (rated like /inspect) and carries example files in its body (its own size limit)
+# the discover API carries example files in its body: its own size limit (the body is read before routing)
 DISCOVER_PATHS = ("/api/discover", "/api/footprints", "/api/footprints/upload", "/api/detectors", "/api/detect")
-TEXT_PARAMS = ("text", "a", "b", "run")
-SEARCH_PATHS = ("/search", "/search.json")  # the "fires" kind (asked for, or by default: no kind) runs the model
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
-WORDS_FORM_PATHS = ("/-/notes", "/-/lists", "/-/lists/items")  # people's notes and lists: written by these
-WORDS_API_PREFIXES = ("/api/notes", "/api/lists")  # ... and by these, with the paths below them
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 UNSPECIFIED_HOSTS = ("", "0.0.0.0", "[::]")  # a bind address, not a name a browser asks for
 
@@ -83,50 +68,14 @@ def csp(frame: str = "'self'") -> str:
     return f"{CSP}; frame-ancestors {frame}"
 
 
-class RateLimiter:
-    """Token buckets, one per client: `per_min` tokens a minute, at most `burst` saved up. Thread-safe."""
-
-    def __init__(
-        self, per_min: float, burst: int, max_clients: int = 10_000, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate, self.burst, self.max_clients, self.clock = per_min / 60.0, max(1, burst), max_clients, clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, time of that count)
-        self._lock = threading.Lock()
-
-    def take(self, client: str) -> float:
-        """0 when the client may go ahead (a token is spent), else the seconds until it may."""
-        if self.rate <= 0:
-            return 0.0
-        now = self.clock()
-        with self._lock:
-            tokens, then = self._buckets.get(client, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - then) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[client] = (tokens - 1.0, now)
-                self._prune(now)
-                return 0.0
-            self._buckets[client] = (tokens, now)
-            return (1.0 - tokens) / self.rate
-
-    def _prune(self, now: float) -> None:
-        """Forget clients whose bucket has refilled (they are as if new), so memory stays bounded."""
-        if len(self._buckets) <= self.max_clients:
-            return
-        full = [c for c, (t, then) in self._buckets.items() if t + (now - then) * self.rate >= self.burst]
-        for c in full:
-            del self._buckets[c]
-        while len(self._buckets) > self.max_clients:  # all busy: drop the oldest entries
-            del self._buckets[next(iter(self._buckets))]
-
-
-def allowed_hosts(settings: Settings) -> list[str]:
+def allowed_hosts(server: ServerSettings) -> list[str]:
     """The Host names the server answers (lower case, IPv6 in brackets): ['*'] when the operator allows any."""
-    if "*" in settings.allowed_hosts:
+    if "*" in server.allowed_hosts:
         return ["*"]
-    own = settings.host.strip().lower()
+    own = server.host.strip().lower()
     if ":" in own and not own.startswith("["):
         own = f"[{own}]"
-    names = [*LOCAL_HOSTS, *([] if own in UNSPECIFIED_HOSTS else [own]), *(h.lower() for h in settings.allowed_hosts)]
+    names = [*LOCAL_HOSTS, *([] if own in UNSPECIFIED_HOSTS else [own]), *(h.lower() for h in server.allowed_hosts)]
     return list(dict.fromkeys(names))
 
 
@@ -136,38 +85,17 @@ def _host_matches(host: str, patterns: list[str]) -> bool:
     return any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in patterns)
 
 
-def writes_words(path: str) -> bool:
-    """Whether a POST/PATCH/DELETE to this path writes people's notes or lists (their own rate bucket)."""
-    return path in WORDS_FORM_PATHS or any(path == p or path.startswith(p + "/") for p in WORDS_API_PREFIXES)
-
-
-def _runs_inspect(scope: Scope) -> bool:
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    return any(v.strip() for name in TEXT_PARAMS for v in query.get(name, []))
-
-
-def _runs_fires(scope: Scope) -> bool:
-    """A search that runs the model: a query, and the "fires" kind among its kinds (all kinds when none is given)."""
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    kinds = query.get("kind", [])
-    return any(q.strip() for q in query.get("q", [])) and (not kinds or "fires" in kinds)
-
-
 class Guard:
     """The ASGI middleware of the module docstring; `error(scope, status, message, headers)` renders refusals."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, error: Refuse) -> None:
+    def __init__(self, app: ASGIApp, server: ServerSettings, discover_max_body: int, error: Refuse) -> None:
+        """discover_max_body: the discover API's body limit (QSCOPE_DISCOVER_MAX_BODY_BYTES; never under the rest's)."""
         self.app, self.error = app, error
-        self.max_body, self.max_url = settings.max_body_bytes, settings.max_url_chars
-        self.max_discover_body = max(settings.discover_max_body_bytes, settings.max_body_bytes)
-        self.steer = RateLimiter(settings.rate_steer_per_min, settings.rate_steer_burst)
-        self.inspect = RateLimiter(settings.rate_inspect_per_min, settings.rate_inspect_burst)
-        self.share = RateLimiter(settings.rate_share_per_min, settings.rate_share_burst)
-        self.openai = RateLimiter(settings.rate_openai_per_min, settings.rate_openai_burst)
+        self.max_body, self.max_url = server.max_body_bytes, server.max_url_chars
+        self.max_discover_body = max(discover_max_body, server.max_body_bytes)
         self._post_only: list | None = None  # the app's routes of POST-only paths, found on the first request
-        self.write = RateLimiter(settings.rate_write_per_min, settings.rate_write_burst)
-        self.cors_origins = set(settings.cors_origins)
-        self.named_hosts = [h.lower() for h in settings.allowed_hosts if h != "*"]  # an Origin may name these
+        self.cors_origins = set(server.cors_origins)
+        self.named_hosts = [h.lower() for h in server.allowed_hosts if h != "*"]  # an Origin may name these
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -207,29 +135,11 @@ class Guard:
             return 413, f"The request body is over {self._body_limit(scope):,} bytes.", {}
         if scope["method"] in UNSAFE_METHODS and (why := self._cross_site(scope)):
             return 403, why, {}
-        bucket = None
-        if scope["method"] == "POST" and scope["path"] in STEER_PATHS:
-            bucket, what = self.steer, "steering requests"
-        elif scope["method"] == "POST" and scope["path"] in SHARE_PATHS:
-            bucket, what = self.share, "shares"
-        elif scope["method"] == "POST" and scope["path"] in OPENAI_PATHS:
-            bucket, what = self.openai, "completion requests"
-        elif scope["path"] in INSPECT_PATHS and (scope["method"] == "POST" or _runs_inspect(scope)):
-            bucket, what = self.inspect, "inspect runs"
-        elif scope["path"] in SEARCH_PATHS and _runs_fires(scope):
-            bucket, what = self.inspect, "searches that run the model"
-        elif scope["method"] == "POST" and scope["path"] in DISCOVER_PATHS:
-            bucket, what = self.inspect, "model runs"
-        elif scope["method"] in UNSAFE_METHODS and writes_words(scope["path"]):
-            bucket, what = self.write, "writes of notes and lists"
-        if bucket is not None and (wait := bucket.take(client_key(scope))):
-            retry = max(1, math.ceil(wait))
-            return 429, f"Too many {what} from your address; try again in {retry} s.", {"Retry-After": str(retry)}
         return None
 
     def _cross_site(self, scope: Scope) -> str | None:
         """Why a state change is refused as sent by a page of another site, or None (not a browser's cross-site
-        request, or from an origin Settings.cors_origins allows)."""
+        request, or from an origin QSCOPE_CORS_ORIGINS allows)."""
         origin = _header(scope, b"origin")
         if origin and origin in self.cors_origins:
             return None
@@ -313,16 +223,16 @@ def _without_body(send: Send) -> Send:
     return sending
 
 
-def install(app: FastAPI, settings: Settings, error: Refuse) -> None:
+def install(app: FastAPI, server: ServerSettings, discover_max_body: int, error: Refuse) -> None:
     """Add the Guard (outermost), the Host check inside it (so its 400 carries the Guard's headers), and CORS when
     origins are configured."""
-    if settings.cors_origins:
+    if server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.cors_origins,
+            allow_origins=server.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Content-Type", "X-Owner-Secret"],
             max_age=600,
         )
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings), www_redirect=False)
-    app.add_middleware(Guard, settings=settings, error=error)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(server), www_redirect=False)
+    app.add_middleware(Guard, server=server, discover_max_body=discover_max_body, error=error)

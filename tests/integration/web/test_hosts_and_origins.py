@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from fastapi.testclient import TestClient
 
-from qscope.config import Settings
+from qscope.config import ServerSettings, Settings
 from qscope.web import create_app
 from qscope.web.security import allowed_hosts
 from tests.helpers.stores import SAE_ID, write_small_store
@@ -43,13 +43,13 @@ def lists_total(client) -> int:
 
 def test_allowed_hosts_are_the_served_ones_unless_named():
     local = ["127.0.0.1", "localhost", "[::1]"]
-    assert allowed_hosts(Settings(host="127.0.0.1", allowed_hosts=[])) == local
-    assert allowed_hosts(Settings(host="0.0.0.0", allowed_hosts=[])) == local  # a bind address is no name
-    assert allowed_hosts(Settings(host="::", allowed_hosts=[])) == local
-    assert allowed_hosts(Settings(host="fd00::5", allowed_hosts=[])) == [*local, "[fd00::5]"]
-    named = Settings(host="10.0.0.5", allowed_hosts=["QScope.example.org"])
+    assert allowed_hosts(ServerSettings(host="127.0.0.1", allowed_hosts=[])) == local
+    assert allowed_hosts(ServerSettings(host="0.0.0.0", allowed_hosts=[])) == local  # a bind address is no name
+    assert allowed_hosts(ServerSettings(host="::", allowed_hosts=[])) == local
+    assert allowed_hosts(ServerSettings(host="fd00::5", allowed_hosts=[])) == [*local, "[fd00::5]"]
+    named = ServerSettings(host="10.0.0.5", allowed_hosts=["QScope.example.org"])
     assert allowed_hosts(named) == [*local, "10.0.0.5", "qscope.example.org"]
-    assert allowed_hosts(Settings(allowed_hosts=["*"])) == ["*"]
+    assert allowed_hosts(ServerSettings(allowed_hosts=["*"])) == ["*"]
 
 
 def test_a_foreign_host_gets_400(client):

@@ -225,7 +225,7 @@ def test_server_stop_mid_run_marks_the_job_failed(tiny_db, tmp_path_factory):
     with TestClient(create_app([tiny_db], settings, warm_search=False)) as c:
         started = c.post("/api/steer-eval", json=body(prompts=PROMPTS * 4, strengths=[0, 1, 2, 4, 8])).json()
         wait(c, started["json_url"], until=("running",))
-    store = RecipeStore(settings.app_db_url)  # the app database as the next server sees it
+    store = RecipeStore(settings.app_db.url)  # the app database as the next server sees it
     job = store.job(started["id"])
     assert job.status == "failed" and "server stopped" in job.error
     assert store.recipe(started["id"]) is None

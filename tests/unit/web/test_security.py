@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from qscope.config import Settings
 from qscope.web import create_app
-from qscope.web.security import RateLimiter
+from qscope.web.rates import RateLimiter
 from tests.helpers import ROOT
 from tests.helpers.stores import SAE_ID, write_small_store
 

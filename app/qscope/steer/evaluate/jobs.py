@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 
-from qscope.config import Settings
+from qscope.config import SteerEvalSettings
 from qscope.jobs import Cancelled, Job, JobRunner
 from qscope.steer.evaluate.plan import Plan, Target
 from qscope.steer.evaluate.recipes import RecipeStore
@@ -80,26 +80,27 @@ class EvalJob:
         return Progress(phase, j.done, int(j.total), elapsed, rows_per_s, eta, j.detail)
 
 
-def eval_limits(settings: Settings) -> EvalLimits:
+def eval_limits(steer_eval: SteerEvalSettings) -> EvalLimits:
+    """The bounds on one evaluation that these settings set (the server's and `qscope steer-eval`'s)."""
     return EvalLimits(
-        max_prompts=settings.steer_eval_max_prompts,
-        max_prompt_chars=settings.steer_eval_max_prompt_chars,
-        max_seeds=settings.steer_eval_max_seeds,
-        max_strengths=settings.steer_eval_max_strengths,
-        max_random_controls=settings.steer_eval_max_random_controls,
-        max_rows=settings.steer_eval_max_rows,
+        max_prompts=steer_eval.max_prompts,
+        max_prompt_chars=steer_eval.max_prompt_chars,
+        max_seeds=steer_eval.max_seeds,
+        max_strengths=steer_eval.max_strengths,
+        max_random_controls=steer_eval.max_random_controls,
+        max_rows=steer_eval.max_rows,
     )
 
 
-def from_settings(settings: Settings, worker: SteerWorker) -> Evaluations:
-    """The evaluations of an app with these settings, on its steering worker."""
+def from_settings(steer_eval: SteerEvalSettings, db_url: str, worker: SteerWorker) -> Evaluations:
+    """The evaluations of an app with these settings and app database, on its steering worker."""
     return Evaluations(
-        settings.app_db_url,
+        db_url,
         worker,
-        eval_limits(settings),
-        settings.steer_eval_batch_rows,
-        settings.steer_eval_max_waiting,
-        settings.steer_eval_waiting_per_client,
+        eval_limits(steer_eval),
+        steer_eval.batch_rows,
+        steer_eval.max_waiting,
+        steer_eval.waiting_per_client,
     )
 
 

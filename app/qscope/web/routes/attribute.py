@@ -26,7 +26,7 @@ from qscope.steer.replay import replay_hooks, suppress_spec
 from qscope.steer.service import Steering
 from qscope.steer.spec import Completion, SpecError, SteerSpec
 from qscope.steer.worker import encode_prompt
-from qscope.web import urls
+from qscope.web import rates, urls
 from qscope.web.catalog import Catalog, NotFound
 from qscope.web.deps import CatalogDep, LimitsDep, LiveDep, SettingsDep
 from qscope.web.errors import Unprocessable
@@ -213,7 +213,7 @@ def _with_suppression(q, why: Why, src: Source, steering) -> Attributed:
     )
 
 
-@router.get("/attribute")
+@router.get("/attribute", dependencies=[rates.INSPECT_TEXT])
 def attribute_page(
     request: Request,
     q: Annotated[AttributeQuery, Query()],
@@ -223,7 +223,7 @@ def attribute_page(
     settings: SettingsDep,
 ):
     steering: Steering = request.app.state.steering
-    limits = replace(limits, max_tokens=settings.attribute_max_tokens)
+    limits = replace(limits, max_tokens=settings.live.attribute_max_tokens)
     result = attributed(q, catalog, live, steering, limits) if (q.text or q.run) else None
     page = AttributePage(q.model_dump(), result)
     peak = max((abs(v) for s in result.why.saes for v in s.strip), default=0.0) if result else 0.0
@@ -244,6 +244,7 @@ api = APIRouter(prefix="/api", tags=["attribute"])  # JSON only: no .json twin
     "/attribute",
     response_model=Attributed,
     summary="Attribute one token to SAE features (one forward + one backward pass)",
+    dependencies=[rates.INSPECT],
 )
 def attribute_api(
     body: AttributeRequest,
@@ -253,7 +254,7 @@ def attribute_api(
     limits: LimitsDep,
     settings: SettingsDep,
 ) -> Attributed:
-    limits = replace(limits, max_tokens=settings.attribute_max_tokens)
+    limits = replace(limits, max_tokens=settings.live.attribute_max_tokens)
     return attributed(body, catalog, live, request.app.state.steering, limits)
 
 

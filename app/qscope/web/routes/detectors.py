@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from qscope.discover.detector_runs import DetectResult, SavedDetector
 from qscope.discover.requests import DetectorRequest, DetectRequest
 from qscope.discover.store import Listed
-from qscope.web import urls
+from qscope.web import rates, urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LiveDep
 from qscope.web.discovering import DiscoveringDep, bad_input, model_id_of, served_async
@@ -41,6 +41,7 @@ def _saved(discovering, detector_id: str) -> SavedDetector:
     response_model=SavedOut,
     summary="Fit a detector (a rule over 1-5 features, L1 logistic regression, or DiffMean / a probe on a "
     "site's residual) on a discovery's train split, score it on its test split and save it",
+    dependencies=[rates.MODEL_RUN],
 )
 async def create_detector(body: DetectorRequest, catalog: CatalogDep, live: LiveDep, discovering: DiscoveringDep):
     d = discovering.discovery(body.discovery)
@@ -57,6 +58,7 @@ async def create_detector(body: DetectorRequest, catalog: CatalogDep, live: Live
     tags=["detectors"],
     response_model=DetectResult,
     summary="Run a saved detector on texts: per text whether it fired, and the tokens that tripped it",
+    dependencies=[rates.MODEL_RUN],
 )
 async def detect_api(body: DetectRequest, catalog: CatalogDep, live: LiveDep, discovering: DiscoveringDep):
     saved = _saved(discovering, body.detector)

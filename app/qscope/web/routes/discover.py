@@ -17,7 +17,7 @@ from qscope.discover.ranking import reading
 from qscope.discover.requests import DiscoverRequest, example_set
 from qscope.discover.store import Listed
 from qscope.jobs import Job, QueueFull
-from qscope.web import discover_plots, urls
+from qscope.web import discover_plots, rates, urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LiveDep
 from qscope.web.discovering import (
@@ -97,7 +97,7 @@ def discover_page(
     n: Annotated[int, Query(ge=4, le=1000)] = 100,
 ):
     model_id = model_id_of(catalog, model_id)
-    seed = request.app.state.settings.seed
+    seed = request.app.state.settings.runtime.seed
     a, b, name_a, name_b = prefill(live, model_id, demo, n, seed)
     runner = live.get(model_id)
     limits = {
@@ -137,6 +137,7 @@ async def wait_for(job: Job, request: Request) -> bool:
     tags=["discover"],
     **JOB_POST,
     summary="Rank the features that tell set A from set B (a job, or the result with wait=true)",
+    dependencies=[rates.MODEL_RUN],
 )
 async def discover_api(
     body: DiscoverRequest, request: Request, catalog: CatalogDep, live: LiveDep, discovering: DiscoveringDep

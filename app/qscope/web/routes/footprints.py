@@ -15,7 +15,7 @@ from qscope.discover.footprint_runs import FootprintRecord
 from qscope.discover.requests import FootprintRequest, FootprintUpload, datasets
 from qscope.discover.store import Listed
 from qscope.jobs import QueueFull
-from qscope.web import urls
+from qscope.web import rates, urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LiveDep
 from qscope.web.discover_plots import overlap_bar
@@ -61,7 +61,7 @@ def footprints_page(
     n: Annotated[int, Query(ge=4, le=1000)] = 200,
 ):
     model_id = model_id_of(catalog, model_id)
-    a, b, name_a, name_b = prefill(live, model_id, demo, n, request.app.state.settings.seed)
+    a, b, name_a, name_b = prefill(live, model_id, demo, n, request.app.state.settings.runtime.seed)
     limits = {
         "max_examples": discovering.limits.max_examples,
         "max_file_bytes": discovering.limits.max_file_bytes,
@@ -87,6 +87,7 @@ def footprints_page(
     tags=["footprints"],
     **JOB_POST,
     summary="Footprints of one or two datasets and their comparison (a job, or the result with wait)",
+    dependencies=[rates.MODEL_RUN],
 )
 async def footprints_api(
     body: FootprintRequest, request: Request, catalog: CatalogDep, live: LiveDep, discovering: DiscoveringDep
@@ -106,6 +107,7 @@ async def footprints_api(
     "/api/footprints/upload",
     tags=["footprints"],
     summary="Draw a footprint file written by `qscope footprint` (.parquet or .duckdb, base64)",
+    dependencies=[rates.MODEL_RUN],
 )
 async def upload_footprint(body: FootprintUpload, discovering: DiscoveringDep):
     with bad_input():

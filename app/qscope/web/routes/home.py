@@ -117,7 +117,7 @@ def start_here(catalog: Catalog, live) -> list[Step]:
 @router.get("/")
 def home_page(request: Request, catalog: CatalogDep, live: LiveDep, settings: SettingsDep):
     def shown(path: str | None, store: Path) -> str | None:
-        return path if settings.show_paths else shown_path(path, store)
+        return path if settings.server.show_paths else shown_path(path, store)
 
     models = [
         ModelSummary(

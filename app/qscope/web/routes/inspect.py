@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 
 from qscope.live.inspect import Analysis, TextSetComparison, analyze, compare, split_set
+from qscope.web import rates
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LimitsDep, LiveDep, SettingsDep
 from qscope.web.errors import Unprocessable
@@ -40,7 +41,7 @@ def _check_len(name: str, text: str, max_chars: int) -> None:
         )
 
 
-@router.get("/inspect")
+@router.get("/inspect", dependencies=[rates.INSPECT_TEXT])
 def inspect_page(
     request: Request,
     catalog: CatalogDep,
@@ -69,9 +70,9 @@ def inspect_page(
     elif mode == "compare" and (a.strip() or b.strip()):
         sets = split_set(a), split_set(b)
         for name, texts in zip("ab", sets, strict=True):
-            if len(texts) > settings.max_texts:
+            if len(texts) > settings.live.max_texts:
                 raise Unprocessable(
-                    f"Set {name.upper()} holds {len(texts)} texts; at most {settings.max_texts} are compared. "
+                    f"Set {name.upper()} holds {len(texts)} texts; at most {settings.live.max_texts} are compared. "
                     f"(parameter {name})"
                 )
         runs_a, runs_b = ([runner.run(t, limits) for t in texts] for texts in sets)

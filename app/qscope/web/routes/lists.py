@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from qscope.explain.notes import ListItem, UserList
 from qscope.explain.service import Explained, ExplanationLine
-from qscope.web import urls
+from qscope.web import rates, urls
 from qscope.web.catalog import Catalog, NotFound
 from qscope.web.deps import CatalogDep
 from qscope.web.errors import Unprocessable
@@ -135,7 +135,7 @@ router = APIRouter(route_class=TwinRoute)
 api = APIRouter(prefix="/api/lists", tags=["lists"])
 
 
-@router.post("/-/lists", include_in_schema=False)
+@router.post("/-/lists", include_in_schema=False, dependencies=[rates.WRITE_WORDS])
 async def new_list_form(request: Request, catalog: CatalogDep, explained: ExplainedDep):
     form = validated(NewListForm, await form_fields(request))
     items = []
@@ -147,7 +147,7 @@ async def new_list_form(request: Request, catalog: CatalogDep, explained: Explai
     return RedirectResponse(f"{urls.user_list(lst.id)}#{keep_fragment('list', lst.id, key)}", status_code=303)
 
 
-@router.post("/-/lists/items", include_in_schema=False)
+@router.post("/-/lists/items", include_in_schema=False, dependencies=[rates.WRITE_WORDS])
 async def add_item_form(request: Request, catalog: CatalogDep, explained: ExplainedDep):
     form = validated(ItemForm, await form_fields(request))
     lst = explained.notes.add_item(form.list_id, _item(catalog, form), form.owner_secret)
@@ -156,14 +156,21 @@ async def add_item_form(request: Request, catalog: CatalogDep, explained: Explai
     return RedirectResponse(urls.user_list(lst.id), status_code=303)
 
 
-@api.post("", status_code=201, response_model=CreatedList, summary="Make a list of features")
+@api.post(
+    "", status_code=201, response_model=CreatedList, summary="Make a list of features", dependencies=[rates.WRITE_WORDS]
+)
 def new_list_api(body: ListIn, catalog: CatalogDep, explained: ExplainedDep) -> CreatedList:
     items = [_item(catalog, it) for it in body.features]
     lst, key = explained.notes.create_list(_name(body.name), body.description.strip(), items)
     return CreatedList(**_saved(lst).model_dump(), owner_secret=key)
 
 
-@api.post("/{list_id}/items", response_model=SavedList, summary="Add a feature to a list (its owner secret)")
+@api.post(
+    "/{list_id}/items",
+    response_model=SavedList,
+    summary="Add a feature to a list (its owner secret)",
+    dependencies=[rates.WRITE_WORDS],
+)
 def add_item_api(
     list_id: str, body: ItemIn, catalog: CatalogDep, explained: ExplainedDep, owner: OwnerHeader = None
 ) -> SavedList:
@@ -173,7 +180,12 @@ def add_item_api(
     return _saved(lst)
 
 
-@api.patch("/{list_id}", response_model=SavedList, summary="Rename or describe a list (its owner secret)")
+@api.patch(
+    "/{list_id}",
+    response_model=SavedList,
+    summary="Rename or describe a list (its owner secret)",
+    dependencies=[rates.WRITE_WORDS],
+)
 def edit_list_api(list_id: str, body: ListEdit, explained: ExplainedDep, owner: OwnerHeader = None) -> SavedList:
     store = explained.notes_if_any()
     lst = store.get_list(list_id) if store is not None else None
@@ -187,7 +199,12 @@ def edit_list_api(list_id: str, body: ListEdit, explained: ExplainedDep, owner: 
     return _saved(edited)
 
 
-@api.delete("/{list_id}", status_code=204, summary="Delete a list and its items (its owner secret)")
+@api.delete(
+    "/{list_id}",
+    status_code=204,
+    summary="Delete a list and its items (its owner secret)",
+    dependencies=[rates.WRITE_WORDS],
+)
 def delete_list_api(list_id: str, explained: ExplainedDep, owner: OwnerHeader = None) -> Response:
     store = explained.notes_if_any()
     if store is None or not store.delete_list(list_id, owner):

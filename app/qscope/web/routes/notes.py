@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from qscope.explain.notes import Note
 from qscope.explain.service import Explained, ExplanationLine
-from qscope.web import urls
+from qscope.web import rates, urls
 from qscope.web.catalog import Catalog, NotFound
 from qscope.web.deps import CatalogDep
 from qscope.web.errors import Unprocessable
@@ -126,20 +126,31 @@ router = APIRouter(route_class=TwinRoute)
 api = APIRouter(prefix="/api/notes", tags=["notes"])
 
 
-@router.post("/-/notes", include_in_schema=False)
+@router.post("/-/notes", include_in_schema=False, dependencies=[rates.WRITE_WORDS])
 async def note_form(request: Request, catalog: CatalogDep, explained: ExplainedDep):
     note, key = save_note(validated(NoteIn, await form_fields(request)), catalog, explained)
     page = urls.feature(note.model_id, note.sae_id, note.feature)
     return RedirectResponse(f"{page}#words&{keep_fragment('note', note.id, key)}", status_code=303)
 
 
-@api.post("", status_code=201, response_model=CreatedNote, summary="Write a note or explanation on a feature")
+@api.post(
+    "",
+    status_code=201,
+    response_model=CreatedNote,
+    summary="Write a note or explanation on a feature",
+    dependencies=[rates.WRITE_WORDS],
+)
 def note_api(body: NoteIn, catalog: CatalogDep, explained: ExplainedDep) -> CreatedNote:
     note, key = save_note(body, catalog, explained)
     return CreatedNote(**_saved(note).model_dump(), owner_secret=key)
 
 
-@api.patch("/{note_id}", response_model=SavedNote, summary="Edit a note (its owner secret in X-Owner-Secret)")
+@api.patch(
+    "/{note_id}",
+    response_model=SavedNote,
+    summary="Edit a note (its owner secret in X-Owner-Secret)",
+    dependencies=[rates.WRITE_WORDS],
+)
 def edit_note_api(note_id: str, body: NoteEdit, explained: ExplainedDep, owner: OwnerHeader = None) -> SavedNote:
     store = explained.notes_if_any()
     note = store.note(note_id) if store is not None else None
@@ -153,7 +164,12 @@ def edit_note_api(note_id: str, body: NoteEdit, explained: ExplainedDep, owner: 
     return _saved(edited)
 
 
-@api.delete("/{note_id}", status_code=204, summary="Delete a note (its owner secret in X-Owner-Secret)")
+@api.delete(
+    "/{note_id}",
+    status_code=204,
+    summary="Delete a note (its owner secret in X-Owner-Secret)",
+    dependencies=[rates.WRITE_WORDS],
+)
 def delete_note_api(note_id: str, explained: ExplainedDep, owner: OwnerHeader = None) -> Response:
     store = explained.notes_if_any()
     if store is None or not store.delete_note(note_id, owner):

@@ -32,7 +32,7 @@ from qscope.steer.rows import FinishedRow, RowsCollector, make_rows_job
 from qscope.steer.service import Steering
 from qscope.steer.spec import SpecError, SteerSpec
 from qscope.steer.worker import SteerJob, WaitedTooLong
-from qscope.web import sse
+from qscope.web import rates, sse
 from qscope.web.catalog import Catalog, ModelEntry, NotFound
 from qscope.web.channel import Waiting, channel, next_event, outcome
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
@@ -124,6 +124,7 @@ STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {"application/json
     summary="Chat completions (OpenAI), optionally steered and streamed",
     response_class=Response,
     responses=STREAMED,
+    dependencies=[rates.COMPLETIONS],
 )
 async def chat_completions(
     body: ChatRequest, request: Request, catalog: CatalogDep, live: LiveDep, steering: SteeringDep
@@ -137,6 +138,7 @@ async def chat_completions(
     summary="Text completions (OpenAI), optionally steered and streamed",
     response_class=Response,
     responses=STREAMED,
+    dependencies=[rates.COMPLETIONS],
 )
 async def completions(
     body: CompletionRequest, request: Request, catalog: CatalogDep, live: LiveDep, steering: SteeringDep
@@ -228,7 +230,9 @@ async def _complete(
     n = body.n or 1
     q, out = channel()
     collector = RowsCollector(n, body.stops(), out)
-    job = _job(spec, n, catalog, live, steering, collector.feed, request.app.state.settings.openai_max_prompt_tokens)
+    job = _job(
+        spec, n, catalog, live, steering, collector.feed, request.app.state.settings.steer.openai_max_prompt_tokens
+    )
     asked = getattr(body, "max_completion_tokens", None) or body.max_tokens
     _fit_context(job, context_length(job.model), asked, chat)
     collector.job = job  # before it queues: a stop string met at the first token must already stop the row

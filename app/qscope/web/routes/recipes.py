@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from qscope.steer.evaluate.markdown import to_markdown
 from qscope.steer.evaluate.result import EvalResult, title_of
-from qscope.web import urls
+from qscope.web import rates, urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
 from qscope.web.render import render
@@ -75,6 +75,7 @@ def recipe_page(request: Request, recipe_id: str, evaluations: EvaluationsDep, c
     status_code=202,
     response_model=EvalStarted,
     summary="Evaluate a recipe's request again (same prompts and seeds)",
+    dependencies=[rates.STEER],
 )
 def run_again(
     recipe_id: str,

@@ -1,7 +1,7 @@
 """`/search?q=`: concept search (semantic, text match, features that fire on the query), merged.
 
 A search can take long (it may run the model, or wait its turn for the embedder while an index is built). It is
-answered on threads of its own, at most Settings.search_threads at once: searches waiting their turn wait in the
+answered on threads of its own, at most QSCOPE_SEARCH_THREADS at once: searches waiting their turn wait in the
 event loop, so the worker threads that serve every other page are never all taken by searches.
 """
 
@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request
 
 from qscope.explain.notes import Note, UserList
 from qscope.search.searcher import KINDS, Kind, Searcher, SearchResults
+from qscope.web import rates
 from qscope.web.deps import SearcherDep
 from qscope.web.render import jsonable, render
 from qscope.web.twins import TwinRoute
@@ -27,11 +28,11 @@ def _limiter(request: Request) -> CapacityLimiter:
     """The app's search threads (made on first use: a limiter belongs to the running event loop)."""
     state = request.app.state
     if getattr(state, "search_limiter", None) is None:
-        state.search_limiter = CapacityLimiter(state.settings.search_threads)
+        state.search_limiter = CapacityLimiter(state.settings.search.threads)
     return state.search_limiter
 
 
-@router.get("/search")
+@router.get("/search", dependencies=[rates.SEARCH_FIRES])
 async def search_page(
     request: Request,
     searcher: SearcherDep,

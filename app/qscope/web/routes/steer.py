@@ -22,7 +22,7 @@ from qscope.steer.runs import DamagedRun
 from qscope.steer.service import Steering
 from qscope.steer.spec import SavedRun, ShareRequest, SteerResult, SteerSpec
 from qscope.steer.worker import SteerJob, WaitedTooLong, make_job
-from qscope.web import sse, urls
+from qscope.web import rates, sse, urls
 from qscope.web.catalog import Catalog, NotFound
 from qscope.web.channel import Waiting, channel, next_event, outcome
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
@@ -97,7 +97,12 @@ def _submit(
     return job, spec
 
 
-@api.post("", response_model=SteerResult, summary="Generate default and steered completions (one batch)")
+@api.post(
+    "",
+    response_model=SteerResult,
+    summary="Generate default and steered completions (one batch)",
+    dependencies=[rates.STEER],
+)
 async def steer_api(spec: SteerSpec, request: Request, catalog: CatalogDep, live: LiveDep, steering: SteeringDep):
     q, emit = channel()
     job, spec = _submit(spec, request, catalog, live, steering, emit)
@@ -121,6 +126,7 @@ async def steer_api(spec: SteerSpec, request: Request, catalog: CatalogDep, live
     summary="The same, streamed as server-sent events (token, done, error)",
     response_class=StreamingResponse,  # not EventSourceResponse: FastAPI would iterate the route itself
     responses=sse.DOCUMENTED,
+    dependencies=[rates.STEER],
 )
 async def steer_stream(spec: SteerSpec, request: Request, catalog: CatalogDep, live: LiveDep, steering: SteeringDep):
     q, emit = channel()
@@ -153,7 +159,9 @@ def feature_info(sae_id: str, feature: int, catalog: CatalogDep) -> SteerFeature
     return steer_feature(catalog, sae_id, feature)
 
 
-@api.post("/share", response_model=SavedRun, summary="Save a finished run; returns its permalink")
+@api.post(
+    "/share", response_model=SavedRun, summary="Save a finished run; returns its permalink", dependencies=[rates.SHARE]
+)
 def share(body: ShareRequest, steering: SteeringDep) -> SavedRun:
     found = steering.recall(body.run)
     if found is None:

@@ -27,7 +27,7 @@ from qscope.steer.evaluate.result import EvalResult
 from qscope.steer.evaluate.suggest import suggest
 from qscope.steer.evaluate.target import from_live
 from qscope.steer.spec import FeatureSteer, SpecError, SteerSpec
-from qscope.web import sse, sweep_plots, urls
+from qscope.web import rates, sse, sweep_plots, urls
 from qscope.web.catalog import Catalog, NotFound
 from qscope.web.deps import CatalogDep, LiveDep, SteeringDep
 from qscope.web.discovering import DiscoveringDep
@@ -151,7 +151,13 @@ router = APIRouter(route_class=TwinRoute)
 api = APIRouter(prefix="/api/steer-eval", tags=["steer-eval"])
 
 
-@api.post("", status_code=202, response_model=EvalStarted, summary="Start a steering evaluation (a job)")
+@api.post(
+    "",
+    status_code=202,
+    response_model=EvalStarted,
+    summary="Start a steering evaluation (a job)",
+    dependencies=[rates.STEER],
+)
 def start_eval(
     req: EvalRequest,
     request: Request,
