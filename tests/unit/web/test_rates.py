@@ -35,6 +35,7 @@ LIMITS = {
     ("POST", "/api/footprints/upload"): MODEL_RUN,
     ("POST", "/api/detectors"): MODEL_RUN,
     ("POST", "/api/detect"): MODEL_RUN,
+    ("GET", "/api/steer-eval/suggest"): MODEL_RUN,  # runs the model on a built-in prompt set
     ("POST", "/-/notes"): WRITE,
     ("POST", "/api/notes"): WRITE,
     ("PATCH", "/api/notes/{note_id}"): WRITE,

@@ -178,7 +178,12 @@ class Suggestion(BaseModel):
     url: str
 
 
-@api.get("/suggest", response_model=Suggestion, summary="The steer a built-in prompt set was made for, on a model")
+@api.get(
+    "/suggest",
+    response_model=Suggestion,
+    summary="The steer a built-in prompt set was made for, on a model",
+    dependencies=[rates.MODEL_RUN],  # it runs the model on the set's prompts
+)
 def suggest_feature(prompt_set: str, catalog: CatalogDep, live: LiveDep, model_id: str | None = None) -> Suggestion:
     if prompt_set not in SETS or not SETS[prompt_set].probe:
         named = [s.name for s in SETS.values() if s.probe]
