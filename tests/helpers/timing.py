@@ -19,9 +19,10 @@ class FakeClock:
         self.now += seconds
 
 
-def wait_until(condition: Callable[[], object], timeout_s: float = 30.0, what: str = "") -> None:
-    """Return as soon as `condition()` is true; fail the test when it is still false after timeout_s."""
+def wait_until(condition: Callable[[], object], timeout_s: float = 30.0, what: str = "", poll_s: float = 0.01) -> None:
+    """Return as soon as `condition()` is true, looking every poll_s (longer for a condition that costs a request);
+    fail the test when it is still false after timeout_s."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, f"timed out after {timeout_s:g} s waiting for {what or condition}"
-        time.sleep(0.01)
+        time.sleep(poll_s)
