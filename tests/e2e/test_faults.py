@@ -26,6 +26,7 @@ from qscope.steer.worker import SteerJob, SteerWorker
 from qscope.store.schema import TABLES
 from qscope.web import create_app
 from tests.helpers.server import cli_env, qscope_cmd
+from tests.helpers.timing import wait_until
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 VOLATILE_META = {"created_at", "seconds"}  # wall-clock facts of one run
@@ -213,10 +214,7 @@ def test_a_failing_batch_leaves_the_worker_serving(tiny_db, tmp_path):
         worker = SteerWorker(queue_size=4)
         worker.submit(job("bad", Broken()))
         worker.submit(job("good", lm.model))
-        deadline = time.monotonic() + 60
-        while not heard["good"] or heard["good"][-1][0] != "done":
-            assert time.monotonic() < deadline, heard
-            time.sleep(0.05)
+        wait_until(lambda: heard["good"] and heard["good"][-1][0] == "done", 60, "the good job's end")
         assert heard["bad"] == [("error", "generation failed: CUDA error: an illegal memory access was encountered")]
         assert worker._thread.is_alive() and len(heard["good"][-1][1].steered.tokens) == 4
         # through the API: a temperature that used to make the sampling distribution NaN now samples
@@ -260,18 +258,20 @@ def test_a_busy_live_model_answers_503_after_its_wait(tiny_db, tmp_path):
     with TestClient(create_app([tiny_db], settings, warm_search=False)) as client:
         runner = next(iter(client.app.state.live.models.values()))
         assert client.get("/inspect.json", params={"text": "hello"}).status_code == 200
-        held = threading.Event()
+        held, release = threading.Event(), threading.Event()
 
-        def hold():
+        def hold():  # the model busy with someone else's work, until the test lets it go
             with runner.lock:
                 held.set()
-                time.sleep(2)
+                release.wait(30)
 
-        threading.Thread(target=hold).start()
+        holder = threading.Thread(target=hold)
+        holder.start()
         held.wait()
         t0 = time.monotonic()
         r = client.get("/inspect.json", params={"text": "hello"})
         assert r.status_code == 503 and "busy" in r.json()["error"] and time.monotonic() - t0 < 1.5
         assert client.get("/-/health").json()["status"] == "ok"
-        time.sleep(2)
+        release.set()  # the other work ends
+        holder.join(30)
         assert client.get("/inspect.json", params={"text": "hello"}).status_code == 200

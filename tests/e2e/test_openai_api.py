@@ -5,9 +5,11 @@ raise for limits, unknown models, a full queue and the rate limit."""
 import threading
 import time
 
+import httpx
 import pytest
 
 from tests.helpers.server import serving
+from tests.helpers.timing import wait_until
 
 openai = pytest.importorskip("openai", reason="needs the openai package (pip install -e .[dev])")
 
@@ -156,7 +158,12 @@ def test_unknown_model_raises_not_found(client, model):
         client.models.retrieve("gpt-nope")
 
 
-def test_full_queue_raises_a_retryable_error(client, model):
+def steer_waiting(base: str) -> int:
+    """Requests waiting in the server's steering queue, as its /-/health tells."""
+    return httpx.get(base + "/-/health", timeout=30).json()["steer_waiting"]
+
+
+def test_full_queue_raises_a_retryable_error(server, client, model):
     """One long generation holds the worker, two requests fill the queue (size 2), the next is refused."""
     long = client.completions.create(
         model=model, prompt="The", max_tokens=1020, temperature=0, frequency_penalty=-2.0, stream=True
@@ -173,7 +180,7 @@ def test_full_queue_raises_a_retryable_error(client, model):
     threads = [threading.Thread(target=queued) for _ in range(2)]
     for t in threads:
         t.start()
-    time.sleep(1.0)  # both queued behind the long one
+    wait_until(lambda: steer_waiting(server) == 2)  # both queued behind the long one
     with pytest.raises(openai.InternalServerError) as err:
         client.completions.create(model=model, prompt="The", max_tokens=1)
     assert err.value.status_code == 503 and err.value.response.headers["retry-after"] == "2"
@@ -255,13 +262,10 @@ def test_one_client_flooding_leaves_room_and_turns_for_another(tiny_db, tmp_path
         flood = [threading.Thread(target=ask, args=(a, f"a{i}")) for i in range(6)]
         for t in flood:
             t.start()
-        deadline = time.monotonic() + 30
-        while len(refused) < 3:  # A's share is full
-            assert time.monotonic() < deadline, refused
-            time.sleep(0.05)
+        wait_until(lambda: len(refused) >= 3, 30, "A's share to be full")
         other = threading.Thread(target=ask, args=(b, "b"))
         other.start()
-        time.sleep(0.5)  # B's request is queued behind A's three
+        wait_until(lambda: steer_waiting(base) == 4)  # B's request is queued behind A's three
         long.close()
         for t in [*flood, other]:
             t.join(60)

@@ -4,7 +4,6 @@ past its limit is withdrawn when the limit passes, not when the worker comes rou
 
 import asyncio
 import threading
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +14,7 @@ from qscope.steer.evaluate.jobs import Evaluations
 from qscope.steer.evaluate.request import EvalRequest
 from qscope.steer.spec import SteerSpec
 from qscope.steer.worker import QueueFull, SteerJob, SteerWorker, WaitedTooLong
+from tests.helpers.timing import FakeClock, wait_until
 
 
 def drain(q: FairQueue) -> list:
@@ -70,14 +70,6 @@ def test_take_skips_what_does_not_fit_and_remove_withdraws():
     assert drain(q) == [("m2", 3)] and len(q) == 0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def job(client: str, events: list, rows: int = 2) -> SteerJob:
     """A job that is never run here (no model): only queued, taken and answered."""
     return SteerJob(None, None, [None] * rows, lambda kind, data: events.append((client, kind, data)), client=client)  # type: ignore[arg-type]
@@ -99,7 +91,7 @@ def test_the_worker_refuses_a_flooding_client_with_429_and_takes_others_in_turn(
 
 
 def test_a_job_past_its_queue_wait_is_withdrawn_when_the_limit_passes():
-    clock = Clock()
+    clock = FakeClock()
     worker = SteerWorker(queue_size=4, max_wait_s=30, clock=clock)
     events: list = []
     waiting = job("10.0.0.1", events)
@@ -115,7 +107,7 @@ def test_a_job_past_its_queue_wait_is_withdrawn_when_the_limit_passes():
 
 
 def test_a_job_that_started_is_not_withdrawn():
-    clock = Clock()
+    clock = FakeClock()
     worker = SteerWorker(queue_size=4, max_wait_s=1, clock=clock)
     events: list = []
     started = job("a", events)
@@ -141,13 +133,6 @@ def test_expiry_reaches_a_waiting_request_at_the_limit():
 
     kind, data = asyncio.run(wait_for_answer())
     assert kind == "error" and isinstance(data, WaitedTooLong)
-
-
-def wait_until(condition, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_discover_jobs_cap_each_client_and_take_clients_in_turn():

@@ -39,7 +39,7 @@ class Row:
     seed: int = 0
     max_new_tokens: int = 16
     cancel: threading.Event = field(default_factory=threading.Event)
-    deadline: float | None = None  # time.monotonic() after which the row stops
+    deadline: float | None = None  # the time on generate's clock (time.monotonic()) after which the row stops
     timeout_s: float | None = None  # or: seconds the row may generate, counted from the start of its generation
 
 
@@ -133,10 +133,12 @@ def _deadline(row: Row, start: float) -> float | None:
     return start + row.timeout_s if row.deadline is None else min(row.deadline, start + row.timeout_s)
 
 
-def _stop_reason(row: Row, out: RowOut, token: int, eos_ids: set[int], deadline: float | None) -> str | None:
+def _stop_reason(
+    row: Row, out: RowOut, token: int, eos_ids: set[int], deadline: float | None, now: float
+) -> str | None:
     if row.cancel.is_set():
         return "cancelled"
-    if deadline is not None and time.monotonic() > deadline:
+    if deadline is not None and now > deadline:
         return "timeout"
     if token in eos_ids:
         return "eos"
@@ -156,12 +158,13 @@ def generate(
     lock: threading.Lock | None = None,
     on_done: DoneFn | None = None,
     share_prefill: bool = False,
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[RowOut]:
     """Generate every row in one batch; `lock` is held around each forward (others may use the model between
     steps, and never see this generation's hooks). `on_done` hears of each row as soon as it stops, after its
     last token went to `on_step` (the batch runs on while other rows have tokens to make). share_prefill: run the
     prompt pass once per group of rows with the same prompt and the same prompt edits (e.g. the seeds of one
-    steering evaluation row)."""
+    steering evaluation row). Time limits (Row.deadline, Row.timeout_s) are on `clock`."""
     device = next(model.parameters()).device
     unmasked = attention_only(model)  # the prompts run right-padded, without a mask (see attention_only)
     ids_BL, mask_BL = (right_pad if unmasked else left_pad)([r.prompt_ids for r in rows], pad_id)
@@ -176,7 +179,7 @@ def generate(
     on_gen_B1 = torch.tensor([r.where != "prompt" for r in rows], device=device)[:, None]
     outs = [RowOut() for _ in rows]
     live = [not r.cancel.is_set() for r in rows]
-    start = time.monotonic()
+    start = clock()
     deadlines = [_deadline(r, start) for r in rows]
     eos = set(eos_ids)
     counts_BV, past, step_ids = None, None, ids_BL
@@ -208,7 +211,7 @@ def generate(
         probs_B = torch.softmax(logits_BV, -1).gather(-1, next_B[:, None])[:, 0]
         if counts_BV is not None:
             counts_BV.scatter_add_(1, next_B[:, None], torch.ones_like(logits_BV[:, :1]))
-        _record(rows, outs, live, next_B.tolist(), probs_B.tolist(), eos, on_step, on_done, deadlines)
+        _record(rows, outs, live, next_B.tolist(), probs_B.tolist(), eos, on_step, on_done, deadlines, clock())
         if not any(live):
             break
         step_ids = next_B[:, None]
@@ -269,7 +272,7 @@ def _last_logits(logits: Tensor, ends: tuple[Tensor, Tensor] | None) -> Tensor:
     return logits[torch.arange(logits.shape[0], device=logits.device), ends[1]].float()
 
 
-def _record(rows, outs, live, tokens, probs, eos, on_step, on_done, deadlines) -> None:
+def _record(rows, outs, live, tokens, probs, eos, on_step, on_done, deadlines, now) -> None:
     emitted, stopped = [], []
     for b, (row, out) in enumerate(zip(rows, outs, strict=True)):
         if not live[b]:
@@ -281,7 +284,7 @@ def _record(rows, outs, live, tokens, probs, eos, on_step, on_done, deadlines) -
         out.ids.append(tokens[b])
         out.probs.append(probs[b])
         emitted.append((b, tokens[b], probs[b]))
-        if reason := _stop_reason(row, out, tokens[b], eos, deadlines[b]):
+        if reason := _stop_reason(row, out, tokens[b], eos, deadlines[b], now):
             live[b], out.stopped = False, reason
             stopped.append(b)
     if on_step and emitted:

@@ -196,7 +196,7 @@ class SteerWorker:
         # how long a batch that is not full waits for more jobs: clients with many requests in flight send the
         # next ones a moment after a batch ends, and without a wait the first of them would run alone
         self.gather_s = gather_s
-        self.clock = clock  # queue waits are measured on it (tests move it by hand)
+        self.clock = clock  # queue waits and generation time limits are measured on it (tests move it by hand)
         self.batches = 0  # generations started, for tests and the benchmark (counted before any job hears back)
         self.background: queue.Queue[Background] = queue.Queue()  # runs when no live job waits
         self._cond = threading.Condition()  # a job or background work arrived
@@ -355,7 +355,14 @@ class SteerWorker:
         pad = tok.pad_token_id if tok.pad_token_id is not None else (eos[0] if eos else 0)
         try:
             outs = generate(
-                live[0].model, rows, eos_ids=eos, pad_id=pad, on_step=on_step, lock=live[0].lock, on_done=on_done
+                live[0].model,
+                rows,
+                eos_ids=eos,
+                pad_id=pad,
+                on_step=on_step,
+                lock=live[0].lock,
+                on_done=on_done,
+                clock=self.clock,
             )
         except Exception as e:  # the worker outlives a failed batch; its jobs hear why
             log.exception("steer: batch of %d requests failed", len(live))

@@ -14,9 +14,12 @@ from collections.abc import Callable
 
 
 class Watchdog:
-    """`arm(interrupt, seconds)` returns a ticket; `disarm(ticket)` before the deadline cancels the call."""
+    """`arm(interrupt, seconds)` returns a ticket; `disarm(ticket)` before the deadline cancels the call.
+    Deadlines are on `clock`; tests pass one they move by hand (the thread waits at most the time left on that
+    clock before it looks again, so it notices the move)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self._heap: list[tuple[float, int]] = []
         self._armed: dict[int, Callable[[], object]] = {}
         self._seq = itertools.count()
@@ -27,7 +30,7 @@ class Watchdog:
         ticket = next(self._seq)
         with self._cond:
             self._armed[ticket] = interrupt
-            heapq.heappush(self._heap, (time.monotonic() + seconds, ticket))
+            heapq.heappush(self._heap, (self.clock() + seconds, ticket))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="query-watchdog", daemon=True)
                 self._thread.start()
@@ -38,6 +41,11 @@ class Watchdog:
         with self._cond:
             self._armed.pop(ticket, None)
 
+    def pending(self) -> int:
+        """Tickets armed, neither disarmed nor fired (a firing one counts until its interrupt has returned)."""
+        with self._cond:
+            return len(self._armed)
+
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -47,14 +55,16 @@ class Watchdog:
                     self._cond.wait()
                     continue
                 deadline, ticket = self._heap[0]
-                wait = deadline - time.monotonic()
+                wait = deadline - self.clock()
                 if wait > 0:
                     self._cond.wait(wait)
                     continue
                 heapq.heappop(self._heap)
-                interrupt = self._armed.pop(ticket, None)
+                interrupt = self._armed.get(ticket)
             if interrupt is not None:
                 interrupt()
+                with self._cond:  # pending until it has been interrupted (tests wait for that)
+                    self._armed.pop(ticket, None)
 
 
 WATCHDOG = Watchdog()

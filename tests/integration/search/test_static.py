@@ -4,7 +4,6 @@ index built with it served with queries embedded the same way."""
 
 import json
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from qscope.search.semantic import STATIC_ABOVE, choose_embedder, index_paths, i
 from qscope.search.static import StaticEmbedder
 from qscope.store.queries import Store
 from qscope.web import create_app
+from tests.helpers.timing import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +64,8 @@ def test_a_static_index_is_stamped_loaded_and_searched_with_static_queries(tiny_
     store.close()
     settings = Settings(device="cpu", cache_dir=cache)
     with TestClient(create_app([db], settings, warm_search=True)) as client:
-        deadline = time.monotonic() + 120
-        while not client.get("/-/health").json()["search_ready"]:  # the server says when every index is in
-            assert time.monotonic() < deadline, "search never said it was ready"
-            time.sleep(0.2)
+        ready = lambda: client.get("/-/health").json()["search_ready"]  # noqa: E731
+        wait_until(ready, 120, "search to say it was ready", poll_s=0.2)  # the server says when every index is in
         found = client.get("/search.json", params={"q": "import os", "kind": "semantic", "limit": 5}).json()
     assert found["notes"] == [] and 0 < len(found["hits"]) <= 5
     assert all(

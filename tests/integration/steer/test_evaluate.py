@@ -3,7 +3,6 @@ written out here, a strong add of the built-in set's feature beats its random co
 does not "work"; the worker lets a live request through while an evaluation batch runs."""
 
 import threading
-import time
 
 import pytest
 import torch
@@ -21,6 +20,7 @@ from qscope.steer.evaluate.target import from_live
 from qscope.steer.spec import SteerLimits, SteerSpec
 from qscope.steer.worker import Background, SteerJob, SteerWorker
 from qscope.store.queries import Store
+from tests.helpers.timing import wait_until
 
 IDENT = Identity(
     model_id="tiny",
@@ -170,10 +170,7 @@ def test_an_evaluation_batch_yields_to_a_live_request(target):
     assert started.wait(60)
     sent_at = steps[0]
     worker.submit(SteerJob(lm.model, lm.tokenizer, [Row(ids, max_new_tokens=4), Row(ids, max_new_tokens=4)], on_live))
-    for _ in range(1200):
-        if "background" in events:
-            break
-        time.sleep(0.1)
+    wait_until(lambda: "background" in events, 120, "the background work's end")
     assert events["background"] == 64 and worker.batches == 1
     assert events["live"] <= sent_at + 2, (sent_at, events)
 

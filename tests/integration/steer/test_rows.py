@@ -2,13 +2,13 @@
 that lets requests sent a moment apart share a batch; on the tiny default model."""
 
 import threading
-import time
 
 import pytest
 
 from qscope.steer.rows import RowsCollector, StopScanner, make_rows_job
 from qscope.steer.spec import SteerLimits, SteerSpec
 from qscope.steer.worker import SteerWorker
+from tests.helpers.timing import wait_until
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,8 @@ def test_a_gather_window_lets_requests_sent_apart_share_a_batch(lm):
         a, _, ev_a = rows_job(lm, spec, 1)
         b, _, ev_b = rows_job(lm, spec, 1)
         worker.submit(a)
-        time.sleep(0.05)  # the worker has taken `a` by now
+        # the worker has taken `a` (and, with no window to wait in, started its batch: b cannot join it)
+        wait_until(lambda w=worker, window=gather_s: w.queued() == 0 and (window > 0 or w.batches == 1))
         worker.submit(b)
         assert ev_a.wait(120) and ev_b.wait(120)
         assert worker.batches == batches, gather_s

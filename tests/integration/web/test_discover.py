@@ -2,7 +2,6 @@
 against activations computed here by hand, footprints (API and files), bad input as 422s, the OpenAPI schema."""
 
 import base64
-import time
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from qscope.discover import footprint_files
 from qscope.discover.footprints import Stats
 from qscope.model import capture, rank_mask
 from qscope.web import create_app
+from tests.helpers.timing import wait_until
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 MAX_FILE = 20_000
@@ -45,12 +45,15 @@ def discovery(client):
 
 
 def wait_job(client, job: dict) -> dict:
-    for _ in range(600):
-        if job["state"] in ("done", "failed", "cancelled"):
-            return job
-        time.sleep(0.1)
-        job = client.get(job["status_url"]).json()
-    raise AssertionError(f"job never finished: {job}")
+    last = {"job": job}
+
+    def ended() -> bool:
+        if last["job"]["state"] not in ("done", "failed", "cancelled"):
+            last["job"] = client.get(job["status_url"]).json()
+        return last["job"]["state"] in ("done", "failed", "cancelled")
+
+    wait_until(ended, 120, f"job {job['status_url']} to end", poll_s=0.1)
+    return last["job"]
 
 
 def test_discover_page_offers_the_demo_sets(client):

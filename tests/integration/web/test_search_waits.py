@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from qscope.config import Settings
 from qscope.search.embedder import Embedder
 from qscope.web import create_app
+from tests.helpers.timing import wait_until
 
 
 def test_a_query_waits_for_one_batch_of_a_build_not_the_whole_build():
@@ -38,6 +39,12 @@ def test_a_query_waits_for_one_batch_of_a_build_not_the_whole_build():
         build.join(120)
 
 
+def searching(client: TestClient) -> int:
+    """Searches on a search thread or waiting for one (the limiter is read on the app's event loop, its home)."""
+    stats = client.portal.call(client.app.state.search_limiter.statistics)
+    return stats.borrowed_tokens + stats.tasks_waiting
+
+
 def test_many_slow_searches_leave_feature_pages_free(tiny_db, tmp_path):
     settings = Settings(device="cpu", cache_dir=tmp_path / "cache", search_threads=2, rate_inspect_per_min=0)
     app = create_app([tiny_db], settings, warm_search=False)
@@ -50,7 +57,7 @@ def test_many_slow_searches_leave_feature_pages_free(tiny_db, tmp_path):
             searches = [
                 pool.submit(client.get, "/search", params={"q": f"query {i}", "kind": "semantic"}) for i in range(50)
             ]
-            time.sleep(1.0)  # the searches are all in
+            wait_until(lambda: searching(client) == len(searches))  # the searches are all in
             start = time.monotonic()
             page = pool.submit(client.get, feature_page).result(timeout=30)
             took = time.monotonic() - start

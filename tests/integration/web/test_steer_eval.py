@@ -3,7 +3,6 @@ reloaded and run again, bad input (422 naming the limit), cancel mid-run, a serv
 
 import base64
 import json
-import time
 from urllib.parse import quote
 
 import pytest
@@ -14,6 +13,7 @@ from qscope.config import Settings
 from qscope.steer.evaluate.recipes import RecipeStore
 from qscope.steer.spec import FeatureSteer
 from qscope.web import create_app
+from tests.helpers.timing import wait_until
 
 SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
 PROMPTS = ["The cat sat on the", "Once upon a time", "The weather today is"]
@@ -52,12 +52,14 @@ def body(**kw):
 
 
 def wait(client, url, until=("done", "failed", "cancelled"), timeout=300):
-    for _ in range(int(timeout / 0.1)):
-        job = client.get(url).json()
-        if job["status"] in until:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"{url} stayed {job['status']}")
+    last: dict = {}
+
+    def reached() -> bool:
+        last["job"] = client.get(url).json()
+        return last["job"]["status"] in until
+
+    wait_until(reached, timeout, f"{url} to reach {until}", poll_s=0.1)
+    return last["job"]
 
 
 @pytest.fixture(scope="module")
@@ -206,10 +208,8 @@ def test_cancel_mid_run_keeps_nothing(client):
     r = client.post("/api/steer-eval", json=body(prompts=PROMPTS * 4, strengths=[0, 1, 2, 4, 8], seeds=2))
     started = r.json()
     wait(client, started["json_url"], until=("running",))
-    for _ in range(600):  # let it generate a little first
-        if client.get(started["json_url"]).json()["progress"].get("done", 0) > 0:
-            break
-        time.sleep(0.05)
+    generated = lambda: client.get(started["json_url"]).json()["progress"].get("done", 0) > 0  # noqa: E731
+    wait_until(generated, 30, "some rows done", poll_s=0.05)  # let it generate a little first
     cancelled = client.post(started["cancel_url"])
     assert cancelled.status_code == 200
     job = wait(client, started["json_url"])

@@ -19,6 +19,7 @@ from qscope.steer.runs import SteerRun
 from qscope.steer.spec import ChatMessage, FeatureSteer, SteerLimits, SteerSpec
 from qscope.steer.worker import SteerJob, SteerWorker, make_job
 from qscope.web import create_app
+from tests.helpers.timing import FakeClock, wait_until
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
@@ -162,17 +163,19 @@ def test_the_deadline_counts_from_generation_not_from_the_queue(loaded):
     lm, _ = loaded
     log: list = []
     got: dict = {}
+    clock = FakeClock(time.monotonic())  # from the real time: a limit stamped on the real clock would pass too
     job = _job(lm, 6, log, "waited", timeout_s=0.5)
     job.emit = lambda kind, data: got.setdefault(kind, data)
-    time.sleep(0.7)  # longer than its time limit, spent waiting before generation
-    SteerWorker().run_batch([job])
+    clock.advance(0.7)  # longer than its time limit, spent waiting before generation
+    SteerWorker(clock=clock).run_batch([job])
     assert got["done"].default.stopped == "length" and len(got["done"].default.tokens) == 6
 
 
 def test_the_queue_wait_has_its_own_limit(loaded):
     lm, _ = loaded
     log: list = []
-    worker = SteerWorker(queue_size=4, max_wait_s=0.3)
+    clock = FakeClock()
+    worker = SteerWorker(queue_size=4, max_wait_s=0.3, clock=clock)
     started = threading.Event()
     release = threading.Event()
     blocker = _job(lm, 2, log, "blocker")
@@ -181,12 +184,9 @@ def test_the_queue_wait_has_its_own_limit(loaded):
     assert started.wait(30)
     waiting = _job(lm, 2, log, "waiting")
     worker.submit(waiting)
-    time.sleep(0.5)
+    clock.advance(0.5)
     release.set()
-    deadline = time.monotonic() + 30
-    while not any(name == "waiting" and kind in ("done", "error") for name, kind, _ in log):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: any(name == "waiting" and kind in ("done", "error") for name, kind, _ in log))
     kinds = [kind for name, kind, _ in log if name == "waiting"]
     assert kinds == ["error"], kinds
 
@@ -194,7 +194,8 @@ def test_the_queue_wait_has_its_own_limit(loaded):
 def test_queue_wait_past_its_limit_is_a_503_with_retry_after(client):
     steering = client.app.state.steering
     real = steering.worker
-    stalled = SteerWorker(queue_size=4, max_wait_s=0.2)
+    clock = FakeClock()
+    stalled = SteerWorker(queue_size=4, max_wait_s=0.2, clock=clock)
     start = stalled.start
     stalled.start = lambda: None  # no thread yet: the request waits in the queue
     steering.worker = stalled
@@ -202,11 +203,8 @@ def test_queue_wait_past_its_limit_is_a_503_with_retry_after(client):
     caller = threading.Thread(target=lambda: answer.setdefault("r", client.post("/api/steer", json=spec())))
     try:
         caller.start()
-        deadline = time.monotonic() + 30
-        while stalled.queued() == 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        time.sleep(0.4)
+        wait_until(lambda: stalled.queued() > 0)
+        clock.advance(0.4)
         start()
         caller.join(30)
     finally:

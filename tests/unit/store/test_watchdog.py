@@ -6,22 +6,26 @@ import time
 import pytest
 
 from qscope.store.queries import QueryTimeout, Store
-from qscope.store.watchdog import Watchdog
+from qscope.store.watchdog import WATCHDOG, Watchdog
 from qscope.store.writer import write_store
 from tests.helpers.stores import sae_tables
+from tests.helpers.timing import FakeClock, wait_until
 
 SLOW = "SELECT count(*) FROM range(3000000000) a, range(10) b WHERE (a.range * b.range) % 7 = 3"
 
 
 def test_disarmed_tickets_never_fire_and_due_ones_do():
-    dog, fired = Watchdog(), []
+    clock = FakeClock()
+    dog, fired = Watchdog(clock), []
     early = dog.arm(lambda: fired.append("early"), 0.05)
     dog.arm(lambda: fired.append("late"), 0.1)
     dog.disarm(early)
-    time.sleep(0.4)
+    clock.advance(0.4)  # both deadlines pass; the disarmed one comes first, so it would fire first
+    wait_until(lambda: dog.pending() == 0, 5, "the due ticket to fire")
     assert fired == ["late"]
     done = threading.Event()
     dog.arm(done.set, 0.01)
+    clock.advance(0.01)
     assert done.wait(2)
 
 
@@ -34,6 +38,6 @@ def test_a_query_past_the_limit_is_interrupted_and_the_store_still_answers(tmp_p
         r.cur.execute(SLOW).fetchall()
     assert time.monotonic() - start < 5
     with store.reader() as r:  # a quick query after it, on a new cursor, is not interrupted
-        time.sleep(0.5)
+        wait_until(lambda: WATCHDOG.pending() == 0, 5, "the reader's own limit to pass")  # it fired on the idle cursor
         assert r.row("a", 1).label == "label 1"
     store.close()
