@@ -140,13 +140,15 @@ def test_missing_truncated_or_corrupt_stores_stop_the_server_clearly(tiny_db, tm
 
 @pytest.fixture
 def store_with_own_saes(tiny_db, tiny_demo, tmp_path) -> tuple[Path, list[Path]]:
-    """A copy of the tiny store whose SAE files are copies in tmp_path (free to damage)."""
+    """A copy of the tiny store whose SAE files are copies in tmp_path (free to damage). The folder copied is the
+    one the store records (a given QSCOPE_TEST_TINY_DB was harvested from its own build, not from `tiny_demo`)."""
     saes = tmp_path / "saes"
-    shutil.copytree(tiny_demo / "saes", saes)
     db = tmp_path / "own.duckdb"
     shutil.copy(tiny_db, db)
     con = duckdb.connect(str(db))
-    con.execute("UPDATE saes SET source = replace(source, ?, ?)", [str(tiny_demo / "saes"), str(saes)])
+    recorded = Path(con.execute("SELECT source FROM saes LIMIT 1").fetchone()[0]).parents[1]  # saes/<release>/x
+    shutil.copytree(recorded, saes)
+    con.execute("UPDATE saes SET source = replace(source, ?, ?)", [str(recorded), str(saes)])
     con.close()
     return db, sorted(saes.rglob("*.sae.pt"))
 
