@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 
 from qscope.live.inspect import Analysis, TextSetComparison, analyze, compare, split_set
-from qscope.web import rates
+from qscope.web import rates, urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LimitsDep, LiveDep, SettingsDep
 from qscope.web.errors import Unprocessable
@@ -60,7 +60,7 @@ def inspect_page(
     catalog.model(model_id)
     runner = live.get(model_id)
     if runner is None:
-        raise NotFound(f"No live model for {model_id!r}.", [(m, f"/inspect?model_id={m}") for m in models])
+        raise NotFound(f"No live model for {model_id!r}.", [(m, urls.inspect(model_id=m)) for m in models])
     for name, value in (("text", text), ("a", a), ("b", b)):
         _check_len(name, value, limits.max_chars)
     analysis = comparison = None
