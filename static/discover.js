@@ -1,4 +1,4 @@
-// The discover and footprint pages: send two example sets (pasted, or files read here) to the API, follow the
+// The discover, fix and footprint pages: send two example sets (pasted, or files read here) to the API, follow the
 // job's progress (phase, count, rate, ETA), cancel it, open the result; draw an uploaded footprint file; save
 // detectors from a discovery's ranked features.
 (() => {
@@ -57,6 +57,16 @@
     }
   }
 
+  function fixSettings(form) {
+    const num = (n) => Number(form.elements[n].value);
+    const fix = { goal: form.elements.goal.value, per_sae: num("per_sae"), max_prompts: num("max_prompts"), seeds: num("seeds"),
+      random_controls: num("random_controls"), max_new_tokens: num("max_new_tokens"),
+      strengths: form.elements.strengths.value.split(/[\s,]+/).filter((x) => x).map(Number) };
+    const prompts = form.elements.prompts.value.split("\n").filter((x) => x.trim());
+    if (prompts.length) fix.prompts = prompts;
+    return fix;
+  }
+
   function startForm(form) {
     const ui = { run: form.querySelector("#run"), cancel: form.querySelector("#cancel"), box: form.querySelector("#progress"),
       bar: form.querySelector("#bar"), phase: form.querySelector("#phase"), status: form.querySelector("#status") };
@@ -71,6 +81,9 @@
         if (form.dataset.kind === "discover") {
           body.options = { test_share: Number(form.elements.test_share.value), seed: Number(form.elements.seed.value),
             top: Number(form.elements.top.value) };
+        } else if (form.dataset.kind === "fix") {
+          body.options = { test_share: Number(form.elements.test_share.value), seed: Number(form.elements.seed.value) };
+          body.fix = fixSettings(form);
         } else {
           body.by = form.elements.by.value;
           body.share = Number(form.elements.share.value);

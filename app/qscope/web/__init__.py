@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from qscope.config import Settings, get_settings
 from qscope.discover.service import Discovering
 from qscope.explain.service import Explained
+from qscope.fix.service import Fixing
 from qscope.live.runner import Limits, LiveModels
 from qscope.search.explained import ExplanationSearch
 from qscope.search.searcher import Searcher
@@ -33,6 +34,7 @@ from qscope.web.routes import (
     discover,
     docs,
     features,
+    fix,
     footprints,
     health,
     home,
@@ -85,6 +87,7 @@ def create_app(
     searcher.explained = explanation_search
     app.state.discovering = Discovering(settings)  # its job thread starts with the first discovery
     app.state.evaluations = evaluations_from_settings(settings, app.state.steering.worker)
+    app.state.fixing = Fixing(app.state.discovering, app.state.evaluations, app.state.steering.limits)
     app.mount(urls.STATIC_PREFIX, StaticFiles(directory=str(STATIC_DIR)), name="static")
     errors.install(app)
     security.install(app, settings, errors.refusal)
@@ -104,6 +107,7 @@ def create_app(
         notes,
         lists,
         discover,
+        fix,
         detectors,
         footprints,
         jobs,

@@ -81,7 +81,7 @@ class JobOut(BaseModel):
     """A background job as its status URL reports it."""
 
     id: str
-    kind: str = Field(description="discover | footprint")
+    kind: str = Field(description="discover | footprint | fix")
     name: str
     state: str = Field(description="queued | running | done | failed | cancelled")
     phase: str = Field(description="What it is doing now, e.g. 'forward + encode'.")
@@ -111,7 +111,8 @@ async def served_async(catalog: Catalog, live: LiveModels, model_id: str | None)
 def _result_url(job: Job) -> str | None:
     if job.result is None:
         return None
-    return urls.discovery(job.result) if job.kind == "discover" else urls.footprint(job.result)
+    by_kind = {"discover": urls.discovery, "fix": urls.fix_result}
+    return by_kind.get(job.kind, urls.footprint)(job.result)
 
 
 def job_json(job: Job) -> dict:

@@ -68,7 +68,14 @@ SHARE_PATHS = ("/api/steer/share",)
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions")
 INSPECT_PATHS = ("/inspect", "/inspect.json", "/attribute", "/attribute.json", "/api/attribute")
 # the discover API runs the model (rated like /inspect) and carries example files in its body (its own size limit)
-DISCOVER_PATHS = ("/api/discover", "/api/footprints", "/api/footprints/upload", "/api/detectors", "/api/detect")
+DISCOVER_PATHS = (
+    "/api/discover",
+    "/api/fix",
+    "/api/footprints",
+    "/api/footprints/upload",
+    "/api/detectors",
+    "/api/detect",
+)
 TEXT_PARAMS = ("text", "a", "b", "run")
 SEARCH_PATHS = ("/search", "/search.json")  # the "fires" kind (asked for, or by default: no kind) runs the model
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")

@@ -1,0 +1,125 @@
+"""`POST /api/fix` end to end on the tiny default store (TestClient, small sizes): the discovery, the candidates,
+one batched evaluation, the ranking (it agrees with the evaluation's comparison), the recipe saved and its
+permalink, the result's permalink and twin, cancel, and bad input as 422s."""
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from qscope.config import Settings
+from qscope.fix.ranking import is_intervention
+from qscope.web import create_app
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+SMALL = {"per_sae": 1, "max_prompts": 3, "seeds": 1, "random_controls": 1, "max_new_tokens": 6, "strengths": [0, 2]}
+
+
+@pytest.fixture(scope="module")
+def client(tiny_db, tmp_path_factory):
+    db = tmp_path_factory.mktemp("appdb") / "app.db"
+    settings = Settings(app_db_url=f"sqlite:///{db}", device="cpu", rate_inspect_per_min=0, discover_max_tokens=32)
+    with TestClient(create_app([tiny_db], settings, warm_search=False)) as c:
+        yield c
+
+
+def body(**fix) -> dict:
+    return {
+        "demo": "code-vs-prose",
+        "demo_n": 12,
+        "options": {"n_shuffles": 2, "n_random": 20, "top": 8},
+        "fix": SMALL | fix,
+    }
+
+
+@pytest.fixture(scope="module")
+def fixed(client):
+    r = client.post("/api/fix", json=body() | {"wait": True})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def wait_job(client, job: dict) -> dict:
+    for _ in range(1200):
+        if job["state"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.1)
+        job = client.get(job["status_url"]).json()
+    raise AssertionError(f"job never finished: {job}")
+
+
+def test_a_fix_ranks_every_candidate_and_diffmean_and_saves_a_recipe(client, fixed):
+    assert fixed["url"] == f"/fix/{fixed['id']}"
+    arms = [x["arm"] for x in fixed["interventions"]]
+    # one candidate per SAE (2 SAEs) and DiffMean, all in the one evaluation
+    assert sorted(arms) == sorted(["intervention", "candidate-1", "diffmean"])
+    recipe = client.get(f"/recipes/{fixed['recipe']}.json")
+    assert recipe.status_code == 200
+    r = recipe.json()
+    c = r["comparison"]
+    # the ranking is the comparison's order of the interventions' arms, with its own standing and ranks
+    assert arms == [b["arm"] for b in c["arms"] if is_intervention(b["arm"])]
+    assert {p["arm"] for p in r["table"]} >= {"unsteered", "intervention", "candidate-1", "diffmean", "random"}
+    assert r["request"]["candidates"][0]["feature"] == fixed["candidates"][1]["feature"]
+    assert r["concept"] == {"sae_id": fixed["concept"]["sae_id"], "feature": fixed["concept"]["feature"]}
+    ranked = [x for x in fixed["interventions"] if x["rank"] is not None]
+    assert [x["rank"] for x in ranked] == list(range(1, len(ranked) + 1))
+    if ranked:
+        assert fixed["best"]["arm"] == ranked[0]["arm"] and ranked[0]["standing"] == "best"
+        means = [x["score"]["mean"] for x in ranked]
+        assert means == sorted(means, reverse=True)  # goal increase: the best mean first
+    assert fixed["comparison"] == c["sentence"]
+    assert client.get(f"/recipes/{fixed['recipe']}").status_code == 200
+    assert client.get(f"/discover/{fixed['discovery']}.json").status_code == 200
+    for phase in ("discover", "discover: baselines (DiffMean, probe)", "choose candidates", "evaluate", "total"):
+        assert phase in fixed["seconds"]
+
+
+def test_the_result_page_and_its_twin(client, fixed):
+    page = client.get(fixed["url"])
+    assert page.status_code == 200
+    for text in ('id="ranked-table"', 'id="recipe-link"', f"/recipes/{fixed['recipe']}", 'id="fix-sentence"'):
+        assert text in page.text
+    twin = client.get(f"{fixed['url']}.json")
+    assert twin.status_code == 200 and twin.json()["interventions"] == fixed["interventions"]
+    assert client.get("/fix/nope").status_code == 404
+    form = client.get("/fix?demo=code-vs-prose&n=8")
+    assert form.status_code == 200 and form.text.count("</textarea>") == 3
+    assert fixed["id"] in client.get("/fix").text  # listed as recent
+    assert 'id="fix-link"' in client.get("/discover").text
+
+
+def test_a_fix_job_reports_its_phases_and_cancels(client):
+    job = client.post("/api/fix", json=body(max_new_tokens=32)).json()
+    assert job["kind"] == "fix" and job["cancel_url"].endswith("/cancel")
+    seen = set()
+    for _ in range(600):
+        job = client.get(job["status_url"]).json()
+        seen.add(job["phase"])
+        if job["phase"] in ("generating", "measuring") or job["state"] != "queued" and job["phase"] == "identifying":
+            break
+        time.sleep(0.05)
+    cancelled = client.post(job["cancel_url"]).json()
+    done = wait_job(client, cancelled)
+    assert done["state"] == "cancelled" and done["result"] is None
+    assert "forward + encode" in seen or "rank" in seen or "tokenize (examples)" in seen
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"fix": SMALL | {"per_sae": 9}}, "per_sae"),
+        ({"fix": SMALL | {"strengths": [0, 1e9]}}, "outside"),
+        ({"fix": SMALL | {"strengths": [0, 0]}}, "non-zero"),
+        ({"fix": SMALL | {"seeds": 99}}, "seeds"),
+        ({"fix": SMALL | {"max_new_tokens": 100_000}}, "max_new_tokens"),
+        ({"fix": SMALL | {"prompts": ["only one"]}}, "at least 2"),
+        ({"fix": SMALL | {"goal": "sideways"}}, "goal"),
+        ({"demo": "nope"}, "demo"),
+        ({"demo": None, "a": "x\ny", "b": "z\nw"}, "usable example"),
+    ],
+)
+def test_bad_input_is_a_422_that_says_why(client, change, says):
+    r = client.post("/api/fix", json=body() | change)
+    assert r.status_code == 422, r.text
+    assert says in r.text
