@@ -7,7 +7,8 @@ target's, several sets); with an instruction, `prompt-only` (the instruction pre
 residual norm: qscope.steer.evaluate.diffmean); with candidates (`qscope fix`), `candidate-k`: the k-th other SAE
 feature of the request, steered alone over the same sweep. Controls, candidates and DiffMean are not run at
 strength 0, where they would repeat the zero-strength row. Every point runs on every prompt with every seed: one
-row of batched generation each. """
+row of batched generation each.
+"""
 
 from __future__ import annotations
 
