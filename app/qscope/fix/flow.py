@@ -110,7 +110,7 @@ def run_fix(
         )
         for i, c in enumerate(picked)
     ]
-    ranked = rank(result, chosen)
+    ranked = rank(result.table, result.comparison, chosen)
     c = result.comparison
     best_overall = c.best if c else None
     sentence = headline(ranked, best_overall, NAMES.get(best_overall or "", best_overall or ""), settings.goal)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from qscope.fix.result import Candidate, Intervention, Standing
 from qscope.steer.evaluate import arms
-from qscope.steer.evaluate.result import EvalResult
+from qscope.steer.evaluate.result import ArmComparison, PointSummary
 from qscope.steer.evaluate.verdict import beats, decide, iv_text
 
 
@@ -17,9 +17,9 @@ def is_intervention(arm: str) -> bool:
     return arm in (arms.INTERVENTION, arms.DIFFMEAN) or arms.candidate_index(arm) is not None
 
 
-def rank(result: EvalResult, candidates: Sequence[Candidate]) -> list[Intervention]:
-    """The interventions in the comparison's order: rank 1, 2, ... for those within the fluency bound."""
-    c = result.comparison
+def rank(table: Sequence[PointSummary], c: ArmComparison | None, candidates: Sequence[Candidate]) -> list[Intervention]:
+    """The interventions in the order of the evaluation's comparison `c` of the arms of its `table`: rank 1, 2,
+    ... for those within the fluency bound."""
     if c is None:
         return []
     by_arm = {x.arm: x for x in candidates}
@@ -29,7 +29,7 @@ def rank(result: EvalResult, candidates: Sequence[Candidate]) -> list[Interventi
     for b in c.arms:
         if not is_intervention(b.arm):
             continue
-        v = decide(result.table, c.goal, c.max_ppl_ratio, c.measure, arm=b.arm)
+        v = decide(table, c.goal, c.max_ppl_ratio, c.measure, arm=b.arm)
         standing: Standing
         if not b.fluent:
             standing = "not fluent"
