@@ -19,6 +19,7 @@ BENCHMARKS = {  # command name -> (module in qscope.bench, one line for `qscope 
     "load": ("load", "Browsing and steering mixed at several times the steering capacity"),
     "explain": ("explain", "Features explained per minute via qscope serve's /v1, many in flight vs one"),
     "discover": ("discover", "Discover's examples/s vs forward + SAE encode alone on the same tokens"),
+    "fix": ("fix", "The fix flow's wall time per phase; the baselines' cost beside the features' part"),
     "steer-eval": ("steer_eval", "A batched evaluation sweep vs the same rows one request at a time, one server"),
 }
 
