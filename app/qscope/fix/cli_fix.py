@@ -66,7 +66,7 @@ def fix_cmd(
         raise fail("give the examples: --pos FILE --neg FILE, --data FILE (with a label column) or --demo NAME")
     try:
         fix = FixSettings(
-            goal=goal,  # type: ignore[arg-type]  # checked by the model
+            goal=goal,  # checked by the model: increase or decrease
             per_sae=per_sae,
             prompts=prompts.read_text(encoding="utf-8").splitlines() if prompts else None,
             max_prompts=max_prompts,
