@@ -5,8 +5,11 @@ database beside discoveries (kind `fix`). Built once by create_app."""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 from qscope.discover.discovery import DiscoverOptions
-from qscope.discover.examples import ExampleSet
+from qscope.discover.examples import ExamplesError, ExampleSet
 from qscope.discover.service import Discovering, ServedModel
 from qscope.discover.store import Listed, new_id
 from qscope.fix.flow import FixInputs, run_fix
@@ -15,12 +18,21 @@ from qscope.fix.result import FixResult
 from qscope.jobs import Job
 from qscope.steer.evaluate.jobs import Evaluations
 from qscope.steer.evaluate.target import Target
-from qscope.steer.spec import SteerLimits
+from qscope.steer.spec import SpecError, SteerLimits
+
+KEEP_REFUSED = 64  # why recent fixes failed on their input, for a waiting request's 422
 
 
 class Fixing:
     def __init__(self, discovering: Discovering, evaluations: Evaluations, steer_limits: SteerLimits) -> None:
         self.discovering, self.evaluations, self.steer_limits = discovering, evaluations, steer_limits
+        self._refused: OrderedDict[str, str] = OrderedDict()  # job id -> what in its input made it fail
+        self._lock = threading.Lock()
+
+    def refused(self, job_id: str) -> str | None:
+        """Why the job failed, when its input was the cause (no candidate, too few prompts): a 4xx, not a 500."""
+        with self._lock:
+            return self._refused.get(job_id)
 
     def start(
         self,
@@ -46,14 +58,21 @@ class Fixing:
                 self.evaluations.limits,
                 self.steer_limits,
             )
-            result = run_fix(
-                inputs,
-                settings,
-                lambda plan: self.evaluations.run_in(job, plan, target),
-                d.save_discovery,
-                job.report,
-                job.cancel,
-            )
+            try:
+                result = run_fix(
+                    inputs,
+                    settings,
+                    lambda plan: self.evaluations.run_in(job, plan, target),
+                    d.save_discovery,
+                    job.report,
+                    job.cancel,
+                )
+            except (ExamplesError, SpecError) as e:
+                with self._lock:
+                    self._refused[job.id] = str(e)
+                    while len(self._refused) > KEEP_REFUSED:
+                        self._refused.popitem(last=False)
+                raise
             job.report("save", 0, 1)
             return self.save(result)
 

@@ -123,3 +123,12 @@ def test_bad_input_is_a_422_that_says_why(client, change, says):
     r = client.post("/api/fix", json=body() | change)
     assert r.status_code == 422, r.text
     assert says in r.text
+
+
+def test_input_that_fails_inside_the_job_is_a_422_when_waiting(client):
+    # every check before the job passes (2 prompts of at most 2,000 characters); the evaluation's plan then finds
+    # the first prompt longer than the steering prompt limit in tokens: a 422 saying so, not a 500
+    long = "ж ξ " * 480
+    r = client.post("/api/fix", json=body(prompts=[long, "The cat sat on the"]) | {"wait": True})
+    assert r.status_code == 422, r.text
+    assert "tokens long" in r.json()["error"]

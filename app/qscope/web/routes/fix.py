@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
 
 from qscope.discover.demo import available
 from qscope.discover.discovery import DiscoverOptions
@@ -23,8 +24,9 @@ from qscope.web import urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LiveDep
 from qscope.web.discovering import JOB_POST, DiscoveringDep, bad_input, busy, corpus_dir, model_id_of, served_async
+from qscope.web.errors import Unprocessable
 from qscope.web.render import render
-from qscope.web.routes.discover import DemoInfo, job_answer, prefill
+from qscope.web.routes.discover import DemoInfo, job_answer, prefill, wait_for
 from qscope.web.security import client_key
 from qscope.web.twins import TwinRoute
 
@@ -132,6 +134,11 @@ async def fix_api(
         job = fixing.start(model, target, examples, body.options, body.fix, client_key(request.scope))
     except QueueFull as e:
         return busy(e)
+    if body.wait:
+        if not await wait_for(job, request):
+            return Response(status_code=499)
+        if job.state == "failed" and (why := fixing.refused(job.id)):
+            raise Unprocessable(f"Bad parameter: {why}")
     return await job_answer(request, job, body.wait, fixing.fix, urls.fix_result)
 
 
