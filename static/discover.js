@@ -42,7 +42,7 @@
       ui.bar.max = job.total || 1;
       ui.bar.value = job.done || 0;
       const rate = job.rate ? `, ${Math.round(job.rate).toLocaleString()}/s` : "";
-      ui.phase.textContent = job.phase ? `${job.phase}: ${(job.done || 0).toLocaleString()} / ${(job.total || 0).toLocaleString()}${rate} ${fmtEta(job.eta_s)}` : job.state;
+      ui.phase.textContent = job.phase ? `${job.phase}: ${Math.floor(job.done || 0).toLocaleString()} / ${(job.total || 0).toLocaleString()}${rate} ${fmtEta(job.eta_s)}` : job.state;
       if (job.state === "done") { window.location.href = job.result_url; return; }
       if (job.state === "failed" || job.state === "cancelled") {
         ui.status.textContent = job.state === "failed" ? `failed: ${job.error}` : "cancelled";

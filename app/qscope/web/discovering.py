@@ -85,7 +85,7 @@ class JobOut(BaseModel):
     name: str
     state: str = Field(description="queued | running | done | failed | cancelled")
     phase: str = Field(description="What it is doing now, e.g. 'forward + encode'.")
-    done: int
+    done: float = Field(description="Units of the phase done (a fix's generating rows count in fractions of a batch).")
     total: int = Field(description="Units of the phase (tokens for forward + encode).")
     rate: float | None = Field(description="Units per second in this phase.")
     eta_s: float | None

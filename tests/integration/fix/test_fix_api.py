@@ -86,23 +86,33 @@ def test_the_result_page_and_its_twin(client, fixed):
     form = client.get("/fix?demo=code-vs-prose&n=8")
     assert form.status_code == 200 and form.text.count("</textarea>") == 3
     assert fixed["id"] in client.get("/fix").text  # listed as recent
+    twin = client.get("/fix.json").json()
+    assert twin["limits"]["max_per_sae"] == 4 and fixed["id"] in [r["id"] for r in twin["recent"]]
     assert 'id="fix-link"' in client.get("/discover").text
 
 
 def test_a_fix_job_reports_its_phases_and_cancels(client):
-    job = client.post("/api/fix", json=body(max_new_tokens=32)).json()
+    # a long evaluation (8 seeds, 5 strengths, 64 tokens: 528 rows), cancelled once it is generating
+    big = {"seeds": 8, "max_new_tokens": 64, "strengths": [0, 1, 2, 4, 8]}
+    job = client.post("/api/fix", json=body(**big)).json()
     assert job["kind"] == "fix" and job["cancel_url"].endswith("/cancel")
-    seen = set()
-    for _ in range(600):
+    seen = []
+    for _ in range(3000):
         job = client.get(job["status_url"]).json()
-        seen.add(job["phase"])
-        if job["phase"] in ("generating", "measuring") or job["state"] != "queued" and job["phase"] == "identifying":
+        if job["phase"] not in seen:
+            seen.append(job["phase"])
+        if job["phase"] == "generating" or job["state"] in ("done", "failed", "cancelled"):
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
+    assert job["state"] == "running" and job["phase"] == "generating", (job, seen)
+    assert job["total"] == 3 * 8 * 22 and job["status_url"] == f"/api/jobs/{job['id']}"
+    assert "forward + encode" in seen or "baselines (DiffMean, probe)" in seen  # the discovery's phases came first
     cancelled = client.post(job["cancel_url"]).json()
+    t0 = time.monotonic()
     done = wait_job(client, cancelled)
     assert done["state"] == "cancelled" and done["result"] is None
-    assert "forward + encode" in seen or "rank" in seen or "tokenize (examples)" in seen
+    assert time.monotonic() - t0 < 30
+    assert client.get(f"/recipes/{job['id']}.json").status_code == 404  # a cancelled evaluation keeps no recipe
 
 
 @pytest.mark.parametrize(

@@ -198,7 +198,9 @@ def test_home_starts_a_newcomer_with_examples_that_work_on_what_is_served(tiny_c
     assert tiny_client.get("/-/docs").status_code == 200 and tiny_client.get("/v1/models").json()["data"]
 
 
-@pytest.mark.parametrize("path", ["/", "/detectors", "/discover", "/fix", "/footprints", "/recipes", "/steer-eval", "/steer"])
+@pytest.mark.parametrize(
+    "path", ["/", "/detectors", "/discover", "/fix", "/footprints", "/recipes", "/steer-eval", "/steer"]
+)
 def test_tab_titles_are_words_not_markup(tiny_client, path):
     import html as html_lib
     import re
