@@ -70,6 +70,11 @@ def test_a_fix_ranks_every_candidate_and_diffmean_and_saves_a_recipe(client, fix
         assert means == sorted(means, reverse=True)  # goal increase: the best mean first
     assert fixed["comparison"] == c["sentence"]
     assert client.get(f"/recipes/{fixed['recipe']}").status_code == 200
+    md = client.get(f"/recipes/{fixed['recipe']}.md").text
+    assert "candidate-1" in md and "diffmean" in md
+    again = client.post(f"/api/recipes/{fixed['recipe']}/run-again", json={})
+    assert again.status_code == 202 and again.json()["rows"] == fixed["rows"]  # every candidate runs again
+    client.post(again.json()["cancel_url"])
     assert client.get(f"/discover/{fixed['discovery']}.json").status_code == 200
     for phase in ("discover", "discover: baselines (DiffMean, probe)", "choose candidates", "evaluate", "total"):
         assert phase in fixed["seconds"]
