@@ -44,7 +44,9 @@ def test_fix_demo_ranks_saves_and_writes(tiny_db, tmp_path, app_db):
     assert FixResult.model_validate_json(store.get("fix", saved.id) or "").interventions == saved.interventions
     assert store.get("discovery", saved.discovery) is not None
     store.close()
-    recipe = RecipeStore(app_db).recipe(saved.recipe)
+    recipes = RecipeStore(app_db)
+    assert [(r.id, r.title.split(" + ")[1]) for r in recipes.recipes()] == [(saved.recipe, "1 candidate · 3 prompts")]
+    recipe = recipes.recipe(saved.recipe)
     assert recipe is not None and recipe.comparison is not None
     assert [x.arm for x in saved.interventions] == [b.arm for b in recipe.comparison.arms if is_intervention(b.arm)]
     assert "arms compared:" in text and "seconds:" in text
