@@ -147,3 +147,15 @@ def test_input_that_fails_inside_the_job_is_a_422_when_waiting(client):
     r = client.post("/api/fix", json=body(prompts=[long, "The cat sat on the"]) | {"wait": True})
     assert r.status_code == 422, r.text
     assert "tokens long" in r.json()["error"]
+
+
+def test_post_api_fix_takes_from_the_model_run_bucket_like_discover(tiny_db, tmp_path):
+    settings = Settings(
+        app_db_url=f"sqlite:///{tmp_path / 'app.db'}", device="cpu", rate_inspect_per_min=1, rate_inspect_burst=2
+    )
+    with TestClient(create_app([tiny_db], settings, warm_search=False)) as c:
+        bad = body(per_sae=9)  # refused before any model run, but it still costs a token
+        assert [c.post("/api/fix", json=bad).status_code for _ in range(2)] == [422, 422]
+        refused = c.post("/api/discover", json={"demo": "nope"})  # the bucket discover takes from: empty now
+        assert refused.status_code == 429 and "Retry-After" in refused.headers
+        assert c.post("/api/fix", json=bad).status_code == 429
