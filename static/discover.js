@@ -1,4 +1,4 @@
-// The discover and footprint pages: send two example sets (pasted, or files read here) to the API, follow the
+// The discover, fix and footprint pages: send two example sets (pasted, or files read here) to the API, follow the
 // job's progress (phase, count, rate, ETA), cancel it, open the result; draw an uploaded footprint file; save
 // detectors from a discovery's ranked features.
 (() => {
@@ -42,7 +42,7 @@
       ui.bar.max = job.total || 1;
       ui.bar.value = job.done || 0;
       const rate = job.rate ? `, ${Math.round(job.rate).toLocaleString()}/s` : "";
-      ui.phase.textContent = job.phase ? `${job.phase}: ${(job.done || 0).toLocaleString()} / ${(job.total || 0).toLocaleString()}${rate} ${fmtEta(job.eta_s)}` : job.state;
+      ui.phase.textContent = job.phase ? `${job.phase}: ${Math.floor(job.done || 0).toLocaleString()} / ${(job.total || 0).toLocaleString()}${rate} ${fmtEta(job.eta_s)}` : job.state;
       if (job.state === "done") { window.location.href = job.result_url; return; }
       if (job.state === "failed" || job.state === "cancelled") {
         ui.status.textContent = job.state === "failed" ? `failed: ${job.error}` : "cancelled";
@@ -55,6 +55,16 @@
       if (!resp.ok) { ui.status.textContent = await errorOf(resp); ui.run.disabled = false; return; }
       job = await resp.json();
     }
+  }
+
+  function fixSettings(form) {
+    const num = (n) => Number(form.elements[n].value);
+    const fix = { goal: form.elements.goal.value, per_sae: num("per_sae"), max_prompts: num("max_prompts"), seeds: num("seeds"),
+      random_controls: num("random_controls"), max_new_tokens: num("max_new_tokens"),
+      strengths: form.elements.strengths.value.split(/[\s,]+/).filter((x) => x).map(Number) };
+    const prompts = form.elements.prompts.value.split("\n").filter((x) => x.trim());
+    if (prompts.length) fix.prompts = prompts;
+    return fix;
   }
 
   function startForm(form) {
@@ -71,6 +81,9 @@
         if (form.dataset.kind === "discover") {
           body.options = { test_share: Number(form.elements.test_share.value), seed: Number(form.elements.seed.value),
             top: Number(form.elements.top.value) };
+        } else if (form.dataset.kind === "fix") {
+          body.options = { test_share: Number(form.elements.test_share.value), seed: Number(form.elements.seed.value) };
+          body.fix = fixSettings(form);
         } else {
           body.by = form.elements.by.value;
           body.share = Number(form.elements.share.value);

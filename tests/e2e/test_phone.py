@@ -1,6 +1,6 @@
 """Every page at 1280 px and at 390 px (a phone), in Debian's Chromium, on `qscope serve` of the tiny default:
 the fixed pages and the ones a job makes (a steering evaluation and its recipe, a discovery, a detector, a
-footprint comparison, a note and a list). No page is wider than the window: a wide table scrolls inside its own
+footprint comparison, a fix, a note and a list). No page is wider than the window: a wide table scrolls inside its own
 box, never the page. Screenshots go to tests/artifacts/phone_*.png."""
 
 import json
@@ -62,6 +62,8 @@ def _made_by_jobs(base: str) -> list[str]:
     discovery = _post(base, "/api/discover", {"demo": "code-vs-prose", "demo_n": 24, "wait": True})
     detector = _post(base, "/api/detectors", {"discovery": discovery["id"], "spec": {"kind": "logreg"}})
     footprint = _post(base, "/api/footprints", {"demo": "code-vs-prose", "demo_n": 24, "wait": True})
+    small = {"per_sae": 1, "max_prompts": 2, "seeds": 1, "random_controls": 1, "max_new_tokens": 4, "strengths": [0, 2]}
+    fixed = _post(base, "/api/fix", {"demo": "code-vs-prose", "demo_n": 12, "fix": small, "wait": True})
     note = _post(base, "/api/notes", {"sae_id": SAE, "feature": 40, "text": "a note " * 40})
     user_list = _post(base, "/api/lists", {"name": "a list", "features": [{"sae_id": SAE, "feature": 40}]})
     return [
@@ -70,6 +72,7 @@ def _made_by_jobs(base: str) -> list[str]:
         discovery["url"],
         detector["url"],
         footprint["url"],
+        fixed["url"],
         note["url"],
         user_list["url"],
     ]
@@ -90,6 +93,7 @@ def _pages(base: str) -> list[str]:
         f"/steer-eval?sae_id={SAE}&feature=40",
         "/recipes",
         "/discover",
+        "/fix",
         "/detectors",
         "/footprints",
         "/lists",
@@ -117,4 +121,4 @@ def test_every_page_and_every_page_a_job_makes_fits_the_window(server, tmp_path)
             page.close()
         browser.close()
     assert problems == [], "\n".join(problems)
-    assert len(paths) == 22
+    assert len(paths) == 24

@@ -2,7 +2,7 @@
 
 app.py holds the typer application and the console; each other module registers its commands on it:
 demo.py (build-demo, demo, info), harvest.py (harvest, harvest-release), serve.py (serve, health), explain.py
-(explain, explain-export), discover.py (discover, footprint), steer_eval.py (steer-eval), app_db.py
+(explain, explain-export), discover.py (discover, footprint), fix.py (fix), steer_eval.py (steer-eval), app_db.py
 (app-db current|upgrade|export|import), bench.py (bench NAME).
 """
 
@@ -14,7 +14,7 @@ from qscope.cli.app import cli, console
 
 # each module registers its commands on `cli`; `qscope --help` lists them in this order
 # isort: off
-from qscope.cli import demo, harvest, serve, explain, discover, steer_eval, app_db, bench  # noqa: F401
+from qscope.cli import demo, harvest, serve, explain, discover, fix, steer_eval, app_db, bench  # noqa: F401
 # isort: on
 
 __all__ = ["cli", "main"]

@@ -20,6 +20,7 @@ BENCHMARKS = {  # command name -> (module in qscope.bench, one line for `qscope 
     "explain": ("explain", "Features explained per minute via qscope serve's /v1, many in flight vs one"),
     "discover": ("discover", "Discover's examples/s vs forward + SAE encode alone on the same tokens"),
     "baselines": ("baselines", "Features vs DiffMean and a probe at detection, on the demo sets and other real text"),
+    "fix": ("fix", "The fix flow's wall time per phase; the baselines' cost beside the features' part"),
     "steer-eval": ("steer_eval", "A batched evaluation sweep vs the same rows one request at a time, one server"),
 }
 

@@ -27,6 +27,11 @@ def fail(text: str, code: int = 2) -> typer.Exit:
 def load_served(db: Path | None, device: str | None, dtype: str | None):
     """A `ServedModel` for the CLI from a feature store: its model and SAEs (the files the harvest read), their ids
     and labels as the server shows them, and the demo corpus when it has one."""
+    return load_live(db, device, dtype)[0]
+
+
+def load_live(db: Path | None, device: str | None, dtype: str | None):
+    """(the ServedModel of load_served, the qscope.live.runner.LiveModel it was loaded from)."""
     from qscope.discover.demo import corpus_dir_of
     from qscope.discover.service import ServedModel
     from qscope.live.runner import LiveModel, LiveUnavailable
@@ -47,7 +52,7 @@ def load_served(db: Path | None, device: str | None, dtype: str | None):
     except LiveUnavailable as e:
         raise fail(str(e)) from e
     harvested = settings_of(store.meta)
-    return ServedModel(
+    served = ServedModel(
         model_id,
         lm.model,
         lm.require_tokenizer(),
@@ -59,6 +64,7 @@ def load_served(db: Path | None, device: str | None, dtype: str | None):
         store.decode,
         corpus_dir_of(store.model_source, harvested.get("corpus")),
     )
+    return served, live
 
 
 def _default_store(settings) -> Path:

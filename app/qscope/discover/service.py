@@ -255,6 +255,10 @@ class Discovering:
         url = make_url(self.db_url)
         return self._db is None and url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file()
 
+    def body(self, kind: str, record_id: str) -> str | None:
+        """The JSON body of a saved record of this kind, or None."""
+        return self._body(kind, record_id)
+
     def _body(self, kind: str, record_id: str) -> str | None:
         return None if self._saved_nothing() else self.db.get(kind, record_id)
 

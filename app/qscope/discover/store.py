@@ -1,8 +1,9 @@
-"""Saved discoveries, detectors and footprint comparisons in the app database (SQLAlchemy; SQLite by default).
+"""Saved discoveries, detectors, footprint comparisons and fixes in the app database (SQLAlchemy; SQLite by default).
 
 The same database as shared steering runs (QSCOPE_APP_DB_URL), its own tables. Each record is stored whole as
-JSON under a short random id, which its permalink uses (/discover/{id}, /detectors/{id}, /footprints/{id}); a
-few columns beside it (kind, model, name, headline figure) serve the lists without parsing every record.
+JSON under a short random id, which its permalink uses (/discover/{id}, /detectors/{id}, /footprints/{id},
+/fix/{id}); a few columns beside it (kind, model, name, headline figure) serve the lists without parsing every
+record.
 """
 
 from __future__ import annotations
@@ -16,18 +17,18 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from qscope.appdb import Base, open_app_db
 
-KINDS = ("discovery", "detector", "footprint")
+KINDS = ("discovery", "detector", "footprint", "fix")  # fix: qscope.fix, a discovery evaluated and ranked
 
 
 class Record(Base):
     __tablename__ = "discover_records"
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16), index=True)  # discovery | detector | footprint
+    kind: Mapped[str] = mapped_column(String(16), index=True)  # discovery | detector | footprint | fix
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     model_id: Mapped[str] = mapped_column(String(200))
     name: Mapped[str] = mapped_column(String(300))
-    figure: Mapped[float | None] = mapped_column(Float, nullable=True)  # test F1, top test AUROC or overlap
+    figure: Mapped[float | None] = mapped_column(Float, nullable=True)  # test F1, top AUROC, overlap, best score
     body: Mapped[str] = mapped_column(Text)  # the record as JSON
 
 

@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from qscope.config import Settings, get_settings
 from qscope.discover.service import Discovering
 from qscope.explain.service import Explained
+from qscope.fix.service import Fixing
 from qscope.live.runner import Limits, LiveModels
 from qscope.search.explained import ExplanationSearch
 from qscope.search.searcher import Searcher
@@ -34,6 +35,7 @@ from qscope.web.routes import (
     discover,
     docs,
     features,
+    fix,
     footprints,
     health,
     home,
@@ -91,6 +93,7 @@ def create_app(
     app.state.discovering = Discovering(settings.discover, settings.live.max_chars, settings.app_db.url)
     evaluations = evaluations_from_settings(settings.steer_eval, settings.app_db.url, app.state.steering.worker)
     app.state.evaluations = evaluations
+    app.state.fixing = Fixing(app.state.discovering, app.state.evaluations, app.state.steering.limits)
     app.mount(urls.STATIC_PREFIX, StaticFiles(directory=str(STATIC_DIR)), name="static")
     errors.install(app)
     security.install(app, settings.server, settings.discover.max_body_bytes, errors.refusal)
@@ -110,6 +113,7 @@ def create_app(
         notes,
         lists,
         discover,
+        fix,
         detectors,
         footprints,
         jobs,

@@ -81,11 +81,11 @@ class JobOut(BaseModel):
     """A background job as its status URL reports it."""
 
     id: str
-    kind: str = Field(description="discover | footprint")
+    kind: str = Field(description="discover | footprint | fix")
     name: str
     state: str = Field(description="queued | running | done | failed | cancelled")
     phase: str = Field(description="What it is doing now, e.g. 'forward + encode'.")
-    done: int
+    done: float = Field(description="Units of the phase done (a fix's generating rows count in fractions of a batch).")
     total: int = Field(description="Units of the phase (tokens for forward + encode).")
     rate: float | None = Field(description="Units per second in this phase.")
     eta_s: float | None
@@ -111,7 +111,8 @@ async def served_async(catalog: Catalog, live: LiveModels, model_id: str | None)
 def _result_url(job: Job) -> str | None:
     if job.result is None:
         return None
-    return urls.discovery(job.result) if job.kind == "discover" else urls.footprint(job.result)
+    by_kind = {"discover": urls.discovery, "fix": urls.fix_result}
+    return by_kind.get(job.kind, urls.footprint)(job.result)
 
 
 def job_json(job: Job) -> dict:

@@ -57,7 +57,14 @@ HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
 # the discover API carries example files in its body: its own size limit (the body is read before routing)
-DISCOVER_PATHS = ("/api/discover", "/api/footprints", "/api/footprints/upload", "/api/detectors", "/api/detect")
+DISCOVER_PATHS = (
+    "/api/discover",
+    "/api/fix",
+    "/api/footprints",
+    "/api/footprints/upload",
+    "/api/detectors",
+    "/api/detect",
+)
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 UNSPECIFIED_HOSTS = ("", "0.0.0.0", "[::]")  # a bind address, not a name a browser asks for

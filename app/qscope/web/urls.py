@@ -148,6 +148,15 @@ def discovery(discovery_id: str, json: bool = False) -> str:
     return f"/discover/{_seg(discovery_id)}{JSON if json else ''}"
 
 
+def fix(json: bool = False, **params: object) -> str:
+    """The fix form (qscope.web.routes.fix), a demo set loaded with `demo`."""
+    return f"/fix{JSON if json else ''}{_query(params)}"
+
+
+def fix_result(fix_id: str, json: bool = False) -> str:
+    return f"/fix/{_seg(fix_id)}{JSON if json else ''}"
+
+
 def detectors(json: bool = False) -> str:
     return f"/detectors{JSON if json else ''}"
 

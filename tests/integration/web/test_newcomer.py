@@ -184,7 +184,7 @@ def test_home_starts_a_newcomer_with_examples_that_work_on_what_is_served(tiny_c
     links = dict(
         (name, href.replace("&amp;", "&")) for href, name in re.findall(r'<a href="([^"]+)"><b>([^<]+)</b>', start)
     )
-    assert list(links) == ["Browse", "Search", "Steer", "Evaluate", "Discover", "Why this token?"]
+    assert list(links) == ["Browse", "Search", "Steer", "Evaluate", "Discover", "Fix", "Why this token?"]
     for name, href in links.items():
         r = tiny_client.get(href)
         assert r.status_code == 200, (name, href, r.text[:300])
@@ -198,7 +198,9 @@ def test_home_starts_a_newcomer_with_examples_that_work_on_what_is_served(tiny_c
     assert tiny_client.get("/-/docs").status_code == 200 and tiny_client.get("/v1/models").json()["data"]
 
 
-@pytest.mark.parametrize("path", ["/", "/detectors", "/discover", "/footprints", "/recipes", "/steer-eval", "/steer"])
+@pytest.mark.parametrize(
+    "path", ["/", "/detectors", "/discover", "/fix", "/footprints", "/recipes", "/steer-eval", "/steer"]
+)
 def test_tab_titles_are_words_not_markup(tiny_client, path):
     import html as html_lib
     import re

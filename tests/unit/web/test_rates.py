@@ -31,6 +31,7 @@ LIMITS = {
     ("POST", "/api/attribute"): INSPECT,
     ("GET", "/search"): ("inspect", "searches that run the model"),  # the "fires" kind (`runs_fires`)
     ("POST", "/api/discover"): MODEL_RUN,
+    ("POST", "/api/fix"): MODEL_RUN,
     ("POST", "/api/footprints"): MODEL_RUN,
     ("POST", "/api/footprints/upload"): MODEL_RUN,
     ("POST", "/api/detectors"): MODEL_RUN,

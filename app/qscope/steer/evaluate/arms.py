@@ -1,12 +1,13 @@
 """The arms of an evaluation and the rows they need: which features each (arm, strength) point steers with.
 
-Arms: `unsteered`; `intervention` at every sweep strength (at 0 it is the zero-strength control); `negated`
-(every strength flipped); `random` (the same edits on features of the same SAE whose max activation is close
-to the target's, several sets); with an instruction, `prompt-only` (the instruction prefixed, no steering) and
-`prompt+steering`; with a DiffMean source, `diffmean` (a raw mean-difference direction in units of the site's
-mean residual norm: qscope.steer.evaluate.diffmean). Controls and DiffMean are not run at strength 0, where they
-would repeat the zero-strength row. Every point runs on every prompt with every seed: one row of batched
-generation each.
+Arms: `unsteered`; `intervention` at every sweep strength (at 0 it is the zero-strength control); `negated` (every
+strength flipped); `random` (the same edits on features of the same SAE whose max activation is close to the
+target's, several sets); with an instruction, `prompt-only` (the instruction prefixed, no steering) and
+`prompt+steering`; with a DiffMean source, `diffmean` (a raw mean-difference direction in units of the site's mean
+residual norm: qscope.steer.evaluate.diffmean); with candidates (`qscope fix`), `candidate-k`: the k-th other SAE
+feature of the request, steered alone over the same sweep. Controls, candidates and DiffMean are not run at
+strength 0, where they would repeat the zero-strength row. Every point runs on every prompt with every seed: one
+row of batched generation each.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from qscope.steer.spec import OFF_MODES, FeatureSteer
 UNSTEERED, INTERVENTION, NEGATED, RANDOM = "unsteered", "intervention", "negated", "random"
 PROMPT_ONLY, PROMPT_STEER, DIFFMEAN = "prompt-only", "prompt+steering", "diffmean"
 ARMS = (UNSTEERED, INTERVENTION, NEGATED, RANDOM, PROMPT_ONLY, PROMPT_STEER, DIFFMEAN)
+CANDIDATE = "candidate-"  # + k (1-based): the k-th of the request's candidates, each an arm of its own
 POOL = 24  # random controls are drawn from this many features nearest the target's max activation
 MAX_COSINE = 0.5  # a control whose decoder direction is this close to the target's is no control
 
@@ -42,6 +44,18 @@ class Point:
         return self.arm in (PROMPT_ONLY, PROMPT_STEER)
 
 
+def candidate_arm(k: int) -> str:
+    """The arm of the k-th candidate (1-based)."""
+    return f"{CANDIDATE}{k}"
+
+
+def candidate_index(arm: str) -> int | None:
+    """The candidate's 0-based index of a candidate arm, None for any other arm."""
+    if not arm.startswith(CANDIDATE) or not arm[len(CANDIDATE) :].isdigit():
+        return None
+    return int(arm[len(CANDIDATE) :]) - 1
+
+
 def sweep(strengths: Sequence[float], features: Sequence[FeatureSteer]) -> list[float]:
     """The strengths to run, in order, once each; [0, 1] for a spec of ablations only (any s > 0 is the same)."""
     if all(f.mode in OFF_MODES for f in features):
@@ -50,9 +64,15 @@ def sweep(strengths: Sequence[float], features: Sequence[FeatureSteer]) -> list[
 
 
 def points(
-    sweep_: Sequence[float], features: Sequence[FeatureSteer], n_random: int, instructed: bool, diffmean: bool = False
+    sweep_: Sequence[float],
+    features: Sequence[FeatureSteer],
+    n_random: int,
+    instructed: bool,
+    diffmean: bool = False,
+    n_candidates: int = 0,
 ) -> list[Point]:
-    """Every (arm, strength) point of an evaluation, controls and DiffMean at the non-zero strengths only."""
+    """Every (arm, strength) point of an evaluation, controls, candidates and DiffMean at the non-zero strengths
+    only."""
     steered = [s for s in sweep_ if s != 0]
     out = [Point(UNSTEERED, None)] + [Point(INTERVENTION, s) for s in sweep_]
     if any(f.mode not in OFF_MODES for f in features):
@@ -60,6 +80,7 @@ def points(
     out += [Point(RANDOM, s, c) for c in range(n_random) for s in steered]
     if instructed:
         out += [Point(PROMPT_ONLY, None)] + [Point(PROMPT_STEER, s) for s in steered]
+    out += [Point(candidate_arm(k), s) for k in range(1, n_candidates + 1) for s in steered]
     if diffmean:
         out += [Point(DIFFMEAN, s) for s in steered]
     return out
@@ -80,11 +101,17 @@ def at_strength(features: Sequence[FeatureSteer], s: float, negate: bool = False
 
 
 def point_features(
-    point: Point, features: Sequence[FeatureSteer], controls: Sequence[Sequence[FeatureSteer]]
+    point: Point,
+    features: Sequence[FeatureSteer],
+    controls: Sequence[Sequence[FeatureSteer]],
+    candidates: Sequence[FeatureSteer] = (),
 ) -> list[FeatureSteer]:
     """What one point steers with."""
     if point.strength is None or point.arm == DIFFMEAN:  # DiffMean steers a raw direction, no feature
         return []
+    k = candidate_index(point.arm)
+    if k is not None:
+        return at_strength([candidates[k]], point.strength)
     if point.arm == RANDOM:
         return at_strength(controls[point.control or 0], point.strength)
     return at_strength(features, point.strength, negate=point.arm == NEGATED)

@@ -1,12 +1,13 @@
 """The arms of an evaluation against each other, computed from the sweep table and nothing else: is the SAE
 feature the right tool, or does DiffMean, prompting alone or a control do as well?
 
-Every arm that was run takes part: the SAE intervention, prompt + SAE, DiffMean, prompt-only, random features,
-negated, and no steering (the zero-strength row is the unsteered one again and is left out). On the verdict's
-measure (reads or writes), each arm's *best point* is its point with the best mean in the goal's direction among
-those whose perplexity ratio to the unsteered rows is at most the fluency bound; an arm with no such point is
-listed last (its most fluent point) and is not ranked. The best arm is the first; an arm whose 95% interval
-overlaps the best's is *as good as* it, the rest it beats (its interval entirely on the goal's side).
+Every arm that was run takes part: the SAE intervention, prompt + SAE, the candidate features (`qscope fix`),
+DiffMean, prompt-only, random features, negated, and no steering (the zero-strength row is the unsteered one again
+and is left out). On the verdict's measure (reads or writes), each arm's *best point* is its point with the best
+mean in the goal's direction among those whose perplexity ratio to the unsteered rows is at most the fluency bound;
+an arm with no such point is listed last (its most fluent point) and is not ranked. The best arm is the first; an
+arm whose 95% interval overlaps the best's is *as good as* it, the rest it beats (its interval entirely on the
+goal's side).
 
 The sentence says where the SAE feature stands: "the SAE feature works and does best, as good as DiffMean",
 "the SAE feature is as good as prompting alone", "DiffMean does better than the SAE feature", "prompting alone
@@ -36,31 +37,43 @@ def _fluent(p: PointSummary, max_ppl_ratio: float) -> bool:
     return p.ppl_ratio.mean is not None and p.ppl_ratio.mean <= max_ppl_ratio
 
 
-def arm_bests(table: Sequence[PointSummary], goal: str, max_ppl_ratio: float, measure: str) -> list[ArmBest]:
-    """Each arm at its best point (see the module docstring): best first, then the arms with no fluent point."""
+def arm_order(table: Sequence[PointSummary]) -> list[str]:
+    """The arms of a table in their fixed order, the candidates (in their own order) after the SAE intervention's
+    instructed twin."""
+    found = list(dict.fromkeys(p.arm for p in table))
+    candidates = [arm for arm in found if a.candidate_index(arm) is not None]
+    at = a.ARMS.index(a.PROMPT_STEER) + 1
+    return [arm for arm in (*a.ARMS[:at], *candidates, *a.ARMS[at:]) if arm in found]
+
+
+def arm_bests(
+    table: Sequence[PointSummary], goal: str, max_ppl_ratio: float, measure: str, names: dict[str, str] | None = None
+) -> list[ArmBest]:
+    """Each arm at its best point (see the module docstring): best first, then the arms with no fluent point.
+    `names`: the arms in words where NAMES has none (the candidates')."""
     of = measure_of(measure)
     sign = 1.0 if goal == "increase" else -1.0
     ranked, unfluent = [], []
-    for arm in a.ARMS:
+    arms = arm_order(table)
+    names = {**NAMES, **(names or {})}
+    for arm in arms:
         pts = [p for p in table if p.arm == arm and of(p).n > 0 and not (arm == a.INTERVENTION and p.strength == 0)]
         if not pts:
             continue
         fluent = [p for p in pts if _fluent(p, max_ppl_ratio)]
         if fluent:
             best = max(fluent, key=lambda p: sign * (of(p).mean or 0.0))
-            ranked.append(_best(arm, best, of, True))
+            ranked.append(_best(arm, names.get(arm, arm), best, of, True))
         else:
             best = min(pts, key=lambda p: p.ppl_ratio.mean if p.ppl_ratio.mean is not None else float("inf"))
-            unfluent.append(_best(arm, best, of, False))
-    order = {arm: i for i, arm in enumerate(a.ARMS)}
+            unfluent.append(_best(arm, names.get(arm, arm), best, of, False))
+    order = {arm: i for i, arm in enumerate(arms)}
     ranked.sort(key=lambda b: (-sign * (b.score.mean or 0.0), order[b.arm]))
     return ranked + unfluent
 
 
-def _best(arm: str, p: PointSummary, of, fluent: bool) -> ArmBest:
-    return ArmBest(
-        arm=arm, name=NAMES.get(arm, arm), strength=p.strength, score=of(p), ppl_ratio=p.ppl_ratio.mean, fluent=fluent
-    )
+def _best(arm: str, name: str, p: PointSummary, of, fluent: bool) -> ArmBest:
+    return ArmBest(arm=arm, name=name, strength=p.strength, score=of(p), ppl_ratio=p.ppl_ratio.mean, fluent=fluent)
 
 
 def _at(b: ArmBest) -> str:
@@ -73,11 +86,16 @@ def _join(names: Sequence[str]) -> str:
 
 
 def compare_arms(
-    table: Sequence[PointSummary], goal: str, max_ppl_ratio: float, measure: str = "reads", works: bool = False
+    table: Sequence[PointSummary],
+    goal: str,
+    max_ppl_ratio: float,
+    measure: str = "reads",
+    works: bool = False,
+    names: dict[str, str] | None = None,
 ) -> ArmComparison:
     """The arms ranked and the sentence (see the module docstring); `works`: the verdict says the SAE feature
-    works (beats every control within the fluency bound)."""
-    bests = arm_bests(table, goal, max_ppl_ratio, measure)
+    works (beats every control within the fluency bound); `names`: the candidates' arms in words."""
+    bests = arm_bests(table, goal, max_ppl_ratio, measure, names)
     ranked = [b for b in bests if b.fluent]
     base = dict(goal=goal, measure=measure, max_ppl_ratio=max_ppl_ratio, arms=bests)
     bound = f"perplexity at most {max_ppl_ratio:g}x the unsteered"

@@ -23,7 +23,7 @@ from qscope.jobs import Cancelled, Job, JobRunner
 from qscope.steer.evaluate.plan import Plan, Target
 from qscope.steer.evaluate.recipes import RecipeStore
 from qscope.steer.evaluate.request import EvalLimits
-from qscope.steer.evaluate.result import Identity, title_of
+from qscope.steer.evaluate.result import EvalResult, Identity, title_of
 from qscope.steer.evaluate.run import Work, execute
 from qscope.steer.worker import Background, SteerWorker
 
@@ -53,6 +53,7 @@ class EvalJob:
     title: str
     job: Job
     written: float = 0.0  # when the progress last went to the database
+    result: EvalResult | None = None  # once done
 
     @property
     def id(self) -> str:
@@ -155,6 +156,23 @@ class Evaluations:
             registered.set()
         return ev
 
+    def run_in(self, job: Job, plan: Plan, target: Target) -> tuple[EvalResult, str]:
+        """Run an evaluation inside another job of the server's (a fix: qscope.fix), on this thread: its progress
+        is that job's, its work goes to the steering worker as background work, and its recipe is saved under
+        the job's id, as a queued evaluation's is. Returns the result and the recipe's id; a cancelled or failed
+        run is recorded as such and raises."""
+        ev = EvalJob(plan, target, title_of(plan.request, len(plan.prompts)), job)
+        job.report("identifying", 0, len(plan.rows))  # the rows count from here, not the phase before's units
+        self.store.add_job(job.id, target.model_id, plan.request.model_dump_json())
+        try:
+            recipe = self._run(ev)
+        except BaseException as e:
+            state = "cancelled" if job.cancel.is_set() else "failed"
+            self.store.update_job(job.id, state, asdict(ev.progress), "" if state == "cancelled" else str(e))
+            raise
+        assert ev.result is not None
+        return ev.result, recipe
+
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued or running job of this server; False when it is not one."""
         ev = self.jobs.get(job_id)
@@ -183,6 +201,7 @@ class Evaluations:
             )
             if ev.job.cancel.is_set():
                 raise Cancelled
+            ev.result = result
             self._touch(ev, "saving", force=True)
             ev.job.report("done", ev.job.done, ev.job.total)
             self.store.finish(ev.id, result, ev.title, asdict(ev.progress) | {"phase": "done"})

@@ -79,14 +79,19 @@ def plan_local(
 def run_local(plan: Plan, target: Target, console: Console, batch_rows: int) -> EvalResult:
     """Run the plan here: hash the files, then generate and measure, showing the progress of each."""
     with PhaseProgress(console) as progress:
-        ident = _identify(target, progress)
-        progress.add(name := "evaluate", len(plan.rows), "rows")
+        return run_shown(plan, target, progress, batch_rows)
 
-        def report(phase: str, done: float, total: int) -> None:  # phase: generating or measuring
-            progress.update(name, done=done, total=total, info=phase)
 
-        with progress.run(name):
-            return execute(plan, target, inline, ident, batch_rows=batch_rows, progress=report)
+def run_shown(plan: Plan, target: Target, progress: PhaseProgress, batch_rows: int) -> EvalResult:
+    """run_local's work, its phases shown by a progress display that is already open (`qscope fix`'s)."""
+    ident = _identify(target, progress)
+    progress.add(name := "evaluate", len(plan.rows), "rows")
+
+    def report(phase: str, done: float, total: int) -> None:  # phase: generating or measuring
+        progress.update(name, done=done, total=total, info=phase)
+
+    with progress.run(name):
+        return execute(plan, target, inline, ident, batch_rows=batch_rows, progress=report)
 
 
 def write_atomic(path: Path, text: str) -> None:

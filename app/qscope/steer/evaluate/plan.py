@@ -84,7 +84,9 @@ def prepare(
     features = req.spec.features
     seeds = [req.spec.seed + i for i in range(1 if req.spec.temperature == 0 else req.seeds)]
     sweep = arms.sweep(req.strengths, features)
-    points = arms.points(sweep, features, req.random_controls, bool(req.instruction), req.diffmean is not None)
+    points = arms.points(
+        sweep, features, req.random_controls, bool(req.instruction), req.diffmean is not None, len(req.candidates)
+    )
     limits.check_rows(len(prompts), len(seeds), len(points))
     steer_limits.check(req.spec.with_prompt(prompts[0]))
     for s in sweep:
@@ -92,11 +94,14 @@ def prepare(
             raise SpecError(f"strength {s:g} of the sweep is outside ±{steer_limits.max_strength:g}")
     concept = req.concept or ConceptFeature(sae_id=features[0].sae_id, feature=features[0].feature)
     _check_feature(target, concept.sae_id, concept.feature, scaled=False)
-    for f in features:
+    for f in [*features, *req.candidates]:
         _check_feature(target, f.sae_id, f.feature, scaled=f.mode in ("add", "clamp"))
     controls = arms.pick_controls(features, target.saes, target.max_acts, req.random_controls, req.spec.seed)
     max_act = lambda sae_id, feature: float(target.max_acts(sae_id)[feature])  # noqa: E731
-    edits = {p: resolve_edits(arms.point_features(p, features, controls), target.saes, max_act) for p in points}
+    edits = {
+        p: resolve_edits(arms.point_features(p, features, controls, req.candidates), target.saes, max_act)
+        for p in points
+    }
     prompt_ids = _tokenize(req, target, prompts, steer_limits)
     instructed = _tokenize(req, target, [req.instruction + p for p in prompts], steer_limits) if req.instruction else []
     order = sorted(range(len(prompts)), key=lambda i: (len(prompt_ids[i]), i))

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from qscope.inputs import files, patterns
 from qscope.inputs.numbers import Finite
-from qscope.steer.spec import SpecError, SteerSpec
+from qscope.steer.spec import FeatureSteer, SpecError, SteerSpec
 
 DEFAULT_STRENGTHS = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
 Goal = Literal["auto", "increase", "decrease"]
@@ -99,6 +99,11 @@ class EvalRequest(BaseModel):
         description="Also run a DiffMean steering vector as its own arm, swept over the same strengths in units "
         "of the site's mean residual norm (docs/steer-eval.md).",
     )
+    candidates: list[FeatureSteer] = Field(
+        default_factory=list,
+        description="Other SAE features to run beside the spec's, each alone as its own arm (candidate-1, ...) over "
+        "the same sweep and scored the same way (what `qscope fix` compares; docs/fix.md).",
+    )
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,7 @@ class EvalLimits:
     max_strengths: int = 12
     max_random_controls: int = 8
     max_rows: int = 4096
+    max_candidates: int = 16
 
     def check(self, req: EvalRequest, n_prompts: int) -> None:
         """SpecError for the first limit the request passes, rows aside (see check_rows)."""
@@ -130,6 +136,8 @@ class EvalLimits:
             )
         if not req.spec.features:
             raise SpecError("the spec steers no feature: give at least one in spec.features")
+        if len(req.candidates) > self.max_candidates:
+            raise SpecError(f"{len(req.candidates)} candidates asked; at most {self.max_candidates} (max_candidates)")
         if req.diffmean is not None:
             self.check_diffmean(req.diffmean)
 

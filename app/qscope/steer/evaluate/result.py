@@ -178,6 +178,9 @@ class EvalResult(BaseModel):
 
 
 def title_of(request: EvalRequest, n_prompts: int) -> str:
-    """A recipe's title: its edits and how many prompts ("add layer1#40 · 8 prompts")."""
+    """A recipe's title: its edits, its other candidates, and how many prompts ("add layer1#40 · 8 prompts",
+    "add layer1#40 + 3 candidates · 8 prompts")."""
     feats = ", ".join(f"{f.mode} {f.sae_id.rsplit('__', 1)[-1]}#{f.feature}" for f in request.spec.features)
-    return f"{feats} · {n_prompts} prompts"
+    n = len(request.candidates)
+    others = f" + {n} candidate{'s' if n > 1 else ''}" if n else ""
+    return f"{feats}{others} · {n_prompts} prompts"

@@ -19,6 +19,7 @@ from qscope.steer.edits import Edit
 from qscope.steer.engine import Row, RowOut, generate
 from qscope.steer.evaluate import diffmean
 from qscope.steer.evaluate.arms import Point
+from qscope.steer.evaluate.arms import candidate_arm as arm_of
 from qscope.steer.evaluate.compare import compare_arms
 from qscope.steer.evaluate.measures import read_back, text_metrics
 from qscope.steer.evaluate.plan import Plan, PlannedRow, Target
@@ -125,6 +126,11 @@ class _Steps:
         self.report("generating", self.start + 0.9 * self.n * min(self.steps / self.max_steps, 1.0), self.total)
 
 
+def feature_name(f) -> str:
+    """A steered feature in words: 'layer1 #297' (its SAE's last part)."""
+    return f"{f.sae_id.rsplit('__', 1)[-1]} #{f.feature}"
+
+
 def _none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
@@ -163,7 +169,10 @@ def execute(
     seconds = time.perf_counter() - t0
     table = summarize(results)
     verdict = decide(table, plan.goal, plan.request.max_ppl_ratio, plan.measure)
-    comparison = compare_arms(table, plan.goal, plan.request.max_ppl_ratio, plan.measure, verdict.status == "works")
+    names = {arm_of(k + 1): feature_name(f) for k, f in enumerate(plan.request.candidates)}
+    comparison = compare_arms(
+        table, plan.goal, plan.request.max_ppl_ratio, plan.measure, verdict.status == "works", names
+    )
     shown = verdict.strength if verdict.strength is not None else max(plan.sweep, key=abs)
     return EvalResult(
         request=plan.request,

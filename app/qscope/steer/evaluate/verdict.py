@@ -66,10 +66,13 @@ def _what(measure: str) -> str:
     return "its promoted tokens made up (weighted)" if measure == "writes" else "the concept feature fired on"
 
 
-def decide(table: Sequence[PointSummary], goal: str, max_ppl_ratio: float, measure: str = "reads") -> Verdict:
-    """The verdict on `measure` (reads | writes; see the module docstring)."""
+def decide(
+    table: Sequence[PointSummary], goal: str, max_ppl_ratio: float, measure: str = "reads", arm: str = INTERVENTION
+) -> Verdict:
+    """The verdict on `measure` (reads | writes; see the module docstring) of the SAE intervention, or of another
+    steered arm (a candidate, DiffMean) against the same controls."""
     of = measure_of(measure)
-    steered = [p for p in table if p.arm == INTERVENTION and p.strength and of(p).n > 0]
+    steered = [p for p in table if p.arm == arm and p.strength and of(p).n > 0]
     winners = [p for p in steered if _beats_all(table, p, goal, of)]
     fluent = [p for p in winners if p.ppl_ratio.mean is not None and p.ppl_ratio.mean <= max_ppl_ratio]
     base = dict(goal=goal, measure=measure, max_ppl_ratio=max_ppl_ratio, beats_controls=[p.strength for p in winners])

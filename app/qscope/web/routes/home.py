@@ -106,6 +106,11 @@ def start_here(catalog: Catalog, live) -> list[Step]:
                 else "the features that tell two sets of examples apart",
             ),
             Step(
+                "Fix",
+                urls.fix(demo=demo.name) if demo else urls.fix(),
+                "raise or lower a behaviour: its top features and DiffMean evaluated as steers, ranked, a recipe",
+            ),
+            Step(
                 "Why this token?",
                 urls.attribute(text=WHY_TEXT, pos=4),
                 "the features that made the model predict a token, and a test of the cause",
