@@ -72,7 +72,7 @@ def fix_page(
     goal: Annotated[str, Query(pattern="^(increase|decrease)$")] = "increase",
 ):
     model_id = model_id_of(catalog, model_id)
-    seed = request.app.state.settings.seed
+    seed = request.app.state.settings.runtime.seed
     a, b, name_a, name_b = prefill(live, model_id, demo, n, seed)
     runner = live.get(model_id)
     demos = [
