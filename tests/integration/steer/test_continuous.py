@@ -5,7 +5,7 @@ running batch mid-way (its prompt chunked, other rows leaving meanwhile), for ev
 import pytest
 import torch
 
-from qscope.model import load_model
+from qscope.model import capture, load_model
 from qscope.sae import load_sae
 from qscope.steer.continuous import EagerEngine
 from qscope.steer.edits import Edit
@@ -57,13 +57,22 @@ def alone(model, row: Row) -> list[int]:
     return generate(model, [row])[0].ids
 
 
-def edits_of(sae, mode: str) -> dict:
+def firing(lm, sae, prompt: list[int], n: int = 3) -> list[int]:
+    """The features that fire most on the prompt's unsteered continuation (the ones an edit visibly moves)."""
+    text = prompt + alone(lm.model, Row(prompt, {}, max_new_tokens=8))
+    f_TF = sae.encode(capture(lm.model, [sae.site], torch.tensor([text]))[sae.site][0])
+    return f_TF[len(prompt) - 1 :].sum(0).topk(n).indices.tolist()
+
+
+def edits_of(sae, mode: str, features: list[int]) -> dict:
     if mode == "none":
         return {}
     if mode == "vector":
         return {sae.site: [Edit(sae, -1, "add", 8.0, vector=sae.decoder_directions[7].clone())]}
-    value = {"add": 6.0, "clamp": 5.0, "multiply": 3.0, "ablate": 0.0, "subtract": 0.0}[mode]
-    return {sae.site: [Edit(sae, 40, mode, value), Edit(sae, 3, mode if mode != "add" else "ablate", value)]}  # type: ignore[arg-type]
+    if mode == "add":
+        return {sae.site: [Edit(sae, 40, "add", 6.0), Edit(sae, features[0], "ablate", 0.0)]}
+    value = {"clamp": 5.0, "multiply": 3.0, "ablate": 0.0, "subtract": 0.0}[mode]
+    return {sae.site: [Edit(sae, f, mode, value) for f in features]}
 
 
 MODES = ["none", "add", "clamp", "multiply", "ablate", "subtract", "vector"]
@@ -72,9 +81,10 @@ MODES = ["none", "add", "clamp", "multiply", "ablate", "subtract", "vector"]
 @pytest.mark.parametrize("mode", MODES)
 def test_a_row_that_joins_mid_batch_generates_what_it_generates_alone(tiny, mode):
     lm, sae = tiny
-    steer = edits_of(sae, mode)
+    prompt = ids(lm, "Once upon a time, in a land far away")
+    steer = edits_of(sae, mode, firing(lm, sae, prompt))
     others = {sae.site: [Edit(sae, 12, "add", 4.0), Edit(sae, 5, "clamp", 3.0)]}
-    target = Row(ids(lm, "Once upon a time, in a land far away"), steer, max_new_tokens=8)
+    target = Row(prompt, steer, max_new_tokens=8)
     late = Row(ids(lm, "x = 1"), steer, where="generated", max_new_tokens=5)
     early = [
         ("short", Row(ids(lm, "def f(x):"), {}, max_new_tokens=3)),  # leaves while the target runs
@@ -82,6 +92,8 @@ def test_a_row_that_joins_mid_batch_generates_what_it_generates_alone(tiny, mode
     ]
     got = drive(lm.model, {0: early, 2: [("target", target)], 4: [("late", late)]})
     assert got["target"] == alone(lm.model, target)
+    if mode != "none":  # the edits do something here
+        assert got["target"] != alone(lm.model, Row(prompt, {}, max_new_tokens=8))
     assert got["late"] == alone(lm.model, late)
     for key, row in early:
         assert got[key] == alone(lm.model, row)
