@@ -6,6 +6,7 @@ reuses these values as its defaults, so a flag and a variable always mean the sa
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,6 +63,11 @@ class Settings(BaseSettings):
     )
     steer_batch_wait_ms: float = Field(
         10.0, description="A batch that is not full waits this long for more requests (0: takes what is queued)."
+    )
+    steer_scheduler: Literal["static", "continuous"] = Field(
+        "static",
+        description="static: a batch runs until its longest row ends; continuous: requests join and leave the "
+        "running batch at every step (qscope.steer.continuous_worker).",
     )
     app_db_url: str = Field(
         "sqlite:///data/qscope-app.db",

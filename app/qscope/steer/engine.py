@@ -127,13 +127,13 @@ def hook_fns(steers: dict[str, PositionedSteer], steer_BT: Tensor, pos_BT: Tenso
     }
 
 
-def _deadline(row: Row, start: float) -> float | None:
+def row_deadline(row: Row, start: float) -> float | None:
     if row.timeout_s is None:
         return row.deadline
     return start + row.timeout_s if row.deadline is None else min(row.deadline, start + row.timeout_s)
 
 
-def _stop_reason(row: Row, out: RowOut, token: int, eos_ids: set[int], deadline: float | None) -> str | None:
+def stop_reason(row: Row, out: RowOut, token: int, eos_ids: set[int], deadline: float | None) -> str | None:
     if row.cancel.is_set():
         return "cancelled"
     if deadline is not None and time.monotonic() > deadline:
@@ -177,7 +177,7 @@ def generate(
     outs = [RowOut() for _ in rows]
     live = [not r.cancel.is_set() for r in rows]
     start = time.monotonic()
-    deadlines = [_deadline(r, start) for r in rows]
+    deadlines = [row_deadline(r, start) for r in rows]
     eos = set(eos_ids)
     counts_BV, past, step_ids = None, None, ids_BL
     steer_BT = mask_BL.bool() & on_prompt_B[:, None]
@@ -281,7 +281,7 @@ def _record(rows, outs, live, tokens, probs, eos, on_step, on_done, deadlines) -
         out.ids.append(tokens[b])
         out.probs.append(probs[b])
         emitted.append((b, tokens[b], probs[b]))
-        if reason := _stop_reason(row, out, tokens[b], eos, deadlines[b]):
+        if reason := stop_reason(row, out, tokens[b], eos, deadlines[b]):
             live[b], out.stopped = False, reason
             stopped.append(b)
     if on_step and emitted:

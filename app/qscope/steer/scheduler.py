@@ -160,8 +160,8 @@ class Scheduler:
             used = self.rows_used()
             clients = {r.client for r in order}
             head = next((r for r in order if not self._over_share(r, clients)), None)
-            if head is None or head.rows > self.max_rows - used:
-                return  # the head waits for room, and nothing passes it
+            if head is None or (head.rows > self.max_rows - used and used):
+                return  # the head waits for room, and nothing passes it (wider than max_rows: it runs alone)
             if self.token_budget - step.tokens < head.rows and (step.decode or step.prefill):
                 return  # no budget left this step
             queue = self.live if head.priority == "live" else self.background

@@ -11,6 +11,7 @@ import threading
 from collections import OrderedDict
 
 from qscope.config import Settings
+from qscope.steer.continuous_worker import ContinuousWorker
 from qscope.steer.runs import RunStore
 from qscope.steer.spec import SteerLimits, SteerResult, SteerSpec
 from qscope.steer.worker import SteerWorker
@@ -29,7 +30,8 @@ class Steering:
             max_strength=settings.steer_max_strength,
             timeout_s=settings.steer_timeout_s,
         )
-        self.worker = SteerWorker(
+        worker = ContinuousWorker if settings.steer_scheduler == "continuous" else SteerWorker
+        self.worker = worker(
             settings.steer_queue_size,
             settings.steer_max_batch_rows,
             max_wait_s=settings.steer_queue_wait_s,

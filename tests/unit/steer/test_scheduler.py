@@ -167,6 +167,16 @@ def test_a_wide_request_is_not_starved_by_a_stream_of_narrow_ones():
     assert eng.first_at["wide"] <= 5  # it waited for the rows running when it came, nothing more
 
 
+def test_a_request_wider_than_the_batch_runs_alone():
+    sched = Scheduler(max_rows=2)
+    eng = FakeEngine(sched)
+    eng.add(Request("small", prompt_len=1, max_new_tokens=2))
+    eng.add(Request("wide", prompt_len=1, max_new_tokens=2, rows=3))
+    eng.add(Request("after", prompt_len=1, max_new_tokens=2))
+    eng.run()
+    assert eng.first_at["wide"] > eng.done_at["small"] and eng.first_at["after"] > eng.done_at["wide"]
+
+
 def test_withdrawn_and_finished_requests_leave_without_running_again():
     sched = Scheduler(max_rows=1)
     eng = FakeEngine(sched)
