@@ -161,7 +161,7 @@ class EagerEngine:
         first = int((mask_BT.sum(0) > 0).nonzero()[0])  # columns before it hold only pads now
         self.mask_BT = mask_BT[:, first:]
         self.cache = DynamicCache(
-            [(layer.keys[keep_B, :, first:], layer.values[keep_B, :, first:]) for layer in self.cache.layers]
+            [(k[keep_B, :, first:], v[keep_B, :, first:]) for k, v in map(_kv, self.cache.layers)]
         )
 
     def _new_counts(self, row: Row, logits: Tensor) -> Tensor | None:
@@ -193,11 +193,16 @@ class EagerEngine:
             self.cache, self.mask_BT = group.cache, new_mask
         else:
             T = max(self.mask_BT.shape[1], length)
-            layers = [
-                (_pad_left(a.keys, T, 2), _pad_left(a.values, T, 2), _pad_left(b.keys, T, 2), _pad_left(b.values, T, 2))
-                for a, b in zip(self.cache.layers, group.cache.layers, strict=True)
-            ]
-            self.cache = DynamicCache([(torch.cat([ka, kb]), torch.cat([va, vb])) for ka, va, kb, vb in layers])
+            pairs = zip(map(_kv, self.cache.layers), map(_kv, group.cache.layers), strict=True)
+            self.cache = DynamicCache(
+                [
+                    (
+                        torch.cat([_pad_left(ka, T, 2), _pad_left(kb, T, 2)]),
+                        torch.cat([_pad_left(va, T, 2), _pad_left(vb, T, 2)]),
+                    )
+                    for (ka, va), (kb, vb) in pairs
+                ]
+            )
             self.mask_BT = torch.cat([_pad_left(self.mask_BT, T, 1), _pad_left(new_mask, T, 1)])
         self.keys += group.keys
         self.rows += group.rows
@@ -205,6 +210,14 @@ class EagerEngine:
         self.counts += counts
         self.last += tokens
         self.next_pos += [length] * G
+
+
+def _kv(layer: object) -> tuple[Tensor, Tensor]:
+    """A plain cache layer's keys and values [B, heads, T, head_dim] (prefill checked that the layers are plain)."""
+    keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+    if not isinstance(keys, Tensor) or not isinstance(values, Tensor):
+        raise NotImplementedError(f"the continuous engine cannot merge a {type(layer).__name__}")
+    return keys, values
 
 
 def _pad_left(x: Tensor, length: int, dim: int) -> Tensor:

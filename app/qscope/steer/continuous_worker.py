@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import cast
 
 from torch import nn
 
@@ -148,7 +149,7 @@ class ContinuousWorker(SteerWorker):
 
     def _record(self, sampled: list[Sampled]) -> None:
         for key, token, prob in sampled:
-            rid, b = key  # type: ignore[misc]
+            rid, b = cast(tuple[int, int], key)
             flight = self.flights.get(rid)
             if flight is None:
                 continue
