@@ -20,6 +20,7 @@ BENCHMARKS = {  # command name -> (module in qscope.bench, one line for `qscope 
     "explain": ("explain", "Features explained per minute via qscope serve's /v1, many in flight vs one"),
     "discover": ("discover", "Discover's examples/s vs forward + SAE encode alone on the same tokens"),
     "steer-eval": ("steer_eval", "A batched evaluation sweep vs the same rows one request at a time, one server"),
+    "serve-mix": ("serve_mix", "A mixed steering workload on the continuous worker beside the static one"),
 }
 
 bench_cli = QTyper(no_args_is_help=True, help="Benchmarks: each prints its figures, a JSON line last.")
