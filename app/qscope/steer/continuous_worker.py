@@ -88,6 +88,7 @@ class ContinuousWorker(SteerWorker):
             self._step()
             for job in self.take_batch():
                 self._add(job)
+        self.engines.clear()  # idle: hold no model or cache
 
     def _gather(self, rows: int) -> list[SteerJob]:
         """Jobs arriving within gather_s of a batch that starts from empty (as the static worker gathers): clients
@@ -133,18 +134,22 @@ class ContinuousWorker(SteerWorker):
             if plan.decode:
                 for engine in self.engines.values():
                     sampled += engine.decode_step()
-            for chunk in plan.prefill:
-                flight = self.flights[chunk.id]
-                if chunk.start == 0:
-                    flight.start()
-                keys = [(chunk.id, i) for i in range(len(flight.job.rows))]
+        except Exception as e:  # the worker outlives a failed step; the jobs in the batch hear why
+            log.exception("steer: continuous decoding step failed")
+            self._fail_all(f"generation failed: {str(e) or type(e).__name__}")
+            return
+        for chunk in plan.prefill:
+            flight = self.flights[chunk.id]
+            if chunk.start == 0:
+                flight.start()
+            keys = [(chunk.id, i) for i in range(len(flight.job.rows))]
+            try:
                 sampled += self._engine(flight.job.model, flight.job).prefill(
                     keys, flight.job.rows, chunk.start, chunk.end
                 )
-        except Exception as e:  # the worker outlives a failed step; the jobs in flight hear why
-            log.exception("steer: continuous step failed")
-            self._fail_all(f"generation failed: {str(e) or type(e).__name__}")
-            return
+            except Exception as e:  # a prompt pass runs one job alone: only that job fails
+                log.exception("steer: a prompt pass failed")
+                self._fail(chunk.id, f"generation failed: {str(e) or type(e).__name__}")
         self._record(sampled)
 
     def _record(self, sampled: list[Sampled]) -> None:
@@ -202,6 +207,15 @@ class ContinuousWorker(SteerWorker):
         flight = self.flights.pop(rid, None)
         if flight is not None:
             self._engine(flight.job.model, flight.job).free([(rid, b) for b in range(len(flight.job.rows))])
+
+    def _fail(self, rid: Hashable, message: str) -> None:
+        """One job ends with an error: its rows leave, the others go on."""
+        flight = self.flights[rid]
+        self._engine(flight.job.model, flight.job).free([(rid, b) for b in range(len(flight.job.rows))])
+        if any(flight.live):
+            flight.live = [False] * len(flight.live)
+            flight.job.emit_safely("error", message)
+        self.scheduler.finish(rid)
 
     def _fail_all(self, message: str) -> None:
         for rid, flight in list(self.flights.items()):

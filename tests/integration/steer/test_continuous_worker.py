@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from qscope.config import Settings
 from qscope.sae import load_sae
@@ -95,3 +96,20 @@ def test_the_setting_picks_the_worker(tmp_path):
 
     assert type(worker()) is SteerWorker
     assert isinstance(worker(steer_scheduler="continuous"), ContinuousWorker)
+
+
+def test_a_job_whose_prompt_pass_fails_fails_alone(tiny):
+    lm, sae = tiny
+    answered: list = []
+    worker = ContinuousWorker()
+    good, seen_good = job(tiny, "good", answered, "The cat", 30, frequency_penalty=-2.0)
+    bad, seen_bad = job(tiny, "bad", answered, "Once upon a time", 5)
+    wrong = torch.ones(sae.d_in + 1)  # a direction of the wrong size: the steered prompt pass raises
+    bad.rows[1].edits = {sae.site: [Edit(sae, -1, "add", 4.0, vector=wrong)]}
+    worker.submit(good)
+    while seen_good.tokens < 2:
+        time.sleep(0.005)
+    worker.submit(bad)
+    assert seen_bad.done.wait(60) and seen_good.done.wait(120)
+    assert "generation failed" in seen_bad.got["error"][0] and "done" not in seen_bad.got
+    assert len(seen_good.got["done"][0].steered.tokens) == 30  # the batch it would have joined went on
