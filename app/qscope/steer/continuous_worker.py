@@ -26,7 +26,7 @@ from torch import nn
 
 from qscope.steer.continuous import EagerEngine, Sampled
 from qscope.steer.engine import RowOut, row_deadline, stop_reason
-from qscope.steer.scheduler import Request, Scheduler
+from qscope.steer.scheduler import Chunk, Request, Scheduler
 from qscope.steer.worker import SteerJob, SteerWorker, _finite, _result, _Stream
 
 log = logging.getLogger(__name__)
@@ -138,19 +138,43 @@ class ContinuousWorker(SteerWorker):
             log.exception("steer: continuous decoding step failed")
             self._fail_all(f"generation failed: {str(e) or type(e).__name__}")
             return
+        alone: list[Chunk] = []
+        whole: dict[tuple[int, int], list[Chunk]] = {}  # (model, prompt length) -> chunks that are a whole prompt
         for chunk in plan.prefill:
             flight = self.flights[chunk.id]
             if chunk.start == 0:
                 flight.start()
-            keys = [(chunk.id, i) for i in range(len(flight.job.rows))]
+            if chunk.start == 0 and chunk.end == len(flight.job.rows[0].prompt_ids):
+                whole.setdefault((id(flight.job.model), chunk.end), []).append(chunk)
+            else:
+                alone.append(chunk)
+        for chunks in whole.values():
+            if len(chunks) == 1:
+                alone += chunks
+                continue
+            try:  # whole prompts of one length run in one prompt pass (e.g. requests that came together)
+                sampled += self._prefill(chunks)
+            except Exception:  # run them one by one, so that only the job at fault fails
+                alone += chunks
+        for chunk in alone:
             try:
-                sampled += self._engine(flight.job.model, flight.job).prefill(
-                    keys, flight.job.rows, chunk.start, chunk.end
-                )
-            except Exception as e:  # a prompt pass runs one job alone: only that job fails
+                sampled += self._prefill([chunk])
+            except Exception as e:  # a prompt pass of one job alone: only that job fails
                 log.exception("steer: a prompt pass failed")
                 self._fail(chunk.id, f"generation failed: {str(e) or type(e).__name__}")
         self._record(sampled)
+
+    def _prefill(self, chunks: list[Chunk]) -> list[Sampled]:
+        """One prompt pass for these chunks (one chunk, or whole prompts of one length: the same positions)."""
+        flights = [self.flights[c.id] for c in chunks]
+        keys = [(c.id, b) for c, f in zip(chunks, flights, strict=True) for b in range(len(f.job.rows))]
+        rows = [row for f in flights for row in f.job.rows]
+        engine = self._engine(flights[0].job.model, flights[0].job)
+        try:
+            return engine.prefill(keys, rows, chunks[0].start, chunks[0].end)
+        except Exception:
+            engine.free(keys)  # no half-run group left behind
+            raise
 
     def _record(self, sampled: list[Sampled]) -> None:
         for key, token, prob in sampled:
