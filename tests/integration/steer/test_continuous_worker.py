@@ -113,3 +113,33 @@ def test_a_job_whose_prompt_pass_fails_fails_alone(tiny):
     assert seen_bad.done.wait(60) and seen_good.done.wait(120)
     assert "generation failed" in seen_bad.got["error"][0] and "done" not in seen_bad.got
     assert len(seen_good.got["done"][0].steered.tokens) == 30  # the batch it would have joined went on
+
+
+def test_prompts_of_one_length_that_come_together_share_a_prompt_pass_and_keep_their_tokens(tiny, monkeypatch):
+    from qscope.steer.continuous import EagerEngine
+
+    passes: list = []
+    real = EagerEngine.prefill
+
+    def counted(self, keys, rows, start, end):
+        passes.append(len(rows))
+        return real(self, keys, rows, start, end)
+
+    monkeypatch.setattr(EagerEngine, "prefill", counted)
+    answered: list = []
+    worker = ContinuousWorker()
+    jobs = [job(tiny, f"j{i}", answered, "The cat sat", 6, seed=i) for i in range(3)]
+    jobs[1][0].rows[1].edits = {}  # a different steering per job: rows of different jobs in one pass
+    for j, _ in jobs:
+        worker.submit(j, start=False)
+    worker.start()
+    assert all(seen.done.wait(120) for _, seen in jobs)
+    assert passes == [6]  # 3 jobs x 2 rows in one prompt pass
+    monkeypatch.undo()
+    for i, (_, seen) in enumerate(jobs):
+        again, alone = job(tiny, f"j{i}", [], "The cat sat", 6, seed=i)
+        again.rows[1].edits = jobs[i][0].rows[1].edits
+        SteerWorker().run_batch([again])
+        got, want = seen.got["done"][0], alone.got["done"][0]
+        assert [t.id for t in got.steered.tokens] == [t.id for t in want.steered.tokens]
+        assert [t.id for t in got.default.tokens] == [t.id for t in want.default.tokens]
