@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -130,6 +130,11 @@ class SteerSettings(SettingsGroup):
     max_batch_rows: int = Field(32, description="Most rows (2 per request) one batched generation runs.")
     batch_wait_ms: float = Field(
         10.0, description="A batch that is not full waits this long for more requests (0: takes what is queued)."
+    )
+    scheduler: Literal["static", "continuous"] = Field(
+        "static",
+        description="static: a batch runs until its longest row ends; continuous: requests join and leave the "
+        "running batch at every step (qscope.steer.continuous_worker).",
     )
     openai_max_prompt_tokens: int = Field(
         4096,

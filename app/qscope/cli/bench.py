@@ -22,6 +22,7 @@ BENCHMARKS = {  # command name -> (module in qscope.bench, one line for `qscope 
     "baselines": ("baselines", "Features vs DiffMean and a probe at detection, on the demo sets and other real text"),
     "fix": ("fix", "The fix flow's wall time per phase; the baselines' cost beside the features' part"),
     "steer-eval": ("steer_eval", "A batched evaluation sweep vs the same rows one request at a time, one server"),
+    "serve-mix": ("serve_mix", "A mixed steering workload on the continuous worker beside the static one"),
 }
 
 bench_cli = QTyper(no_args_is_help=True, help="Benchmarks: each prints its figures, a JSON line last.")

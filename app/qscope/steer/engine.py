@@ -112,13 +112,13 @@ def sample_next(
     return next_B
 
 
-def _site_steers(rows: Sequence[Row]) -> dict[str, PositionedSteer]:
+def site_steers(rows: Sequence[Row]) -> dict[str, PositionedSteer]:
     """One steer per hooked site, built once per generation (directions and gains do not change)."""
     sites = sorted({site for r in rows for site in r.edits})
     return {site: PositionedSteer([r.edits.get(site, []) for r in rows]) for site in sites}
 
 
-def _hook_fns(steers: dict[str, PositionedSteer], steer_BT: Tensor, pos_BT: Tensor) -> dict:
+def hook_fns(steers: dict[str, PositionedSteer], steer_BT: Tensor, pos_BT: Tensor) -> dict:
     if not steers or not bool(steer_BT.any()):  # e.g. the prompt pass of where="generated": no hook at all
         return {}
     return {
@@ -127,15 +127,13 @@ def _hook_fns(steers: dict[str, PositionedSteer], steer_BT: Tensor, pos_BT: Tens
     }
 
 
-def _deadline(row: Row, start: float) -> float | None:
+def row_deadline(row: Row, start: float) -> float | None:
     if row.timeout_s is None:
         return row.deadline
     return start + row.timeout_s if row.deadline is None else min(row.deadline, start + row.timeout_s)
 
 
-def _stop_reason(
-    row: Row, out: RowOut, token: int, eos_ids: set[int], deadline: float | None, now: float
-) -> str | None:
+def stop_reason(row: Row, out: RowOut, token: int, eos_ids: set[int], deadline: float | None, now: float) -> str | None:
     if row.cancel.is_set():
         return "cancelled"
     if deadline is not None and now > deadline:
@@ -180,11 +178,11 @@ def generate(
     outs = [RowOut() for _ in rows]
     live = [not r.cancel.is_set() for r in rows]
     start = clock()
-    deadlines = [_deadline(r, start) for r in rows]
+    deadlines = [row_deadline(r, start) for r in rows]
     eos = set(eos_ids)
     counts_BV, past, step_ids = None, None, ids_BL
     steer_BT = mask_BL.bool() & on_prompt_B[:, None]
-    steers = _site_steers(rows)
+    steers = site_steers(rows)
     for _ in range(max(r.max_new_tokens for r in rows)):
         step_pos = pos_BL if past is None else pos_BL[:, -1:]
         right = unmasked and past is None  # the right-padded prompts: no mask, logits where each one ends
@@ -194,7 +192,7 @@ def generate(
         if shared:  # rows that differ only in sampling (seeds) shared one prompt pass
             past, logits_BV = shared
         else:
-            with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT, step_pos)):
+            with lock or nullcontext(), hooks(model, hook_fns(steers, steer_BT, step_pos)):
                 out = model(
                     input_ids=step_ids,
                     attention_mask=None if right else mask_BL,
@@ -248,8 +246,8 @@ def _shared_prefill(model, rows, owner, ids_BL, mask_BL, pos_BL, steer_BT, lock,
     slot = {b: i for i, b in enumerate(uniq)}
     u_U = torch.tensor(uniq, device=ids_BL.device)
     expand_B = torch.tensor([slot[o] for o in owner], device=ids_BL.device)
-    steers = _site_steers([rows[i] for i in uniq])
-    with lock or nullcontext(), hooks(model, _hook_fns(steers, steer_BT[u_U], pos_BL[u_U])):
+    steers = site_steers([rows[i] for i in uniq])
+    with lock or nullcontext(), hooks(model, hook_fns(steers, steer_BT[u_U], pos_BL[u_U])):
         out = model(
             input_ids=ids_BL[u_U],
             attention_mask=None if ends else mask_BL[u_U],
@@ -284,7 +282,7 @@ def _record(rows, outs, live, tokens, probs, eos, on_step, on_done, deadlines, n
         out.ids.append(tokens[b])
         out.probs.append(probs[b])
         emitted.append((b, tokens[b], probs[b]))
-        if reason := _stop_reason(row, out, tokens[b], eos, deadlines[b], now):
+        if reason := stop_reason(row, out, tokens[b], eos, deadlines[b], now):
             live[b], out.stopped = False, reason
             stopped.append(b)
     if on_step and emitted:

@@ -11,6 +11,7 @@ import threading
 from collections import OrderedDict
 
 from qscope.config import SteerSettings
+from qscope.steer.continuous_worker import ContinuousWorker
 from qscope.steer.runs import RunStore
 from qscope.steer.spec import SteerLimits, SteerResult, SteerSpec
 from qscope.steer.worker import SteerWorker
@@ -34,7 +35,8 @@ class Steering:
 
     def __init__(self, steer: SteerSettings, db_url: str) -> None:
         self.limits = steer_limits(steer)
-        self.worker = SteerWorker(
+        worker = ContinuousWorker if steer.scheduler == "continuous" else SteerWorker
+        self.worker = worker(
             steer.queue_size,
             steer.max_batch_rows,
             max_wait_s=steer.queue_wait_s,
