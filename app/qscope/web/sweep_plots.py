@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from markupsafe import Markup, escape
 
-from qscope.steer.evaluate.result import Interval, PointSummary
+from qscope.steer.evaluate.result import Interval, PointSummary, percent
 
 W, H = 560, 230
 PAD_L, PAD_R, PAD_T, PAD_B = 44, 10, 28, 24
@@ -164,11 +164,6 @@ def _legend(arms: Sequence[str]) -> list[str]:
         )
         cx += 22 + 7 * len(arm)
     return out
-
-
-def percent(v: float) -> str:
-    """A proportion as a percentage; a bound an interval puts below 0 is 0 (never "-0%")."""
-    return f"{100 * max(v, 0.0) + 0.0:.0f}%"
 
 
 def ratio(v: float) -> str:

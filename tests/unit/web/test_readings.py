@@ -7,6 +7,7 @@ import re
 from qscope.discover.ranking import Baseline, FeatureScore, Ranking, ShuffleControl, reading
 from qscope.steer.evaluate.markdown import _pct
 from qscope.steer.evaluate.result import Interval, PointSummary
+from qscope.steer.evaluate.verdict import iv_text
 from qscope.web.sweep_plots import PAD_B, PAD_T, H, interval_text, percent, ratio, sweep_chart
 
 
@@ -29,6 +30,13 @@ def test_a_proportion_interval_never_prints_minus_zero():
     iv = Interval(mean=0.0, lo=-0.0004, hi=0.018, n=48)
     assert interval_text(iv, percent) == "0% [0%–2%]"
     assert percent(-0.0) == "0%" and "-0" not in _pct(iv)
+
+
+def test_a_proportion_interval_below_zero_reads_zero_in_every_sentence():
+    """A fix's headline printed '11% [-37%–59%]' where its table said '11% [0%–59%]': one formatter for both."""
+    iv = Interval(mean=0.11, lo=-0.37, hi=0.59, n=6)
+    assert iv_text(iv) == interval_text(iv, percent) == "11% [0%–59%]"
+    assert _pct(iv) == "11.0% [0.0, 59.0]" and percent(1.2) == "100%"
 
 
 def test_the_fluency_chart_keeps_the_2x_threshold_in_view_at_182x():

@@ -7,14 +7,13 @@ and Markdown in it makes no link, image, code span, emphasis or table cell."""
 
 from __future__ import annotations
 
-from qscope.steer.evaluate.result import EvalResult, Interval
+from qscope.steer.evaluate.result import EvalResult, Interval, percent
 
 
 def _pct(iv: Interval) -> str:
     if iv.mean is None:
         return "–"
-    lo, hi = (100 * max(v or 0.0, 0.0) + 0.0 for v in (iv.lo, iv.hi))  # a proportion: never "-0.0"
-    return f"{100 * iv.mean:.1f}% [{lo:.1f}, {hi:.1f}]"
+    return f"{percent(iv.mean, 1)} [{percent(iv.lo or 0.0, 1)[:-1]}, {percent(iv.hi or 0.0, 1)[:-1]}]"
 
 
 def _num(iv: Interval) -> str:

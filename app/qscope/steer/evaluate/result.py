@@ -22,6 +22,12 @@ class Interval(BaseModel):
     n: int
 
 
+def percent(v: float | None, digits: int = 0) -> str:
+    """A proportion as a percentage, clipped to 0-100%: an interval's normal-approximation bound below 0 (or above
+    1) reads 0% (100%), never "-37%" or "-0%"; '–' for none."""
+    return "–" if v is None else f"{100 * min(max(v, 0.0), 1.0) + 0.0:.{digits}f}%"
+
+
 class PointSummary(BaseModel):
     """One arm at one strength, over every prompt and seed (and every random set, for `random`)."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from qscope.steer.evaluate.arms import INTERVENTION, NEGATED, PROMPT_ONLY, RANDOM, UNSTEERED
-from qscope.steer.evaluate.result import Interval, PointSummary, Verdict
+from qscope.steer.evaluate.result import Interval, PointSummary, Verdict, percent
 from qscope.steer.evaluate.table import find
 
 Of = Callable[[PointSummary], Interval]  # the measure's interval of a table line
@@ -49,13 +49,9 @@ def beats(a: Interval, b: Interval, goal: str) -> bool:
     return a.lo > b.hi if goal == "increase" else a.hi < b.lo
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.0f}%"
-
-
 def iv_text(iv: Interval) -> str:
     """A proportion's interval in words: '40% [31%–49%]'."""
-    return f"{_pct(iv.mean)} [{_pct(iv.lo)}–{_pct(iv.hi)}]"
+    return f"{percent(iv.mean)} [{percent(iv.lo)}–{percent(iv.hi)}]"
 
 
 def _beats_all(table: Sequence[PointSummary], p: PointSummary, goal: str, of: Of) -> bool:
