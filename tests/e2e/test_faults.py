@@ -25,6 +25,7 @@ from qscope.steer.engine import Row
 from qscope.steer.worker import SteerJob, SteerWorker
 from qscope.store.schema import TABLES
 from qscope.web import create_app
+from tests.helpers.harvests import demo_harvest_args
 from tests.helpers.server import cli_env, qscope_cmd
 from tests.helpers.timing import wait_until
 
@@ -35,15 +36,7 @@ VOLATILE_META = {"created_at", "seconds"}  # wall-clock facts of one run
 def harvest_args(demo: Path, out: Path) -> list[str]:
     return [
         *qscope_cmd(),
-        "harvest",
-        "--model",
-        str(demo / "model"),
-        "--sae",
-        str(demo / "saes"),
-        "--corpus",
-        str(demo / "corpus" / "train.jsonl"),
-        "--out",
-        str(out),
+        *demo_harvest_args(demo, out, demo / "corpus" / "train.jsonl"),
         "--tokens",
         "12288",
         "--ctx",

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.browser import ARGS, ARTIFACTS, CHROMIUM
+from tests.helpers.browser import ARTIFACTS, CHROMIUM, chromium
+from tests.helpers.harvests import demo_harvest_args
 from tests.helpers.server import qscope_cmd, serving
 
 pytestmark = [
@@ -41,15 +42,7 @@ def hostile_db(tiny_demo, tmp_path_factory) -> Path:
     r = subprocess.run(
         [
             *qscope_cmd(),
-            "harvest",
-            "--model",
-            str(tiny_demo / "model"),
-            "--sae",
-            str(tiny_demo / "saes"),
-            "--corpus",
-            str(corpus),
-            "--out",
-            str(out),
+            *demo_harvest_args(tiny_demo, out, corpus),
             "--tokens",
             "4096",
             "--ctx",
@@ -74,9 +67,7 @@ def server(hostile_db, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(server):
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    with chromium() as browser:
         pg = browser.new_page(viewport={"width": 1360, "height": 900})
         pg.set_default_timeout(90_000)
         pg.dialogs, pg.problems = [], []
@@ -88,7 +79,6 @@ def page(server):
         )
         pg.on("response", lambda r: pg.problems.append(f"{r.status} {r.url}") if r.status >= 500 else None)
         yield pg
-        browser.close()
 
 
 def context_text(page) -> str:

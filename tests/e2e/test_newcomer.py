@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.helpers.browser import ARGS, ARTIFACTS, CHROMIUM, sync_api
+from tests.helpers.browser import ARTIFACTS, chromium, sync_api
 from tests.helpers.server import serving
 from tests.helpers.stores import DEAD, MODEL_ID, SAE_IDS, write_newcomer_store
 
@@ -36,11 +36,8 @@ def server(tiny_db, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(server):
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def _post(url: str, body: dict) -> dict:

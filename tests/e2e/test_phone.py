@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from tests.helpers.browser import ARGS, ARTIFACTS, CHROMIUM, sync_api
+from tests.helpers.browser import ARTIFACTS, chromium
 from tests.helpers.server import serving
 
 pytestmark = pytest.mark.slow
@@ -103,11 +103,9 @@ def _pages(base: str) -> list[str]:
 
 
 def test_every_page_and_every_page_a_job_makes_fits_the_window(server, tmp_path):
-    ARTIFACTS.mkdir(exist_ok=True)
     paths = _pages(server)
     problems = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    with chromium() as browser:
         for width in WIDTHS:
             page = browser.new_page(viewport={"width": width, "height": 900})
             page.set_default_timeout(120_000)
@@ -119,6 +117,5 @@ def test_every_page_and_every_page_a_job_makes_fits_the_window(server, tmp_path)
                     problems.append(f"{width}px {path}: {got['scroll']} px wide {got['wide']}")
                 page.screenshot(path=str(ARTIFACTS / f"phone_{width}_{i:02d}.png"), full_page=True)
             page.close()
-        browser.close()
     assert problems == [], "\n".join(problems)
     assert len(paths) == 24

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from tests.helpers.browser import ARGS, CHROMIUM, shot, sync_api
+from tests.helpers.browser import chromium, shot, sync_api, watch_problems
 from tests.helpers.server import serving
 
 pytestmark = pytest.mark.slow
@@ -40,17 +40,11 @@ def server(tiny_db, tmp_path_factory, app_db):
 
 @pytest.fixture(scope="module")
 def page(server):
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    with chromium() as browser:
         pg = browser.new_page(viewport={"width": 1360, "height": 900})
         pg.set_default_timeout(120_000)
-        problems: list[str] = []
-        pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        pg.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
-        pg.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-        pg.problems = problems
+        watch_problems(pg)
         yield pg
-        browser.close()
 
 
 def test_from_a_feature_page_to_a_verdict_and_a_recipe(page, server):

@@ -10,7 +10,7 @@ import pytest
 
 from qscope.explain.scoring import Score
 from qscope.explain.store import ExplanationWriter, explanations_path
-from tests.helpers.browser import ARGS, ARTIFACTS, CHROMIUM, sync_api
+from tests.helpers.browser import ARTIFACTS, chromium, sync_api
 from tests.helpers.server import serving
 
 pytestmark = pytest.mark.slow
@@ -51,11 +51,8 @@ def server(tiny_db, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(server):
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.mark.parametrize("width", WIDTHS)

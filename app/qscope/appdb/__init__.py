@@ -69,6 +69,18 @@ def reached(url: str) -> Iterator[None]:
         raise AppDbError(f"cannot use the app database {shown(url)}: {first}") from e
 
 
+@contextmanager
+def engine_for(url: str) -> Iterator[Engine]:
+    """An engine on `url` for one piece of work (a command's), disposed after it; no schema check. A database that
+    cannot be reached is one line (AppDbError, as `reached` says)."""
+    engine = make_engine(url)
+    try:
+        with reached(url):
+            yield engine
+    finally:
+        engine.dispose()
+
+
 def open_app_db(url: str) -> Engine:
     """An engine on `url` whose schema is at the newest revision (upgraded first if it was behind, or created);
     AppDbError for a database from a newer qscope, which is left as it is."""

@@ -26,17 +26,13 @@ def _url(url: str | None) -> str:
 def upgrade_line(url: str, create: bool = False) -> str:
     """Upgrade the app database at `url` and say so in one line (`qscope serve` prints it at start); a SQLite
     file nobody has written yet is made only when `create`. AppDbError for a database from a newer qscope."""
-    from qscope.appdb import is_missing_file, make_engine, reached, shown
+    from qscope.appdb import engine_for, is_missing_file, shown
     from qscope.appdb.migrate import head, upgrade
 
     if is_missing_file(url) and not create:
         return f"app database {shown(url)}: none yet (made at revision {head()} when something is first saved)"
-    engine = make_engine(url)
-    try:
-        with reached(url):
-            done = upgrade(engine)
-    finally:
-        engine.dispose()
+    with engine_for(url) as engine:
+        done = upgrade(engine)
     if done.before == done.after:
         return f"app database {shown(url)}: at revision {done.after} (the newest)"
     was = "tables from before migrations" if done.adopted else f"revision {done.before or 'none (empty)'}"
@@ -51,7 +47,7 @@ def _fail(err: Exception) -> typer.Exit:
 @app_db_cli.command("current")
 def current_cmd(url: UrlOption = None) -> None:
     """Say which schema revision the app database is at, and whether `qscope app-db upgrade` has work to do."""
-    from qscope.appdb import AppDbError, is_missing_file, make_engine, reached, shown
+    from qscope.appdb import AppDbError, engine_for, is_missing_file, shown
     from qscope.appdb.migrate import has_tables, head, known, revision_of
 
     url = _url(url)
@@ -59,13 +55,9 @@ def current_cmd(url: UrlOption = None) -> None:
         say(f"app database {shown(url)}: none yet (qscope makes it at revision {head()} when something is saved)")
         return
     try:
-        engine = make_engine(url)
-        try:
-            with reached(url), engine.connect() as conn:
-                revision = revision_of(conn)
-                old_tables = revision is None and has_tables(conn)
-        finally:
-            engine.dispose()
+        with engine_for(url) as engine, engine.connect() as conn:
+            revision = revision_of(conn)
+            old_tables = revision is None and has_tables(conn)
     except AppDbError as err:
         raise _fail(err) from err
     if revision == head():
@@ -95,19 +87,15 @@ def export_cmd(
     url: UrlOption = None,
 ) -> None:
     """Back up every table of the app database to FILE (restore with `qscope app-db import FILE`)."""
-    from qscope.appdb import AppDbError, is_missing_file, make_engine, reached, shown
+    from qscope.appdb import AppDbError, engine_for, is_missing_file, shown
     from qscope.appdb.backup import export_file
 
     url = _url(url)
     if is_missing_file(url):
         raise _fail(AppDbError(f"no app database at {shown(url)}: nothing to export"))
     try:
-        engine = make_engine(url)
-        try:
-            with reached(url):
-                counts = export_file(engine, file)
-        finally:
-            engine.dispose()
+        with engine_for(url) as engine:
+            counts = export_file(engine, file)
     except AppDbError as err:
         raise _fail(err) from err
     say(f"wrote {sum(counts.values())} rows of {len(counts)} tables to {file}")
@@ -119,19 +107,15 @@ def import_cmd(
     url: UrlOption = None,
 ) -> None:
     """Restore FILE into an empty app database (SQLite or Postgres), then upgrade it to the newest revision."""
-    from qscope.appdb import AppDbError, make_engine, reached, shown
+    from qscope.appdb import AppDbError, engine_for, shown
     from qscope.appdb.backup import import_file
 
     url = _url(url)
     if not file.is_file():
         raise _fail(AppDbError(f"no file {file}"))
     try:
-        engine = make_engine(url)
-        try:
-            with reached(url):
-                counts = import_file(engine, file)
-        finally:
-            engine.dispose()
+        with engine_for(url) as engine:
+            counts = import_file(engine, file)
     except AppDbError as err:
         raise _fail(err) from err
     say(f"imported {sum(counts.values())} rows into {len(counts)} tables of {shown(url)}")

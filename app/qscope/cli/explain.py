@@ -115,10 +115,11 @@ def explain_export_cmd(
 
 
 def _db_exists(url: str) -> bool:
-    from sqlalchemy.engine import make_url
+    """Whether the app database may hold notes: not an in-memory SQLite one (new with this process), nor a SQLite
+    file never made."""
+    from qscope.appdb import is_in_memory, is_missing_file
 
-    parsed = make_url(url)
-    return parsed.get_backend_name() != "sqlite" or Path(parsed.database or "").is_file()
+    return not (is_in_memory(url) or is_missing_file(url))
 
 
 def _list_keys(list_id: str, app_db_url: str) -> list[tuple[str, int]]:

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from qscope.appdb import is_in_memory, is_missing_file
+from qscope.appdb.first_use import OpenedOnFirstUse
 from qscope.config import DiscoverSettings
 from qscope.discover import footprint_files
 from qscope.discover.activations import ActivationRunner
@@ -78,15 +79,11 @@ class Discovering:
         self.max_detect_texts = discover.max_detect_texts
         self.jobs = JobRunner("jobs", discover.queue_size, discover.queue_per_client)
         self.db_url = db_url
-        self._db: DiscoverStore | None = None
-        self._lock = threading.Lock()
+        self._db = OpenedOnFirstUse(lambda: DiscoverStore(self.db_url))  # a server that never saves writes no file
 
     @property
     def db(self) -> DiscoverStore:
-        with self._lock:
-            if self._db is None:  # created on first use: a server that never saves writes no file
-                self._db = DiscoverStore(self.db_url)
-            return self._db
+        return self._db.get()
 
     def runner(self, served: ServedModel, sae_ids: list[str] | None = None) -> ActivationRunner:
         return runner_for(served, self.batch_tokens, sae_ids, lock=served.lock)
@@ -251,9 +248,9 @@ class Discovering:
         return rec
 
     def _saved_nothing(self) -> bool:
-        """True while the app database is a SQLite file not yet made: reading it must not create it."""
-        url = make_url(self.db_url)
-        return self._db is None and url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file()
+        """True while this server has not opened the app database and it is a SQLite file not yet made (reading it
+        must not create it) or an in-memory one (new with this process)."""
+        return self._db.opened is None and (is_in_memory(self.db_url) or is_missing_file(self.db_url))
 
     def body(self, kind: str, record_id: str) -> str | None:
         """The JSON body of a saved record of this kind, or None."""

@@ -7,12 +7,11 @@ file that does not exist yet, reads find nothing and create nothing (a server no
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
+from qscope.appdb import is_missing_file
+from qscope.appdb.first_use import OpenedOnFirstUse
 from qscope.explain.notes import Note, NoteStore, UserList
 from qscope.explain.store import Explanation, ExplanationReader, explanations_path
 from qscope.search.explained import ExplainedText
@@ -51,29 +50,21 @@ class Explained:
             for info in s.saes.values():
                 self._store_of.setdefault((info.model_id, info.sae_id), s.path)
         self.db_url = app_db_url
-        self._notes: NoteStore | None = None
-        self._lock = threading.Lock()
+        self._notes = OpenedOnFirstUse(lambda: NoteStore(self.db_url))
 
     def reader(self, store: Store) -> ExplanationReader:
         return self.readers[store.path]
 
-    def _db_exists(self) -> bool:
-        url = make_url(self.db_url)
-        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-            return True
-        return Path(url.database).is_file()
-
     @property
     def notes(self) -> NoteStore:
         """The app database's notes and lists, opened (and created) on first use."""
-        with self._lock:
-            if self._notes is None:
-                self._notes = NoteStore(self.db_url)
-            return self._notes
+        return self._notes.get()
 
     def notes_if_any(self) -> NoteStore | None:
         """The notes store for reading, or None while there is no app database yet."""
-        return self._notes if self._notes is not None else (self.notes if self._db_exists() else None)
+        if (opened := self._notes.opened) is not None:
+            return opened
+        return None if is_missing_file(self.db_url) else self.notes
 
     def words(self, store: Store, model_id: str, sae_id: str, feature: int) -> FeatureWords:
         out = FeatureWords(self.reader(store).get(sae_id, feature))
@@ -116,5 +107,5 @@ class Explained:
         return out
 
     def close(self) -> None:
-        if self._notes is not None:
-            self._notes.close()
+        if (notes := self._notes.opened) is not None:
+            notes.close()

@@ -10,6 +10,7 @@ import secrets
 import threading
 from collections import OrderedDict
 
+from qscope.appdb.first_use import OpenedOnFirstUse
 from qscope.config import SteerSettings
 from qscope.steer.continuous_worker import ContinuousWorker
 from qscope.steer.runs import RunStore
@@ -44,16 +45,13 @@ class Steering:
             per_client=steer.queue_per_client,
         )
         self.db_url = db_url
-        self._runs: RunStore | None = None
+        self._runs = OpenedOnFirstUse(lambda: RunStore(self.db_url))  # a server that never shares writes no file
         self.recent: OrderedDict[str, tuple[SteerSpec, SteerResult]] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
     def runs(self) -> RunStore:
-        with self._lock:
-            if self._runs is None:  # created on first use: a server that never shares writes no file
-                self._runs = RunStore(self.db_url)
-            return self._runs
+        return self._runs.get()
 
     def remember(self, spec: SteerSpec, result: SteerResult) -> SteerResult:
         token = secrets.token_urlsafe(12)

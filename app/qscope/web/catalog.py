@@ -79,6 +79,13 @@ class Catalog:
             )
         return self.models[model_id]
 
+    def model_id_or_first(self, model_id: str | None) -> str:
+        """`model_id`, or the first model served when none is given (as every route that runs a model defaults);
+        NotFound, listing the models served, when it is not served here."""
+        model_id = model_id or next(iter(self.models), "")
+        self.model(model_id)
+        return model_id
+
     def sae(self, model_id: str, sae_id: str) -> ServedSae:
         entry = self.model(model_id)
         served = self._saes.get((model_id, sae_id))

@@ -15,21 +15,14 @@ from qscope.harvest.corpus import CorpusError, iter_documents, pack_windows
 from qscope.harvest.ids import model_id_for, sae_id_for, unique_ids
 from qscope.model import rank_mask
 from qscope.sae import save_qwen_scope
+from tests.helpers.harvests import demo_harvest_args
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(tiny_demo: Path, out: Path, *extra: str):
     args = [
-        "harvest",
-        "--model",
-        str(tiny_demo / "model"),
-        "--sae",
-        str(tiny_demo / "saes"),
-        "--corpus",
-        str(tiny_demo / "corpus" / "val.jsonl"),
-        "--out",
-        str(out),
+        *demo_harvest_args(tiny_demo, out),
         "--tokens",
         "1024",
         "--ctx",

@@ -26,6 +26,7 @@ from qscope.harvest.shards import group_saes, merge_states, plan_tasks
 from qscope.harvest.state import FeatureState
 from qscope.model import capture
 from tests.helpers import ROOT
+from tests.helpers.harvests import demo_options
 
 CTX, BATCH = 64, 8
 VOLATILE_META = {"created_at", "seconds", "release"}
@@ -36,21 +37,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def options(demo: Path, out: Path) -> HarvestOptions:
     """59 windows of the validation split: 8 batches, the last one short."""
-    return HarvestOptions(
-        model=str(demo / "model"),
-        saes=[demo / "saes"],
-        corpus=str(demo / "corpus" / "val.jsonl"),
-        out=out,
-        tokens=4096,
-        ctx=CTX,
-        batch=BATCH,
-        top_k=8,
-        before=8,
-        after=4,
-        device="cpu",
-        dtype="float32",
-        checkpoint_every=0,
-    )
+    return demo_options(demo, out, tokens=4096, ctx=CTX, batch=BATCH, top_k=8, before=8, after=4)
 
 
 @pytest.fixture(scope="module")

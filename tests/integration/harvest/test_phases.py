@@ -17,6 +17,7 @@ from qscope.harvest.run import format_summary, harvest
 from qscope.progress import PhaseProgress
 from qscope.search.semantic import has_cached_index, index_paths, index_store
 from qscope.web import create_app
+from tests.helpers.harvests import demo_options
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -51,19 +52,7 @@ def test_a_terminal_gets_bars():
 
 
 def options(demo, out, **kw) -> HarvestOptions:
-    return HarvestOptions(
-        model=str(demo / "model"),
-        saes=[demo / "saes"],
-        corpus=str(demo / "corpus" / "val.jsonl"),
-        out=out,
-        tokens=1024,
-        ctx=64,
-        batch=8,
-        device="cpu",
-        dtype="float32",
-        checkpoint_every=0,
-        **kw,
-    )
+    return demo_options(demo, out, tokens=1024, ctx=64, batch=8, **kw)
 
 
 def assert_every_phase(text: str, timings: dict) -> None:

@@ -7,39 +7,18 @@ import threading
 import pytest
 import torch
 
-from qscope.live.runner import LiveModels
 from qscope.model import hooks
 from qscope.steer.engine import Row, generate
 from qscope.steer.evaluate.plan import prepare
 from qscope.steer.evaluate.prompt_sets import SETS, builtin
 from qscope.steer.evaluate.request import EvalLimits, EvalRequest
-from qscope.steer.evaluate.result import Identity
 from qscope.steer.evaluate.run import execute, inline
 from qscope.steer.evaluate.suggest import suggest
-from qscope.steer.evaluate.target import from_live
 from qscope.steer.spec import SteerLimits, SteerSpec
 from qscope.steer.worker import Background, SteerJob, SteerWorker
 from qscope.store.queries import Store
+from tests.helpers.evaluations import IDENT
 from tests.helpers.timing import wait_until
-
-IDENT = Identity(
-    model_id="tiny",
-    model=[],
-    saes=[],
-    store=None,
-    qscope_version="test",
-    torch_version="",
-    transformers_version="",
-    device="cpu",
-    dtype="float32",
-)
-
-
-@pytest.fixture(scope="module")
-def target(tiny_db, one_torch_thread):
-    store = Store(tiny_db)
-    yield from_live(LiveModels([store], device="cpu").get(store.model_ids[0]))
-    store.close()
 
 
 def run(target, spec: SteerSpec, batch_rows=64, **kw):

@@ -6,38 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from qscope.live.runner import LiveModels
 from qscope.model import hooks
 from qscope.steer.evaluate.markdown import to_markdown
 from qscope.steer.evaluate.plan import prepare
 from qscope.steer.evaluate.prompt_sets import SETS, builtin
 from qscope.steer.evaluate.request import DiffMeanSource, EvalLimits, EvalRequest
-from qscope.steer.evaluate.result import Identity
 from qscope.steer.evaluate.run import execute, inline
 from qscope.steer.evaluate.suggest import suggest
-from qscope.steer.evaluate.target import from_live
 from qscope.steer.spec import SpecError, SteerLimits, SteerSpec
-from qscope.store.queries import Store
+from tests.helpers.evaluations import IDENT
 
-IDENT = Identity(
-    model_id="tiny",
-    model=[],
-    saes=[],
-    store=None,
-    qscope_version="test",
-    torch_version="",
-    transformers_version="",
-    device="cpu",
-    dtype="float32",
-)
 CODE, PROSE = SETS["prose-to-code"].probe, SETS["prose"].prompts
-
-
-@pytest.fixture(scope="module")
-def target(tiny_db, one_torch_thread):
-    store = Store(tiny_db)
-    yield from_live(LiveModels([store], device="cpu").get(store.model_ids[0]))
-    store.close()
 
 
 @pytest.fixture(scope="module")

@@ -4,33 +4,25 @@ steering runs (both sides, recent and shared), suppression, and every bad input 
 import re
 
 import pytest
-import torch
-from fastapi.testclient import TestClient
 
-from qscope.config import Settings
-from qscope.web import create_app
+from tests.helpers.apps import app_client, app_settings
 
 SAE0, SAE1 = "SAE-Res-mini-qwen-W512-L0_16__layer0", "SAE-Res-mini-qwen-W512-L0_16__layer1"
 TEXT = "The cat sat on the mat because it was warm, and the dog slept by the door."
 
 
 @pytest.fixture(scope="module")
-def client(tiny_db, tmp_path_factory):
-    db = tmp_path_factory.mktemp("appdb") / "app.db"
-    settings = Settings(
-        app_db_url=f"sqlite:///{db}",
-        device="cpu",
+def client(tiny_db, tmp_path_factory, one_torch_thread):
+    settings = app_settings(
+        tmp_path_factory.mktemp("app"),
         steer_max_new_tokens=16,
         steer_max_features=4,
         rate_steer_per_min=0,
         rate_inspect_per_min=0,
         attribute_max_tokens=64,
     )
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with TestClient(create_app([tiny_db], settings, warm_search=False)) as c:
+    with app_client([tiny_db], settings) as c:
         yield c
-    torch.set_num_threads(before)
 
 
 def token_ids(client, text):

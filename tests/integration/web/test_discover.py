@@ -6,13 +6,11 @@ import base64
 import numpy as np
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
-from qscope.config import Settings
 from qscope.discover import footprint_files
 from qscope.discover.footprints import Stats
 from qscope.model import capture, rank_mask
-from qscope.web import create_app
+from tests.helpers.apps import app_client, app_settings
 from tests.helpers.timing import wait_until
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -21,16 +19,14 @@ MAX_FILE = 20_000
 
 @pytest.fixture(scope="module")
 def client(tiny_db, tmp_path_factory):
-    db = tmp_path_factory.mktemp("appdb") / "app.db"
-    settings = Settings(
-        app_db_url=f"sqlite:///{db}",
-        device="cpu",
+    settings = app_settings(
+        tmp_path_factory.mktemp("app"),
         rate_inspect_per_min=0,
         discover_max_tokens=48,
         discover_max_file_bytes=MAX_FILE,
         discover_max_body_bytes=200_000,
     )
-    with TestClient(create_app([tiny_db], settings, warm_search=False)) as c:
+    with app_client([tiny_db], settings) as c:
         yield c
 
 

@@ -11,9 +11,9 @@ import urllib.request
 import pytest
 from fastapi.testclient import TestClient
 
-from qscope.config import ServerSettings, Settings
-from qscope.web import create_app
+from qscope.config import ServerSettings
 from qscope.web.security import allowed_hosts
+from tests.helpers.apps import app_client, app_settings
 from tests.helpers.stores import SAE_ID, write_small_store
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -26,9 +26,7 @@ def store(tmp_path_factory):
 
 
 def make_client(store, tmp_path_factory, **overrides) -> TestClient:
-    tmp = tmp_path_factory.mktemp("app")
-    settings = Settings(device="cpu", cache_dir=tmp / "cache", app_db_url=f"sqlite:///{tmp}/app.db", **overrides)
-    return TestClient(create_app([store], settings, warm_search=False), follow_redirects=False)
+    return app_client([store], app_settings(tmp_path_factory.mktemp("app"), **overrides), follow_redirects=False)
 
 
 @pytest.fixture(scope="module")

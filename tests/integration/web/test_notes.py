@@ -37,7 +37,7 @@ def model_id(client):
 def test_no_app_database_until_someone_writes(client, model_id, tmp_path_factory):
     assert client.get(f"/{model_id}/{SAE}/3").status_code == 200
     assert client.get("/lists.json").json()["lists"] == []
-    assert client.app.state.explained._notes is None  # pages read nothing, created nothing
+    assert client.app.state.explained._notes.opened is None  # pages read nothing, created nothing
 
 
 def test_a_note_by_form_shows_escaped_on_the_feature_page_and_its_permalink(client, model_id):

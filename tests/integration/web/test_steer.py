@@ -3,33 +3,25 @@
 import threading
 
 import pytest
-import torch
-from fastapi.testclient import TestClient
 
-from qscope.config import Settings
 from qscope.steer.engine import Row
 from qscope.steer.worker import SteerJob, SteerWorker
-from qscope.web import create_app
+from tests.helpers.apps import app_client, app_settings
 
 SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
 
 
 @pytest.fixture(scope="module")
-def client(tiny_db, tmp_path_factory):
-    db = tmp_path_factory.mktemp("appdb") / "app.db"
-    settings = Settings(
-        app_db_url=f"sqlite:///{db}",
-        device="cpu",
+def client(tiny_db, tmp_path_factory, one_torch_thread):
+    settings = app_settings(
+        tmp_path_factory.mktemp("app"),
         steer_max_new_tokens=16,
         steer_max_features=2,
         steer_max_strength=50,
         rate_steer_per_min=0,  # rates: tests/unit/web/test_security.py
     )
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # after the shared demo build and harvest, which want every core
-    with TestClient(create_app([tiny_db], settings, warm_search=False)) as c:
+    with app_client([tiny_db], settings) as c:
         yield c
-    torch.set_num_threads(before)
 
 
 def spec(**kw):

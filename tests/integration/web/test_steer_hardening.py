@@ -8,17 +8,15 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from qscope.config import Settings
 from qscope.steer.edits import Edit
 from qscope.steer.engine import Row
 from qscope.steer.runs import SteerRun
 from qscope.steer.spec import ChatMessage, FeatureSteer, SteerLimits, SteerSpec
 from qscope.steer.worker import SteerJob, SteerWorker, make_job
-from qscope.web import create_app
+from tests.helpers.apps import app_client, app_settings
 from tests.helpers.timing import FakeClock, wait_until
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -27,16 +25,10 @@ SAE = "SAE-Res-mini-qwen-W512-L0_16__layer1"
 
 @pytest.fixture(scope="module")
 def client(tiny_db, tmp_path_factory):
-    db = tmp_path_factory.mktemp("appdb") / "app.db"
-    settings = Settings(
-        app_db_url=f"sqlite:///{db}",
-        device="cpu",
-        cache_dir=tmp_path_factory.mktemp("cache"),
-        steer_max_new_tokens=64,
-        rate_steer_per_min=0,
-        rate_share_per_min=0,
+    settings = app_settings(
+        tmp_path_factory.mktemp("app"), steer_max_new_tokens=64, rate_steer_per_min=0, rate_share_per_min=0
     )
-    with TestClient(create_app([tiny_db], settings, warm_search=False), raise_server_exceptions=False) as c:
+    with app_client([tiny_db], settings, raise_server_exceptions=False) as c:
         yield c
 
 
@@ -118,15 +110,8 @@ def test_sharing_a_run_twice_gives_one_link_and_one_row(client):
 
 
 def test_sharing_is_rate_limited(tiny_db, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("share")
-    settings = Settings(
-        app_db_url=f"sqlite:///{tmp}/app.db",
-        device="cpu",
-        cache_dir=tmp / "cache",
-        rate_share_per_min=6,
-        rate_share_burst=3,
-    )
-    with TestClient(create_app([tiny_db], settings, warm_search=False)) as c:
+    settings = app_settings(tmp_path_factory.mktemp("share"), rate_share_per_min=6, rate_share_burst=3)
+    with app_client([tiny_db], settings) as c:
         codes = [c.post("/api/steer/share", json={"run": f"nope{i}"}).status_code for i in range(5)]
         assert codes == [404, 404, 404, 429, 429]
         r = c.post("/api/steer/share", json={"run": "nope"})

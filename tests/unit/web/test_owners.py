@@ -10,11 +10,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from qscope.config import Settings
 from qscope.explain.notes import ListItem
 from qscope.explain.notes_tables import ListRow, NoteRow
-from qscope.web import create_app
 from qscope.web.routes.lists import PAGE_SIZE
+from tests.helpers.apps import app_client, app_settings
 from tests.helpers.stores import SAE_ID, write_small_store
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -27,9 +26,7 @@ def store(tmp_path_factory):
 
 
 def make_client(store, tmp_path_factory, **overrides) -> TestClient:
-    tmp = tmp_path_factory.mktemp("app")
-    settings = Settings(device="cpu", cache_dir=tmp / "cache", app_db_url=f"sqlite:///{tmp}/app.db", **overrides)
-    return TestClient(create_app([store], settings, warm_search=False), follow_redirects=False)
+    return app_client([store], app_settings(tmp_path_factory.mktemp("app"), **overrides), follow_redirects=False)
 
 
 @pytest.fixture(scope="module")

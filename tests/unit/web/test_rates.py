@@ -6,11 +6,11 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from qscope.config import Settings
 from qscope.web import create_app
 from qscope.web.methods import all_routes
 from qscope.web.rates import rate_limit_of
 from qscope.web.security import UNSAFE_METHODS
+from tests.helpers.apps import app_settings
 from tests.helpers.stores import write_small_store
 
 # (method, path) -> (bucket, the 429's "Too many <what>"): the buckets routes share, as before route declarations
@@ -61,9 +61,7 @@ def store(tmp_path_factory):
 
 
 def make_app(store, tmp_path_factory, **overrides):
-    tmp = tmp_path_factory.mktemp("rates-app")
-    settings = Settings(device="cpu", cache_dir=tmp / "cache", app_db_url=f"sqlite:///{tmp}/app.db", **overrides)
-    return create_app([store], settings, warm_search=False)
+    return create_app([store], app_settings(tmp_path_factory.mktemp("rates-app"), **overrides), warm_search=False)
 
 
 def declared(app) -> dict[tuple[str, str], tuple[str, str]]:

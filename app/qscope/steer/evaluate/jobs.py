@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 
+from qscope.appdb.first_use import OpenedOnFirstUse
 from qscope.config import SteerEvalSettings
 from qscope.jobs import Cancelled, Job, JobRunner
 from qscope.steer.evaluate.plan import Plan, Target
@@ -121,15 +122,12 @@ class Evaluations:
         self.limits = limits or EvalLimits()
         self.jobs: dict[str, EvalJob] = {}
         self.runner = JobRunner("steer-eval", max_waiting, per_client, keep=KEEP, on_end=self._ended)
-        self._store: RecipeStore | None = None
+        self._store = OpenedOnFirstUse(lambda: RecipeStore(self.db_url))
         self._lock = threading.Lock()
 
     @property
     def store(self) -> RecipeStore:
-        with self._lock:
-            if self._store is None:
-                self._store = RecipeStore(self.db_url)
-            return self._store
+        return self._store.get()
 
     def submit(self, plan: Plan, target: Target, client: str = "") -> EvalJob:
         """Queue an evaluation; QueueFull (503) when the queue or this client's share of it is full."""
@@ -277,5 +275,5 @@ class Evaluations:
     def shutdown(self) -> None:
         """The server is stopping: cancel what runs, and mark this server's unfinished jobs failed."""
         self.runner.shutdown(STOPPED)
-        if self._store is not None:
-            self._store.fail_running(STOPPED)
+        if (store := self._store.opened) is not None:
+            store.fail_running(STOPPED)

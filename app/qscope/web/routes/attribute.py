@@ -109,12 +109,6 @@ class AttributePage:
     result: Attributed | None
 
 
-def _model_id(catalog: Catalog, model_id: str | None) -> str:
-    model_id = model_id or next(iter(catalog.models), "")
-    catalog.model(model_id)  # NotFound lists what exists
-    return model_id
-
-
 def _runner(live, model_id: str) -> LiveModel:
     runner = live.get(model_id)
     if runner is None:
@@ -141,7 +135,7 @@ def _run_source(q: AttributeRequest, run: str, catalog: Catalog, live, steering:
             [("steer", "/steer")],
         )
     spec, result = found
-    model_id = _model_id(catalog, spec.model_id)
+    model_id = catalog.model_id_or_first(spec.model_id)
     runner = _runner(live, model_id)
     lm, saes = runner.load()
     completion = result.steered if q.side == "steered" else result.default
@@ -166,7 +160,7 @@ def attributed(q: AttributeRequest, catalog: Catalog, live, steering: Steering, 
         if q.run:
             src = _run_source(q, q.run, catalog, live, steering, limits)
         elif q.text:
-            runner = _runner(live, _model_id(catalog, q.model_id))
+            runner = _runner(live, catalog.model_id_or_first(q.model_id))
             src = Source(runner, runner.tokenize(q.text, limits), q.pos, None, None, None)
         else:
             raise WhyError("give `text` (and the position of a token in it) or `run` (a steering run)")

@@ -15,7 +15,7 @@ from qscope.discover.store import Listed
 from qscope.web import rates, urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LiveDep
-from qscope.web.discovering import DiscoveringDep, bad_input, model_id_of, served_async
+from qscope.web.discovering import DiscoveringDep, bad_input, served_async
 from qscope.web.render import render
 from qscope.web.routes.discover import DemoInfo, demo_infos
 from qscope.web.twins import TwinRoute
@@ -109,7 +109,7 @@ class DetectorsPage:
 
 @router.get("/detectors")
 def detectors_page(request: Request, catalog: CatalogDep, live: LiveDep, discovering: DiscoveringDep):
-    model_id = model_id_of(catalog, None)
+    model_id = catalog.model_id_or_first(None)
     page = DetectorsPage(discovering.recent("detector", 200), model_id, demo_infos(live, model_id))
     return render(request, "detectors.html", {"p": page}, data=page)
 

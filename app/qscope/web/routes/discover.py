@@ -27,7 +27,6 @@ from qscope.web.discovering import (
     busy,
     corpus_dir,
     job_json,
-    model_id_of,
     served_async,
 )
 from qscope.web.render import jsonable, render, templates
@@ -96,7 +95,7 @@ def discover_page(
     model_id: str | None = None,
     n: Annotated[int, Query(ge=4, le=1000)] = 100,
 ):
-    model_id = model_id_of(catalog, model_id)
+    model_id = catalog.model_id_or_first(model_id)
     seed = request.app.state.settings.runtime.seed
     a, b, name_a, name_b = prefill(live, model_id, demo, n, seed)
     runner = live.get(model_id)

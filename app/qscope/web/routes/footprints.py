@@ -24,7 +24,6 @@ from qscope.web.discovering import (
     DiscoveringDep,
     bad_input,
     busy,
-    model_id_of,
     served_async,
 )
 from qscope.web.render import jsonable, render
@@ -60,7 +59,7 @@ def footprints_page(
     model_id: str | None = None,
     n: Annotated[int, Query(ge=4, le=1000)] = 200,
 ):
-    model_id = model_id_of(catalog, model_id)
+    model_id = catalog.model_id_or_first(model_id)
     a, b, name_a, name_b = prefill(live, model_id, demo, n, request.app.state.settings.runtime.seed)
     limits = {
         "max_examples": discovering.limits.max_examples,

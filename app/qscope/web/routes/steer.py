@@ -71,18 +71,11 @@ def steer_feature(catalog: Catalog, sae_id: str, feature: int) -> SteerFeature:
     )
 
 
-def _model_id(catalog: Catalog, spec: SteerSpec) -> str:
-    models = [m.model_id for m in catalog]
-    model_id = spec.model_id or (models[0] if models else "")
-    catalog.model(model_id)  # NotFound lists what exists
-    return model_id
-
-
 def _submit(
     spec: SteerSpec, request: Request, catalog: Catalog, live, steering: Steering, emit
 ) -> tuple[SteerJob, SteerSpec]:
     """Resolve the spec's model and features, build its job and queue it (as the request's client's)."""
-    model_id = _model_id(catalog, spec)
+    model_id = catalog.model_id_or_first(spec.model_id)
     spec = spec.model_copy(update={"model_id": model_id})
     runner = live.get(model_id)
     if runner is None:

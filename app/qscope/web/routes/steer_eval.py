@@ -74,13 +74,6 @@ class JobView(BaseModel):
     result: EvalResult | None = Field(None, description="Set once the job is done.")
 
 
-def _model_id(catalog: Catalog, spec: SteerSpec) -> str:
-    models = [m.model_id for m in catalog]
-    model_id = spec.model_id or (models[0] if models else "")
-    catalog.model(model_id)  # NotFound lists what exists
-    return model_id
-
-
 def start(
     req: EvalRequest,
     request: Request,
@@ -91,7 +84,7 @@ def start(
     discovering: Discovering | None = None,
 ) -> EvalStarted:
     """Plan the evaluation (every limit checked, the model loaded) and queue it as the request's client's."""
-    model_id = _model_id(catalog, req.spec)
+    model_id = catalog.model_id_or_first(req.spec.model_id)
     runner = live.get(model_id)
     if runner is None:
         raise NotFound(f"No live model for {model_id!r}.")
@@ -188,7 +181,7 @@ def suggest_feature(prompt_set: str, catalog: CatalogDep, live: LiveDep, model_i
     if prompt_set not in SETS or not SETS[prompt_set].probe:
         named = [s.name for s in SETS.values() if s.probe]
         raise SpecError(f"no built-in prompt set {prompt_set!r} with a steer; there are: {', '.join(named)}")
-    model_id = _model_id(catalog, SteerSpec(model_id=model_id))
+    model_id = catalog.model_id_or_first(model_id)
     runner = live.get(model_id)
     if runner is None:
         raise NotFound(f"No live model for {model_id!r}.")
