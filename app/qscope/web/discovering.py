@@ -32,12 +32,6 @@ def get_discovering(request: Request) -> Discovering:
 DiscoveringDep = Annotated[Discovering, Depends(get_discovering)]
 
 
-def model_id_of(catalog: Catalog, model_id: str | None) -> str:
-    """Catalog.model_id_or_first, under the name routes/fix.py (on main, not on this branch yet) imports; once
-    merged, fix.py calls catalog.model_id_or_first and this goes."""
-    return catalog.model_id_or_first(model_id)
-
-
 def corpus_dir(live: LiveModels, model_id: str) -> Path | None:
     """The demo corpus of a served model, if its store was harvested from a `qscope build-demo` folder."""
     runner = live.get(model_id)

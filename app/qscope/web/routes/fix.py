@@ -23,7 +23,7 @@ from qscope.steer.evaluate.target import from_live
 from qscope.web import rates, urls
 from qscope.web.catalog import NotFound
 from qscope.web.deps import CatalogDep, LiveDep
-from qscope.web.discovering import JOB_POST, DiscoveringDep, bad_input, busy, corpus_dir, model_id_of, served_async
+from qscope.web.discovering import JOB_POST, DiscoveringDep, bad_input, busy, corpus_dir, served_async
 from qscope.web.errors import Unprocessable
 from qscope.web.render import render
 from qscope.web.routes.discover import DemoInfo, job_answer, prefill, wait_for
@@ -71,7 +71,7 @@ def fix_page(
     n: Annotated[int, Query(ge=4, le=1000)] = 30,
     goal: Annotated[str, Query(pattern="^(increase|decrease)$")] = "increase",
 ):
-    model_id = model_id_of(catalog, model_id)
+    model_id = catalog.model_id_or_first(model_id)
     seed = request.app.state.settings.runtime.seed
     a, b, name_a, name_b = prefill(live, model_id, demo, n, seed)
     runner = live.get(model_id)
