@@ -12,13 +12,11 @@ Prints a Markdown table (one row per set and site) and a JSON line last.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-import torch
-
+from qscope.bench.discover import demo_parser, load_demo
 from qscope.bench.other_text import SETS as OTHER_SETS
 from qscope.bench.other_text import other_examples
 from qscope.discover.activations import ActivationRunner
@@ -26,9 +24,7 @@ from qscope.discover.baselines import Judged
 from qscope.discover.demo import DEMOS, demo_examples
 from qscope.discover.discovery import DiscoverOptions, discover
 from qscope.discover.examples import ExampleLimits, build_set
-from qscope.harvest.ids import model_id_for, sae_id_for
-from qscope.model import load_model
-from qscope.sae import find_sae_files, load_sae
+from qscope.harvest.ids import model_id_for
 
 COLUMNS = ("best feature", "sparse regression over features", "DiffMean", "probe")
 
@@ -38,21 +34,14 @@ def _cell(j: Judged | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--demo-dir", default="data/demo", help="A `qscope build-demo` folder (model, saes, corpus).")
+    ap = demo_parser(__doc__)
     ap.add_argument("--sets", default=",".join([*DEMOS, *OTHER_SETS]), help="Comma-separated set names.")
     ap.add_argument("--n", type=int, default=100, help="Examples per side.")
-    ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     root = Path(args.demo_dir)
-    lm = load_model(root / "model", device=args.device)
+    lm, saes = load_demo(args)
     tokenizer = lm.require_tokenizer()
-    saes = {sae_id_for(f): load_sae(f, device=lm.device) for f in find_sae_files(root / "saes")}
     runner = ActivationRunner(lm.model, saes, pad_id=tokenizer.pad_token_id or 0)
     rows: list[dict] = []
     print("| set | examples (A / B) | site | best feature | sparse regression | DiffMean | probe | reading |")

@@ -22,8 +22,8 @@ from qscope.discover.demo import demo_examples
 from qscope.discover.discovery import DiscoverOptions, discover
 from qscope.discover.examples import ExampleLimits, build_set
 from qscope.harvest.ids import model_id_for, sae_id_for
-from qscope.model import capture, load_model
-from qscope.sae import find_sae_files, load_sae
+from qscope.model import LoadedModel, capture, load_model
+from qscope.sae import Sae, find_sae_files, load_sae
 
 
 def floor(runner: ActivationRunner, ids: list[list[int]]) -> None:
@@ -45,23 +45,34 @@ def floor(runner: ActivationRunner, ids: list[list[int]]) -> None:
             torch.cuda.synchronize()
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def demo_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark over a `qscope build-demo` folder takes (this one and `bench baselines`)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--demo-dir", default="data/demo", help="A `qscope build-demo` folder (model, saes, corpus).")
-    ap.add_argument("--demo", default="code-vs-prose")
-    ap.add_argument("--n", type=int, default=200, help="Examples per side.")
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--tokens-per-batch", type=int, default=4096)
-    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def load_demo(args: argparse.Namespace) -> tuple[LoadedModel, dict[str, Sae]]:
+    """The demo folder's model and every SAE of it {sae_id: Sae}, on `--device`, with `--threads` set."""
     if args.threads:
         torch.set_num_threads(args.threads)
     root = Path(args.demo_dir)
     lm = load_model(root / "model", device=args.device)
-    files = find_sae_files(root / "saes")
-    saes = {sae_id_for(f): load_sae(f, device=lm.device) for f in files}
+    return lm, {sae_id_for(f): load_sae(f, device=lm.device) for f in find_sae_files(root / "saes")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = demo_parser(__doc__)
+    ap.add_argument("--demo", default="code-vs-prose")
+    ap.add_argument("--n", type=int, default=200, help="Examples per side.")
+    ap.add_argument("--tokens-per-batch", type=int, default=4096)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args(argv)
+    root = Path(args.demo_dir)
+    lm, saes = load_demo(args)
     _, a, b = demo_examples(root / "corpus", args.demo, args.n)
     examples = build_set(a, b, ExampleLimits())
     runner = ActivationRunner(

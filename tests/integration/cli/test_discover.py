@@ -1,39 +1,19 @@
 """`qscope discover` and `qscope footprint` without a server, on the tiny default: results on stdout (JSON line
 last), files written whole, detectors saved to the app database, and bad input as one line with exit code 2."""
 
-import json
 import re
 
 import pytest
-from typer.testing import CliRunner
 
-from qscope.cli import cli
 from qscope.config import get_settings
 from qscope.discover import footprint_files
 from qscope.discover.detector_runs import SavedDetector
 from qscope.discover.discovery import Discovery
 from qscope.discover.footprints import compare
 from qscope.discover.store import DiscoverStore
+from tests.helpers.cli import last_json, run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture
-def app_db(tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'app.db'}"
-    monkeypatch.setenv("QSCOPE_APP_DB_URL", url)
-    get_settings.cache_clear()
-    yield url
-    get_settings.cache_clear()
-
-
-def run(*args: str):
-    result = CliRunner().invoke(cli, list(args))
-    return result, result.output
-
-
-def last_json(text: str) -> dict:
-    return json.loads(text.strip().splitlines()[-1])
 
 
 def test_discover_demo_saves_a_detector(tiny_db, tmp_path, app_db):

@@ -1,34 +1,16 @@
 """`qscope fix` without a server, on the tiny default: the ranking on stdout (JSON line last), the whole result
 written with --out, the discovery, recipe and fix saved with --save, and bad input as one line with exit 2."""
 
-import json
-
 import pytest
-from typer.testing import CliRunner
 
-from qscope.cli import cli
-from qscope.config import get_settings
 from qscope.discover.store import DiscoverStore
 from qscope.fix.ranking import is_intervention
 from qscope.fix.result import FixResult
 from qscope.steer.evaluate.recipes import RecipeStore
+from tests.helpers.cli import last_json, run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SMALL = ["--per-sae", "1", "--max-prompts", "3", "--seeds", "1", "--random-controls", "1", "--max-new-tokens", "6"]
-
-
-@pytest.fixture
-def app_db(tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'app.db'}"
-    monkeypatch.setenv("QSCOPE_APP_DB_URL", url)
-    get_settings.cache_clear()
-    yield url
-    get_settings.cache_clear()
-
-
-def run(*args: str):
-    result = CliRunner().invoke(cli, list(args))
-    return result, result.output
 
 
 def test_fix_demo_ranks_saves_and_writes(tiny_db, tmp_path, app_db):
@@ -36,7 +18,7 @@ def test_fix_demo_ranks_saves_and_writes(tiny_db, tmp_path, app_db):
     args = ["fix", "--db", str(tiny_db), "--demo", "code-vs-prose", "--demo-n", "12", *SMALL]
     result, text = run(*args, "--strengths", "0,2", "--save", "--out", str(out))
     assert result.exit_code == 0, text
-    summary = json.loads(text.strip().splitlines()[-1])
+    summary = last_json(text)
     assert sorted(summary["ranked"]) == ["candidate-1", "diffmean", "intervention"]
     saved = FixResult.model_validate_json(out.read_text())
     assert saved.id == summary["fix"] and summary["fix_url"] == f"/fix/{saved.id}"
