@@ -96,6 +96,36 @@ def read_side(paths: list[Path] | None, text_column: str) -> list[str]:
     return out
 
 
+def examples_in(
+    pos: list[Path] | None,
+    neg: list[Path] | None,
+    data: Path | None,
+    demo: str | None,
+    demo_n: int,
+    label_column: str,
+    text_column: str,
+    positive: str | None = None,
+):
+    """The examples a command was given (files of each set, one labelled file, or a demo set) as the API takes
+    them (qscope.discover.requests.ExamplesIn): `qscope discover`, `qscope fix`."""
+    from qscope.discover.requests import ExamplesIn, FileIn
+
+    return ExamplesIn(
+        a=read_side(pos, text_column),
+        b=read_side(neg, text_column),
+        demo=demo,
+        demo_n=demo_n,
+        labelled_file=FileIn(name=data.name, content=data.read_text(encoding="utf-8", errors="replace"))
+        if data
+        else None,
+        label_column=label_column,
+        text_column=text_column,
+        positive_label=positive,
+        name_a=", ".join(p.name for p in pos or []),
+        name_b=", ".join(p.name for p in neg or []),
+    )
+
+
 def limits(max_examples: int | None):
     from qscope.discover.examples import ExampleLimits
 

@@ -16,11 +16,11 @@ from qscope.config import get_settings
 from qscope.discover.cli_common import (
     cli_runner,
     console,
+    examples_in,
     fail,
     fmt,
     limits,
     load_served,
-    read_side,
     say,
     write_json,
 )
@@ -79,7 +79,7 @@ def discover_cmd(
     held-out test split, beside a random-feature baseline and a label-shuffle control."""
     from qscope.discover.discovery import DiscoverOptions, discover
     from qscope.discover.examples import ExamplesError
-    from qscope.discover.requests import ExamplesIn, FileIn, example_set
+    from qscope.discover.requests import example_set
     from qscope.jobs import Cancelled
 
     settings = get_settings()
@@ -91,20 +91,7 @@ def discover_cmd(
     seed = settings.runtime.seed if seed is None else seed
     example_limits = limits(max_examples)
     try:
-        req = ExamplesIn(
-            a=read_side(pos, text_column),
-            b=read_side(neg, text_column),
-            demo=demo,
-            demo_n=demo_n,
-            labelled_file=FileIn(name=data.name, content=data.read_text(encoding="utf-8", errors="replace"))
-            if data
-            else None,
-            label_column=label_column,
-            text_column=text_column,
-            positive_label=positive,
-            name_a=", ".join(p.name for p in pos or []),
-            name_b=", ".join(p.name for p in neg or []),
-        )
+        req = examples_in(pos, neg, data, demo, demo_n, label_column, text_column, positive)
         examples = example_set(req, example_limits, served.corpus_dir, seed)
         options = DiscoverOptions(test_share=test_share, seed=seed, top=top, logreg=logreg or detector == "logreg")
     except (ExamplesError, ValueError) as e:

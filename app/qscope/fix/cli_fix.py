@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from qscope.config import get_settings
-from qscope.discover.cli_common import cli_runner, console, fail, fmt, limits, load_live, read_side, say, write_json
+from qscope.discover.cli_common import cli_runner, console, examples_in, fail, fmt, limits, load_live, say, write_json
 
 
 def _strengths(text: str) -> list[float]:
@@ -56,7 +56,7 @@ def fix_cmd(
 
     from qscope.discover.discovery import DiscoverOptions
     from qscope.discover.examples import ExamplesError
-    from qscope.discover.requests import ExamplesIn, FileIn, example_set
+    from qscope.discover.requests import example_set
     from qscope.fix.request import FixSettings, check
     from qscope.steer.evaluate.jobs import eval_limits
     from qscope.steer.service import steer_limits as limits_of_steering
@@ -81,19 +81,7 @@ def fix_cmd(
     seed = settings.runtime.seed if seed is None else seed
     steer_limits, ev_limits = limits_of_steering(settings.steer), eval_limits(settings.steer_eval)
     try:
-        req = ExamplesIn(
-            a=read_side(pos, text_column),
-            b=read_side(neg, text_column),
-            demo=demo,
-            demo_n=demo_n,
-            labelled_file=FileIn(name=data.name, content=data.read_text(encoding="utf-8", errors="replace"))
-            if data
-            else None,
-            label_column=label_column,
-            text_column=text_column,
-            name_a=", ".join(p.name for p in pos or []),
-            name_b=", ".join(p.name for p in neg or []),
-        )
+        req = examples_in(pos, neg, data, demo, demo_n, label_column, text_column)
         examples = example_set(req, limits(None), served.corpus_dir, seed)
         options = DiscoverOptions(test_share=test_share, seed=seed)
         check(fix, ev_limits, len(served.saes), steer_limits)
