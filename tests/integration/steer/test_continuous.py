@@ -5,19 +5,10 @@ running batch mid-way (its prompt chunked, other rows leaving meanwhile), for ev
 import pytest
 import torch
 
-from qscope.model import capture, load_model
-from qscope.sae import load_sae
+from qscope.model import capture
 from qscope.steer.continuous import EagerEngine
 from qscope.steer.edits import Edit
 from qscope.steer.engine import Row, generate
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_demo):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_model(tiny_demo / "model", device="cpu"), load_sae(tiny_demo / "saes", layer=1)
-    torch.set_num_threads(before)
 
 
 def ids(lm, text):

@@ -5,23 +5,14 @@ leaves the running batch while the others go on; the setting picks the worker.""
 import threading
 import time
 
-import pytest
 import torch
 
 from qscope.config import Settings
-from qscope.sae import load_sae
 from qscope.steer.continuous_worker import ContinuousWorker
 from qscope.steer.edits import Edit
 from qscope.steer.service import Steering
 from qscope.steer.spec import SteerLimits, SteerSpec
 from qscope.steer.worker import SteerWorker, make_job
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_demo, one_torch_thread):
-    from qscope.model import load_model
-
-    return load_model(tiny_demo / "model", device="cpu"), load_sae(tiny_demo / "saes", layer=1)
 
 
 class Seen:

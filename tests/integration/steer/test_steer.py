@@ -3,21 +3,10 @@
 import pytest
 import torch
 
-from qscope.model import capture, hooks, load_model
-from qscope.sae import load_sae
+from qscope.model import capture, hooks
 from qscope.steer.edits import Edit, resolve_edits, steer_hidden, unit_direction
 from qscope.steer.engine import Row, generate
 from qscope.steer.spec import FeatureSteer, SpecError
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_demo):
-    """mini-Qwen and its last layer's SAE (its edits reach the logits directly), on one torch thread (set after
-    the shared demo build, which needs every core it can get)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_model(tiny_demo / "model", device="cpu"), load_sae(tiny_demo / "saes", layer=1)
-    torch.set_num_threads(before)
 
 
 def ids(lm, text):
